@@ -1,0 +1,138 @@
+// The PgLlm example: reviews whose sentiment and Spanish translation are filled by a model.
+//
+//   dotnet run --project examples/Reviews              demo: migrate, insert reviews, drain, print, exit
+//   dotnet run --project examples/Reviews -- --serve   migrate, then run the worker until Ctrl+C
+//   dotnet run --project examples/Reviews -- --write-sql [folder]   write the generated SQL (default: ./Sql)
+//
+// With nothing configured it starts a throwaway PostgreSQL and PgLlm's deterministic local model
+// endpoint. Set PGLLM_CONNECTION to use your database, and PGLLM_BASE_URL, PGLLM_API_KEY and
+// PGLLM_MODEL to use a real OpenAI-compatible provider.
+using Microsoft.Extensions.DependencyInjection;
+using Microsoft.Extensions.Hosting;
+using Microsoft.Extensions.Logging;
+using Npgsql;
+using PgLlm;
+using PgLlm.Hosting;
+using PgLlm.Local;
+using PgLlm.Migrations;
+using PgLlm.Worker;
+using Reviews;
+
+if (args is ["--write-sql", ..])
+{
+    var folder = args.Length > 1 ? args[1] : Path.Combine(Directory.GetCurrentDirectory(), ReviewsSchema.GeneratedSqlFolder);
+    PgLlmScriptFolder.Write(folder, PgLlm.Generated.PgLlmScripts.All);
+    Console.WriteLine($"Wrote {PgLlm.Generated.PgLlmScripts.All.Count} scripts to {folder}");
+    return 0;
+}
+
+var serve = args.Contains("--serve");
+var builder = Host.CreateApplicationBuilder(args);
+builder.Logging.SetMinimumLevel(serve ? LogLevel.Information : LogLevel.Warning);
+var configured = new PgLlmOptions();
+PgLlmServiceCollectionExtensions.Bind(builder.Configuration, configured);
+
+await using var localDatabase = configured.ConnectionString is null ? await StartLocalDatabaseAsync() : null;
+await using var localModel = configured.BaseUrl is null ? await StartLocalModelAsync() : null;
+if (localDatabase is not null)
+{
+    builder.Configuration["PgLlm:ConnectionString"] = localDatabase.ConnectionString;
+}
+
+if (localModel is not null)
+{
+    builder.Configuration["PgLlm:BaseUrl"] = localModel.BaseUrl.ToString();
+    builder.Configuration["PgLlm:ApiKey"] = localModel.ApiKey;
+    builder.Configuration["PgLlm:Model"] = "pgllm-local-deterministic";
+}
+else
+{
+    Console.WriteLine($"Model endpoint: {configured.BaseUrl} (model {configured.Model ?? "(PGLLM_MODEL not set)"})");
+}
+
+// In --serve mode the host migrates at start-up, before the worker starts.
+builder.Services.AddPgLlm(builder.Configuration, serve ? ReviewsSchema.All : null);
+using var host = builder.Build();
+
+if (serve)
+{
+    Console.WriteLine("Migrating, then draining the queue until Ctrl+C.");
+    await host.RunAsync();
+    return 0;
+}
+
+var dataSource = host.Services.GetRequiredService<NpgsqlDataSource>();
+var migrated = await new PgLlmMigrator(dataSource, ReviewsSchema.All).MigrateAsync();
+Console.WriteLine($"Migrations: {migrated.Applied.Count} scripts applied" + (migrated.Applied.Count == 0 ? " (database already up to date)." : "."));
+
+var reviews = new (string ReviewText, string OriginalReview)[]
+{
+    ("I love this hackathon, I can build anything I want!", "The food was great and the service was very good"),
+    ("The delivery was slow and the box arrived broken.", "This product is bad and the support was terrible"),
+    ("It arrived on Tuesday.", "The package is here"),
+};
+
+await using (var batch = dataSource.CreateBatch())
+{
+    foreach (var (text, original) in reviews)
+    {
+        batch.BatchCommands.Add(new NpgsqlBatchCommand("INSERT INTO public.user_reviews (review_text, user_review_og) VALUES ($1, $2)")
+        {
+            Parameters = { new() { Value = text }, new() { Value = original } },
+        });
+    }
+
+    await batch.ExecuteNonQueryAsync();
+}
+
+Console.WriteLine($"Inserted {reviews.Length} reviews; the inserts returned at once, the model columns are still empty.");
+var worker = host.Services.GetRequiredService<PgLlmWorker>();
+using var timeout = new CancellationTokenSource(TimeSpan.FromMinutes(2));
+var settled = await worker.RunUntilIdleAsync(timeout.Token);
+Console.WriteLine($"The worker settled {settled} jobs. The rows now read:");
+Console.WriteLine();
+
+await using (var command = dataSource.CreateCommand(
+    "SELECT id, review_text, sentiment, user_review_og, emotion, user_review_es FROM public.user_reviews ORDER BY id DESC LIMIT $1"))
+{
+    command.Parameters.Add(new NpgsqlParameter<int> { TypedValue = reviews.Length });
+    await using var reader = await command.ExecuteReaderAsync();
+    while (await reader.ReadAsync())
+    {
+        Console.WriteLine($"#{reader.GetInt64(0)} review_text    : {reader.GetString(1)}");
+        Console.WriteLine($"   sentiment      : {Show(reader, 2)}");
+        Console.WriteLine($"   user_review_og : {Show(reader, 3)}");
+        Console.WriteLine($"   emotion        : {Show(reader, 4)}");
+        Console.WriteLine($"   user_review_es : {Show(reader, 5)}");
+        Console.WriteLine();
+    }
+}
+
+await using (var command = dataSource.CreateCommand("SELECT state, count(*) FROM llm.job GROUP BY state ORDER BY state"))
+{
+    await using var reader = await command.ExecuteReaderAsync();
+    var states = new List<string>();
+    while (await reader.ReadAsync())
+    {
+        states.Add($"{reader.GetString(0)}: {reader.GetInt64(1)}");
+    }
+
+    Console.WriteLine("Jobs in llm.job by state: " + string.Join(", ", states));
+}
+
+return 0;
+
+static string Show(NpgsqlDataReader reader, int ordinal) => reader.IsDBNull(ordinal) ? "(null)" : reader.GetString(ordinal);
+
+static async Task<LocalPostgres> StartLocalDatabaseAsync()
+{
+    Console.WriteLine("PGLLM_CONNECTION is not set: starting a throwaway PostgreSQL from the local binaries.");
+    return await LocalPostgres.StartAsync();
+}
+
+static async Task<LocalModelServer> StartLocalModelAsync()
+{
+    Console.WriteLine("PGLLM_BASE_URL is not set: using PgLlm's deterministic local model endpoint on 127.0.0.1.");
+    Console.WriteLine("Its answers are canned rules (a word list for sentiment, a small dictionary for Spanish), not a real model.");
+    return await LocalModelServer.StartAsync();
+}

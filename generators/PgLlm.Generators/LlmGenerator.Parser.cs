@@ -1,0 +1,385 @@
+using System;
+using System.Collections.Generic;
+using System.Collections.Immutable;
+using System.Linq;
+using System.Text;
+using System.Threading;
+using Microsoft.CodeAnalysis;
+using Microsoft.CodeAnalysis.CSharp.Syntax;
+using PgLlm.Generators.Model;
+using PgLlm.Templates;
+
+namespace PgLlm.Generators;
+
+public sealed partial class LlmGenerator
+{
+    internal const string LlmTableAttribute = "PgLlm.LlmTableAttribute";
+    private const string LlmColumnAttribute = "PgLlm.LlmColumnAttribute";
+    private const string LlmTaskAttribute = "PgLlm.LlmTaskAttribute";
+    private const string KeyAttribute = "System.ComponentModel.DataAnnotations.KeyAttribute";
+    private const string ColumnAttribute = "System.ComponentModel.DataAnnotations.Schema.ColumnAttribute";
+    private const int DefaultMaxAttempts = 5;
+
+    /// <summary>Reads one [LlmTable] type into a <see cref="TableSpec"/> and its diagnostics.</summary>
+    internal static class Parser
+    {
+        public static ParseResult Parse(GeneratorAttributeSyntaxContext context, CancellationToken cancellationToken)
+        {
+            var type = (INamedTypeSymbol)context.TargetSymbol;
+            var diagnostics = new List<DiagnosticInfo>();
+            var typeName = type.Name;
+            var tableAttribute = context.Attributes[0];
+
+            var table = tableAttribute.ConstructorArguments.Length > 0 ? tableAttribute.ConstructorArguments[0].Value as string : null;
+            var schema = NamedString(tableAttribute, "Schema") ?? "public";
+            if (string.IsNullOrEmpty(table) || schema.Length == 0)
+            {
+                diagnostics.Add(Diagnostic(DiagnosticDescriptors.InvalidArgument, ArgumentLocation(tableAttribute, 0, cancellationToken),
+                    $"[LlmTable] on '{typeName}' needs a non-empty table name and schema"));
+                return new ParseResult(null, diagnostics.ToEquatableArray());
+            }
+
+            var columns = ReadColumns(type);
+            var keys = columns.Where(c => c.IsKey).ToList();
+            if (keys.Count == 0)
+            {
+                var id = columns.FirstOrDefault(c => c.PropertyName == "Id");
+                if (id is not null)
+                {
+                    keys.Add(id);
+                }
+            }
+
+            if (keys.Count == 0)
+            {
+                diagnostics.Add(Diagnostic(DiagnosticDescriptors.NoKey, AttributeLocation(tableAttribute, cancellationToken), typeName));
+            }
+
+            var keyColumns = keys.Select(k => k.ColumnName).ToList();
+            var tasks = new List<TaskSpec>();
+            foreach (var column in columns)
+            {
+                foreach (var attribute in column.Attributes.Where(a => Is(a, LlmColumnAttribute)))
+                {
+                    var task = ParseTask(attribute, typeName, columns, keyColumns, new[] { column.ColumnName }, diagnostics, cancellationToken);
+                    AddTask(task, tasks, attribute, typeName, diagnostics, cancellationToken);
+                }
+            }
+
+            foreach (var attribute in type.GetAttributes().Where(a => Is(a, LlmTaskAttribute)))
+            {
+                var targets = attribute.ConstructorArguments.Length > 1 && attribute.ConstructorArguments[1].Kind == TypedConstantKind.Array
+                    ? attribute.ConstructorArguments[1].Values.Select(v => v.Value as string ?? string.Empty).ToArray()
+                    : Array.Empty<string>();
+                var resolved = new List<string>();
+                foreach (var target in targets)
+                {
+                    var column = Resolve(columns, target);
+                    if (column is null)
+                    {
+                        diagnostics.Add(Diagnostic(DiagnosticDescriptors.UnknownTarget, ArgumentLocation(attribute, 1, cancellationToken),
+                            NamedString(attribute, "Name") ?? string.Join("+", targets), target, typeName));
+                    }
+                    else
+                    {
+                        resolved.Add(column.ColumnName);
+                    }
+                }
+
+                if (targets.Length == 0)
+                {
+                    diagnostics.Add(Diagnostic(DiagnosticDescriptors.InvalidArgument, AttributeLocation(attribute, cancellationToken),
+                        $"[LlmTask] on '{typeName}' names no target column: list the properties the answer fills"));
+                    continue;
+                }
+
+                if (resolved.Count != targets.Length)
+                {
+                    continue;
+                }
+
+                var task = ParseTask(attribute, typeName, columns, keyColumns, resolved, diagnostics, cancellationToken);
+                AddTask(task, tasks, attribute, typeName, diagnostics, cancellationToken);
+            }
+
+            if (diagnostics.Any(d => DiagnosticDescriptors.Get(d.Id).DefaultSeverity == DiagnosticSeverity.Error))
+            {
+                return new ParseResult(null, diagnostics.ToEquatableArray());
+            }
+
+            var spec = new TableSpec(
+                type.ToDisplayString(SymbolDisplayFormat.FullyQualifiedFormat),
+                schema,
+                table!,
+                keyColumns.ToEquatableArray(),
+                tasks.ToEquatableArray());
+            return new ParseResult(spec, diagnostics.ToEquatableArray());
+        }
+
+        private static void AddTask(TaskSpec? task, List<TaskSpec> tasks, AttributeData attribute, string typeName, List<DiagnosticInfo> diagnostics, CancellationToken cancellationToken)
+        {
+            if (task is null)
+            {
+                return;
+            }
+
+            if (tasks.Any(t => t.Name == task.Name))
+            {
+                diagnostics.Add(Diagnostic(DiagnosticDescriptors.DuplicateTaskName, AttributeLocation(attribute, cancellationToken), typeName, task.Name));
+                return;
+            }
+
+            tasks.Add(task);
+        }
+
+        private static TaskSpec? ParseTask(
+            AttributeData attribute,
+            string typeName,
+            IReadOnlyList<ColumnInfo> columns,
+            IReadOnlyList<string> keyColumns,
+            IReadOnlyList<string> targetColumns,
+            List<DiagnosticInfo> diagnostics,
+            CancellationToken cancellationToken)
+        {
+            var name = NamedString(attribute, "Name") ?? string.Join("+", targetColumns);
+            var prompt = attribute.ConstructorArguments.Length > 0 ? attribute.ConstructorArguments[0].Value as string : null;
+            var promptLocation = ArgumentLocation(attribute, 0, cancellationToken);
+            if (string.IsNullOrWhiteSpace(prompt))
+            {
+                diagnostics.Add(Diagnostic(DiagnosticDescriptors.InvalidArgument, promptLocation, $"Task '{name}' on '{typeName}' has an empty prompt"));
+                return null;
+            }
+
+            var maxAttempts = NamedInt(attribute, "MaxAttempts") ?? DefaultMaxAttempts;
+            if (maxAttempts < 1)
+            {
+                diagnostics.Add(Diagnostic(DiagnosticDescriptors.InvalidArgument, NamedArgumentLocation(attribute, "MaxAttempts", cancellationToken),
+                    $"Task '{name}' on '{typeName}': MaxAttempts must be at least 1"));
+                return null;
+            }
+
+            var tokens = TemplateSyntax.Parse(prompt!, out var error, out var errorOffset);
+            if (error is not null)
+            {
+                diagnostics.Add(Diagnostic(DiagnosticDescriptors.MalformedTemplate, promptLocation, name, errorOffset.ToString(System.Globalization.CultureInfo.InvariantCulture), error));
+                return null;
+            }
+
+            var ok = true;
+            var canonical = new StringBuilder();
+            var reads = new List<ColumnInfo>();
+            foreach (var token in tokens)
+            {
+                if (!token.IsPlaceholder)
+                {
+                    canonical.Append(TemplateSyntax.Escape(token.Value));
+                    continue;
+                }
+
+                var column = Resolve(columns, token.Value);
+                if (column is null)
+                {
+                    diagnostics.Add(Diagnostic(DiagnosticDescriptors.UnknownPlaceholder, promptLocation, token.Value, typeName));
+                    ok = false;
+                    continue;
+                }
+
+                canonical.Append('{').Append(column.ColumnName).Append('}');
+                if (!reads.Contains(column))
+                {
+                    reads.Add(column);
+                }
+            }
+
+            foreach (var target in targetColumns)
+            {
+                if (reads.Any(r => r.ColumnName == target))
+                {
+                    diagnostics.Add(Diagnostic(DiagnosticDescriptors.TaskReadsItsTarget, promptLocation, name, target));
+                    ok = false;
+                }
+
+                if (keyColumns.Contains(target))
+                {
+                    diagnostics.Add(Diagnostic(DiagnosticDescriptors.TargetIsKey, AttributeLocation(attribute, cancellationToken), name, target));
+                    ok = false;
+                }
+            }
+
+            if (!ok)
+            {
+                return null;
+            }
+
+            if (reads.Count == 0)
+            {
+                diagnostics.Add(Diagnostic(DiagnosticDescriptors.NoPlaceholder, promptLocation, name));
+            }
+
+            var targets = targetColumns
+                .Select(t => columns.First(c => c.ColumnName == t))
+                .Select(c => new TargetSpec(c.ColumnName, c.JsonType, c.Description))
+                .ToEquatableArray();
+            return new TaskSpec(
+                name,
+                canonical.ToString(),
+                NamedString(attribute, "SystemPrompt"),
+                NamedString(attribute, "Model"),
+                maxAttempts,
+                reads.Select(r => r.ColumnName).ToEquatableArray(),
+                reads.Select(r => r.ColumnName).ToEquatableArray(),
+                targets);
+        }
+
+        /// <summary>A placeholder or target may name the property or the column; the property wins.</summary>
+        private static ColumnInfo? Resolve(IReadOnlyList<ColumnInfo> columns, string name) =>
+            columns.FirstOrDefault(c => c.PropertyName == name) ?? columns.FirstOrDefault(c => c.ColumnName == name);
+
+        private static List<ColumnInfo> ReadColumns(INamedTypeSymbol type)
+        {
+            var result = new List<ColumnInfo>();
+            var seen = new HashSet<string>();
+            var chain = new List<INamedTypeSymbol>();
+            for (var t = type; t is not null && t.SpecialType != SpecialType.System_Object; t = t.BaseType)
+            {
+                chain.Add(t);
+            }
+
+            // Base members first, so columns come out in the order a reader of the type sees them.
+            chain.Reverse();
+            var parameters = type.InstanceConstructors
+                .Where(c => c.DeclaringSyntaxReferences.Any(r => r.GetSyntax() is TypeDeclarationSyntax))
+                .SelectMany(c => c.Parameters)
+                .ToList();
+            foreach (var t in chain)
+            {
+                foreach (var property in t.GetMembers().OfType<IPropertySymbol>())
+                {
+                    if (property.IsStatic || property.IsIndexer || property.DeclaredAccessibility != Accessibility.Public || !seen.Add(property.Name))
+                    {
+                        continue;
+                    }
+
+                    // Attributes on a record's positional parameter without a 'property:' target stay
+                    // on the parameter; read both so either spelling works.
+                    var attributes = property.GetAttributes()
+                        .Concat(parameters.Where(p => p.Name == property.Name).SelectMany(p => p.GetAttributes()))
+                        .ToImmutableArray();
+                    var columnName = attributes.Where(a => Is(a, ColumnAttribute))
+                        .Select(a => a.ConstructorArguments.Length > 0 ? a.ConstructorArguments[0].Value as string : null)
+                        .FirstOrDefault(n => !string.IsNullOrEmpty(n)) ?? SnakeCase(property.Name);
+                    result.Add(new ColumnInfo(
+                        property.Name,
+                        columnName,
+                        attributes.Any(a => Is(a, KeyAttribute)),
+                        JsonType(property.Type),
+                        attributes.Where(a => a.AttributeClass?.ToDisplayString() == "System.ComponentModel.DescriptionAttribute")
+                            .Select(a => a.ConstructorArguments.Length > 0 ? a.ConstructorArguments[0].Value as string : null)
+                            .FirstOrDefault(),
+                        attributes));
+                }
+            }
+
+            return result;
+        }
+
+        private static string JsonType(ITypeSymbol type)
+        {
+            if (type is INamedTypeSymbol { OriginalDefinition.SpecialType: SpecialType.System_Nullable_T } nullable)
+            {
+                type = nullable.TypeArguments[0];
+            }
+
+            return type.SpecialType switch
+            {
+                SpecialType.System_Boolean => "boolean",
+                SpecialType.System_Byte or SpecialType.System_SByte or SpecialType.System_Int16 or SpecialType.System_UInt16
+                    or SpecialType.System_Int32 or SpecialType.System_UInt32 or SpecialType.System_Int64 or SpecialType.System_UInt64 => "integer",
+                SpecialType.System_Single or SpecialType.System_Double or SpecialType.System_Decimal => "number",
+                _ => "string",
+            };
+        }
+
+        /// <summary>ReviewText -> review_text, ImageURL -> image_url, Item2Name -> item2_name.</summary>
+        internal static string SnakeCase(string name)
+        {
+            var builder = new StringBuilder(name.Length + 8);
+            for (var i = 0; i < name.Length; i++)
+            {
+                var c = name[i];
+                if (char.IsUpper(c))
+                {
+                    var previous = i > 0 ? name[i - 1] : '\0';
+                    var next = i + 1 < name.Length ? name[i + 1] : '\0';
+                    if (i > 0 && previous != '_' && (char.IsLower(previous) || char.IsDigit(previous) || (char.IsUpper(previous) && char.IsLower(next))))
+                    {
+                        builder.Append('_');
+                    }
+
+                    builder.Append(char.ToLowerInvariant(c));
+                }
+                else
+                {
+                    builder.Append(c);
+                }
+            }
+
+            return builder.ToString();
+        }
+
+        private static bool Is(AttributeData attribute, string metadataName) =>
+            attribute.AttributeClass?.ToDisplayString() == metadataName;
+
+        private static string? NamedString(AttributeData attribute, string name) =>
+            attribute.NamedArguments.Where(a => a.Key == name).Select(a => a.Value.Value as string).FirstOrDefault();
+
+        private static int? NamedInt(AttributeData attribute, string name) =>
+            attribute.NamedArguments.Where(a => a.Key == name).Select(a => a.Value.Value as int?).FirstOrDefault();
+
+        private static Location? AttributeLocation(AttributeData attribute, CancellationToken cancellationToken) =>
+            attribute.ApplicationSyntaxReference?.GetSyntax(cancellationToken).GetLocation();
+
+        private static Location? ArgumentLocation(AttributeData attribute, int index, CancellationToken cancellationToken)
+        {
+            if (attribute.ApplicationSyntaxReference?.GetSyntax(cancellationToken) is not AttributeSyntax syntax)
+            {
+                return null;
+            }
+
+            var positional = syntax.ArgumentList?.Arguments.Where(a => a.NameEquals is null && a.NameColon is null).ToList();
+            return positional is not null && index < positional.Count ? positional[index].GetLocation() : syntax.GetLocation();
+        }
+
+        private static Location? NamedArgumentLocation(AttributeData attribute, string name, CancellationToken cancellationToken)
+        {
+            if (attribute.ApplicationSyntaxReference?.GetSyntax(cancellationToken) is not AttributeSyntax syntax)
+            {
+                return null;
+            }
+
+            return syntax.ArgumentList?.Arguments.FirstOrDefault(a => a.NameEquals?.Name.Identifier.ValueText == name)?.GetLocation()
+                ?? syntax.GetLocation();
+        }
+
+        private static DiagnosticInfo Diagnostic(DiagnosticDescriptor descriptor, Location? location, params string[] arguments)
+        {
+            LocationInfo? info = null;
+            if (location is not null && location.IsInSource)
+            {
+                var span = location.GetLineSpan().Span;
+                info = new LocationInfo(location.SourceTree!.FilePath, location.SourceSpan.Start, location.SourceSpan.Length,
+                    span.Start.Line, span.Start.Character, span.End.Line, span.End.Character);
+            }
+
+            return new DiagnosticInfo(descriptor.Id, info, arguments.ToEquatableArray());
+        }
+
+        private sealed record ColumnInfo(
+            string PropertyName,
+            string ColumnName,
+            bool IsKey,
+            string JsonType,
+            string? Description,
+            ImmutableArray<AttributeData> Attributes);
+    }
+}

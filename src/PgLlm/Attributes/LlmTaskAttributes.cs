@@ -1,0 +1,52 @@
+namespace PgLlm;
+
+/// <summary>Options shared by <see cref="LlmColumnAttribute"/> and <see cref="LlmTaskAttribute"/>.</summary>
+public abstract class LlmTaskBaseAttribute : Attribute
+{
+    /// <summary>Creates the attribute with its prompt.</summary>
+    protected LlmTaskBaseAttribute(string prompt) => Prompt = prompt;
+
+    /// <summary>
+    /// The prompt. <c>{Name}</c> inserts the value of a property or column of the same row;
+    /// <c>{{</c> and <c>}}</c> are literal braces. Values are inserted once and never expanded again.
+    /// </summary>
+    public string Prompt { get; }
+
+    /// <summary>The task's name, unique on its table. Defaults to its target column(s).</summary>
+    public string? Name { get; set; }
+
+    /// <summary>An optional system message sent before the prompt, to separate instructions from row data.</summary>
+    public string? SystemPrompt { get; set; }
+
+    /// <summary>The model to ask; the worker's configured model when unset.</summary>
+    public string? Model { get; set; }
+
+    /// <summary>Attempts before the job is marked failed (default 5).</summary>
+    public int MaxAttempts { get; set; } = 5;
+}
+
+/// <summary>One model call fills the column of the property this is on.</summary>
+[AttributeUsage(AttributeTargets.Property | AttributeTargets.Parameter, AllowMultiple = false, Inherited = false)]
+public sealed class LlmColumnAttribute : LlmTaskBaseAttribute
+{
+    /// <summary>Declares the task.</summary>
+    /// <param name="prompt">The prompt, with <c>{Property}</c> or <c>{column}</c> placeholders.</param>
+    public LlmColumnAttribute(string prompt)
+        : base(prompt)
+    {
+    }
+}
+
+/// <summary>One model call fills several columns: the answer is a JSON object keyed by the target columns.</summary>
+[AttributeUsage(AttributeTargets.Class | AttributeTargets.Struct, AllowMultiple = true, Inherited = false)]
+public sealed class LlmTaskAttribute : LlmTaskBaseAttribute
+{
+    /// <summary>Declares the task.</summary>
+    /// <param name="prompt">The prompt, with <c>{Property}</c> or <c>{column}</c> placeholders.</param>
+    /// <param name="targets">The properties (or columns) the answer fills; use <c>nameof</c>.</param>
+    public LlmTaskAttribute(string prompt, params string[] targets)
+        : base(prompt) => Targets = targets;
+
+    /// <summary>The properties (or columns) the answer fills.</summary>
+    public IReadOnlyList<string> Targets { get; }
+}

@@ -1,0 +1,40 @@
+using System.ClientModel;
+using System.ClientModel.Primitives;
+using Microsoft.Extensions.AI;
+using OpenAI;
+
+namespace PgLlm.Completions;
+
+/// <summary>Builds the default <see cref="IChatClient"/>: any OpenAI-compatible chat-completions endpoint.</summary>
+public static class ChatClientFactory
+{
+    /// <summary>Creates a client for <paramref name="options"/>' base URL, API key and model.</summary>
+    /// <exception cref="InvalidOperationException">The base URL or model is missing or malformed.</exception>
+    public static IChatClient Create(PgLlmOptions options)
+    {
+        ArgumentNullException.ThrowIfNull(options);
+        if (string.IsNullOrWhiteSpace(options.BaseUrl) || !Uri.TryCreate(options.BaseUrl, UriKind.Absolute, out var endpoint)
+            || (endpoint.Scheme != Uri.UriSchemeHttp && endpoint.Scheme != Uri.UriSchemeHttps))
+        {
+            throw new InvalidOperationException(
+                $"PgLlm needs the model endpoint's base URL (PgLlm:BaseUrl or PGLLM_BASE_URL), an absolute http(s) URL such as https://api.openai.com/v1; got '{options.BaseUrl}'.");
+        }
+
+        if (string.IsNullOrWhiteSpace(options.Model))
+        {
+            throw new InvalidOperationException("PgLlm needs a model name (PgLlm:Model or PGLLM_MODEL).");
+        }
+
+        var clientOptions = new OpenAIClientOptions
+        {
+            Endpoint = endpoint,
+            // The queue owns retries (attempts, backoff, dead letters); the SDK must not retry behind its back.
+            RetryPolicy = new ClientRetryPolicy(maxRetries: 0),
+            NetworkTimeout = options.Worker.ModelTimeout + TimeSpan.FromSeconds(5),
+        };
+
+        // Some compatible servers need no key; the SDK still wants a non-empty credential.
+        var key = string.IsNullOrEmpty(options.ApiKey) ? "no-key" : options.ApiKey;
+        return new OpenAI.Chat.ChatClient(options.Model, new ApiKeyCredential(key), clientOptions).AsIChatClient();
+    }
+}

@@ -1,0 +1,144 @@
+using DbUp;
+using DbUp.Engine;
+using DbUp.Engine.Output;
+using DbUp.Postgresql;
+using Microsoft.Extensions.Logging;
+using Microsoft.Extensions.Logging.Abstractions;
+using Npgsql;
+
+namespace PgLlm.Migrations;
+
+/// <summary>The outcome of a migration run.</summary>
+/// <param name="Applied">The names of the scripts this run applied (empty when the database was up to date).</param>
+public sealed record PgLlmMigrationResult(IReadOnlyList<string> Applied);
+
+/// <summary>
+/// Applies PgLlm's scripts (and the application's own, if given) with DbUp, one transaction per
+/// script, journaled in <c>llm.migration</c>. Safe to run at every start-up and from several
+/// processes at once: runs are serialized by an advisory lock, and an up-to-date database is left untouched.
+/// </summary>
+public sealed partial class PgLlmMigrator
+{
+    // Any constant works; it only has to be the same for every PgLlm process.
+    private const long AdvisoryLockKey = 0x50674c6c6d4d6967; // "PgLlmMig"
+
+    private readonly NpgsqlDataSource _dataSource;
+    private readonly IReadOnlyList<PgLlmScript> _scripts;
+    private readonly ILogger _logger;
+
+    /// <summary>Creates a migrator for the given scripts (typically <c>PgLlm.Generated.PgLlmScripts.All</c>).</summary>
+    public PgLlmMigrator(NpgsqlDataSource dataSource, IEnumerable<PgLlmScript> scripts, ILogger<PgLlmMigrator>? logger = null)
+    {
+        ArgumentNullException.ThrowIfNull(dataSource);
+        ArgumentNullException.ThrowIfNull(scripts);
+        _dataSource = dataSource;
+        _scripts = scripts.ToList();
+        _logger = (ILogger?)logger ?? NullLogger.Instance;
+        var duplicate = _scripts.GroupBy(s => s.Stream).FirstOrDefault(g => g.Count() > 1);
+        if (duplicate is not null)
+        {
+            throw new ArgumentException($"Two scripts share the stream '{duplicate.Key}'.", nameof(scripts));
+        }
+    }
+
+    /// <summary>Applies every script that is not yet applied in its current version.</summary>
+    /// <exception cref="PgLlmMigrationException">A script failed; its transaction was rolled back.</exception>
+    public async Task<PgLlmMigrationResult> MigrateAsync(CancellationToken cancellationToken = default)
+    {
+        await using var lockConnection = await _dataSource.OpenConnectionAsync(cancellationToken).ConfigureAwait(false);
+        await using (var acquire = new NpgsqlCommand("SELECT pg_advisory_lock(@key)", lockConnection))
+        {
+            acquire.Parameters.AddWithValue("key", AdvisoryLockKey);
+            await acquire.ExecuteNonQueryAsync(cancellationToken).ConfigureAwait(false);
+        }
+
+        try
+        {
+            // DbUp is synchronous; keep it off the caller's thread.
+            return await Task.Run(Upgrade, cancellationToken).ConfigureAwait(false);
+        }
+        finally
+        {
+            await using var release = new NpgsqlCommand("SELECT pg_advisory_unlock(@key)", lockConnection);
+            release.Parameters.AddWithValue("key", AdvisoryLockKey);
+            await release.ExecuteNonQueryAsync(CancellationToken.None).ConfigureAwait(false);
+        }
+    }
+
+    private PgLlmMigrationResult Upgrade()
+    {
+        var upgradeLog = new LoggerUpgradeLog(_logger);
+        var builder = DeployChanges.To
+            .PostgresqlDatabase(new PostgresqlConnectionManager(_dataSource))
+            .WithScripts(_scripts.Select(s => new SqlScript(s.Name, s.Sql, new SqlScriptOptions { RunGroupOrder = (int)s.Kind })))
+            .JournalTo((connectionManager, _) => new StreamJournal(connectionManager))
+            .WithTransactionPerScript()
+            .WithVariablesDisabled()
+            .LogTo(upgradeLog);
+        var result = builder.Build().PerformUpgrade();
+        if (!result.Successful)
+        {
+            throw new PgLlmMigrationException(
+                $"Migration script '{result.ErrorScript?.Name}' failed and was rolled back: {result.Error?.Message}", result.Error);
+        }
+
+        var applied = result.Scripts.Select(s => s.Name).ToList();
+        foreach (var name in applied)
+        {
+            LogApplied(_logger, name);
+        }
+
+        return new PgLlmMigrationResult(applied);
+    }
+
+    [LoggerMessage(Level = LogLevel.Information, Message = "Applied migration script {Script}")]
+    private static partial void LogApplied(ILogger logger, string script);
+
+    [LoggerMessage(Level = LogLevel.Error, Message = "{Message}")]
+    private static partial void LogDbUpError(ILogger logger, Exception exception, string message);
+
+    [LoggerMessage(Message = "{Message}")]
+    private static partial void LogDbUp(ILogger logger, LogLevel level, string message);
+
+    /// <summary>Routes DbUp's messages to the logger at debug level (script names are logged once, above).</summary>
+    private sealed class LoggerUpgradeLog(ILogger logger) : IUpgradeLog
+    {
+        public void LogTrace(string format, params object[] args) => Log(LogLevel.Trace, format, args);
+
+        public void LogDebug(string format, params object[] args) => Log(LogLevel.Debug, format, args);
+
+        public void LogInformation(string format, params object[] args) => Log(LogLevel.Debug, format, args);
+
+        public void LogWarning(string format, params object[] args) => Log(LogLevel.Warning, format, args);
+
+        public void LogError(string format, params object[] args) => Log(LogLevel.Error, format, args);
+
+        public void LogError(Exception ex, string format, params object[] args)
+        {
+            if (logger.IsEnabled(LogLevel.Error))
+            {
+                LogDbUpError(logger, ex, string.Format(System.Globalization.CultureInfo.InvariantCulture, format, args));
+            }
+        }
+
+        private void Log(LogLevel level, string format, object[] args)
+        {
+            if (logger.IsEnabled(level))
+            {
+#pragma warning disable CA1873 // Guarded by IsEnabled above; the analyzer cannot see through a variable level.
+                LogDbUp(logger, level, string.Format(System.Globalization.CultureInfo.InvariantCulture, format, args));
+#pragma warning restore CA1873
+            }
+        }
+    }
+}
+
+/// <summary>A migration script failed.</summary>
+public sealed class PgLlmMigrationException : Exception
+{
+    /// <summary>Creates the exception.</summary>
+    public PgLlmMigrationException(string message, Exception? inner)
+        : base(message, inner)
+    {
+    }
+}

@@ -1,0 +1,60 @@
+namespace PgLlm;
+
+/// <summary>
+/// PgLlm's settings: configuration section <c>PgLlm</c>, overridden by the environment variables
+/// <c>PGLLM_CONNECTION</c>, <c>PGLLM_BASE_URL</c>, <c>PGLLM_API_KEY</c> and <c>PGLLM_MODEL</c>.
+/// </summary>
+public sealed class PgLlmOptions
+{
+    /// <summary>The configuration section bound to these options.</summary>
+    public const string SectionName = "PgLlm";
+
+    /// <summary>The PostgreSQL connection string (<c>PGLLM_CONNECTION</c>).</summary>
+    public string? ConnectionString { get; set; }
+
+    /// <summary>The OpenAI-compatible endpoint's base URL, e.g. <c>https://api.openai.com/v1</c> (<c>PGLLM_BASE_URL</c>).</summary>
+    public string? BaseUrl { get; set; }
+
+    /// <summary>The API key (<c>PGLLM_API_KEY</c>). Never logged, never written to the database.</summary>
+    public string? ApiKey { get; set; }
+
+    /// <summary>The default model for tasks that name none (<c>PGLLM_MODEL</c>).</summary>
+    public string? Model { get; set; }
+
+    /// <summary>How the worker drains the queue.</summary>
+    public PgLlmWorkerOptions Worker { get; set; } = new();
+}
+
+/// <summary>How the worker drains the queue.</summary>
+public sealed class PgLlmWorkerOptions
+{
+    /// <summary>Model calls in flight at once.</summary>
+    public int Concurrency { get; set; } = 16;
+
+    /// <summary>Most jobs claimed in one statement.</summary>
+    public int BatchSize { get; set; } = 32;
+
+    /// <summary>How often the queue is polled when no notification arrives.</summary>
+    public TimeSpan PollInterval { get; set; } = TimeSpan.FromSeconds(5);
+
+    /// <summary>How long a claimed job is the worker's before another worker may rescue it.</summary>
+    public TimeSpan Lease { get; set; } = TimeSpan.FromMinutes(5);
+
+    /// <summary>How long one model call may take.</summary>
+    public TimeSpan ModelTimeout { get; set; } = TimeSpan.FromMinutes(2);
+
+    /// <summary>The delay before the first retry; doubled on each attempt, with jitter.</summary>
+    public TimeSpan RetryBaseDelay { get; set; } = TimeSpan.FromSeconds(2);
+
+    /// <summary>The longest delay between two attempts.</summary>
+    public TimeSpan RetryMaxDelay { get; set; } = TimeSpan.FromMinutes(10);
+
+    /// <summary>How long in-flight calls may finish after a stop is requested before their jobs are released.</summary>
+    public TimeSpan ShutdownGrace { get; set; } = TimeSpan.FromSeconds(10);
+
+    /// <summary>How often expired leases are looked for.</summary>
+    public TimeSpan RescueInterval { get; set; } = TimeSpan.FromSeconds(30);
+
+    /// <summary>The worker's name in <c>llm.job.locked_by</c>; host name and process id by default.</summary>
+    public string? WorkerId { get; set; }
+}

@@ -1,0 +1,120 @@
+using System.Text.Json;
+using Npgsql;
+using NpgsqlTypes;
+
+namespace PgLlm.Queue;
+
+/// <summary>A job the worker claimed: its attempt is already counted.</summary>
+internal sealed record ClaimedJob(long Id, string Task, int Attempt, int MaxAttempts);
+
+/// <summary>The current values a job's prompt reads, and their hash for the stale-write check.</summary>
+internal sealed record JobInputs(long JobId, JsonElement Values, string Hash);
+
+/// <summary>
+/// Every statement the worker runs against the queue. Each is one short implicit transaction:
+/// nothing here is ever open while a model is being called.
+/// </summary>
+internal sealed class JobQueue
+{
+    private readonly NpgsqlDataSource _dataSource;
+
+    public JobQueue(NpgsqlDataSource dataSource) => _dataSource = dataSource;
+
+    public async Task<IReadOnlyList<ClaimedJob>> ClaimAsync(string workerId, int limit, TimeSpan lease, CancellationToken cancellationToken)
+    {
+        await using var command = _dataSource.CreateCommand("SELECT id, task, attempt, max_attempts FROM llm.claim($1, $2, $3)");
+        command.Parameters.Add(new NpgsqlParameter<string> { TypedValue = workerId });
+        command.Parameters.Add(new NpgsqlParameter<int> { TypedValue = limit });
+        command.Parameters.Add(new NpgsqlParameter<double> { TypedValue = lease.TotalSeconds });
+        var jobs = new List<ClaimedJob>(limit);
+        await using var reader = await command.ExecuteReaderAsync(cancellationToken).ConfigureAwait(false);
+        while (await reader.ReadAsync(cancellationToken).ConfigureAwait(false))
+        {
+            jobs.Add(new ClaimedJob(reader.GetInt64(0), reader.GetString(1), reader.GetInt32(2), reader.GetInt32(3)));
+        }
+
+        return jobs;
+    }
+
+    /// <summary>Reads the inputs of a batch of jobs of one task. Jobs whose row is gone are absent.</summary>
+    public async Task<IReadOnlyDictionary<long, JobInputs>> ReadInputsAsync(TaskDefinition task, IReadOnlyList<long> jobIds, CancellationToken cancellationToken)
+    {
+        // The function name comes from the registry, which only migrations write, quoted by PostgreSQL.
+        await using var command = _dataSource.CreateCommand("SELECT job_id, inputs::text, inputs_hash FROM " + task.InputsFunction + "($1)");
+        command.Parameters.Add(new NpgsqlParameter<long[]> { TypedValue = jobIds.ToArray() });
+        var result = new Dictionary<long, JobInputs>(jobIds.Count);
+        await using var reader = await command.ExecuteReaderAsync(cancellationToken).ConfigureAwait(false);
+        while (await reader.ReadAsync(cancellationToken).ConfigureAwait(false))
+        {
+            using var document = JsonDocument.Parse(reader.GetString(1));
+            var id = reader.GetInt64(0);
+            result[id] = new JobInputs(id, document.RootElement.Clone(), reader.GetString(2));
+        }
+
+        return result;
+    }
+
+    /// <summary>Writes the answer back (if the inputs are unchanged) and settles the job. Returns its new state.</summary>
+    public async Task<string> CompleteAsync(TaskDefinition task, ClaimedJob job, string inputsHash, string resultJson, int? inputTokens, int? outputTokens, CancellationToken cancellationToken)
+    {
+        await using var command = _dataSource.CreateCommand("SELECT " + task.CompleteFunction + "($1, $2, $3, $4, $5, $6)");
+        command.Parameters.Add(new NpgsqlParameter<long> { TypedValue = job.Id });
+        command.Parameters.Add(new NpgsqlParameter<int> { TypedValue = job.Attempt });
+        command.Parameters.Add(new NpgsqlParameter<string> { TypedValue = inputsHash });
+        command.Parameters.Add(new NpgsqlParameter<string> { TypedValue = resultJson, NpgsqlDbType = NpgsqlDbType.Jsonb });
+        command.Parameters.Add(new NpgsqlParameter { Value = (object?)inputTokens ?? DBNull.Value, NpgsqlDbType = NpgsqlDbType.Integer });
+        command.Parameters.Add(new NpgsqlParameter { Value = (object?)outputTokens ?? DBNull.Value, NpgsqlDbType = NpgsqlDbType.Integer });
+        return (string)(await command.ExecuteScalarAsync(cancellationToken).ConfigureAwait(false))!;
+    }
+
+    /// <summary>Records a failed attempt: retried after <paramref name="retryIn"/> while attempts remain.</summary>
+    public async Task<string> FailAsync(ClaimedJob job, string error, TimeSpan retryIn, bool permanent, CancellationToken cancellationToken)
+    {
+        await using var command = _dataSource.CreateCommand("SELECT llm.fail($1, $2, $3, $4, $5)");
+        command.Parameters.Add(new NpgsqlParameter<long> { TypedValue = job.Id });
+        command.Parameters.Add(new NpgsqlParameter<int> { TypedValue = job.Attempt });
+        command.Parameters.Add(new NpgsqlParameter<string> { TypedValue = error });
+        command.Parameters.Add(new NpgsqlParameter<double> { TypedValue = retryIn.TotalSeconds });
+        command.Parameters.Add(new NpgsqlParameter<bool> { TypedValue = permanent });
+        return (string)(await command.ExecuteScalarAsync(cancellationToken).ConfigureAwait(false))!;
+    }
+
+    /// <summary>Ends a job that has nothing to do (its row is gone, or its task was removed).</summary>
+    public Task<string> SkipAsync(ClaimedJob job, string reason, CancellationToken cancellationToken) =>
+        SettleAsync("SELECT llm.skip($1, $2, $3)", job, reason, cancellationToken);
+
+    /// <summary>Gives a claimed job back without spending its attempt.</summary>
+    public Task<string> ReleaseAsync(ClaimedJob job, CancellationToken cancellationToken) =>
+        SettleAsync("SELECT llm.release($1, $2)", job, null, cancellationToken);
+
+    /// <summary>Returns jobs whose worker's lease ran out to the queue; the number rescued.</summary>
+    public async Task<int> RescueAsync(CancellationToken cancellationToken)
+    {
+        await using var command = _dataSource.CreateCommand("SELECT llm.rescue()");
+        return (int)(await command.ExecuteScalarAsync(cancellationToken).ConfigureAwait(false))!;
+    }
+
+    /// <summary>Whether any job is running, and how long until the next pending job is due (null when none is pending).</summary>
+    public async Task<(bool AnyRunning, TimeSpan? NextDue)> PeekAsync(CancellationToken cancellationToken)
+    {
+        await using var command = _dataSource.CreateCommand(
+            "SELECT EXISTS (SELECT 1 FROM llm.job WHERE state = 'running'), " +
+            "(SELECT greatest(extract(epoch FROM min(scheduled_at) - now()), 0)::float8 FROM llm.job WHERE state = 'pending')");
+        await using var reader = await command.ExecuteReaderAsync(cancellationToken).ConfigureAwait(false);
+        await reader.ReadAsync(cancellationToken).ConfigureAwait(false);
+        return (reader.GetBoolean(0), reader.IsDBNull(1) ? null : TimeSpan.FromSeconds(reader.GetDouble(1)));
+    }
+
+    private async Task<string> SettleAsync(string sql, ClaimedJob job, string? reason, CancellationToken cancellationToken)
+    {
+        await using var command = _dataSource.CreateCommand(sql);
+        command.Parameters.Add(new NpgsqlParameter<long> { TypedValue = job.Id });
+        command.Parameters.Add(new NpgsqlParameter<int> { TypedValue = job.Attempt });
+        if (reason is not null)
+        {
+            command.Parameters.Add(new NpgsqlParameter<string> { TypedValue = reason });
+        }
+
+        return (string)(await command.ExecuteScalarAsync(cancellationToken).ConfigureAwait(false))!;
+    }
+}

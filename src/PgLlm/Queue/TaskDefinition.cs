@@ -1,0 +1,57 @@
+using System.Text.Json;
+using PgLlm.Templates;
+
+namespace PgLlm.Queue;
+
+/// <summary>A task as the registry (<c>llm.task</c>, written by migrations) describes it.</summary>
+public sealed class TaskDefinition
+{
+    internal TaskDefinition(
+        string name,
+        PromptTemplate prompt,
+        string? systemPrompt,
+        JsonElement jsonSchema,
+        string? model,
+        int maxAttempts,
+        IReadOnlyList<string> targetColumns,
+        string inputsFunction,
+        string completeFunction)
+    {
+        Name = name;
+        Prompt = prompt;
+        SystemPrompt = systemPrompt;
+        JsonSchema = jsonSchema;
+        Model = model;
+        MaxAttempts = maxAttempts;
+        TargetColumns = targetColumns;
+        InputsFunction = inputsFunction;
+        CompleteFunction = completeFunction;
+    }
+
+    /// <summary>The task's name, e.g. <c>public.user_reviews:sentiment</c>.</summary>
+    public string Name { get; }
+
+    /// <summary>The prompt, with placeholders naming columns.</summary>
+    public PromptTemplate Prompt { get; }
+
+    /// <summary>The optional system message.</summary>
+    public string? SystemPrompt { get; }
+
+    /// <summary>The JSON schema the answer must match.</summary>
+    public JsonElement JsonSchema { get; }
+
+    /// <summary>The model to ask, or null for the worker's default.</summary>
+    public string? Model { get; }
+
+    /// <summary>Attempts before a job fails for good.</summary>
+    public int MaxAttempts { get; }
+
+    /// <summary>The columns the answer fills (the keys of the answer object).</summary>
+    public IReadOnlyList<string> TargetColumns { get; }
+
+    /// <summary>The generated function reading a batch of jobs' inputs, as a quoted SQL name from the registry.</summary>
+    internal string InputsFunction { get; }
+
+    /// <summary>The generated function writing a job's answer back, as a quoted SQL name from the registry.</summary>
+    internal string CompleteFunction { get; }
+}

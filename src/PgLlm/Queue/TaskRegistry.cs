@@ -1,0 +1,69 @@
+using System.Collections.Concurrent;
+using System.Text.Json;
+using Npgsql;
+using PgLlm.Templates;
+
+namespace PgLlm.Queue;
+
+/// <summary>The worker's cached view of <c>llm.task</c>, reloaded when migrations change it.</summary>
+internal sealed class TaskRegistry : IDisposable
+{
+    private readonly NpgsqlDataSource _dataSource;
+    private readonly SemaphoreSlim _loadLock = new(1, 1);
+    private volatile Dictionary<string, TaskDefinition> _tasks = new Dictionary<string, TaskDefinition>();
+    private volatile bool _stale = true;
+
+    public TaskRegistry(NpgsqlDataSource dataSource) => _dataSource = dataSource;
+
+    public void Dispose() => _loadLock.Dispose();
+
+    /// <summary>Marks the cache stale (a migration announced a change).</summary>
+    public void Invalidate() => _stale = true;
+
+    /// <summary>Finds a task, reloading the registry once if it is unknown or stale.</summary>
+    public async ValueTask<TaskDefinition?> FindAsync(string name, CancellationToken cancellationToken)
+    {
+        if (!_stale && _tasks.TryGetValue(name, out var task))
+        {
+            return task;
+        }
+
+        await ReloadAsync(cancellationToken).ConfigureAwait(false);
+        return _tasks.GetValueOrDefault(name);
+    }
+
+    public async Task ReloadAsync(CancellationToken cancellationToken)
+    {
+        await _loadLock.WaitAsync(cancellationToken).ConfigureAwait(false);
+        try
+        {
+            _stale = false;
+            var tasks = new Dictionary<string, TaskDefinition>(StringComparer.Ordinal);
+            await using var command = _dataSource.CreateCommand(
+                "SELECT name, prompt, system_prompt, json_schema::text, model, max_attempts, target_columns, " +
+                "inputs_function::text, complete_function::text FROM llm.task");
+            await using var reader = await command.ExecuteReaderAsync(cancellationToken).ConfigureAwait(false);
+            while (await reader.ReadAsync(cancellationToken).ConfigureAwait(false))
+            {
+                var name = reader.GetString(0);
+                using var schema = JsonDocument.Parse(reader.GetString(3));
+                tasks[name] = new TaskDefinition(
+                    name,
+                    PromptTemplate.Parse(reader.GetString(1)),
+                    reader.IsDBNull(2) ? null : reader.GetString(2),
+                    schema.RootElement.Clone(),
+                    reader.IsDBNull(4) ? null : reader.GetString(4),
+                    reader.GetInt32(5),
+                    reader.GetFieldValue<string[]>(6),
+                    reader.GetString(7),
+                    reader.GetString(8));
+            }
+
+            _tasks = tasks;
+        }
+        finally
+        {
+            _loadLock.Release();
+        }
+    }
+}

@@ -1,0 +1,395 @@
+using System.Diagnostics;
+using Microsoft.Extensions.AI;
+using Microsoft.Extensions.Hosting;
+using Microsoft.Extensions.Logging;
+using Microsoft.Extensions.Logging.Abstractions;
+using Microsoft.Extensions.Options;
+using Npgsql;
+using PgLlm.Completions;
+using PgLlm.Queue;
+
+namespace PgLlm.Worker;
+
+/// <summary>
+/// Drains the queue: claims jobs in a short transaction, calls the model with no transaction open,
+/// and writes each answer back in its own short transaction. Wakes on LISTEN/NOTIFY, polls as a
+/// fallback, and runs up to <see cref="PgLlmWorkerOptions.Concurrency"/> model calls at once.
+/// Runs as a hosted service, or on its own through <see cref="RunAsync"/> and <see cref="RunUntilIdleAsync"/>.
+/// </summary>
+public sealed partial class PgLlmWorker : BackgroundService
+{
+    /// <summary>The channel the generated triggers notify when they enqueue a job.</summary>
+    public const string JobsChannel = "pgllm_jobs";
+
+    /// <summary>The channel migrations notify when the task registry changes.</summary>
+    public const string TasksChannel = "pgllm_tasks";
+
+    private readonly NpgsqlDataSource _dataSource;
+    private readonly PgLlmWorkerOptions _options;
+    private readonly ILogger _logger;
+    private readonly JobQueue _queue;
+    private readonly TaskRegistry _registry;
+    private readonly ModelCaller _model;
+    private readonly string _workerId;
+    private readonly WakeSignal _wake = new();
+
+    /// <summary>Creates a worker.</summary>
+    /// <param name="dataSource">The database holding the queue.</param>
+    /// <param name="chatClient">The model access; see <see cref="ChatClientFactory"/> for the default.</param>
+    /// <param name="options">Worker settings and the default model.</param>
+    /// <param name="logger">Logs; none when null.</param>
+    public PgLlmWorker(NpgsqlDataSource dataSource, IChatClient chatClient, IOptions<PgLlmOptions> options, ILogger<PgLlmWorker>? logger = null)
+    {
+        ArgumentNullException.ThrowIfNull(dataSource);
+        ArgumentNullException.ThrowIfNull(chatClient);
+        ArgumentNullException.ThrowIfNull(options);
+        _dataSource = dataSource;
+        _options = options.Value.Worker;
+        if (_options.Concurrency < 1 || _options.BatchSize < 1)
+        {
+            throw new ArgumentException("PgLlm:Worker:Concurrency and PgLlm:Worker:BatchSize must be at least 1.", nameof(options));
+        }
+
+        _logger = (ILogger?)logger ?? NullLogger.Instance;
+        _queue = new JobQueue(dataSource);
+        _registry = new TaskRegistry(dataSource);
+        _model = new ModelCaller(chatClient, options.Value.Model);
+        _workerId = _options.WorkerId ?? $"{Environment.MachineName}:{Environment.ProcessId}:{Guid.NewGuid().ToString("N")[..8]}";
+    }
+
+    /// <summary>This worker's name, as written in <c>llm.job.locked_by</c>.</summary>
+    public string WorkerId => _workerId;
+
+    /// <inheritdoc />
+    protected override Task ExecuteAsync(CancellationToken stoppingToken) => RunAsync(stoppingToken);
+
+    /// <summary>Drains the queue until <paramref name="cancellationToken"/> is cancelled, then stops gracefully.</summary>
+    public Task RunAsync(CancellationToken cancellationToken) => DrainAsync(untilIdle: false, cancellationToken);
+
+    /// <summary>
+    /// Drains until no job is pending or running (waiting out scheduled retries), then returns the
+    /// number of jobs this worker settled. For batch runs, tests and the example.
+    /// </summary>
+    public Task<int> RunUntilIdleAsync(CancellationToken cancellationToken = default) => DrainAsync(untilIdle: true, cancellationToken);
+
+    private async Task<int> DrainAsync(bool untilIdle, CancellationToken stoppingToken)
+    {
+        // Jobs get their own token: on stop they have a grace period before being cancelled.
+        using var jobsCancellation = new CancellationTokenSource();
+        using var listenCancellation = CancellationTokenSource.CreateLinkedTokenSource(stoppingToken);
+        var listener = untilIdle ? Task.CompletedTask : Task.Run(() => ListenAsync(listenCancellation.Token), CancellationToken.None);
+        var slots = new SemaphoreSlim(_options.Concurrency, _options.Concurrency);
+        var inFlight = new HashSet<Task>();
+        var settled = 0;
+        var nextRescue = Stopwatch.GetTimestamp();
+        var failureDelay = TimeSpan.FromMilliseconds(200);
+
+        try
+        {
+            while (!stoppingToken.IsCancellationRequested)
+            {
+                await slots.WaitAsync(stoppingToken).ConfigureAwait(false);
+                var wanted = 1;
+                while (wanted < _options.BatchSize && slots.Wait(0, CancellationToken.None))
+                {
+                    wanted++;
+                }
+
+                IReadOnlyList<ClaimedJob> jobs;
+                try
+                {
+                    if (Stopwatch.GetElapsedTime(nextRescue) >= TimeSpan.Zero)
+                    {
+                        nextRescue = Stopwatch.GetTimestamp() + (long)(_options.RescueInterval.TotalSeconds * Stopwatch.Frequency);
+                        var rescued = await _queue.RescueAsync(stoppingToken).ConfigureAwait(false);
+                        if (rescued > 0)
+                        {
+                            LogRescued(rescued);
+                        }
+                    }
+
+                    jobs = await _queue.ClaimAsync(_workerId, wanted, _options.Lease, stoppingToken).ConfigureAwait(false);
+                    failureDelay = TimeSpan.FromMilliseconds(200);
+                }
+                catch (Exception ex) when (ex is NpgsqlException or TimeoutException && !stoppingToken.IsCancellationRequested)
+                {
+                    slots.Release(wanted);
+                    LogDatabaseError(ex, failureDelay);
+                    await Task.Delay(failureDelay, stoppingToken).ConfigureAwait(false);
+                    failureDelay = TimeSpan.FromTicks(Math.Min(failureDelay.Ticks * 2, TimeSpan.FromSeconds(30).Ticks));
+                    continue;
+                }
+
+                if (jobs.Count < wanted)
+                {
+                    slots.Release(wanted - jobs.Count);
+                }
+
+                if (jobs.Count == 0)
+                {
+                    if (untilIdle && inFlight.Count == 0)
+                    {
+                        var (anyRunning, nextDue) = await _queue.PeekAsync(stoppingToken).ConfigureAwait(false);
+                        if (!anyRunning && nextDue is null)
+                        {
+                            break;
+                        }
+
+                        await _wake.WaitAsync(Min(nextDue ?? _options.PollInterval, _options.PollInterval), stoppingToken).ConfigureAwait(false);
+                        continue;
+                    }
+
+                    await _wake.WaitAsync(_options.PollInterval, stoppingToken).ConfigureAwait(false);
+                    continue;
+                }
+
+                foreach (var work in await PrepareAsync(jobs, stoppingToken).ConfigureAwait(false))
+                {
+                    var task = Task.Run(() => ProcessAsync(work, jobsCancellation.Token), CancellationToken.None);
+                    lock (inFlight)
+                    {
+                        inFlight.Add(task);
+                    }
+
+                    _ = task.ContinueWith(
+                        t =>
+                        {
+                            lock (inFlight)
+                            {
+                                inFlight.Remove(t);
+                            }
+
+                            Interlocked.Increment(ref settled);
+                            slots.Release();
+                            _wake.Set();
+                        },
+                        CancellationToken.None,
+                        TaskContinuationOptions.ExecuteSynchronously,
+                        TaskScheduler.Default);
+                }
+            }
+        }
+        catch (OperationCanceledException) when (stoppingToken.IsCancellationRequested)
+        {
+        }
+        finally
+        {
+            Task[] remaining;
+            lock (inFlight)
+            {
+                remaining = inFlight.ToArray();
+            }
+
+            if (remaining.Length > 0)
+            {
+                // Stop claiming; let in-flight calls finish within the grace period, then cancel them
+                // (their jobs are released, not failed).
+                var all = Task.WhenAll(remaining);
+                if (await Task.WhenAny(all, Task.Delay(_options.ShutdownGrace, CancellationToken.None)).ConfigureAwait(false) != all)
+                {
+                    await jobsCancellation.CancelAsync().ConfigureAwait(false);
+                }
+
+                await all.ConfigureAwait(false);
+            }
+
+            await listenCancellation.CancelAsync().ConfigureAwait(false);
+            await listener.ConfigureAwait(false);
+        }
+
+        return settled;
+    }
+
+    /// <summary>Reads the inputs of claimed jobs, one statement per task; settles jobs with nothing to do.</summary>
+    private async Task<List<Work>> PrepareAsync(IReadOnlyList<ClaimedJob> jobs, CancellationToken cancellationToken)
+    {
+        var work = new List<Work>(jobs.Count);
+        foreach (var group in jobs.GroupBy(j => j.Task, StringComparer.Ordinal))
+        {
+            var task = await _registry.FindAsync(group.Key, cancellationToken).ConfigureAwait(false);
+            if (task is null)
+            {
+                foreach (var job in group)
+                {
+                    await SettleQuietlyAsync(() => _queue.SkipAsync(job, $"task '{job.Task}' is not in llm.task (removed from the declarations?)", CancellationToken.None), job).ConfigureAwait(false);
+                }
+
+                continue;
+            }
+
+            IReadOnlyDictionary<long, JobInputs> inputs;
+            try
+            {
+                inputs = await _queue.ReadInputsAsync(task, group.Select(j => j.Id).ToList(), cancellationToken).ConfigureAwait(false);
+            }
+            catch (Exception ex) when (ex is NpgsqlException or TimeoutException)
+            {
+                foreach (var job in group)
+                {
+                    await SettleQuietlyAsync(() => _queue.FailAsync(job, "could not read the row: " + ex.Message, RetryDelay(job.Attempt), false, CancellationToken.None), job).ConfigureAwait(false);
+                }
+
+                continue;
+            }
+
+            foreach (var job in group)
+            {
+                if (inputs.TryGetValue(job.Id, out var values))
+                {
+                    work.Add(new Work(job, task, values));
+                }
+                else
+                {
+                    await SettleQuietlyAsync(() => _queue.SkipAsync(job, "the row no longer exists, or an input the prompt needs is null", CancellationToken.None), job).ConfigureAwait(false);
+                }
+            }
+        }
+
+        return work;
+    }
+
+    private async Task ProcessAsync(Work work, CancellationToken jobsToken)
+    {
+        var (job, task, inputs) = work;
+        try
+        {
+            var prompt = task.Prompt.Render(inputs.Values);
+            ModelAnswer answer;
+            using (var timeout = CancellationTokenSource.CreateLinkedTokenSource(jobsToken))
+            {
+                timeout.CancelAfter(_options.ModelTimeout);
+                try
+                {
+                    answer = await _model.AskAsync(task, prompt, timeout.Token).ConfigureAwait(false);
+                }
+                catch (OperationCanceledException) when (!jobsToken.IsCancellationRequested)
+                {
+                    throw new TimeoutException($"the model did not answer within {_options.ModelTimeout.TotalSeconds:0.#} s");
+                }
+            }
+
+            var state = await _queue.CompleteAsync(task, job, inputs.Hash, answer.Json, answer.InputTokens, answer.OutputTokens, CancellationToken.None).ConfigureAwait(false);
+            LogCompleted(job.Id, job.Task, state);
+        }
+        catch (OperationCanceledException) when (jobsToken.IsCancellationRequested)
+        {
+            await SettleQuietlyAsync(() => _queue.ReleaseAsync(job, CancellationToken.None), job).ConfigureAwait(false);
+        }
+        catch (Exception ex)
+        {
+            var error = Describe(ex);
+            var delay = RetryDelay(job.Attempt);
+            var state = await SettleQuietlyAsync(() => _queue.FailAsync(job, error, delay, false, CancellationToken.None), job).ConfigureAwait(false);
+            LogAttemptFailed(job.Id, job.Task, job.Attempt, job.MaxAttempts, state ?? "unknown", error);
+        }
+    }
+
+    /// <summary>Settles a job; if the database is unreachable the lease expires and the job is rescued later.</summary>
+    private async Task<string?> SettleQuietlyAsync(Func<Task<string>> settle, ClaimedJob job)
+    {
+        try
+        {
+            return await settle().ConfigureAwait(false);
+        }
+        catch (Exception ex) when (ex is NpgsqlException or TimeoutException)
+        {
+            LogSettleFailed(ex, job.Id);
+            return null;
+        }
+    }
+
+    private async Task ListenAsync(CancellationToken cancellationToken)
+    {
+        var delay = TimeSpan.FromMilliseconds(200);
+        while (!cancellationToken.IsCancellationRequested)
+        {
+            try
+            {
+                await using var connection = await _dataSource.OpenConnectionAsync(cancellationToken).ConfigureAwait(false);
+                connection.Notification += (_, e) =>
+                {
+                    if (e.Channel == TasksChannel)
+                    {
+                        _registry.Invalidate();
+                    }
+
+                    _wake.Set();
+                };
+                await using (var listen = new NpgsqlCommand($"LISTEN {JobsChannel}; LISTEN {TasksChannel}", connection))
+                {
+                    await listen.ExecuteNonQueryAsync(cancellationToken).ConfigureAwait(false);
+                }
+
+                // Jobs may have arrived while nobody was listening.
+                _wake.Set();
+                delay = TimeSpan.FromMilliseconds(200);
+                while (true)
+                {
+                    await connection.WaitAsync(cancellationToken).ConfigureAwait(false);
+                }
+            }
+            catch (OperationCanceledException) when (cancellationToken.IsCancellationRequested)
+            {
+                return;
+            }
+            catch (Exception ex) when (ex is NpgsqlException or TimeoutException or System.IO.IOException)
+            {
+                LogDatabaseError(ex, delay);
+                try
+                {
+                    await Task.Delay(delay, cancellationToken).ConfigureAwait(false);
+                }
+                catch (OperationCanceledException)
+                {
+                    return;
+                }
+
+                delay = TimeSpan.FromTicks(Math.Min(delay.Ticks * 2, TimeSpan.FromSeconds(30).Ticks));
+            }
+        }
+    }
+
+    /// <summary>Exponential backoff with full jitter, capped.</summary>
+    private TimeSpan RetryDelay(int attempt)
+    {
+        var exponential = _options.RetryBaseDelay.TotalMilliseconds * Math.Pow(2, Math.Max(0, attempt - 1));
+        var capped = Math.Min(exponential, _options.RetryMaxDelay.TotalMilliseconds);
+        return TimeSpan.FromMilliseconds((capped / 2) + (Random.Shared.NextDouble() * capped / 2));
+    }
+
+    private static string Describe(Exception ex) => ex switch
+    {
+        InvalidAnswerException => "invalid answer: " + ex.Message,
+        TimeoutException => "timeout: " + ex.Message,
+        PostgresException pg => $"could not write the answer: {pg.MessageText} ({pg.SqlState})",
+        HttpRequestException http => $"model endpoint unreachable: {http.Message}",
+        System.ClientModel.ClientResultException client => $"model endpoint returned HTTP {client.Status}: {client.Message}",
+        _ => $"{ex.GetType().Name}: {ex.Message}",
+    };
+
+    private static TimeSpan Min(TimeSpan a, TimeSpan b) => a < b ? a : b;
+
+    [LoggerMessage(Level = LogLevel.Debug, Message = "Job {JobId} of task {Task} finished as {State}")]
+    private partial void LogCompleted(long jobId, string task, string state);
+
+    [LoggerMessage(Level = LogLevel.Warning, Message = "Job {JobId} of task {Task}, attempt {Attempt} of {MaxAttempts}, failed ({State}): {Error}")]
+    private partial void LogAttemptFailed(long jobId, string task, int attempt, int maxAttempts, string state, string error);
+
+    [LoggerMessage(Level = LogLevel.Warning, Message = "Database unavailable; retrying in {Delay}")]
+    private partial void LogDatabaseError(Exception exception, TimeSpan delay);
+
+    [LoggerMessage(Level = LogLevel.Warning, Message = "Could not settle job {JobId}; its lease will expire and another attempt will run")]
+    private partial void LogSettleFailed(Exception exception, long jobId);
+
+    [LoggerMessage(Level = LogLevel.Information, Message = "Rescued {Count} jobs whose lease expired")]
+    private partial void LogRescued(int count);
+
+    /// <inheritdoc />
+    public override void Dispose()
+    {
+        _registry.Dispose();
+        base.Dispose();
+    }
+
+    private sealed record Work(ClaimedJob Job, TaskDefinition Task, JobInputs Inputs);
+}
