@@ -36,7 +36,7 @@ internal sealed class ModelCaller
         {
             ModelId = task.Model ?? _defaultModel,
             ResponseFormat = ChatResponseFormat.ForJsonSchema(task.JsonSchema, "result"),
-            AdditionalProperties = new AdditionalPropertiesDictionary { ["strictJsonSchema"] = true },
+            AdditionalProperties = new AdditionalPropertiesDictionary { ["strict"] = true },
         };
         var response = await _chatClient.GetResponseAsync(messages, options, cancellationToken).ConfigureAwait(false);
         var json = Validate(task, response.Text);

@@ -1,0 +1,201 @@
+-- PgLlm core schema: the queue, the task registry and the functions the worker calls.
+-- Idempotent: re-applied as a whole whenever its content changes.
+-- Every function pins search_path and schema-qualifies what it touches.
+
+CREATE SCHEMA IF NOT EXISTS llm;
+
+-- One row per declared task, written only by migrations. The worker reads it to know what to
+-- render, which JSON schema to ask for and which generated functions read inputs and write results.
+CREATE TABLE IF NOT EXISTS llm.task (
+    name              text PRIMARY KEY,
+    table_schema      text NOT NULL,
+    table_name        text NOT NULL,
+    key_columns       text[] NOT NULL,
+    read_columns      text[] NOT NULL,
+    target_columns    text[] NOT NULL,
+    prompt            text NOT NULL,
+    system_prompt     text,
+    json_schema       jsonb NOT NULL,
+    model             text,
+    max_attempts      integer NOT NULL CHECK (max_attempts >= 1),
+    enqueue_function  regproc NOT NULL,
+    inputs_function   regproc NOT NULL,
+    complete_function regproc NOT NULL,
+    definition_hash   text NOT NULL,
+    created_at        timestamptz NOT NULL DEFAULT now(),
+    updated_at        timestamptz NOT NULL DEFAULT now()
+);
+
+-- The queue. A job names a task and a row key, never the row's values: the worker reads the
+-- latest values when it runs the job, so rapid updates collapse into one pending job.
+CREATE TABLE IF NOT EXISTS llm.job (
+    id            bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+    task          text NOT NULL,
+    row_key       jsonb NOT NULL,
+    state         text NOT NULL DEFAULT 'pending'
+                  CONSTRAINT job_state_check
+                  CHECK (state IN ('pending', 'running', 'succeeded', 'failed', 'superseded', 'skipped')),
+    attempt       integer NOT NULL DEFAULT 0,
+    max_attempts  integer NOT NULL CHECK (max_attempts >= 1),
+    scheduled_at  timestamptz NOT NULL DEFAULT now(),
+    created_at    timestamptz NOT NULL DEFAULT now(),
+    attempted_at  timestamptz,
+    finished_at   timestamptz,
+    locked_by     text,
+    lease_until   timestamptz,
+    inputs_hash   text,
+    last_error    text,
+    errors        jsonb NOT NULL DEFAULT '[]'::jsonb,
+    input_tokens  integer,
+    output_tokens integer
+);
+
+-- Dedup: at most one pending job per (task, row). The triggers' INSERT ... ON CONFLICT is
+-- answered by this index, so its cost does not grow with the queue.
+CREATE UNIQUE INDEX IF NOT EXISTS job_pending_key ON llm.job (task, row_key) WHERE state = 'pending';
+-- Claim order: the ready jobs, oldest schedule first. Retried jobs move back by their backoff,
+-- so failing jobs never sit ahead of healthy ones.
+CREATE INDEX IF NOT EXISTS job_ready ON llm.job (scheduled_at, id) WHERE state = 'pending';
+-- Rescue of jobs whose worker died.
+CREATE INDEX IF NOT EXISTS job_running_lease ON llm.job (lease_until) WHERE state = 'running';
+
+-- Claims up to p_limit ready jobs for one worker in one short statement. The attempt is counted
+-- here and committed with the claim, so a failure can never roll the count back.
+CREATE OR REPLACE FUNCTION llm.claim(p_worker text, p_limit integer, p_lease_seconds double precision)
+RETURNS TABLE (id bigint, task text, row_key jsonb, attempt integer, max_attempts integer)
+LANGUAGE sql
+SET search_path = pg_catalog, pg_temp
+AS $fn$
+    UPDATE llm.job AS j
+       SET state = 'running',
+           attempt = j.attempt + 1,
+           attempted_at = now(),
+           locked_by = p_worker,
+           lease_until = now() + make_interval(secs => p_lease_seconds)
+      FROM (SELECT c.id
+              FROM llm.job AS c
+             WHERE c.state = 'pending' AND c.scheduled_at <= now()
+             ORDER BY c.scheduled_at, c.id
+             LIMIT p_limit
+               FOR UPDATE SKIP LOCKED) AS picked
+     WHERE j.id = picked.id
+ RETURNING j.id, j.task, j.row_key, j.attempt, j.max_attempts;
+$fn$;
+
+-- Moves a running job out of 'running' into p_state, recording p_error in its history. A job
+-- that goes back to 'pending' while a newer pending job exists for the same row is superseded:
+-- the newer one carries the latest inputs.
+CREATE OR REPLACE FUNCTION llm.settle(p_job_id bigint, p_attempt integer, p_state text, p_error text, p_retry_in_seconds double precision)
+RETURNS text
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $fn$
+DECLARE
+    v_entry jsonb;
+BEGIN
+    v_entry := CASE WHEN p_error IS NULL THEN NULL
+                    ELSE jsonb_build_object('attempt', p_attempt, 'at', now(), 'error', p_error) END;
+    BEGIN
+        UPDATE llm.job AS j
+           SET state = p_state,
+               last_error = coalesce(p_error, j.last_error),
+               errors = CASE WHEN v_entry IS NULL THEN j.errors ELSE j.errors || v_entry END,
+               scheduled_at = CASE WHEN p_state = 'pending'
+                                   THEN now() + make_interval(secs => greatest(p_retry_in_seconds, 0))
+                                   ELSE j.scheduled_at END,
+               finished_at = CASE WHEN p_state = 'pending' THEN NULL ELSE now() END,
+               locked_by = NULL,
+               lease_until = NULL
+         WHERE j.id = p_job_id AND j.state = 'running' AND j.attempt = p_attempt;
+        IF NOT FOUND THEN
+            RETURN 'lost';
+        END IF;
+    EXCEPTION WHEN unique_violation THEN
+        UPDATE llm.job AS j
+           SET state = 'superseded',
+               last_error = coalesce(p_error, j.last_error),
+               errors = CASE WHEN v_entry IS NULL THEN j.errors ELSE j.errors || v_entry END,
+               finished_at = now(),
+               locked_by = NULL,
+               lease_until = NULL
+         WHERE j.id = p_job_id AND j.state = 'running' AND j.attempt = p_attempt;
+        RETURN 'superseded';
+    END;
+    RETURN p_state;
+END
+$fn$;
+
+-- A failed attempt: retried after p_retry_in_seconds while attempts remain, else failed for good.
+CREATE OR REPLACE FUNCTION llm.fail(p_job_id bigint, p_attempt integer, p_error text, p_retry_in_seconds double precision, p_permanent boolean DEFAULT false)
+RETURNS text
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $fn$
+DECLARE
+    v_max_attempts integer;
+BEGIN
+    SELECT j.max_attempts INTO v_max_attempts
+      FROM llm.job AS j
+     WHERE j.id = p_job_id AND j.state = 'running' AND j.attempt = p_attempt;
+    IF NOT FOUND THEN
+        RETURN 'lost';
+    END IF;
+    RETURN llm.settle(p_job_id, p_attempt,
+                      CASE WHEN p_permanent OR p_attempt >= v_max_attempts THEN 'failed' ELSE 'pending' END,
+                      p_error, p_retry_in_seconds);
+END
+$fn$;
+
+-- The row of a job is gone (deleted before the worker read it): nothing to do.
+CREATE OR REPLACE FUNCTION llm.skip(p_job_id bigint, p_attempt integer, p_reason text)
+RETURNS text
+LANGUAGE sql
+SET search_path = pg_catalog, pg_temp
+AS $fn$
+    SELECT llm.settle(p_job_id, p_attempt, 'skipped', p_reason, 0);
+$fn$;
+
+-- A worker gives a job back without using its attempt (shutdown before the model answered).
+CREATE OR REPLACE FUNCTION llm.release(p_job_id bigint, p_attempt integer)
+RETURNS text
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $fn$
+DECLARE
+    v_state text;
+BEGIN
+    v_state := llm.settle(p_job_id, p_attempt, 'pending', NULL, 0);
+    IF v_state = 'pending' THEN
+        UPDATE llm.job SET attempt = attempt - 1 WHERE id = p_job_id;
+    END IF;
+    RETURN v_state;
+END
+$fn$;
+
+-- Jobs whose lease ran out (their worker died or lost the database): retried while attempts
+-- remain. The attempt they were on counts.
+CREATE OR REPLACE FUNCTION llm.rescue(p_limit integer DEFAULT 1000)
+RETURNS integer
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $fn$
+DECLARE
+    v_job record;
+    v_count integer := 0;
+BEGIN
+    FOR v_job IN
+        SELECT j.id, j.attempt, j.max_attempts
+          FROM llm.job AS j
+         WHERE j.state = 'running' AND j.lease_until < now()
+         ORDER BY j.lease_until
+         LIMIT p_limit
+           FOR UPDATE SKIP LOCKED
+    LOOP
+        PERFORM llm.settle(v_job.id, v_job.attempt,
+                           CASE WHEN v_job.attempt >= v_job.max_attempts THEN 'failed' ELSE 'pending' END,
+                           'lease expired: the worker stopped answering', 0);
+        v_count := v_count + 1;
+    END LOOP;
+    RETURN v_count;
+END
+$fn$;

@@ -1,0 +1,90 @@
+using PgLlm.Migrations;
+
+namespace PgLlm.Generators.Tests;
+
+/// <summary>The generated C# and SQL, compared with reviewed copies in Golden/.</summary>
+public sealed class GoldenTests
+{
+    internal const string Reviews = """
+        using PgLlm;
+
+        namespace Shop;
+
+        [LlmTable("user_reviews", Schema = "public")]
+        [LlmTask("Analyze the sentiment and translate the following review to Spanish. Text: {UserReviewOg}", nameof(Emotion), nameof(UserReviewEs))]
+        public sealed record UserReview
+        {
+            public long Id { get; init; }
+            public required string ReviewText { get; init; }
+            [LlmColumn("Analyze the sentiment of this text. Text: {ReviewText}")]
+            public string? Sentiment { get; init; }
+            public string? UserReviewOg { get; init; }
+            public string? Emotion { get; init; }
+            public string? UserReviewEs { get; init; }
+        }
+        """;
+
+    internal const string Hostile = """
+        using System.ComponentModel.DataAnnotations;
+        using System.ComponentModel.DataAnnotations.Schema;
+        using PgLlm;
+
+        namespace Shop;
+
+        // Composite key, a non-public schema, quoted mixed-case names, literal braces, options.
+        [LlmTable("Order Lines", Schema = "Sales \"EU\"")]
+        public sealed record OrderLine(
+            [property: Key] int TenantId,
+            [property: Key] long LineNo,
+            [property: Column("Item Name")] string ItemName,
+            int Quantity)
+        {
+            [LlmColumn("Classify {ItemName} (x{Quantity}) as {{food|tool}}: {Item Name}", Name = "category", SystemPrompt = "Answer with one word.", Model = "small-model", MaxAttempts = 3)]
+            [Column("Category's \"Label\"")]
+            public string? Category { get; init; }
+
+            [LlmColumn("How many days does {ItemName} keep?")]
+            public int? ShelfDays { get; init; }
+        }
+        """;
+
+    [Fact]
+    public void Reviews_generated_code_and_sql_match_golden_files() => VerifyAll("Reviews", Reviews);
+
+    [Fact]
+    public void Hostile_names_generated_code_and_sql_match_golden_files() => VerifyAll("Hostile", Hostile);
+
+    [Fact]
+    public void Scripts_apply_in_order_core_first_and_carry_a_hash_of_their_sql()
+    {
+        var scripts = GeneratorHarness.LoadScripts(GeneratorHarness.Run(Reviews).Output);
+
+        Assert.Equal(["0001-pgllm-core", "1000-public.user_reviews"], scripts.Select(s => s.Stream));
+        Assert.Equal([PgLlmScriptKind.Core, PgLlmScriptKind.Table], scripts.Select(s => s.Kind));
+        Assert.All(scripts, s => Assert.Matches("^[0-9a-f]{12}$", s.Hash));
+        Assert.All(scripts, s => Assert.Equal(s.Stream + "@" + s.Hash, s.Name));
+    }
+
+    [Fact]
+    public void Changing_a_prompt_changes_only_that_tables_script_name()
+    {
+        var before = GeneratorHarness.LoadScripts(GeneratorHarness.Run(Reviews, Hostile).Output);
+        var after = GeneratorHarness.LoadScripts(GeneratorHarness.Run(Reviews.Replace("Analyze the sentiment of this text.", "Rate the mood of this text."), Hostile).Output);
+
+        Assert.Equal(before.Select(s => s.Stream), after.Select(s => s.Stream));
+        var changed = before.Zip(after).Where(p => p.First.Name != p.Second.Name).Select(p => p.First.Stream).ToList();
+        Assert.Equal(["1000-public.user_reviews"], changed);
+    }
+
+    private static void VerifyAll(string name, string source)
+    {
+        var result = GeneratorHarness.Run(source);
+        Assert.Empty(result.Diagnostics);
+        Assert.Empty(result.CompilationErrors);
+        GoldenFiles.Verify($"{name}/PgLlmScripts.g.cs", result.GeneratedSource!);
+        foreach (var script in GeneratorHarness.LoadScripts(result.Output))
+        {
+            GoldenFiles.Verify($"{name}/{script.FileName}", script.Sql);
+        }
+    }
+}
