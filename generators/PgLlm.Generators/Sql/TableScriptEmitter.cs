@@ -135,7 +135,7 @@ internal static class TableScriptEmitter
             .Append(TextArray(task.Targets.Select(t => t.Column))).Append(",\n        ")
             .Append(Literal(task.Prompt)).Append(",\n        ")
             .Append(Literal(task.SystemPrompt)).Append(",\n        ")
-            .Append(Literal(JsonSchema(task))).Append("::jsonb,\n        ")
+            .Append(Literal(JsonSchema(task))).Append("::json,\n        ")
             .Append(Literal(task.Model)).Append(", ")
             .Append(task.MaxAttempts.ToString(System.Globalization.CultureInfo.InvariantCulture)).Append(",\n        ")
             .Append(Literal(enqueue)).Append("::regproc, ")

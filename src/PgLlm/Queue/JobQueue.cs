@@ -99,10 +99,10 @@ internal sealed class JobQueue
     {
         await using var command = _dataSource.CreateCommand(
             "SELECT EXISTS (SELECT 1 FROM llm.job WHERE state = 'running'), " +
-            "(SELECT greatest(extract(epoch FROM min(scheduled_at) - now()), 0)::float8 FROM llm.job WHERE state = 'pending')");
+            "(SELECT extract(epoch FROM min(scheduled_at) - now())::float8 FROM llm.job WHERE state = 'pending')");
         await using var reader = await command.ExecuteReaderAsync(cancellationToken).ConfigureAwait(false);
         await reader.ReadAsync(cancellationToken).ConfigureAwait(false);
-        return (reader.GetBoolean(0), reader.IsDBNull(1) ? null : TimeSpan.FromSeconds(reader.GetDouble(1)));
+        return (reader.GetBoolean(0), reader.IsDBNull(1) ? null : TimeSpan.FromSeconds(Math.Max(0, reader.GetDouble(1))));
     }
 
     private async Task<string> SettleAsync(string sql, ClaimedJob job, string? reason, CancellationToken cancellationToken)

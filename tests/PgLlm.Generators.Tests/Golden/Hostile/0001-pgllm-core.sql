@@ -15,7 +15,8 @@ CREATE TABLE IF NOT EXISTS llm.task (
     target_columns    text[] NOT NULL,
     prompt            text NOT NULL,
     system_prompt     text,
-    json_schema       jsonb NOT NULL,
+    -- json, not jsonb: property order is kept as declared (models answer in schema order).
+    json_schema       json NOT NULL,
     model             text,
     max_attempts      integer NOT NULL CHECK (max_attempts >= 1),
     enqueue_function  regproc NOT NULL,

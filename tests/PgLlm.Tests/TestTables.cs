@@ -1,0 +1,55 @@
+using System.ComponentModel.DataAnnotations;
+using System.ComponentModel.DataAnnotations.Schema;
+
+namespace PgLlm.Tests;
+
+/// <summary>Two tasks on one table, and a column no task reads.</summary>
+[LlmTable("reviews")]
+[LlmTask("Give the emotion and translate to Spanish: {Body}", nameof(Emotion), nameof(BodyEs), Name = "emotion_es")]
+public sealed record Review
+{
+    public long Id { get; init; }
+
+    public required string Body { get; init; }
+
+    public string? Title { get; init; }
+
+    [LlmColumn("Sentiment of: {Body}")]
+    public string? Sentiment { get; init; }
+
+    public string? Emotion { get; init; }
+
+    public string? BodyEs { get; init; }
+}
+
+/// <summary>A composite key.</summary>
+[LlmTable("line_items")]
+public sealed record LineItem([property: Key] int OrderId, [property: Key] int LineNo, string Description)
+{
+    [LlmColumn("Category of {Description}")]
+    public string? Category { get; init; }
+}
+
+/// <summary>A non-public schema and quoted mixed-case names with spaces and quotes.</summary>
+[LlmTable("Customer Notes", Schema = "CRM Data")]
+public sealed record CustomerNote
+{
+    [Key]
+    [Column("NoteId")]
+    public Guid NoteId { get; init; }
+
+    [Column("NoteText")]
+    public required string Text { get; init; }
+
+    [LlmColumn("Summarize this note: {NoteText}")]
+    [Column("Summary Of \"Note\"")]
+    public string? Summary { get; init; }
+}
+
+/// <summary>A task with few attempts, for failure tests.</summary>
+[LlmTable("flaky")]
+public sealed record Flaky(long Id, string Input)
+{
+    [LlmColumn("Echo {Input}", MaxAttempts = 3)]
+    public string? Output { get; init; }
+}
