@@ -41,9 +41,10 @@ public sealed record PgLlmScript(string Stream, string Hash, PgLlmScriptKind Kin
     /// <summary>An application script that runs once, like any DbUp script (for example the CREATE TABLE of the annotated tables).</summary>
     public static PgLlmScript Application(string name, string sql) => new(name, string.Empty, PgLlmScriptKind.Application, sql);
 
-    /// <summary>Splits a journaled name back into its stream.</summary>
-    internal static string StreamOf(string name)
+    /// <summary>The stream of a journaled script name (<c>stream@hash</c> or a plain name).</summary>
+    public static string StreamOf(string name)
     {
+        ArgumentNullException.ThrowIfNull(name);
         var at = name.LastIndexOf('@');
         return at < 0 ? name : name[..at];
     }

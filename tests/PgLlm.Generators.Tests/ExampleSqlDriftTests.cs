@@ -1,0 +1,41 @@
+using PgLlm.Migrations;
+
+namespace PgLlm.Generators.Tests;
+
+/// <summary>
+/// The example commits its generated SQL (examples/Reviews/Sql) so it can be reviewed as SQL. This
+/// fails when the committed files drift from what the generator emits for the example's records.
+/// PGLLM_UPDATE_GOLDEN=1 rewrites them, as `dotnet run --project examples/Reviews -- --write-sql` does.
+/// </summary>
+public sealed class ExampleSqlDriftTests
+{
+    [Fact]
+    public void The_committed_sql_of_the_reviews_example_matches_the_generator()
+    {
+        var example = Path.GetFullPath(Path.Combine(GeneratorHarness.SourceDirectory(), "..", "..", "examples", "Reviews"));
+        var sources = Directory.EnumerateFiles(example, "*.cs", SearchOption.TopDirectoryOnly)
+            .Where(f => Path.GetFileName(f) != "Program.cs")
+            .Select(File.ReadAllText)
+            .ToArray();
+        var result = GeneratorHarness.Run(sources);
+        var scripts = result.Output.GetDiagnostics().Any(d => d.Severity == Microsoft.CodeAnalysis.DiagnosticSeverity.Error && d.Id.StartsWith("PGLLM", StringComparison.Ordinal))
+            ? throw new InvalidOperationException("the example's declarations do not compile")
+            : GeneratorHarness.LoadScripts(FilterToGenerated(result));
+        var folder = Path.Combine(example, "Sql");
+
+        if (Environment.GetEnvironmentVariable("PGLLM_UPDATE_GOLDEN") == "1")
+        {
+            PgLlmScriptFolder.Write(folder, scripts);
+        }
+
+        Assert.Empty(PgLlmScriptFolder.Compare(folder, scripts));
+        Assert.Equal(2, scripts.Count);
+    }
+
+    /// <summary>The example's other files reference types outside this harness; keep only what the scripts need.</summary>
+    private static Microsoft.CodeAnalysis.Compilation FilterToGenerated(GeneratorResult result)
+    {
+        var generated = result.Driver.GetRunResult().GeneratedTrees;
+        return result.Output.RemoveAllSyntaxTrees().AddSyntaxTrees(generated);
+    }
+}
