@@ -27,22 +27,22 @@ public sealed class MigrationEvolutionTests : IAsyncLifetime
 
         Assert.Equal(3, (await MigrateAsync(db, a)).Count);
         Assert.Equal(["1000-public.notes"], (await MigrateAsync(db, b)).Select(PgLlmScript.StreamOf));
-        Assert.Equal("Summarize {title}: {body}", await ScalarAsync<string>(db, "SELECT prompt FROM llm.task"));
-        Assert.Equal("title,body", await ScalarAsync<string>(db, "SELECT array_to_string(read_columns, ',') FROM llm.task"));
-        Assert.Equal(2L, await ScalarAsync<long>(db, "SELECT count(*) FROM pg_trigger WHERE tgname LIKE 'pgllm:%'"));
+        Assert.Equal("Summarize {title}: {body}", await db.ScalarAsync<string>("SELECT prompt FROM llm.task"));
+        Assert.Equal("title,body", await db.ScalarAsync<string>("SELECT array_to_string(read_columns, ',') FROM llm.task"));
+        Assert.Equal(2L, await db.ScalarAsync<long>("SELECT count(*) FROM pg_trigger WHERE tgname LIKE 'pgllm:%'"));
 
         // Back to A: a name journal would think A is applied already; the stream journal applies it again.
         Assert.Equal(["1000-public.notes"], (await MigrateAsync(db, a)).Select(PgLlmScript.StreamOf));
-        Assert.Equal("Summarize {body}", await ScalarAsync<string>(db, "SELECT prompt FROM llm.task"));
+        Assert.Equal("Summarize {body}", await db.ScalarAsync<string>("SELECT prompt FROM llm.task"));
         Assert.Empty(await MigrateAsync(db, a));
 
         // The UPDATE trigger follows the read columns: a title change no longer enqueues.
-        await ExecAsync(db, "INSERT INTO notes (id, body, title) VALUES (1, 'b', 't')");
-        await ExecAsync(db, "DELETE FROM llm.job");
-        await ExecAsync(db, "UPDATE notes SET title = 't2'");
-        Assert.Equal(0L, await ScalarAsync<long>(db, "SELECT count(*) FROM llm.job"));
-        await ExecAsync(db, "UPDATE notes SET body = 'b2'");
-        Assert.Equal(1L, await ScalarAsync<long>(db, "SELECT count(*) FROM llm.job"));
+        await db.ExecAsync("INSERT INTO notes (id, body, title) VALUES (1, 'b', 't')");
+        await db.ExecAsync("DELETE FROM llm.job");
+        await db.ExecAsync("UPDATE notes SET title = 't2'");
+        Assert.Equal(0L, await db.ScalarAsync<long>("SELECT count(*) FROM llm.job"));
+        await db.ExecAsync("UPDATE notes SET body = 'b2'");
+        Assert.Equal(1L, await db.ScalarAsync<long>("SELECT count(*) FROM llm.job"));
     }
 
     [Fact]
@@ -51,15 +51,15 @@ public sealed class MigrationEvolutionTests : IAsyncLifetime
         await using var db = NpgsqlDataSource.Create(await _postgres.CreateDatabaseAsync());
         var both = Notes("Summarize {Body}", withMood: true);
         await MigrateAsync(db, both);
-        await ExecAsync(db, "INSERT INTO notes (id, body, title) VALUES (1, 'b', 't')");
-        Assert.Equal(2L, await ScalarAsync<long>(db, "SELECT count(*) FROM llm.job WHERE state = 'pending'"));
+        await db.ExecAsync("INSERT INTO notes (id, body, title) VALUES (1, 'b', 't')");
+        Assert.Equal(2L, await db.ScalarAsync<long>("SELECT count(*) FROM llm.job WHERE state = 'pending'"));
 
         await MigrateAsync(db, Notes("Summarize {Body}"));
 
-        Assert.Equal(["public.notes:summary"], await ListAsync(db, "SELECT name FROM llm.task"));
-        Assert.Equal(2L, await ScalarAsync<long>(db, "SELECT count(*) FROM pg_trigger WHERE tgname LIKE 'pgllm:%'"));
-        Assert.Equal(0L, await ScalarAsync<long>(db, "SELECT count(*) FROM pg_proc WHERE proname LIKE 'public.notes:mood:%'"));
-        Assert.Equal("skipped", await ScalarAsync<string>(db, "SELECT state FROM llm.job WHERE task = 'public.notes:mood'"));
+        Assert.Equal(["public.notes:summary"], await db.ListAsync<string>("SELECT name FROM llm.task"));
+        Assert.Equal(2L, await db.ScalarAsync<long>("SELECT count(*) FROM pg_trigger WHERE tgname LIKE 'pgllm:%'"));
+        Assert.Equal(0L, await db.ScalarAsync<long>("SELECT count(*) FROM pg_proc WHERE proname LIKE 'public.notes:mood:%'"));
+        Assert.Equal("skipped", await db.ScalarAsync<string>("SELECT state FROM llm.job WHERE task = 'public.notes:mood'"));
     }
 
     [Fact]
@@ -75,11 +75,11 @@ public sealed class MigrationEvolutionTests : IAsyncLifetime
         var scripts = GeneratorHarness.LoadScripts(GeneratorHarness.Run(GoldenTests.Hostile).Output);
         await new PgLlmMigrator(db, [table, .. scripts]).MigrateAsync();
 
-        await ExecAsync(db, "INSERT INTO \"Sales \"\"EU\"\"\".\"Order Lines\" VALUES (1, 2, 'it''s $$ {x}', 3, NULL, NULL)");
+        await db.ExecAsync("INSERT INTO \"Sales \"\"EU\"\"\".\"Order Lines\" VALUES (1, 2, 'it''s $$ {x}', 3, NULL, NULL)");
 
         Assert.Equal(
             ["Sales \"EU\".Order Lines:category {\"line_no\": 2, \"tenant_id\": 1}", "Sales \"EU\".Order Lines:shelf_days {\"line_no\": 2, \"tenant_id\": 1}"],
-            await ListAsync(db, "SELECT task || ' ' || row_key::text FROM llm.job ORDER BY task"));
+            await db.ListAsync<string>("SELECT task || ' ' || row_key::text FROM llm.job ORDER BY task"));
     }
 
     private static string Notes(string prompt, bool withMood = false) => $$"""
@@ -101,28 +101,4 @@ public sealed class MigrationEvolutionTests : IAsyncLifetime
         return result.Applied;
     }
 
-    private static async Task ExecAsync(NpgsqlDataSource db, string sql)
-    {
-        await using var command = db.CreateCommand(sql);
-        await command.ExecuteNonQueryAsync();
-    }
-
-    private static async Task<T> ScalarAsync<T>(NpgsqlDataSource db, string sql)
-    {
-        await using var command = db.CreateCommand(sql);
-        return (T)(await command.ExecuteScalarAsync())!;
-    }
-
-    private static async Task<List<string>> ListAsync(NpgsqlDataSource db, string sql)
-    {
-        await using var command = db.CreateCommand(sql);
-        await using var reader = await command.ExecuteReaderAsync();
-        var result = new List<string>();
-        while (await reader.ReadAsync())
-        {
-            result.Add(reader.GetString(0));
-        }
-
-        return result;
-    }
 }

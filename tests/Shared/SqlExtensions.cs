@@ -1,9 +1,9 @@
 using Npgsql;
 
-namespace PgLlm.Tests.Integration;
+namespace PgLlm.Tests.Shared;
 
-/// <summary>Small helpers to keep the tests about behaviour, not plumbing.</summary>
-internal static class Sql
+/// <summary>Small helpers to keep the tests about behaviour, not plumbing (linked into every test project that needs them).</summary>
+internal static class SqlExtensions
 {
     public static async Task ExecAsync(this NpgsqlDataSource dataSource, string sql, params object?[] parameters)
     {
