@@ -22,11 +22,11 @@ public sealed record Review
     public string? BodyEs { get; init; }
 }
 
-/// <summary>A composite key.</summary>
+/// <summary>A composite key, and per-task model and system prompt.</summary>
 [LlmTable("line_items")]
 public sealed record LineItem([property: Key] int OrderId, [property: Key] int LineNo, string Description)
 {
-    [LlmColumn("Category of {Description}")]
+    [LlmColumn("Category of {Description}", Model = "tiny-model", SystemPrompt = "Answer with one word.")]
     public string? Category { get; init; }
 }
 

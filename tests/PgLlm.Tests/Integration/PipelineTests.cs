@@ -145,6 +145,20 @@ public sealed class PipelineTests
     }
 
     [Fact]
+    public async Task A_task_can_name_its_own_model_and_system_prompt()
+    {
+        await using var db = await _fixture.CreateDatabaseAsync();
+        await db.ExecAsync("INSERT INTO line_items (order_id, line_no, description) VALUES (1, 1, 'hammer')");
+
+        await _fixture.CreateWorker(db).RunUntilIdleAsync();
+
+        var request = Assert.Single(_fixture.Model.Requests);
+        Assert.Equal("tiny-model", request.Model);
+        Assert.Equal("Answer with one word.", request.SystemText);
+        Assert.Equal(["system", "user"], request.Messages.Select(m => m.Role));
+    }
+
+    [Fact]
     public async Task A_non_public_schema_with_quoted_mixed_case_names_works()
     {
         await using var db = await _fixture.CreateDatabaseAsync();
