@@ -1,0 +1,350 @@
+#!/usr/bin/env bash
+# The project's one test command (CI runs it through .ci/run).
+#
+#   bash tests/run.sh                          # everything
+#   bash tests/run.sh --filter "FullyQualifiedName~Diagnostic"
+#
+# 1. Checks prerequisites: the .NET SDK (must be present) and the PostgreSQL server binaries
+#    (installed with apt when missing and running as root). No server is started here: the
+#    tests start their own throwaway instances.
+# 2. Builds PgLlm.sln once, in Release.
+# 3. Runs every test project tests/*/*.csproj in turn, without stopping at a failing one;
+#    extra arguments are passed to each `dotnet test`.
+# 4. Prints one line per project and, as the very last line, "N passed, N failed"
+#    (", N skipped" is appended when tests were skipped). Exits non-zero when anything failed.
+#
+# Environment:
+#   PGLLM_TEST_RESULTS  keep the .trx files in this directory (default: a temporary one, removed at exit)
+#   PGLLM_PG_BIN        directory of initdb/pg_ctl/postgres, when they are elsewhere (also read by the tests)
+#   CI=true             quieter dotnet output (--nologo)
+set -euo pipefail
+
+cd "$(dirname "${BASH_SOURCE[0]}")/.."
+readonly SOLUTION="PgLlm.sln"
+readonly CONFIGURATION="Release"
+readonly PG_PACKAGE="postgresql-15"
+
+say() { printf '==> %s\n' "$*"; }
+warn() { printf 'run.sh: %s\n' "$*" >&2; }
+
+# Something before the tests could run went wrong: explain, keep the summary contract, stop.
+abort() {
+    warn "$*"
+    echo "0 passed, 1 failed"
+    exit 1
+}
+
+is_root() { [ "$(id -u)" -eq 0 ]; }
+
+nologo=()
+if [ "${CI:-}" = "true" ]; then
+    nologo=(--nologo)
+fi
+
+# ---------------------------------------------------------------------------------------------
+# Prerequisites
+# ---------------------------------------------------------------------------------------------
+
+check_dotnet() {
+    if ! command -v dotnet >/dev/null 2>&1; then
+        abort "the .NET SDK is not installed ('dotnet' is not on PATH); install the .NET 10 SDK (see global.json) and run again"
+    fi
+    if [ -z "$(dotnet --list-sdks 2>/dev/null)" ]; then
+        abort "'dotnet' is on PATH but no .NET SDK is installed (only a runtime?); install the .NET 10 SDK (see global.json)"
+    fi
+}
+
+find_initdb() {
+    local candidate
+    if [ -n "${PGLLM_PG_BIN:-}" ] && [ -x "$PGLLM_PG_BIN/initdb" ]; then
+        echo "$PGLLM_PG_BIN/initdb"
+        return 0
+    fi
+    if command -v initdb >/dev/null 2>&1; then
+        command -v initdb
+        return 0
+    fi
+    for candidate in /usr/lib/postgresql/*/bin/initdb; do
+        if [ -x "$candidate" ]; then
+            echo "$candidate"
+            return 0
+        fi
+    done
+    return 1
+}
+
+install_postgres() {
+    say "PostgreSQL server binaries not found: installing $PG_PACKAGE with apt"
+    if ! command -v apt-get >/dev/null 2>&1; then
+        abort "PostgreSQL server binaries are missing and apt-get is not available: install PostgreSQL 15 (initdb, pg_ctl, postgres) or set PGLLM_PG_BIN"
+    fi
+
+    # The package's post-install script would start a cluster on port 5432; the tests start their
+    # own servers, so forbid service starts for the duration of the install (unless a policy exists).
+    local policy=/usr/sbin/policy-rc.d created_policy=""
+    if [ ! -e "$policy" ]; then
+        printf '#!/bin/sh\nexit 101\n' >"$policy"
+        chmod +x "$policy"
+        created_policy=1
+    fi
+
+    local rc=0
+    export DEBIAN_FRONTEND=noninteractive
+    { apt-get update -qq && apt-get install -y -qq --no-install-recommends "$PG_PACKAGE" >/dev/null; } || rc=$?
+
+    if [ -n "$created_policy" ]; then
+        rm -f "$policy"
+    fi
+    if [ "$rc" -ne 0 ]; then
+        abort "apt-get could not install $PG_PACKAGE (exit code $rc)"
+    fi
+}
+
+ensure_postgres_user() {
+    if getent passwd postgres >/dev/null 2>&1; then
+        return 0
+    fi
+    say "creating the 'postgres' OS user (PostgreSQL refuses to run as root; the tests switch to it)"
+    if command -v useradd >/dev/null 2>&1; then
+        useradd --system --user-group --home-dir /var/lib/postgresql --no-create-home --shell /bin/sh postgres \
+            || abort "could not create the 'postgres' OS user"
+    elif command -v adduser >/dev/null 2>&1; then
+        adduser --system --group --home /var/lib/postgresql --no-create-home --shell /bin/sh postgres >/dev/null \
+            || abort "could not create the 'postgres' OS user"
+    else
+        abort "the 'postgres' OS user is missing and neither useradd nor adduser is available to create it"
+    fi
+}
+
+check_postgres() {
+    local initdb
+    if ! initdb="$(find_initdb)"; then
+        if is_root; then
+            install_postgres
+            initdb="$(find_initdb)" || abort "$PG_PACKAGE was installed but initdb is still not found"
+        else
+            warn "PostgreSQL server binaries (initdb, pg_ctl, postgres) were not found."
+            warn "Install them, then run again:  sudo apt-get install -y $PG_PACKAGE"
+            warn "(or point PGLLM_PG_BIN at a directory that holds initdb, pg_ctl and postgres)"
+            echo "0 passed, 1 failed"
+            exit 1
+        fi
+    fi
+    say "PostgreSQL: $initdb"
+    if is_root; then
+        ensure_postgres_user
+    fi
+}
+
+# ---------------------------------------------------------------------------------------------
+# Build
+# ---------------------------------------------------------------------------------------------
+
+results_dir=""
+keep_results=""
+cleanup() {
+    if [ -z "$keep_results" ] && [ -n "$results_dir" ] && [ -d "$results_dir" ]; then
+        rm -rf "$results_dir"
+    fi
+}
+trap cleanup EXIT
+
+build_solution() {
+    local log="$results_dir/build.log"
+    say "dotnet build $SOLUTION -c $CONFIGURATION"
+    if ! dotnet build "$SOLUTION" -c "$CONFIGURATION" ${nologo[@]+"${nologo[@]}"} 2>&1 | tee "$log"; then
+        warn "the build failed; errors:"
+        # One line per distinct error (MSBuild repeats them in its summary).
+        grep -E ': (fatal )?error [A-Z]*[0-9]*:|error MSB|error NU' "$log" | sed 's/^ *//' | sort -u >&2 \
+            || tail -n 40 "$log" >&2
+        echo "0 passed, 1 failed"
+        exit 1
+    fi
+}
+
+# ---------------------------------------------------------------------------------------------
+# Test projects
+# ---------------------------------------------------------------------------------------------
+
+is_test_project() {
+    local csproj="$1"
+    if grep -Eqi '<IsTestProject>[[:space:]]*false' "$csproj"; then
+        return 1
+    fi
+    grep -Eqi '<IsTestProject>[[:space:]]*true|Include="Microsoft\.NET\.Test\.Sdk"|Sdk="MSTest\.Sdk' "$csproj"
+}
+
+in_solution() {
+    local csproj="$1" windows
+    windows="${csproj//\//\\}"
+    grep -Fq "\"$windows\"" "$SOLUTION" || grep -Fq "\"$csproj\"" "$SOLUTION"
+}
+
+# Prints "total executed passed failed notExecuted" for one .trx file (0 0 0 0 0 if unreadable).
+trx_counters() {
+    local trx="$1" line
+    if command -v python3 >/dev/null 2>&1 && python3 -c 'import xml.etree.ElementTree' >/dev/null 2>&1; then
+        if line="$(python3 - "$trx" <<'PY' 2>/dev/null
+import sys
+import xml.etree.ElementTree as ET
+
+counters = None
+for element in ET.parse(sys.argv[1]).iter():
+    if element.tag.rsplit('}', 1)[-1] == 'Counters':
+        counters = element
+        break
+if counters is None:
+    raise SystemExit(1)
+
+def get(name):
+    try:
+        return int(counters.get(name, '0'))
+    except ValueError:
+        return 0
+
+failed = get('failed') + get('error') + get('timeout') + get('aborted')
+print(get('total'), get('executed'), get('passed'), failed, get('notExecuted'))
+PY
+        )"; then
+            echo "$line"
+            return 0
+        fi
+    fi
+
+    # Fallback without python: the <Counters .../> element is a single tag with name="value" attributes.
+    local tag
+    tag="$(tr '\n\r' '  ' <"$trx" | grep -o '<Counters [^>]*>' | head -n 1 || true)"
+    attr() {
+        local value
+        value="$(printf '%s' "$tag" | sed -n "s/.*[[:space:]]$1=\"\([0-9]*\)\".*/\1/p")"
+        echo "${value:-0}"
+    }
+    echo "$(attr total) $(attr executed) $(attr passed) $(($(attr failed) + $(attr error) + $(attr timeout) + $(attr aborted))) $(attr notExecuted)"
+}
+
+run_tests() {
+    local -a projects=()
+    local csproj
+    shopt -s nullglob
+    for csproj in tests/*/*.csproj; do
+        if is_test_project "$csproj"; then
+            projects+=("$csproj")
+        fi
+    done
+    shopt -u nullglob
+
+    if [ "${#projects[@]}" -eq 0 ]; then
+        warn "no test projects found under tests/"
+        echo "0 passed, 1 failed"
+        exit 1
+    fi
+
+    local total_passed=0 total_failed=0 total_skipped=0
+    local -a report=() problems=()
+    local name dir rc trx
+    for csproj in "${projects[@]}"; do
+        name="$(basename "$csproj" .csproj)"
+        dir="$results_dir/$name"
+        rm -rf "$dir"
+        mkdir -p "$dir"
+
+        if ! in_solution "$csproj"; then
+            say "$name is not in $SOLUTION: building it on its own"
+            rc=0
+            dotnet build "$csproj" -c "$CONFIGURATION" ${nologo[@]+"${nologo[@]}"} || rc=$?
+            if [ "$rc" -ne 0 ]; then
+                total_failed=$((total_failed + 1))
+                report+=("$name: build failed (exit code $rc), counted as 1 failed")
+                problems+=("$name: build failed")
+                continue
+            fi
+        fi
+
+        say "dotnet test $csproj${*:+ $*}"
+        rc=0
+        dotnet test "$csproj" -c "$CONFIGURATION" --no-build ${nologo[@]+"${nologo[@]}"} \
+            --logger "trx;LogFileName=$name.trx" --results-directory "$dir" "$@" || rc=$?
+
+        local -a trx_files=()
+        while IFS= read -r trx; do
+            trx_files+=("$trx")
+        done < <(find "$dir" -type f -name '*.trx' | sort)
+
+        if [ "${#trx_files[@]}" -eq 0 ]; then
+            total_failed=$((total_failed + 1))
+            report+=("$name: no test results (exit code $rc; the test run crashed or did not start), counted as 1 failed")
+            problems+=("$name: the test run crashed or did not start (no .trx)")
+            continue
+        fi
+
+        local p_total=0 p_executed=0 p_passed=0 p_failed=0 p_not_executed=0 p_skipped=0
+        local t e p f n
+        for trx in "${trx_files[@]}"; do
+            read -r t e p f n < <(trx_counters "$trx")
+            p_total=$((p_total + t))
+            p_executed=$((p_executed + e))
+            p_passed=$((p_passed + p))
+            p_failed=$((p_failed + f))
+            p_not_executed=$((p_not_executed + n))
+        done
+        p_skipped=$((p_total - p_executed))
+        if [ "$p_not_executed" -gt "$p_skipped" ]; then
+            p_skipped=$p_not_executed
+        fi
+
+        local line="$name: $p_passed passed, $p_failed failed"
+        if [ "$p_skipped" -gt 0 ]; then
+            line+=", $p_skipped skipped"
+        fi
+        if [ "$rc" -ne 0 ] && [ "$p_failed" -eq 0 ]; then
+            # The run was aborted (e.g. the test host crashed) without recording a failed test.
+            p_failed=1
+            line="$name: test run aborted (exit code $rc) after $p_passed passed: counted as 1 failed"
+            problems+=("$name: the test run was aborted (exit code $rc)")
+        fi
+        report+=("$line")
+
+        total_passed=$((total_passed + p_passed))
+        total_failed=$((total_failed + p_failed))
+        total_skipped=$((total_skipped + p_skipped))
+    done
+
+    echo
+    say "results"
+    local entry
+    for entry in "${report[@]}"; do
+        echo "    $entry"
+    done
+    if [ -n "$keep_results" ]; then
+        echo "    (.trx files kept in $results_dir)"
+    fi
+    for entry in ${problems[@]+"${problems[@]}"}; do
+        warn "$entry"
+    done
+
+    local summary="$total_passed passed, $total_failed failed"
+    if [ "$total_skipped" -gt 0 ]; then
+        summary+=", $total_skipped skipped"
+    fi
+    echo "$summary"
+    if [ "$total_failed" -gt 0 ]; then
+        return 1
+    fi
+    return 0
+}
+
+# ---------------------------------------------------------------------------------------------
+
+check_dotnet
+check_postgres
+
+if [ -n "${PGLLM_TEST_RESULTS:-}" ]; then
+    mkdir -p "$PGLLM_TEST_RESULTS"
+    results_dir="$(cd "$PGLLM_TEST_RESULTS" && pwd)"
+    keep_results=1
+else
+    results_dir="$(mktemp -d "${TMPDIR:-/tmp}/pgllm-tests.XXXXXX")"
+fi
+
+build_solution
+run_tests "$@"
