@@ -89,7 +89,7 @@ Console.WriteLine($"Inserted {reviews.Length} reviews; the inserts returned at o
 var worker = host.Services.GetRequiredService<PgLlmWorker>();
 using var timeout = new CancellationTokenSource(TimeSpan.FromMinutes(2));
 var settled = await worker.RunUntilIdleAsync(timeout.Token);
-Console.WriteLine($"The worker settled {settled} jobs. The rows now read:");
+Console.WriteLine($"The worker ran {settled} jobs. The rows now read:");
 Console.WriteLine();
 
 await using (var command = dataSource.CreateCommand(

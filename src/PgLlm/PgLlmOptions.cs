@@ -52,8 +52,11 @@ public sealed class PgLlmWorkerOptions
     /// <summary>How long in-flight calls may finish after a stop is requested before their jobs are released.</summary>
     public TimeSpan ShutdownGrace { get; set; } = TimeSpan.FromSeconds(10);
 
-    /// <summary>How often expired leases are looked for.</summary>
+    /// <summary>How often expired leases are looked for and old history is pruned.</summary>
     public TimeSpan RescueInterval { get; set; } = TimeSpan.FromSeconds(30);
+
+    /// <summary>How long succeeded, superseded and skipped jobs are kept as history; null keeps them forever. Failed jobs are always kept.</summary>
+    public TimeSpan? Retention { get; set; } = TimeSpan.FromDays(7);
 
     /// <summary>The worker's name in <c>llm.job.locked_by</c>; host name and process id by default.</summary>
     public string? WorkerId { get; set; }

@@ -7,6 +7,29 @@ namespace PgLlm.Queue;
 /// <summary>A job the worker claimed: its attempt is already counted.</summary>
 internal sealed record ClaimedJob(long Id, string Task, int Attempt, int MaxAttempts);
 
+/// <summary>What made an attempt fail, which decides whether and when it is retried (see llm.fail).</summary>
+internal enum FailureKind
+{
+    /// <summary>Timeouts, connection errors, HTTP 408/429/5xx: retried until max attempts.</summary>
+    Transient,
+
+    /// <summary>The answer did not parse or did not fit the columns: retried a few times only.</summary>
+    Invalid,
+
+    /// <summary>Other HTTP 4xx: retrying cannot help.</summary>
+    Permanent,
+}
+
+internal static class FailureKindExtensions
+{
+    public static string ToSql(this FailureKind kind) => kind switch
+    {
+        FailureKind.Invalid => "invalid",
+        FailureKind.Permanent => "permanent",
+        _ => "transient",
+    };
+}
+
 /// <summary>The current values a job's prompt reads, and their hash for the stale-write check.</summary>
 internal sealed record JobInputs(long JobId, JsonElement Values, string Hash);
 
@@ -67,15 +90,15 @@ internal sealed class JobQueue
         return (string)(await command.ExecuteScalarAsync(cancellationToken).ConfigureAwait(false))!;
     }
 
-    /// <summary>Records a failed attempt: retried after <paramref name="retryIn"/> while attempts remain.</summary>
-    public async Task<string> FailAsync(ClaimedJob job, string error, TimeSpan retryIn, bool permanent, CancellationToken cancellationToken)
+    /// <summary>Records a failed attempt: retried after <paramref name="retryIn"/> while the rules for its kind allow.</summary>
+    public async Task<string> FailAsync(ClaimedJob job, string error, TimeSpan retryIn, FailureKind kind, CancellationToken cancellationToken)
     {
         await using var command = _dataSource.CreateCommand("SELECT llm.fail($1, $2, $3, $4, $5)");
         command.Parameters.Add(new NpgsqlParameter<long> { TypedValue = job.Id });
         command.Parameters.Add(new NpgsqlParameter<int> { TypedValue = job.Attempt });
         command.Parameters.Add(new NpgsqlParameter<string> { TypedValue = error });
         command.Parameters.Add(new NpgsqlParameter<double> { TypedValue = retryIn.TotalSeconds });
-        command.Parameters.Add(new NpgsqlParameter<bool> { TypedValue = permanent });
+        command.Parameters.Add(new NpgsqlParameter<string> { TypedValue = kind.ToSql() });
         return (string)(await command.ExecuteScalarAsync(cancellationToken).ConfigureAwait(false))!;
     }
 
@@ -91,6 +114,14 @@ internal sealed class JobQueue
     public async Task<int> RescueAsync(CancellationToken cancellationToken)
     {
         await using var command = _dataSource.CreateCommand("SELECT llm.rescue()");
+        return (int)(await command.ExecuteScalarAsync(cancellationToken).ConfigureAwait(false))!;
+    }
+
+    /// <summary>Deletes finished history older than <paramref name="olderThan"/>; the number deleted.</summary>
+    public async Task<int> PruneAsync(TimeSpan olderThan, CancellationToken cancellationToken)
+    {
+        await using var command = _dataSource.CreateCommand("SELECT llm.prune($1)");
+        command.Parameters.Add(new NpgsqlParameter<TimeSpan> { TypedValue = olderThan });
         return (int)(await command.ExecuteScalarAsync(cancellationToken).ConfigureAwait(false))!;
     }
 

@@ -68,7 +68,7 @@ public sealed partial class PgLlmWorker : BackgroundService
 
     /// <summary>
     /// Drains until no job is pending or running (waiting out scheduled retries), then returns the
-    /// number of jobs this worker settled. For batch runs, tests and the example.
+    /// number of jobs this worker ran (called the model for). For batch runs, tests and the example.
     /// </summary>
     public Task<int> RunUntilIdleAsync(CancellationToken cancellationToken = default) => DrainAsync(untilIdle: true, cancellationToken);
 
@@ -81,7 +81,7 @@ public sealed partial class PgLlmWorker : BackgroundService
         var slots = new SemaphoreSlim(_options.Concurrency, _options.Concurrency);
         var inFlight = new HashSet<Task>();
         var settled = 0;
-        var nextRescue = Stopwatch.GetTimestamp();
+        var nextMaintenance = Stopwatch.GetTimestamp();
         var failureDelay = TimeSpan.FromMilliseconds(200);
 
         try
@@ -95,77 +95,83 @@ public sealed partial class PgLlmWorker : BackgroundService
                     wanted++;
                 }
 
-                IReadOnlyList<ClaimedJob> jobs;
+                // Every slot taken above is either handed to a started job or given back in finally.
+                var started = 0;
                 try
                 {
-                    if (Stopwatch.GetElapsedTime(nextRescue) >= TimeSpan.Zero)
+                    if (Stopwatch.GetElapsedTime(nextMaintenance) >= TimeSpan.Zero)
                     {
-                        nextRescue = Stopwatch.GetTimestamp() + (long)(_options.RescueInterval.TotalSeconds * Stopwatch.Frequency);
-                        var rescued = await _queue.RescueAsync(stoppingToken).ConfigureAwait(false);
-                        if (rescued > 0)
-                        {
-                            LogRescued(rescued);
-                        }
+                        nextMaintenance = Stopwatch.GetTimestamp() + (long)(_options.RescueInterval.TotalSeconds * Stopwatch.Frequency);
+                        await MaintainAsync(stoppingToken).ConfigureAwait(false);
                     }
 
-                    jobs = await _queue.ClaimAsync(_workerId, wanted, _options.Lease, stoppingToken).ConfigureAwait(false);
+                    var jobs = await _queue.ClaimAsync(_workerId, wanted, _options.Lease, stoppingToken).ConfigureAwait(false);
+                    if (jobs.Count == 0)
+                    {
+                        int running;
+                        lock (inFlight)
+                        {
+                            running = inFlight.Count;
+                        }
+
+                        var wait = _options.PollInterval;
+                        if (untilIdle && running == 0)
+                        {
+                            var (anyRunning, nextDue) = await _queue.PeekAsync(stoppingToken).ConfigureAwait(false);
+                            if (!anyRunning && nextDue is null)
+                            {
+                                break;
+                            }
+
+                            wait = Min(nextDue ?? wait, wait);
+                        }
+
+                        await _wake.WaitAsync(wait, stoppingToken).ConfigureAwait(false);
+                        continue;
+                    }
+
+                    foreach (var work in await PrepareAsync(jobs, stoppingToken).ConfigureAwait(false))
+                    {
+                        var task = Task.Run(() => ProcessAsync(work, jobsCancellation.Token), CancellationToken.None);
+                        started++;
+                        lock (inFlight)
+                        {
+                            inFlight.Add(task);
+                        }
+
+                        _ = task.ContinueWith(
+                            t =>
+                            {
+                                lock (inFlight)
+                                {
+                                    inFlight.Remove(t);
+                                }
+
+                                Interlocked.Increment(ref settled);
+                                slots.Release();
+                                _wake.Set();
+                            },
+                            CancellationToken.None,
+                            TaskContinuationOptions.ExecuteSynchronously,
+                            TaskScheduler.Default);
+                    }
+
                     failureDelay = TimeSpan.FromMilliseconds(200);
                 }
                 catch (Exception ex) when (ex is NpgsqlException or TimeoutException && !stoppingToken.IsCancellationRequested)
                 {
-                    slots.Release(wanted);
+                    // The database is unreachable or a statement was cancelled. Claimed jobs not yet
+                    // started stay 'running' until their lease expires and are then rescued.
                     LogDatabaseError(ex, failureDelay);
                     await Task.Delay(failureDelay, stoppingToken).ConfigureAwait(false);
                     failureDelay = TimeSpan.FromTicks(Math.Min(failureDelay.Ticks * 2, TimeSpan.FromSeconds(30).Ticks));
-                    continue;
                 }
-
-                if (jobs.Count < wanted)
+                finally
                 {
-                    slots.Release(wanted - jobs.Count);
-                }
-
-                if (jobs.Count == 0)
-                {
-                    if (untilIdle && inFlight.Count == 0)
+                    if (wanted > started)
                     {
-                        var (anyRunning, nextDue) = await _queue.PeekAsync(stoppingToken).ConfigureAwait(false);
-                        if (!anyRunning && nextDue is null)
-                        {
-                            break;
-                        }
-
-                        await _wake.WaitAsync(Min(nextDue ?? _options.PollInterval, _options.PollInterval), stoppingToken).ConfigureAwait(false);
-                        continue;
+                        slots.Release(wanted - started);
                     }
-
-                    await _wake.WaitAsync(_options.PollInterval, stoppingToken).ConfigureAwait(false);
-                    continue;
-                }
-
-                foreach (var work in await PrepareAsync(jobs, stoppingToken).ConfigureAwait(false))
-                {
-                    var task = Task.Run(() => ProcessAsync(work, jobsCancellation.Token), CancellationToken.None);
-                    lock (inFlight)
-                    {
-                        inFlight.Add(task);
-                    }
-
-                    _ = task.ContinueWith(
-                        t =>
-                        {
-                            lock (inFlight)
-                            {
-                                inFlight.Remove(t);
-                            }
-
-                            Interlocked.Increment(ref settled);
-                            slots.Release();
-                            _wake.Set();
-                        },
-                        CancellationToken.None,
-                        TaskContinuationOptions.ExecuteSynchronously,
-                        TaskScheduler.Default);
                 }
             }
         }
@@ -200,6 +206,21 @@ public sealed partial class PgLlmWorker : BackgroundService
         return settled;
     }
 
+    /// <summary>Rescues jobs whose lease expired and prunes old history.</summary>
+    private async Task MaintainAsync(CancellationToken cancellationToken)
+    {
+        var rescued = await _queue.RescueAsync(cancellationToken).ConfigureAwait(false);
+        if (rescued > 0)
+        {
+            LogRescued(rescued);
+        }
+
+        if (_options.Retention is { } retention)
+        {
+            await _queue.PruneAsync(retention, cancellationToken).ConfigureAwait(false);
+        }
+    }
+
     /// <summary>Reads the inputs of claimed jobs, one statement per task; settles jobs with nothing to do.</summary>
     private async Task<List<Work>> PrepareAsync(IReadOnlyList<ClaimedJob> jobs, CancellationToken cancellationToken)
     {
@@ -226,7 +247,7 @@ public sealed partial class PgLlmWorker : BackgroundService
             {
                 foreach (var job in group)
                 {
-                    await SettleQuietlyAsync(() => _queue.FailAsync(job, "could not read the row: " + ex.Message, RetryDelay(job.Attempt), false, CancellationToken.None), job).ConfigureAwait(false);
+                    await SettleQuietlyAsync(() => _queue.FailAsync(job, "could not read the row: " + ex.Message, RetryDelay(job.Attempt, null), FailureKind.Transient, CancellationToken.None), job).ConfigureAwait(false);
                 }
 
                 continue;
@@ -277,10 +298,10 @@ public sealed partial class PgLlmWorker : BackgroundService
         }
         catch (Exception ex)
         {
-            var error = Describe(ex);
-            var delay = RetryDelay(job.Attempt);
-            var state = await SettleQuietlyAsync(() => _queue.FailAsync(job, error, delay, false, CancellationToken.None), job).ConfigureAwait(false);
-            LogAttemptFailed(job.Id, job.Task, job.Attempt, job.MaxAttempts, state ?? "unknown", error);
+            var failure = FailureClassifier.Classify(ex);
+            var delay = RetryDelay(job.Attempt, failure.RetryAfter);
+            var state = await SettleQuietlyAsync(() => _queue.FailAsync(job, failure.Message, delay, failure.Kind, CancellationToken.None), job).ConfigureAwait(false);
+            LogAttemptFailed(job.Id, job.Task, job.Attempt, job.MaxAttempts, state ?? "unknown", failure.Message);
         }
     }
 
@@ -349,23 +370,17 @@ public sealed partial class PgLlmWorker : BackgroundService
         }
     }
 
-    /// <summary>Exponential backoff with full jitter, capped.</summary>
-    private TimeSpan RetryDelay(int attempt)
+    /// <summary>
+    /// Exponential backoff with jitter (between half and all of the doubled delay), capped; never
+    /// sooner than the endpoint's Retry-After.
+    /// </summary>
+    private TimeSpan RetryDelay(int attempt, TimeSpan? retryAfter)
     {
         var exponential = _options.RetryBaseDelay.TotalMilliseconds * Math.Pow(2, Math.Max(0, attempt - 1));
         var capped = Math.Min(exponential, _options.RetryMaxDelay.TotalMilliseconds);
-        return TimeSpan.FromMilliseconds((capped / 2) + (Random.Shared.NextDouble() * capped / 2));
+        var delay = TimeSpan.FromMilliseconds((capped / 2) + (Random.Shared.NextDouble() * capped / 2));
+        return retryAfter is { } minimum && minimum > delay ? minimum : delay;
     }
-
-    private static string Describe(Exception ex) => ex switch
-    {
-        InvalidAnswerException => "invalid answer: " + ex.Message,
-        TimeoutException => "timeout: " + ex.Message,
-        PostgresException pg => $"could not write the answer: {pg.MessageText} ({pg.SqlState})",
-        HttpRequestException http => $"model endpoint unreachable: {http.Message}",
-        System.ClientModel.ClientResultException client => $"model endpoint returned HTTP {client.Status}: {client.Message}",
-        _ => $"{ex.GetType().Name}: {ex.Message}",
-    };
 
     private static TimeSpan Min(TimeSpan a, TimeSpan b) => a < b ? a : b;
 

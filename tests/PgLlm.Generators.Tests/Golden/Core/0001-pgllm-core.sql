@@ -59,6 +59,9 @@ CREATE UNIQUE INDEX IF NOT EXISTS job_pending_key ON llm.job (task, row_key) WHE
 CREATE INDEX IF NOT EXISTS job_ready ON llm.job (scheduled_at, id) WHERE state = 'pending';
 -- Rescue of jobs whose worker died.
 CREATE INDEX IF NOT EXISTS job_running_lease ON llm.job (lease_until) WHERE state = 'running';
+-- Pruning of finished history, and dead letters (failed jobs) by task.
+CREATE INDEX IF NOT EXISTS job_finished ON llm.job (finished_at) WHERE state IN ('succeeded', 'superseded', 'skipped');
+CREATE INDEX IF NOT EXISTS job_failed ON llm.job (task, id) WHERE state = 'failed';
 
 -- Claims up to p_limit ready jobs for one worker in one short statement. The attempt is counted
 -- here and committed with the claim, so a failure can never roll the count back.
@@ -86,7 +89,7 @@ $fn$;
 -- Moves a running job out of 'running' into p_state, recording p_error in its history. A job
 -- that goes back to 'pending' while a newer pending job exists for the same row is superseded:
 -- the newer one carries the latest inputs.
-CREATE OR REPLACE FUNCTION llm.settle(p_job_id bigint, p_attempt integer, p_state text, p_error text, p_retry_in_seconds double precision)
+CREATE OR REPLACE FUNCTION llm.settle(p_job_id bigint, p_attempt integer, p_state text, p_error text, p_retry_in_seconds double precision, p_kind text DEFAULT NULL)
 RETURNS text
 LANGUAGE plpgsql
 SET search_path = pg_catalog, pg_temp
@@ -95,7 +98,7 @@ DECLARE
     v_entry jsonb;
 BEGIN
     v_entry := CASE WHEN p_error IS NULL THEN NULL
-                    ELSE jsonb_build_object('attempt', p_attempt, 'at', now(), 'error', p_error) END;
+                    ELSE jsonb_strip_nulls(jsonb_build_object('attempt', p_attempt, 'at', now(), 'kind', p_kind, 'error', p_error)) END;
     BEGIN
         UPDATE llm.job AS j
            SET state = p_state,
@@ -126,24 +129,38 @@ BEGIN
 END
 $fn$;
 
--- A failed attempt: retried after p_retry_in_seconds while attempts remain, else failed for good.
-CREATE OR REPLACE FUNCTION llm.fail(p_job_id bigint, p_attempt integer, p_error text, p_retry_in_seconds double precision, p_permanent boolean DEFAULT false)
+-- A failed attempt. p_kind says what failed:
+--   transient  timeouts, connection errors, HTTP 408/429/5xx: retried until max_attempts;
+--   invalid    the answer did not parse or fit the columns: retried, but failed after 3 such
+--              answers (or max_attempts, if lower), since a model that keeps answering badly rarely recovers;
+--   permanent  other HTTP 4xx (bad request, auth): failed at once, retrying cannot help.
+CREATE OR REPLACE FUNCTION llm.fail(p_job_id bigint, p_attempt integer, p_error text, p_retry_in_seconds double precision, p_kind text DEFAULT 'transient')
 RETURNS text
 LANGUAGE plpgsql
 SET search_path = pg_catalog, pg_temp
 AS $fn$
 DECLARE
-    v_max_attempts integer;
+    v_job llm.job;
+    v_invalid integer;
+    v_final boolean;
 BEGIN
-    SELECT j.max_attempts INTO v_max_attempts
+    SELECT * INTO v_job
       FROM llm.job AS j
      WHERE j.id = p_job_id AND j.state = 'running' AND j.attempt = p_attempt;
     IF NOT FOUND THEN
         RETURN 'lost';
     END IF;
-    RETURN llm.settle(p_job_id, p_attempt,
-                      CASE WHEN p_permanent OR p_attempt >= v_max_attempts THEN 'failed' ELSE 'pending' END,
-                      p_error, p_retry_in_seconds);
+    IF p_kind NOT IN ('transient', 'invalid', 'permanent') THEN
+        RAISE EXCEPTION 'llm.fail: unknown failure kind %', p_kind USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    SELECT count(*) + 1 INTO v_invalid
+      FROM jsonb_array_elements(v_job.errors) AS e
+     WHERE e->>'kind' = 'invalid';
+    v_final := p_kind = 'permanent'
+            OR p_attempt >= v_job.max_attempts
+            OR (p_kind = 'invalid' AND v_invalid >= least(v_job.max_attempts, 3));
+    RETURN llm.settle(p_job_id, p_attempt, CASE WHEN v_final THEN 'failed' ELSE 'pending' END,
+                      p_error, p_retry_in_seconds, p_kind);
 END
 $fn$;
 
@@ -194,9 +211,65 @@ BEGIN
     LOOP
         PERFORM llm.settle(v_job.id, v_job.attempt,
                            CASE WHEN v_job.attempt >= v_job.max_attempts THEN 'failed' ELSE 'pending' END,
-                           'lease expired: the worker stopped answering', 0);
+                           'lease expired: the worker stopped answering', 0, 'transient');
         v_count := v_count + 1;
     END LOOP;
+    RETURN v_count;
+END
+$fn$;
+
+-- Dead letters: failed jobs stay in llm.job with their errors until re-driven here (all, one task,
+-- or one job). Each (task, row) re-drives its latest failed job, with a fresh set of attempts and its
+-- error history kept; rows that already have a pending job are left alone. Returns the number re-driven.
+CREATE OR REPLACE FUNCTION llm.retry_failed(p_task text DEFAULT NULL, p_job_id bigint DEFAULT NULL)
+RETURNS integer
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $fn$
+DECLARE
+    v_count integer;
+BEGIN
+    UPDATE llm.job AS j
+       SET state = 'pending',
+           attempt = 0,
+           scheduled_at = now(),
+           finished_at = NULL,
+           locked_by = NULL,
+           lease_until = NULL,
+           errors = j.errors || jsonb_build_object('at', now(), 'event', 'retried after failing')
+     WHERE j.state = 'failed'
+       AND (p_task IS NULL OR j.task = p_task)
+       AND (p_job_id IS NULL OR j.id = p_job_id)
+       AND j.id = (SELECT max(f.id) FROM llm.job AS f
+                    WHERE f.state = 'failed' AND f.task = j.task AND f.row_key = j.row_key)
+       AND NOT EXISTS (SELECT 1 FROM llm.job AS p
+                        WHERE p.state = 'pending' AND p.task = j.task AND p.row_key = j.row_key);
+    GET DIAGNOSTICS v_count = ROW_COUNT;
+    IF v_count > 0 THEN
+        PERFORM pg_notify('pgllm_jobs', '');
+    END IF;
+    RETURN v_count;
+END
+$fn$;
+
+-- Deletes finished history (succeeded, superseded, skipped) older than p_older_than, at most
+-- p_limit rows per call so that no call holds locks for long. Failed jobs are kept: they are the
+-- dead letters. Returns the number deleted.
+CREATE OR REPLACE FUNCTION llm.prune(p_older_than interval, p_limit integer DEFAULT 10000)
+RETURNS integer
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $fn$
+DECLARE
+    v_count integer;
+BEGIN
+    DELETE FROM llm.job AS j
+     WHERE j.id IN (SELECT o.id FROM llm.job AS o
+                     WHERE o.state IN ('succeeded', 'superseded', 'skipped')
+                       AND o.finished_at < now() - p_older_than
+                     ORDER BY o.finished_at
+                     LIMIT p_limit);
+    GET DIAGNOSTICS v_count = ROW_COUNT;
     RETURN v_count;
 END
 $fn$;

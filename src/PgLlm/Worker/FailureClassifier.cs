@@ -1,0 +1,79 @@
+using System.ClientModel;
+using System.Globalization;
+using Npgsql;
+using PgLlm.Completions;
+using PgLlm.Queue;
+
+namespace PgLlm.Worker;
+
+/// <summary>A failed attempt, described for the job's error history.</summary>
+internal sealed record Failure(FailureKind Kind, string Message, TimeSpan? RetryAfter);
+
+/// <summary>Decides what a failed attempt was, and so whether and when it is retried.</summary>
+internal static class FailureClassifier
+{
+    public static Failure Classify(Exception exception) => exception switch
+    {
+        InvalidAnswerException invalid => new(FailureKind.Invalid, "invalid answer: " + invalid.Message, null),
+        TimeoutException timeout => new(FailureKind.Transient, "timeout: " + timeout.Message, null),
+        // Data exceptions (22xxx) and constraint violations (23xxx) on write-back mean the answer does
+        // not fit the columns: an invalid answer, not a database outage.
+        PostgresException { SqlState: [ '2', '2' or '3', ..] } pg =>
+            new(FailureKind.Invalid, $"the answer does not fit the columns: {pg.MessageText} ({pg.SqlState})", null),
+        NpgsqlException db => new(FailureKind.Transient, "database error: " + db.Message, null),
+        HttpRequestException http => new(FailureKind.Transient, "model endpoint unreachable: " + http.Message, null),
+        ClientResultException client => FromStatus(client),
+        _ => new(FailureKind.Transient, $"{exception.GetType().Name}: {exception.Message}", null),
+    };
+
+    private static Failure FromStatus(ClientResultException exception)
+    {
+        var status = exception.Status;
+        var message = $"model endpoint returned HTTP {status}: {FirstLine(exception.Message)}";
+        if (status == 0)
+        {
+            return new(FailureKind.Transient, "model endpoint unreachable: " + FirstLine(exception.Message), null);
+        }
+
+        var transient = status is 408 or 429 or >= 500;
+        return new(transient ? FailureKind.Transient : FailureKind.Permanent, message, transient ? RetryAfter(exception) : null);
+    }
+
+    /// <summary>Reads <c>retry-after-ms</c> or <c>Retry-After</c> (seconds or an HTTP date).</summary>
+    internal static TimeSpan? RetryAfter(ClientResultException exception)
+    {
+        var headers = exception.GetRawResponse()?.Headers;
+        if (headers is null)
+        {
+            return null;
+        }
+
+        if (headers.TryGetValue("retry-after-ms", out var milliseconds)
+            && double.TryParse(milliseconds, NumberStyles.Float, CultureInfo.InvariantCulture, out var ms) && ms >= 0)
+        {
+            return TimeSpan.FromMilliseconds(ms);
+        }
+
+        if (headers.TryGetValue("Retry-After", out var value) && value is not null)
+        {
+            if (double.TryParse(value, NumberStyles.Float, CultureInfo.InvariantCulture, out var seconds) && seconds >= 0)
+            {
+                return TimeSpan.FromSeconds(seconds);
+            }
+
+            if (DateTimeOffset.TryParse(value, CultureInfo.InvariantCulture, DateTimeStyles.AssumeUniversal, out var date))
+            {
+                var wait = date - DateTimeOffset.UtcNow;
+                return wait > TimeSpan.Zero ? wait : TimeSpan.Zero;
+            }
+        }
+
+        return null;
+    }
+
+    private static string FirstLine(string text)
+    {
+        var newline = text.IndexOfAny(['\r', '\n']);
+        return newline < 0 ? text : text[..newline];
+    }
+}
