@@ -335,6 +335,64 @@ public sealed class ReliabilityTests
         }
     }
 
+    [Fact]
+    public async Task On_stop_an_in_flight_call_that_answers_within_the_grace_period_is_written()
+    {
+        await using var db = await _fixture.CreateDatabaseAsync();
+        using var gate = new ManualResetEventSlim();
+        _fixture.Model.Responder = request =>
+        {
+            gate.Wait(Bound);
+            return ModelReply.Json(DeterministicModel.Answer(request));
+        };
+        await db.ExecAsync("INSERT INTO flaky (id, input) VALUES (1, 'x')");
+        using var stop = new CancellationTokenSource(Bound);
+        var run = _fixture.CreateWorker(db, o => o.ShutdownGrace = TimeSpan.FromSeconds(20)).RunAsync(stop.Token);
+        await WaitUntilAsync(() => Task.FromResult(_fixture.Model.RequestCount == 1));
+
+        await stop.CancelAsync();
+        gate.Set();
+        await run;
+
+        Assert.Equal("succeeded|1", await db.ScalarAsync<string>("SELECT state || '|' || attempt FROM llm.job"));
+        await AssertEveryRowMatchesItsLatestInputAsync(db);
+    }
+
+    [Fact]
+    public async Task Finished_history_is_pruned_after_the_retention_and_dead_letters_are_kept()
+    {
+        await using var db = await _fixture.CreateDatabaseAsync();
+        _fixture.Model.Responder = request => request.UserText == "Echo bad"
+            ? ModelReply.Error(400, "no")
+            : ModelReply.Json(DeterministicModel.Answer(request));
+        await db.ExecAsync("INSERT INTO flaky (id, input) VALUES (1, 'good'), (2, 'bad')");
+        await _fixture.CreateWorker(db, o => o.Retention = null).RunUntilIdleAsync();
+        await db.ExecAsync("UPDATE llm.job SET finished_at = now() - interval '8 days'");
+        await db.ExecAsync("INSERT INTO flaky (id, input) VALUES (3, 'recent')");
+        await _fixture.CreateWorker(db, o => o.Retention = null).RunUntilIdleAsync();
+        Assert.Equal(3L, await db.ScalarAsync<long>("SELECT count(*) FROM llm.job"));
+
+        Assert.Equal(1, await new PgLlmQueueAdmin(db).PruneAsync(TimeSpan.FromDays(7)));
+
+        Assert.Equal(
+            ["failed Echo bad", "succeeded Echo recent"],
+            await db.ListAsync<string>("SELECT j.state || ' Echo ' || f.input FROM llm.job AS j JOIN flaky AS f ON f.id = (j.row_key->>'id')::bigint ORDER BY j.state"));
+    }
+
+    [Fact]
+    public async Task The_worker_prunes_history_older_than_its_retention()
+    {
+        await using var db = await _fixture.CreateDatabaseAsync();
+        await db.ExecAsync("INSERT INTO flaky (id, input) VALUES (1, 'old')");
+        await _fixture.CreateWorker(db).RunUntilIdleAsync();
+        await db.ExecAsync("UPDATE llm.job SET finished_at = now() - interval '2 hours'");
+        await db.ExecAsync("INSERT INTO flaky (id, input) VALUES (2, 'new')");
+
+        await _fixture.CreateWorker(db, o => o.Retention = TimeSpan.FromHours(1)).RunUntilIdleAsync();
+
+        Assert.Equal(["Echo new"], await db.ListAsync<string>("SELECT 'Echo ' || f.input FROM llm.job AS j JOIN flaky AS f ON f.id = (j.row_key->>'id')::bigint"));
+    }
+
     private Process StartWorkerProcess(string connectionString)
     {
         // The example in --serve mode is a plain worker process: it drains every task in the
