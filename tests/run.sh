@@ -148,6 +148,8 @@ cleanup() {
     fi
 }
 trap cleanup EXIT
+trap 'exit 130' INT
+trap 'exit 143' TERM
 
 build_solution() {
     local log="$results_dir/build.log"
@@ -262,7 +264,10 @@ run_tests() {
 
         say "dotnet test $csproj${*:+ $*}"
         rc=0
+        # A hung test run is aborted (and counted as failed) instead of blocking CI; every test
+        # bounds its own waits far below this.
         dotnet test "$csproj" -c "$CONFIGURATION" --no-build ${nologo[@]+"${nologo[@]}"} \
+            --blame-hang-timeout 10m --blame-hang-dump-type none \
             --logger "trx;LogFileName=$name.trx" --results-directory "$dir" "$@" || rc=$?
 
         local -a trx_files=()

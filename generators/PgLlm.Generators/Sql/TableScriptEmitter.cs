@@ -107,6 +107,12 @@ internal static class TableScriptEmitter
                 "    ELSIF EXISTS (SELECT 1 FROM " + target + " AS t, jsonb_populate_record(NULL::" + target + ", v_key) AS k WHERE " + keyMatch + ") THEN\n" +
                 "        v_state := 'superseded';\n" +
                 "        v_note := 'the inputs changed while the model was answering; the newer values get their own job';\n" +
+                "        -- The user's trigger may have seen this job still pending and enqueued nothing:\n" +
+                "        -- make sure the newer values have a job.\n" +
+                "        INSERT INTO llm.job (task, row_key, max_attempts)\n" +
+                "        VALUES (" + Literal(taskName) + ", v_key, " + task.MaxAttempts.ToString(System.Globalization.CultureInfo.InvariantCulture) + ")\n" +
+                "        ON CONFLICT (task, row_key) WHERE state = 'pending' DO NOTHING;\n" +
+                "        PERFORM pg_notify(" + Literal(JobsChannel) + ", '');\n" +
                 "    ELSE\n" +
                 "        v_state := 'skipped';\n" +
                 "        v_note := 'the row was deleted while the model was answering';\n" +

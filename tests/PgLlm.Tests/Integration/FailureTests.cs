@@ -100,6 +100,40 @@ public sealed class FailureTests
     }
 
     [Fact]
+    public async Task An_update_whose_trigger_saw_the_job_still_pending_is_not_lost()
+    {
+        // The race: a user transaction updates the row while its job is pending (so its trigger adds
+        // nothing), the worker claims the job and reads the old committed values, then the user commits.
+        await using var db = await _fixture.CreateDatabaseAsync();
+        await db.ExecAsync("INSERT INTO flaky (id, input) VALUES (1, 'first')");
+        await using var user = await db.OpenConnectionAsync();
+        await using var transaction = await user.BeginTransactionAsync();
+        await using (var update = new NpgsqlCommand("UPDATE flaky SET input = 'second' WHERE id = 1", user, transaction))
+        {
+            await update.ExecuteNonQueryAsync();
+        }
+
+        _fixture.Model.Responder = request =>
+        {
+            if (request.UserText == "Echo first")
+            {
+                transaction.Commit();
+            }
+
+            return ModelReply.Json(DeterministicModel.Answer(request));
+        };
+
+        using var timeout = new CancellationTokenSource(Bound);
+        await _fixture.CreateWorker(db).RunUntilIdleAsync(timeout.Token);
+
+        var second = _fixture.Model.Requests.Single(r => r.UserText == "Echo second");
+        Assert.Equal(
+            JsonDocument.Parse(DeterministicModel.Answer(second)).RootElement.GetProperty("output").GetString(),
+            await db.ScalarAsync<string>("SELECT output FROM flaky"));
+        Assert.Equal(["succeeded", "superseded"], await db.ListAsync<string>("SELECT state FROM llm.job ORDER BY state"));
+    }
+
+    [Fact]
     public async Task A_row_deleted_before_the_worker_reads_it_is_skipped_without_a_call()
     {
         await using var db = await _fixture.CreateDatabaseAsync();

@@ -65,6 +65,12 @@ BEGIN
     ELSIF EXISTS (SELECT 1 FROM "Sales ""EU"""."Order Lines" AS t, jsonb_populate_record(NULL::"Sales ""EU"""."Order Lines", v_key) AS k WHERE t."tenant_id" = k."tenant_id" AND t."line_no" = k."line_no") THEN
         v_state := 'superseded';
         v_note := 'the inputs changed while the model was answering; the newer values get their own job';
+        -- The user's trigger may have seen this job still pending and enqueued nothing:
+        -- make sure the newer values have a job.
+        INSERT INTO llm.job (task, row_key, max_attempts)
+        VALUES ('Sales "EU".Order Lines:category', v_key, 3)
+        ON CONFLICT (task, row_key) WHERE state = 'pending' DO NOTHING;
+        PERFORM pg_notify('pgllm_jobs', '');
     ELSE
         v_state := 'skipped';
         v_note := 'the row was deleted while the model was answering';
@@ -178,6 +184,12 @@ BEGIN
     ELSIF EXISTS (SELECT 1 FROM "Sales ""EU"""."Order Lines" AS t, jsonb_populate_record(NULL::"Sales ""EU"""."Order Lines", v_key) AS k WHERE t."tenant_id" = k."tenant_id" AND t."line_no" = k."line_no") THEN
         v_state := 'superseded';
         v_note := 'the inputs changed while the model was answering; the newer values get their own job';
+        -- The user's trigger may have seen this job still pending and enqueued nothing:
+        -- make sure the newer values have a job.
+        INSERT INTO llm.job (task, row_key, max_attempts)
+        VALUES ('Sales "EU".Order Lines:shelf_days', v_key, 5)
+        ON CONFLICT (task, row_key) WHERE state = 'pending' DO NOTHING;
+        PERFORM pg_notify('pgllm_jobs', '');
     ELSE
         v_state := 'skipped';
         v_note := 'the row was deleted while the model was answering';

@@ -65,6 +65,12 @@ BEGIN
     ELSIF EXISTS (SELECT 1 FROM "public"."user_reviews" AS t, jsonb_populate_record(NULL::"public"."user_reviews", v_key) AS k WHERE t."id" = k."id") THEN
         v_state := 'superseded';
         v_note := 'the inputs changed while the model was answering; the newer values get their own job';
+        -- The user's trigger may have seen this job still pending and enqueued nothing:
+        -- make sure the newer values have a job.
+        INSERT INTO llm.job (task, row_key, max_attempts)
+        VALUES ('public.user_reviews:sentiment', v_key, 5)
+        ON CONFLICT (task, row_key) WHERE state = 'pending' DO NOTHING;
+        PERFORM pg_notify('pgllm_jobs', '');
     ELSE
         v_state := 'skipped';
         v_note := 'the row was deleted while the model was answering';
@@ -179,6 +185,12 @@ BEGIN
     ELSIF EXISTS (SELECT 1 FROM "public"."user_reviews" AS t, jsonb_populate_record(NULL::"public"."user_reviews", v_key) AS k WHERE t."id" = k."id") THEN
         v_state := 'superseded';
         v_note := 'the inputs changed while the model was answering; the newer values get their own job';
+        -- The user's trigger may have seen this job still pending and enqueued nothing:
+        -- make sure the newer values have a job.
+        INSERT INTO llm.job (task, row_key, max_attempts)
+        VALUES ('public.user_reviews:emotion+user_review_es', v_key, 5)
+        ON CONFLICT (task, row_key) WHERE state = 'pending' DO NOTHING;
+        PERFORM pg_notify('pgllm_jobs', '');
     ELSE
         v_state := 'skipped';
         v_note := 'the row was deleted while the model was answering';
