@@ -34,6 +34,13 @@ public sealed class PipelineTests
         Assert.True(request.Strict);
         Assert.Equal("test-model", request.Model);
         Assert.Equal(["sentiment"], request.Schema!.Value.GetProperty("required").EnumerateArray().Select(e => e.GetString()));
+
+        // The job keeps its history: timings, attempts and the endpoint's token counts.
+        Assert.Equal(
+            $"succeeded|1|{DeterministicModel.CountTokens(request.UserText)}|true",
+            await db.ScalarAsync<string>(
+                "SELECT state || '|' || attempt || '|' || input_tokens || '|' || (output_tokens > 0 AND finished_at >= attempted_at AND attempted_at >= created_at) " +
+                "FROM llm.job WHERE task = 'public.reviews:sentiment'"));
     }
 
     [Fact]
