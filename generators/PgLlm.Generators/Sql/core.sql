@@ -303,16 +303,19 @@ END
 $fn$;
 
 -- What the queue looks like to the roles that write the tables: every job of a table the caller may
--- SELECT, and nothing else. Runs with the owner's rights on llm.job, so the filter is the only way
--- in; security_barrier keeps a caller's own functions in WHERE from seeing rows the filter drops.
--- Callers need USAGE on schema llm (GRANT USAGE ON SCHEMA llm TO my_app_role).
+-- read (USAGE on its schema and SELECT on it), and nothing else. Runs with the owner's rights on
+-- llm.job, so the filter is the only way in; security_barrier keeps a caller's own functions in
+-- WHERE from seeing rows the filter drops. The privilege checks take oids: no name is looked up
+-- with the caller's rights. Callers need USAGE on schema llm (GRANT USAGE ON SCHEMA llm TO my_app_role).
 CREATE OR REPLACE VIEW llm.job_status WITH (security_barrier = true) AS
 SELECT j.id, j.task, t.table_schema, t.table_name, j.row_key, j.state, j.attempt, j.max_attempts,
        j.scheduled_at, j.created_at, j.attempted_at, j.finished_at, j.last_error, j.errors
   FROM llm.job AS j
   JOIN llm.task AS t ON t.name = j.task
- WHERE pg_catalog.has_table_privilege(
-           pg_catalog.to_regclass(pg_catalog.format('%I.%I', t.table_schema, t.table_name)), 'SELECT');
+  JOIN pg_catalog.pg_namespace AS n ON n.nspname = t.table_schema
+  JOIN pg_catalog.pg_class AS c ON c.relnamespace = n.oid AND c.relname = t.table_name
+ WHERE pg_catalog.has_schema_privilege(n.oid, 'USAGE')
+   AND pg_catalog.has_table_privilege(c.oid, 'SELECT');
 
 -- Privileges. Nothing in schema llm is anyone's but the owner's (the role running the migrations),
 -- except what is granted here: application roles get nothing (their triggers' functions run with
