@@ -39,7 +39,8 @@ internal sealed partial class SecretRedactor
         return KeyShaped().Replace(text, Mask);
     }
 
-    [GeneratedRegex(@"(?<scheme>\bBearer\s+)(?!\[redacted\])[^\s""',;]+", RegexOptions.IgnoreCase | RegexOptions.CultureInvariant)]
+    // A token68 (RFC 9110) of 8 characters or more: "the bearer of bad news" keeps its words.
+    [GeneratedRegex(@"(?<scheme>\bBearer\s+)[A-Za-z0-9\-._~+/]{8,}=*", RegexOptions.IgnoreCase | RegexOptions.CultureInvariant)]
     private static partial Regex BearerToken();
 
     [GeneratedRegex(@"\bsk-[A-Za-z0-9_\-]{16,}", RegexOptions.CultureInvariant)]

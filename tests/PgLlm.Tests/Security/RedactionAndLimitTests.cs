@@ -9,9 +9,10 @@ public sealed class RedactionAndLimitTests
     [InlineData("Incorrect API key provided: my-secret-key-123.", "Incorrect API key provided: [redacted].")]
     [InlineData("my-secret-key-123my-secret-key-123", "[redacted][redacted]")]
     [InlineData("Authorization: Bearer abc.def-ghi_jkl", "Authorization: Bearer [redacted]")]
-    [InlineData("header 'bearer Xyz123==', next", "header 'bearer [redacted]', next")]
+    [InlineData("header 'bearer Xyz12345==', next", "header 'bearer [redacted]', next")]
     [InlineData("key sk-proj-ABCdef0123456789_xyz was revoked", "key [redacted] was revoked")]
     [InlineData("nothing secret: HTTP 500, sk-short", "nothing secret: HTTP 500, sk-short")]
+    [InlineData("the bearer of bad news", "the bearer of bad news")]
     public void The_configured_key_and_token_shaped_words_are_masked(string text, string expected) =>
         Assert.Equal(expected, new SecretRedactor("my-secret-key-123").Redact(text));
 
