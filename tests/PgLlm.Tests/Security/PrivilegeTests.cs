@@ -183,6 +183,28 @@ public sealed class PrivilegeTests
     }
 
     [Fact]
+    public async Task Nothing_in_a_job_row_names_what_the_worker_runs_or_writes()
+    {
+        await using var db = await _fixture.CreateDatabaseAsync();
+        await db.App.ExecAsync("INSERT INTO reviews (id, body, title) VALUES (1, 'I love it', 'kept')");
+        // Only the owner can write jobs at all; even its jobs cannot steer the worker: extra keys in a row
+        // key are not columns to write, and a task name the registry does not hold runs nothing.
+        await db.Superuser.ExecAsync("DELETE FROM llm.job");
+        await db.Owner.ExecAsync(
+            "INSERT INTO llm.job (task, row_key, max_attempts) VALUES " +
+            "('public.reviews:sentiment', '{\"id\": 1, \"body\": \"pwned\", \"title\": \"pwned\"}', 5), " +
+            "('public.reviews:body', '{\"id\": 1}', 5), " +
+            "('x''; UPDATE reviews SET body = ''pwned''; --', '{\"id\": 1}', 5)");
+
+        using var timeout = new CancellationTokenSource(Bound);
+        await _fixture.CreateWorker(db.Worker).RunUntilIdleAsync(timeout.Token);
+
+        Assert.Equal("I love it|kept|positive", await db.App.ScalarAsync<string>("SELECT body || '|' || title || '|' || sentiment FROM reviews"));
+        Assert.Equal(["skipped", "skipped", "succeeded"], await db.Superuser.ListAsync<string>("SELECT state FROM llm.job ORDER BY state"));
+        Assert.Equal(1, _fixture.Model.RequestCount);
+    }
+
+    [Fact]
     public async Task Every_function_in_llm_pins_its_search_path_and_none_of_the_queues_builds_sql_at_run_time()
     {
         await using var db = await _fixture.CreateDatabaseAsync();
