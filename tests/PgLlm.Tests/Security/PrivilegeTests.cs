@@ -183,6 +183,38 @@ public sealed class PrivilegeTests
     }
 
     [Fact]
+    public async Task A_serving_worker_is_woken_by_an_application_roles_write()
+    {
+        await using var db = await _fixture.CreateDatabaseAsync();
+        // No polling within the test's bound: only the trigger's NOTIFY, sent with the owner's rights
+        // from the application role's transaction, can wake the worker listening as its own role.
+        var worker = _fixture.CreateWorker(db.Worker, o => o.PollInterval = TimeSpan.FromMinutes(10));
+        using var stop = new CancellationTokenSource();
+        var serving = worker.RunAsync(stop.Token);
+        try
+        {
+            // The first claim happens at start; wait until that idle claim has been made.
+            await Task.Delay(TimeSpan.FromSeconds(2));
+            await db.App.ExecAsync("INSERT INTO reviews (body) VALUES ('I love it')");
+
+            var deadline = DateTime.UtcNow + Bound;
+            string? sentiment = null;
+            while (sentiment is null && DateTime.UtcNow < deadline)
+            {
+                await Task.Delay(100);
+                sentiment = await db.App.ScalarAsync<string?>("SELECT sentiment FROM reviews");
+            }
+
+            Assert.Equal("positive", sentiment);
+        }
+        finally
+        {
+            await stop.CancelAsync();
+            await serving;
+        }
+    }
+
+    [Fact]
     public async Task Nothing_in_a_job_row_names_what_the_worker_runs_or_writes()
     {
         await using var db = await _fixture.CreateDatabaseAsync();
