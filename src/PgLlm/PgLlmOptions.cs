@@ -58,6 +58,12 @@ public sealed class PgLlmWorkerOptions
     /// <summary>How long succeeded, superseded and skipped jobs are kept as history; null keeps them forever. Failed jobs are always kept.</summary>
     public TimeSpan? Retention { get; set; } = TimeSpan.FromDays(7);
 
+    /// <summary>
+    /// The largest rendered prompt, in UTF-8 bytes, the worker sends (<c>PgLlm:Worker:MaxPromptBytes</c>, 256 KiB by
+    /// default). A job whose prompt is larger fails at once with an error saying so; the model is not called.
+    /// </summary>
+    public int MaxPromptBytes { get; set; } = 256 * 1024;
+
     /// <summary>The worker's name in <c>llm.job.locked_by</c>; host name and process id by default.</summary>
     public string? WorkerId { get; set; }
 }

@@ -16,6 +16,9 @@ internal static class TableScriptEmitter
     /// <summary>The NOTIFY channel the triggers wake workers on.</summary>
     public const string JobsChannel = "pgllm_jobs";
 
+    /// <summary>The worker's group role (created by the core script); the only grantee of the inputs and complete functions.</summary>
+    public const string WorkerRole = "pgllm_worker";
+
     public static string TaskName(TableSpec table, TaskSpec task) => table.Schema + "." + table.Table + ":" + task.Name;
 
     public static string FunctionName(TableSpec table, TaskSpec task, string suffix) =>
@@ -126,6 +129,11 @@ internal static class TableScriptEmitter
                 "END\n"))
             .Append(";\n\n");
 
+        // Least privilege: a trigger fires without EXECUTE on its function, so nobody needs the enqueue
+        // function; only the worker's role (and the owner) may read a job's inputs or write its answer.
+        sql.Append("REVOKE ALL ON FUNCTION ").Append(enqueue).Append(" FROM PUBLIC;\n");
+        sql.Append("GRANT EXECUTE ON FUNCTION ").Append(inputs).Append(" TO ").Append(WorkerRole).Append(";\n");
+        sql.Append("GRANT EXECUTE ON FUNCTION ").Append(complete).Append(" TO ").Append(WorkerRole).Append(";\n");
         sql.Append("REVOKE ALL ON FUNCTION ").Append(inputs).Append("(bigint[]) FROM PUBLIC;\n");
         sql.Append("REVOKE ALL ON FUNCTION ").Append(complete).Append("(bigint, integer, text, jsonb, integer, integer) FROM PUBLIC;\n\n");
 

@@ -1,8 +1,29 @@
 -- PgLlm core schema: the queue, the task registry and the functions the worker calls.
 -- Idempotent: re-applied as a whole whenever its content changes.
--- Every function pins search_path and schema-qualifies what it touches.
+-- Every function pins search_path and schema-qualifies what it touches. The worker's functions run
+-- with the owner's rights (SECURITY DEFINER) so that the worker role needs no write privilege on the
+-- queue; see the privileges at the end and docs/security.md.
 
 CREATE SCHEMA IF NOT EXISTS llm;
+
+-- The worker's group role: the login a worker connects as is made a member of it
+-- (GRANT pgllm_worker TO my_worker_login). Roles are cluster-wide, so it may already exist.
+DO $roles$
+BEGIN
+    IF NOT EXISTS (SELECT 1 FROM pg_catalog.pg_roles WHERE rolname = 'pgllm_worker') THEN
+        BEGIN
+            CREATE ROLE pgllm_worker NOLOGIN;
+        EXCEPTION
+            WHEN duplicate_object OR unique_violation THEN
+                NULL; -- created at the same moment by a migration of another database
+            WHEN insufficient_privilege THEN
+                RAISE EXCEPTION 'PgLlm needs the role pgllm_worker, and the role running the migrations (%) may not create roles', current_user
+                      USING ERRCODE = 'insufficient_privilege',
+                            HINT = 'As a role with CREATEROLE run: CREATE ROLE pgllm_worker NOLOGIN; then run the migrations again.';
+        END;
+    END IF;
+END
+$roles$;
 
 -- One row per declared task, written only by migrations. The worker reads it to know what to
 -- render, which JSON schema to ask for and which generated functions read inputs and write results.
@@ -68,6 +89,7 @@ CREATE INDEX IF NOT EXISTS job_failed ON llm.job (task, id) WHERE state = 'faile
 CREATE OR REPLACE FUNCTION llm.claim(p_worker text, p_limit integer, p_lease_seconds double precision)
 RETURNS TABLE (id bigint, task text, row_key jsonb, attempt integer, max_attempts integer)
 LANGUAGE sql
+SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
 AS $fn$
     UPDATE llm.job AS j
@@ -137,6 +159,7 @@ $fn$;
 CREATE OR REPLACE FUNCTION llm.fail(p_job_id bigint, p_attempt integer, p_error text, p_retry_in_seconds double precision, p_kind text DEFAULT 'transient')
 RETURNS text
 LANGUAGE plpgsql
+SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
 AS $fn$
 DECLARE
@@ -168,6 +191,7 @@ $fn$;
 CREATE OR REPLACE FUNCTION llm.skip(p_job_id bigint, p_attempt integer, p_reason text)
 RETURNS text
 LANGUAGE sql
+SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
 AS $fn$
     SELECT llm.settle(p_job_id, p_attempt, 'skipped', p_reason, 0);
@@ -177,6 +201,7 @@ $fn$;
 CREATE OR REPLACE FUNCTION llm.release(p_job_id bigint, p_attempt integer)
 RETURNS text
 LANGUAGE plpgsql
+SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
 AS $fn$
 DECLARE
@@ -195,6 +220,7 @@ $fn$;
 CREATE OR REPLACE FUNCTION llm.rescue(p_limit integer DEFAULT 1000)
 RETURNS integer
 LANGUAGE plpgsql
+SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
 AS $fn$
 DECLARE
@@ -224,6 +250,7 @@ $fn$;
 CREATE OR REPLACE FUNCTION llm.retry_failed(p_task text DEFAULT NULL, p_job_id bigint DEFAULT NULL)
 RETURNS integer
 LANGUAGE plpgsql
+SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
 AS $fn$
 DECLARE
@@ -258,6 +285,7 @@ $fn$;
 CREATE OR REPLACE FUNCTION llm.prune(p_older_than interval, p_limit integer DEFAULT 10000)
 RETURNS integer
 LANGUAGE plpgsql
+SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
 AS $fn$
 DECLARE
@@ -273,3 +301,37 @@ BEGIN
     RETURN v_count;
 END
 $fn$;
+
+-- What the queue looks like to the roles that write the tables: every job of a table the caller may
+-- read (USAGE on its schema and SELECT on it), and nothing else. Runs with the owner's rights on
+-- llm.job, so the filter is the only way in; security_barrier keeps a caller's own functions in
+-- WHERE from seeing rows the filter drops. The privilege checks take oids: no name is looked up
+-- with the caller's rights. Callers need USAGE on schema llm (GRANT USAGE ON SCHEMA llm TO my_app_role).
+CREATE OR REPLACE VIEW llm.job_status WITH (security_barrier = true) AS
+SELECT j.id, j.task, t.table_schema, t.table_name, j.row_key, j.state, j.attempt, j.max_attempts,
+       j.scheduled_at, j.created_at, j.attempted_at, j.finished_at, j.last_error, j.errors
+  FROM llm.job AS j
+  JOIN llm.task AS t ON t.name = j.task
+  JOIN pg_catalog.pg_namespace AS n ON n.nspname = t.table_schema
+  JOIN pg_catalog.pg_class AS c ON c.relnamespace = n.oid AND c.relname = t.table_name
+ WHERE pg_catalog.has_schema_privilege(n.oid, 'USAGE')
+   AND pg_catalog.has_table_privilege(c.oid, 'SELECT');
+
+-- Privileges. Nothing in schema llm is anyone's but the owner's (the role running the migrations),
+-- except what is granted here: application roles get nothing (their triggers' functions run with
+-- the owner's rights), the worker gets the calls of its loop and read access to the registry and
+-- the queue. Generated table scripts grant pgllm_worker their inputs and complete functions.
+REVOKE ALL ON SCHEMA llm FROM PUBLIC;
+REVOKE ALL ON ALL TABLES IN SCHEMA llm FROM PUBLIC;
+REVOKE ALL ON ALL SEQUENCES IN SCHEMA llm FROM PUBLIC;
+REVOKE ALL ON ALL FUNCTIONS IN SCHEMA llm FROM PUBLIC;
+GRANT USAGE ON SCHEMA llm TO pgllm_worker;
+GRANT SELECT ON llm.task, llm.job TO pgllm_worker;
+GRANT EXECUTE ON FUNCTION llm.claim(text, integer, double precision),
+                          llm.fail(bigint, integer, text, double precision, text),
+                          llm.skip(bigint, integer, text),
+                          llm.release(bigint, integer),
+                          llm.rescue(integer),
+                          llm.prune(interval, integer)
+   TO pgllm_worker;
+GRANT SELECT ON llm.job_status TO PUBLIC;

@@ -32,6 +32,7 @@ public sealed partial class PgLlmWorker : BackgroundService
     private readonly ModelCaller _model;
     private readonly string _workerId;
     private readonly WakeSignal _wake = new();
+    private readonly SecretRedactor _redactor;
 
     /// <summary>Creates a worker.</summary>
     /// <param name="dataSource">The database holding the queue.</param>
@@ -50,10 +51,16 @@ public sealed partial class PgLlmWorker : BackgroundService
             throw new ArgumentException("PgLlm:Worker:Concurrency and PgLlm:Worker:BatchSize must be at least 1.", nameof(options));
         }
 
+        if (_options.MaxPromptBytes < 1)
+        {
+            throw new ArgumentException("PgLlm:Worker:MaxPromptBytes must be at least 1.", nameof(options));
+        }
+
         _logger = (ILogger?)logger ?? NullLogger.Instance;
         _queue = new JobQueue(dataSource);
         _registry = new TaskRegistry(dataSource);
         _model = new ModelCaller(chatClient, options.Value.Model);
+        _redactor = new SecretRedactor(options.Value.ApiKey);
         _workerId = _options.WorkerId ?? $"{Environment.MachineName}:{Environment.ProcessId}:{Guid.NewGuid().ToString("N")[..8]}";
     }
 
@@ -275,6 +282,7 @@ public sealed partial class PgLlmWorker : BackgroundService
         try
         {
             var prompt = task.Prompt.Render(inputs.Values);
+            PromptTooLargeException.ThrowIfOver(prompt, _options.MaxPromptBytes);
             ModelAnswer answer;
             using (var timeout = CancellationTokenSource.CreateLinkedTokenSource(jobsToken))
             {
@@ -299,6 +307,7 @@ public sealed partial class PgLlmWorker : BackgroundService
         catch (Exception ex)
         {
             var failure = FailureClassifier.Classify(ex);
+            failure = failure with { Message = _redactor.Redact(failure.Message) };
             var delay = RetryDelay(job.Attempt, failure.RetryAfter);
             var state = await SettleQuietlyAsync(() => _queue.FailAsync(job, failure.Message, delay, failure.Kind, CancellationToken.None), job).ConfigureAwait(false);
             LogAttemptFailed(job.Id, job.Task, job.Attempt, job.MaxAttempts, state ?? "unknown", failure.Message);

@@ -232,7 +232,7 @@ public sealed class PipelineTests
         Assert.Empty(second.Applied);
         Assert.Equal(triggers, await db.ScalarAsync<long>("SELECT count(*) FROM pg_trigger WHERE tgname LIKE 'pgllm:%'"));
         Assert.Equal(journal, await db.ScalarAsync<long>("SELECT count(*) FROM llm.migration"));
-        Assert.Equal(10L, triggers); // five tasks, an INSERT and an UPDATE trigger each
+        Assert.Equal(12L, triggers); // six tasks, an INSERT and an UPDATE trigger each
     }
 
     [Fact]

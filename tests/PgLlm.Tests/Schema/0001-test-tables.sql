@@ -28,3 +28,12 @@ CREATE TABLE flaky (
     input  text NOT NULL,
     output text
 );
+
+-- The security tests' table: every name has quotes, spaces, capitals or non-ASCII letters.
+CREATE SCHEMA "Sécurité 'Q'";
+CREATE TABLE "Sécurité 'Q'"."Ünïcödé ""Notes""" (
+    "Kéy ID"        bigint PRIMARY KEY,
+    "Body ""Text""" text NOT NULL,
+    "Untouched ✓"   text,
+    "Summary 'Σ'"   text
+);

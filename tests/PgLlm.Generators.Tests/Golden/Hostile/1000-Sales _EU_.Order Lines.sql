@@ -85,6 +85,9 @@ BEGIN
 END
 $pgllm$;
 
+REVOKE ALL ON FUNCTION "llm"."Sales ""EU"".Order Lines:category:enqueue" FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION "llm"."Sales ""EU"".Order Lines:category:inputs" TO pgllm_worker;
+GRANT EXECUTE ON FUNCTION "llm"."Sales ""EU"".Order Lines:category:complete" TO pgllm_worker;
 REVOKE ALL ON FUNCTION "llm"."Sales ""EU"".Order Lines:category:inputs"(bigint[]) FROM PUBLIC;
 REVOKE ALL ON FUNCTION "llm"."Sales ""EU"".Order Lines:category:complete"(bigint, integer, text, jsonb, integer, integer) FROM PUBLIC;
 
@@ -204,6 +207,9 @@ BEGIN
 END
 $pgllm$;
 
+REVOKE ALL ON FUNCTION "llm"."Sales ""EU"".Order Lines:shelf_days:enqueue" FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION "llm"."Sales ""EU"".Order Lines:shelf_days:inputs" TO pgllm_worker;
+GRANT EXECUTE ON FUNCTION "llm"."Sales ""EU"".Order Lines:shelf_days:complete" TO pgllm_worker;
 REVOKE ALL ON FUNCTION "llm"."Sales ""EU"".Order Lines:shelf_days:inputs"(bigint[]) FROM PUBLIC;
 REVOKE ALL ON FUNCTION "llm"."Sales ""EU"".Order Lines:shelf_days:complete"(bigint, integer, text, jsonb, integer, integer) FROM PUBLIC;
 

@@ -85,6 +85,9 @@ BEGIN
 END
 $pgllm$;
 
+REVOKE ALL ON FUNCTION "llm"."public.user_reviews:sentiment:enqueue" FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION "llm"."public.user_reviews:sentiment:inputs" TO pgllm_worker;
+GRANT EXECUTE ON FUNCTION "llm"."public.user_reviews:sentiment:complete" TO pgllm_worker;
 REVOKE ALL ON FUNCTION "llm"."public.user_reviews:sentiment:inputs"(bigint[]) FROM PUBLIC;
 REVOKE ALL ON FUNCTION "llm"."public.user_reviews:sentiment:complete"(bigint, integer, text, jsonb, integer, integer) FROM PUBLIC;
 
@@ -205,6 +208,9 @@ BEGIN
 END
 $pgllm$;
 
+REVOKE ALL ON FUNCTION "llm"."public.user_reviews:emotion+user_review_es:enqueue" FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION "llm"."public.user_reviews:emotion+user_review_es:inputs" TO pgllm_worker;
+GRANT EXECUTE ON FUNCTION "llm"."public.user_reviews:emotion+user_review_es:complete" TO pgllm_worker;
 REVOKE ALL ON FUNCTION "llm"."public.user_reviews:emotion+user_review_es:inputs"(bigint[]) FROM PUBLIC;
 REVOKE ALL ON FUNCTION "llm"."public.user_reviews:emotion+user_review_es:complete"(bigint, integer, text, jsonb, integer, integer) FROM PUBLIC;
 
