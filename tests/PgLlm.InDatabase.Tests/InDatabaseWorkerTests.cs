@@ -1,6 +1,7 @@
 using System.Text.Json;
 using Npgsql;
 using PgLlm.Local;
+using Xunit.Abstractions;
 
 namespace PgLlm.InDatabase.Tests;
 
@@ -9,10 +10,12 @@ namespace PgLlm.InDatabase.Tests;
 public sealed class InDatabaseWorkerTests
 {
     private readonly InDatabaseFixture _fixture;
+    private readonly ITestOutputHelper _output;
 
-    public InDatabaseWorkerTests(InDatabaseFixture fixture)
+    public InDatabaseWorkerTests(InDatabaseFixture fixture, ITestOutputHelper output)
     {
         _fixture = fixture;
+        _output = output;
         fixture.Model.Responder = null;
         fixture.Model.Latency = TimeSpan.Zero;
         fixture.Model.ClearRequests();
@@ -66,6 +69,8 @@ public sealed class InDatabaseWorkerTests
 
         Assert.Equal(1, await run);
         Assert.Equal("succeeded", await db.ScalarAsync<string>("SELECT state FROM llm.job"));
+        // Reported, not asserted: timing belongs in the benchmark.
+        _output.WriteLine($"picked up {await db.ScalarAsync<double>("SELECT extract(epoch FROM attempted_at - created_at)::float8 * 1000 FROM llm.job"):0} ms after the insert (idle poll 100 ms)");
         Assert.NotNull(await db.ScalarAsync<string?>("SELECT output FROM items"));
         // The run was bounded by its own clock, not by the queue running dry.
         Assert.True(DateTimeOffset.UtcNow - started >= TimeSpan.FromSeconds(5.5));
