@@ -88,7 +88,7 @@ public sealed class InDatabaseWorkerTests
             using var connection = db.OpenConnection();
             using (var count = new NpgsqlCommand(
                 "SELECT count(*) FROM pg_locks AS l JOIN pg_class AS c ON c.oid = l.relation " +
-                "WHERE l.pid = (SELECT pid FROM pg_stat_activity WHERE query LIKE 'CALL llm.run_worker%' AND pid <> pg_backend_pid()) " +
+                "WHERE l.pid = (SELECT pid FROM pg_stat_activity WHERE datname = current_database() AND query LIKE 'CALL llm.run_worker%' AND pid <> pg_backend_pid()) " +
                 "AND c.relname IN ('items', 'job', 'task')", connection))
             {
                 locks = (long)count.ExecuteScalar()!;
@@ -120,11 +120,11 @@ public sealed class InDatabaseWorkerTests
     public async Task Both_workers_drain_one_queue_side_by_side_and_every_job_runs_once()
     {
         await using var db = await _fixture.CreateDatabaseAsync();
-        _fixture.Model.Latency = TimeSpan.FromMilliseconds(100);
-        await db.ExecAsync("INSERT INTO items (id, input) SELECT g, 'row ' || g FROM generate_series(1, 30) AS g");
+        _fixture.Model.Latency = TimeSpan.FromMilliseconds(150);
+        await db.ExecAsync("INSERT INTO items (id, input) SELECT g, 'row ' || g FROM generate_series(1, 40) AS g");
 
-        using var timeout = new CancellationTokenSource(TimeSpan.FromSeconds(90));
-        var inDatabase = InDatabaseFixture.RunWorkerAsync(db, runSeconds: 80);
+        using var timeout = new CancellationTokenSource(TimeSpan.FromSeconds(120));
+        var inDatabase = InDatabaseFixture.RunWorkerAsync(db, runSeconds: 100);
         await Task.Delay(TimeSpan.FromMilliseconds(300));
         using var dotnet = _fixture.CreateDotNetWorker(db, concurrency: 1);
         var byDotNet = await dotnet.RunUntilIdleAsync(timeout.Token);
@@ -132,9 +132,9 @@ public sealed class InDatabaseWorkerTests
 
         Assert.True(byDatabase > 0, "the in-database worker ran no job");
         Assert.True(byDotNet > 0, "the .NET worker ran no job");
-        Assert.Equal(30, byDatabase + byDotNet);
-        Assert.Equal(30, _fixture.Model.RequestCount);
-        Assert.Equal(30, await db.ScalarAsync<long>("SELECT count(*) FROM llm.job WHERE state = 'succeeded' AND attempt = 1"));
+        Assert.Equal(40, byDatabase + byDotNet);
+        Assert.Equal(40, _fixture.Model.RequestCount);
+        Assert.Equal(40, await db.ScalarAsync<long>("SELECT count(*) FROM llm.job WHERE state = 'succeeded' AND attempt = 1"));
         Assert.Equal(0, await db.ScalarAsync<long>("SELECT count(*) FROM items WHERE output IS NULL"));
     }
 
