@@ -59,6 +59,34 @@ public sealed class InDatabaseWorkerTests
     }
 
     [Fact]
+    public async Task Both_workers_send_the_same_request_for_the_same_task()
+    {
+        await using var db = await _fixture.CreateDatabaseAsync();
+        await db.ExecAsync("INSERT INTO notes (id, body) VALUES (1, 'Same words {{ here }}.')");
+        using (var dotnet = _fixture.CreateDotNetWorker(db, concurrency: 1))
+        {
+            await dotnet.RunUntilIdleAsync();
+        }
+
+        await db.ExecAsync("UPDATE notes SET body = body || ' ' WHERE id = 1");
+        await InDatabaseFixture.RunWorkerAsync(db);
+
+        var requests = _fixture.Model.Requests;
+        Assert.Equal(2, requests.Count);
+        var (byDotNet, byDatabase) = (requests[0], requests[1]);
+        Assert.Equal(byDotNet.Model, byDatabase.Model);
+        Assert.Equal(byDotNet.SystemText, byDatabase.SystemText);
+        Assert.Equal(byDotNet.UserText + " ", byDatabase.UserText);
+        Assert.Equal(byDotNet.Messages.Select(m => m.Role), byDatabase.Messages.Select(m => m.Role));
+        Assert.Equal(byDotNet.ResponseFormatType, byDatabase.ResponseFormatType);
+        Assert.Equal(byDotNet.SchemaName, byDatabase.SchemaName);
+        Assert.Equal(byDotNet.Strict, byDatabase.Strict);
+        // The same schema with its properties in the same order (the .NET client indents it).
+        Assert.Equal(Compact(byDotNet.Schema!.Value), Compact(byDatabase.Schema!.Value));
+        Assert.Equal(["succeeded", "succeeded"], await db.ListAsync<string>("SELECT state FROM llm.job ORDER BY id"));
+    }
+
+    [Fact]
     public async Task The_worker_picks_up_a_new_job_while_it_runs_and_stops_at_its_time_bound()
     {
         await using var db = await _fixture.CreateDatabaseAsync();
@@ -185,6 +213,8 @@ public sealed class InDatabaseWorkerTests
         Assert.Equal("pending", await db.ScalarAsync<string>("SELECT state FROM llm.job"));
         Assert.Equal(0, await db.ScalarAsync<int>("SELECT attempt FROM llm.job"));
     }
+
+    private static string Compact(JsonElement json) => System.Text.Json.Nodes.JsonNode.Parse(json.GetRawText())!.ToJsonString();
 
     internal static string AnswerOf(ModelRequest request, string column) =>
         JsonDocument.Parse(DeterministicModel.Answer(request)).RootElement.GetProperty(column).GetString()!;
