@@ -4,9 +4,9 @@
 #   bash tests/run.sh                          # everything
 #   bash tests/run.sh --filter "FullyQualifiedName~Diagnostic"
 #
-# 1. Checks prerequisites: the .NET SDK (must be present) and the PostgreSQL server binaries
-#    (installed with apt when missing and running as root). No server is started here: the
-#    tests start their own throwaway instances.
+# 1. Checks prerequisites: the .NET SDK (must be present), the PostgreSQL server binaries and,
+#    for the in-database worker's tests, pg_cron and PL/Python (all installed with apt when missing
+#    and running as root). No server is started here: the tests start their own throwaway instances.
 # 2. Builds PgLlm.sln once, in Release.
 # 3. Runs every test project tests/*/*.csproj in turn, without stopping at a failing one;
 #    extra arguments are passed to each `dotnet test`.
@@ -23,6 +23,10 @@ cd "$(dirname "${BASH_SOURCE[0]}")/.."
 readonly SOLUTION="PgLlm.sln"
 readonly CONFIGURATION="Release"
 readonly PG_PACKAGE="postgresql-15"
+# The in-database worker's tests: pg_cron runs the worker, PL/Python runs the test stand-in for
+# the http extension (pgsql-http is not packaged for Debian 12).
+readonly PG_CRON_PACKAGE="postgresql-15-cron"
+readonly PG_PLPYTHON_PACKAGE="postgresql-plpython3-15"
 
 say() { printf '==> %s\n' "$*"; }
 warn() { printf 'run.sh: %s\n' "$*" >&2; }
@@ -73,14 +77,14 @@ find_initdb() {
     return 1
 }
 
-install_postgres() {
-    say "PostgreSQL server binaries not found: installing $PG_PACKAGE with apt"
+# Installs Debian packages with apt, keeping their post-install scripts from starting services.
+apt_install() {
     if ! command -v apt-get >/dev/null 2>&1; then
-        abort "PostgreSQL server binaries are missing and apt-get is not available: install PostgreSQL 15 (initdb, pg_ctl, postgres) or set PGLLM_PG_BIN"
+        return 127
     fi
 
-    # The package's post-install script would start a cluster on port 5432; the tests start their
-    # own servers, so forbid service starts for the duration of the install (unless a policy exists).
+    # The server package's post-install script would start a cluster on port 5432; the tests start
+    # their own servers, so forbid service starts for the duration of the install (unless a policy exists).
     local policy=/usr/sbin/policy-rc.d created_policy=""
     if [ ! -e "$policy" ]; then
         printf '#!/bin/sh\nexit 101\n' >"$policy"
@@ -90,11 +94,21 @@ install_postgres() {
 
     local rc=0
     export DEBIAN_FRONTEND=noninteractive
-    { apt-get update -qq && apt-get install -y -qq --no-install-recommends "$PG_PACKAGE" >/dev/null; } || rc=$?
+    { apt-get update -qq && apt-get install -y -qq --no-install-recommends "$@" >/dev/null; } || rc=$?
 
     if [ -n "$created_policy" ]; then
         rm -f "$policy"
     fi
+    return "$rc"
+}
+
+install_postgres() {
+    say "PostgreSQL server binaries not found: installing $PG_PACKAGE with apt"
+    if ! command -v apt-get >/dev/null 2>&1; then
+        abort "PostgreSQL server binaries are missing and apt-get is not available: install PostgreSQL 15 (initdb, pg_ctl, postgres) or set PGLLM_PG_BIN"
+    fi
+    local rc=0
+    apt_install "$PG_PACKAGE" || rc=$?
     if [ "$rc" -ne 0 ]; then
         abort "apt-get could not install $PG_PACKAGE (exit code $rc)"
     fi
@@ -133,6 +147,53 @@ check_postgres() {
     say "PostgreSQL: $initdb"
     if is_root; then
         ensure_postgres_user
+    fi
+}
+
+# pg_cron and PL/Python, for the in-database worker's tests: checked by their libraries in the
+# server's package library directory.
+check_postgres_extensions() {
+    local initdb bindir libdir
+    initdb="$(find_initdb)" || return 0
+    # initdb on PATH may be a link into the versioned directory (e.g. /usr/lib/postgresql/15/bin).
+    initdb="$(readlink -f "$initdb" 2>/dev/null || echo "$initdb")"
+    bindir="$(dirname "$initdb")"
+    libdir="$("$bindir/pg_config" --pkglibdir 2>/dev/null || true)"
+    if [ -z "$libdir" ] || [ ! -d "$libdir" ]; then
+        libdir="$bindir/../lib"
+    fi
+
+    local -a missing=()
+    [ -e "$libdir/pg_cron.so" ] || missing+=("$PG_CRON_PACKAGE")
+    [ -e "$libdir/plpython3.so" ] || missing+=("$PG_PLPYTHON_PACKAGE")
+    if [ "${#missing[@]}" -eq 0 ]; then
+        say "pg_cron and PL/Python: $libdir"
+        return 0
+    fi
+
+    if ! is_root || ! command -v apt-get >/dev/null 2>&1; then
+        warn "missing for the in-database worker's tests: ${missing[*]} (their tests will fail)"
+        warn "install them, then run again:  sudo apt-get install -y ${missing[*]}"
+        return 0
+    fi
+
+    # PL/Python must match the server's exact version: pin it, so that installing it never
+    # upgrades the server underneath running clusters.
+    local -a packages=() package server_version
+    server_version="$(dpkg-query -W -f='${Version}' "$PG_PACKAGE" 2>/dev/null || true)"
+    for package in "${missing[@]}"; do
+        if [ "$package" = "$PG_PLPYTHON_PACKAGE" ] && [ -n "$server_version" ] \
+            && apt-cache madison "$package" 2>/dev/null | grep -Fq "| $server_version |"; then
+            packages+=("$package=$server_version")
+        else
+            packages+=("$package")
+        fi
+    done
+    say "installing ${packages[*]} with apt (for the in-database worker's tests)"
+    local rc=0
+    apt_install "${packages[@]}" || rc=$?
+    if [ "$rc" -ne 0 ]; then
+        abort "apt-get could not install ${packages[*]} (exit code $rc)"
     fi
 }
 
@@ -342,6 +403,7 @@ run_tests() {
 
 check_dotnet
 check_postgres
+check_postgres_extensions
 
 if [ -n "${PGLLM_TEST_RESULTS:-}" ]; then
     mkdir -p "$PGLLM_TEST_RESULTS"

@@ -408,9 +408,18 @@ public sealed class LocalPostgres : IAsyncDisposable
             settings.Add(new("fsync", "off"));
         }
 
-        if (!string.IsNullOrWhiteSpace(_options.SharedPreloadLibraries))
+        var preload = _options.SharedPreloadLibraries;
+        if (!string.IsNullOrWhiteSpace(_options.CronDatabase))
         {
-            settings.Add(new("shared_preload_libraries", _options.SharedPreloadLibraries));
+            preload = string.IsNullOrWhiteSpace(preload) ? "pg_cron" : preload + ",pg_cron";
+            settings.Add(new("cron.database_name", _options.CronDatabase));
+            // pg_cron runs jobs over libpq; the socket needs no TCP setup and trust covers it.
+            settings.Add(new("cron.host", SocketDirectory));
+        }
+
+        if (!string.IsNullOrWhiteSpace(preload))
+        {
+            settings.Add(new("shared_preload_libraries", preload));
         }
 
         settings.AddRange(_options.Settings);

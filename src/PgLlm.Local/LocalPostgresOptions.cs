@@ -22,6 +22,13 @@ public sealed class LocalPostgresOptions
     public string? SharedPreloadLibraries { get; set; }
 
     /// <summary>
+    /// When set, loads pg_cron (added to <see cref="SharedPreloadLibraries"/>) with <c>cron.database_name</c> set to this
+    /// database, and lets pg_cron connect through the server's Unix socket (<c>cron.host</c>). Create the database and
+    /// run <c>CREATE EXTENSION pg_cron</c> in it after the start. Needs the pg_cron package (Debian: postgresql-15-cron).
+    /// </summary>
+    public string? CronDatabase { get; set; }
+
+    /// <summary>
     /// Extra server settings (name to value), equivalent to <c>postgres -c name=value</c>. They are written to
     /// <c>postgresql.conf</c>, so values may contain spaces and quotes.
     /// </summary>

@@ -54,6 +54,9 @@ public sealed partial class PgLlmMigrator
 
         try
         {
+            // The opt-in in-database worker names a missing extension before anything is applied.
+            await InDatabase.PgLlmInDatabase.VerifyRequirementsAsync(lockConnection, _scripts, cancellationToken).ConfigureAwait(false);
+
             // DbUp is synchronous; keep it off the caller's thread.
             return await Task.Run(Upgrade, cancellationToken).ConfigureAwait(false);
         }

@@ -1,0 +1,524 @@
+-- PgLlm in-database worker (opt-in): drains llm.job from inside PostgreSQL with the `http`
+-- extension (pgsql-http 1.7 API), under the same rules as the .NET worker: claims through llm.claim
+-- (attempt counted at claim), reads inputs through each task's generated :inputs function, writes
+-- through its :complete function (stale-write protection), fails through llm.fail (transient,
+-- invalid, permanent; backoff with jitter, never sooner than Retry-After).
+-- llm.run_worker commits between steps: the model is called in a transaction of its own that
+-- holds no lock on llm.job or on any user row. Secrets live only in llm.worker_settings, set with
+-- llm.configure(...), readable by its owner alone.
+-- Idempotent: re-applied as a whole whenever its content changes.
+
+DO $pgllm$
+BEGIN
+    IF to_regclass('llm.job') IS NULL THEN
+        RAISE EXCEPTION 'PgLlm''s in-database worker needs the PgLlm core schema (llm.job): apply the core script first';
+    END IF;
+    IF NOT EXISTS (SELECT 1
+                     FROM pg_catalog.pg_proc AS p
+                     JOIN pg_catalog.pg_type AS a ON a.oid = p.proargtypes[0]
+                     JOIN pg_catalog.pg_type AS r ON r.oid = p.prorettype
+                    WHERE p.proname = 'http' AND p.pronargs = 1
+                      AND a.typname = 'http_request' AND r.typname = 'http_response') THEN
+        RAISE EXCEPTION 'PgLlm''s in-database worker needs the PostgreSQL extension "http" (pgsql-http 1.7 or later), which is not installed in database %', current_database()
+              USING ERRCODE = 'undefined_function',
+                    HINT = 'Run CREATE EXTENSION http; (or leave the in-database worker off and run the .NET worker).';
+    END IF;
+END
+$pgllm$;
+
+-- The endpoint, key, model and timings. One row; only its owner (the migrating role) can read it:
+-- grant SELECT to the role that runs the worker if that is another role.
+CREATE TABLE IF NOT EXISTS llm.worker_settings (
+    id                 boolean PRIMARY KEY DEFAULT true CHECK (id),
+    base_url           text NOT NULL CHECK (base_url ~ '^https?://'),
+    api_key            text,
+    model              text NOT NULL CHECK (model <> ''),
+    timeout_seconds    double precision NOT NULL DEFAULT 120 CHECK (timeout_seconds > 0),
+    lease_seconds      double precision NOT NULL DEFAULT 300,
+    retry_base_seconds double precision NOT NULL DEFAULT 2 CHECK (retry_base_seconds >= 0),
+    retry_max_seconds  double precision NOT NULL DEFAULT 600 CHECK (retry_max_seconds >= 0),
+    run_seconds        double precision NOT NULL DEFAULT 55 CHECK (run_seconds > 0),
+    idle_poll_seconds  double precision NOT NULL DEFAULT 0.5 CHECK (idle_poll_seconds > 0),
+    retention          interval DEFAULT '7 days',
+    updated_at         timestamptz NOT NULL DEFAULT now(),
+    -- A lease shorter than a call would let another worker run the same job meanwhile.
+    CONSTRAINT worker_settings_lease_check CHECK (lease_seconds > timeout_seconds)
+);
+REVOKE ALL ON TABLE llm.worker_settings FROM PUBLIC;
+
+-- Sets the endpoint, key and model (and optionally timings). Call it with bind parameters from a
+-- client so that the key never appears in a statement's text (pg_stat_activity, server logs).
+-- Omitted or NULL timings keep their current value.
+CREATE OR REPLACE FUNCTION llm.configure(
+    p_base_url text,
+    p_api_key text,
+    p_model text,
+    p_timeout_seconds double precision DEFAULT NULL,
+    p_lease_seconds double precision DEFAULT NULL,
+    p_retry_base_seconds double precision DEFAULT NULL,
+    p_retry_max_seconds double precision DEFAULT NULL,
+    p_run_seconds double precision DEFAULT NULL,
+    p_idle_poll_seconds double precision DEFAULT NULL)
+RETURNS void
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $fn$
+BEGIN
+    IF p_base_url IS NULL OR p_base_url !~ '^https?://' THEN
+        RAISE EXCEPTION 'llm.configure: the base URL must be an absolute http(s) URL such as https://api.openai.com/v1; got %', coalesce(p_base_url, 'NULL')
+              USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    IF p_model IS NULL OR p_model = '' THEN
+        RAISE EXCEPTION 'llm.configure: a model name is required' USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    INSERT INTO llm.worker_settings AS s (id, base_url, api_key, model, timeout_seconds, lease_seconds,
+                                          retry_base_seconds, retry_max_seconds, run_seconds, idle_poll_seconds)
+    VALUES (true, p_base_url, p_api_key, p_model,
+            coalesce(p_timeout_seconds, 120), coalesce(p_lease_seconds, greatest(300, coalesce(p_timeout_seconds, 120) + 60)),
+            coalesce(p_retry_base_seconds, 2), coalesce(p_retry_max_seconds, 600),
+            coalesce(p_run_seconds, 55), coalesce(p_idle_poll_seconds, 0.5))
+    ON CONFLICT (id) DO UPDATE
+       SET base_url = EXCLUDED.base_url,
+           api_key = EXCLUDED.api_key,
+           model = EXCLUDED.model,
+           timeout_seconds = coalesce(p_timeout_seconds, s.timeout_seconds),
+           lease_seconds = coalesce(p_lease_seconds, greatest(s.lease_seconds, coalesce(p_timeout_seconds, s.timeout_seconds) + 60)),
+           retry_base_seconds = coalesce(p_retry_base_seconds, s.retry_base_seconds),
+           retry_max_seconds = coalesce(p_retry_max_seconds, s.retry_max_seconds),
+           run_seconds = coalesce(p_run_seconds, s.run_seconds),
+           idle_poll_seconds = coalesce(p_idle_poll_seconds, s.idle_poll_seconds),
+           updated_at = now();
+END
+$fn$;
+REVOKE ALL ON FUNCTION llm.configure(text, text, text, double precision, double precision, double precision, double precision, double precision, double precision) FROM PUBLIC;
+
+-- Renders a prompt template with a job's inputs by the rules of PgLlm.Templates: {name} is a
+-- placeholder, {{ and }} are literal braces, any other brace is malformed. Single pass: a value is
+-- inserted verbatim and never scanned again. Strings insert their text, null or missing values
+-- nothing, other JSON values their JSON text.
+CREATE OR REPLACE FUNCTION llm.render_prompt(p_template text, p_inputs jsonb)
+RETURNS text
+LANGUAGE plpgsql
+IMMUTABLE
+SET search_path = pg_catalog, pg_temp
+AS $fn$
+DECLARE
+    v_token text;
+    v_value jsonb;
+    v_parts text[] := ARRAY[]::text[];
+BEGIN
+    FOR v_token IN
+        SELECT t.m[1]
+          FROM regexp_matches(p_template, '(\{\{|\}\}|\{[^{}]*\}|[^{}]+|[{}])', 'g') WITH ORDINALITY AS t(m, n)
+         ORDER BY t.n
+    LOOP
+        IF v_token = '{{' THEN
+            v_parts := v_parts || '{'::text;
+        ELSIF v_token = '}}' THEN
+            v_parts := v_parts || '}'::text;
+        ELSIF v_token = '{' THEN
+            RAISE EXCEPTION 'malformed prompt template: a ''{'' is never closed; write ''{{'' for a literal brace'
+                  USING ERRCODE = 'invalid_parameter_value';
+        ELSIF v_token = '}' THEN
+            RAISE EXCEPTION 'malformed prompt template: a ''}'' closes no placeholder; write ''}}'' for a literal brace'
+                  USING ERRCODE = 'invalid_parameter_value';
+        ELSIF left(v_token, 1) = '{' THEN
+            IF btrim(substr(v_token, 2, length(v_token) - 2)) = '' THEN
+                RAISE EXCEPTION 'malformed prompt template: an empty placeholder ''{}'''
+                      USING ERRCODE = 'invalid_parameter_value';
+            END IF;
+            v_value := p_inputs -> substr(v_token, 2, length(v_token) - 2);
+            IF v_value IS NULL OR jsonb_typeof(v_value) = 'null' THEN
+                CONTINUE;
+            ELSIF jsonb_typeof(v_value) = 'string' THEN
+                v_parts := v_parts || (v_value #>> '{}');
+            ELSE
+                v_parts := v_parts || v_value::text;
+            END IF;
+        ELSE
+            v_parts := v_parts || v_token;
+        END IF;
+    END LOOP;
+    RETURN array_to_string(v_parts, '');
+END
+$fn$;
+
+-- Exponential backoff with jitter (between half and all of base * 2^(attempt-1), capped), never
+-- sooner than the endpoint's Retry-After: the .NET worker's rule.
+CREATE OR REPLACE FUNCTION llm.retry_delay(p_attempt integer, p_retry_after double precision, p_base double precision, p_max double precision)
+RETURNS double precision
+LANGUAGE sql
+VOLATILE
+SET search_path = pg_catalog, pg_temp
+AS $fn$
+    SELECT greatest(d.capped / 2 + random() * d.capped / 2, coalesce(p_retry_after, 0))
+      FROM (SELECT least(p_base * power(2::double precision, greatest(p_attempt - 1, 0)), p_max) AS capped) AS d;
+$fn$;
+
+-- Step 1 of a job, in its own transaction: claims one job, reads its row through the task's
+-- :inputs function and renders the request. status is 'idle' (nothing due), 'settled' (skipped or
+-- failed without a call: row gone, task removed, inputs unreadable) or 'ready' (body holds the request).
+CREATE OR REPLACE FUNCTION llm.worker_claim(
+    p_worker text,
+    OUT status text,
+    OUT job_id bigint,
+    OUT attempt integer,
+    OUT task text,
+    OUT inputs_hash text,
+    OUT body json)
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $fn$
+DECLARE
+    v_settings llm.worker_settings;
+    v_job record;
+    v_task llm.task;
+    v_extra jsonb;
+    v_inputs jsonb;
+    v_prompt text;
+    v_messages json;
+BEGIN
+    SELECT * INTO STRICT v_settings FROM llm.worker_settings;
+    SELECT c.id, c.task, c.attempt INTO v_job FROM llm.claim(p_worker, 1, v_settings.lease_seconds) AS c;
+    IF NOT FOUND THEN
+        status := 'idle';
+        RETURN;
+    END IF;
+    job_id := v_job.id;
+    attempt := v_job.attempt;
+    task := v_job.task;
+    status := 'settled';
+
+    SELECT * INTO v_task FROM llm.task AS t WHERE t.name = v_job.task;
+    IF NOT FOUND THEN
+        PERFORM llm.skip(v_job.id, v_job.attempt, format('task ''%s'' is not in llm.task (removed from the declarations?)', v_job.task));
+        RETURN;
+    END IF;
+
+    BEGIN
+        EXECUTE format('SELECT i.inputs, i.inputs_hash FROM %s($1) AS i', v_task.inputs_function)
+           INTO v_inputs, inputs_hash
+          USING ARRAY[v_job.id];
+    EXCEPTION WHEN OTHERS THEN
+        PERFORM llm.fail(v_job.id, v_job.attempt, 'could not read the row: ' || SQLERRM,
+                         llm.retry_delay(v_job.attempt, NULL, v_settings.retry_base_seconds, v_settings.retry_max_seconds), 'transient');
+        RETURN;
+    END;
+    IF v_inputs IS NULL THEN
+        PERFORM llm.skip(v_job.id, v_job.attempt, 'the row no longer exists, or an input the prompt needs is null');
+        RETURN;
+    END IF;
+
+    BEGIN
+        v_prompt := llm.render_prompt(v_task.prompt, v_inputs);
+    EXCEPTION WHEN invalid_parameter_value THEN
+        PERFORM llm.fail(v_job.id, v_job.attempt, SQLERRM, 0, 'permanent');
+        RETURN;
+    END;
+
+    v_messages := CASE WHEN v_task.system_prompt IS NULL
+                       THEN json_build_array(json_build_object('role', 'user', 'content', v_prompt))
+                       ELSE json_build_array(json_build_object('role', 'system', 'content', v_task.system_prompt),
+                                             json_build_object('role', 'user', 'content', v_prompt)) END;
+    -- json (not jsonb) keeps the schema's property order, which models answer in.
+    body := json_build_object(
+        'model', coalesce(v_task.model, v_settings.model),
+        'messages', v_messages,
+        'response_format', json_build_object(
+            'type', 'json_schema',
+            'json_schema', json_build_object('name', 'result', 'schema', v_task.json_schema, 'strict', true)));
+    -- Per-task sampling options, when the registry has them (columns added by later core versions).
+    v_extra := jsonb_strip_nulls(jsonb_build_object(
+        'temperature', to_jsonb(v_task) -> 'temperature',
+        'max_completion_tokens', coalesce(to_jsonb(v_task) -> 'max_output_tokens', to_jsonb(v_task) -> 'max_tokens')));
+    IF v_extra <> '{}'::jsonb THEN
+        -- Appended as text: a round trip through jsonb would reorder the schema's keys.
+        body := (left(body::text, -1) || ', ' || substr(v_extra::text, 2))::json;
+    END IF;
+    status := 'ready';
+END
+$fn$;
+
+-- Step 2 of a job, in a transaction of its own that holds no lock on the queue or a user row:
+-- the HTTP call, with the timeout set for this transaction only. A failure to reach the endpoint
+-- (timeout, refused connection) comes back as error, not as an exception.
+CREATE OR REPLACE FUNCTION llm.worker_call(
+    p_body json,
+    OUT status integer,
+    OUT content text,
+    OUT retry_after double precision,
+    OUT error text)
+LANGUAGE plpgsql
+-- The schema holding the http extension is added to this search_path below.
+SET search_path = pg_catalog, pg_temp
+AS $fn$
+DECLARE
+    v_settings llm.worker_settings;
+    v_response record;
+    v_value text;
+BEGIN
+    SELECT * INTO STRICT v_settings FROM llm.worker_settings;
+    -- Local to this transaction: never changes the session's setting.
+    PERFORM set_config('http.timeout_msec', round(v_settings.timeout_seconds * 1000)::bigint::text, true);
+    BEGIN
+        SELECT r.status, r.content, r.headers INTO v_response
+          FROM http((
+                 'POST',
+                 rtrim(v_settings.base_url, '/') || '/chat/completions',
+                 CASE WHEN coalesce(v_settings.api_key, '') = '' THEN ARRAY[]::http_header[]
+                      ELSE ARRAY[http_header('Authorization', 'Bearer ' || v_settings.api_key)] END,
+                 'application/json',
+                 p_body::text)::http_request) AS r;
+    EXCEPTION WHEN OTHERS THEN
+        error := CASE WHEN SQLERRM ILIKE '%timed out%' OR SQLERRM ILIKE '%timeout%'
+                      THEN format('timeout: the model did not answer within %s s (%s)', v_settings.timeout_seconds, SQLERRM)
+                      ELSE 'model endpoint unreachable: ' || SQLERRM END;
+        RETURN;
+    END;
+    status := v_response.status;
+    content := v_response.content;
+
+    -- retry-after-ms, then Retry-After (seconds or an HTTP date).
+    SELECT h.value INTO v_value FROM unnest(v_response.headers) AS h WHERE lower(h.field) = 'retry-after-ms' LIMIT 1;
+    IF v_value ~ '^\s*[0-9]+(\.[0-9]+)?\s*$' THEN
+        retry_after := v_value::double precision / 1000;
+        RETURN;
+    END IF;
+    SELECT h.value INTO v_value FROM unnest(v_response.headers) AS h WHERE lower(h.field) = 'retry-after' LIMIT 1;
+    IF v_value ~ '^\s*[0-9]+(\.[0-9]+)?\s*$' THEN
+        retry_after := v_value::double precision;
+    ELSIF v_value IS NOT NULL THEN
+        BEGIN
+            retry_after := greatest(extract(epoch FROM v_value::timestamptz - now()), 0);
+        EXCEPTION WHEN OTHERS THEN
+            retry_after := NULL;
+        END;
+    END IF;
+END
+$fn$;
+
+-- Step 3 of a job, in its own short transaction: classifies the outcome like the .NET worker and
+-- either writes the answer through the task's :complete function or records the failure through
+-- llm.fail. Returns the job's new state ('lost' when another worker took the job over).
+CREATE OR REPLACE FUNCTION llm.worker_finish(
+    p_job_id bigint,
+    p_attempt integer,
+    p_task text,
+    p_inputs_hash text,
+    p_status integer,
+    p_content text,
+    p_retry_after double precision,
+    p_error text)
+RETURNS text
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $fn$
+DECLARE
+    v_settings llm.worker_settings;
+    v_task llm.task;
+    v_response jsonb;
+    v_text text;
+    v_answer jsonb;
+    v_result jsonb := '{}'::jsonb;
+    v_column text;
+    v_message text;
+    v_excerpt text;
+    v_kind text;
+    v_retry_after double precision;
+    v_state text;
+BEGIN
+    SELECT * INTO STRICT v_settings FROM llm.worker_settings;
+    SELECT * INTO v_task FROM llm.task AS t WHERE t.name = p_task;
+    IF NOT FOUND THEN
+        RETURN llm.skip(p_job_id, p_attempt, format('task ''%s'' was removed while the model was answering', p_task));
+    END IF;
+
+    IF p_error IS NOT NULL THEN
+        v_kind := 'transient';
+        v_message := p_error;
+    ELSIF p_status IN (408, 429) OR p_status >= 500 THEN
+        v_kind := 'transient';
+        v_retry_after := p_retry_after;
+    ELSIF p_status NOT BETWEEN 200 AND 299 THEN
+        v_kind := 'permanent';
+    END IF;
+    IF v_kind IS NOT NULL AND v_message IS NULL THEN
+        BEGIN
+            v_message := p_content::jsonb #>> '{error,message}';
+        EXCEPTION WHEN OTHERS THEN
+            v_message := NULL;
+        END;
+        v_message := format('model endpoint returned HTTP %s: %s', p_status,
+                            coalesce(v_message, left(coalesce(p_content, ''), 200)));
+    END IF;
+
+    IF v_kind IS NULL THEN
+        BEGIN
+            v_response := p_content::jsonb;
+        EXCEPTION WHEN OTHERS THEN
+            v_kind := 'transient';
+            v_message := 'the endpoint''s response is not a chat completion: ' || left(coalesce(p_content, ''), 200);
+        END;
+    END IF;
+
+    IF v_kind IS NULL THEN
+        v_text := v_response #>> '{choices,0,message,content}';
+        v_excerpt := CASE WHEN length(v_text) <= 200 THEN v_text ELSE left(v_text, 200) || '...' END;
+        IF v_text IS NULL OR btrim(v_text, E' \t\r\n') = '' THEN
+            v_kind := 'invalid';
+            v_message := 'invalid answer: the model returned an empty answer';
+        ELSE
+            BEGIN
+                v_answer := v_text::jsonb;
+            EXCEPTION WHEN OTHERS THEN
+                v_kind := 'invalid';
+                v_message := format('invalid answer: the answer is not valid JSON (%s): %s', SQLERRM, v_excerpt);
+            END;
+        END IF;
+    END IF;
+
+    IF v_kind IS NULL AND jsonb_typeof(v_answer) <> 'object' THEN
+        v_kind := 'invalid';
+        v_message := 'invalid answer: the answer is not a JSON object: ' || v_excerpt;
+    END IF;
+
+    IF v_kind IS NULL THEN
+        -- Only the task's target columns are written, and every one of them is required.
+        FOREACH v_column IN ARRAY v_task.target_columns LOOP
+            IF NOT v_answer ? v_column THEN
+                v_kind := 'invalid';
+                v_message := format('invalid answer: the answer has no "%s": %s', v_column, v_excerpt);
+                EXIT;
+            END IF;
+            v_result := v_result || jsonb_build_object(v_column, v_answer -> v_column);
+        END LOOP;
+    END IF;
+
+    IF v_kind IS NULL THEN
+        BEGIN
+            EXECUTE format('SELECT %s($1, $2, $3, $4, $5, $6)', v_task.complete_function)
+               INTO v_state
+              USING p_job_id, p_attempt, p_inputs_hash, v_result,
+                    (v_response #>> '{usage,prompt_tokens}')::integer,
+                    (v_response #>> '{usage,completion_tokens}')::integer;
+            RETURN v_state;
+        EXCEPTION
+            -- The answer does not fit the columns (type, length, CHECK, NOT NULL...): an invalid answer.
+            WHEN data_exception OR integrity_constraint_violation THEN
+                v_kind := 'invalid';
+                v_message := format('the answer does not fit the columns: %s (%s)', SQLERRM, SQLSTATE);
+            WHEN OTHERS THEN
+                v_kind := 'transient';
+                v_message := 'database error: ' || SQLERRM;
+        END;
+    END IF;
+
+    RETURN llm.fail(p_job_id, p_attempt, v_message,
+                    llm.retry_delay(p_attempt, v_retry_after, v_settings.retry_base_seconds, v_settings.retry_max_seconds),
+                    v_kind);
+END
+$fn$;
+
+-- The worker: claims and runs one job at a time until p_run_seconds (default: the configured
+-- run_seconds, 55) have passed, polling every idle_poll_seconds when the queue is empty. pg_cron
+-- calls it every minute, so a job is picked up within about a second even though pg_cron's shortest
+-- schedule is one minute. Commits between steps (so it must be CALLed outside a transaction
+-- block, as pg_cron does); no transaction spans more than one job's HTTP call. p_stop_when_idle
+-- ends the run as soon as nothing is pending or running. p_jobs returns the number of model calls.
+-- No SET clause: a procedure with one cannot commit; everything it calls pins its own search_path.
+CREATE OR REPLACE PROCEDURE llm.run_worker(
+    p_run_seconds double precision DEFAULT NULL,
+    p_stop_when_idle boolean DEFAULT false,
+    INOUT p_jobs integer DEFAULT NULL)
+LANGUAGE plpgsql
+AS $fn$
+DECLARE
+    v_settings llm.worker_settings;
+    v_worker text;
+    v_deadline timestamptz;
+    v_next_maintenance timestamptz := pg_catalog.clock_timestamp();
+    v_job record;
+    v_call record;
+    v_wait double precision;
+    v_next_due double precision;
+BEGIN
+    p_jobs := 0;
+    SELECT * INTO v_settings FROM llm.worker_settings;
+    IF NOT FOUND THEN
+        RAISE WARNING 'PgLlm in-database worker: not configured; call llm.configure(base_url, api_key, model) first';
+        RETURN;
+    END IF;
+    v_worker := 'in-database:' || pg_catalog.pg_backend_pid() || ':' || pg_catalog.left(pg_catalog.md5(pg_catalog.random()::text), 8);
+    v_deadline := pg_catalog.clock_timestamp()
+                + pg_catalog.make_interval(secs => coalesce(p_run_seconds, v_settings.run_seconds));
+    COMMIT;
+
+    WHILE pg_catalog.clock_timestamp() < v_deadline LOOP
+        IF pg_catalog.clock_timestamp() >= v_next_maintenance THEN
+            PERFORM llm.rescue();
+            IF v_settings.retention IS NOT NULL THEN
+                PERFORM llm.prune(v_settings.retention);
+            END IF;
+            COMMIT;
+            v_next_maintenance := pg_catalog.clock_timestamp() + interval '30 seconds';
+        END IF;
+
+        SELECT * INTO v_job FROM llm.worker_claim(v_worker);
+        COMMIT;
+
+        IF v_job.status = 'idle' THEN
+            SELECT EXTRACT(epoch FROM pg_catalog.min(j.scheduled_at) - pg_catalog.now())::double precision
+              INTO v_next_due
+              FROM llm.job AS j WHERE j.state = 'pending';
+            IF p_stop_when_idle AND v_next_due IS NULL
+               AND NOT EXISTS (SELECT 1 FROM llm.job AS j WHERE j.state = 'running') THEN
+                COMMIT;
+                EXIT;
+            END IF;
+            SELECT * INTO v_settings FROM llm.worker_settings;
+            v_wait := LEAST(v_settings.idle_poll_seconds,
+                            GREATEST(coalesce(v_next_due, v_settings.idle_poll_seconds), 0.01),
+                            GREATEST(EXTRACT(epoch FROM v_deadline - pg_catalog.clock_timestamp())::double precision, 0));
+            COMMIT;
+            PERFORM pg_catalog.pg_sleep(v_wait);
+            COMMIT;
+            CONTINUE;
+        ELSIF v_job.status <> 'ready' THEN
+            CONTINUE;
+        END IF;
+
+        SELECT * INTO v_call FROM llm.worker_call(v_job.body);
+        COMMIT;
+
+        PERFORM llm.worker_finish(v_job.job_id, v_job.attempt, v_job.task, v_job.inputs_hash,
+                                  v_call.status, v_call.content, v_call.retry_after, v_call.error);
+        COMMIT;
+        p_jobs := p_jobs + 1;
+    END LOOP;
+END
+$fn$;
+
+REVOKE ALL ON FUNCTION llm.worker_claim(text) FROM PUBLIC;
+REVOKE ALL ON FUNCTION llm.worker_call(json) FROM PUBLIC;
+REVOKE ALL ON FUNCTION llm.worker_finish(bigint, integer, text, text, integer, text, double precision, text) FROM PUBLIC;
+REVOKE ALL ON PROCEDURE llm.run_worker(double precision, boolean, integer) FROM PUBLIC;
+
+-- llm.worker_call finds http(http_request), http_header(...) and the types in the schema the
+-- http extension lives in (public, extensions, ...): pin that schema into its search_path.
+DO $pgllm$
+DECLARE
+    v_schema text;
+BEGIN
+    SELECT n.nspname INTO v_schema
+      FROM pg_catalog.pg_proc AS p
+      JOIN pg_catalog.pg_namespace AS n ON n.oid = p.pronamespace
+      JOIN pg_catalog.pg_type AS a ON a.oid = p.proargtypes[0]
+      JOIN pg_catalog.pg_type AS r ON r.oid = p.prorettype
+      LEFT JOIN pg_catalog.pg_extension AS e ON e.extname = 'http' AND e.extnamespace = n.oid
+     WHERE p.proname = 'http' AND p.pronargs = 1
+       AND a.typname = 'http_request' AND r.typname = 'http_response'
+     ORDER BY (e.oid IS NOT NULL) DESC, n.nspname
+     LIMIT 1;
+    EXECUTE format('ALTER FUNCTION llm.worker_call(json) SET search_path = pg_catalog, %I, pg_temp', v_schema);
+END
+$pgllm$;
