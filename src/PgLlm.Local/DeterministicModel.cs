@@ -19,7 +19,8 @@ namespace PgLlm.Local;
 /// <item><description><c>string</c>: a name containing <c>sentiment</c> or <c>emotion</c> gives <see cref="Sentiment"/> of the
 /// user text; a name ending in <c>_es</c> or containing <c>spanish</c>, or a prompt that mentions "Spanish", gives
 /// <see cref="TranslateToSpanish"/> of the subject text; otherwise <c>"&lt;name&gt;: &lt;first 60 chars of the subject text&gt;"</c>.
-/// The subject text is the last user message after its last <c>": "</c> (or the whole message). Strings with a
+/// The subject text is the last user message after its last <c>": "</c> (or the whole message); when that is empty and the
+/// message carries <c>image_url</c> parts, it is <c>"text in &lt;file name&gt;"</c> of the images, and the images' URLs join the hash. Strings with a
 /// <c>format</c> (date-time, date, time, uuid, email, uri) get a fixed valid value.</description></item>
 /// <item><description><c>integer</c>: <see cref="StableHash"/> of the user text mapped to 0–100 (1–5 when the name contains
 /// <c>star</c> or <c>rating</c>; <c>minimum</c>/<c>maximum</c> win when present); <c>number</c>: the same range with two
@@ -81,12 +82,21 @@ public static class DeterministicModel
         var userText = request.UserText;
         if (string.Equals(request.ResponseFormatType, "json_schema", StringComparison.OrdinalIgnoreCase) && request.Schema is { } schema)
         {
+            // Images count: two requests with the same text and different images get different answers,
+            // and an image-only prompt has the image as its subject.
+            var images = request.Messages.LastOrDefault(m => m.Role == "user")?.ImageUrls ?? [];
+            var subject = SubjectOf(request.LastUserText);
+            if (images.Count > 0 && subject.Length == 0)
+            {
+                subject = "text in " + string.Join(", ", images.Select(DescribeImage));
+            }
+
             var context = new SchemaContext(
                 schema,
                 userText,
-                SubjectOf(request.LastUserText),
+                subject,
                 MentionsSpanish(request),
-                StableHash(userText));
+                StableHash(images.Count == 0 ? userText : userText + "\n" + string.Join("\n", images)));
             return WriteJson(writer => WriteValue(writer, schema, request.SchemaName ?? "value", context, depth: 0));
         }
 
@@ -201,6 +211,20 @@ public static class DeterministicModel
     }
 
     private sealed record SchemaContext(JsonElement Root, string UserText, string Subject, bool WantsSpanish, uint Hash);
+
+    /// <summary>An image URL's last path segment, or a data URL's media type.</summary>
+    private static string DescribeImage(string url)
+    {
+        if (url.StartsWith("data:", StringComparison.OrdinalIgnoreCase))
+        {
+            var end = url.IndexOfAny([';', ',']);
+            return (end > 5 ? url[5..end] : "image") + " data";
+        }
+
+        return Uri.TryCreate(url, UriKind.Absolute, out var uri) && uri.Segments.Length > 0 && uri.Segments[^1] != "/"
+            ? Uri.UnescapeDataString(uri.Segments[^1])
+            : url;
+    }
 
     private static string SubjectOf(string lastUserText)
     {

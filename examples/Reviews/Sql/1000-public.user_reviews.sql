@@ -89,7 +89,8 @@ REVOKE ALL ON FUNCTION "llm"."public.user_reviews:sentiment:inputs"(bigint[]) FR
 REVOKE ALL ON FUNCTION "llm"."public.user_reviews:sentiment:complete"(bigint, integer, text, jsonb, integer, integer) FROM PUBLIC;
 
 INSERT INTO llm.task (name, table_schema, table_name, key_columns, read_columns, target_columns, prompt, system_prompt,
-                      json_schema, model, max_attempts, enqueue_function, inputs_function, complete_function, definition_hash)
+                      json_schema, model, max_attempts, temperature, max_output_tokens, image_columns,
+                      enqueue_function, inputs_function, complete_function, definition_hash)
 VALUES ('public.user_reviews:sentiment',
         'public', 'user_reviews',
         ARRAY['id']::text[],
@@ -97,15 +98,17 @@ VALUES ('public.user_reviews:sentiment',
         ARRAY['sentiment']::text[],
         'Analyze the sentiment of this text and respond with only "positive", "negative", or "neutral". Return value in lowercase. Text: {review_text}',
         NULL,
-        '{"type":"object","properties":{"sentiment":{"type":"string"}},"required":["sentiment"],"additionalProperties":false}'::json,
-        NULL, 5,
+        '{"type":"object","properties":{"sentiment":{"type":["string","null"],"description":"positive, negative or neutral; filled by the worker."}},"required":["sentiment"],"additionalProperties":false}'::json,
+        NULL, 5, NULL, NULL, ARRAY[]::text[],
         '"llm"."public.user_reviews:sentiment:enqueue"'::regproc, '"llm"."public.user_reviews:sentiment:inputs"'::regproc, '"llm"."public.user_reviews:sentiment:complete"'::regproc,
-        'fdc20a4aa4650277')
+        '730f6a7040b837be')
 ON CONFLICT (name) DO UPDATE
    SET table_schema = EXCLUDED.table_schema, table_name = EXCLUDED.table_name, key_columns = EXCLUDED.key_columns,
        read_columns = EXCLUDED.read_columns, target_columns = EXCLUDED.target_columns, prompt = EXCLUDED.prompt,
        system_prompt = EXCLUDED.system_prompt, json_schema = EXCLUDED.json_schema, model = EXCLUDED.model,
-       max_attempts = EXCLUDED.max_attempts, enqueue_function = EXCLUDED.enqueue_function,
+       max_attempts = EXCLUDED.max_attempts, temperature = EXCLUDED.temperature,
+       max_output_tokens = EXCLUDED.max_output_tokens, image_columns = EXCLUDED.image_columns,
+       enqueue_function = EXCLUDED.enqueue_function,
        inputs_function = EXCLUDED.inputs_function, complete_function = EXCLUDED.complete_function,
        definition_hash = EXCLUDED.definition_hash, updated_at = now();
 
@@ -209,7 +212,8 @@ REVOKE ALL ON FUNCTION "llm"."public.user_reviews:analyze_and_translate:inputs"(
 REVOKE ALL ON FUNCTION "llm"."public.user_reviews:analyze_and_translate:complete"(bigint, integer, text, jsonb, integer, integer) FROM PUBLIC;
 
 INSERT INTO llm.task (name, table_schema, table_name, key_columns, read_columns, target_columns, prompt, system_prompt,
-                      json_schema, model, max_attempts, enqueue_function, inputs_function, complete_function, definition_hash)
+                      json_schema, model, max_attempts, temperature, max_output_tokens, image_columns,
+                      enqueue_function, inputs_function, complete_function, definition_hash)
 VALUES ('public.user_reviews:analyze_and_translate',
         'public', 'user_reviews',
         ARRAY['id']::text[],
@@ -217,15 +221,17 @@ VALUES ('public.user_reviews:analyze_and_translate',
         ARRAY['emotion', 'user_review_es']::text[],
         'Analyze the sentiment and translate the following review to Spanish. Text: {user_review_og}',
         NULL,
-        '{"type":"object","properties":{"emotion":{"type":"string"},"user_review_es":{"type":"string"}},"required":["emotion","user_review_es"],"additionalProperties":false}'::json,
-        NULL, 5,
+        '{"type":"object","properties":{"emotion":{"type":["string","null"],"description":"The emotion of UserReviewOg; filled by the worker."},"user_review_es":{"type":["string","null"],"description":"The Spanish translation of UserReviewOg; filled by the worker."}},"required":["emotion","user_review_es"],"additionalProperties":false}'::json,
+        NULL, 5, NULL, NULL, ARRAY[]::text[],
         '"llm"."public.user_reviews:analyze_and_translate:enqueue"'::regproc, '"llm"."public.user_reviews:analyze_and_translate:inputs"'::regproc, '"llm"."public.user_reviews:analyze_and_translate:complete"'::regproc,
-        'd061086d9754916b')
+        'ac83bb8e522575f0')
 ON CONFLICT (name) DO UPDATE
    SET table_schema = EXCLUDED.table_schema, table_name = EXCLUDED.table_name, key_columns = EXCLUDED.key_columns,
        read_columns = EXCLUDED.read_columns, target_columns = EXCLUDED.target_columns, prompt = EXCLUDED.prompt,
        system_prompt = EXCLUDED.system_prompt, json_schema = EXCLUDED.json_schema, model = EXCLUDED.model,
-       max_attempts = EXCLUDED.max_attempts, enqueue_function = EXCLUDED.enqueue_function,
+       max_attempts = EXCLUDED.max_attempts, temperature = EXCLUDED.temperature,
+       max_output_tokens = EXCLUDED.max_output_tokens, image_columns = EXCLUDED.image_columns,
+       enqueue_function = EXCLUDED.enqueue_function,
        inputs_function = EXCLUDED.inputs_function, complete_function = EXCLUDED.complete_function,
        definition_hash = EXCLUDED.definition_hash, updated_at = now();
 

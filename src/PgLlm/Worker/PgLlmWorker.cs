@@ -274,14 +274,13 @@ public sealed partial class PgLlmWorker : BackgroundService
         var (job, task, inputs) = work;
         try
         {
-            var prompt = task.Prompt.Render(inputs.Values);
             ModelAnswer answer;
             using (var timeout = CancellationTokenSource.CreateLinkedTokenSource(jobsToken))
             {
                 timeout.CancelAfter(_options.ModelTimeout);
                 try
                 {
-                    answer = await _model.AskAsync(task, prompt, timeout.Token).ConfigureAwait(false);
+                    answer = await _model.AskAsync(task, inputs.Values, timeout.Token).ConfigureAwait(false);
                 }
                 catch (OperationCanceledException) when (!jobsToken.IsCancellationRequested)
                 {
