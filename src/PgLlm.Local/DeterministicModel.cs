@@ -21,7 +21,8 @@ namespace PgLlm.Local;
 /// <see cref="TranslateToSpanish"/> of the subject text; otherwise <c>"&lt;name&gt;: &lt;first 60 chars of the subject text&gt;"</c>.
 /// The subject text is the last user message after its last <c>": "</c> (or the whole message); when that is empty and the
 /// message carries <c>image_url</c> parts, it is <c>"text in &lt;file name&gt;"</c> of the images, and the images' URLs join the hash. Strings with a
-/// <c>format</c> (date-time, date, time, uuid, email, uri) get a fixed valid value.</description></item>
+/// <c>format</c> (date-time, date, time, uuid, email, uri; or a description containing <c>format: date</c> and so on, as strict-mode
+/// clients send it) get a fixed valid value.</description></item>
 /// <item><description><c>integer</c>: <see cref="StableHash"/> of the user text mapped to 0–100 (1–5 when the name contains
 /// <c>star</c> or <c>rating</c>; <c>minimum</c>/<c>maximum</c> win when present); <c>number</c>: the same range with two
 /// decimals; <c>boolean</c>: the hash's parity (odd = true).</description></item>
@@ -360,7 +361,7 @@ public static class DeterministicModel
     {
         var format = schema.ValueKind == JsonValueKind.Object && schema.TryGetProperty("format", out var formatElement)
             ? formatElement.GetString()
-            : null;
+            : FormatInDescription(schema);
         var lowerName = name.ToLowerInvariant();
         var value = format switch
         {
@@ -383,6 +384,30 @@ public static class DeterministicModel
         }
 
         writer.WriteStringValue(value);
+    }
+
+    /// <summary>Clients that send strict schemas move <c>format</c> into the description as <c>"format: date"</c>.</summary>
+    private static string? FormatInDescription(JsonElement schema)
+    {
+        if (schema.ValueKind != JsonValueKind.Object || !schema.TryGetProperty("description", out var description) || description.ValueKind != JsonValueKind.String)
+        {
+            return null;
+        }
+
+        var text = description.GetString()!;
+        var at = text.LastIndexOf("format: ", StringComparison.Ordinal);
+        if (at < 0)
+        {
+            return null;
+        }
+
+        var end = at + "format: ".Length;
+        while (end < text.Length && (char.IsLetterOrDigit(text[end]) || text[end] == '-'))
+        {
+            end++;
+        }
+
+        return text[(at + "format: ".Length)..end];
     }
 
     private static JsonElement ChooseEnumValue(JsonElement values, string name, SchemaContext context)

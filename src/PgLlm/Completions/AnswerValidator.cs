@@ -15,6 +15,8 @@ internal static partial class AnswerValidator
 {
     private const int MaxDepth = 32;
 
+    private static readonly JsonSerializerOptions WriteOptions = new() { Encoder = System.Text.Encodings.Web.JavaScriptEncoder.UnsafeRelaxedJsonEscaping };
+
     /// <summary>Returns the answer as a JSON object holding exactly the target columns, converted; throws <see cref="InvalidAnswerException"/>.</summary>
     public static string Validate(TaskDefinition task, string? text)
     {
@@ -54,7 +56,7 @@ internal static partial class AnswerValidator
                 : value?.DeepClone();
         }
 
-        return result.ToJsonString();
+        return result.ToJsonString(WriteOptions);
     }
 
     private static JsonNode? Convert(JsonNode? value, JsonElement schema, string path, int depth)
@@ -218,12 +220,7 @@ internal static partial class AnswerValidator
     private static string Expected(List<string> types, JsonElement schema) =>
         schema.TryGetProperty("enum", out var values) && values.ValueKind == JsonValueKind.Array
             ? "one of " + string.Join(", ", values.EnumerateArray().Where(v => v.ValueKind == JsonValueKind.String).Select(v => "\"" + v.GetString() + "\""))
-            : string.Join(" or ", types.Select(t => t switch
-            {
-                "object" => "an object",
-                "array" => "an array",
-                _ => t,
-            }));
+            : string.Join(" or ", types);
 
     private static InvalidAnswerException Mismatch(string expected, string path, JsonNode? value) =>
         new($"expected {expected} for \"{path}\", got {Show(value)}");
@@ -235,7 +232,7 @@ internal static partial class AnswerValidator
             return "null";
         }
 
-        var text = value.ToJsonString(new JsonSerializerOptions { Encoder = System.Text.Encodings.Web.JavaScriptEncoder.UnsafeRelaxedJsonEscaping });
+        var text = value.ToJsonString(WriteOptions);
         return value.GetValueKind() switch
         {
             JsonValueKind.Object => "an object " + Excerpt(text),
