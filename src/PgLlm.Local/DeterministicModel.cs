@@ -24,8 +24,8 @@ namespace PgLlm.Local;
 /// <c>format</c> (date-time, date, time, uuid, email, uri; or a description containing <c>format: date</c> and so on, as strict-mode
 /// clients send it) get a fixed valid value.</description></item>
 /// <item><description><c>integer</c>: <see cref="StableHash"/> of the user text mapped to 0–100 (1–5 when the name contains
-/// <c>star</c> or <c>rating</c>; <c>minimum</c>/<c>maximum</c> win when present); <c>number</c>: the same range with two
-/// decimals; <c>boolean</c>: the hash's parity (odd = true).</description></item>
+/// <c>star</c> or <c>rating</c>; <c>minimum</c>/<c>maximum</c> win when present); <c>number</c>: the same range (0–20 when the
+/// name contains <c>tax</c>) with two decimals, from the hash combined with <see cref="StableHash"/> of the name; <c>boolean</c>: the hash's parity (odd = true).</description></item>
 /// <item><description><c>array</c>: one or two items (hash bit 1; clamped to <c>minItems</c>/<c>maxItems</c>) of the item schema;
 /// <c>object</c>: recurse; <c>const</c>: the constant.</description></item>
 /// <item><description><c>enum</c>: for sentiment/emotion names the <see cref="Sentiment"/> label when it is one of the values;
@@ -308,7 +308,9 @@ public static class DeterministicModel
                 break;
             case "number":
                 var (low, high) = Range(schema, name);
-                writer.WriteNumberValue(Math.Round(low + (context.Hash % 10001 / 10000.0 * (high - low)), 2));
+                // The name joins the hash, so two amounts of one answer (a total and its taxes) differ.
+                var numberHash = context.Hash ^ StableHash(name);
+                writer.WriteNumberValue(Math.Round(low + (numberHash % 10001 / 10000.0 * (high - low)), 2));
                 break;
             case "array":
                 var count = 1 + (int)((context.Hash >> 1) & 1);
@@ -471,7 +473,8 @@ public static class DeterministicModel
         var lowerName = name.ToLowerInvariant();
         var isRating = lowerName.Contains("star", StringComparison.Ordinal) || lowerName.Contains("rating", StringComparison.Ordinal);
         var minimum = GetDouble(schema, "minimum") ?? (isRating ? 1 : 0);
-        var maximum = GetDouble(schema, "maximum") ?? (isRating ? 5 : 100);
+        var isTax = lowerName.Contains("tax", StringComparison.Ordinal);
+        var maximum = GetDouble(schema, "maximum") ?? (isRating ? 5 : isTax ? 20 : 100);
         return maximum < minimum ? (maximum, minimum) : (minimum, maximum);
     }
 
