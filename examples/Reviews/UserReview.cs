@@ -35,7 +35,8 @@ public sealed record UserReview
     /// <summary>What the customer wrote.</summary>
     public required string ReviewText { get; init; }
 
-    /// <summary>Filled by the worker; the enum makes the schema allow only its three values.</summary>
+    /// <summary>The overall sentiment of the review.</summary>
+    /// <remarks>A target's summary (or [Description]) is the field's description in the schema the model gets; the enum lets it answer only these three values.</remarks>
     [LlmColumn("Analyze the sentiment of this text. Text: {ReviewText}", Temperature = 0)]
     public ReviewSentiment? Sentiment { get; init; }
 
@@ -61,9 +62,9 @@ public sealed record UserReview
     /// <summary>A review in its original language.</summary>
     public string? UserReviewOg { get; init; }
 
-    /// <summary>The emotion of <see cref="UserReviewOg"/>; filled by the worker.</summary>
+    /// <summary>The emotion the review expresses, in one word.</summary>
     public string? Emotion { get; init; }
 
-    /// <summary>The Spanish translation of <see cref="UserReviewOg"/>; filled by the worker.</summary>
+    /// <summary>The review translated to Spanish.</summary>
     public string? UserReviewEs { get; init; }
 }

@@ -98,10 +98,10 @@ VALUES ('public.user_reviews:sentiment',
         ARRAY['sentiment']::text[],
         'Analyze the sentiment of this text. Text: {review_text}',
         NULL,
-        '{"type":"object","properties":{"sentiment":{"type":["string","null"],"enum":["positive","negative","neutral",null],"description":"Filled by the worker; the enum makes the schema allow only its three values."}},"required":["sentiment"],"additionalProperties":false}'::json,
+        '{"type":"object","properties":{"sentiment":{"type":["string","null"],"enum":["positive","negative","neutral",null],"description":"The overall sentiment of the review."}},"required":["sentiment"],"additionalProperties":false}'::json,
         NULL, 5, 0, NULL, ARRAY[]::text[],
         '"llm"."public.user_reviews:sentiment:enqueue"'::regproc, '"llm"."public.user_reviews:sentiment:inputs"'::regproc, '"llm"."public.user_reviews:sentiment:complete"'::regproc,
-        'c10bb6a6d7f76de3')
+        'a50a82b2203a686b')
 ON CONFLICT (name) DO UPDATE
    SET table_schema = EXCLUDED.table_schema, table_name = EXCLUDED.table_name, key_columns = EXCLUDED.key_columns,
        read_columns = EXCLUDED.read_columns, target_columns = EXCLUDED.target_columns, prompt = EXCLUDED.prompt,
@@ -587,10 +587,10 @@ VALUES ('public.user_reviews:analyze_and_translate',
         ARRAY['emotion', 'user_review_es']::text[],
         'Analyze the sentiment and translate the following review to Spanish. Text: {user_review_og}',
         NULL,
-        '{"type":"object","properties":{"emotion":{"type":["string","null"],"description":"The emotion of UserReviewOg; filled by the worker."},"user_review_es":{"type":["string","null"],"description":"The Spanish translation of UserReviewOg; filled by the worker."}},"required":["emotion","user_review_es"],"additionalProperties":false}'::json,
+        '{"type":"object","properties":{"emotion":{"type":["string","null"],"description":"The emotion the review expresses, in one word."},"user_review_es":{"type":["string","null"],"description":"The review translated to Spanish."}},"required":["emotion","user_review_es"],"additionalProperties":false}'::json,
         NULL, 5, NULL, NULL, ARRAY[]::text[],
         '"llm"."public.user_reviews:analyze_and_translate:enqueue"'::regproc, '"llm"."public.user_reviews:analyze_and_translate:inputs"'::regproc, '"llm"."public.user_reviews:analyze_and_translate:complete"'::regproc,
-        'ac83bb8e522575f0')
+        '54c01c42e5b06083')
 ON CONFLICT (name) DO UPDATE
    SET table_schema = EXCLUDED.table_schema, table_name = EXCLUDED.table_name, key_columns = EXCLUDED.key_columns,
        read_columns = EXCLUDED.read_columns, target_columns = EXCLUDED.target_columns, prompt = EXCLUDED.prompt,
