@@ -45,31 +45,61 @@ internal static class JsonSchemas
             return described;
         }
 
-        var xml = property.GetDocumentationCommentXml(cancellationToken: cancellationToken);
-        if (string.IsNullOrEmpty(xml))
-        {
-            // Without GenerateDocumentationFile the compiler does not bind doc comments: read the trivia.
-            xml = string.Join("\n", property.DeclaringSyntaxReferences
-                .Select(r => r.GetSyntax(cancellationToken))
-                .OfType<PropertyDeclarationSyntax>()
-                .SelectMany(s => s.GetLeadingTrivia())
-                .Select(t => t.ToFullString())
-                .SelectMany(t => t.Split('\n'))
-                .Select(l => l.Trim())
-                .Where(l => l.StartsWith("///", System.StringComparison.Ordinal))
-                .Select(l => l.Substring(3)));
-        }
-
-        var match = SummaryPattern.Match(xml ?? string.Empty);
+        var match = SummaryPattern.Match(DocumentationOf(property, cancellationToken));
         if (!match.Success)
         {
-            return null;
+            // A positional record's property is documented on the record: <param name="Total">.
+            var parameter = PrimaryConstructorParameter(property);
+            if (parameter is null)
+            {
+                return null;
+            }
+
+            var pattern = new Regex("<param name=\"" + Regex.Escape(parameter.Name) + "\">(.*?)</param>", RegexOptions.Singleline | RegexOptions.CultureInvariant);
+            match = pattern.Match(DocumentationOf(property.ContainingType, cancellationToken));
+            if (!match.Success)
+            {
+                return null;
+            }
         }
 
         var text = CrefPattern.Replace(match.Groups[1].Value, m => m.Groups[1].Value.Split('.').Last());
         text = TagPattern.Replace(text, string.Empty).Replace("&lt;", "<").Replace("&gt;", ">").Replace("&amp;", "&");
         text = SpacePattern.Replace(text, " ").Trim();
         return text.Length == 0 ? null : text;
+    }
+
+    /// <summary>The property's attributes, and those of the record parameter it comes from (written without <c>property:</c>).</summary>
+    public static ImmutableArray<AttributeData> AttributesOf(IPropertySymbol property)
+    {
+        var parameter = PrimaryConstructorParameter(property);
+        return parameter is null ? property.GetAttributes() : property.GetAttributes().AddRange(parameter.GetAttributes());
+    }
+
+    private static IParameterSymbol? PrimaryConstructorParameter(IPropertySymbol property) =>
+        property.ContainingType.InstanceConstructors
+            .Where(c => c.DeclaringSyntaxReferences.Any(r => r.GetSyntax() is TypeDeclarationSyntax))
+            .SelectMany(c => c.Parameters)
+            .FirstOrDefault(p => p.Name == property.Name);
+
+    /// <summary>The XML doc comment of a symbol; without GenerateDocumentationFile the compiler binds none, so read the trivia.</summary>
+    private static string DocumentationOf(ISymbol symbol, CancellationToken cancellationToken)
+    {
+        var xml = symbol.GetDocumentationCommentXml(cancellationToken: cancellationToken);
+        if (!string.IsNullOrEmpty(xml))
+        {
+            return xml!;
+        }
+
+        return string.Join("\n", symbol.DeclaringSyntaxReferences
+            .Select(r => r.GetSyntax(cancellationToken))
+            .OfType<MemberDeclarationSyntax>()
+            .SelectMany(s => s.GetLeadingTrivia())
+            .Select(t => t.ToFullString())
+            .SelectMany(t => t.Split('\n'))
+            .Select(l => l.Trim())
+            .Where(l => l.StartsWith("///", System.StringComparison.Ordinal))
+            .Select(l => l.Substring(3)));
     }
 
     /// <summary>An enum member's value in the schema and the column: the snake_case of its name.</summary>
@@ -209,12 +239,13 @@ internal static class JsonSchemas
         var names = new List<string>();
         foreach (var property in properties)
         {
-            var jsonName = property.GetAttributes()
+            var attributes = AttributesOf(property);
+            var jsonName = attributes
                 .Where(a => a.AttributeClass?.ToDisplayString() == "System.Text.Json.Serialization.JsonPropertyNameAttribute")
                 .Select(a => a.ConstructorArguments.Length > 0 ? a.ConstructorArguments[0].Value as string : null)
                 .FirstOrDefault(n => !string.IsNullOrEmpty(n)) ?? property.Name;
             var schema = For(property.Type, IsNullable(property.Type, property.NullableAnnotation),
-                DescriptionOf(property, property.GetAttributes(), CancellationToken.None), visiting, depth + 1, out var inner);
+                DescriptionOf(property, attributes, CancellationToken.None), visiting, depth + 1, out var inner);
             if (schema is null)
             {
                 problem = $"its property '{property.Name}': {inner}";

@@ -17,6 +17,7 @@ public sealed class TypedOutputTests
         public enum Mood { Positive, Negative, Neutral, VeryMixed }
 
         /// <summary>A postal address.</summary>
+        /// <param name="City">The city, as written on the note.</param>
         public sealed record Address(string City, [property: Description("ISO 3166 code")] string Country, int? Zip);
 
         [LlmTable("receipts")]
@@ -92,7 +93,7 @@ public sealed class TypedOutputTests
     [InlineData("stars", """{"type":"integer"}""")]
     [InlineData("tags", """{"type":["array","null"],"items":{"type":"string"}}""")]
     [InlineData("codes", """{"type":["array","null"],"items":{"type":"integer"}}""")]
-    [InlineData("origin", """{"type":["object","null"],"properties":{"City":{"type":"string"},"Country":{"type":"string","description":"ISO 3166 code"},"Zip":{"type":["integer","null"]}},"required":["City","Country","Zip"],"additionalProperties":false}""")]
+    [InlineData("origin", """{"type":["object","null"],"properties":{"City":{"type":"string","description":"The city, as written on the note."},"Country":{"type":"string","description":"ISO 3166 code"},"Zip":{"type":["integer","null"]}},"required":["City","Country","Zip"],"additionalProperties":false}""")]
     [InlineData("is_refund", """{"type":"boolean"}""")]
     [InlineData("written_at", """{"type":["string","null"],"format":"date-time"}""")]
     public void The_property_type_decides_the_schema(string column, string schema)

@@ -586,10 +586,10 @@ VALUES ('public.receipts:origin',
         ARRAY['origin']::text[],
         'Where was {note} written?',
         NULL,
-        '{"type":"object","properties":{"origin":{"type":["object","null"],"properties":{"City":{"type":"string"},"Country":{"type":"string","description":"ISO 3166 code"},"Zip":{"type":["integer","null"]}},"required":["City","Country","Zip"],"additionalProperties":false}},"required":["origin"],"additionalProperties":false}'::json,
+        '{"type":"object","properties":{"origin":{"type":["object","null"],"properties":{"City":{"type":"string","description":"The city, as written on the note."},"Country":{"type":"string","description":"ISO 3166 code"},"Zip":{"type":["integer","null"]}},"required":["City","Country","Zip"],"additionalProperties":false}},"required":["origin"],"additionalProperties":false}'::json,
         NULL, 5, NULL, NULL, ARRAY[]::text[],
         '"llm"."public.receipts:origin:enqueue"'::regproc, '"llm"."public.receipts:origin:inputs"'::regproc, '"llm"."public.receipts:origin:complete"'::regproc,
-        'fee57ab8d5ea788a')
+        'c74ffd7449dca432')
 ON CONFLICT (name) DO UPDATE
    SET table_schema = EXCLUDED.table_schema, table_name = EXCLUDED.table_name, key_columns = EXCLUDED.key_columns,
        read_columns = EXCLUDED.read_columns, target_columns = EXCLUDED.target_columns, prompt = EXCLUDED.prompt,
