@@ -25,8 +25,26 @@ internal static class JsonSchemas
     private static readonly Regex SpacePattern = new("\\s+", RegexOptions.CultureInvariant);
 
     /// <summary>The schema of a property, or null with a reason when its type has no mapping.</summary>
-    public static string? ForProperty(ITypeSymbol type, bool nullable, string? description, out string? problem) =>
-        For(type, nullable, description, new List<ITypeSymbol>(), 0, out problem);
+    public static string? ForProperty(ITypeSymbol type, bool nullable, string? description, ImmutableArray<AttributeData> attributes, out string? problem) =>
+        For(type, nullable, description, RangeOf(attributes), new List<ITypeSymbol>(), 0, out problem);
+
+    /// <summary>[Range(1, 5)] on a number: the schema's minimum and maximum, checked again before the write.</summary>
+    private static string? RangeOf(ImmutableArray<AttributeData> attributes)
+    {
+        var range = attributes.FirstOrDefault(a => a.AttributeClass?.ToDisplayString() == "System.ComponentModel.DataAnnotations.RangeAttribute");
+        if (range is null || range.ConstructorArguments.Length != 2)
+        {
+            return null;
+        }
+
+        var bounds = range.ConstructorArguments.Select(a => a.Value switch
+        {
+            int i => i.ToString(System.Globalization.CultureInfo.InvariantCulture),
+            double d when !double.IsNaN(d) && !double.IsInfinity(d) => d.ToString("R", System.Globalization.CultureInfo.InvariantCulture),
+            _ => null,
+        }).ToList();
+        return bounds.Any(b => b is null) ? null : ",\"minimum\":" + bounds[0] + ",\"maximum\":" + bounds[1];
+    }
 
     /// <summary>A <c>Nullable&lt;T&gt;</c> or an annotated reference type (<c>string?</c>) may be null.</summary>
     public static bool IsNullable(ITypeSymbol type, NullableAnnotation annotation) =>
@@ -105,7 +123,7 @@ internal static class JsonSchemas
     /// <summary>An enum member's value in the schema and the column: the snake_case of its name.</summary>
     public static string EnumValue(string memberName) => LlmGenerator.Parser.SnakeCase(memberName);
 
-    private static string? For(ITypeSymbol type, bool nullable, string? description, List<ITypeSymbol> visiting, int depth, out string? problem)
+    private static string? For(ITypeSymbol type, bool nullable, string? description, string? range, List<ITypeSymbol> visiting, int depth, out string? problem)
     {
         problem = null;
         if (type is INamedTypeSymbol { OriginalDefinition.SpecialType: SpecialType.System_Nullable_T } wrapped)
@@ -169,6 +187,11 @@ internal static class JsonSchemas
                 break;
         }
 
+        if (range is not null && jsonType is "integer" or "number")
+        {
+            extra.Append(range);
+        }
+
         return Write(jsonType, nullable, format, null, description, extra.ToString());
     }
 
@@ -202,7 +225,7 @@ internal static class JsonSchemas
                 return null;
             }
 
-            var items = For(element, IsNullable(element, element.NullableAnnotation), null, visiting, depth + 1, out problem);
+            var items = For(element, IsNullable(element, element.NullableAnnotation), null, null, visiting, depth + 1, out problem);
             return items is null ? null : Write("array", nullable, null, null, description, ",\"items\":" + items);
         }
 
@@ -245,7 +268,7 @@ internal static class JsonSchemas
                 .Select(a => a.ConstructorArguments.Length > 0 ? a.ConstructorArguments[0].Value as string : null)
                 .FirstOrDefault(n => !string.IsNullOrEmpty(n)) ?? property.Name;
             var schema = For(property.Type, IsNullable(property.Type, property.NullableAnnotation),
-                DescriptionOf(property, attributes, CancellationToken.None), visiting, depth + 1, out var inner);
+                DescriptionOf(property, attributes, CancellationToken.None), RangeOf(attributes), visiting, depth + 1, out var inner);
             if (schema is null)
             {
                 problem = $"its property '{property.Name}': {inner}";

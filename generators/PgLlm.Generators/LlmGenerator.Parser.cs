@@ -258,7 +258,7 @@ public sealed partial class LlmGenerator
                     ok = false;
                 }
 
-                var schema = JsonSchemas.ForProperty(column.Type, column.Nullable, column.Description, out var problem);
+                var schema = JsonSchemas.ForProperty(column.Type, column.Nullable, column.Description, column.Attributes, out var problem);
                 if (schema is null)
                 {
                     diagnostics.Add(Diagnostic(DiagnosticDescriptors.UnmappableType, targetLocation, column.PropertyName,

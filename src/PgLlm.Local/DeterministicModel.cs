@@ -24,7 +24,7 @@ namespace PgLlm.Local;
 /// <c>format</c> (date-time, date, time, uuid, email, uri; or a description containing <c>format: date</c> and so on, as strict-mode
 /// clients send it) get a fixed valid value.</description></item>
 /// <item><description><c>integer</c>: <see cref="StableHash"/> of the user text mapped to 0–100 (1–5 when the name contains
-/// <c>star</c> or <c>rating</c>; <c>minimum</c>/<c>maximum</c> win when present); <c>number</c>: the same range (0–20 when the
+/// <c>star</c> or <c>rating</c>; <c>minimum</c>/<c>maximum</c> win when present, also as <c>minimum: 1</c> lines of the description); <c>number</c>: the same range (0–20 when the
 /// name contains <c>tax</c>) with two decimals, from the hash combined with <see cref="StableHash"/> of the name; <c>boolean</c>: the hash's parity (odd = true).</description></item>
 /// <item><description><c>array</c>: one or two items (hash bit 1; clamped to <c>minItems</c>/<c>maxItems</c>) of the item schema;
 /// <c>object</c>: recurse; <c>const</c>: the constant.</description></item>
@@ -388,6 +388,27 @@ public static class DeterministicModel
         writer.WriteStringValue(value);
     }
 
+    /// <summary>A keyword a strict-mode client moved into the description as a line <c>"minimum: 1"</c>.</summary>
+    private static double? NumberInDescription(JsonElement schema, string keyword)
+    {
+        if (schema.ValueKind != JsonValueKind.Object || !schema.TryGetProperty("description", out var description) || description.ValueKind != JsonValueKind.String)
+        {
+            return null;
+        }
+
+        foreach (var line in description.GetString()!.Split('\n'))
+        {
+            var text = line.Trim();
+            if (text.StartsWith(keyword + ": ", StringComparison.Ordinal)
+                && double.TryParse(text.AsSpan(keyword.Length + 2), NumberStyles.Float, CultureInfo.InvariantCulture, out var value))
+            {
+                return value;
+            }
+        }
+
+        return null;
+    }
+
     /// <summary>Clients that send strict schemas move <c>format</c> into the description as <c>"format: date"</c>.</summary>
     private static string? FormatInDescription(JsonElement schema)
     {
@@ -472,9 +493,9 @@ public static class DeterministicModel
     {
         var lowerName = name.ToLowerInvariant();
         var isRating = lowerName.Contains("star", StringComparison.Ordinal) || lowerName.Contains("rating", StringComparison.Ordinal);
-        var minimum = GetDouble(schema, "minimum") ?? (isRating ? 1 : 0);
+        var minimum = GetDouble(schema, "minimum") ?? NumberInDescription(schema, "minimum") ?? (isRating ? 1 : 0);
         var isTax = lowerName.Contains("tax", StringComparison.Ordinal);
-        var maximum = GetDouble(schema, "maximum") ?? (isRating ? 5 : isTax ? 20 : 100);
+        var maximum = GetDouble(schema, "maximum") ?? NumberInDescription(schema, "maximum") ?? (isRating ? 5 : isTax ? 20 : 100);
         return maximum < minimum ? (maximum, minimum) : (minimum, maximum);
     }
 

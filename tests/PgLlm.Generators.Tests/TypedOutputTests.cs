@@ -49,6 +49,7 @@ public sealed class TypedOutputTests
             public Mood? NoteMood { get; init; }
 
             [LlmColumn("Rate {Note}")]
+            [System.ComponentModel.DataAnnotations.Range(1, 5)]
             public int Stars { get; init; }
 
             [LlmColumn("Tags and codes of {Note}", Name = "tags")]
@@ -90,7 +91,7 @@ public sealed class TypedOutputTests
     [InlineData("currency", """{"type":["string","null"]}""")]
     [InlineData("paid_on", """{"type":["string","null"],"format":"date"}""")]
     [InlineData("note_mood", """{"type":["string","null"],"enum":["positive","negative","neutral","very_mixed",null]}""")]
-    [InlineData("stars", """{"type":"integer"}""")]
+    [InlineData("stars", """{"type":"integer","minimum":1,"maximum":5}""")]
     [InlineData("tags", """{"type":["array","null"],"items":{"type":"string"}}""")]
     [InlineData("codes", """{"type":["array","null"],"items":{"type":"integer"}}""")]
     [InlineData("origin", """{"type":["object","null"],"properties":{"City":{"type":"string","description":"The city, as written on the note."},"Country":{"type":"string","description":"ISO 3166 code"},"Zip":{"type":["integer","null"]}},"required":["City","Country","Zip"],"additionalProperties":false}""")]

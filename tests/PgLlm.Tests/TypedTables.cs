@@ -1,4 +1,5 @@
 using System.ComponentModel;
+using System.ComponentModel.DataAnnotations;
 
 namespace PgLlm.Tests;
 
@@ -29,6 +30,7 @@ public sealed record TypedReview
     public required string Body { get; init; }
 
     [Description("1 to 5 stars")]
+    [Range(1, 5)]
     public int? Stars { get; init; }
 
     public decimal? Score { get; init; }

@@ -85,9 +85,9 @@ internal static partial class AnswerValidator
                 case "string" when kind == JsonValueKind.String:
                     return ConvertString(value.GetValue<string>(), schema, path);
                 case "integer" when kind == JsonValueKind.Number:
-                    return ConvertInteger(value, path);
+                    return InRange(ConvertInteger(value, path), schema, "integer", path);
                 case "number" when kind == JsonValueKind.Number:
-                    return value.DeepClone();
+                    return InRange(value.DeepClone(), schema, "number", path);
                 case "boolean" when kind is JsonValueKind.True or JsonValueKind.False:
                     return value.DeepClone();
                 case "array" when kind == JsonValueKind.Array:
@@ -124,6 +124,21 @@ internal static partial class AnswerValidator
             "time" => "a time (hh:mm:ss)",
             _ => "a " + format,
         }, path, JsonValue.Create(text));
+    }
+
+    /// <summary>minimum and maximum (from [Range]) hold for the exact value.</summary>
+    private static JsonNode InRange(JsonNode value, JsonElement schema, string type, string path)
+    {
+        var minimum = schema.TryGetProperty("minimum", out var min) && min.ValueKind == JsonValueKind.Number ? min.GetDecimal() : (decimal?)null;
+        var maximum = schema.TryGetProperty("maximum", out var max) && max.ValueKind == JsonValueKind.Number ? max.GetDecimal() : (decimal?)null;
+        if (minimum is null && maximum is null)
+        {
+            return value;
+        }
+
+        var ok = decimal.TryParse(value.ToJsonString(), NumberStyles.Float, CultureInfo.InvariantCulture, out var number)
+            && (minimum is null || number >= minimum) && (maximum is null || number <= maximum);
+        return ok ? value : throw Mismatch(string.Create(CultureInfo.InvariantCulture, $"{type} from {minimum?.ToString(CultureInfo.InvariantCulture) ?? "any"} to {maximum?.ToString(CultureInfo.InvariantCulture) ?? "any"}"), path, value);
     }
 
     private static JsonValue ConvertInteger(JsonNode value, string path)

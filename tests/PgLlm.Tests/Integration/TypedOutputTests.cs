@@ -33,9 +33,10 @@ public sealed class TypedOutputTests
         Assert.Equal(0.3, request.Temperature!.Value, 3);
         Assert.Equal(300, request.MaxTokens);
         var properties = request.Schema!.Value.GetProperty("properties");
-        Assert.Equal("""{"type":["integer","null"],"description":"1 to 5 stars"}""", System.Text.Json.Nodes.JsonNode.Parse(properties.GetProperty("stars").GetRawText())!.ToJsonString());
+        // The OpenAI client's strict mode moves minimum, maximum and format into the description.
+        Assert.Equal(["integer", "null"], properties.GetProperty("stars").GetProperty("type").EnumerateArray().Select(e => e.GetString()));
+        Assert.Equal("1 to 5 stars\nminimum: 1\nmaximum: 5", properties.GetProperty("stars").GetProperty("description").GetString());
         Assert.Equal("""["positive","negative","neutral",null]""", System.Text.Json.Nodes.JsonNode.Parse(properties.GetProperty("mood").GetProperty("enum").GetRawText())!.ToJsonString());
-        // The OpenAI client's strict mode moves "format" into the description ("format: date").
         Assert.Contains("date", properties.GetProperty("reviewed_on").GetRawText(), StringComparison.Ordinal);
 
         // The endpoint's answer is a pure function of the request: the columns must hold exactly it.
@@ -75,11 +76,26 @@ public sealed class TypedOutputTests
     }
 
     [Fact]
+    public async Task A_number_outside_its_declared_range_is_rejected_before_the_write()
+    {
+        await using var db = await _fixture.CreateDatabaseAsync();
+        _fixture.Model.Responder = _ => ModelReply.Json(Answer(stars: "9"));
+        await db.ExecAsync("INSERT INTO typed_reviews (body) VALUES ('fine')");
+
+        await _fixture.CreateWorker(db).RunUntilIdleAsync();
+
+        Assert.Equal(
+            "failed|invalid answer: expected integer from 1 to 5 for \"stars\", got 9",
+            await db.ScalarAsync<string>("SELECT state || '|' || last_error FROM llm.job"));
+        Assert.True(await db.ScalarAsync<bool>($"SELECT num_nulls({Columns}) = 9 FROM typed_reviews"));
+    }
+
+    [Fact]
     public async Task A_value_the_column_rejects_writes_nothing_and_is_an_invalid_attempt()
     {
         await using var db = await _fixture.CreateDatabaseAsync();
-        // A valid integer, but the table's CHECK allows 1 to 5: the write-back fails as a whole.
-        _fixture.Model.Responder = _ => ModelReply.Json(Answer(stars: "9"));
+        // Valid for the schema, but the table's CHECK allows five tags at most: the write-back fails as a whole.
+        _fixture.Model.Responder = _ => ModelReply.Json(Answer(tags: "[\"a\", \"b\", \"c\", \"d\", \"e\", \"f\"]"));
         await db.ExecAsync("INSERT INTO typed_reviews (body) VALUES ('fine')");
 
         await _fixture.CreateWorker(db).RunUntilIdleAsync();
@@ -87,7 +103,7 @@ public sealed class TypedOutputTests
         var (state, error) = await StateAndErrorAsync(db);
         Assert.Equal("failed", state);
         Assert.Contains("the answer does not fit the columns", error, StringComparison.Ordinal);
-        Assert.Contains("typed_reviews_stars_check", error, StringComparison.Ordinal);
+        Assert.Contains("typed_reviews_tags_check", error, StringComparison.Ordinal);
         Assert.Equal(3, await db.ScalarAsync<int>("SELECT jsonb_array_length(errors) FROM llm.job"));
         Assert.True(await db.ScalarAsync<bool>($"SELECT num_nulls({Columns}) = 9 FROM typed_reviews"));
     }
@@ -136,9 +152,9 @@ public sealed class TypedOutputTests
         return (row[..bar], row[(bar + 1)..]);
     }
 
-    private static string Answer(string stars = "4", string mood = "\"Neutral\"") =>
+    private static string Answer(string stars = "4", string mood = "\"Neutral\"", string tags = "[\"a\", \"b\"]") =>
         $$"""
         {"stars": {{stars}}, "score": 12.50, "recommended": true, "mood": {{mood}}, "reviewed_on": "2024-05-01",
-         "tags": ["a", "b"], "codes": [1, 2], "origin": {"City": "Lyon", "Country": "FR"}, "seen_at": "2024-05-01T10:00:00Z"}
+         "tags": {{tags}}, "codes": [1, 2], "origin": {"City": "Lyon", "Country": "FR"}, "seen_at": "2024-05-01T10:00:00Z"}
         """;
 }

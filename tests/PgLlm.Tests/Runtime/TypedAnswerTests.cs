@@ -10,7 +10,7 @@ public sealed class TypedAnswerTests
 {
     private const string Schema = """
         {"type":"object","properties":{
-          "stars":{"type":"integer"},
+          "stars":{"type":"integer","minimum":1,"maximum":5},
           "total":{"type":["number","null"]},
           "refund":{"type":"boolean"},
           "mood":{"type":["string","null"],"enum":["positive","negative","neutral",null]},
@@ -79,6 +79,8 @@ public sealed class TypedAnswerTests
     [InlineData("stars", "\"4\"", "expected integer for \"stars\", got \"4\"")]
     [InlineData("stars", "null", "expected integer for \"stars\", got null")]
     [InlineData("stars", "1e30", "expected integer for \"stars\", got 1e30")]
+    [InlineData("stars", "9", "expected integer from 1 to 5 for \"stars\", got 9")]
+    [InlineData("stars", "0.0", "expected integer from 1 to 5 for \"stars\", got 0")]
     [InlineData("total", "\"12,50 EUR\"", "expected number for \"total\", got \"12,50 EUR\"")]
     [InlineData("refund", "\"no\"", "expected boolean for \"refund\", got \"no\"")]
     [InlineData("mood", "\"great\"", "expected one of \"positive\", \"negative\", \"neutral\" for \"mood\", got \"great\"")]

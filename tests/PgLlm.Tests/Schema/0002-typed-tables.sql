@@ -9,7 +9,7 @@ CREATE TABLE typed_reviews (
     recommended boolean,
     mood        mood,
     reviewed_on date,
-    tags        text[],
+    tags        text[] CHECK (cardinality(tags) <= 5),
     codes       integer[],
     origin      jsonb,
     seen_at     timestamptz

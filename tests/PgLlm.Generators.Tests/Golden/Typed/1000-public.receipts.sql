@@ -220,10 +220,10 @@ VALUES ('public.receipts:stars',
         ARRAY['stars']::text[],
         'Rate {note}',
         NULL,
-        '{"type":"object","properties":{"stars":{"type":"integer"}},"required":["stars"],"additionalProperties":false}'::json,
+        '{"type":"object","properties":{"stars":{"type":"integer","minimum":1,"maximum":5}},"required":["stars"],"additionalProperties":false}'::json,
         NULL, 5, NULL, NULL, ARRAY[]::text[],
         '"llm"."public.receipts:stars:enqueue"'::regproc, '"llm"."public.receipts:stars:inputs"'::regproc, '"llm"."public.receipts:stars:complete"'::regproc,
-        'aeb1b7206ff0dc47')
+        'ea55bff9e80e62fe')
 ON CONFLICT (name) DO UPDATE
    SET table_schema = EXCLUDED.table_schema, table_name = EXCLUDED.table_name, key_columns = EXCLUDED.key_columns,
        read_columns = EXCLUDED.read_columns, target_columns = EXCLUDED.target_columns, prompt = EXCLUDED.prompt,
