@@ -1,4 +1,6 @@
-// The PgLlm example: reviews whose sentiment and Spanish translation are filled by a model.
+// The PgLlm example: the reference article's use cases. Reviews get their sentiment, a Spanish
+// translation, a background summary from a name and the text of an attached image; one call fills an
+// emotion and a translation together; receipts get their total and taxes as numbers from an image.
 //
 //   dotnet run --project examples/Reviews              demo: migrate, insert reviews, drain, print, exit
 //   dotnet run --project examples/Reviews -- --serve   migrate, then run the worker until Ctrl+C
@@ -65,27 +67,38 @@ var dataSource = host.Services.GetRequiredService<NpgsqlDataSource>();
 var migrated = await new PgLlmMigrator(dataSource, ReviewsSchema.All).MigrateAsync();
 Console.WriteLine($"Migrations: {migrated.Applied.Count} scripts applied" + (migrated.Applied.Count == 0 ? " (database already up to date)." : "."));
 
-var reviews = new (string ReviewText, string OriginalReview)[]
+var reviews = new (string ReviewText, string OriginalReview, string? FullName, string? ImageUrl)[]
 {
-    ("I love this hackathon, I can build anything I want!", "The food was great and the service was very good"),
-    ("The delivery was slow and the box arrived broken.", "This product is bad and the support was terrible"),
-    ("It arrived on Tuesday.", "The package is here"),
+    ("I love this hackathon, I can build anything I want!", "The food was great and the service was very good", "Ada Lovelace", "https://images.example.com/reviews/menu-board.jpg"),
+    ("The delivery was slow and the box arrived broken.", "This product is bad and the support was terrible", "Grace Hopper", null),
+    ("It arrived on Tuesday.", "The package is here", null, "https://images.example.com/reviews/shipping-label.png"),
+};
+var receipts = new[]
+{
+    "https://images.example.com/receipts/cafe-2024-05-01.jpg",
+    "https://images.example.com/receipts/hardware-store.png",
 };
 
 await using (var batch = dataSource.CreateBatch())
 {
-    foreach (var (text, original) in reviews)
+    foreach (var (text, original, name, image) in reviews)
     {
-        batch.BatchCommands.Add(new NpgsqlBatchCommand("INSERT INTO public.user_reviews (review_text, user_review_og) VALUES ($1, $2)")
+        batch.BatchCommands.Add(new NpgsqlBatchCommand(
+            "INSERT INTO public.user_reviews (review_text, user_review_og, full_name, attached_image_url) VALUES ($1, $2, $3, $4)")
         {
-            Parameters = { new() { Value = text }, new() { Value = original } },
+            Parameters = { new() { Value = text }, new() { Value = original }, new() { Value = (object?)name ?? DBNull.Value }, new() { Value = (object?)image ?? DBNull.Value } },
         });
+    }
+
+    foreach (var url in receipts)
+    {
+        batch.BatchCommands.Add(new NpgsqlBatchCommand("INSERT INTO public.receipts (image_url) VALUES ($1)") { Parameters = { new() { Value = url } } });
     }
 
     await batch.ExecuteNonQueryAsync();
 }
 
-Console.WriteLine($"Inserted {reviews.Length} reviews; the inserts returned at once, the model columns are still empty.");
+Console.WriteLine($"Inserted {reviews.Length} reviews and {receipts.Length} receipts; the inserts returned at once, the model columns are still empty.");
 var worker = host.Services.GetRequiredService<PgLlmWorker>();
 using var timeout = new CancellationTokenSource(TimeSpan.FromMinutes(2));
 var settled = await worker.RunUntilIdleAsync(timeout.Token);
@@ -93,19 +106,37 @@ Console.WriteLine($"The worker ran {settled} jobs. The rows now read:");
 Console.WriteLine();
 
 await using (var command = dataSource.CreateCommand(
-    "SELECT id, review_text, sentiment, user_review_og, emotion, user_review_es FROM public.user_reviews ORDER BY id DESC LIMIT $1"))
+    "SELECT id, review_text, sentiment, review_text_es, full_name, user_background, attached_image_url, image_description, " +
+    "user_review_og, emotion, user_review_es FROM public.user_reviews ORDER BY id DESC LIMIT $1"))
 {
     command.Parameters.Add(new NpgsqlParameter<int> { TypedValue = reviews.Length });
     await using var reader = await command.ExecuteReaderAsync();
+    string[] labels = ["review_text", "sentiment", "review_text_es", "full_name", "user_background", "attached_image_url", "image_description", "user_review_og", "emotion", "user_review_es"];
     while (await reader.ReadAsync())
     {
-        Console.WriteLine($"#{reader.GetInt64(0)} review_text    : {reader.GetString(1)}");
-        Console.WriteLine($"   sentiment      : {Show(reader, 2)}");
-        Console.WriteLine($"   user_review_og : {Show(reader, 3)}");
-        Console.WriteLine($"   emotion        : {Show(reader, 4)}");
-        Console.WriteLine($"   user_review_es : {Show(reader, 5)}");
+        Console.WriteLine($"#{reader.GetInt64(0)}");
+        for (var i = 0; i < labels.Length; i++)
+        {
+            Console.WriteLine($"   {labels[i],-18} : {Show(reader, i + 1)}");
+        }
+
         Console.WriteLine();
     }
+}
+
+await using (var command = dataSource.CreateCommand("SELECT id, image_url, total, taxes FROM public.receipts ORDER BY id DESC LIMIT $1"))
+{
+    command.Parameters.Add(new NpgsqlParameter<int> { TypedValue = receipts.Length });
+    await using var reader = await command.ExecuteReaderAsync();
+    while (await reader.ReadAsync())
+    {
+        // total and taxes are numeric columns: the answers arrived as numbers and were checked as such.
+        Console.WriteLine($"receipt #{reader.GetInt64(0)} {reader.GetString(1)}");
+        Console.WriteLine($"   total : {(reader.IsDBNull(2) ? "(null)" : reader.GetDecimal(2).ToString(System.Globalization.CultureInfo.InvariantCulture))}" +
+                          $"   taxes : {(reader.IsDBNull(3) ? "(null)" : reader.GetDecimal(3).ToString(System.Globalization.CultureInfo.InvariantCulture))}");
+    }
+
+    Console.WriteLine();
 }
 
 await using (var command = dataSource.CreateCommand("SELECT state, count(*) FROM llm.job GROUP BY state ORDER BY state"))
@@ -133,6 +164,6 @@ static async Task<LocalPostgres> StartLocalDatabaseAsync()
 static async Task<LocalModelServer> StartLocalModelAsync()
 {
     Console.WriteLine("PGLLM_BASE_URL is not set: using PgLlm's deterministic local model endpoint on 127.0.0.1.");
-    Console.WriteLine("Its answers are canned rules (a word list for sentiment, a small dictionary for Spanish), not a real model.");
+    Console.WriteLine("Its answers are canned rules (a word list for sentiment, a small dictionary for Spanish, numbers from a hash), not a real model.");
     return await LocalModelServer.StartAsync();
 }

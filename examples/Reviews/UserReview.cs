@@ -2,10 +2,24 @@ using PgLlm;
 
 namespace Reviews;
 
+/// <summary>The sentiment of a review, stored as lowercase text ("positive", ...): the model may answer nothing else.</summary>
+public enum ReviewSentiment
+{
+    /// <summary>The customer liked it.</summary>
+    Positive,
+
+    /// <summary>The customer did not like it.</summary>
+    Negative,
+
+    /// <summary>Neither.</summary>
+    Neutral,
+}
+
 /// <summary>
-/// A customer review. Two tasks, as in the reference's examples: the sentiment of <see cref="ReviewText"/>
-/// fills <see cref="Sentiment"/>; one call reads <see cref="UserReviewOg"/> and fills both
-/// <see cref="Emotion"/> and the Spanish translation <see cref="UserReviewEs"/>.
+/// A customer review, with the reference article's use cases as tasks: the sentiment of
+/// <see cref="ReviewText"/>; its Spanish translation; a background summary from <see cref="FullName"/>;
+/// OCR of the image at <see cref="AttachedImageUrl"/> (sent to the model as an image, not as text); and one
+/// call that reads <see cref="UserReviewOg"/> and fills both <see cref="Emotion"/> and <see cref="UserReviewEs"/>.
 /// </summary>
 [LlmTable("user_reviews", Schema = "public")]
 [LlmTask(
@@ -21,16 +35,36 @@ public sealed record UserReview
     /// <summary>What the customer wrote.</summary>
     public required string ReviewText { get; init; }
 
-    /// <summary>positive, negative or neutral; filled by the worker.</summary>
-    [LlmColumn("Analyze the sentiment of this text and respond with only \"positive\", \"negative\", or \"neutral\". Return value in lowercase. Text: {ReviewText}")]
-    public string? Sentiment { get; init; }
+    /// <summary>The overall sentiment of the review.</summary>
+    /// <remarks>A target's summary (or [Description]) is the field's description in the schema the model gets; the enum lets it answer only these three values.</remarks>
+    [LlmColumn("Analyze the sentiment of this text. Text: {ReviewText}", Temperature = 0)]
+    public ReviewSentiment? Sentiment { get; init; }
+
+    /// <summary>The Spanish translation of the review text, and nothing else.</summary>
+    [LlmColumn("Translate the following text to Spanish (es). Only return the Spanish text with no additional text. Text: {ReviewText}")]
+    public string? ReviewTextEs { get; init; }
+
+    /// <summary>The customer's name.</summary>
+    public string? FullName { get; init; }
+
+    /// <summary>A short background summary of the customer.</summary>
+    [LlmColumn("Give a summary background on {FullName}.", MaxOutputTokens = 300)]
+    public string? UserBackground { get; init; }
+
+    /// <summary>An image the customer attached.</summary>
+    [LlmImage]
+    public string? AttachedImageUrl { get; init; }
+
+    /// <summary>All text in the attached image.</summary>
+    [LlmColumn("Extract all text from this image: {AttachedImageUrl}")]
+    public string? ImageDescription { get; init; }
 
     /// <summary>A review in its original language.</summary>
     public string? UserReviewOg { get; init; }
 
-    /// <summary>The emotion of <see cref="UserReviewOg"/>; filled by the worker.</summary>
+    /// <summary>The emotion the review expresses, in one word.</summary>
     public string? Emotion { get; init; }
 
-    /// <summary>The Spanish translation of <see cref="UserReviewOg"/>; filled by the worker.</summary>
+    /// <summary>The review translated to Spanish.</summary>
     public string? UserReviewEs { get; init; }
 }

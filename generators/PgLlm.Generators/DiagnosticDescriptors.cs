@@ -67,10 +67,41 @@ internal static class DiagnosticDescriptors
         "{0}",
         DiagnosticSeverity.Error);
 
+    public static readonly DiagnosticDescriptor UnmappableType = Create(
+        "PGLLM010",
+        "Target type cannot be mapped",
+        "Property '{0}' of type '{1}' cannot be filled by a model: {2}",
+        DiagnosticSeverity.Error);
+
+    public static readonly DiagnosticDescriptor DuplicateTable = Create(
+        "PGLLM011",
+        "Two types map to one table",
+        "'{0}' and '{1}' both map to table {2}: declare each table on one type",
+        DiagnosticSeverity.Error);
+
+    public static readonly DiagnosticDescriptor InvalidIdentifier = Create(
+        "PGLLM012",
+        "Invalid or over-long identifier",
+        "{0}",
+        DiagnosticSeverity.Error);
+
+    public static readonly DiagnosticDescriptor ReadsAnotherTasksTarget = Create(
+        "PGLLM013",
+        "Task reads a column another task writes",
+        "Task '{0}' reads column '{1}', which task '{2}' writes: the two run in no set order, so '{0}' may answer from an old value and run again when '{2}' writes",
+        DiagnosticSeverity.Warning);
+
+    public static readonly DiagnosticDescriptor InvalidImage = Create(
+        "PGLLM014",
+        "Invalid image input",
+        "{0}",
+        DiagnosticSeverity.Error);
+
     private static readonly Dictionary<string, DiagnosticDescriptor> ById = new[]
     {
         UnknownPlaceholder, TaskReadsItsTarget, NoKey, UnknownTarget, MalformedTemplate,
-        NoPlaceholder, DuplicateTaskName, TargetIsKey, InvalidArgument,
+        NoPlaceholder, DuplicateTaskName, TargetIsKey, InvalidArgument, UnmappableType,
+        DuplicateTable, InvalidIdentifier, ReadsAnotherTasksTarget, InvalidImage,
     }.ToDictionary(d => d.Id);
 
     public static DiagnosticDescriptor Get(string id) => ById[id];

@@ -16,9 +16,12 @@ public sealed partial class LlmGenerator
     internal const string LlmTableAttribute = "PgLlm.LlmTableAttribute";
     private const string LlmColumnAttribute = "PgLlm.LlmColumnAttribute";
     private const string LlmTaskAttribute = "PgLlm.LlmTaskAttribute";
+    private const string LlmImageAttribute = "PgLlm.LlmImageAttribute";
+    private const string DescriptionAttribute = "System.ComponentModel.DescriptionAttribute";
     private const string KeyAttribute = "System.ComponentModel.DataAnnotations.KeyAttribute";
     private const string ColumnAttribute = "System.ComponentModel.DataAnnotations.Schema.ColumnAttribute";
     private const int DefaultMaxAttempts = 5;
+    private const int MaxIdentifierBytes = 63;
 
     /// <summary>Reads one [LlmTable] type into a <see cref="TableSpec"/> and its diagnostics.</summary>
     internal static class Parser
@@ -36,10 +39,18 @@ public sealed partial class LlmGenerator
             {
                 diagnostics.Add(Diagnostic(DiagnosticDescriptors.InvalidArgument, ArgumentLocation(tableAttribute, 0, cancellationToken),
                     $"[LlmTable] on '{typeName}' needs a non-empty table name and schema"));
-                return new ParseResult(null, diagnostics.ToEquatableArray());
+                return new ParseResult(null, null, diagnostics.ToEquatableArray());
             }
 
-            var columns = ReadColumns(type);
+            var claim = new TableClaim(schema, table!, type.ToDisplayString(), ToInfo(AttributeLocation(tableAttribute, cancellationToken)));
+            CheckIdentifier(table!, "table name", ArgumentLocation(tableAttribute, 0, cancellationToken), diagnostics);
+            if (schema != "public")
+            {
+                CheckIdentifier(schema, "schema name", NamedArgumentLocation(tableAttribute, "Schema", cancellationToken), diagnostics);
+            }
+
+            var columns = ReadColumns(type, cancellationToken);
+            CheckImages(columns, typeName, diagnostics, cancellationToken);
             var keys = columns.Where(c => c.IsKey).ToList();
             if (keys.Count == 0)
             {
@@ -56,13 +67,20 @@ public sealed partial class LlmGenerator
             }
 
             var keyColumns = keys.Select(k => k.ColumnName).ToList();
+            var checkedColumns = new HashSet<string>();
+            foreach (var key in keys)
+            {
+                CheckColumnName(key, checkedColumns, diagnostics, cancellationToken);
+            }
+
             var tasks = new List<TaskSpec>();
+            var promptLocations = new Dictionary<string, Location?>();
             foreach (var column in columns)
             {
                 foreach (var attribute in column.Attributes.Where(a => Is(a, LlmColumnAttribute)))
                 {
-                    var task = ParseTask(attribute, typeName, columns, keyColumns, new[] { column.ColumnName }, diagnostics, cancellationToken);
-                    AddTask(task, tasks, attribute, typeName, diagnostics, cancellationToken);
+                    var task = ParseTask(attribute, typeName, columns, keyColumns, new[] { column.ColumnName }, checkedColumns, diagnostics, cancellationToken);
+                    AddTask(task, tasks, promptLocations, attribute, typeName, diagnostics, cancellationToken);
                 }
             }
 
@@ -98,13 +116,26 @@ public sealed partial class LlmGenerator
                     continue;
                 }
 
-                var task = ParseTask(attribute, typeName, columns, keyColumns, resolved, diagnostics, cancellationToken);
-                AddTask(task, tasks, attribute, typeName, diagnostics, cancellationToken);
+                var task = ParseTask(attribute, typeName, columns, keyColumns, resolved, checkedColumns, diagnostics, cancellationToken);
+                AddTask(task, tasks, promptLocations, attribute, typeName, diagnostics, cancellationToken);
+            }
+
+            // A task reading what another task writes: legal, but the two run in no set order.
+            foreach (var reader in tasks)
+            {
+                foreach (var column in reader.ReadColumns)
+                {
+                    var writer = tasks.FirstOrDefault(t => t != reader && t.Targets.Any(x => x.Column == column));
+                    if (writer is not null)
+                    {
+                        diagnostics.Add(Diagnostic(DiagnosticDescriptors.ReadsAnotherTasksTarget, promptLocations[reader.Name], reader.Name, column, writer.Name));
+                    }
+                }
             }
 
             if (diagnostics.Any(d => DiagnosticDescriptors.Get(d.Id).DefaultSeverity == DiagnosticSeverity.Error))
             {
-                return new ParseResult(null, diagnostics.ToEquatableArray());
+                return new ParseResult(null, claim, diagnostics.ToEquatableArray());
             }
 
             var spec = new TableSpec(
@@ -113,10 +144,10 @@ public sealed partial class LlmGenerator
                 table!,
                 keyColumns.ToEquatableArray(),
                 tasks.ToEquatableArray());
-            return new ParseResult(spec, diagnostics.ToEquatableArray());
+            return new ParseResult(spec, claim, diagnostics.ToEquatableArray());
         }
 
-        private static void AddTask(TaskSpec? task, List<TaskSpec> tasks, AttributeData attribute, string typeName, List<DiagnosticInfo> diagnostics, CancellationToken cancellationToken)
+        private static void AddTask(TaskSpec? task, List<TaskSpec> tasks, Dictionary<string, Location?> promptLocations, AttributeData attribute, string typeName, List<DiagnosticInfo> diagnostics, CancellationToken cancellationToken)
         {
             if (task is null)
             {
@@ -130,6 +161,7 @@ public sealed partial class LlmGenerator
             }
 
             tasks.Add(task);
+            promptLocations[task.Name] = ArgumentLocation(attribute, 0, cancellationToken);
         }
 
         private static TaskSpec? ParseTask(
@@ -138,10 +170,17 @@ public sealed partial class LlmGenerator
             IReadOnlyList<ColumnInfo> columns,
             IReadOnlyList<string> keyColumns,
             IReadOnlyList<string> targetColumns,
+            HashSet<string> checkedColumns,
             List<DiagnosticInfo> diagnostics,
             CancellationToken cancellationToken)
         {
             var name = NamedString(attribute, "Name") ?? string.Join("+", targetColumns);
+            if (name.Trim().Length == 0 || !Sql.SqlWriter.IsStorable(name))
+            {
+                diagnostics.Add(Diagnostic(DiagnosticDescriptors.InvalidIdentifier, NamedArgumentLocation(attribute, "Name", cancellationToken),
+                    $"The task name '{name}' on '{typeName}' is empty or contains a NUL character"));
+                return null;
+            }
             var prompt = attribute.ConstructorArguments.Length > 0 ? attribute.ConstructorArguments[0].Value as string : null;
             var promptLocation = ArgumentLocation(attribute, 0, cancellationToken);
             if (string.IsNullOrWhiteSpace(prompt))
@@ -155,6 +194,22 @@ public sealed partial class LlmGenerator
             {
                 diagnostics.Add(Diagnostic(DiagnosticDescriptors.InvalidArgument, NamedArgumentLocation(attribute, "MaxAttempts", cancellationToken),
                     $"Task '{name}' on '{typeName}': MaxAttempts must be at least 1"));
+                return null;
+            }
+
+            var temperature = NamedDouble(attribute, "Temperature");
+            if (temperature is { } t && (double.IsNaN(t) || t < 0 || t > 2))
+            {
+                diagnostics.Add(Diagnostic(DiagnosticDescriptors.InvalidArgument, NamedArgumentLocation(attribute, "Temperature", cancellationToken),
+                    $"Task '{name}' on '{typeName}': Temperature must be between 0 and 2"));
+                return null;
+            }
+
+            var maxOutputTokens = NamedInt(attribute, "MaxOutputTokens");
+            if (maxOutputTokens is < 1)
+            {
+                diagnostics.Add(Diagnostic(DiagnosticDescriptors.InvalidArgument, NamedArgumentLocation(attribute, "MaxOutputTokens", cancellationToken),
+                    $"Task '{name}' on '{typeName}': MaxOutputTokens must be at least 1"));
                 return null;
             }
 
@@ -191,8 +246,30 @@ public sealed partial class LlmGenerator
                 }
             }
 
+            var targetLocation = Is(attribute, LlmTaskAttribute) ? ArgumentLocation(attribute, 1, cancellationToken) : AttributeLocation(attribute, cancellationToken);
+            var targetSchemas = new List<TargetSpec>();
             foreach (var target in targetColumns)
             {
+                var column = columns.First(c => c.ColumnName == target);
+                if (column.IsImage)
+                {
+                    diagnostics.Add(Diagnostic(DiagnosticDescriptors.InvalidImage, targetLocation,
+                        $"Task '{name}' writes '{column.PropertyName}', which is marked [LlmImage]: an image is an input, a model answers with JSON"));
+                    ok = false;
+                }
+
+                var schema = JsonSchemas.ForProperty(column.Type, column.Nullable, column.Description, column.Attributes, out var problem);
+                if (schema is null)
+                {
+                    diagnostics.Add(Diagnostic(DiagnosticDescriptors.UnmappableType, targetLocation, column.PropertyName,
+                        column.Type.ToDisplayString(SymbolDisplayFormat.MinimallyQualifiedFormat), problem ?? "it has no JSON schema mapping"));
+                    ok = false;
+                }
+                else
+                {
+                    targetSchemas.Add(new TargetSpec(column.ColumnName, schema));
+                }
+
                 if (reads.Any(r => r.ColumnName == target))
                 {
                     diagnostics.Add(Diagnostic(DiagnosticDescriptors.TaskReadsItsTarget, promptLocation, name, target));
@@ -202,6 +279,14 @@ public sealed partial class LlmGenerator
                 if (keyColumns.Contains(target))
                 {
                     diagnostics.Add(Diagnostic(DiagnosticDescriptors.TargetIsKey, AttributeLocation(attribute, cancellationToken), name, target));
+                    ok = false;
+                }
+            }
+
+            foreach (var column in reads.Concat(targetColumns.Select(t => columns.First(c => c.ColumnName == t))))
+            {
+                if (!CheckColumnName(column, checkedColumns, diagnostics, cancellationToken))
+                {
                     ok = false;
                 }
             }
@@ -216,26 +301,89 @@ public sealed partial class LlmGenerator
                 diagnostics.Add(Diagnostic(DiagnosticDescriptors.NoPlaceholder, promptLocation, name));
             }
 
-            var targets = targetColumns
-                .Select(t => columns.First(c => c.ColumnName == t))
-                .Select(c => new TargetSpec(c.ColumnName, c.JsonType, c.Description))
-                .ToEquatableArray();
             return new TaskSpec(
                 name,
                 canonical.ToString(),
                 NamedString(attribute, "SystemPrompt"),
                 NamedString(attribute, "Model"),
                 maxAttempts,
+                temperature,
+                maxOutputTokens,
                 reads.Select(r => r.ColumnName).ToEquatableArray(),
                 reads.Select(r => r.ColumnName).ToEquatableArray(),
-                targets);
+                reads.Where(r => r.IsImage).Select(r => r.ColumnName).ToEquatableArray(),
+                targetSchemas.ToEquatableArray());
+        }
+
+        /// <summary>[LlmImage] belongs on a string (a URL) or a byte[] (bytea) property.</summary>
+        private static void CheckImages(IReadOnlyList<ColumnInfo> columns, string typeName, List<DiagnosticInfo> diagnostics, CancellationToken cancellationToken)
+        {
+            foreach (var column in columns.Where(c => c.IsImage))
+            {
+                var type = column.Type;
+                var isUrl = type.SpecialType == SpecialType.System_String;
+                var isBytes = type is IArrayTypeSymbol { ElementType.SpecialType: SpecialType.System_Byte };
+                if (!isUrl && !isBytes)
+                {
+                    var attribute = column.Attributes.First(a => Is(a, LlmImageAttribute));
+                    diagnostics.Add(Diagnostic(DiagnosticDescriptors.InvalidImage, AttributeLocation(attribute, cancellationToken),
+                        $"[LlmImage] on '{typeName}.{column.PropertyName}' needs a string (an image URL) or a byte[] (a bytea column), not '{type.ToDisplayString(SymbolDisplayFormat.MinimallyQualifiedFormat)}'"));
+                }
+            }
+        }
+
+        /// <summary>PostgreSQL keeps 63 bytes of a name and silently cuts the rest, so two long names could become one.</summary>
+        private static void CheckIdentifier(string name, string what, Location? location, List<DiagnosticInfo> diagnostics)
+        {
+            var problem = IdentifierProblem(name);
+            if (problem is not null)
+            {
+                diagnostics.Add(Diagnostic(DiagnosticDescriptors.InvalidIdentifier, location, $"The {what} '{name}' {problem}"));
+            }
+        }
+
+        private static bool CheckColumnName(ColumnInfo column, HashSet<string> checkedColumns, List<DiagnosticInfo> diagnostics, CancellationToken cancellationToken)
+        {
+            var problem = IdentifierProblem(column.ColumnName);
+            if (problem is null)
+            {
+                return true;
+            }
+
+            if (checkedColumns.Add(column.ColumnName))
+            {
+                var location = column.Attributes.Where(a => Is(a, ColumnAttribute)).Select(a => AttributeLocation(a, cancellationToken)).FirstOrDefault()
+                    ?? column.Declaration;
+                diagnostics.Add(Diagnostic(DiagnosticDescriptors.InvalidIdentifier, location,
+                    $"The column name '{column.ColumnName}' of '{column.PropertyName}' {problem}"));
+            }
+
+            return false;
+        }
+
+        internal static string? IdentifierProblem(string name)
+        {
+            if (name.Trim().Length == 0)
+            {
+                return "is empty";
+            }
+
+            if (!Sql.SqlWriter.IsStorable(name))
+            {
+                return "contains a NUL character, which PostgreSQL cannot store";
+            }
+
+            var bytes = Encoding.UTF8.GetByteCount(name);
+            return bytes > MaxIdentifierBytes
+                ? $"is {bytes} bytes long; PostgreSQL keeps only the first {MaxIdentifierBytes} and would silently cut it"
+                : null;
         }
 
         /// <summary>A placeholder or target may name the property or the column; the property wins.</summary>
         private static ColumnInfo? Resolve(IReadOnlyList<ColumnInfo> columns, string name) =>
             columns.FirstOrDefault(c => c.PropertyName == name) ?? columns.FirstOrDefault(c => c.ColumnName == name);
 
-        private static List<ColumnInfo> ReadColumns(INamedTypeSymbol type)
+        private static List<ColumnInfo> ReadColumns(INamedTypeSymbol type, CancellationToken cancellationToken)
         {
             var result = new List<ColumnInfo>();
             var seen = new HashSet<string>();
@@ -272,32 +420,16 @@ public sealed partial class LlmGenerator
                         property.Name,
                         columnName,
                         attributes.Any(a => Is(a, KeyAttribute)),
-                        JsonType(property.Type),
-                        attributes.Where(a => a.AttributeClass?.ToDisplayString() == "System.ComponentModel.DescriptionAttribute")
-                            .Select(a => a.ConstructorArguments.Length > 0 ? a.ConstructorArguments[0].Value as string : null)
-                            .FirstOrDefault(),
+                        attributes.Any(a => Is(a, LlmImageAttribute)),
+                        property.Type,
+                        JsonSchemas.IsNullable(property.Type, property.NullableAnnotation),
+                        JsonSchemas.DescriptionOf(property, attributes, cancellationToken),
+                        property.Locations.FirstOrDefault(),
                         attributes));
                 }
             }
 
             return result;
-        }
-
-        private static string JsonType(ITypeSymbol type)
-        {
-            if (type is INamedTypeSymbol { OriginalDefinition.SpecialType: SpecialType.System_Nullable_T } nullable)
-            {
-                type = nullable.TypeArguments[0];
-            }
-
-            return type.SpecialType switch
-            {
-                SpecialType.System_Boolean => "boolean",
-                SpecialType.System_Byte or SpecialType.System_SByte or SpecialType.System_Int16 or SpecialType.System_UInt16
-                    or SpecialType.System_Int32 or SpecialType.System_UInt32 or SpecialType.System_Int64 or SpecialType.System_UInt64 => "integer",
-                SpecialType.System_Single or SpecialType.System_Double or SpecialType.System_Decimal => "number",
-                _ => "string",
-            };
         }
 
         /// <summary>ReviewText -> review_text, ImageURL -> image_url, Item2Name -> item2_name.</summary>
@@ -333,6 +465,9 @@ public sealed partial class LlmGenerator
         private static string? NamedString(AttributeData attribute, string name) =>
             attribute.NamedArguments.Where(a => a.Key == name).Select(a => a.Value.Value as string).FirstOrDefault();
 
+        private static double? NamedDouble(AttributeData attribute, string name) =>
+            attribute.NamedArguments.Where(a => a.Key == name).Select(a => a.Value.Value as double?).FirstOrDefault();
+
         private static int? NamedInt(AttributeData attribute, string name) =>
             attribute.NamedArguments.Where(a => a.Key == name).Select(a => a.Value.Value as int?).FirstOrDefault();
 
@@ -361,25 +496,30 @@ public sealed partial class LlmGenerator
                 ?? syntax.GetLocation();
         }
 
-        private static DiagnosticInfo Diagnostic(DiagnosticDescriptor descriptor, Location? location, params string[] arguments)
+        private static DiagnosticInfo Diagnostic(DiagnosticDescriptor descriptor, Location? location, params string[] arguments) =>
+            new(descriptor.Id, ToInfo(location), arguments.ToEquatableArray());
+
+        internal static LocationInfo? ToInfo(Location? location)
         {
-            LocationInfo? info = null;
-            if (location is not null && location.IsInSource)
+            if (location is null || !location.IsInSource)
             {
-                var span = location.GetLineSpan().Span;
-                info = new LocationInfo(location.SourceTree!.FilePath, location.SourceSpan.Start, location.SourceSpan.Length,
-                    span.Start.Line, span.Start.Character, span.End.Line, span.End.Character);
+                return null;
             }
 
-            return new DiagnosticInfo(descriptor.Id, info, arguments.ToEquatableArray());
+            var span = location.GetLineSpan().Span;
+            return new LocationInfo(location.SourceTree!.FilePath, location.SourceSpan.Start, location.SourceSpan.Length,
+                span.Start.Line, span.Start.Character, span.End.Line, span.End.Character);
         }
 
         private sealed record ColumnInfo(
             string PropertyName,
             string ColumnName,
             bool IsKey,
-            string JsonType,
+            bool IsImage,
+            ITypeSymbol Type,
+            bool Nullable,
             string? Description,
+            Location? Declaration,
             ImmutableArray<AttributeData> Attributes);
     }
 }

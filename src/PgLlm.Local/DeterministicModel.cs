@@ -19,11 +19,13 @@ namespace PgLlm.Local;
 /// <item><description><c>string</c>: a name containing <c>sentiment</c> or <c>emotion</c> gives <see cref="Sentiment"/> of the
 /// user text; a name ending in <c>_es</c> or containing <c>spanish</c>, or a prompt that mentions "Spanish", gives
 /// <see cref="TranslateToSpanish"/> of the subject text; otherwise <c>"&lt;name&gt;: &lt;first 60 chars of the subject text&gt;"</c>.
-/// The subject text is the last user message after its last <c>": "</c> (or the whole message). Strings with a
-/// <c>format</c> (date-time, date, time, uuid, email, uri) get a fixed valid value.</description></item>
+/// The subject text is the last user message after its last <c>": "</c> (or the whole message); when that is empty and the
+/// message carries <c>image_url</c> parts, it is <c>"text in &lt;file name&gt;"</c> of the images, and the images' URLs join the hash. Strings with a
+/// <c>format</c> (date-time, date, time, uuid, email, uri; or a description containing <c>format: date</c> and so on, as strict-mode
+/// clients send it) get a fixed valid value.</description></item>
 /// <item><description><c>integer</c>: <see cref="StableHash"/> of the user text mapped to 0–100 (1–5 when the name contains
-/// <c>star</c> or <c>rating</c>; <c>minimum</c>/<c>maximum</c> win when present); <c>number</c>: the same range with two
-/// decimals; <c>boolean</c>: the hash's parity (odd = true).</description></item>
+/// <c>star</c> or <c>rating</c>; <c>minimum</c>/<c>maximum</c> win when present, also as <c>minimum: 1</c> lines of the description); <c>number</c>: the same range (0–20 when the
+/// name contains <c>tax</c>) with two decimals, from the hash combined with <see cref="StableHash"/> of the name; <c>boolean</c>: the hash's parity (odd = true).</description></item>
 /// <item><description><c>array</c>: one or two items (hash bit 1; clamped to <c>minItems</c>/<c>maxItems</c>) of the item schema;
 /// <c>object</c>: recurse; <c>const</c>: the constant.</description></item>
 /// <item><description><c>enum</c>: for sentiment/emotion names the <see cref="Sentiment"/> label when it is one of the values;
@@ -81,12 +83,21 @@ public static class DeterministicModel
         var userText = request.UserText;
         if (string.Equals(request.ResponseFormatType, "json_schema", StringComparison.OrdinalIgnoreCase) && request.Schema is { } schema)
         {
+            // Images count: two requests with the same text and different images get different answers,
+            // and an image-only prompt has the image as its subject.
+            var images = request.Messages.LastOrDefault(m => m.Role == "user")?.ImageUrls ?? [];
+            var subject = SubjectOf(request.LastUserText);
+            if (images.Count > 0 && subject.Length == 0)
+            {
+                subject = "text in " + string.Join(", ", images.Select(DescribeImage));
+            }
+
             var context = new SchemaContext(
                 schema,
                 userText,
-                SubjectOf(request.LastUserText),
+                subject,
                 MentionsSpanish(request),
-                StableHash(userText));
+                StableHash(images.Count == 0 ? userText : userText + "\n" + string.Join("\n", images)));
             return WriteJson(writer => WriteValue(writer, schema, request.SchemaName ?? "value", context, depth: 0));
         }
 
@@ -202,6 +213,20 @@ public static class DeterministicModel
 
     private sealed record SchemaContext(JsonElement Root, string UserText, string Subject, bool WantsSpanish, uint Hash);
 
+    /// <summary>An image URL's last path segment, or a data URL's media type.</summary>
+    private static string DescribeImage(string url)
+    {
+        if (url.StartsWith("data:", StringComparison.OrdinalIgnoreCase))
+        {
+            var end = url.IndexOfAny([';', ',']);
+            return (end > 5 ? url[5..end] : "image") + " data";
+        }
+
+        return Uri.TryCreate(url, UriKind.Absolute, out var uri) && uri.Segments.Length > 0 && uri.Segments[^1] != "/"
+            ? Uri.UnescapeDataString(uri.Segments[^1])
+            : url;
+    }
+
     private static string SubjectOf(string lastUserText)
     {
         var separator = lastUserText.LastIndexOf(": ", StringComparison.Ordinal);
@@ -283,7 +308,9 @@ public static class DeterministicModel
                 break;
             case "number":
                 var (low, high) = Range(schema, name);
-                writer.WriteNumberValue(Math.Round(low + (context.Hash % 10001 / 10000.0 * (high - low)), 2));
+                // The name joins the hash, so two amounts of one answer (a total and its taxes) differ.
+                var numberHash = context.Hash ^ StableHash(name);
+                writer.WriteNumberValue(Math.Round(low + (numberHash % 10001 / 10000.0 * (high - low)), 2));
                 break;
             case "array":
                 var count = 1 + (int)((context.Hash >> 1) & 1);
@@ -336,7 +363,7 @@ public static class DeterministicModel
     {
         var format = schema.ValueKind == JsonValueKind.Object && schema.TryGetProperty("format", out var formatElement)
             ? formatElement.GetString()
-            : null;
+            : FormatInDescription(schema);
         var lowerName = name.ToLowerInvariant();
         var value = format switch
         {
@@ -359,6 +386,51 @@ public static class DeterministicModel
         }
 
         writer.WriteStringValue(value);
+    }
+
+    /// <summary>A keyword a strict-mode client moved into the description as a line <c>"minimum: 1"</c>.</summary>
+    private static double? NumberInDescription(JsonElement schema, string keyword)
+    {
+        if (schema.ValueKind != JsonValueKind.Object || !schema.TryGetProperty("description", out var description) || description.ValueKind != JsonValueKind.String)
+        {
+            return null;
+        }
+
+        foreach (var line in description.GetString()!.Split('\n'))
+        {
+            var text = line.Trim();
+            if (text.StartsWith(keyword + ": ", StringComparison.Ordinal)
+                && double.TryParse(text.AsSpan(keyword.Length + 2), NumberStyles.Float, CultureInfo.InvariantCulture, out var value))
+            {
+                return value;
+            }
+        }
+
+        return null;
+    }
+
+    /// <summary>Clients that send strict schemas move <c>format</c> into the description as <c>"format: date"</c>.</summary>
+    private static string? FormatInDescription(JsonElement schema)
+    {
+        if (schema.ValueKind != JsonValueKind.Object || !schema.TryGetProperty("description", out var description) || description.ValueKind != JsonValueKind.String)
+        {
+            return null;
+        }
+
+        var text = description.GetString()!;
+        var at = text.LastIndexOf("format: ", StringComparison.Ordinal);
+        if (at < 0)
+        {
+            return null;
+        }
+
+        var end = at + "format: ".Length;
+        while (end < text.Length && (char.IsLetterOrDigit(text[end]) || text[end] == '-'))
+        {
+            end++;
+        }
+
+        return text[(at + "format: ".Length)..end];
     }
 
     private static JsonElement ChooseEnumValue(JsonElement values, string name, SchemaContext context)
@@ -421,8 +493,9 @@ public static class DeterministicModel
     {
         var lowerName = name.ToLowerInvariant();
         var isRating = lowerName.Contains("star", StringComparison.Ordinal) || lowerName.Contains("rating", StringComparison.Ordinal);
-        var minimum = GetDouble(schema, "minimum") ?? (isRating ? 1 : 0);
-        var maximum = GetDouble(schema, "maximum") ?? (isRating ? 5 : 100);
+        var minimum = GetDouble(schema, "minimum") ?? NumberInDescription(schema, "minimum") ?? (isRating ? 1 : 0);
+        var isTax = lowerName.Contains("tax", StringComparison.Ordinal);
+        var maximum = GetDouble(schema, "maximum") ?? NumberInDescription(schema, "maximum") ?? (isRating ? 5 : isTax ? 20 : 100);
         return maximum < minimum ? (maximum, minimum) : (minimum, maximum);
     }
 

@@ -135,6 +135,201 @@ public sealed class DiagnosticTests
         Assert.Equal("MaxAttempts = 0", SourceOf(diagnostic, source));
     }
 
+    [Theory]
+    [InlineData("Temperature = 2.5", "Temperature must be between 0 and 2")]
+    [InlineData("Temperature = -0.1", "Temperature must be between 0 and 2")]
+    [InlineData("MaxOutputTokens = 0", "MaxOutputTokens must be at least 1")]
+    public void PGLLM009_invalid_model_options(string option, string message)
+    {
+        var (diagnostic, source) = Single($$"""
+            [LlmTable("t")]
+            public sealed record T(long Id, string Body)
+            {
+                [LlmColumn("Summarize {Body}", {{option}})] public string? Summary { get; init; }
+            }
+            """, "PGLLM009");
+
+        Assert.Equal(option, SourceOf(diagnostic, source));
+        Assert.Contains(message, diagnostic.GetMessage(System.Globalization.CultureInfo.InvariantCulture), StringComparison.Ordinal);
+    }
+
+    [Theory]
+    [InlineData("object?", "'object' says nothing")]
+    [InlineData("char", "use string")]
+    [InlineData("byte[]?", "binary data")]
+    [InlineData("System.Collections.Generic.Dictionary<string, int>?", "has no JSON schema mapping")]
+    [InlineData("System.TimeSpan?", "has no JSON schema mapping")]
+    [InlineData("int[][]?", "array of arrays")]
+    [InlineData("Node?", "refers to itself")]
+    [InlineData("Holder?", "its property 'Payload'")]
+    public void PGLLM010_a_target_type_that_cannot_be_mapped(string type, string reason)
+    {
+        var (diagnostic, source) = Single($$"""
+            public sealed record Node(string Name, Node? Next);
+            public sealed record Holder(string Name, object Payload);
+
+            [LlmTable("t")]
+            public sealed record T(long Id, string Body)
+            {
+                [LlmColumn("Answer about {Body}")] public {{type}} Answer { get; init; }
+            }
+            """, "PGLLM010");
+
+        Assert.Equal(DiagnosticSeverity.Error, diagnostic.Severity);
+        var message = diagnostic.GetMessage(System.Globalization.CultureInfo.InvariantCulture);
+        Assert.Contains("Property 'Answer'", message, StringComparison.Ordinal);
+        Assert.Contains(reason, message, StringComparison.Ordinal);
+        Assert.Equal("LlmColumn(\"Answer about {Body}\")", SourceOf(diagnostic, source));
+    }
+
+    [Fact]
+    public void PGLLM010_on_a_multi_target_task_points_at_the_targets()
+    {
+        var (diagnostic, source) = Single("""
+            [LlmTable("t")]
+            [LlmTask("Answer about {Body}", nameof(A), nameof(B))]
+            public sealed record T(long Id, string Body, string? A, object? B);
+            """, "PGLLM010");
+
+        Assert.Equal("nameof(A)", SourceOf(diagnostic, source));
+    }
+
+    [Fact]
+    public void PGLLM011_two_types_mapped_to_one_table_are_both_reported_and_neither_is_emitted()
+    {
+        var source = Wrap("""
+            [LlmTable("reviews")]
+            public sealed record A(long Id, string Body)
+            {
+                [LlmColumn("Summarize {Body}")] public string? Summary { get; init; }
+            }
+
+            [LlmTable("reviews", Schema = "public")]
+            public sealed record B(long Id, string Body)
+            {
+                [LlmColumn("Sentiment of {Body}")] public string? Sentiment { get; init; }
+            }
+
+            [LlmTable("reviews", Schema = "archive")]
+            public sealed record C(long Id, string Body)
+            {
+                [LlmColumn("Sentiment of {Body}")] public string? Sentiment { get; init; }
+            }
+            """);
+        var result = GeneratorHarness.Run(source);
+
+        var diagnostics = result.Diagnostics.Where(d => d.Id == "PGLLM011").OrderBy(d => d.Location.SourceSpan.Start).ToList();
+        Assert.Equal(2, diagnostics.Count);
+        Assert.All(diagnostics, d => Assert.Equal(DiagnosticSeverity.Error, d.Severity));
+        Assert.Equal("'Test.A' and 'Test.B' both map to table \"public\".\"reviews\": declare each table on one type", diagnostics[0].GetMessage(System.Globalization.CultureInfo.InvariantCulture));
+        Assert.Equal("LlmTable(\"reviews\")", SourceOf(diagnostics[0], source));
+        Assert.DoesNotContain("1000-public.reviews", result.GeneratedSource, StringComparison.Ordinal);
+        Assert.Contains("1000-archive.reviews", result.GeneratedSource, StringComparison.Ordinal);
+    }
+
+    [Fact]
+    public void PGLLM012_over_long_column_name()
+    {
+        var longName = new string('x', 64);
+        var (diagnostic, source) = Single($$"""
+            [LlmTable("t")]
+            public sealed record T(long Id, string Body)
+            {
+                [LlmColumn("Summarize {Body}")]
+                [System.ComponentModel.DataAnnotations.Schema.Column("{{longName}}")]
+                public string? Summary { get; init; }
+            }
+            """, "PGLLM012");
+
+        Assert.Equal(DiagnosticSeverity.Error, diagnostic.Severity);
+        Assert.Contains("is 64 bytes long", diagnostic.GetMessage(System.Globalization.CultureInfo.InvariantCulture), StringComparison.Ordinal);
+        Assert.StartsWith("System.ComponentModel.DataAnnotations.Schema.Column(", SourceOf(diagnostic, source), StringComparison.Ordinal);
+    }
+
+    [Fact]
+    public void PGLLM012_over_long_table_name_counts_bytes_not_characters()
+    {
+        // 32 two-byte characters: 64 bytes, over PostgreSQL's 63.
+        var name = new string('é', 32);
+        var (diagnostic, source) = Single($$"""
+            [LlmTable("{{name}}")]
+            public sealed record T(long Id, string Body)
+            {
+                [LlmColumn("Summarize {Body}")] public string? Summary { get; init; }
+            }
+            """, "PGLLM012");
+
+        Assert.Contains("table name", diagnostic.GetMessage(System.Globalization.CultureInfo.InvariantCulture), StringComparison.Ordinal);
+        Assert.Equal("\"" + name + "\"", SourceOf(diagnostic, source));
+    }
+
+    [Fact]
+    public void PGLLM012_empty_task_name()
+    {
+        var (diagnostic, source) = Single("""
+            [LlmTable("t")]
+            public sealed record T(long Id, string Body)
+            {
+                [LlmColumn("Summarize {Body}", Name = " ")] public string? Summary { get; init; }
+            }
+            """, "PGLLM012");
+
+        Assert.Equal("Name = \" \"", SourceOf(diagnostic, source));
+    }
+
+    [Fact]
+    public void PGLLM013_task_reading_what_another_task_writes_is_a_warning_and_still_generates()
+    {
+        var source = Wrap("""
+            [LlmTable("t")]
+            public sealed record T(long Id, string Body)
+            {
+                [LlmColumn("Summarize {Body}")] public string? Summary { get; init; }
+                [LlmColumn("Translate to Spanish: {Summary}")] public string? SummaryEs { get; init; }
+            }
+            """);
+        var result = GeneratorHarness.Run(source);
+
+        var diagnostic = Assert.Single(result.Diagnostics);
+        Assert.Equal("PGLLM013", diagnostic.Id);
+        Assert.Equal(DiagnosticSeverity.Warning, diagnostic.Severity);
+        Assert.Equal("\"Translate to Spanish: {Summary}\"", SourceOf(diagnostic, source));
+        Assert.Contains("'summary_es' reads column 'summary', which task 'summary' writes", diagnostic.GetMessage(System.Globalization.CultureInfo.InvariantCulture), StringComparison.Ordinal);
+        Assert.Contains("public.t:summary_es", result.GeneratedSource, StringComparison.Ordinal);
+    }
+
+    [Fact]
+    public void PGLLM014_image_on_a_property_that_holds_no_url_or_bytes()
+    {
+        var (diagnostic, source) = Single("""
+            [LlmTable("t")]
+            public sealed record T(long Id, [property: LlmImage] int Picture)
+            {
+                [LlmColumn("Describe {Picture}")] public string? Description { get; init; }
+            }
+            """, "PGLLM014");
+
+        Assert.Equal(DiagnosticSeverity.Error, diagnostic.Severity);
+        Assert.Equal("LlmImage", SourceOf(diagnostic, source));
+        Assert.Contains("needs a string (an image URL) or a byte[]", diagnostic.GetMessage(System.Globalization.CultureInfo.InvariantCulture), StringComparison.Ordinal);
+    }
+
+    [Fact]
+    public void PGLLM014_image_as_a_target()
+    {
+        var (diagnostic, source) = Single("""
+            [LlmTable("t")]
+            public sealed record T(long Id, string Body)
+            {
+                [LlmColumn("Draw {Body}")]
+                [LlmImage]
+                public string? Picture { get; init; }
+            }
+            """, "PGLLM014");
+
+        Assert.Contains("an image is an input", diagnostic.GetMessage(System.Globalization.CultureInfo.InvariantCulture), StringComparison.Ordinal);
+    }
+
     [Fact]
     public void A_type_with_an_error_generates_no_script_for_its_table()
     {

@@ -38,6 +38,35 @@ public sealed class IncrementalTests
     }
 
     [Fact]
+    public void Typed_and_image_declarations_are_cached_across_an_unrelated_edit()
+    {
+        var compilation = GeneratorHarness.Compile(TypedOutputTests.Typed, GoldenTests.Hostile, "namespace Other; public class Unrelated { }");
+        var driver = GeneratorHarness.CreateDriver().RunGenerators(compilation);
+        var edited = compilation.ReplaceSyntaxTree(
+            compilation.SyntaxTrees.Last(),
+            CSharpSyntaxTree.ParseText("namespace Other; public class Unrelated { public string? Added { get; set; } }", (CSharpParseOptions)compilation.SyntaxTrees.First().Options, path: "Input2.cs"));
+        driver = driver.RunGenerators(edited);
+
+        AssertAllCachedOrUnchanged(driver);
+        var claims = driver.GetRunResult().Results[0].TrackedSteps.GetValueOrDefault(LlmGenerator.TrackingNames.TableClaims, []);
+        Assert.All(claims.SelectMany(r => r.Outputs), o => Assert.True(o.Reason is IncrementalStepRunReason.Cached or IncrementalStepRunReason.Unchanged, $"claims output was {o.Reason}"));
+    }
+
+    [Fact]
+    public void Editing_a_description_regenerates()
+    {
+        var compilation = GeneratorHarness.Compile(TypedOutputTests.Typed);
+        var driver = GeneratorHarness.CreateDriver().RunGenerators(compilation);
+        var edited = compilation.ReplaceSyntaxTree(
+            compilation.SyntaxTrees.First(),
+            CSharpSyntaxTree.ParseText(TypedOutputTests.Typed.Replace("taxes included", "with taxes", StringComparison.Ordinal), (CSharpParseOptions)compilation.SyntaxTrees.First().Options, path: "Input0.cs"));
+        driver = driver.RunGenerators(edited);
+
+        var tables = driver.GetRunResult().Results[0].TrackedSteps[LlmGenerator.TrackingNames.Tables];
+        Assert.Contains(tables.SelectMany(s => s.Outputs), o => o.Reason == IncrementalStepRunReason.Modified);
+    }
+
+    [Fact]
     public void Editing_a_prompt_regenerates()
     {
         var compilation = GeneratorHarness.Compile(GoldenTests.Reviews);

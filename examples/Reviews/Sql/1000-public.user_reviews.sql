@@ -92,23 +92,26 @@ REVOKE ALL ON FUNCTION "llm"."public.user_reviews:sentiment:inputs"(bigint[]) FR
 REVOKE ALL ON FUNCTION "llm"."public.user_reviews:sentiment:complete"(bigint, integer, text, jsonb, integer, integer) FROM PUBLIC;
 
 INSERT INTO llm.task (name, table_schema, table_name, key_columns, read_columns, target_columns, prompt, system_prompt,
-                      json_schema, model, max_attempts, enqueue_function, inputs_function, complete_function, definition_hash)
+                      json_schema, model, max_attempts, temperature, max_output_tokens, image_columns,
+                      enqueue_function, inputs_function, complete_function, definition_hash)
 VALUES ('public.user_reviews:sentiment',
         'public', 'user_reviews',
         ARRAY['id']::text[],
         ARRAY['review_text']::text[],
         ARRAY['sentiment']::text[],
-        'Analyze the sentiment of this text and respond with only "positive", "negative", or "neutral". Return value in lowercase. Text: {review_text}',
+        'Analyze the sentiment of this text. Text: {review_text}',
         NULL,
-        '{"type":"object","properties":{"sentiment":{"type":"string"}},"required":["sentiment"],"additionalProperties":false}'::json,
-        NULL, 5,
+        '{"type":"object","properties":{"sentiment":{"type":["string","null"],"enum":["positive","negative","neutral",null],"description":"The overall sentiment of the review."}},"required":["sentiment"],"additionalProperties":false}'::json,
+        NULL, 5, 0, NULL, ARRAY[]::text[],
         '"llm"."public.user_reviews:sentiment:enqueue"'::regproc, '"llm"."public.user_reviews:sentiment:inputs"'::regproc, '"llm"."public.user_reviews:sentiment:complete"'::regproc,
-        'fdc20a4aa4650277')
+        'a50a82b2203a686b')
 ON CONFLICT (name) DO UPDATE
    SET table_schema = EXCLUDED.table_schema, table_name = EXCLUDED.table_name, key_columns = EXCLUDED.key_columns,
        read_columns = EXCLUDED.read_columns, target_columns = EXCLUDED.target_columns, prompt = EXCLUDED.prompt,
        system_prompt = EXCLUDED.system_prompt, json_schema = EXCLUDED.json_schema, model = EXCLUDED.model,
-       max_attempts = EXCLUDED.max_attempts, enqueue_function = EXCLUDED.enqueue_function,
+       max_attempts = EXCLUDED.max_attempts, temperature = EXCLUDED.temperature,
+       max_output_tokens = EXCLUDED.max_output_tokens, image_columns = EXCLUDED.image_columns,
+       enqueue_function = EXCLUDED.enqueue_function,
        inputs_function = EXCLUDED.inputs_function, complete_function = EXCLUDED.complete_function,
        definition_hash = EXCLUDED.definition_hash, updated_at = now();
 
@@ -122,6 +125,381 @@ CREATE OR REPLACE TRIGGER "pgllm:sentiment:update"
     FOR EACH ROW
     WHEN ((OLD."review_text" IS DISTINCT FROM NEW."review_text" OR OLD."id" IS DISTINCT FROM NEW."id") AND NEW."review_text" IS NOT NULL)
     EXECUTE FUNCTION "llm"."public.user_reviews:sentiment:enqueue"();
+
+-- Task public.user_reviews:review_text_es
+--   reads:  review_text
+--   writes: review_text_es
+CREATE OR REPLACE FUNCTION "llm"."public.user_reviews:review_text_es:enqueue"()
+RETURNS trigger
+LANGUAGE plpgsql
+SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $pgllm$
+BEGIN
+    INSERT INTO llm.job (task, row_key, max_attempts)
+    VALUES ('public.user_reviews:review_text_es', jsonb_build_object('id', NEW."id"), 5)
+    ON CONFLICT (task, row_key) WHERE state = 'pending' DO NOTHING;
+    PERFORM pg_notify('pgllm_jobs', '');
+    RETURN NULL;
+END
+$pgllm$;
+
+CREATE OR REPLACE FUNCTION "llm"."public.user_reviews:review_text_es:inputs"(p_job_ids bigint[])
+RETURNS TABLE (job_id bigint, inputs jsonb, inputs_hash text)
+LANGUAGE sql
+STABLE
+SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $pgllm$
+    SELECT j.id, i.inputs, md5(i.inputs::text)
+      FROM llm.job AS j
+     CROSS JOIN LATERAL jsonb_populate_record(NULL::"public"."user_reviews", j.row_key) AS k
+      JOIN "public"."user_reviews" AS t ON t."id" = k."id"
+     CROSS JOIN LATERAL (SELECT jsonb_build_object('review_text', t."review_text") AS inputs) AS i
+     WHERE j.id = ANY (p_job_ids) AND j.task = 'public.user_reviews:review_text_es'
+       AND t."review_text" IS NOT NULL;
+$pgllm$;
+
+CREATE OR REPLACE FUNCTION "llm"."public.user_reviews:review_text_es:complete"(p_job_id bigint, p_attempt integer, p_inputs_hash text, p_result jsonb, p_input_tokens integer, p_output_tokens integer)
+RETURNS text
+LANGUAGE plpgsql
+SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $pgllm$
+DECLARE
+    v_key jsonb;
+    v_state text;
+    v_note text;
+BEGIN
+    SELECT j.row_key INTO v_key
+      FROM llm.job AS j
+     WHERE j.id = p_job_id AND j.state = 'running' AND j.attempt = p_attempt
+       FOR UPDATE;
+    IF NOT FOUND THEN
+        RETURN 'lost';
+    END IF;
+
+    UPDATE "public"."user_reviews" AS t
+       SET "review_text_es" = r."review_text_es"
+      FROM jsonb_populate_record(NULL::"public"."user_reviews", v_key) AS k,
+           jsonb_populate_record(NULL::"public"."user_reviews", p_result) AS r
+     WHERE t."id" = k."id"
+       AND md5(jsonb_build_object('review_text', t."review_text")::text) = p_inputs_hash;
+    IF FOUND THEN
+        v_state := 'succeeded';
+    ELSIF EXISTS (SELECT 1 FROM "public"."user_reviews" AS t, jsonb_populate_record(NULL::"public"."user_reviews", v_key) AS k WHERE t."id" = k."id") THEN
+        v_state := 'superseded';
+        v_note := 'the inputs changed while the model was answering; the newer values get their own job';
+        -- The user's trigger may have seen this job still pending and enqueued nothing:
+        -- make sure the newer values have a job.
+        INSERT INTO llm.job (task, row_key, max_attempts)
+        VALUES ('public.user_reviews:review_text_es', v_key, 5)
+        ON CONFLICT (task, row_key) WHERE state = 'pending' DO NOTHING;
+        PERFORM pg_notify('pgllm_jobs', '');
+    ELSE
+        v_state := 'skipped';
+        v_note := 'the row was deleted while the model was answering';
+    END IF;
+
+    UPDATE llm.job AS j
+       SET state = v_state, finished_at = now(), locked_by = NULL, lease_until = NULL,
+           inputs_hash = p_inputs_hash, input_tokens = p_input_tokens, output_tokens = p_output_tokens,
+           last_error = coalesce(v_note, j.last_error)
+     WHERE j.id = p_job_id;
+    RETURN v_state;
+END
+$pgllm$;
+
+REVOKE ALL ON FUNCTION "llm"."public.user_reviews:review_text_es:enqueue" FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION "llm"."public.user_reviews:review_text_es:inputs" TO pgllm_worker;
+GRANT EXECUTE ON FUNCTION "llm"."public.user_reviews:review_text_es:complete" TO pgllm_worker;
+REVOKE ALL ON FUNCTION "llm"."public.user_reviews:review_text_es:inputs"(bigint[]) FROM PUBLIC;
+REVOKE ALL ON FUNCTION "llm"."public.user_reviews:review_text_es:complete"(bigint, integer, text, jsonb, integer, integer) FROM PUBLIC;
+
+INSERT INTO llm.task (name, table_schema, table_name, key_columns, read_columns, target_columns, prompt, system_prompt,
+                      json_schema, model, max_attempts, temperature, max_output_tokens, image_columns,
+                      enqueue_function, inputs_function, complete_function, definition_hash)
+VALUES ('public.user_reviews:review_text_es',
+        'public', 'user_reviews',
+        ARRAY['id']::text[],
+        ARRAY['review_text']::text[],
+        ARRAY['review_text_es']::text[],
+        'Translate the following text to Spanish (es). Only return the Spanish text with no additional text. Text: {review_text}',
+        NULL,
+        '{"type":"object","properties":{"review_text_es":{"type":["string","null"],"description":"The Spanish translation of the review text, and nothing else."}},"required":["review_text_es"],"additionalProperties":false}'::json,
+        NULL, 5, NULL, NULL, ARRAY[]::text[],
+        '"llm"."public.user_reviews:review_text_es:enqueue"'::regproc, '"llm"."public.user_reviews:review_text_es:inputs"'::regproc, '"llm"."public.user_reviews:review_text_es:complete"'::regproc,
+        'd6c7e8cade5bc150')
+ON CONFLICT (name) DO UPDATE
+   SET table_schema = EXCLUDED.table_schema, table_name = EXCLUDED.table_name, key_columns = EXCLUDED.key_columns,
+       read_columns = EXCLUDED.read_columns, target_columns = EXCLUDED.target_columns, prompt = EXCLUDED.prompt,
+       system_prompt = EXCLUDED.system_prompt, json_schema = EXCLUDED.json_schema, model = EXCLUDED.model,
+       max_attempts = EXCLUDED.max_attempts, temperature = EXCLUDED.temperature,
+       max_output_tokens = EXCLUDED.max_output_tokens, image_columns = EXCLUDED.image_columns,
+       enqueue_function = EXCLUDED.enqueue_function,
+       inputs_function = EXCLUDED.inputs_function, complete_function = EXCLUDED.complete_function,
+       definition_hash = EXCLUDED.definition_hash, updated_at = now();
+
+CREATE OR REPLACE TRIGGER "pgllm:review_text_es:insert"
+    AFTER INSERT ON "public"."user_reviews"
+    FOR EACH ROW
+    WHEN (NEW."review_text" IS NOT NULL)
+    EXECUTE FUNCTION "llm"."public.user_reviews:review_text_es:enqueue"();
+CREATE OR REPLACE TRIGGER "pgllm:review_text_es:update"
+    AFTER UPDATE OF "review_text", "id" ON "public"."user_reviews"
+    FOR EACH ROW
+    WHEN ((OLD."review_text" IS DISTINCT FROM NEW."review_text" OR OLD."id" IS DISTINCT FROM NEW."id") AND NEW."review_text" IS NOT NULL)
+    EXECUTE FUNCTION "llm"."public.user_reviews:review_text_es:enqueue"();
+
+-- Task public.user_reviews:user_background
+--   reads:  full_name
+--   writes: user_background
+CREATE OR REPLACE FUNCTION "llm"."public.user_reviews:user_background:enqueue"()
+RETURNS trigger
+LANGUAGE plpgsql
+SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $pgllm$
+BEGIN
+    INSERT INTO llm.job (task, row_key, max_attempts)
+    VALUES ('public.user_reviews:user_background', jsonb_build_object('id', NEW."id"), 5)
+    ON CONFLICT (task, row_key) WHERE state = 'pending' DO NOTHING;
+    PERFORM pg_notify('pgllm_jobs', '');
+    RETURN NULL;
+END
+$pgllm$;
+
+CREATE OR REPLACE FUNCTION "llm"."public.user_reviews:user_background:inputs"(p_job_ids bigint[])
+RETURNS TABLE (job_id bigint, inputs jsonb, inputs_hash text)
+LANGUAGE sql
+STABLE
+SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $pgllm$
+    SELECT j.id, i.inputs, md5(i.inputs::text)
+      FROM llm.job AS j
+     CROSS JOIN LATERAL jsonb_populate_record(NULL::"public"."user_reviews", j.row_key) AS k
+      JOIN "public"."user_reviews" AS t ON t."id" = k."id"
+     CROSS JOIN LATERAL (SELECT jsonb_build_object('full_name', t."full_name") AS inputs) AS i
+     WHERE j.id = ANY (p_job_ids) AND j.task = 'public.user_reviews:user_background'
+       AND t."full_name" IS NOT NULL;
+$pgllm$;
+
+CREATE OR REPLACE FUNCTION "llm"."public.user_reviews:user_background:complete"(p_job_id bigint, p_attempt integer, p_inputs_hash text, p_result jsonb, p_input_tokens integer, p_output_tokens integer)
+RETURNS text
+LANGUAGE plpgsql
+SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $pgllm$
+DECLARE
+    v_key jsonb;
+    v_state text;
+    v_note text;
+BEGIN
+    SELECT j.row_key INTO v_key
+      FROM llm.job AS j
+     WHERE j.id = p_job_id AND j.state = 'running' AND j.attempt = p_attempt
+       FOR UPDATE;
+    IF NOT FOUND THEN
+        RETURN 'lost';
+    END IF;
+
+    UPDATE "public"."user_reviews" AS t
+       SET "user_background" = r."user_background"
+      FROM jsonb_populate_record(NULL::"public"."user_reviews", v_key) AS k,
+           jsonb_populate_record(NULL::"public"."user_reviews", p_result) AS r
+     WHERE t."id" = k."id"
+       AND md5(jsonb_build_object('full_name', t."full_name")::text) = p_inputs_hash;
+    IF FOUND THEN
+        v_state := 'succeeded';
+    ELSIF EXISTS (SELECT 1 FROM "public"."user_reviews" AS t, jsonb_populate_record(NULL::"public"."user_reviews", v_key) AS k WHERE t."id" = k."id") THEN
+        v_state := 'superseded';
+        v_note := 'the inputs changed while the model was answering; the newer values get their own job';
+        -- The user's trigger may have seen this job still pending and enqueued nothing:
+        -- make sure the newer values have a job.
+        INSERT INTO llm.job (task, row_key, max_attempts)
+        VALUES ('public.user_reviews:user_background', v_key, 5)
+        ON CONFLICT (task, row_key) WHERE state = 'pending' DO NOTHING;
+        PERFORM pg_notify('pgllm_jobs', '');
+    ELSE
+        v_state := 'skipped';
+        v_note := 'the row was deleted while the model was answering';
+    END IF;
+
+    UPDATE llm.job AS j
+       SET state = v_state, finished_at = now(), locked_by = NULL, lease_until = NULL,
+           inputs_hash = p_inputs_hash, input_tokens = p_input_tokens, output_tokens = p_output_tokens,
+           last_error = coalesce(v_note, j.last_error)
+     WHERE j.id = p_job_id;
+    RETURN v_state;
+END
+$pgllm$;
+
+REVOKE ALL ON FUNCTION "llm"."public.user_reviews:user_background:enqueue" FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION "llm"."public.user_reviews:user_background:inputs" TO pgllm_worker;
+GRANT EXECUTE ON FUNCTION "llm"."public.user_reviews:user_background:complete" TO pgllm_worker;
+REVOKE ALL ON FUNCTION "llm"."public.user_reviews:user_background:inputs"(bigint[]) FROM PUBLIC;
+REVOKE ALL ON FUNCTION "llm"."public.user_reviews:user_background:complete"(bigint, integer, text, jsonb, integer, integer) FROM PUBLIC;
+
+INSERT INTO llm.task (name, table_schema, table_name, key_columns, read_columns, target_columns, prompt, system_prompt,
+                      json_schema, model, max_attempts, temperature, max_output_tokens, image_columns,
+                      enqueue_function, inputs_function, complete_function, definition_hash)
+VALUES ('public.user_reviews:user_background',
+        'public', 'user_reviews',
+        ARRAY['id']::text[],
+        ARRAY['full_name']::text[],
+        ARRAY['user_background']::text[],
+        'Give a summary background on {full_name}.',
+        NULL,
+        '{"type":"object","properties":{"user_background":{"type":["string","null"],"description":"A short background summary of the customer."}},"required":["user_background"],"additionalProperties":false}'::json,
+        NULL, 5, NULL, 300, ARRAY[]::text[],
+        '"llm"."public.user_reviews:user_background:enqueue"'::regproc, '"llm"."public.user_reviews:user_background:inputs"'::regproc, '"llm"."public.user_reviews:user_background:complete"'::regproc,
+        '5034f71758e6574e')
+ON CONFLICT (name) DO UPDATE
+   SET table_schema = EXCLUDED.table_schema, table_name = EXCLUDED.table_name, key_columns = EXCLUDED.key_columns,
+       read_columns = EXCLUDED.read_columns, target_columns = EXCLUDED.target_columns, prompt = EXCLUDED.prompt,
+       system_prompt = EXCLUDED.system_prompt, json_schema = EXCLUDED.json_schema, model = EXCLUDED.model,
+       max_attempts = EXCLUDED.max_attempts, temperature = EXCLUDED.temperature,
+       max_output_tokens = EXCLUDED.max_output_tokens, image_columns = EXCLUDED.image_columns,
+       enqueue_function = EXCLUDED.enqueue_function,
+       inputs_function = EXCLUDED.inputs_function, complete_function = EXCLUDED.complete_function,
+       definition_hash = EXCLUDED.definition_hash, updated_at = now();
+
+CREATE OR REPLACE TRIGGER "pgllm:user_background:insert"
+    AFTER INSERT ON "public"."user_reviews"
+    FOR EACH ROW
+    WHEN (NEW."full_name" IS NOT NULL)
+    EXECUTE FUNCTION "llm"."public.user_reviews:user_background:enqueue"();
+CREATE OR REPLACE TRIGGER "pgllm:user_background:update"
+    AFTER UPDATE OF "full_name", "id" ON "public"."user_reviews"
+    FOR EACH ROW
+    WHEN ((OLD."full_name" IS DISTINCT FROM NEW."full_name" OR OLD."id" IS DISTINCT FROM NEW."id") AND NEW."full_name" IS NOT NULL)
+    EXECUTE FUNCTION "llm"."public.user_reviews:user_background:enqueue"();
+
+-- Task public.user_reviews:image_description
+--   reads:  attached_image_url
+--   writes: image_description
+CREATE OR REPLACE FUNCTION "llm"."public.user_reviews:image_description:enqueue"()
+RETURNS trigger
+LANGUAGE plpgsql
+SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $pgllm$
+BEGIN
+    INSERT INTO llm.job (task, row_key, max_attempts)
+    VALUES ('public.user_reviews:image_description', jsonb_build_object('id', NEW."id"), 5)
+    ON CONFLICT (task, row_key) WHERE state = 'pending' DO NOTHING;
+    PERFORM pg_notify('pgllm_jobs', '');
+    RETURN NULL;
+END
+$pgllm$;
+
+CREATE OR REPLACE FUNCTION "llm"."public.user_reviews:image_description:inputs"(p_job_ids bigint[])
+RETURNS TABLE (job_id bigint, inputs jsonb, inputs_hash text)
+LANGUAGE sql
+STABLE
+SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $pgllm$
+    SELECT j.id, i.inputs, md5(i.inputs::text)
+      FROM llm.job AS j
+     CROSS JOIN LATERAL jsonb_populate_record(NULL::"public"."user_reviews", j.row_key) AS k
+      JOIN "public"."user_reviews" AS t ON t."id" = k."id"
+     CROSS JOIN LATERAL (SELECT jsonb_build_object('attached_image_url', t."attached_image_url") AS inputs) AS i
+     WHERE j.id = ANY (p_job_ids) AND j.task = 'public.user_reviews:image_description'
+       AND t."attached_image_url" IS NOT NULL;
+$pgllm$;
+
+CREATE OR REPLACE FUNCTION "llm"."public.user_reviews:image_description:complete"(p_job_id bigint, p_attempt integer, p_inputs_hash text, p_result jsonb, p_input_tokens integer, p_output_tokens integer)
+RETURNS text
+LANGUAGE plpgsql
+SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $pgllm$
+DECLARE
+    v_key jsonb;
+    v_state text;
+    v_note text;
+BEGIN
+    SELECT j.row_key INTO v_key
+      FROM llm.job AS j
+     WHERE j.id = p_job_id AND j.state = 'running' AND j.attempt = p_attempt
+       FOR UPDATE;
+    IF NOT FOUND THEN
+        RETURN 'lost';
+    END IF;
+
+    UPDATE "public"."user_reviews" AS t
+       SET "image_description" = r."image_description"
+      FROM jsonb_populate_record(NULL::"public"."user_reviews", v_key) AS k,
+           jsonb_populate_record(NULL::"public"."user_reviews", p_result) AS r
+     WHERE t."id" = k."id"
+       AND md5(jsonb_build_object('attached_image_url', t."attached_image_url")::text) = p_inputs_hash;
+    IF FOUND THEN
+        v_state := 'succeeded';
+    ELSIF EXISTS (SELECT 1 FROM "public"."user_reviews" AS t, jsonb_populate_record(NULL::"public"."user_reviews", v_key) AS k WHERE t."id" = k."id") THEN
+        v_state := 'superseded';
+        v_note := 'the inputs changed while the model was answering; the newer values get their own job';
+        -- The user's trigger may have seen this job still pending and enqueued nothing:
+        -- make sure the newer values have a job.
+        INSERT INTO llm.job (task, row_key, max_attempts)
+        VALUES ('public.user_reviews:image_description', v_key, 5)
+        ON CONFLICT (task, row_key) WHERE state = 'pending' DO NOTHING;
+        PERFORM pg_notify('pgllm_jobs', '');
+    ELSE
+        v_state := 'skipped';
+        v_note := 'the row was deleted while the model was answering';
+    END IF;
+
+    UPDATE llm.job AS j
+       SET state = v_state, finished_at = now(), locked_by = NULL, lease_until = NULL,
+           inputs_hash = p_inputs_hash, input_tokens = p_input_tokens, output_tokens = p_output_tokens,
+           last_error = coalesce(v_note, j.last_error)
+     WHERE j.id = p_job_id;
+    RETURN v_state;
+END
+$pgllm$;
+
+REVOKE ALL ON FUNCTION "llm"."public.user_reviews:image_description:enqueue" FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION "llm"."public.user_reviews:image_description:inputs" TO pgllm_worker;
+GRANT EXECUTE ON FUNCTION "llm"."public.user_reviews:image_description:complete" TO pgllm_worker;
+REVOKE ALL ON FUNCTION "llm"."public.user_reviews:image_description:inputs"(bigint[]) FROM PUBLIC;
+REVOKE ALL ON FUNCTION "llm"."public.user_reviews:image_description:complete"(bigint, integer, text, jsonb, integer, integer) FROM PUBLIC;
+
+INSERT INTO llm.task (name, table_schema, table_name, key_columns, read_columns, target_columns, prompt, system_prompt,
+                      json_schema, model, max_attempts, temperature, max_output_tokens, image_columns,
+                      enqueue_function, inputs_function, complete_function, definition_hash)
+VALUES ('public.user_reviews:image_description',
+        'public', 'user_reviews',
+        ARRAY['id']::text[],
+        ARRAY['attached_image_url']::text[],
+        ARRAY['image_description']::text[],
+        'Extract all text from this image: {attached_image_url}',
+        NULL,
+        '{"type":"object","properties":{"image_description":{"type":["string","null"],"description":"All text in the attached image."}},"required":["image_description"],"additionalProperties":false}'::json,
+        NULL, 5, NULL, NULL, ARRAY['attached_image_url']::text[],
+        '"llm"."public.user_reviews:image_description:enqueue"'::regproc, '"llm"."public.user_reviews:image_description:inputs"'::regproc, '"llm"."public.user_reviews:image_description:complete"'::regproc,
+        '5351093df7cb54e5')
+ON CONFLICT (name) DO UPDATE
+   SET table_schema = EXCLUDED.table_schema, table_name = EXCLUDED.table_name, key_columns = EXCLUDED.key_columns,
+       read_columns = EXCLUDED.read_columns, target_columns = EXCLUDED.target_columns, prompt = EXCLUDED.prompt,
+       system_prompt = EXCLUDED.system_prompt, json_schema = EXCLUDED.json_schema, model = EXCLUDED.model,
+       max_attempts = EXCLUDED.max_attempts, temperature = EXCLUDED.temperature,
+       max_output_tokens = EXCLUDED.max_output_tokens, image_columns = EXCLUDED.image_columns,
+       enqueue_function = EXCLUDED.enqueue_function,
+       inputs_function = EXCLUDED.inputs_function, complete_function = EXCLUDED.complete_function,
+       definition_hash = EXCLUDED.definition_hash, updated_at = now();
+
+CREATE OR REPLACE TRIGGER "pgllm:image_description:insert"
+    AFTER INSERT ON "public"."user_reviews"
+    FOR EACH ROW
+    WHEN (NEW."attached_image_url" IS NOT NULL)
+    EXECUTE FUNCTION "llm"."public.user_reviews:image_description:enqueue"();
+CREATE OR REPLACE TRIGGER "pgllm:image_description:update"
+    AFTER UPDATE OF "attached_image_url", "id" ON "public"."user_reviews"
+    FOR EACH ROW
+    WHEN ((OLD."attached_image_url" IS DISTINCT FROM NEW."attached_image_url" OR OLD."id" IS DISTINCT FROM NEW."id") AND NEW."attached_image_url" IS NOT NULL)
+    EXECUTE FUNCTION "llm"."public.user_reviews:image_description:enqueue"();
 
 -- Task public.user_reviews:analyze_and_translate
 --   reads:  user_review_og
@@ -215,7 +593,8 @@ REVOKE ALL ON FUNCTION "llm"."public.user_reviews:analyze_and_translate:inputs"(
 REVOKE ALL ON FUNCTION "llm"."public.user_reviews:analyze_and_translate:complete"(bigint, integer, text, jsonb, integer, integer) FROM PUBLIC;
 
 INSERT INTO llm.task (name, table_schema, table_name, key_columns, read_columns, target_columns, prompt, system_prompt,
-                      json_schema, model, max_attempts, enqueue_function, inputs_function, complete_function, definition_hash)
+                      json_schema, model, max_attempts, temperature, max_output_tokens, image_columns,
+                      enqueue_function, inputs_function, complete_function, definition_hash)
 VALUES ('public.user_reviews:analyze_and_translate',
         'public', 'user_reviews',
         ARRAY['id']::text[],
@@ -223,15 +602,17 @@ VALUES ('public.user_reviews:analyze_and_translate',
         ARRAY['emotion', 'user_review_es']::text[],
         'Analyze the sentiment and translate the following review to Spanish. Text: {user_review_og}',
         NULL,
-        '{"type":"object","properties":{"emotion":{"type":"string"},"user_review_es":{"type":"string"}},"required":["emotion","user_review_es"],"additionalProperties":false}'::json,
-        NULL, 5,
+        '{"type":"object","properties":{"emotion":{"type":["string","null"],"description":"The emotion the review expresses, in one word."},"user_review_es":{"type":["string","null"],"description":"The review translated to Spanish."}},"required":["emotion","user_review_es"],"additionalProperties":false}'::json,
+        NULL, 5, NULL, NULL, ARRAY[]::text[],
         '"llm"."public.user_reviews:analyze_and_translate:enqueue"'::regproc, '"llm"."public.user_reviews:analyze_and_translate:inputs"'::regproc, '"llm"."public.user_reviews:analyze_and_translate:complete"'::regproc,
-        'd061086d9754916b')
+        '54c01c42e5b06083')
 ON CONFLICT (name) DO UPDATE
    SET table_schema = EXCLUDED.table_schema, table_name = EXCLUDED.table_name, key_columns = EXCLUDED.key_columns,
        read_columns = EXCLUDED.read_columns, target_columns = EXCLUDED.target_columns, prompt = EXCLUDED.prompt,
        system_prompt = EXCLUDED.system_prompt, json_schema = EXCLUDED.json_schema, model = EXCLUDED.model,
-       max_attempts = EXCLUDED.max_attempts, enqueue_function = EXCLUDED.enqueue_function,
+       max_attempts = EXCLUDED.max_attempts, temperature = EXCLUDED.temperature,
+       max_output_tokens = EXCLUDED.max_output_tokens, image_columns = EXCLUDED.image_columns,
+       enqueue_function = EXCLUDED.enqueue_function,
        inputs_function = EXCLUDED.inputs_function, complete_function = EXCLUDED.complete_function,
        definition_hash = EXCLUDED.definition_hash, updated_at = now();
 
@@ -256,7 +637,7 @@ BEGIN
         SELECT name, enqueue_function, inputs_function, complete_function
           FROM llm.task
          WHERE table_schema = 'public' AND table_name = 'user_reviews'
-           AND name <> ALL (ARRAY['public.user_reviews:sentiment', 'public.user_reviews:analyze_and_translate']::text[])
+           AND name <> ALL (ARRAY['public.user_reviews:sentiment', 'public.user_reviews:review_text_es', 'public.user_reviews:user_background', 'public.user_reviews:image_description', 'public.user_reviews:analyze_and_translate']::text[])
     LOOP
         FOR v_trigger IN SELECT tgname FROM pg_catalog.pg_trigger WHERE tgfoid = v_task.enqueue_function AND NOT tgisinternal
         LOOP

@@ -16,18 +16,22 @@ internal sealed record TableSpec(
 /// <param name="Prompt">The template with placeholders rewritten to column names.</param>
 /// <param name="ReadColumns">Columns the prompt reads, in first-use order.</param>
 /// <param name="RequiredColumns">Read columns that must be non-null for a job to be enqueued (today: all of them, as in the reference's WHEN clauses).</param>
+/// <param name="ImageColumns">Read columns marked [LlmImage]: sent as image content parts, not text.</param>
 internal sealed record TaskSpec(
     string Name,
     string Prompt,
     string? SystemPrompt,
     string? Model,
     int MaxAttempts,
+    double? Temperature,
+    int? MaxOutputTokens,
     EquatableArray<string> ReadColumns,
     EquatableArray<string> RequiredColumns,
+    EquatableArray<string> ImageColumns,
     EquatableArray<TargetSpec> Targets);
 
-/// <summary>A column the model's answer fills, with the JSON type the answer must have.</summary>
-internal sealed record TargetSpec(string Column, string JsonType, string? Description);
+/// <summary>A column the model's answer fills, with the JSON schema (a compact JSON text) its value must match.</summary>
+internal sealed record TargetSpec(string Column, string Schema);
 
 /// <summary>A diagnostic to report, held without Roslyn objects except its descriptor.</summary>
 internal sealed record DiagnosticInfo(string Id, LocationInfo? Location, EquatableArray<string> Arguments);
@@ -35,5 +39,8 @@ internal sealed record DiagnosticInfo(string Id, LocationInfo? Location, Equatab
 /// <summary>A source location that compares by value.</summary>
 internal sealed record LocationInfo(string FilePath, int Start, int Length, int StartLine, int StartCharacter, int EndLine, int EndCharacter);
 
-/// <summary>What parsing one [LlmTable] type produced: a spec when it is valid, and diagnostics.</summary>
-internal sealed record ParseResult(TableSpec? Table, EquatableArray<DiagnosticInfo> Diagnostics);
+/// <summary>Which table a type maps to, and where it says so: for the check that no two types map to one table.</summary>
+internal sealed record TableClaim(string Schema, string Table, string TypeName, LocationInfo? Location);
+
+/// <summary>What parsing one [LlmTable] type produced: a spec when it is valid, its table, and diagnostics.</summary>
+internal sealed record ParseResult(TableSpec? Table, TableClaim? Claim, EquatableArray<DiagnosticInfo> Diagnostics);

@@ -138,20 +138,27 @@ internal static class TableScriptEmitter
         sql.Append("REVOKE ALL ON FUNCTION ").Append(complete).Append("(bigint, integer, text, jsonb, integer, integer) FROM PUBLIC;\n\n");
 
         // Registry row: what the worker renders and asks for.
+        var inv = System.Globalization.CultureInfo.InvariantCulture;
+        var temperature = task.Temperature is { } t ? t.ToString("R", inv) : null;
+        var maxOutputTokens = task.MaxOutputTokens?.ToString(inv);
         var definition = string.Join("\n", taskName, task.Prompt, task.SystemPrompt ?? string.Empty, task.Model ?? string.Empty,
-            task.MaxAttempts.ToString(System.Globalization.CultureInfo.InvariantCulture), JsonSchema(task));
+            task.MaxAttempts.ToString(inv), JsonSchema(task), temperature ?? string.Empty, maxOutputTokens ?? string.Empty, string.Join(",", task.ImageColumns));
         sql.Append("INSERT INTO llm.task (name, table_schema, table_name, key_columns, read_columns, target_columns, prompt, system_prompt,\n")
-            .Append("                      json_schema, model, max_attempts, enqueue_function, inputs_function, complete_function, definition_hash)\n")
+            .Append("                      json_schema, model, max_attempts, temperature, max_output_tokens, image_columns,\n")
+            .Append("                      enqueue_function, inputs_function, complete_function, definition_hash)\n")
             .Append("VALUES (").Append(Literal(taskName)).Append(",\n        ")
             .Append(Literal(table.Schema)).Append(", ").Append(Literal(table.Table)).Append(",\n        ")
             .Append(TextArray(table.KeyColumns)).Append(",\n        ")
             .Append(TextArray(task.ReadColumns)).Append(",\n        ")
-            .Append(TextArray(task.Targets.Select(t => t.Column))).Append(",\n        ")
+            .Append(TextArray(task.Targets.Select(x => x.Column))).Append(",\n        ")
             .Append(Literal(task.Prompt)).Append(",\n        ")
             .Append(Literal(task.SystemPrompt)).Append(",\n        ")
             .Append(Literal(JsonSchema(task))).Append("::json,\n        ")
             .Append(Literal(task.Model)).Append(", ")
-            .Append(task.MaxAttempts.ToString(System.Globalization.CultureInfo.InvariantCulture)).Append(",\n        ")
+            .Append(task.MaxAttempts.ToString(inv)).Append(", ")
+            .Append(temperature ?? "NULL").Append(", ")
+            .Append(maxOutputTokens ?? "NULL").Append(", ")
+            .Append(TextArray(task.ImageColumns)).Append(",\n        ")
             .Append(Literal(enqueue)).Append("::regproc, ")
             .Append(Literal(inputs)).Append("::regproc, ")
             .Append(Literal(complete)).Append("::regproc,\n        ")
@@ -160,7 +167,9 @@ internal static class TableScriptEmitter
             .Append("   SET table_schema = EXCLUDED.table_schema, table_name = EXCLUDED.table_name, key_columns = EXCLUDED.key_columns,\n")
             .Append("       read_columns = EXCLUDED.read_columns, target_columns = EXCLUDED.target_columns, prompt = EXCLUDED.prompt,\n")
             .Append("       system_prompt = EXCLUDED.system_prompt, json_schema = EXCLUDED.json_schema, model = EXCLUDED.model,\n")
-            .Append("       max_attempts = EXCLUDED.max_attempts, enqueue_function = EXCLUDED.enqueue_function,\n")
+            .Append("       max_attempts = EXCLUDED.max_attempts, temperature = EXCLUDED.temperature,\n")
+            .Append("       max_output_tokens = EXCLUDED.max_output_tokens, image_columns = EXCLUDED.image_columns,\n")
+            .Append("       enqueue_function = EXCLUDED.enqueue_function,\n")
             .Append("       inputs_function = EXCLUDED.inputs_function, complete_function = EXCLUDED.complete_function,\n")
             .Append("       definition_hash = EXCLUDED.definition_hash, updated_at = now();\n\n");
 
@@ -210,12 +219,10 @@ internal static class TableScriptEmitter
         sql.Append("SELECT pg_notify('pgllm_tasks', '');\n");
     }
 
-    /// <summary>The strict JSON schema the model must answer with: one required key per target column.</summary>
+    /// <summary>The strict JSON schema the model must answer with: one required key per target column, typed by its C# property.</summary>
     public static string JsonSchema(TaskSpec task)
     {
-        var properties = string.Join(",", task.Targets.Select(t =>
-            JsonString(t.Column) + ":{\"type\":" + JsonString(t.JsonType) +
-            (t.Description is null ? string.Empty : ",\"description\":" + JsonString(t.Description)) + "}"));
+        var properties = string.Join(",", task.Targets.Select(t => JsonString(t.Column) + ":" + t.Schema));
         var required = string.Join(",", task.Targets.Select(t => JsonString(t.Column)));
         return "{\"type\":\"object\",\"properties\":{" + properties + "},\"required\":[" + required + "],\"additionalProperties\":false}";
     }

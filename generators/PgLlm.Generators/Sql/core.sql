@@ -48,6 +48,13 @@ CREATE TABLE IF NOT EXISTS llm.task (
     updated_at        timestamptz NOT NULL DEFAULT now()
 );
 
+-- Per-task model options and image inputs (added after the first release; kept as ALTERs so that an
+-- existing registry gains them in place).
+ALTER TABLE llm.task ADD COLUMN IF NOT EXISTS temperature double precision;
+ALTER TABLE llm.task ADD COLUMN IF NOT EXISTS max_output_tokens integer;
+-- Read columns sent to the model as image content parts (a URL, or bytea as a data URL), not as text.
+ALTER TABLE llm.task ADD COLUMN IF NOT EXISTS image_columns text[] NOT NULL DEFAULT '{}';
+
 -- The queue. A job names a task and a row key, never the row's values: the worker reads the
 -- latest values when it runs the job, so rapid updates collapse into one pending job.
 CREATE TABLE IF NOT EXISTS llm.job (

@@ -23,6 +23,12 @@ public abstract class LlmTaskBaseAttribute : Attribute
 
     /// <summary>Attempts before the job is marked failed (default 5).</summary>
     public int MaxAttempts { get; set; } = 5;
+
+    /// <summary>Sampling temperature, 0 to 2; unset (NaN) leaves the endpoint's default.</summary>
+    public double Temperature { get; set; } = double.NaN;
+
+    /// <summary>The most tokens the answer may use; 0 (unset) leaves the endpoint's default.</summary>
+    public int MaxOutputTokens { get; set; }
 }
 
 /// <summary>One model call fills the column of the property this is on.</summary>

@@ -1,5 +1,4 @@
 using System.Text.Json;
-using System.Text.Json.Nodes;
 using Microsoft.Extensions.AI;
 using PgLlm.Queue;
 
@@ -23,7 +22,7 @@ internal sealed class ModelCaller
         _defaultModel = defaultModel;
     }
 
-    public async Task<ModelAnswer> AskAsync(TaskDefinition task, string prompt, CancellationToken cancellationToken)
+    public async Task<ModelAnswer> AskAsync(TaskDefinition task, JsonElement inputs, CancellationToken cancellationToken)
     {
         var messages = new List<ChatMessage>(2);
         if (task.SystemPrompt is not null)
@@ -31,10 +30,13 @@ internal sealed class ModelCaller
             messages.Add(new ChatMessage(ChatRole.System, task.SystemPrompt));
         }
 
-        messages.Add(new ChatMessage(ChatRole.User, prompt));
+        // Row values travel as data: rendered once into the user message, images as image parts.
+        messages.Add(new ChatMessage(ChatRole.User, PromptContent.Build(task, inputs)));
         var options = new ChatOptions
         {
             ModelId = task.Model ?? _defaultModel,
+            Temperature = task.Temperature is { } temperature ? (float)temperature : null,
+            MaxOutputTokens = task.MaxOutputTokens,
             ResponseFormat = ChatResponseFormat.ForJsonSchema(task.JsonSchema, "result"),
             AdditionalProperties = new AdditionalPropertiesDictionary { ["strict"] = true },
         };
@@ -43,44 +45,8 @@ internal sealed class ModelCaller
         return new ModelAnswer(json, ToInt(response.Usage?.InputTokenCount), ToInt(response.Usage?.OutputTokenCount));
     }
 
-    /// <summary>Keeps only the target columns, and requires every one of them.</summary>
-    internal static string Validate(TaskDefinition task, string? text)
-    {
-        if (string.IsNullOrWhiteSpace(text))
-        {
-            throw new InvalidAnswerException("the model returned an empty answer");
-        }
-
-        JsonNode? node;
-        try
-        {
-            node = JsonNode.Parse(text);
-        }
-        catch (JsonException ex)
-        {
-            throw new InvalidAnswerException($"the answer is not valid JSON ({ex.Message}): {Excerpt(text)}");
-        }
-
-        if (node is not JsonObject answer)
-        {
-            throw new InvalidAnswerException($"the answer is not a JSON object: {Excerpt(text)}");
-        }
-
-        var result = new JsonObject();
-        foreach (var column in task.TargetColumns)
-        {
-            if (!answer.TryGetPropertyValue(column, out var value))
-            {
-                throw new InvalidAnswerException($"the answer has no \"{column}\": {Excerpt(text)}");
-            }
-
-            result[column] = value?.DeepClone();
-        }
-
-        return result.ToJsonString();
-    }
-
-    private static string Excerpt(string text) => text.Length <= 200 ? text : text[..200] + "...";
+    /// <summary>Keeps only the target columns, requires every one of them, and checks and converts each against the schema.</summary>
+    internal static string Validate(TaskDefinition task, string? text) => AnswerValidator.Validate(task, text);
 
     private static int? ToInt(long? value) => value is null ? null : (int)Math.Min(value.Value, int.MaxValue);
 }

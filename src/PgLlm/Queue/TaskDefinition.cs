@@ -15,8 +15,14 @@ public sealed class TaskDefinition
         int maxAttempts,
         IReadOnlyList<string> targetColumns,
         string inputsFunction,
-        string completeFunction)
+        string completeFunction,
+        double? temperature = null,
+        int? maxOutputTokens = null,
+        IReadOnlyList<string>? imageColumns = null)
     {
+        Temperature = temperature;
+        MaxOutputTokens = maxOutputTokens;
+        ImageColumns = imageColumns ?? [];
         Name = name;
         Prompt = prompt;
         SystemPrompt = systemPrompt;
@@ -45,6 +51,15 @@ public sealed class TaskDefinition
 
     /// <summary>Attempts before a job fails for good.</summary>
     public int MaxAttempts { get; }
+
+    /// <summary>The sampling temperature, or null for the endpoint's default.</summary>
+    public double? Temperature { get; }
+
+    /// <summary>The most tokens the answer may use, or null for the endpoint's default.</summary>
+    public int? MaxOutputTokens { get; }
+
+    /// <summary>Read columns sent as image content parts rather than text.</summary>
+    public IReadOnlyList<string> ImageColumns { get; }
 
     /// <summary>The columns the answer fills (the keys of the answer object).</summary>
     public IReadOnlyList<string> TargetColumns { get; }

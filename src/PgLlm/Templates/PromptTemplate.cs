@@ -24,6 +24,10 @@ public sealed class PromptTemplate
     /// <summary>The placeholder names, in first-use order.</summary>
     public IReadOnlyList<string> Placeholders { get; }
 
+    /// <summary>The template in order: literal text (placeholder null), or a placeholder's name.</summary>
+    internal IEnumerable<(string Literal, string? Placeholder)> Parts =>
+        _tokens.Select(t => t.IsPlaceholder ? (string.Empty, (string?)t.Value) : (t.Value, (string?)null));
+
     /// <summary>Parses a template.</summary>
     /// <exception cref="FormatException">A brace is malformed.</exception>
     public static PromptTemplate Parse(string template)
@@ -54,7 +58,7 @@ public sealed class PromptTemplate
         return builder.ToString();
     }
 
-    private static void AppendValue(StringBuilder builder, JsonElement value)
+    internal static void AppendValue(StringBuilder builder, JsonElement value)
     {
         switch (value.ValueKind)
         {

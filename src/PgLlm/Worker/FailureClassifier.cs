@@ -16,6 +16,7 @@ internal static class FailureClassifier
     {
         InvalidAnswerException invalid => new(FailureKind.Invalid, "invalid answer: " + invalid.Message, null),
         PromptTooLargeException tooLarge => new(FailureKind.Permanent, tooLarge.Message, null),
+        InvalidInputException input => new(FailureKind.Permanent, "invalid input: " + input.Message, null),
         TimeoutException timeout => new(FailureKind.Transient, "timeout: " + timeout.Message, null),
         // Data exceptions (22xxx) and constraint violations (23xxx) on write-back mean the answer does
         // not fit the columns: an invalid answer, not a database outage.

@@ -281,15 +281,15 @@ public sealed partial class PgLlmWorker : BackgroundService
         var (job, task, inputs) = work;
         try
         {
-            var prompt = task.Prompt.Render(inputs.Values);
-            PromptTooLargeException.ThrowIfOver(prompt, _options.MaxPromptBytes);
+            // Image parts count at their encoded size too: the limit bounds what one job sends.
+            PromptTooLargeException.ThrowIfOver(task.Prompt.Render(inputs.Values), _options.MaxPromptBytes);
             ModelAnswer answer;
             using (var timeout = CancellationTokenSource.CreateLinkedTokenSource(jobsToken))
             {
                 timeout.CancelAfter(_options.ModelTimeout);
                 try
                 {
-                    answer = await _model.AskAsync(task, prompt, timeout.Token).ConfigureAwait(false);
+                    answer = await _model.AskAsync(task, inputs.Values, timeout.Token).ConfigureAwait(false);
                 }
                 catch (OperationCanceledException) when (!jobsToken.IsCancellationRequested)
                 {

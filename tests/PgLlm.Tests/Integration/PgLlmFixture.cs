@@ -21,6 +21,7 @@ public sealed class PgLlmFixture : IAsyncLifetime
     public static IReadOnlyList<PgLlmScript> Scripts { get; } =
     [
         PgLlmScript.Application("0001-test-tables", ReadSchema("0001-test-tables.sql")),
+        PgLlmScript.Application("0002-typed-tables", ReadSchema("0002-typed-tables.sql")),
         .. PgLlm.Generated.PgLlmScripts.All,
     ];
 

@@ -232,7 +232,9 @@ public sealed class PipelineTests
         Assert.Empty(second.Applied);
         Assert.Equal(triggers, await db.ScalarAsync<long>("SELECT count(*) FROM pg_trigger WHERE tgname LIKE 'pgllm:%'"));
         Assert.Equal(journal, await db.ScalarAsync<long>("SELECT count(*) FROM llm.migration"));
-        Assert.Equal(12L, triggers); // six tasks, an INSERT and an UPDATE trigger each
+        // An INSERT and an UPDATE trigger for every declared task.
+        Assert.Equal(2 * await db.ScalarAsync<long>("SELECT count(*) FROM llm.task"), triggers);
+        Assert.True(triggers >= 10, $"only {triggers} triggers");
     }
 
     [Fact]

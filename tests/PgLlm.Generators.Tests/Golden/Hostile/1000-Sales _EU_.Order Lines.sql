@@ -92,7 +92,8 @@ REVOKE ALL ON FUNCTION "llm"."Sales ""EU"".Order Lines:category:inputs"(bigint[]
 REVOKE ALL ON FUNCTION "llm"."Sales ""EU"".Order Lines:category:complete"(bigint, integer, text, jsonb, integer, integer) FROM PUBLIC;
 
 INSERT INTO llm.task (name, table_schema, table_name, key_columns, read_columns, target_columns, prompt, system_prompt,
-                      json_schema, model, max_attempts, enqueue_function, inputs_function, complete_function, definition_hash)
+                      json_schema, model, max_attempts, temperature, max_output_tokens, image_columns,
+                      enqueue_function, inputs_function, complete_function, definition_hash)
 VALUES ('Sales "EU".Order Lines:category',
         'Sales "EU"', 'Order Lines',
         ARRAY['tenant_id', 'line_no']::text[],
@@ -100,15 +101,17 @@ VALUES ('Sales "EU".Order Lines:category',
         ARRAY['Category''s "Label"']::text[],
         'Classify {Item Name} (x{quantity}) as {{food|tool}}: {Item Name}',
         'Answer with one word.',
-        '{"type":"object","properties":{"Category''s \"Label\"":{"type":"string"}},"required":["Category''s \"Label\""],"additionalProperties":false}'::json,
-        'small-model', 3,
+        '{"type":"object","properties":{"Category''s \"Label\"":{"type":["string","null"]}},"required":["Category''s \"Label\""],"additionalProperties":false}'::json,
+        'small-model', 3, NULL, NULL, ARRAY[]::text[],
         '"llm"."Sales ""EU"".Order Lines:category:enqueue"'::regproc, '"llm"."Sales ""EU"".Order Lines:category:inputs"'::regproc, '"llm"."Sales ""EU"".Order Lines:category:complete"'::regproc,
-        'cc2e5a00e4e9522a')
+        '1f0b8b8de9d5a948')
 ON CONFLICT (name) DO UPDATE
    SET table_schema = EXCLUDED.table_schema, table_name = EXCLUDED.table_name, key_columns = EXCLUDED.key_columns,
        read_columns = EXCLUDED.read_columns, target_columns = EXCLUDED.target_columns, prompt = EXCLUDED.prompt,
        system_prompt = EXCLUDED.system_prompt, json_schema = EXCLUDED.json_schema, model = EXCLUDED.model,
-       max_attempts = EXCLUDED.max_attempts, enqueue_function = EXCLUDED.enqueue_function,
+       max_attempts = EXCLUDED.max_attempts, temperature = EXCLUDED.temperature,
+       max_output_tokens = EXCLUDED.max_output_tokens, image_columns = EXCLUDED.image_columns,
+       enqueue_function = EXCLUDED.enqueue_function,
        inputs_function = EXCLUDED.inputs_function, complete_function = EXCLUDED.complete_function,
        definition_hash = EXCLUDED.definition_hash, updated_at = now();
 
@@ -214,7 +217,8 @@ REVOKE ALL ON FUNCTION "llm"."Sales ""EU"".Order Lines:shelf_days:inputs"(bigint
 REVOKE ALL ON FUNCTION "llm"."Sales ""EU"".Order Lines:shelf_days:complete"(bigint, integer, text, jsonb, integer, integer) FROM PUBLIC;
 
 INSERT INTO llm.task (name, table_schema, table_name, key_columns, read_columns, target_columns, prompt, system_prompt,
-                      json_schema, model, max_attempts, enqueue_function, inputs_function, complete_function, definition_hash)
+                      json_schema, model, max_attempts, temperature, max_output_tokens, image_columns,
+                      enqueue_function, inputs_function, complete_function, definition_hash)
 VALUES ('Sales "EU".Order Lines:shelf_days',
         'Sales "EU"', 'Order Lines',
         ARRAY['tenant_id', 'line_no']::text[],
@@ -222,15 +226,17 @@ VALUES ('Sales "EU".Order Lines:shelf_days',
         ARRAY['shelf_days']::text[],
         'How many days does {Item Name} keep?',
         NULL,
-        '{"type":"object","properties":{"shelf_days":{"type":"integer"}},"required":["shelf_days"],"additionalProperties":false}'::json,
-        NULL, 5,
+        '{"type":"object","properties":{"shelf_days":{"type":["integer","null"]}},"required":["shelf_days"],"additionalProperties":false}'::json,
+        NULL, 5, NULL, NULL, ARRAY[]::text[],
         '"llm"."Sales ""EU"".Order Lines:shelf_days:enqueue"'::regproc, '"llm"."Sales ""EU"".Order Lines:shelf_days:inputs"'::regproc, '"llm"."Sales ""EU"".Order Lines:shelf_days:complete"'::regproc,
-        '4ca15c2a0655d700')
+        'b91b6ddb3f2d81c9')
 ON CONFLICT (name) DO UPDATE
    SET table_schema = EXCLUDED.table_schema, table_name = EXCLUDED.table_name, key_columns = EXCLUDED.key_columns,
        read_columns = EXCLUDED.read_columns, target_columns = EXCLUDED.target_columns, prompt = EXCLUDED.prompt,
        system_prompt = EXCLUDED.system_prompt, json_schema = EXCLUDED.json_schema, model = EXCLUDED.model,
-       max_attempts = EXCLUDED.max_attempts, enqueue_function = EXCLUDED.enqueue_function,
+       max_attempts = EXCLUDED.max_attempts, temperature = EXCLUDED.temperature,
+       max_output_tokens = EXCLUDED.max_output_tokens, image_columns = EXCLUDED.image_columns,
+       enqueue_function = EXCLUDED.enqueue_function,
        inputs_function = EXCLUDED.inputs_function, complete_function = EXCLUDED.complete_function,
        definition_hash = EXCLUDED.definition_hash, updated_at = now();
 

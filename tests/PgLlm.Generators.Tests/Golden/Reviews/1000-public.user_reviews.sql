@@ -92,7 +92,8 @@ REVOKE ALL ON FUNCTION "llm"."public.user_reviews:sentiment:inputs"(bigint[]) FR
 REVOKE ALL ON FUNCTION "llm"."public.user_reviews:sentiment:complete"(bigint, integer, text, jsonb, integer, integer) FROM PUBLIC;
 
 INSERT INTO llm.task (name, table_schema, table_name, key_columns, read_columns, target_columns, prompt, system_prompt,
-                      json_schema, model, max_attempts, enqueue_function, inputs_function, complete_function, definition_hash)
+                      json_schema, model, max_attempts, temperature, max_output_tokens, image_columns,
+                      enqueue_function, inputs_function, complete_function, definition_hash)
 VALUES ('public.user_reviews:sentiment',
         'public', 'user_reviews',
         ARRAY['id']::text[],
@@ -100,15 +101,17 @@ VALUES ('public.user_reviews:sentiment',
         ARRAY['sentiment']::text[],
         'Analyze the sentiment of this text. Text: {review_text}',
         NULL,
-        '{"type":"object","properties":{"sentiment":{"type":"string"}},"required":["sentiment"],"additionalProperties":false}'::json,
-        NULL, 5,
+        '{"type":"object","properties":{"sentiment":{"type":["string","null"]}},"required":["sentiment"],"additionalProperties":false}'::json,
+        NULL, 5, NULL, NULL, ARRAY[]::text[],
         '"llm"."public.user_reviews:sentiment:enqueue"'::regproc, '"llm"."public.user_reviews:sentiment:inputs"'::regproc, '"llm"."public.user_reviews:sentiment:complete"'::regproc,
-        '43dae9f8fd9bf39a')
+        'c247b72a92f87237')
 ON CONFLICT (name) DO UPDATE
    SET table_schema = EXCLUDED.table_schema, table_name = EXCLUDED.table_name, key_columns = EXCLUDED.key_columns,
        read_columns = EXCLUDED.read_columns, target_columns = EXCLUDED.target_columns, prompt = EXCLUDED.prompt,
        system_prompt = EXCLUDED.system_prompt, json_schema = EXCLUDED.json_schema, model = EXCLUDED.model,
-       max_attempts = EXCLUDED.max_attempts, enqueue_function = EXCLUDED.enqueue_function,
+       max_attempts = EXCLUDED.max_attempts, temperature = EXCLUDED.temperature,
+       max_output_tokens = EXCLUDED.max_output_tokens, image_columns = EXCLUDED.image_columns,
+       enqueue_function = EXCLUDED.enqueue_function,
        inputs_function = EXCLUDED.inputs_function, complete_function = EXCLUDED.complete_function,
        definition_hash = EXCLUDED.definition_hash, updated_at = now();
 
@@ -215,7 +218,8 @@ REVOKE ALL ON FUNCTION "llm"."public.user_reviews:emotion+user_review_es:inputs"
 REVOKE ALL ON FUNCTION "llm"."public.user_reviews:emotion+user_review_es:complete"(bigint, integer, text, jsonb, integer, integer) FROM PUBLIC;
 
 INSERT INTO llm.task (name, table_schema, table_name, key_columns, read_columns, target_columns, prompt, system_prompt,
-                      json_schema, model, max_attempts, enqueue_function, inputs_function, complete_function, definition_hash)
+                      json_schema, model, max_attempts, temperature, max_output_tokens, image_columns,
+                      enqueue_function, inputs_function, complete_function, definition_hash)
 VALUES ('public.user_reviews:emotion+user_review_es',
         'public', 'user_reviews',
         ARRAY['id']::text[],
@@ -223,15 +227,17 @@ VALUES ('public.user_reviews:emotion+user_review_es',
         ARRAY['emotion', 'user_review_es']::text[],
         'Analyze the sentiment and translate the following review to Spanish. Text: {user_review_og}',
         NULL,
-        '{"type":"object","properties":{"emotion":{"type":"string"},"user_review_es":{"type":"string"}},"required":["emotion","user_review_es"],"additionalProperties":false}'::json,
-        NULL, 5,
+        '{"type":"object","properties":{"emotion":{"type":["string","null"]},"user_review_es":{"type":["string","null"]}},"required":["emotion","user_review_es"],"additionalProperties":false}'::json,
+        NULL, 5, NULL, NULL, ARRAY[]::text[],
         '"llm"."public.user_reviews:emotion+user_review_es:enqueue"'::regproc, '"llm"."public.user_reviews:emotion+user_review_es:inputs"'::regproc, '"llm"."public.user_reviews:emotion+user_review_es:complete"'::regproc,
-        '3992d371b7a52d04')
+        '9bebc6491fd3cb33')
 ON CONFLICT (name) DO UPDATE
    SET table_schema = EXCLUDED.table_schema, table_name = EXCLUDED.table_name, key_columns = EXCLUDED.key_columns,
        read_columns = EXCLUDED.read_columns, target_columns = EXCLUDED.target_columns, prompt = EXCLUDED.prompt,
        system_prompt = EXCLUDED.system_prompt, json_schema = EXCLUDED.json_schema, model = EXCLUDED.model,
-       max_attempts = EXCLUDED.max_attempts, enqueue_function = EXCLUDED.enqueue_function,
+       max_attempts = EXCLUDED.max_attempts, temperature = EXCLUDED.temperature,
+       max_output_tokens = EXCLUDED.max_output_tokens, image_columns = EXCLUDED.image_columns,
+       enqueue_function = EXCLUDED.enqueue_function,
        inputs_function = EXCLUDED.inputs_function, complete_function = EXCLUDED.complete_function,
        definition_hash = EXCLUDED.definition_hash, updated_at = now();
 
