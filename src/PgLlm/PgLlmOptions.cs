@@ -23,6 +23,15 @@ public sealed class PgLlmOptions
 
     /// <summary>How the worker drains the queue.</summary>
     public PgLlmWorkerOptions Worker { get; set; } = new();
+
+    /// <summary>The endpoint's request and token limits, and what a 429 does.</summary>
+    public PgLlmRateLimitOptions RateLimit { get; set; } = new();
+
+    /// <summary>Optional prices per model (<c>*</c> for every other model), for cost estimates.</summary>
+    public Dictionary<string, PgLlmPrice> Prices { get; set; } = new(StringComparer.Ordinal);
+
+    /// <summary>Queue depth sampling and health check thresholds.</summary>
+    public PgLlmMonitoringOptions Monitoring { get; set; } = new();
 }
 
 /// <summary>How the worker drains the queue.</summary>

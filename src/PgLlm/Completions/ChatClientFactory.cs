@@ -2,6 +2,7 @@ using System.ClientModel;
 using System.ClientModel.Primitives;
 using Microsoft.Extensions.AI;
 using OpenAI;
+using PgLlm.Observability;
 
 namespace PgLlm.Completions;
 
@@ -35,6 +36,8 @@ public static class ChatClientFactory
 
         // Some compatible servers need no key; the SDK still wants a non-empty credential.
         var key = string.IsNullOrEmpty(options.ApiKey) ? "no-key" : options.ApiKey;
-        return new OpenAI.Chat.ChatClient(options.Model, new ApiKeyCredential(key), clientOptions).AsIChatClient();
+        var client = new OpenAI.Chat.ChatClient(options.Model, new ApiKeyCredential(key), clientOptions).AsIChatClient();
+        // Metered inside the limiter, so durations are the endpoint's, not the time spent waiting for a permit.
+        return new RateLimitingChatClient(new MeteredChatClient(client), options.RateLimit, endpoint.Authority);
     }
 }

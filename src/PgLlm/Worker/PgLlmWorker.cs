@@ -6,6 +6,7 @@ using Microsoft.Extensions.Logging.Abstractions;
 using Microsoft.Extensions.Options;
 using Npgsql;
 using PgLlm.Completions;
+using PgLlm.Observability;
 using PgLlm.Queue;
 
 namespace PgLlm.Worker;
@@ -53,7 +54,7 @@ public sealed partial class PgLlmWorker : BackgroundService
         _logger = (ILogger?)logger ?? NullLogger.Instance;
         _queue = new JobQueue(dataSource);
         _registry = new TaskRegistry(dataSource);
-        _model = new ModelCaller(chatClient, options.Value.Model);
+        _model = new ModelCaller(MeteredChatClient.Wrap(chatClient), options.Value.Model);
         _workerId = _options.WorkerId ?? $"{Environment.MachineName}:{Environment.ProcessId}:{Guid.NewGuid().ToString("N")[..8]}";
     }
 
@@ -106,6 +107,7 @@ public sealed partial class PgLlmWorker : BackgroundService
                     }
 
                     var jobs = await _queue.ClaimAsync(_workerId, wanted, _options.Lease, stoppingToken).ConfigureAwait(false);
+                    PgLlmMetrics.RecordClaimed(_workerId, jobs);
                     if (jobs.Count == 0)
                     {
                         int running;
@@ -290,6 +292,7 @@ public sealed partial class PgLlmWorker : BackgroundService
             }
 
             var state = await _queue.CompleteAsync(task, job, inputs.Hash, answer.Json, answer.InputTokens, answer.OutputTokens, CancellationToken.None).ConfigureAwait(false);
+            PgLlmMetrics.RecordSettled(job.Task, state);
             LogCompleted(job.Id, job.Task, state);
         }
         catch (OperationCanceledException) when (jobsToken.IsCancellationRequested)
@@ -301,6 +304,7 @@ public sealed partial class PgLlmWorker : BackgroundService
             var failure = FailureClassifier.Classify(ex);
             var delay = RetryDelay(job.Attempt, failure.RetryAfter);
             var state = await SettleQuietlyAsync(() => _queue.FailAsync(job, failure.Message, delay, failure.Kind, CancellationToken.None), job).ConfigureAwait(false);
+            PgLlmMetrics.RecordSettled(job.Task, state);
             LogAttemptFailed(job.Id, job.Task, job.Attempt, job.MaxAttempts, state ?? "unknown", failure.Message);
         }
     }

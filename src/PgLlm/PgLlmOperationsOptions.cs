@@ -1,0 +1,46 @@
+namespace PgLlm;
+
+/// <summary>
+/// The endpoint's limits (section <c>PgLlm:RateLimit</c>), shared by every concurrent call of one worker.
+/// Several worker processes each get the full budget: divide it between them.
+/// </summary>
+public sealed class PgLlmRateLimitOptions
+{
+    /// <summary>Most requests per minute; null for no limit.</summary>
+    public int? RequestsPerMinute { get; set; }
+
+    /// <summary>Most tokens (input and output) per minute; null for no limit. Calls reserve an estimate and settle the difference afterwards.</summary>
+    public int? TokensPerMinute { get; set; }
+
+    /// <summary>How often a call the endpoint throttled (HTTP 429) is sent again before it counts as a failed attempt. 0 turns this off.</summary>
+    public int ThrottleRetries { get; set; } = 5;
+
+    /// <summary>The pause after a 429 without <c>Retry-After</c>; doubled for each 429 in a row.</summary>
+    public TimeSpan ThrottleBackoff { get; set; } = TimeSpan.FromSeconds(1);
+
+    /// <summary>The longest pause after a 429 without <c>Retry-After</c>.</summary>
+    public TimeSpan MaxThrottleBackoff { get; set; } = TimeSpan.FromMinutes(1);
+}
+
+/// <summary>A model's price, for cost estimates (section <c>PgLlm:Prices:&lt;model&gt;</c>; the model <c>*</c> prices all others).</summary>
+public sealed class PgLlmPrice
+{
+    /// <summary>Price of one million input tokens, in your currency.</summary>
+    public decimal InputPerMillion { get; set; }
+
+    /// <summary>Price of one million output tokens, in your currency.</summary>
+    public decimal OutputPerMillion { get; set; }
+}
+
+/// <summary>Health and metrics sampling (section <c>PgLlm:Monitoring</c>).</summary>
+public sealed class PgLlmMonitoringOptions
+{
+    /// <summary>How often the hosted monitor counts the queue for the <c>pgllm.queue.depth</c> gauge.</summary>
+    public TimeSpan QueueSampleInterval { get; set; } = TimeSpan.FromSeconds(15);
+
+    /// <summary>Pending jobs above which the health check reports Degraded; null never does.</summary>
+    public long? DegradedQueueDepth { get; set; }
+
+    /// <summary>How long a worker may go without asking the queue for work before the health check reports it Unhealthy; by default three poll intervals, at least one minute.</summary>
+    public TimeSpan? WorkerStallAfter { get; set; }
+}
