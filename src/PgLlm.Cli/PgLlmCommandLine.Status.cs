@@ -77,6 +77,12 @@ public sealed partial class PgLlmCommandLine
 
                     if ((exitWhenIdle && rows.All(r => r.Pending + r.Running == 0)) || cancellationToken.IsCancellationRequested)
                     {
+                        foreach (var bar in bars.Values)
+                        {
+                            bar.StopTask();
+                        }
+
+                        context.Refresh();
                         return;
                     }
 
