@@ -110,7 +110,7 @@ public sealed partial class PgLlmCommandLine
 
             if (parseResult.GetValue(untilIdle))
             {
-                using var chatClient = ChatClientFactory.Create(options);
+                using var chatClient = ChatClientFactory.Create(options, dataSource);
                 using var worker = new PgLlmWorker(dataSource, chatClient, Microsoft.Extensions.Options.Options.Create(options));
                 var ran = await worker.RunUntilIdleAsync(cancellationToken).ConfigureAwait(false);
                 _console.MarkupLineInterpolated($"[green]Drained[/]: {ran} jobs run.");

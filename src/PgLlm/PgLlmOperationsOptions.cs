@@ -44,3 +44,16 @@ public sealed class PgLlmMonitoringOptions
     /// <summary>How long a worker may go without asking the queue for work before the health check reports it Unhealthy; by default three poll intervals, at least one minute.</summary>
     public TimeSpan? WorkerStallAfter { get; set; }
 }
+
+/// <summary>
+/// The optional answer cache (section <c>PgLlm:AnswerCache</c>, off by default): identical requests are
+/// answered from the table <c>llm.answer_cache</c> instead of a new paid call.
+/// </summary>
+public sealed class PgLlmAnswerCacheOptions
+{
+    /// <summary>Whether answers are cached and reused. Off by default: a cached answer is reused even when the model would now answer differently.</summary>
+    public bool Enabled { get; set; }
+
+    /// <summary>How long a cached answer is reused; null for as long as it is in the table.</summary>
+    public TimeSpan? TimeToLive { get; set; }
+}

@@ -32,6 +32,9 @@ public sealed class PgLlmOptions
 
     /// <summary>Queue depth sampling and health check thresholds.</summary>
     public PgLlmMonitoringOptions Monitoring { get; set; } = new();
+
+    /// <summary>The optional answer cache (off by default).</summary>
+    public PgLlmAnswerCacheOptions AnswerCache { get; set; } = new();
 }
 
 /// <summary>How the worker drains the queue.</summary>

@@ -427,3 +427,16 @@ BEGIN
     RETURN QUERY SELECT v_scanned, v_enqueued, v_state.scanned, v_state.enqueued, v_scanned < p_batch;
 END
 $fn$;
+
+-- Optional answer cache (PgLlm:AnswerCache:Enabled, off by default): a request identical to an
+-- earlier one (model, messages, response schema, sampling settings; the messages carry the row's
+-- inputs) is answered from here instead of a new paid call. key is a SHA-256 of the request.
+-- Empty it with TRUNCATE llm.answer_cache; a bad cached answer is removed with DELETE ... WHERE key = ...
+CREATE TABLE IF NOT EXISTS llm.answer_cache (
+    key         text PRIMARY KEY,
+    model       text,
+    answer      text NOT NULL,
+    created_at  timestamptz NOT NULL DEFAULT now(),
+    hits        bigint NOT NULL DEFAULT 0,
+    last_hit_at timestamptz
+);

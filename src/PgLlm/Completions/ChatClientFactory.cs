@@ -1,6 +1,7 @@
 using System.ClientModel;
 using System.ClientModel.Primitives;
 using Microsoft.Extensions.AI;
+using Npgsql;
 using OpenAI;
 using PgLlm.Observability;
 
@@ -9,6 +10,19 @@ namespace PgLlm.Completions;
 /// <summary>Builds the default <see cref="IChatClient"/>: any OpenAI-compatible chat-completions endpoint.</summary>
 public static class ChatClientFactory
 {
+    /// <summary>
+    /// Creates a client for <paramref name="options"/>' base URL, API key and model, with its rate limits and,
+    /// when enabled and <paramref name="dataSource"/> is given, the answer cache in front.
+    /// </summary>
+    /// <exception cref="InvalidOperationException">The base URL or model is missing or malformed.</exception>
+    public static IChatClient Create(PgLlmOptions options, NpgsqlDataSource? dataSource)
+    {
+        var client = Create(options);
+        return options.AnswerCache.Enabled && dataSource is not null
+            ? new AnswerCacheChatClient(client, dataSource, options.AnswerCache)
+            : client;
+    }
+
     /// <summary>Creates a client for <paramref name="options"/>' base URL, API key and model.</summary>
     /// <exception cref="InvalidOperationException">The base URL or model is missing or malformed.</exception>
     public static IChatClient Create(PgLlmOptions options)

@@ -44,7 +44,8 @@ public static class PgLlmServiceCollectionExtensions
 
             return new NpgsqlDataSourceBuilder(options.ConnectionString).Build();
         });
-        services.TryAddKeyedSingleton<IChatClient>(ChatClientKey, (sp, _) => ChatClientFactory.Create(sp.GetRequiredService<IOptions<PgLlmOptions>>().Value));
+        services.TryAddKeyedSingleton<IChatClient>(ChatClientKey, (sp, _) =>
+            ChatClientFactory.Create(sp.GetRequiredService<IOptions<PgLlmOptions>>().Value, sp.GetRequiredService<NpgsqlDataSource>()));
         if (scripts is not null)
         {
             var list = scripts.ToList();

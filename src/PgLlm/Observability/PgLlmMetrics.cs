@@ -47,6 +47,9 @@ public static class PgLlmMetrics
     private static readonly Counter<long> RateLimitWaits = Meter.CreateCounter<long>(
         "pgllm.rate_limit.throttled", "{response}", "HTTP 429 responses that paused the worker's model calls.");
 
+    private static readonly Counter<long> CacheLookups = Meter.CreateCounter<long>(
+        "pgllm.cache.lookups", "{request}", "Answer cache lookups, tagged pgllm.cache.hit = true or false.");
+
     private static readonly ConcurrentDictionary<string, long> LastClaims = new(StringComparer.Ordinal);
     private static QueueDepth _queueDepth = new(0, 0, 0, DateTimeOffset.MinValue);
 
@@ -134,6 +137,10 @@ public static class PgLlmMetrics
     /// <summary>An endpoint answered HTTP 429 and the calls through it paused.</summary>
     internal static void RecordThrottled(string? endpoint) =>
         RateLimitWaits.Add(1, new KeyValuePair<string, object?>("server.address", endpoint));
+
+    /// <summary>An answer cache lookup found (or did not find) an answer.</summary>
+    internal static void RecordCache(bool hit) =>
+        CacheLookups.Add(1, new KeyValuePair<string, object?>("pgllm.cache.hit", hit));
 
     /// <summary>Stores a fresh sample of the queue depth for the <c>pgllm.queue.depth</c> gauge and the health check.</summary>
     internal static void RecordQueueDepth(QueueDepth depth) => Volatile.Write(ref _queueDepth, depth);

@@ -10,7 +10,7 @@ namespace PgLlm.Generated
         /// <summary>The core schema: the queue, the task registry and the worker's functions.</summary>
         public static global::PgLlm.Migrations.PgLlmScript Core { get; } = new global::PgLlm.Migrations.PgLlmScript(
             @"0001-pgllm-core",
-            @"80c3b5193082",
+            @"5030dd3022be",
             global::PgLlm.Migrations.PgLlmScriptKind.Core,
             @"-- PgLlm core schema: the queue, the task registry and the functions the worker calls.
 -- Idempotent: re-applied as a whole whenever its content changes.
@@ -441,6 +441,19 @@ BEGIN
     RETURN QUERY SELECT v_scanned, v_enqueued, v_state.scanned, v_state.enqueued, v_scanned < p_batch;
 END
 $fn$;
+
+-- Optional answer cache (PgLlm:AnswerCache:Enabled, off by default): a request identical to an
+-- earlier one (model, messages, response schema, sampling settings; the messages carry the row's
+-- inputs) is answered from here instead of a new paid call. key is a SHA-256 of the request.
+-- Empty it with TRUNCATE llm.answer_cache; a bad cached answer is removed with DELETE ... WHERE key = ...
+CREATE TABLE IF NOT EXISTS llm.answer_cache (
+    key         text PRIMARY KEY,
+    model       text,
+    answer      text NOT NULL,
+    created_at  timestamptz NOT NULL DEFAULT now(),
+    hits        bigint NOT NULL DEFAULT 0,
+    last_hit_at timestamptz
+);
 ");
 
         /// <summary>Tasks of table Sales "EU".Order Lines.</summary>
