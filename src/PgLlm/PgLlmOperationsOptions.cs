@@ -57,3 +57,22 @@ public sealed class PgLlmAnswerCacheOptions
     /// <summary>How long a cached answer is reused; null for as long as it is in the table.</summary>
     public TimeSpan? TimeToLive { get; set; }
 }
+
+/// <summary>
+/// A named endpoint (section <c>PgLlm:Endpoints:&lt;name&gt;</c>). A task whose <c>Model</c> is the endpoint's
+/// name is sent there with the endpoint's <see cref="Model"/>; <c>&lt;name&gt;/&lt;model&gt;</c> picks another model on it.
+/// </summary>
+public sealed class PgLlmEndpointOptions
+{
+    /// <summary>The endpoint's base URL (OpenAI-compatible).</summary>
+    public string? BaseUrl { get; set; }
+
+    /// <summary>The endpoint's API key; never logged.</summary>
+    public string? ApiKey { get; set; }
+
+    /// <summary>The model asked when a task names only the endpoint.</summary>
+    public string? Model { get; set; }
+
+    /// <summary>The endpoint's own limits (each endpoint has its own budget and its own 429 pause).</summary>
+    public PgLlmRateLimitOptions RateLimit { get; set; } = new();
+}

@@ -35,6 +35,9 @@ public sealed class PgLlmOptions
 
     /// <summary>The optional answer cache (off by default).</summary>
     public PgLlmAnswerCacheOptions AnswerCache { get; set; } = new();
+
+    /// <summary>Named endpoints besides the default one; a task's <c>Model</c> may name one (see <see cref="PgLlmEndpointOptions"/>).</summary>
+    public Dictionary<string, PgLlmEndpointOptions> Endpoints { get; set; } = new(StringComparer.Ordinal);
 }
 
 /// <summary>How the worker drains the queue.</summary>

@@ -11,13 +11,41 @@ namespace PgLlm.Completions;
 public static class ChatClientFactory
 {
     /// <summary>
-    /// Creates a client for <paramref name="options"/>' base URL, API key and model, with its rate limits and,
-    /// when enabled and <paramref name="dataSource"/> is given, the answer cache in front.
+    /// Creates a client for <paramref name="options"/>' base URL, API key and model, with its rate limits, a
+    /// router to the named endpoints (<see cref="PgLlmOptions.Endpoints"/>) and, when enabled and
+    /// <paramref name="dataSource"/> is given, the answer cache in front.
     /// </summary>
     /// <exception cref="InvalidOperationException">The base URL or model is missing or malformed.</exception>
     public static IChatClient Create(PgLlmOptions options, NpgsqlDataSource? dataSource)
     {
+        ArgumentNullException.ThrowIfNull(options);
         var client = Create(options);
+        if (options.Endpoints.Count > 0)
+        {
+            var endpoints = new Dictionary<string, (IChatClient, string?)>(StringComparer.Ordinal);
+            foreach (var (name, endpoint) in options.Endpoints)
+            {
+                var endpointOptions = new PgLlmOptions
+                {
+                    BaseUrl = endpoint.BaseUrl,
+                    ApiKey = endpoint.ApiKey,
+                    Model = endpoint.Model ?? options.Model,
+                    Worker = options.Worker,
+                    RateLimit = endpoint.RateLimit,
+                };
+                try
+                {
+                    endpoints[name] = (Create(endpointOptions), endpoint.Model);
+                }
+                catch (InvalidOperationException ex)
+                {
+                    throw new InvalidOperationException($"PgLlm:Endpoints:{name}: {ex.Message}", ex);
+                }
+            }
+
+            client = new EndpointRouterChatClient(client, endpoints);
+        }
+
         return options.AnswerCache.Enabled && dataSource is not null
             ? new AnswerCacheChatClient(client, dataSource, options.AnswerCache)
             : client;
