@@ -1,7 +1,7 @@
-using Npgsql;
 using PgLlm.Local;
 using PgLlm.Migrations;
 using PgLlm.Tests.Integration;
+using Spectre.Console;
 
 namespace PgLlm.Tests.Operations;
 
@@ -123,15 +123,43 @@ public sealed class CommandLineTests
     public async Task Status_watch_follows_a_drain_until_the_queue_is_idle()
     {
         await using var db = await Ops.CreateDatabaseAsync(_fixture);
-        _fixture.Model.Latency = TimeSpan.FromMilliseconds(50);
+        using var gate = new ManualResetEventSlim();
+        using var timeout = new CancellationTokenSource(TimeSpan.FromSeconds(60));
+        // The model holds every answer until the watch has shown the drain in progress.
+        _fixture.Model.Responder = request =>
+        {
+            gate.Wait(TimeSpan.FromSeconds(30));
+            return ModelReply.Json(DeterministicModel.Answer(request));
+        };
         await db.DataSource.ExecAsync("INSERT INTO flaky (id, input) SELECT i, 'x' || i FROM generate_series(1, 20) AS i");
+        var drain = Ops.Worker(db.DataSource, Ops.Options(_fixture, o => o.Worker.Concurrency = 2)).RunUntilIdleAsync(timeout.Token);
+        while (_fixture.Model.RequestCount == 0)
+        {
+            await Task.Delay(20, timeout.Token);
+        }
 
-        var watch = Ops.RunAsync(Ops.Configuration(_fixture), db.ConnectionString, "status", "--watch", "--exit-when-idle", "--interval", "0.2");
-        await Ops.Worker(db.DataSource, Ops.Options(_fixture, o => o.Worker.Concurrency = 2)).RunUntilIdleAsync();
-        var (exit, output) = await watch;
+        using var writer = new SynchronizedWriter();
+        var console = AnsiConsole.Create(new AnsiConsoleSettings
+        {
+            Out = new AnsiConsoleOutput(writer),
+            Ansi = AnsiSupport.No,
+            ColorSystem = ColorSystemSupport.NoColors,
+            Interactive = InteractionSupport.No,
+        });
+        console.Profile.Width = 250;
+        var watch = Ops.RunAsync(console, Ops.Configuration(_fixture), db.ConnectionString, "status", "--watch", "--exit-when-idle", "--interval", "0.2");
+        while (!writer.ToString().Contains("running", StringComparison.Ordinal))
+        {
+            await Task.Delay(20, timeout.Token);
+        }
+
+        gate.Set();
+        await drain;
+        var exit = await watch;
+        var output = writer.ToString();
 
         Assert.Equal(0, exit);
-        Assert.Matches(@"public\.flaky:output \d+ pending, \d+ running, 0 failed: \d+%", output);
+        Assert.Matches(@"public\.flaky:output 1[89] pending, [12] running, 0 failed: 0%", output);
         var final = output.Split('\n').Single(l => l.Contains("public.flaky:output", StringComparison.Ordinal) && l.Contains('│'));
         Assert.Equal(["0", "0", "20"], final.Split('│', StringSplitOptions.TrimEntries | StringSplitOptions.RemoveEmptyEntries)[2..5]);
     }

@@ -8,6 +8,7 @@ using PgLlm.Completions;
 using PgLlm.Migrations;
 using PgLlm.Tests.Integration;
 using PgLlm.Worker;
+using Spectre.Console;
 using Spectre.Console.Testing;
 
 namespace PgLlm.Tests.Operations;
@@ -82,11 +83,17 @@ internal static class Ops
     public static async Task<(int Exit, string Output)> RunAsync(IConfiguration configuration, string? connectionString, params string[] args)
     {
         var console = new TestConsole().Width(250);
+        var exit = await RunAsync(console, configuration, connectionString, args);
+        return (exit, console.Output);
+    }
+
+    /// <summary>Runs <c>pgllm</c> in-process, writing to <paramref name="console"/>; returns the exit code.</summary>
+    public static async Task<int> RunAsync(IAnsiConsole console, IConfiguration configuration, string? connectionString, params string[] args)
+    {
         var commandLine = new PgLlmCommandLine(PgLlmFixture.Scripts, console, configuration);
         string[] all = connectionString is null ? args : [.. args, "--connection", connectionString];
         using var timeout = new CancellationTokenSource(TimeSpan.FromMinutes(2));
-        var exit = await commandLine.InvokeAsync(all, timeout.Token);
-        return (exit, console.Output);
+        return await commandLine.InvokeAsync(all, timeout.Token);
     }
 
     /// <summary>A loopback port nothing listens on (bound, then released).</summary>
@@ -97,5 +104,43 @@ internal static class Ops
         var port = ((IPEndPoint)listener.LocalEndpoint).Port;
         listener.Stop();
         return port;
+    }
+}
+
+/// <summary>A console writer that can be read while a command writes to it from another thread.</summary>
+internal sealed class SynchronizedWriter : StringWriter
+{
+    private readonly Lock _lock = new();
+
+    public override void Write(char value)
+    {
+        lock (_lock)
+        {
+            base.Write(value);
+        }
+    }
+
+    public override void Write(string? value)
+    {
+        lock (_lock)
+        {
+            base.Write(value);
+        }
+    }
+
+    public override void Write(char[] buffer, int index, int count)
+    {
+        lock (_lock)
+        {
+            base.Write(buffer, index, count);
+        }
+    }
+
+    public override string ToString()
+    {
+        lock (_lock)
+        {
+            return base.ToString();
+        }
     }
 }

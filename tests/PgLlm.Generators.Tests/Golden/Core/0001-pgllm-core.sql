@@ -402,7 +402,9 @@ BEGIN
                FROM batch AS b
               WHERE b.wanted
                 AND NOT EXISTS (SELECT 1 FROM llm.job AS j
-                                 WHERE j.task = $1 AND j.row_key = b.row_key AND j.state IN (''pending'', ''running''))
+                                 WHERE j.task = $1 AND j.row_key = b.row_key AND j.state = ''pending'')
+                AND NOT EXISTS (SELECT 1 FROM llm.job AS j
+                                 WHERE j.task = $1 AND j.row_key = b.row_key AND j.state = ''running'')
              ON CONFLICT (task, row_key) WHERE state = ''pending'' DO NOTHING
              RETURNING 1
          )

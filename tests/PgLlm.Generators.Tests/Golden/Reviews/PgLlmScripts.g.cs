@@ -10,7 +10,7 @@ namespace PgLlm.Generated
         /// <summary>The core schema: the queue, the task registry and the worker's functions.</summary>
         public static global::PgLlm.Migrations.PgLlmScript Core { get; } = new global::PgLlm.Migrations.PgLlmScript(
             @"0001-pgllm-core",
-            @"5030dd3022be",
+            @"2747061c9134",
             global::PgLlm.Migrations.PgLlmScriptKind.Core,
             @"-- PgLlm core schema: the queue, the task registry and the functions the worker calls.
 -- Idempotent: re-applied as a whole whenever its content changes.
@@ -416,7 +416,9 @@ BEGIN
                FROM batch AS b
               WHERE b.wanted
                 AND NOT EXISTS (SELECT 1 FROM llm.job AS j
-                                 WHERE j.task = $1 AND j.row_key = b.row_key AND j.state IN (''pending'', ''running''))
+                                 WHERE j.task = $1 AND j.row_key = b.row_key AND j.state = ''pending'')
+                AND NOT EXISTS (SELECT 1 FROM llm.job AS j
+                                 WHERE j.task = $1 AND j.row_key = b.row_key AND j.state = ''running'')
              ON CONFLICT (task, row_key) WHERE state = ''pending'' DO NOTHING
              RETURNING 1
          )
