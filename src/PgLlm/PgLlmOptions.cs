@@ -23,6 +23,21 @@ public sealed class PgLlmOptions
 
     /// <summary>How the worker drains the queue.</summary>
     public PgLlmWorkerOptions Worker { get; set; } = new();
+
+    /// <summary>The endpoint's request and token limits, and what a 429 does.</summary>
+    public PgLlmRateLimitOptions RateLimit { get; set; } = new();
+
+    /// <summary>Optional prices per model (<c>*</c> for every other model), for cost estimates.</summary>
+    public Dictionary<string, PgLlmPrice> Prices { get; set; } = new(StringComparer.Ordinal);
+
+    /// <summary>Queue depth sampling and health check thresholds.</summary>
+    public PgLlmMonitoringOptions Monitoring { get; set; } = new();
+
+    /// <summary>The optional answer cache (off by default).</summary>
+    public PgLlmAnswerCacheOptions AnswerCache { get; set; } = new();
+
+    /// <summary>Named endpoints besides the default one; a task's <c>Model</c> may name one (see <see cref="PgLlmEndpointOptions"/>).</summary>
+    public Dictionary<string, PgLlmEndpointOptions> Endpoints { get; set; } = new(StringComparer.Ordinal);
 }
 
 /// <summary>How the worker drains the queue.</summary>

@@ -309,6 +309,175 @@ BEGIN
 END
 $fn$;
 
+-- ===========================================================================================
+-- Operations: token usage and cost, backfill of existing rows.
+-- ===========================================================================================
+
+-- Optional prices, per million tokens, for cost estimates. The row '*' prices every model that has
+-- no row of its own (and tasks that name no model, which use the worker's default model).
+-- Filled by SQL, or from the PgLlm:Prices configuration by the hosted worker and the command line.
+CREATE TABLE IF NOT EXISTS llm.model_price (
+    model              text PRIMARY KEY,
+    input_per_million  numeric NOT NULL CHECK (input_per_million >= 0),
+    output_per_million numeric NOT NULL CHECK (output_per_million >= 0),
+    updated_at         timestamptz NOT NULL DEFAULT now()
+);
+
+-- Tokens used per task and day (UTC), from the finished jobs still kept (see Worker:Retention), with
+-- a cost estimate when llm.model_price has a price for the task's model (or a '*' row).
+CREATE OR REPLACE VIEW llm.usage_daily AS
+SELECT j.task,
+       (j.finished_at AT TIME ZONE 'UTC')::date AS day,
+       t.model,
+       count(*) AS jobs,
+       coalesce(sum(j.input_tokens), 0)::bigint AS input_tokens,
+       coalesce(sum(j.output_tokens), 0)::bigint AS output_tokens,
+       round((coalesce(sum(j.input_tokens), 0) * max(p.input_per_million)
+            + coalesce(sum(j.output_tokens), 0) * max(p.output_per_million)) / 1000000, 6) AS estimated_cost
+  FROM llm.job AS j
+  LEFT JOIN llm.task AS t ON t.name = j.task
+  LEFT JOIN LATERAL (SELECT mp.input_per_million, mp.output_per_million
+                       FROM llm.model_price AS mp
+                      WHERE mp.model = coalesce(t.model, '*') OR mp.model = '*'
+                      ORDER BY mp.model = '*'
+                      LIMIT 1) AS p ON true
+ WHERE j.finished_at IS NOT NULL
+   AND (j.input_tokens IS NOT NULL OR j.output_tokens IS NOT NULL)
+ GROUP BY j.task, (j.finished_at AT TIME ZONE 'UTC')::date, t.model;
+
+-- Where a backfill of a task has got to, so that an interrupted backfill resumes where it stopped.
+CREATE TABLE IF NOT EXISTS llm.backfill (
+    task        text PRIMARY KEY,
+    only_empty  boolean NOT NULL,
+    last_key    jsonb,
+    scanned     bigint NOT NULL DEFAULT 0,
+    enqueued    bigint NOT NULL DEFAULT 0,
+    started_at  timestamptz NOT NULL DEFAULT now(),
+    updated_at  timestamptz NOT NULL DEFAULT now(),
+    finished_at timestamptz
+);
+
+-- Enqueues existing rows of a task's table, one batch of at most p_batch rows (in key order) per
+-- call, and records how far it got in llm.backfill in the same transaction: call it until done is
+-- true; an interrupted backfill resumes after the last committed batch. p_only_empty enqueues only
+-- rows where a target column is null; otherwise every row. Either way only rows whose read columns
+-- are all non-null (as the triggers require) and that have no pending or running job of the task.
+-- p_restart starts over from the first row. Table and column names come from llm.task, which only
+-- migrations write, and are quoted with format('%I').
+CREATE OR REPLACE FUNCTION llm.backfill(p_task text, p_only_empty boolean DEFAULT true, p_batch integer DEFAULT 1000, p_restart boolean DEFAULT false)
+RETURNS TABLE (scanned integer, enqueued integer, total_scanned bigint, total_enqueued bigint, done boolean)
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $fn$
+DECLARE
+    v_task     llm.task;
+    v_state    llm.backfill;
+    v_table    text;
+    v_keys     text;
+    v_key_obj  text;
+    v_key_cols text;
+    v_key_desc text;
+    v_after    text;
+    v_wanted   text;
+    v_scanned  integer;
+    v_enqueued integer;
+    v_last     jsonb;
+BEGIN
+    IF p_batch IS NULL OR p_batch < 1 THEN
+        RAISE EXCEPTION 'llm.backfill: the batch size must be at least 1' USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    SELECT * INTO v_task FROM llm.task AS t WHERE t.name = p_task;
+    IF NOT FOUND THEN
+        RAISE EXCEPTION 'llm.backfill: unknown task %', p_task
+              USING ERRCODE = 'invalid_parameter_value',
+                    HINT = 'SELECT name FROM llm.task lists the tasks.';
+    END IF;
+
+    -- One backfill of a task at a time; a second caller waits for the batch in progress.
+    INSERT INTO llm.backfill AS b (task, only_empty)
+    VALUES (p_task, p_only_empty)
+    ON CONFLICT (task) DO NOTHING;
+    SELECT * INTO v_state FROM llm.backfill AS b WHERE b.task = p_task FOR UPDATE;
+    IF p_restart OR v_state.only_empty IS DISTINCT FROM p_only_empty OR v_state.finished_at IS NOT NULL THEN
+        UPDATE llm.backfill AS b
+           SET only_empty = p_only_empty, last_key = NULL, scanned = 0, enqueued = 0,
+               started_at = now(), updated_at = now(), finished_at = NULL
+         WHERE b.task = p_task
+        RETURNING * INTO v_state;
+    END IF;
+
+    v_table := format('%I.%I', v_task.table_schema, v_task.table_name);
+    SELECT string_agg(format('t.%I', c), ', ' ORDER BY o),
+           string_agg(format('%L, t.%I', c, c), ', ' ORDER BY o),
+           string_agg(format('t.%I AS k%s', c, o), ', ' ORDER BY o),
+           string_agg(format('b.k%s DESC', o), ', ' ORDER BY o)
+      INTO v_keys, v_key_obj, v_key_cols, v_key_desc
+      FROM unnest(v_task.key_columns) WITH ORDINALITY AS k(c, o);
+    v_after := CASE WHEN v_state.last_key IS NULL THEN 'true'
+                    ELSE format('(%s) > (SELECT %s FROM jsonb_populate_record(NULL::%s, $3) AS t)', v_keys, v_keys, v_table) END;
+    SELECT coalesce(string_agg(format('t.%I IS NOT NULL', c), ' AND '), 'true')
+      INTO v_wanted
+      FROM unnest(v_task.read_columns) AS r(c);
+    IF p_only_empty THEN
+        SELECT v_wanted || ' AND (' || string_agg(format('t.%I IS NULL', c), ' OR ') || ')'
+          INTO v_wanted
+          FROM unnest(v_task.target_columns) AS g(c);
+    END IF;
+
+    EXECUTE format(
+        'WITH batch AS (
+             SELECT %6$s, jsonb_build_object(%1$s) AS row_key, (%2$s) AS wanted
+               FROM %3$s AS t
+              WHERE %4$s
+              ORDER BY %5$s
+              LIMIT $4
+         ), added AS (
+             INSERT INTO llm.job (task, row_key, max_attempts)
+             SELECT $1, b.row_key, $2
+               FROM batch AS b
+              WHERE b.wanted
+                AND NOT EXISTS (SELECT 1 FROM llm.job AS j
+                                 WHERE j.task = $1 AND j.row_key = b.row_key AND j.state = ''pending'')
+                AND NOT EXISTS (SELECT 1 FROM llm.job AS j
+                                 WHERE j.task = $1 AND j.row_key = b.row_key AND j.state = ''running'')
+             ON CONFLICT (task, row_key) WHERE state = ''pending'' DO NOTHING
+             RETURNING 1
+         )
+         SELECT (SELECT count(*) FROM batch)::integer,
+                (SELECT count(*) FROM added)::integer,
+                (SELECT b.row_key FROM batch AS b ORDER BY %7$s LIMIT 1)',
+        v_key_obj, v_wanted, v_table, v_after, v_keys, v_key_cols, v_key_desc)
+      INTO v_scanned, v_enqueued, v_last
+     USING p_task, v_task.max_attempts, v_state.last_key, p_batch;
+
+    UPDATE llm.backfill AS b
+       SET last_key = coalesce(v_last, b.last_key),
+           scanned = b.scanned + v_scanned,
+           enqueued = b.enqueued + v_enqueued,
+           updated_at = now(),
+           finished_at = CASE WHEN v_scanned < p_batch THEN now() END
+     WHERE b.task = p_task
+    RETURNING * INTO v_state;
+    IF v_enqueued > 0 THEN
+        PERFORM pg_notify('pgllm_jobs', '');
+    END IF;
+    RETURN QUERY SELECT v_scanned, v_enqueued, v_state.scanned, v_state.enqueued, v_scanned < p_batch;
+END
+$fn$;
+
+-- Optional answer cache (PgLlm:AnswerCache:Enabled, off by default): a request identical to an
+-- earlier one (model, messages, response schema, sampling settings; the messages carry the row's
+-- inputs) is answered from here instead of a new paid call. key is a SHA-256 of the request.
+-- Empty it with TRUNCATE llm.answer_cache; a bad cached answer is removed with DELETE ... WHERE key = ...
+CREATE TABLE IF NOT EXISTS llm.answer_cache (
+    key         text PRIMARY KEY,
+    model       text,
+    answer      text NOT NULL,
+    created_at  timestamptz NOT NULL DEFAULT now(),
+    hits        bigint NOT NULL DEFAULT 0,
+    last_hit_at timestamptz
+);
+
 -- What the queue looks like to the roles that write the tables: every job of a table the caller may
 -- read (USAGE on its schema and SELECT on it), and nothing else. Runs with the owner's rights on
 -- llm.job, so the filter is the only way in; security_barrier keeps a caller's own functions in
@@ -342,3 +511,8 @@ GRANT EXECUTE ON FUNCTION llm.claim(text, integer, double precision),
                           llm.prune(interval, integer)
    TO pgllm_worker;
 GRANT SELECT ON llm.job_status TO PUBLIC;
+-- Operations: the worker keeps the answer cache and the configured prices, and reads usage.
+-- Backfills and re-drives are the owner's (they read user tables and write the queue).
+GRANT SELECT, INSERT, UPDATE, DELETE ON llm.answer_cache TO pgllm_worker;
+GRANT SELECT, INSERT, UPDATE ON llm.model_price TO pgllm_worker;
+GRANT SELECT ON llm.usage_daily TO pgllm_worker;

@@ -1,13 +1,56 @@
 using System.ClientModel;
 using System.ClientModel.Primitives;
 using Microsoft.Extensions.AI;
+using Npgsql;
 using OpenAI;
+using PgLlm.Observability;
 
 namespace PgLlm.Completions;
 
 /// <summary>Builds the default <see cref="IChatClient"/>: any OpenAI-compatible chat-completions endpoint.</summary>
 public static class ChatClientFactory
 {
+    /// <summary>
+    /// Creates a client for <paramref name="options"/>' base URL, API key and model, with its rate limits, a
+    /// router to the named endpoints (<see cref="PgLlmOptions.Endpoints"/>) and, when enabled and
+    /// <paramref name="dataSource"/> is given, the answer cache in front.
+    /// </summary>
+    /// <exception cref="InvalidOperationException">The base URL or model is missing or malformed.</exception>
+    public static IChatClient Create(PgLlmOptions options, NpgsqlDataSource? dataSource)
+    {
+        ArgumentNullException.ThrowIfNull(options);
+        var client = Create(options);
+        if (options.Endpoints.Count > 0)
+        {
+            var endpoints = new Dictionary<string, (IChatClient, string?)>(StringComparer.Ordinal);
+            foreach (var (name, endpoint) in options.Endpoints)
+            {
+                var endpointOptions = new PgLlmOptions
+                {
+                    BaseUrl = endpoint.BaseUrl,
+                    ApiKey = endpoint.ApiKey,
+                    Model = endpoint.Model ?? options.Model,
+                    Worker = options.Worker,
+                    RateLimit = endpoint.RateLimit,
+                };
+                try
+                {
+                    endpoints[name] = (Create(endpointOptions), endpoint.Model);
+                }
+                catch (InvalidOperationException ex)
+                {
+                    throw new InvalidOperationException($"PgLlm:Endpoints:{name}: {ex.Message}", ex);
+                }
+            }
+
+            client = new EndpointRouterChatClient(client, endpoints);
+        }
+
+        return options.AnswerCache.Enabled && dataSource is not null
+            ? new AnswerCacheChatClient(client, dataSource, options.AnswerCache)
+            : client;
+    }
+
     /// <summary>Creates a client for <paramref name="options"/>' base URL, API key and model.</summary>
     /// <exception cref="InvalidOperationException">The base URL or model is missing or malformed.</exception>
     public static IChatClient Create(PgLlmOptions options)
@@ -35,6 +78,8 @@ public static class ChatClientFactory
 
         // Some compatible servers need no key; the SDK still wants a non-empty credential.
         var key = string.IsNullOrEmpty(options.ApiKey) ? "no-key" : options.ApiKey;
-        return new OpenAI.Chat.ChatClient(options.Model, new ApiKeyCredential(key), clientOptions).AsIChatClient();
+        var client = new OpenAI.Chat.ChatClient(options.Model, new ApiKeyCredential(key), clientOptions).AsIChatClient();
+        // Metered inside the limiter, so durations are the endpoint's, not the time spent waiting for a permit.
+        return new RateLimitingChatClient(new MeteredChatClient(client), options.RateLimit, endpoint.Authority);
     }
 }

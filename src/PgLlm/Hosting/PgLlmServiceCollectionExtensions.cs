@@ -8,6 +8,7 @@ using Microsoft.Extensions.Options;
 using Npgsql;
 using PgLlm.Completions;
 using PgLlm.Migrations;
+using PgLlm.Observability;
 using PgLlm.Worker;
 
 namespace PgLlm.Hosting;
@@ -18,10 +19,14 @@ public static class PgLlmServiceCollectionExtensions
     /// <summary>The service key of the <see cref="IChatClient"/> the worker uses.</summary>
     public const string ChatClientKey = "PgLlm";
 
+    /// <summary>The name (and tag) of the health check reporting queue depth and worker liveness.</summary>
+    public const string HealthCheckName = "pgllm";
+
     /// <summary>
     /// Binds <see cref="PgLlmOptions"/> (section <c>PgLlm</c>, then <c>PGLLM_*</c> variables), registers an
     /// <see cref="NpgsqlDataSource"/> unless one exists, the model client (keyed <see cref="ChatClientKey"/>,
-    /// unless registered), and the worker as a hosted service. With <paramref name="scripts"/>, migrations run
+    /// unless registered), the worker as a hosted service, the queue monitor (<see cref="QueueMonitor"/>) and the
+    /// health check <see cref="PgLlmHealthCheck"/> (name <c>pgllm</c>). With <paramref name="scripts"/>, migrations run
     /// at start-up before the worker starts.
     /// </summary>
     public static IServiceCollection AddPgLlm(this IServiceCollection services, IConfiguration configuration, IEnumerable<PgLlmScript>? scripts = null)
@@ -39,7 +44,8 @@ public static class PgLlmServiceCollectionExtensions
 
             return new NpgsqlDataSourceBuilder(options.ConnectionString).Build();
         });
-        services.TryAddKeyedSingleton<IChatClient>(ChatClientKey, (sp, _) => ChatClientFactory.Create(sp.GetRequiredService<IOptions<PgLlmOptions>>().Value));
+        services.TryAddKeyedSingleton<IChatClient>(ChatClientKey, (sp, _) =>
+            ChatClientFactory.Create(sp.GetRequiredService<IOptions<PgLlmOptions>>().Value, sp.GetRequiredService<NpgsqlDataSource>()));
         if (scripts is not null)
         {
             var list = scripts.ToList();
@@ -53,6 +59,9 @@ public static class PgLlmServiceCollectionExtensions
             sp.GetRequiredService<IOptions<PgLlmOptions>>(),
             sp.GetService<ILogger<PgLlmWorker>>()));
         services.AddHostedService(sp => sp.GetRequiredService<PgLlmWorker>());
+        services.AddHostedService(sp => new QueueMonitor(
+            sp.GetRequiredService<NpgsqlDataSource>(), sp.GetRequiredService<IOptions<PgLlmOptions>>(), sp.GetService<ILogger<QueueMonitor>>()));
+        services.AddHealthChecks().AddCheck<PgLlmHealthCheck>(HealthCheckName, tags: [HealthCheckName]);
         return services;
     }
 

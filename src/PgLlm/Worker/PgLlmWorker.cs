@@ -6,6 +6,7 @@ using Microsoft.Extensions.Logging.Abstractions;
 using Microsoft.Extensions.Options;
 using Npgsql;
 using PgLlm.Completions;
+using PgLlm.Observability;
 using PgLlm.Queue;
 
 namespace PgLlm.Worker;
@@ -59,7 +60,7 @@ public sealed partial class PgLlmWorker : BackgroundService
         _logger = (ILogger?)logger ?? NullLogger.Instance;
         _queue = new JobQueue(dataSource);
         _registry = new TaskRegistry(dataSource);
-        _model = new ModelCaller(chatClient, options.Value.Model);
+        _model = new ModelCaller(MeteredChatClient.Wrap(chatClient), options.Value.Model);
         _redactor = new SecretRedactor(options.Value.ApiKey);
         _workerId = _options.WorkerId ?? $"{Environment.MachineName}:{Environment.ProcessId}:{Guid.NewGuid().ToString("N")[..8]}";
     }
@@ -113,6 +114,7 @@ public sealed partial class PgLlmWorker : BackgroundService
                     }
 
                     var jobs = await _queue.ClaimAsync(_workerId, wanted, _options.Lease, stoppingToken).ConfigureAwait(false);
+                    PgLlmMetrics.RecordClaimed(_workerId, jobs);
                     if (jobs.Count == 0)
                     {
                         int running;
@@ -298,6 +300,7 @@ public sealed partial class PgLlmWorker : BackgroundService
             }
 
             var state = await _queue.CompleteAsync(task, job, inputs.Hash, answer.Json, answer.InputTokens, answer.OutputTokens, CancellationToken.None).ConfigureAwait(false);
+            PgLlmMetrics.RecordSettled(job.Task, state);
             LogCompleted(job.Id, job.Task, state);
         }
         catch (OperationCanceledException) when (jobsToken.IsCancellationRequested)
@@ -310,6 +313,7 @@ public sealed partial class PgLlmWorker : BackgroundService
             failure = failure with { Message = _redactor.Redact(failure.Message) };
             var delay = RetryDelay(job.Attempt, failure.RetryAfter);
             var state = await SettleQuietlyAsync(() => _queue.FailAsync(job, failure.Message, delay, failure.Kind, CancellationToken.None), job).ConfigureAwait(false);
+            PgLlmMetrics.RecordSettled(job.Task, state);
             LogAttemptFailed(job.Id, job.Task, job.Attempt, job.MaxAttempts, state ?? "unknown", failure.Message);
         }
     }

@@ -1,0 +1,291 @@
+using System.CommandLine;
+using System.Globalization;
+using System.Net;
+using System.Net.Http.Headers;
+using Microsoft.Extensions.AI;
+using Microsoft.Extensions.Configuration;
+using Microsoft.Extensions.DependencyInjection;
+using Microsoft.Extensions.Hosting;
+using Microsoft.Extensions.Logging;
+using Npgsql;
+using PgLlm.Completions;
+using PgLlm.Hosting;
+using PgLlm.Migrations;
+using PgLlm.Queue;
+using PgLlm.Worker;
+using Spectre.Console;
+
+namespace PgLlm.Cli;
+
+public sealed partial class PgLlmCommandLine
+{
+    private Command CreateMigrateCommand()
+    {
+        var command = new Command("migrate", "Apply the generated scripts (the core queue schema and every table's tasks). Safe to run at every deploy and from several machines at once.");
+        command.Options.Add(_assembly);
+        SetAction(command, async (parseResult, cancellationToken) =>
+        {
+            var scripts = Scripts(parseResult);
+            await using var dataSource = OpenDataSource(ReadOptions(parseResult));
+            var result = await new PgLlmMigrator(dataSource, scripts).MigrateAsync(cancellationToken).ConfigureAwait(false);
+            if (result.Applied.Count == 0)
+            {
+                _console.MarkupLineInterpolated($"[green]Up to date[/]: {scripts.Count} scripts, nothing to apply.");
+            }
+            else
+            {
+                foreach (var name in result.Applied)
+                {
+                    _console.MarkupLineInterpolated($"applied [blue]{name}[/]");
+                }
+
+                _console.MarkupLineInterpolated($"[green]Migrated[/]: {result.Applied.Count} of {scripts.Count} scripts applied.");
+            }
+
+            return 0;
+        });
+        return command;
+    }
+
+    private Command CreateScriptCommand()
+    {
+        var output = new Option<DirectoryInfo>("--out", "-o") { Description = "The folder to write the .sql files to (created if missing).", Required = true };
+        var command = new Command("script", "Write the generated SQL to a folder, one file per script, for committing and review.");
+        command.Options.Add(_assembly);
+        command.Options.Add(output);
+        SetAction(command, (parseResult, _) =>
+        {
+            var scripts = Scripts(parseResult);
+            var folder = parseResult.GetValue(output)!;
+            PgLlmScriptFolder.Write(folder.FullName, scripts);
+            foreach (var script in scripts)
+            {
+                _console.MarkupLineInterpolated($"wrote [blue]{script.FileName}[/]");
+            }
+
+            _console.MarkupLineInterpolated($"[green]{scripts.Count} scripts[/] in {folder.FullName}");
+            return Task.FromResult(0);
+        });
+        return command;
+    }
+
+    private Command CreateWorkerCommand()
+    {
+        var untilIdle = new Option<bool>("--until-idle") { Description = "Drain the queue (waiting out scheduled retries), then exit." };
+        var concurrency = new Option<int?>("--concurrency") { Description = "Model calls in flight (default: PgLlm:Worker:Concurrency, 16)." };
+        var command = new Command("worker", "Run the worker: claim jobs, call the model, write the answers. Ctrl+C stops it gracefully.");
+        command.Options.Add(untilIdle);
+        command.Options.Add(concurrency);
+        SetAction(command, async (parseResult, cancellationToken) =>
+        {
+            var options = ReadOptions(parseResult);
+            if (parseResult.GetValue(concurrency) is { } count)
+            {
+                if (count < 1)
+                {
+                    throw new CommandLineException("--concurrency must be at least 1.");
+                }
+
+                options.Worker.Concurrency = count;
+            }
+
+            await using var dataSource = OpenDataSource(options);
+            var tasks = await TaskNamesAsync(dataSource, cancellationToken).ConfigureAwait(false);
+            IChatClient? check = null;
+            try
+            {
+                check = ChatClientFactory.Create(options);
+            }
+            catch (InvalidOperationException ex)
+            {
+                throw new CommandLineException(ex.Message, ex);
+            }
+            finally
+            {
+                check?.Dispose();
+            }
+
+            await ProbeEndpointAsync(options, cancellationToken).ConfigureAwait(false);
+            _console.MarkupLineInterpolated($"{tasks.Count} tasks; model endpoint {options.BaseUrl} reachable.");
+
+            if (parseResult.GetValue(untilIdle))
+            {
+                using var chatClient = ChatClientFactory.Create(options, dataSource);
+                using var worker = new PgLlmWorker(dataSource, chatClient, Microsoft.Extensions.Options.Options.Create(options));
+                var ran = await worker.RunUntilIdleAsync(cancellationToken).ConfigureAwait(false);
+                _console.MarkupLineInterpolated($"[green]Drained[/]: {ran} jobs run.");
+                return 0;
+            }
+
+            var builder = Host.CreateApplicationBuilder(new HostApplicationBuilderSettings { Configuration = new ConfigurationManager() });
+            builder.Configuration.AddConfiguration(_configuration);
+            builder.Configuration[PgLlmOptions.SectionName + ":ConnectionString"] = options.ConnectionString;
+            builder.Configuration["PGLLM_CONNECTION"] = options.ConnectionString;
+            builder.Configuration[PgLlmOptions.SectionName + ":Worker:Concurrency"] = options.Worker.Concurrency.ToString(CultureInfo.InvariantCulture);
+            builder.Logging.SetMinimumLevel(LogLevel.Information);
+            builder.Services.AddPgLlm(builder.Configuration);
+            using var host = builder.Build();
+            _console.MarkupLineInterpolated($"Worker {host.Services.GetRequiredService<PgLlmWorker>().WorkerId} draining the queue; Ctrl+C stops it.");
+            await host.RunAsync(cancellationToken).ConfigureAwait(false);
+            return 0;
+        });
+        return command;
+    }
+
+    private Command CreateRetryCommand()
+    {
+        var all = new Option<bool>("--all") { Description = "Re-drive every failed job." };
+        var task = new Option<string?>("--task", "-t") { Description = "Re-drive the failed jobs of this task." };
+        var job = new Option<long?>("--job", "-j") { Description = "Re-drive this failed job." };
+        var command = new Command("retry", "Put failed jobs (dead letters) back in the queue with a fresh set of attempts; their error history is kept.");
+        command.Options.Add(all);
+        command.Options.Add(task);
+        command.Options.Add(job);
+        command.Validators.Add(result =>
+        {
+            var chosen = (result.GetValue(all) ? 1 : 0) + (result.GetValue(task) is null ? 0 : 1) + (result.GetValue(job) is null ? 0 : 1);
+            if (chosen != 1)
+            {
+                result.AddError("Say which failed jobs to re-drive: exactly one of --all, --task <name> or --job <id>.");
+            }
+        });
+        SetAction(command, async (parseResult, cancellationToken) =>
+        {
+            await using var dataSource = OpenDataSource(ReadOptions(parseResult));
+            var taskName = parseResult.GetValue(task);
+            var jobId = parseResult.GetValue(job);
+            if (taskName is not null)
+            {
+                await RequireTaskAsync(dataSource, taskName, cancellationToken).ConfigureAwait(false);
+            }
+
+            if (jobId is { } id)
+            {
+                await using var state = dataSource.CreateCommand("SELECT state FROM llm.job WHERE id = $1");
+                state.Parameters.Add(new NpgsqlParameter<long> { TypedValue = id });
+                var current = await state.ExecuteScalarAsync(cancellationToken).ConfigureAwait(false) as string
+                    ?? throw new CommandLineException($"there is no job {id} (finished jobs are pruned after PgLlm:Worker:Retention).");
+                if (current != "failed")
+                {
+                    throw new CommandLineException($"job {id} is {current}, not failed: only failed jobs are re-driven.");
+                }
+            }
+
+            var count = await new PgLlmQueueAdmin(dataSource).RetryFailedAsync(taskName, jobId, cancellationToken).ConfigureAwait(false);
+            _console.MarkupLineInterpolated($"[green]Re-drove {count} failed jobs[/].");
+            return 0;
+        });
+        return command;
+    }
+
+    private Command CreateBackfillCommand()
+    {
+        var task = new Option<string>("--task", "-t") { Description = "The task to backfill (see 'pgllm status').", Required = true };
+        var allRows = new Option<bool>("--all-rows") { Description = "Enqueue every row, not only rows whose target columns are empty." };
+        var batchSize = new Option<int>("--batch-size") { Description = "Rows per batch (one short transaction each).", DefaultValueFactory = _ => 1000 };
+        var restart = new Option<bool>("--restart") { Description = "Start over from the first row instead of resuming an interrupted backfill." };
+        batchSize.Validators.Add(result =>
+        {
+            if (result.GetValueOrDefault<int>() < 1)
+            {
+                result.AddError("--batch-size must be at least 1.");
+            }
+        });
+        var command = new Command(
+            "backfill",
+            "Enqueue existing rows of a task's table, in batches. Safe to interrupt: running it again resumes after the last batch.");
+        command.Options.Add(task);
+        command.Options.Add(allRows);
+        command.Options.Add(batchSize);
+        command.Options.Add(restart);
+        SetAction(command, async (parseResult, cancellationToken) =>
+        {
+            await using var dataSource = OpenDataSource(ReadOptions(parseResult));
+            var name = parseResult.GetValue(task)!;
+            var onlyEmpty = !parseResult.GetValue(allRows);
+            var size = parseResult.GetValue(batchSize);
+            await RequireTaskAsync(dataSource, name, cancellationToken).ConfigureAwait(false);
+            var backfill = new PgLlmBackfill(dataSource);
+            var total = await backfill.CountRowsAsync(name, cancellationToken).ConfigureAwait(false) ?? 0;
+            var resumedFrom = parseResult.GetValue(restart) ? 0 : await ResumePointAsync(dataSource, name, onlyEmpty, cancellationToken).ConfigureAwait(false);
+            if (resumedFrom > 0)
+            {
+                _console.MarkupLineInterpolated($"Resuming the backfill of {name} after {resumedFrom} rows.");
+            }
+
+            PgLlmBackfillBatch? last = null;
+            await _console.Progress()
+                .AutoClear(false)
+                .Columns(new TaskDescriptionColumn(), new ProgressBarColumn(), new PercentageColumn(), new RemainingTimeColumn())
+                .StartAsync(async context =>
+                {
+                    var bar = context.AddTask(Markup.Escape(name), maxValue: Math.Max(1, total));
+                    bar.Value = resumedFrom;
+                    var first = true;
+                    while (last is null || !last.Done)
+                    {
+                        if (cancellationToken.IsCancellationRequested)
+                        {
+                            return;
+                        }
+
+                        // A batch always runs to its commit: an interruption lands between batches.
+                        last = await backfill.RunBatchAsync(name, onlyEmpty, size, first && parseResult.GetValue(restart), CancellationToken.None).ConfigureAwait(false);
+                        first = false;
+                        bar.MaxValue = Math.Max(bar.MaxValue, last.TotalScanned);
+                        bar.Value = last.Done ? bar.MaxValue : last.TotalScanned;
+                    }
+                }).ConfigureAwait(false);
+
+            if (last is null || !last.Done)
+            {
+                _console.MarkupLineInterpolated(
+                    $"[yellow]Interrupted[/] after {last?.TotalScanned ?? resumedFrom} rows ({last?.TotalEnqueued ?? 0} jobs enqueued); run the same command again to resume.");
+                return 130;
+            }
+
+            _console.MarkupLineInterpolated($"[green]Backfilled {name}[/]: {last.TotalScanned} rows scanned, {last.TotalEnqueued} jobs enqueued.");
+            return 0;
+        });
+        return command;
+    }
+
+    private static async Task<long> ResumePointAsync(NpgsqlDataSource dataSource, string task, bool onlyEmpty, CancellationToken cancellationToken)
+    {
+        await using var command = dataSource.CreateCommand("SELECT scanned FROM llm.backfill WHERE task = $1 AND only_empty = $2 AND finished_at IS NULL");
+        command.Parameters.Add(new NpgsqlParameter<string> { TypedValue = task });
+        command.Parameters.Add(new NpgsqlParameter<bool> { TypedValue = onlyEmpty });
+        return await command.ExecuteScalarAsync(cancellationToken).ConfigureAwait(false) is long scanned ? scanned : 0;
+    }
+
+    /// <summary>Asks the endpoint for its model list: any HTTP answer but 401/403 means it is reachable.</summary>
+    internal static async Task ProbeEndpointAsync(PgLlmOptions options, CancellationToken cancellationToken)
+    {
+        var baseUrl = options.BaseUrl!.EndsWith('/') ? options.BaseUrl : options.BaseUrl + "/";
+        var probeTimeout = TimeSpan.FromSeconds(10);
+        using var http = new HttpClient { Timeout = probeTimeout };
+        using var request = new HttpRequestMessage(HttpMethod.Get, new Uri(new Uri(baseUrl), "models"));
+        if (!string.IsNullOrEmpty(options.ApiKey))
+        {
+            request.Headers.Authorization = new AuthenticationHeaderValue("Bearer", options.ApiKey);
+        }
+
+        try
+        {
+            using var response = await http.SendAsync(request, cancellationToken).ConfigureAwait(false);
+            if (response.StatusCode is HttpStatusCode.Unauthorized or HttpStatusCode.Forbidden)
+            {
+                throw new CommandLineException(
+                    $"the model endpoint {options.BaseUrl} refused the API key (HTTP {(int)response.StatusCode}): check PGLLM_API_KEY.");
+            }
+        }
+        catch (HttpRequestException ex)
+        {
+            throw new CommandLineException($"cannot reach the model endpoint {options.BaseUrl}: {ex.Message}", ex);
+        }
+        catch (TaskCanceledException ex) when (!cancellationToken.IsCancellationRequested)
+        {
+            throw new CommandLineException($"the model endpoint {options.BaseUrl} did not answer within {probeTimeout.TotalSeconds:0} s.", ex);
+        }
+    }
+}

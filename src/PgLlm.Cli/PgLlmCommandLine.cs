@@ -1,0 +1,158 @@
+using System.CommandLine;
+using Microsoft.Extensions.Configuration;
+using Npgsql;
+using PgLlm.Hosting;
+using PgLlm.Migrations;
+using Spectre.Console;
+
+namespace PgLlm.Cli;
+
+/// <summary>
+/// The <c>pgllm</c> commands: <c>migrate</c>, <c>worker</c>, <c>status</c>, <c>retry</c>, <c>backfill</c> and
+/// <c>script</c>. The dotnet tool runs them with scripts loaded from <c>--assembly</c>; a host application can
+/// run them in-process with its own scripts (<c>PgLlmCommandLine.RunAsync(args, PgLlmScripts.All)</c>).
+/// Settings come from <c>appsettings.json</c> in the current folder, the environment (<c>PGLLM_*</c>,
+/// <c>PgLlm__...</c>) and <c>--connection</c>.
+/// </summary>
+public sealed partial class PgLlmCommandLine
+{
+    private readonly IAnsiConsole _console;
+    private readonly IReadOnlyList<PgLlmScript>? _scripts;
+    private readonly IConfiguration _configuration;
+
+    private readonly Option<string?> _connection = new("--connection", "-c")
+    {
+        Description = "The PostgreSQL connection string (default: PGLLM_CONNECTION, or PgLlm:ConnectionString in appsettings.json).",
+        Recursive = true,
+    };
+
+    private readonly Option<FileInfo[]> _assembly = new("--assembly", "-a")
+    {
+        Description = "The compiled application (.dll) whose [LlmTable] types PgLlm generated scripts for; repeatable.",
+    };
+
+    /// <summary>Creates the commands.</summary>
+    /// <param name="scripts">The migration scripts of the host application; when null, <c>migrate</c> and <c>script</c> need <c>--assembly</c>.</param>
+    /// <param name="console">Where output goes; the terminal when null.</param>
+    /// <param name="configuration">Settings; <c>appsettings.json</c> in the current folder and the environment when null.</param>
+    public PgLlmCommandLine(IEnumerable<PgLlmScript>? scripts = null, IAnsiConsole? console = null, IConfiguration? configuration = null)
+    {
+        _console = console ?? AnsiConsole.Console;
+        _scripts = scripts?.ToList();
+        _configuration = configuration ?? new ConfigurationBuilder()
+            .SetBasePath(Directory.GetCurrentDirectory())
+            .AddJsonFile("appsettings.json", optional: true)
+            .AddEnvironmentVariables()
+            .Build();
+
+        RootCommand = new RootCommand("pgllm: run LLM tasks on PostgreSQL rows. Migrate the schema, run the worker, watch the queue, re-drive failures, backfill rows.");
+        RootCommand.Options.Add(_connection);
+        RootCommand.Subcommands.Add(CreateMigrateCommand());
+        RootCommand.Subcommands.Add(CreateWorkerCommand());
+        RootCommand.Subcommands.Add(CreateStatusCommand());
+        RootCommand.Subcommands.Add(CreateRetryCommand());
+        RootCommand.Subcommands.Add(CreateBackfillCommand());
+        RootCommand.Subcommands.Add(CreateScriptCommand());
+    }
+
+    /// <summary>The command tree, to add commands or invoke it with custom settings.</summary>
+    public RootCommand RootCommand { get; }
+
+    /// <summary>Parses <paramref name="args"/> and runs the command; returns the exit code (0 success, 1 error, 2 usage, 130 interrupted).</summary>
+    public Task<int> InvokeAsync(IReadOnlyList<string> args, CancellationToken cancellationToken = default) =>
+        RootCommand.Parse(args).InvokeAsync(cancellationToken: cancellationToken);
+
+    /// <summary>Runs <c>pgllm</c> with <paramref name="args"/> on the terminal; <paramref name="scripts"/> are the host application's migration scripts.</summary>
+    public static Task<int> RunAsync(string[] args, IEnumerable<PgLlmScript>? scripts = null, CancellationToken cancellationToken = default) =>
+        new PgLlmCommandLine(scripts).InvokeAsync(args, cancellationToken);
+
+    /// <summary>Sets a command's action; errors a user can fix become one line and exit code 1.</summary>
+    private void SetAction(Command command, Func<ParseResult, CancellationToken, Task<int>> action)
+    {
+        command.SetAction(async (parseResult, cancellationToken) =>
+        {
+            try
+            {
+                return await action(parseResult, cancellationToken).ConfigureAwait(false);
+            }
+            catch (OperationCanceledException) when (cancellationToken.IsCancellationRequested)
+            {
+                _console.MarkupLine("[yellow]Interrupted.[/]");
+                return 130;
+            }
+            catch (Exception ex) when (CommandLineException.Describe(ex, parseResult.GetValue(_connection) ?? ReadOptions(null).ConnectionString) is { } message)
+            {
+                _console.MarkupLineInterpolated($"[red]error:[/] {message}");
+                return 1;
+            }
+        });
+    }
+
+    /// <summary>The settings: configuration, then the <c>PGLLM_*</c> variables, then <c>--connection</c>.</summary>
+    private PgLlmOptions ReadOptions(ParseResult? parseResult)
+    {
+        var options = new PgLlmOptions();
+        PgLlmServiceCollectionExtensions.Bind(_configuration, options);
+        if (parseResult?.GetValue(_connection) is { Length: > 0 } connection)
+        {
+            options.ConnectionString = connection;
+        }
+
+        return options;
+    }
+
+    private static NpgsqlDataSource OpenDataSource(PgLlmOptions options)
+    {
+        if (string.IsNullOrWhiteSpace(options.ConnectionString))
+        {
+            throw new CommandLineException("no connection string: pass --connection, or set PGLLM_CONNECTION or PgLlm:ConnectionString in appsettings.json.");
+        }
+
+        try
+        {
+            return new NpgsqlDataSourceBuilder(options.ConnectionString).Build();
+        }
+        catch (ArgumentException ex)
+        {
+            throw new CommandLineException("the connection string is not valid: " + ex.Message, ex);
+        }
+    }
+
+    /// <summary>The scripts from <c>--assembly</c>, else the host application's.</summary>
+    private IReadOnlyList<PgLlmScript> Scripts(ParseResult parseResult)
+    {
+        var assemblies = parseResult.GetValue(_assembly) ?? [];
+        if (assemblies.Length > 0)
+        {
+            return assemblies.SelectMany(a => ScriptAssembly.Load(a.FullName)).ToList();
+        }
+
+        return _scripts ?? throw new CommandLineException(
+            "no scripts: pass --assembly path/to/YourApp.dll (the compiled application that declares the [LlmTable] types).");
+    }
+
+    /// <summary>The registered task names; fails clearly when the schema is missing.</summary>
+    private static async Task<List<string>> TaskNamesAsync(NpgsqlDataSource dataSource, CancellationToken cancellationToken)
+    {
+        await using var command = dataSource.CreateCommand("SELECT name FROM llm.task ORDER BY name");
+        var names = new List<string>();
+        await using var reader = await command.ExecuteReaderAsync(cancellationToken).ConfigureAwait(false);
+        while (await reader.ReadAsync(cancellationToken).ConfigureAwait(false))
+        {
+            names.Add(reader.GetString(0));
+        }
+
+        return names;
+    }
+
+    private static async Task RequireTaskAsync(NpgsqlDataSource dataSource, string task, CancellationToken cancellationToken)
+    {
+        var names = await TaskNamesAsync(dataSource, cancellationToken).ConfigureAwait(false);
+        if (!names.Contains(task, StringComparer.Ordinal))
+        {
+            throw new CommandLineException(names.Count == 0
+                ? $"unknown task '{task}': no task is registered (run 'pgllm migrate')."
+                : $"unknown task '{task}'. Known tasks: {string.Join(", ", names)}.");
+        }
+    }
+}

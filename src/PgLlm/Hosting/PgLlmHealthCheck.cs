@@ -1,0 +1,96 @@
+using System.Globalization;
+using Microsoft.Extensions.Diagnostics.HealthChecks;
+using Microsoft.Extensions.Options;
+using Npgsql;
+using PgLlm.Observability;
+using PgLlm.Worker;
+
+namespace PgLlm.Hosting;
+
+/// <summary>
+/// Reports the queue depth and whether this process's worker is alive: Unhealthy when the database
+/// cannot be reached, the worker stopped, or it has not asked the queue for work for longer than
+/// <see cref="PgLlmMonitoringOptions.WorkerStallAfter"/>; Degraded while the worker has not started or
+/// when pending jobs exceed <see cref="PgLlmMonitoringOptions.DegradedQueueDepth"/>.
+/// Registered by <see cref="PgLlmServiceCollectionExtensions.AddPgLlm"/> under the name <c>pgllm</c>.
+/// </summary>
+public sealed class PgLlmHealthCheck : IHealthCheck
+{
+    private readonly NpgsqlDataSource _dataSource;
+    private readonly PgLlmWorker? _worker;
+    private readonly PgLlmOptions _options;
+
+    /// <summary>Creates the check.</summary>
+    /// <param name="dataSource">The database holding the queue.</param>
+    /// <param name="options">Thresholds.</param>
+    /// <param name="worker">The worker of this process; null when it runs none (the check then reports the queue only).</param>
+    public PgLlmHealthCheck(NpgsqlDataSource dataSource, IOptions<PgLlmOptions> options, PgLlmWorker? worker = null)
+    {
+        ArgumentNullException.ThrowIfNull(dataSource);
+        ArgumentNullException.ThrowIfNull(options);
+        _dataSource = dataSource;
+        _worker = worker;
+        _options = options.Value;
+    }
+
+    /// <summary>How long a worker may go without asking for work before it counts as stalled.</summary>
+    public TimeSpan StallAfter => _options.Monitoring.WorkerStallAfter
+        ?? Max(TimeSpan.FromMinutes(1), Max(_options.Worker.PollInterval * 3, _options.Worker.ModelTimeout + TimeSpan.FromMinutes(1)));
+
+    /// <inheritdoc />
+    public async Task<HealthCheckResult> CheckHealthAsync(HealthCheckContext context, CancellationToken cancellationToken = default)
+    {
+        QueueDepth depth;
+        try
+        {
+            depth = await PgLlmStatus.ReadDepthAsync(_dataSource, cancellationToken).ConfigureAwait(false);
+        }
+        catch (Exception ex) when (ex is NpgsqlException or TimeoutException or InvalidOperationException)
+        {
+            return HealthCheckResult.Unhealthy("cannot read the queue: " + ex.Message, ex);
+        }
+
+        PgLlmMetrics.RecordQueueDepth(depth);
+        var data = new Dictionary<string, object>
+        {
+            ["pending"] = depth.Pending,
+            ["running"] = depth.Running,
+            ["failed"] = depth.Failed,
+        };
+        var summary = string.Create(CultureInfo.InvariantCulture, $"{depth.Pending} pending, {depth.Running} running, {depth.Failed} failed");
+        if (_worker is not null)
+        {
+            data["worker"] = _worker.WorkerId;
+            var lastClaim = PgLlmMetrics.LastClaimAt(_worker.WorkerId);
+            if (lastClaim is { } at)
+            {
+                data["lastClaimAt"] = at;
+            }
+
+            if (_worker.ExecuteTask is null)
+            {
+                return HealthCheckResult.Degraded($"the worker has not started; {summary}", data: data);
+            }
+
+            if (_worker.ExecuteTask.IsCompleted)
+            {
+                return HealthCheckResult.Unhealthy($"the worker stopped; {summary}", _worker.ExecuteTask.Exception, data);
+            }
+
+            if (lastClaim is { } last && DateTimeOffset.UtcNow - last > StallAfter)
+            {
+                return HealthCheckResult.Unhealthy(
+                    string.Create(CultureInfo.InvariantCulture, $"the worker has not asked for work for {(DateTimeOffset.UtcNow - last).TotalSeconds:0} s; {summary}"), data: data);
+            }
+        }
+
+        if (_options.Monitoring.DegradedQueueDepth is { } limit && depth.Pending > limit)
+        {
+            return HealthCheckResult.Degraded(string.Create(CultureInfo.InvariantCulture, $"more than {limit} jobs pending; {summary}"), data: data);
+        }
+
+        return HealthCheckResult.Healthy(summary, data);
+    }
+
+    private static TimeSpan Max(TimeSpan a, TimeSpan b) => a > b ? a : b;
+}

@@ -1,0 +1,154 @@
+using System.Collections.Concurrent;
+using System.Diagnostics;
+using System.Diagnostics.Metrics;
+using PgLlm.Queue;
+
+namespace PgLlm.Observability;
+
+/// <summary>
+/// PgLlm's metrics, on the meter <see cref="MeterName"/>. Job counters carry the tag <c>pgllm.task</c>;
+/// model calls follow OpenTelemetry's gen_ai conventions (<c>gen_ai.client.operation.duration</c> in
+/// seconds and <c>gen_ai.client.token.usage</c> with <c>gen_ai.token.type</c> = <c>input</c> or <c>output</c>).
+/// Export them with OpenTelemetry (<c>AddMeter("PgLlm")</c>) or watch them with <c>dotnet-counters</c>.
+/// </summary>
+public static class PgLlmMetrics
+{
+    /// <summary>The meter's name.</summary>
+    public const string MeterName = "PgLlm";
+
+    /// <summary>The tag holding a task's name.</summary>
+    public const string TaskTag = "pgllm.task";
+
+    private static readonly Meter Meter = new(MeterName, typeof(PgLlmMetrics).Assembly.GetName().Version?.ToString());
+
+    private static readonly Counter<long> Claimed = Meter.CreateCounter<long>(
+        "pgllm.jobs.claimed", "{job}", "Jobs claimed by a worker (each claim is one attempt).");
+
+    private static readonly Counter<long> Succeeded = Meter.CreateCounter<long>(
+        "pgllm.jobs.succeeded", "{job}", "Jobs whose answer was written to the row.");
+
+    private static readonly Counter<long> Retried = Meter.CreateCounter<long>(
+        "pgllm.jobs.retried", "{job}", "Failed attempts that will be retried.");
+
+    private static readonly Counter<long> Failed = Meter.CreateCounter<long>(
+        "pgllm.jobs.failed", "{job}", "Jobs that failed for good (dead letters).");
+
+    private static readonly Counter<long> Discarded = Meter.CreateCounter<long>(
+        "pgllm.jobs.discarded", "{job}", "Jobs that ended without writing: superseded by newer inputs, or skipped.");
+
+    private static readonly Histogram<double> OperationDuration = Meter.CreateHistogram(
+        "gen_ai.client.operation.duration", "s", "Duration of model calls.",
+        advice: new InstrumentAdvice<double> { HistogramBucketBoundaries = [0.01, 0.02, 0.04, 0.08, 0.16, 0.32, 0.64, 1.28, 2.56, 5.12, 10.24, 20.48, 40.96, 81.92] });
+
+    private static readonly Histogram<long> TokenUsage = Meter.CreateHistogram<long>(
+        "gen_ai.client.token.usage", "{token}", "Tokens used by model calls.",
+        advice: new InstrumentAdvice<long> { HistogramBucketBoundaries = [1, 4, 16, 64, 256, 1024, 4096, 16384, 65536, 262144, 1048576] });
+
+    private static readonly Counter<long> RateLimitWaits = Meter.CreateCounter<long>(
+        "pgllm.rate_limit.throttled", "{response}", "HTTP 429 responses that paused the worker's model calls.");
+
+    private static readonly Counter<long> CacheLookups = Meter.CreateCounter<long>(
+        "pgllm.cache.lookups", "{request}", "Answer cache lookups, tagged pgllm.cache.hit = true or false.");
+
+    private static readonly ConcurrentDictionary<string, long> LastClaims = new(StringComparer.Ordinal);
+    private static QueueDepth _queueDepth = new(0, 0, 0, DateTimeOffset.MinValue);
+
+    static PgLlmMetrics()
+    {
+        Meter.CreateObservableGauge(
+            "pgllm.queue.depth",
+            () => new[]
+            {
+                new Measurement<long>(_queueDepth.Pending, new KeyValuePair<string, object?>("pgllm.job.state", "pending")),
+                new Measurement<long>(_queueDepth.Running, new KeyValuePair<string, object?>("pgllm.job.state", "running")),
+                new Measurement<long>(_queueDepth.Failed, new KeyValuePair<string, object?>("pgllm.job.state", "failed")),
+            },
+            "{job}",
+            "Jobs in the queue by state, as last sampled.");
+    }
+
+    /// <summary>The queue depth last sampled by <see cref="QueueMonitor"/>.</summary>
+    public static QueueDepth LastQueueDepth => Volatile.Read(ref _queueDepth);
+
+    /// <summary>When the worker <paramref name="workerId"/> (in this process) last asked the queue for work; null if never.</summary>
+    public static DateTimeOffset? LastClaimAt(string workerId) =>
+        LastClaims.TryGetValue(workerId, out var ticks) ? new DateTimeOffset(ticks, TimeSpan.Zero) : null;
+
+    /// <summary>A worker asked for work and got <paramref name="jobs"/>; also marks the worker alive.</summary>
+    internal static void RecordClaimed(string workerId, IReadOnlyList<ClaimedJob> jobs)
+    {
+        LastClaims[workerId] = DateTimeOffset.UtcNow.UtcTicks;
+        foreach (var job in jobs)
+        {
+            Claimed.Add(1, new KeyValuePair<string, object?>(TaskTag, job.Task));
+        }
+    }
+
+    /// <summary>A job's attempt ended in <paramref name="state"/> (what llm.complete / llm.fail / llm.skip returned).</summary>
+    internal static void RecordSettled(string task, string? state)
+    {
+        var tag = new KeyValuePair<string, object?>(TaskTag, task);
+        switch (state)
+        {
+            case "succeeded":
+                Succeeded.Add(1, tag);
+                break;
+            case "pending":
+                Retried.Add(1, tag);
+                break;
+            case "failed":
+                Failed.Add(1, tag);
+                break;
+            case "superseded" or "skipped":
+                Discarded.Add(1, tag, new KeyValuePair<string, object?>("pgllm.job.state", state));
+                break;
+            default:
+                // 'lost' (the lease was taken over) or unknown (the database was unreachable): the
+                // job's outcome is recorded by whichever worker settles it.
+                break;
+        }
+    }
+
+    /// <summary>One model call finished (or failed, with <paramref name="errorType"/>).</summary>
+    internal static void RecordModelCall(string? model, TimeSpan duration, long? inputTokens, long? outputTokens, string? errorType)
+    {
+        var operation = new KeyValuePair<string, object?>("gen_ai.operation.name", "chat");
+        var modelTag = new KeyValuePair<string, object?>("gen_ai.request.model", model);
+        if (errorType is null)
+        {
+            OperationDuration.Record(duration.TotalSeconds, operation, modelTag);
+        }
+        else
+        {
+            OperationDuration.Record(duration.TotalSeconds, operation, modelTag, new KeyValuePair<string, object?>("error.type", errorType));
+        }
+
+        if (inputTokens is { } input)
+        {
+            TokenUsage.Record(input, operation, modelTag, new KeyValuePair<string, object?>("gen_ai.token.type", "input"));
+        }
+
+        if (outputTokens is { } output)
+        {
+            TokenUsage.Record(output, operation, modelTag, new KeyValuePair<string, object?>("gen_ai.token.type", "output"));
+        }
+    }
+
+    /// <summary>An endpoint answered HTTP 429 and the calls through it paused.</summary>
+    internal static void RecordThrottled(string? endpoint) =>
+        RateLimitWaits.Add(1, new KeyValuePair<string, object?>("server.address", endpoint));
+
+    /// <summary>An answer cache lookup found (or did not find) an answer.</summary>
+    internal static void RecordCache(bool hit) =>
+        CacheLookups.Add(1, new KeyValuePair<string, object?>("pgllm.cache.hit", hit));
+
+    /// <summary>Stores a fresh sample of the queue depth for the <c>pgllm.queue.depth</c> gauge and the health check.</summary>
+    internal static void RecordQueueDepth(QueueDepth depth) => Volatile.Write(ref _queueDepth, depth);
+}
+
+/// <summary>The queue's size at <see cref="SampledAt"/>.</summary>
+/// <param name="Pending">Jobs waiting (including scheduled retries).</param>
+/// <param name="Running">Jobs claimed by a worker.</param>
+/// <param name="Failed">Dead letters.</param>
+/// <param name="SampledAt">When the sample was taken; <see cref="DateTimeOffset.MinValue"/> before the first.</param>
+public sealed record QueueDepth(long Pending, long Running, long Failed, DateTimeOffset SampledAt);

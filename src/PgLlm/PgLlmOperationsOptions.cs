@@ -1,0 +1,78 @@
+namespace PgLlm;
+
+/// <summary>
+/// The endpoint's limits (section <c>PgLlm:RateLimit</c>), shared by every concurrent call of one worker.
+/// Several worker processes each get the full budget: divide it between them.
+/// </summary>
+public sealed class PgLlmRateLimitOptions
+{
+    /// <summary>Most requests per minute; null for no limit.</summary>
+    public int? RequestsPerMinute { get; set; }
+
+    /// <summary>Most tokens (input and output) per minute; null for no limit. Calls reserve an estimate and settle the difference afterwards.</summary>
+    public int? TokensPerMinute { get; set; }
+
+    /// <summary>How often a call the endpoint throttled (HTTP 429) is sent again before it counts as a failed attempt. 0 turns this off.</summary>
+    public int ThrottleRetries { get; set; } = 5;
+
+    /// <summary>The pause after a 429 without <c>Retry-After</c>; doubled for each 429 in a row.</summary>
+    public TimeSpan ThrottleBackoff { get; set; } = TimeSpan.FromSeconds(1);
+
+    /// <summary>The longest pause after a 429 without <c>Retry-After</c>.</summary>
+    public TimeSpan MaxThrottleBackoff { get; set; } = TimeSpan.FromMinutes(1);
+}
+
+/// <summary>A model's price, for cost estimates (section <c>PgLlm:Prices:&lt;model&gt;</c>; the model <c>*</c> prices all others).</summary>
+public sealed class PgLlmPrice
+{
+    /// <summary>Price of one million input tokens, in your currency.</summary>
+    public decimal InputPerMillion { get; set; }
+
+    /// <summary>Price of one million output tokens, in your currency.</summary>
+    public decimal OutputPerMillion { get; set; }
+}
+
+/// <summary>Health and metrics sampling (section <c>PgLlm:Monitoring</c>).</summary>
+public sealed class PgLlmMonitoringOptions
+{
+    /// <summary>How often the hosted monitor counts the queue for the <c>pgllm.queue.depth</c> gauge.</summary>
+    public TimeSpan QueueSampleInterval { get; set; } = TimeSpan.FromSeconds(15);
+
+    /// <summary>Pending jobs above which the health check reports Degraded; null never does.</summary>
+    public long? DegradedQueueDepth { get; set; }
+
+    /// <summary>How long a worker may go without asking the queue for work before the health check reports it Unhealthy; by default three poll intervals, at least one minute.</summary>
+    public TimeSpan? WorkerStallAfter { get; set; }
+}
+
+/// <summary>
+/// The optional answer cache (section <c>PgLlm:AnswerCache</c>, off by default): identical requests are
+/// answered from the table <c>llm.answer_cache</c> instead of a new paid call.
+/// </summary>
+public sealed class PgLlmAnswerCacheOptions
+{
+    /// <summary>Whether answers are cached and reused. Off by default: a cached answer is reused even when the model would now answer differently.</summary>
+    public bool Enabled { get; set; }
+
+    /// <summary>How long a cached answer is reused; null for as long as it is in the table.</summary>
+    public TimeSpan? TimeToLive { get; set; }
+}
+
+/// <summary>
+/// A named endpoint (section <c>PgLlm:Endpoints:&lt;name&gt;</c>). A task whose <c>Model</c> is the endpoint's
+/// name is sent there with the endpoint's <see cref="Model"/>; <c>&lt;name&gt;/&lt;model&gt;</c> picks another model on it.
+/// </summary>
+public sealed class PgLlmEndpointOptions
+{
+    /// <summary>The endpoint's base URL (OpenAI-compatible).</summary>
+    public string? BaseUrl { get; set; }
+
+    /// <summary>The endpoint's API key; never logged.</summary>
+    public string? ApiKey { get; set; }
+
+    /// <summary>The model asked when a task names only the endpoint.</summary>
+    public string? Model { get; set; }
+
+    /// <summary>The endpoint's own limits (each endpoint has its own budget and its own 429 pause).</summary>
+    public PgLlmRateLimitOptions RateLimit { get; set; } = new();
+}
