@@ -266,10 +266,14 @@ internal sealed class Suite
         _model.Latency = latency;
         var firstJob = await _db.ScalarAsync<long>("SELECT coalesce(max(id), 0) FROM llm.job");
         await _db.ExecuteAsync($"INSERT INTO public.bench_items (body) SELECT 'item ' || g FROM generate_series(1, {jobs}) AS g");
+        var endpointCpu = Process.GetCurrentProcess().TotalProcessorTime;
         var during = whileDraining?.Invoke() ?? Task.CompletedTask;
         await WaitUntilSettledAsync(firstJob, TimeSpan.FromSeconds(30 + (jobs * Math.Max(latency.TotalSeconds, 0.002) * 2)));
         await during;
+        endpointCpu = Process.GetCurrentProcess().TotalProcessorTime - endpointCpu;
         var peak = await child.StopAsync();
+        Progress($"  CPU: worker process {child.CpuMilliseconds * 1000 / (jobs + 520):0} us/job (whole life, incl. warm-up), " +
+                 $"benchmark process (model endpoint, polling) {endpointCpu.TotalMilliseconds * 1000 / jobs:0} us/job");
         _model.Latency = TimeSpan.Zero;
 
         await using var command = _db.CreateCommand(

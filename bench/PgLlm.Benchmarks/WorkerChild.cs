@@ -57,6 +57,9 @@ internal sealed class WorkerChild : IAsyncDisposable
         return new WorkerChild(Process.Start(start) ?? throw new InvalidOperationException("could not start the worker process"));
     }
 
+    /// <summary>CPU time the worker process used in all, once stopped.</summary>
+    public double CpuMilliseconds { get; private set; }
+
     /// <summary>Stops the worker (graceful) and returns its peak resident memory in MB.</summary>
     public async Task<double> StopAsync()
     {
@@ -70,6 +73,8 @@ internal sealed class WorkerChild : IAsyncDisposable
             throw new InvalidOperationException($"the worker process failed (exit {_process.ExitCode}): {output}\n{await _errors}");
         }
 
+        var cpu = output.Split('\n', StringSplitOptions.RemoveEmptyEntries).LastOrDefault(l => l.StartsWith("cpu_ms=", StringComparison.Ordinal));
+        CpuMilliseconds = cpu is null ? double.NaN : double.Parse(cpu["cpu_ms=".Length..], CultureInfo.InvariantCulture);
         return double.Parse(line["peak_rss_kb=".Length..], CultureInfo.InvariantCulture) / 1024.0;
     }
 
@@ -117,6 +122,7 @@ internal sealed class WorkerChild : IAsyncDisposable
         await stop.CancelAsync();
         await run;
         Console.WriteLine("peak_rss_kb=" + PeakRssKb().ToString(CultureInfo.InvariantCulture));
+        Console.WriteLine("cpu_ms=" + Process.GetCurrentProcess().TotalProcessorTime.TotalMilliseconds.ToString("0", CultureInfo.InvariantCulture));
         return 0;
     }
 

@@ -60,7 +60,10 @@ internal static class TableScriptEmitter
                 "    INSERT INTO llm.job (task, row_key, max_attempts)\n" +
                 "    VALUES (" + Literal(taskName) + ", " + rowKeyOfNew + ", " + task.MaxAttempts.ToString(System.Globalization.CultureInfo.InvariantCulture) + ")\n" +
                 "    ON CONFLICT (task, row_key) WHERE state = 'pending' DO NOTHING;\n" +
-                "    PERFORM pg_notify(" + Literal(JobsChannel) + ", '');\n" +
+                "    -- Notify only for a new job, and only when a worker sleeps (see llm.wake_workers).\n" +
+                "    IF FOUND THEN\n" +
+                "        PERFORM llm.wake_workers();\n" +
+                "    END IF;\n" +
                 "    RETURN NULL;\n" +
                 "END\n"))
             .Append(";\n\n");

@@ -24,6 +24,9 @@ public sealed partial class PgLlmWorker : BackgroundService
     /// <summary>The channel migrations notify when the task registry changes.</summary>
     public const string TasksChannel = "pgllm_tasks";
 
+    /// <summary>How soon a worker that wants to sleep looks again while an enqueuing transaction is still open.</summary>
+    private static readonly TimeSpan UncommittedEnqueuerRecheck = TimeSpan.FromMilliseconds(5);
+
     private readonly NpgsqlDataSource _dataSource;
     private readonly PgLlmWorkerOptions _options;
     private readonly ILogger _logger;
@@ -78,6 +81,8 @@ public sealed partial class PgLlmWorker : BackgroundService
         using var jobsCancellation = new CancellationTokenSource();
         using var listenCancellation = CancellationTokenSource.CreateLinkedTokenSource(stoppingToken);
         var listener = untilIdle ? Task.CompletedTask : Task.Run(() => ListenAsync(listenCancellation.Token), CancellationToken.None);
+        var writeBacks = new WriteBackBatcher(_queue);
+        var sleep = new SleepAdvertisement(_dataSource, _workerId);
         var slots = new SemaphoreSlim(_options.Concurrency, _options.Concurrency);
         var inFlight = new HashSet<Task>();
         var settled = 0;
@@ -125,14 +130,32 @@ public sealed partial class PgLlmWorker : BackgroundService
 
                             wait = Min(nextDue ?? wait, wait);
                         }
+                        else if (!untilIdle && !sleep.Safe)
+                        {
+                            // Enqueuers notify only a sleeping worker: advertise, then claim once more
+                            // before sleeping, or look again shortly while an enqueuer that saw no
+                            // sleeping worker has yet to commit.
+                            if (await sleep.AdvertiseAsync(stoppingToken).ConfigureAwait(false))
+                            {
+                                continue;
+                            }
 
-                        await _wake.WaitAsync(wait, stoppingToken).ConfigureAwait(false);
+                            wait = Min(UncommittedEnqueuerRecheck, wait);
+                        }
+
+                        if (!await _wake.WaitAsync(wait, stoppingToken).ConfigureAwait(false))
+                        {
+                            // Slept a whole poll interval: advertise again, which refreshes the
+                            // advertisement (stale ones are dropped after an hour).
+                            sleep.Safe = false;
+                        }
+
                         continue;
                     }
 
                     foreach (var work in await PrepareAsync(jobs, stoppingToken).ConfigureAwait(false))
                     {
-                        var task = Task.Run(() => ProcessAsync(work, jobsCancellation.Token), CancellationToken.None);
+                        var task = Task.Run(() => ProcessAsync(work, writeBacks, jobsCancellation.Token), CancellationToken.None);
                         started++;
                         lock (inFlight)
                         {
@@ -156,6 +179,8 @@ public sealed partial class PgLlmWorker : BackgroundService
                             TaskScheduler.Default);
                     }
 
+                    // Busy again: enqueuers stop notifying (each NOTIFY serializes their commits).
+                    await sleep.WithdrawAsync(stoppingToken).ConfigureAwait(false);
                     failureDelay = TimeSpan.FromMilliseconds(200);
                 }
                 catch (Exception ex) when (ex is NpgsqlException or TimeoutException && !stoppingToken.IsCancellationRequested)
@@ -197,6 +222,18 @@ public sealed partial class PgLlmWorker : BackgroundService
                 }
 
                 await all.ConfigureAwait(false);
+            }
+
+            // Every job has handed in its answer; the last write-backs commit before the worker returns.
+            await writeBacks.CompleteAndDrainAsync().ConfigureAwait(false);
+            try
+            {
+                await sleep.WithdrawAsync(CancellationToken.None).ConfigureAwait(false);
+            }
+            catch (Exception ex) when (ex is NpgsqlException or TimeoutException)
+            {
+                // Left behind, the advertisement only makes enqueuers notify; it expires after an hour.
+                LogDatabaseError(ex, TimeSpan.Zero);
             }
 
             await listenCancellation.CancelAsync().ConfigureAwait(false);
@@ -269,7 +306,7 @@ public sealed partial class PgLlmWorker : BackgroundService
         return work;
     }
 
-    private async Task ProcessAsync(Work work, CancellationToken jobsToken)
+    private async Task ProcessAsync(Work work, WriteBackBatcher writeBacks, CancellationToken jobsToken)
     {
         var (job, task, inputs) = work;
         try
@@ -289,7 +326,9 @@ public sealed partial class PgLlmWorker : BackgroundService
                 }
             }
 
-            var state = await _queue.CompleteAsync(task, job, inputs.Hash, answer.Json, answer.InputTokens, answer.OutputTokens, CancellationToken.None).ConfigureAwait(false);
+            // Written together with other answers that are ready at the same moment; this job's
+            // outcome (state or error) is still its own.
+            var state = await writeBacks.CompleteAsync(new WriteBack(task, job, inputs.Hash, answer.Json, answer.InputTokens, answer.OutputTokens)).ConfigureAwait(false);
             LogCompleted(job.Id, job.Task, state);
         }
         catch (OperationCanceledException) when (jobsToken.IsCancellationRequested)

@@ -14,7 +14,10 @@ BEGIN
     INSERT INTO llm.job (task, row_key, max_attempts)
     VALUES ('public.user_reviews:sentiment', jsonb_build_object('id', NEW."id"), 5)
     ON CONFLICT (task, row_key) WHERE state = 'pending' DO NOTHING;
-    PERFORM pg_notify('pgllm_jobs', '');
+    -- Notify only for a new job, and only when a worker sleeps (see llm.wake_workers).
+    IF FOUND THEN
+        PERFORM llm.wake_workers();
+    END IF;
     RETURN NULL;
 END
 $pgllm$;
@@ -133,7 +136,10 @@ BEGIN
     INSERT INTO llm.job (task, row_key, max_attempts)
     VALUES ('public.user_reviews:emotion+user_review_es', jsonb_build_object('id', NEW."id"), 5)
     ON CONFLICT (task, row_key) WHERE state = 'pending' DO NOTHING;
-    PERFORM pg_notify('pgllm_jobs', '');
+    -- Notify only for a new job, and only when a worker sleeps (see llm.wake_workers).
+    IF FOUND THEN
+        PERFORM llm.wake_workers();
+    END IF;
     RETURN NULL;
 END
 $pgllm$;

@@ -10,7 +10,7 @@ namespace PgLlm.Generated
         /// <summary>The core schema: the queue, the task registry and the worker's functions.</summary>
         public static global::PgLlm.Migrations.PgLlmScript Core { get; } = new global::PgLlm.Migrations.PgLlmScript(
             @"0001-pgllm-core",
-            @"96781dc8fbfa",
+            @"4e9a0399a45d",
             global::PgLlm.Migrations.PgLlmScriptKind.Core,
             @"-- PgLlm core schema: the queue, the task registry and the functions the worker calls.
 -- Idempotent: re-applied as a whole whenever its content changes.
@@ -287,12 +287,116 @@ BEGIN
     RETURN v_count;
 END
 $fn$;
+
+-- Writes back a batch of answers in one round trip and one commit. Each job runs its task's
+-- generated complete function in its own subtransaction, so one job's error never undoes another's
+-- written result; the error comes back in its row (error, error_code) and the worker handles that job
+-- alone. Only functions registered in llm.task are called. The batch waits at most 20 ms for any lock
+-- (error_code 55P03), so it never sits in a lock cycle with a user's transaction; such a job is then
+-- written back on its own. The worker keeps batches at 64 jobs or fewer (the subtransaction cache).
+CREATE OR REPLACE FUNCTION llm.complete_batch(p_tasks text[], p_job_ids bigint[], p_attempts integer[], p_inputs_hashes text[],
+                                              p_results jsonb[], p_input_tokens integer[], p_output_tokens integer[])
+RETURNS TABLE (job_id bigint, state text, error text, error_code text)
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $fn$
+DECLARE
+    v_function regproc;
+BEGIN
+    PERFORM set_config('lock_timeout', '20ms', true);
+    FOR i IN 1 .. coalesce(array_length(p_job_ids, 1), 0) LOOP
+        job_id := p_job_ids[i];
+        state := NULL;
+        error := NULL;
+        error_code := NULL;
+        SELECT t.complete_function INTO v_function FROM llm.task AS t WHERE t.name = p_tasks[i];
+        IF v_function IS NULL THEN
+            error := format('task %L is not in llm.task', p_tasks[i]);
+            error_code := 'P0002';
+        ELSE
+            BEGIN
+                EXECUTE format('SELECT %s($1, $2, $3, $4, $5, $6)', v_function)
+                   INTO state
+                  USING p_job_ids[i], p_attempts[i], p_inputs_hashes[i], p_results[i], p_input_tokens[i], p_output_tokens[i];
+            EXCEPTION WHEN OTHERS THEN
+                state := NULL;
+                error := SQLERRM;
+                error_code := SQLSTATE;
+            END;
+        END IF;
+        RETURN NEXT;
+    END LOOP;
+END
+$fn$;
+
+REVOKE ALL ON FUNCTION llm.complete_batch(text[], bigint[], integer[], text[], jsonb[], integer[], integer[]) FROM PUBLIC;
+
+-- Waking workers. NOTIFY makes committing transactions queue behind one another (PostgreSQL holds a
+-- database-wide lock from the NOTIFY until the commit is flushed), so the enqueue triggers notify only
+-- when a worker sleeps. A worker about to sleep advertises it in llm.sleeping_worker, then checks that
+-- no transaction that enqueued without seeing it is still open (such a transaction holds advisory
+-- lock (1348954220, 1) shared until it ends); while one is, the worker looks at the queue again shortly
+-- instead of sleeping. So every job committed before is visible to the worker's next claim, and every
+-- later enqueue notifies. A busy worker claims again after each batch anyway.
+CREATE UNLOGGED TABLE IF NOT EXISTS llm.sleeping_worker (
+    worker text PRIMARY KEY,
+    since  timestamptz NOT NULL DEFAULT now()
+);
+
+CREATE OR REPLACE FUNCTION llm.wake_workers()
+RETURNS void
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $fn$
+BEGIN
+    IF current_setting('transaction_isolation') <> 'read committed' THEN
+        -- This snapshot may predate a worker's advertisement: always notify.
+        PERFORM pg_notify('pgllm_jobs', '');
+    ELSIF NOT pg_try_advisory_xact_lock_shared(1348954220, 1) THEN
+        -- A worker is checking for open enqueuers right now: it is about to sleep.
+        PERFORM pg_notify('pgllm_jobs', '');
+    ELSIF EXISTS (SELECT 1 FROM llm.sleeping_worker) THEN
+        PERFORM pg_notify('pgllm_jobs', '');
+    END IF;
+END
+$fn$;
+
+-- A worker is about to wait for NOTIFY: from the commit of this call on, enqueuers notify.
+CREATE OR REPLACE FUNCTION llm.worker_sleeps(p_worker text)
+RETURNS void
+LANGUAGE sql
+SET search_path = pg_catalog, pg_temp
+AS $fn$
+    INSERT INTO llm.sleeping_worker AS s (worker) VALUES (p_worker)
+    ON CONFLICT (worker) DO UPDATE SET since = now();
+    -- Workers that stopped without saying so (killed while asleep) would make every enqueue notify.
+    DELETE FROM llm.sleeping_worker AS s WHERE s.since < now() - interval '1 hour';
+$fn$;
+
+-- Called in a transaction after llm.worker_sleeps committed: true when no transaction that enqueued
+-- without seeing the sleeping worker is still open, so one more claim sees all it would otherwise miss.
+CREATE OR REPLACE FUNCTION llm.enqueuers_settled()
+RETURNS boolean
+LANGUAGE sql
+SET search_path = pg_catalog, pg_temp
+AS $fn$
+    SELECT pg_try_advisory_xact_lock(1348954220, 1);
+$fn$;
+
+-- The worker has work again (or stops): enqueuers stop notifying it.
+CREATE OR REPLACE FUNCTION llm.worker_wakes(p_worker text)
+RETURNS void
+LANGUAGE sql
+SET search_path = pg_catalog, pg_temp
+AS $fn$
+    DELETE FROM llm.sleeping_worker WHERE worker = p_worker;
+$fn$;
 ");
 
         /// <summary>Tasks of table public.user_reviews.</summary>
         public static global::PgLlm.Migrations.PgLlmScript UserReview { get; } = new global::PgLlm.Migrations.PgLlmScript(
             @"1000-public.user_reviews",
-            @"4eec2e2e171c",
+            @"813eac49b30f",
             global::PgLlm.Migrations.PgLlmScriptKind.Table,
             @"-- <auto-generated/> by PgLlm from Shop.UserReview. Do not edit: change the attributes and rebuild.
 -- Table ""public"".""user_reviews"", key (""id"").
@@ -310,7 +414,10 @@ BEGIN
     INSERT INTO llm.job (task, row_key, max_attempts)
     VALUES ('public.user_reviews:sentiment', jsonb_build_object('id', NEW.""id""), 5)
     ON CONFLICT (task, row_key) WHERE state = 'pending' DO NOTHING;
-    PERFORM pg_notify('pgllm_jobs', '');
+    -- Notify only for a new job, and only when a worker sleeps (see llm.wake_workers).
+    IF FOUND THEN
+        PERFORM llm.wake_workers();
+    END IF;
     RETURN NULL;
 END
 $pgllm$;
@@ -429,7 +536,10 @@ BEGIN
     INSERT INTO llm.job (task, row_key, max_attempts)
     VALUES ('public.user_reviews:emotion+user_review_es', jsonb_build_object('id', NEW.""id""), 5)
     ON CONFLICT (task, row_key) WHERE state = 'pending' DO NOTHING;
-    PERFORM pg_notify('pgllm_jobs', '');
+    -- Notify only for a new job, and only when a worker sleeps (see llm.wake_workers).
+    IF FOUND THEN
+        PERFORM llm.wake_workers();
+    END IF;
     RETURN NULL;
 END
 $pgllm$;
