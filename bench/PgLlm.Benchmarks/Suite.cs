@@ -226,7 +226,7 @@ internal sealed class Suite
     // Drain
     // ---------------------------------------------------------------------------------------------
 
-    private sealed record DrainRun(long Succeeded, long Other, double Seconds, double PeakRssMb)
+    private sealed record DrainRun(long Succeeded, long Other, double Seconds, double PeakRssMb, double WarmRssMb)
     {
         public double JobsPerSecond => Succeeded / Seconds;
     }
@@ -263,6 +263,7 @@ internal sealed class Suite
         _model.Latency = TimeSpan.Zero;
         await using var child = WorkerChild.Start(_db.ConnectionString, _model.BaseUrl, _model.ApiKey, worker);
         await WarmUpAsync();
+        var warmRss = child.CurrentRssMb();
         _model.Latency = latency;
         var firstJob = await _db.ScalarAsync<long>("SELECT coalesce(max(id), 0) FROM llm.job");
         await _db.ExecuteAsync($"INSERT INTO public.bench_items (body) SELECT 'item ' || g FROM generate_series(1, {jobs}) AS g");
@@ -282,7 +283,7 @@ internal sealed class Suite
         command.Parameters.Add(new NpgsqlParameter<long> { TypedValue = firstJob });
         await using var reader = await command.ExecuteReaderAsync();
         await reader.ReadAsync();
-        return new DrainRun(reader.GetInt64(0), reader.GetInt64(1), reader.GetDouble(2), peak);
+        return new DrainRun(reader.GetInt64(0), reader.GetInt64(1), reader.GetDouble(2), peak, warmRss);
     }
 
     private async Task WaitUntilSettledAsync(long afterJob, TimeSpan timeout)
@@ -464,7 +465,8 @@ internal sealed class Suite
     private async Task MeasurePeakRssAsync()
     {
         var run = await DrainAsync(TimeSpan.Zero, _settings.RssJobs, FastModelWorker);
-        Progress($"worker process peak RSS draining {run.Succeeded} jobs: {run.PeakRssMb:0.0} MB ({run.JobsPerSecond:0} jobs/s)");
+        Progress($"worker process peak RSS draining {run.Succeeded} jobs: {run.PeakRssMb:0.0} MB (after warm-up, before the drain: {run.WarmRssMb:0.0} MB; {run.JobsPerSecond:0} jobs/s)");
+        _results["worker_rss_after_warm_up_mb"] = Math.Round(run.WarmRssMb, 1);
         _results["worker_peak_rss_mb"] = Math.Round(run.PeakRssMb, 1);
         _results["worker_peak_rss_jobs"] = _settings.RssJobs;
         _results["worker_peak_rss_drain_jobs_per_s"] = Math.Round(run.JobsPerSecond, 0);

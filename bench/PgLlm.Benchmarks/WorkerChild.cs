@@ -57,6 +57,20 @@ internal sealed class WorkerChild : IAsyncDisposable
         return new WorkerChild(Process.Start(start) ?? throw new InvalidOperationException("could not start the worker process"));
     }
 
+    /// <summary>The worker process's resident memory now (VmRSS), in MB.</summary>
+    public double CurrentRssMb()
+    {
+        foreach (var line in File.ReadLines($"/proc/{_process.Id.ToString(CultureInfo.InvariantCulture)}/status"))
+        {
+            if (line.StartsWith("VmRSS:", StringComparison.Ordinal))
+            {
+                return long.Parse(line["VmRSS:".Length..].Trim().Split(' ')[0], CultureInfo.InvariantCulture) / 1024.0;
+            }
+        }
+
+        return double.NaN;
+    }
+
     /// <summary>CPU time the worker process used in all, once stopped.</summary>
     public double CpuMilliseconds { get; private set; }
 

@@ -30,6 +30,12 @@ internal static class FailureKindExtensions
     };
 }
 
+/// <summary>
+/// A claimed job with its inputs: none when the row is gone or a required input is null, or when they
+/// could not be read (<paramref name="InputsError"/>).
+/// </summary>
+internal sealed record ClaimedWork(ClaimedJob Job, JobInputs? Inputs, string? InputsError);
+
 /// <summary>A model's answer to write back to a job's row, with what the stale-write check compares.</summary>
 internal sealed record WriteBack(TaskDefinition Task, ClaimedJob Job, string InputsHash, string ResultJson, int? InputTokens, int? OutputTokens);
 
@@ -49,38 +55,33 @@ internal sealed class JobQueue
 
     public JobQueue(NpgsqlDataSource dataSource) => _dataSource = dataSource;
 
-    public async Task<IReadOnlyList<ClaimedJob>> ClaimAsync(string workerId, int limit, TimeSpan lease, CancellationToken cancellationToken)
+    /// <summary>
+    /// Claims up to <paramref name="limit"/> jobs and reads the current values their prompts read, in one
+    /// round trip (<c>llm.claim_with_inputs</c>). The attempt is counted and committed with the claim.
+    /// </summary>
+    public async Task<IReadOnlyList<ClaimedWork>> ClaimAsync(string workerId, int limit, TimeSpan lease, CancellationToken cancellationToken)
     {
-        await using var command = _dataSource.CreateCommand("SELECT id, task, attempt, max_attempts FROM llm.claim($1, $2, $3)");
+        await using var command = _dataSource.CreateCommand(
+            "SELECT id, task, attempt, max_attempts, inputs, inputs_hash, inputs_error FROM llm.claim_with_inputs($1, $2, $3)");
         command.Parameters.Add(new NpgsqlParameter<string> { TypedValue = workerId });
         command.Parameters.Add(new NpgsqlParameter<int> { TypedValue = limit });
         command.Parameters.Add(new NpgsqlParameter<double> { TypedValue = lease.TotalSeconds });
-        var jobs = new List<ClaimedJob>(limit);
+        var claimed = new List<ClaimedWork>(limit);
         await using var reader = await command.ExecuteReaderAsync(cancellationToken).ConfigureAwait(false);
         while (await reader.ReadAsync(cancellationToken).ConfigureAwait(false))
         {
-            jobs.Add(new ClaimedJob(reader.GetInt64(0), reader.GetString(1), reader.GetInt32(2), reader.GetInt32(3)));
+            var job = new ClaimedJob(reader.GetInt64(0), reader.GetString(1), reader.GetInt32(2), reader.GetInt32(3));
+            JobInputs? inputs = null;
+            if (!reader.IsDBNull(4))
+            {
+                using var document = JsonDocument.Parse(reader.GetString(4));
+                inputs = new JobInputs(job.Id, document.RootElement.Clone(), reader.GetString(5));
+            }
+
+            claimed.Add(new ClaimedWork(job, inputs, reader.IsDBNull(6) ? null : reader.GetString(6)));
         }
 
-        return jobs;
-    }
-
-    /// <summary>Reads the inputs of a batch of jobs of one task. Jobs whose row is gone are absent.</summary>
-    public async Task<IReadOnlyDictionary<long, JobInputs>> ReadInputsAsync(TaskDefinition task, IReadOnlyList<long> jobIds, CancellationToken cancellationToken)
-    {
-        // The function name comes from the registry, which only migrations write, quoted by PostgreSQL.
-        await using var command = _dataSource.CreateCommand("SELECT job_id, inputs::text, inputs_hash FROM " + task.InputsFunction + "($1)");
-        command.Parameters.Add(new NpgsqlParameter<long[]> { TypedValue = jobIds.ToArray() });
-        var result = new Dictionary<long, JobInputs>(jobIds.Count);
-        await using var reader = await command.ExecuteReaderAsync(cancellationToken).ConfigureAwait(false);
-        while (await reader.ReadAsync(cancellationToken).ConfigureAwait(false))
-        {
-            using var document = JsonDocument.Parse(reader.GetString(1));
-            var id = reader.GetInt64(0);
-            result[id] = new JobInputs(id, document.RootElement.Clone(), reader.GetString(2));
-        }
-
-        return result;
+        return claimed;
     }
 
     /// <summary>Writes the answer back (if the inputs are unchanged) and settles the job, in its own transaction. Returns its new state.</summary>

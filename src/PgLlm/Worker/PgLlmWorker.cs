@@ -258,48 +258,28 @@ public sealed partial class PgLlmWorker : BackgroundService
         }
     }
 
-    /// <summary>Reads the inputs of claimed jobs, one statement per task; settles jobs with nothing to do.</summary>
-    private async Task<List<Work>> PrepareAsync(IReadOnlyList<ClaimedJob> jobs, CancellationToken cancellationToken)
+    /// <summary>Pairs claimed jobs with their tasks and inputs; settles jobs with nothing to do.</summary>
+    private async Task<List<Work>> PrepareAsync(IReadOnlyList<ClaimedWork> claimed, CancellationToken cancellationToken)
     {
-        var work = new List<Work>(jobs.Count);
-        foreach (var group in jobs.GroupBy(j => j.Task, StringComparer.Ordinal))
+        var work = new List<Work>(claimed.Count);
+        foreach (var (job, inputs, inputsError) in claimed)
         {
-            var task = await _registry.FindAsync(group.Key, cancellationToken).ConfigureAwait(false);
+            var task = await _registry.FindAsync(job.Task, cancellationToken).ConfigureAwait(false);
             if (task is null)
             {
-                foreach (var job in group)
-                {
-                    await SettleQuietlyAsync(() => _queue.SkipAsync(job, $"task '{job.Task}' is not in llm.task (removed from the declarations?)", CancellationToken.None), job).ConfigureAwait(false);
-                }
-
-                continue;
+                await SettleQuietlyAsync(() => _queue.SkipAsync(job, $"task '{job.Task}' is not in llm.task (removed from the declarations?)", CancellationToken.None), job).ConfigureAwait(false);
             }
-
-            IReadOnlyDictionary<long, JobInputs> inputs;
-            try
+            else if (inputsError is not null)
             {
-                inputs = await _queue.ReadInputsAsync(task, group.Select(j => j.Id).ToList(), cancellationToken).ConfigureAwait(false);
+                await SettleQuietlyAsync(() => _queue.FailAsync(job, inputsError, RetryDelay(job.Attempt, null), FailureKind.Transient, CancellationToken.None), job).ConfigureAwait(false);
             }
-            catch (Exception ex) when (ex is NpgsqlException or TimeoutException)
+            else if (inputs is null)
             {
-                foreach (var job in group)
-                {
-                    await SettleQuietlyAsync(() => _queue.FailAsync(job, "could not read the row: " + ex.Message, RetryDelay(job.Attempt, null), FailureKind.Transient, CancellationToken.None), job).ConfigureAwait(false);
-                }
-
-                continue;
+                await SettleQuietlyAsync(() => _queue.SkipAsync(job, "the row no longer exists, or an input the prompt needs is null", CancellationToken.None), job).ConfigureAwait(false);
             }
-
-            foreach (var job in group)
+            else
             {
-                if (inputs.TryGetValue(job.Id, out var values))
-                {
-                    work.Add(new Work(job, task, values));
-                }
-                else
-                {
-                    await SettleQuietlyAsync(() => _queue.SkipAsync(job, "the row no longer exists, or an input the prompt needs is null", CancellationToken.None), job).ConfigureAwait(false);
-                }
+                work.Add(new Work(job, task, inputs));
             }
         }
 

@@ -10,7 +10,7 @@ namespace PgLlm.Generated
         /// <summary>The core schema: the queue, the task registry and the worker's functions.</summary>
         public static global::PgLlm.Migrations.PgLlmScript Core { get; } = new global::PgLlm.Migrations.PgLlmScript(
             @"0001-pgllm-core",
-            @"4e9a0399a45d",
+            @"dfd3faafacce",
             global::PgLlm.Migrations.PgLlmScriptKind.Core,
             @"-- PgLlm core schema: the queue, the task registry and the functions the worker calls.
 -- Idempotent: re-applied as a whole whenever its content changes.
@@ -390,6 +390,59 @@ LANGUAGE sql
 SET search_path = pg_catalog, pg_temp
 AS $fn$
     DELETE FROM llm.sleeping_worker WHERE worker = p_worker;
+$fn$;
+
+-- llm.claim and each claimed task's generated inputs function in one round trip: the jobs with the
+-- current values their prompts read (inputs NULL: the row is gone or a required input is null). A task
+-- whose inputs cannot be read (or that is no longer registered) comes back with inputs_error set and no
+-- inputs; its jobs are still claimed, so the worker settles them and other tasks are not held up.
+CREATE OR REPLACE FUNCTION llm.claim_with_inputs(p_worker text, p_limit integer, p_lease_seconds double precision)
+RETURNS TABLE (id bigint, task text, attempt integer, max_attempts integer, inputs text, inputs_hash text, inputs_error text)
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $fn$
+DECLARE
+    v_ids bigint[];
+    v_tasks text[];
+    v_attempts integer[];
+    v_max_attempts integer[];
+    v_task text;
+    v_function regproc;
+    v_error text;
+    v_input_ids bigint[];
+    v_inputs text[];
+    v_hashes text[];
+BEGIN
+    SELECT array_agg(c.id ORDER BY c.id), array_agg(c.task ORDER BY c.id), array_agg(c.attempt ORDER BY c.id), array_agg(c.max_attempts ORDER BY c.id)
+      INTO v_ids, v_tasks, v_attempts, v_max_attempts
+      FROM llm.claim(p_worker, p_limit, p_lease_seconds) AS c;
+    IF v_ids IS NULL THEN
+        RETURN;
+    END IF;
+    FOR v_task IN SELECT DISTINCT t FROM unnest(v_tasks) AS t LOOP
+        v_error := NULL;
+        v_input_ids := NULL;
+        v_inputs := NULL;
+        v_hashes := NULL;
+        SELECT r.inputs_function INTO v_function FROM llm.task AS r WHERE r.name = v_task;
+        IF v_function IS NULL THEN
+            v_error := format('task %L is not in llm.task (removed from the declarations?)', v_task);
+        ELSE
+            BEGIN
+                EXECUTE format('SELECT array_agg(i.job_id), array_agg(i.inputs::text), array_agg(i.inputs_hash) FROM %s($1) AS i', v_function)
+                   INTO v_input_ids, v_inputs, v_hashes
+                  USING (SELECT array_agg(c.id) FROM unnest(v_ids, v_tasks) AS c(id, task) WHERE c.task = v_task);
+            EXCEPTION WHEN OTHERS THEN
+                v_error := 'could not read the row: ' || SQLERRM;
+            END;
+        END IF;
+        RETURN QUERY
+            SELECT c.id, c.task, c.attempt, c.max_attempts, i.inputs, i.hash, v_error
+              FROM unnest(v_ids, v_tasks, v_attempts, v_max_attempts) AS c(id, task, attempt, max_attempts)
+              LEFT JOIN unnest(v_input_ids, v_inputs, v_hashes) AS i(job_id, inputs, hash) ON i.job_id = c.id
+             WHERE c.task = v_task;
+    END LOOP;
+END
 $fn$;
 ");
 
