@@ -76,13 +76,14 @@ AS $fn$
            attempted_at = now(),
            locked_by = p_worker,
            lease_until = now() + make_interval(secs => p_lease_seconds)
-      FROM (SELECT c.id
-              FROM llm.job AS c
-             WHERE c.state = 'pending' AND c.scheduled_at <= now()
-             ORDER BY c.scheduled_at, c.id
-             LIMIT p_limit
-               FOR UPDATE SKIP LOCKED) AS picked
-     WHERE j.id = picked.id
+     -- = ANY (ARRAY(...)) rather than a join: the cached generic plan cannot know p_limit and would
+     -- otherwise hash-join against a scan of the whole queue, history included.
+     WHERE j.id = ANY (ARRAY(SELECT c.id
+                               FROM llm.job AS c
+                              WHERE c.state = 'pending' AND c.scheduled_at <= now()
+                              ORDER BY c.scheduled_at, c.id
+                              LIMIT p_limit
+                                FOR UPDATE SKIP LOCKED))
  RETURNING j.id, j.task, j.row_key, j.attempt, j.max_attempts;
 $fn$;
 
