@@ -63,7 +63,10 @@ internal static class TableScriptEmitter
                 "    INSERT INTO llm.job (task, row_key, max_attempts)\n" +
                 "    VALUES (" + Literal(taskName) + ", " + rowKeyOfNew + ", " + task.MaxAttempts.ToString(System.Globalization.CultureInfo.InvariantCulture) + ")\n" +
                 "    ON CONFLICT (task, row_key) WHERE state = 'pending' DO NOTHING;\n" +
-                "    PERFORM pg_notify(" + Literal(JobsChannel) + ", '');\n" +
+                "    -- Notify only for a new job, and only when a worker sleeps (see llm.wake_workers).\n" +
+                "    IF FOUND THEN\n" +
+                "        PERFORM llm.wake_workers();\n" +
+                "    END IF;\n" +
                 "    RETURN NULL;\n" +
                 "END\n"))
             .Append(";\n\n");
@@ -111,11 +114,17 @@ internal static class TableScriptEmitter
                 "        v_state := 'superseded';\n" +
                 "        v_note := 'the inputs changed while the model was answering; the newer values get their own job';\n" +
                 "        -- The user's trigger may have seen this job still pending and enqueued nothing:\n" +
-                "        -- make sure the newer values have a job.\n" +
+                "        -- make sure the newer values have a job, unless another job of the row is already\n" +
+                "        -- pending or running (it answers the newer values, or re-enqueues in turn if it read\n" +
+                "        -- older ones), so that one change costs one call.\n" +
                 "        INSERT INTO llm.job (task, row_key, max_attempts)\n" +
-                "        VALUES (" + Literal(taskName) + ", v_key, " + task.MaxAttempts.ToString(System.Globalization.CultureInfo.InvariantCulture) + ")\n" +
+                "        SELECT " + Literal(taskName) + ", v_key, " + task.MaxAttempts.ToString(System.Globalization.CultureInfo.InvariantCulture) + "\n" +
+                "         WHERE NOT EXISTS (SELECT 1 FROM llm.job AS r\n" +
+                "                            WHERE r.state = 'running' AND r.task = " + Literal(taskName) + " AND r.row_key = v_key AND r.id <> p_job_id)\n" +
                 "        ON CONFLICT (task, row_key) WHERE state = 'pending' DO NOTHING;\n" +
-                "        PERFORM pg_notify(" + Literal(JobsChannel) + ", '');\n" +
+                "        IF FOUND THEN\n" +
+                "            PERFORM llm.wake_workers();\n" +
+                "        END IF;\n" +
                 "    ELSE\n" +
                 "        v_state := 'skipped';\n" +
                 "        v_note := 'the row was deleted while the model was answering';\n" +

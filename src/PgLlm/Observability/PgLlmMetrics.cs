@@ -74,13 +74,13 @@ public static class PgLlmMetrics
     public static DateTimeOffset? LastClaimAt(string workerId) =>
         LastClaims.TryGetValue(workerId, out var ticks) ? new DateTimeOffset(ticks, TimeSpan.Zero) : null;
 
-    /// <summary>A worker asked for work and got <paramref name="jobs"/>; also marks the worker alive.</summary>
-    internal static void RecordClaimed(string workerId, IReadOnlyList<ClaimedJob> jobs)
+    /// <summary>A worker asked for work and got <paramref name="claimed"/>; also marks the worker alive.</summary>
+    internal static void RecordClaimed(string workerId, IReadOnlyList<ClaimedWork> claimed)
     {
         LastClaims[workerId] = DateTimeOffset.UtcNow.UtcTicks;
-        foreach (var job in jobs)
+        foreach (var work in claimed)
         {
-            Claimed.Add(1, new KeyValuePair<string, object?>(TaskTag, job.Task));
+            Claimed.Add(1, new KeyValuePair<string, object?>(TaskTag, work.Job.Task));
         }
     }
 

@@ -30,6 +30,18 @@ internal static class FailureKindExtensions
     };
 }
 
+/// <summary>
+/// A claimed job with its inputs: none when the row is gone or a required input is null, or when they
+/// could not be read (<paramref name="InputsError"/>).
+/// </summary>
+internal sealed record ClaimedWork(ClaimedJob Job, JobInputs? Inputs, string? InputsError);
+
+/// <summary>A model's answer to write back to a job's row, with what the stale-write check compares.</summary>
+internal sealed record WriteBack(TaskDefinition Task, ClaimedJob Job, string InputsHash, string ResultJson, int? InputTokens, int? OutputTokens);
+
+/// <summary>One job's outcome in a batched write-back: its new state, or the error its own subtransaction raised.</summary>
+internal sealed record BatchOutcome(long JobId, string? State, string? Error, string? ErrorCode);
+
 /// <summary>The current values a job's prompt reads, and their hash for the stale-write check.</summary>
 internal sealed record JobInputs(long JobId, JsonElement Values, string Hash);
 
@@ -43,51 +55,94 @@ internal sealed class JobQueue
 
     public JobQueue(NpgsqlDataSource dataSource) => _dataSource = dataSource;
 
-    public async Task<IReadOnlyList<ClaimedJob>> ClaimAsync(string workerId, int limit, TimeSpan lease, CancellationToken cancellationToken)
+    /// <summary>
+    /// Claims up to <paramref name="limit"/> jobs and reads the current values their prompts read, in one
+    /// round trip (<c>llm.claim_with_inputs</c>). The attempt is counted and committed with the claim.
+    /// </summary>
+    public async Task<IReadOnlyList<ClaimedWork>> ClaimAsync(string workerId, int limit, TimeSpan lease, CancellationToken cancellationToken)
     {
-        await using var command = _dataSource.CreateCommand("SELECT id, task, attempt, max_attempts FROM llm.claim($1, $2, $3)");
+        await using var command = _dataSource.CreateCommand(
+            "SELECT id, task, attempt, max_attempts, inputs, inputs_hash, inputs_error FROM llm.claim_with_inputs($1, $2, $3)");
         command.Parameters.Add(new NpgsqlParameter<string> { TypedValue = workerId });
         command.Parameters.Add(new NpgsqlParameter<int> { TypedValue = limit });
         command.Parameters.Add(new NpgsqlParameter<double> { TypedValue = lease.TotalSeconds });
-        var jobs = new List<ClaimedJob>(limit);
+        var claimed = new List<ClaimedWork>(limit);
         await using var reader = await command.ExecuteReaderAsync(cancellationToken).ConfigureAwait(false);
         while (await reader.ReadAsync(cancellationToken).ConfigureAwait(false))
         {
-            jobs.Add(new ClaimedJob(reader.GetInt64(0), reader.GetString(1), reader.GetInt32(2), reader.GetInt32(3)));
+            var job = new ClaimedJob(reader.GetInt64(0), reader.GetString(1), reader.GetInt32(2), reader.GetInt32(3));
+            JobInputs? inputs = null;
+            if (!reader.IsDBNull(4))
+            {
+                using var document = JsonDocument.Parse(reader.GetString(4));
+                inputs = new JobInputs(job.Id, document.RootElement.Clone(), reader.GetString(5));
+            }
+
+            claimed.Add(new ClaimedWork(job, inputs, reader.IsDBNull(6) ? null : reader.GetString(6)));
         }
 
-        return jobs;
+        return claimed;
     }
 
-    /// <summary>Reads the inputs of a batch of jobs of one task. Jobs whose row is gone are absent.</summary>
-    public async Task<IReadOnlyDictionary<long, JobInputs>> ReadInputsAsync(TaskDefinition task, IReadOnlyList<long> jobIds, CancellationToken cancellationToken)
+    /// <summary>Writes the answer back (if the inputs are unchanged) and settles the job, in its own transaction. Returns its new state.</summary>
+    public async Task<string> CompleteAsync(WriteBack write, CancellationToken cancellationToken)
     {
-        // The function name comes from the registry, which only migrations write, quoted by PostgreSQL.
-        await using var command = _dataSource.CreateCommand("SELECT job_id, inputs::text, inputs_hash FROM " + task.InputsFunction + "($1)");
-        command.Parameters.Add(new NpgsqlParameter<long[]> { TypedValue = jobIds.ToArray() });
-        var result = new Dictionary<long, JobInputs>(jobIds.Count);
-        await using var reader = await command.ExecuteReaderAsync(cancellationToken).ConfigureAwait(false);
-        while (await reader.ReadAsync(cancellationToken).ConfigureAwait(false))
-        {
-            using var document = JsonDocument.Parse(reader.GetString(1));
-            var id = reader.GetInt64(0);
-            result[id] = new JobInputs(id, document.RootElement.Clone(), reader.GetString(2));
-        }
-
-        return result;
-    }
-
-    /// <summary>Writes the answer back (if the inputs are unchanged) and settles the job. Returns its new state.</summary>
-    public async Task<string> CompleteAsync(TaskDefinition task, ClaimedJob job, string inputsHash, string resultJson, int? inputTokens, int? outputTokens, CancellationToken cancellationToken)
-    {
-        await using var command = _dataSource.CreateCommand("SELECT " + task.CompleteFunction + "($1, $2, $3, $4, $5, $6)");
-        command.Parameters.Add(new NpgsqlParameter<long> { TypedValue = job.Id });
-        command.Parameters.Add(new NpgsqlParameter<int> { TypedValue = job.Attempt });
-        command.Parameters.Add(new NpgsqlParameter<string> { TypedValue = inputsHash });
-        command.Parameters.Add(new NpgsqlParameter<string> { TypedValue = resultJson, NpgsqlDbType = NpgsqlDbType.Jsonb });
-        command.Parameters.Add(new NpgsqlParameter { Value = (object?)inputTokens ?? DBNull.Value, NpgsqlDbType = NpgsqlDbType.Integer });
-        command.Parameters.Add(new NpgsqlParameter { Value = (object?)outputTokens ?? DBNull.Value, NpgsqlDbType = NpgsqlDbType.Integer });
+        await using var command = _dataSource.CreateCommand("SELECT " + write.Task.CompleteFunction + "($1, $2, $3, $4, $5, $6)");
+        command.Parameters.Add(new NpgsqlParameter<long> { TypedValue = write.Job.Id });
+        command.Parameters.Add(new NpgsqlParameter<int> { TypedValue = write.Job.Attempt });
+        command.Parameters.Add(new NpgsqlParameter<string> { TypedValue = write.InputsHash });
+        command.Parameters.Add(new NpgsqlParameter<string> { TypedValue = write.ResultJson, NpgsqlDbType = NpgsqlDbType.Jsonb });
+        command.Parameters.Add(new NpgsqlParameter { Value = (object?)write.InputTokens ?? DBNull.Value, NpgsqlDbType = NpgsqlDbType.Integer });
+        command.Parameters.Add(new NpgsqlParameter { Value = (object?)write.OutputTokens ?? DBNull.Value, NpgsqlDbType = NpgsqlDbType.Integer });
         return (string)(await command.ExecuteScalarAsync(cancellationToken).ConfigureAwait(false))!;
+    }
+
+    /// <summary>
+    /// Writes back several answers in one round trip and one commit (<c>llm.complete_batch</c>): each job in
+    /// its own subtransaction, so each comes back with its own state, or its own error and SQLSTATE.
+    /// </summary>
+    public async Task<IReadOnlyList<BatchOutcome>> CompleteBatchAsync(IReadOnlyList<WriteBack> writes, CancellationToken cancellationToken)
+    {
+        var count = writes.Count;
+        var tasks = new string[count];
+        var ids = new long[count];
+        var attempts = new int[count];
+        var hashes = new string[count];
+        var results = new string[count];
+        var inputTokens = new int?[count];
+        var outputTokens = new int?[count];
+        for (var i = 0; i < count; i++)
+        {
+            var write = writes[i];
+            tasks[i] = write.Task.Name;
+            ids[i] = write.Job.Id;
+            attempts[i] = write.Job.Attempt;
+            hashes[i] = write.InputsHash;
+            results[i] = write.ResultJson;
+            inputTokens[i] = write.InputTokens;
+            outputTokens[i] = write.OutputTokens;
+        }
+
+        await using var command = _dataSource.CreateCommand("SELECT job_id, state, error, error_code FROM llm.complete_batch($1, $2, $3, $4, $5, $6, $7)");
+        command.Parameters.Add(new NpgsqlParameter<string[]> { TypedValue = tasks });
+        command.Parameters.Add(new NpgsqlParameter<long[]> { TypedValue = ids });
+        command.Parameters.Add(new NpgsqlParameter<int[]> { TypedValue = attempts });
+        command.Parameters.Add(new NpgsqlParameter<string[]> { TypedValue = hashes });
+        command.Parameters.Add(new NpgsqlParameter<string[]> { TypedValue = results, NpgsqlDbType = NpgsqlDbType.Array | NpgsqlDbType.Jsonb });
+        command.Parameters.Add(new NpgsqlParameter<int?[]> { TypedValue = inputTokens });
+        command.Parameters.Add(new NpgsqlParameter<int?[]> { TypedValue = outputTokens });
+        var outcomes = new List<BatchOutcome>(count);
+        await using var reader = await command.ExecuteReaderAsync(cancellationToken).ConfigureAwait(false);
+        while (await reader.ReadAsync(cancellationToken).ConfigureAwait(false))
+        {
+            outcomes.Add(new BatchOutcome(
+                reader.GetInt64(0),
+                reader.IsDBNull(1) ? null : reader.GetString(1),
+                reader.IsDBNull(2) ? null : reader.GetString(2),
+                reader.IsDBNull(3) ? null : reader.GetString(3)));
+        }
+
+        return outcomes;
     }
 
     /// <summary>Records a failed attempt: retried after <paramref name="retryIn"/> while the rules for its kind allow.</summary>

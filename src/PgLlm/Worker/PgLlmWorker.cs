@@ -25,6 +25,9 @@ public sealed partial class PgLlmWorker : BackgroundService
     /// <summary>The channel migrations notify when the task registry changes.</summary>
     public const string TasksChannel = "pgllm_tasks";
 
+    /// <summary>How soon a worker that wants to sleep looks again while an enqueuing transaction is still open.</summary>
+    private static readonly TimeSpan UncommittedEnqueuerRecheck = TimeSpan.FromMilliseconds(5);
+
     private readonly NpgsqlDataSource _dataSource;
     private readonly PgLlmWorkerOptions _options;
     private readonly ILogger _logger;
@@ -86,6 +89,8 @@ public sealed partial class PgLlmWorker : BackgroundService
         using var jobsCancellation = new CancellationTokenSource();
         using var listenCancellation = CancellationTokenSource.CreateLinkedTokenSource(stoppingToken);
         var listener = untilIdle ? Task.CompletedTask : Task.Run(() => ListenAsync(listenCancellation.Token), CancellationToken.None);
+        var writeBacks = new WriteBackBatcher(_queue);
+        var sleep = new SleepAdvertisement(_dataSource, _workerId);
         var slots = new SemaphoreSlim(_options.Concurrency, _options.Concurrency);
         var inFlight = new HashSet<Task>();
         var settled = 0;
@@ -134,14 +139,32 @@ public sealed partial class PgLlmWorker : BackgroundService
 
                             wait = Min(nextDue ?? wait, wait);
                         }
+                        else if (!untilIdle && !sleep.Safe)
+                        {
+                            // Enqueuers notify only a sleeping worker: advertise, then claim once more
+                            // before sleeping, or look again shortly while an enqueuer that saw no
+                            // sleeping worker has yet to commit.
+                            if (await sleep.AdvertiseAsync(stoppingToken).ConfigureAwait(false))
+                            {
+                                continue;
+                            }
 
-                        await _wake.WaitAsync(wait, stoppingToken).ConfigureAwait(false);
+                            wait = Min(UncommittedEnqueuerRecheck, wait);
+                        }
+
+                        if (!await _wake.WaitAsync(wait, stoppingToken).ConfigureAwait(false))
+                        {
+                            // Slept a whole poll interval: advertise again, which refreshes the
+                            // advertisement (stale ones are dropped after an hour).
+                            sleep.Safe = false;
+                        }
+
                         continue;
                     }
 
                     foreach (var work in await PrepareAsync(jobs, stoppingToken).ConfigureAwait(false))
                     {
-                        var task = Task.Run(() => ProcessAsync(work, jobsCancellation.Token), CancellationToken.None);
+                        var task = Task.Run(() => ProcessAsync(work, writeBacks, jobsCancellation.Token), CancellationToken.None);
                         started++;
                         lock (inFlight)
                         {
@@ -165,6 +188,8 @@ public sealed partial class PgLlmWorker : BackgroundService
                             TaskScheduler.Default);
                     }
 
+                    // Busy again: enqueuers stop notifying (each NOTIFY serializes their commits).
+                    await sleep.WithdrawAsync(stoppingToken).ConfigureAwait(false);
                     failureDelay = TimeSpan.FromMilliseconds(200);
                 }
                 catch (Exception ex) when (ex is NpgsqlException or TimeoutException && !stoppingToken.IsCancellationRequested)
@@ -208,6 +233,18 @@ public sealed partial class PgLlmWorker : BackgroundService
                 await all.ConfigureAwait(false);
             }
 
+            // Every job has handed in its answer; the last write-backs commit before the worker returns.
+            await writeBacks.CompleteAndDrainAsync().ConfigureAwait(false);
+            try
+            {
+                await sleep.WithdrawAsync(CancellationToken.None).ConfigureAwait(false);
+            }
+            catch (Exception ex) when (ex is NpgsqlException or TimeoutException)
+            {
+                // Left behind, the advertisement only makes enqueuers notify; it expires after an hour.
+                LogDatabaseError(ex, TimeSpan.Zero);
+            }
+
             await listenCancellation.CancelAsync().ConfigureAwait(false);
             await listener.ConfigureAwait(false);
         }
@@ -230,55 +267,35 @@ public sealed partial class PgLlmWorker : BackgroundService
         }
     }
 
-    /// <summary>Reads the inputs of claimed jobs, one statement per task; settles jobs with nothing to do.</summary>
-    private async Task<List<Work>> PrepareAsync(IReadOnlyList<ClaimedJob> jobs, CancellationToken cancellationToken)
+    /// <summary>Pairs claimed jobs with their tasks and inputs; settles jobs with nothing to do.</summary>
+    private async Task<List<Work>> PrepareAsync(IReadOnlyList<ClaimedWork> claimed, CancellationToken cancellationToken)
     {
-        var work = new List<Work>(jobs.Count);
-        foreach (var group in jobs.GroupBy(j => j.Task, StringComparer.Ordinal))
+        var work = new List<Work>(claimed.Count);
+        foreach (var (job, inputs, inputsError) in claimed)
         {
-            var task = await _registry.FindAsync(group.Key, cancellationToken).ConfigureAwait(false);
+            var task = await _registry.FindAsync(job.Task, cancellationToken).ConfigureAwait(false);
             if (task is null)
             {
-                foreach (var job in group)
-                {
-                    await SettleQuietlyAsync(() => _queue.SkipAsync(job, $"task '{job.Task}' is not in llm.task (removed from the declarations?)", CancellationToken.None), job).ConfigureAwait(false);
-                }
-
-                continue;
+                await SettleQuietlyAsync(() => _queue.SkipAsync(job, $"task '{job.Task}' is not in llm.task (removed from the declarations?)", CancellationToken.None), job).ConfigureAwait(false);
             }
-
-            IReadOnlyDictionary<long, JobInputs> inputs;
-            try
+            else if (inputsError is not null)
             {
-                inputs = await _queue.ReadInputsAsync(task, group.Select(j => j.Id).ToList(), cancellationToken).ConfigureAwait(false);
+                await SettleQuietlyAsync(() => _queue.FailAsync(job, inputsError, RetryDelay(job.Attempt, null), FailureKind.Transient, CancellationToken.None), job).ConfigureAwait(false);
             }
-            catch (Exception ex) when (ex is NpgsqlException or TimeoutException)
+            else if (inputs is null)
             {
-                foreach (var job in group)
-                {
-                    await SettleQuietlyAsync(() => _queue.FailAsync(job, "could not read the row: " + ex.Message, RetryDelay(job.Attempt, null), FailureKind.Transient, CancellationToken.None), job).ConfigureAwait(false);
-                }
-
-                continue;
+                await SettleQuietlyAsync(() => _queue.SkipAsync(job, "the row no longer exists, or an input the prompt needs is null", CancellationToken.None), job).ConfigureAwait(false);
             }
-
-            foreach (var job in group)
+            else
             {
-                if (inputs.TryGetValue(job.Id, out var values))
-                {
-                    work.Add(new Work(job, task, values));
-                }
-                else
-                {
-                    await SettleQuietlyAsync(() => _queue.SkipAsync(job, "the row no longer exists, or an input the prompt needs is null", CancellationToken.None), job).ConfigureAwait(false);
-                }
+                work.Add(new Work(job, task, inputs));
             }
         }
 
         return work;
     }
 
-    private async Task ProcessAsync(Work work, CancellationToken jobsToken)
+    private async Task ProcessAsync(Work work, WriteBackBatcher writeBacks, CancellationToken jobsToken)
     {
         var (job, task, inputs) = work;
         try
@@ -299,7 +316,9 @@ public sealed partial class PgLlmWorker : BackgroundService
                 }
             }
 
-            var state = await _queue.CompleteAsync(task, job, inputs.Hash, answer.Json, answer.InputTokens, answer.OutputTokens, CancellationToken.None).ConfigureAwait(false);
+            // Written together with other answers that are ready at the same moment; this job's
+            // outcome (state or error) is still its own.
+            var state = await writeBacks.CompleteAsync(new WriteBack(task, job, inputs.Hash, answer.Json, answer.InputTokens, answer.OutputTokens)).ConfigureAwait(false);
             PgLlmMetrics.RecordSettled(job.Task, state);
             LogCompleted(job.Id, job.Task, state);
         }

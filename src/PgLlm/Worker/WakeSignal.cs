@@ -22,8 +22,8 @@ internal sealed class WakeSignal
         toRelease.TrySetResult();
     }
 
-    /// <summary>Waits until set or until <paramref name="timeout"/>; consumes the signal either way.</summary>
-    public async Task WaitAsync(TimeSpan timeout, CancellationToken cancellationToken)
+    /// <summary>Waits until set or until <paramref name="timeout"/>; consumes the signal either way. False when it timed out.</summary>
+    public async Task<bool> WaitAsync(TimeSpan timeout, CancellationToken cancellationToken)
     {
         Task wait;
         lock (_gate)
@@ -32,18 +32,20 @@ internal sealed class WakeSignal
             {
                 _set = false;
                 _next = NewSource();
-                return;
+                return true;
             }
 
             wait = _next.Task;
         }
 
+        var signaled = true;
         try
         {
             await wait.WaitAsync(timeout, cancellationToken).ConfigureAwait(false);
         }
         catch (TimeoutException)
         {
+            signaled = false;
         }
 
         lock (_gate)
@@ -54,6 +56,8 @@ internal sealed class WakeSignal
                 _next = NewSource();
             }
         }
+
+        return signaled;
     }
 
     private static TaskCompletionSource NewSource() => new(TaskCreationOptions.RunContinuationsAsynchronously);

@@ -14,7 +14,10 @@ BEGIN
     INSERT INTO llm.job (task, row_key, max_attempts)
     VALUES ('Sales "EU".Order Lines:category', jsonb_build_object('tenant_id', NEW."tenant_id", 'line_no', NEW."line_no"), 3)
     ON CONFLICT (task, row_key) WHERE state = 'pending' DO NOTHING;
-    PERFORM pg_notify('pgllm_jobs', '');
+    -- Notify only for a new job, and only when a worker sleeps (see llm.wake_workers).
+    IF FOUND THEN
+        PERFORM llm.wake_workers();
+    END IF;
     RETURN NULL;
 END
 $pgllm$;
@@ -66,11 +69,17 @@ BEGIN
         v_state := 'superseded';
         v_note := 'the inputs changed while the model was answering; the newer values get their own job';
         -- The user's trigger may have seen this job still pending and enqueued nothing:
-        -- make sure the newer values have a job.
+        -- make sure the newer values have a job, unless another job of the row is already
+        -- pending or running (it answers the newer values, or re-enqueues in turn if it read
+        -- older ones), so that one change costs one call.
         INSERT INTO llm.job (task, row_key, max_attempts)
-        VALUES ('Sales "EU".Order Lines:category', v_key, 3)
+        SELECT 'Sales "EU".Order Lines:category', v_key, 3
+         WHERE NOT EXISTS (SELECT 1 FROM llm.job AS r
+                            WHERE r.state = 'running' AND r.task = 'Sales "EU".Order Lines:category' AND r.row_key = v_key AND r.id <> p_job_id)
         ON CONFLICT (task, row_key) WHERE state = 'pending' DO NOTHING;
-        PERFORM pg_notify('pgllm_jobs', '');
+        IF FOUND THEN
+            PERFORM llm.wake_workers();
+        END IF;
     ELSE
         v_state := 'skipped';
         v_note := 'the row was deleted while the model was answering';
@@ -139,7 +148,10 @@ BEGIN
     INSERT INTO llm.job (task, row_key, max_attempts)
     VALUES ('Sales "EU".Order Lines:shelf_days', jsonb_build_object('tenant_id', NEW."tenant_id", 'line_no', NEW."line_no"), 5)
     ON CONFLICT (task, row_key) WHERE state = 'pending' DO NOTHING;
-    PERFORM pg_notify('pgllm_jobs', '');
+    -- Notify only for a new job, and only when a worker sleeps (see llm.wake_workers).
+    IF FOUND THEN
+        PERFORM llm.wake_workers();
+    END IF;
     RETURN NULL;
 END
 $pgllm$;
@@ -191,11 +203,17 @@ BEGIN
         v_state := 'superseded';
         v_note := 'the inputs changed while the model was answering; the newer values get their own job';
         -- The user's trigger may have seen this job still pending and enqueued nothing:
-        -- make sure the newer values have a job.
+        -- make sure the newer values have a job, unless another job of the row is already
+        -- pending or running (it answers the newer values, or re-enqueues in turn if it read
+        -- older ones), so that one change costs one call.
         INSERT INTO llm.job (task, row_key, max_attempts)
-        VALUES ('Sales "EU".Order Lines:shelf_days', v_key, 5)
+        SELECT 'Sales "EU".Order Lines:shelf_days', v_key, 5
+         WHERE NOT EXISTS (SELECT 1 FROM llm.job AS r
+                            WHERE r.state = 'running' AND r.task = 'Sales "EU".Order Lines:shelf_days' AND r.row_key = v_key AND r.id <> p_job_id)
         ON CONFLICT (task, row_key) WHERE state = 'pending' DO NOTHING;
-        PERFORM pg_notify('pgllm_jobs', '');
+        IF FOUND THEN
+            PERFORM llm.wake_workers();
+        END IF;
     ELSE
         v_state := 'skipped';
         v_note := 'the row was deleted while the model was answering';

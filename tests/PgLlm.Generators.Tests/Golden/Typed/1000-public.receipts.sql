@@ -14,7 +14,10 @@ BEGIN
     INSERT INTO llm.job (task, row_key, max_attempts)
     VALUES ('public.receipts:note_mood', jsonb_build_object('id', NEW."id"), 5)
     ON CONFLICT (task, row_key) WHERE state = 'pending' DO NOTHING;
-    PERFORM pg_notify('pgllm_jobs', '');
+    -- Notify only for a new job, and only when a worker sleeps (see llm.wake_workers).
+    IF FOUND THEN
+        PERFORM llm.wake_workers();
+    END IF;
     RETURN NULL;
 END
 $pgllm$;
@@ -66,11 +69,17 @@ BEGIN
         v_state := 'superseded';
         v_note := 'the inputs changed while the model was answering; the newer values get their own job';
         -- The user's trigger may have seen this job still pending and enqueued nothing:
-        -- make sure the newer values have a job.
+        -- make sure the newer values have a job, unless another job of the row is already
+        -- pending or running (it answers the newer values, or re-enqueues in turn if it read
+        -- older ones), so that one change costs one call.
         INSERT INTO llm.job (task, row_key, max_attempts)
-        VALUES ('public.receipts:note_mood', v_key, 5)
+        SELECT 'public.receipts:note_mood', v_key, 5
+         WHERE NOT EXISTS (SELECT 1 FROM llm.job AS r
+                            WHERE r.state = 'running' AND r.task = 'public.receipts:note_mood' AND r.row_key = v_key AND r.id <> p_job_id)
         ON CONFLICT (task, row_key) WHERE state = 'pending' DO NOTHING;
-        PERFORM pg_notify('pgllm_jobs', '');
+        IF FOUND THEN
+            PERFORM llm.wake_workers();
+        END IF;
     ELSE
         v_state := 'skipped';
         v_note := 'the row was deleted while the model was answering';
@@ -139,7 +148,10 @@ BEGIN
     INSERT INTO llm.job (task, row_key, max_attempts)
     VALUES ('public.receipts:stars', jsonb_build_object('id', NEW."id"), 5)
     ON CONFLICT (task, row_key) WHERE state = 'pending' DO NOTHING;
-    PERFORM pg_notify('pgllm_jobs', '');
+    -- Notify only for a new job, and only when a worker sleeps (see llm.wake_workers).
+    IF FOUND THEN
+        PERFORM llm.wake_workers();
+    END IF;
     RETURN NULL;
 END
 $pgllm$;
@@ -191,11 +203,17 @@ BEGIN
         v_state := 'superseded';
         v_note := 'the inputs changed while the model was answering; the newer values get their own job';
         -- The user's trigger may have seen this job still pending and enqueued nothing:
-        -- make sure the newer values have a job.
+        -- make sure the newer values have a job, unless another job of the row is already
+        -- pending or running (it answers the newer values, or re-enqueues in turn if it read
+        -- older ones), so that one change costs one call.
         INSERT INTO llm.job (task, row_key, max_attempts)
-        VALUES ('public.receipts:stars', v_key, 5)
+        SELECT 'public.receipts:stars', v_key, 5
+         WHERE NOT EXISTS (SELECT 1 FROM llm.job AS r
+                            WHERE r.state = 'running' AND r.task = 'public.receipts:stars' AND r.row_key = v_key AND r.id <> p_job_id)
         ON CONFLICT (task, row_key) WHERE state = 'pending' DO NOTHING;
-        PERFORM pg_notify('pgllm_jobs', '');
+        IF FOUND THEN
+            PERFORM llm.wake_workers();
+        END IF;
     ELSE
         v_state := 'skipped';
         v_note := 'the row was deleted while the model was answering';
@@ -264,7 +282,10 @@ BEGIN
     INSERT INTO llm.job (task, row_key, max_attempts)
     VALUES ('public.receipts:tags', jsonb_build_object('id', NEW."id"), 5)
     ON CONFLICT (task, row_key) WHERE state = 'pending' DO NOTHING;
-    PERFORM pg_notify('pgllm_jobs', '');
+    -- Notify only for a new job, and only when a worker sleeps (see llm.wake_workers).
+    IF FOUND THEN
+        PERFORM llm.wake_workers();
+    END IF;
     RETURN NULL;
 END
 $pgllm$;
@@ -316,11 +337,17 @@ BEGIN
         v_state := 'superseded';
         v_note := 'the inputs changed while the model was answering; the newer values get their own job';
         -- The user's trigger may have seen this job still pending and enqueued nothing:
-        -- make sure the newer values have a job.
+        -- make sure the newer values have a job, unless another job of the row is already
+        -- pending or running (it answers the newer values, or re-enqueues in turn if it read
+        -- older ones), so that one change costs one call.
         INSERT INTO llm.job (task, row_key, max_attempts)
-        VALUES ('public.receipts:tags', v_key, 5)
+        SELECT 'public.receipts:tags', v_key, 5
+         WHERE NOT EXISTS (SELECT 1 FROM llm.job AS r
+                            WHERE r.state = 'running' AND r.task = 'public.receipts:tags' AND r.row_key = v_key AND r.id <> p_job_id)
         ON CONFLICT (task, row_key) WHERE state = 'pending' DO NOTHING;
-        PERFORM pg_notify('pgllm_jobs', '');
+        IF FOUND THEN
+            PERFORM llm.wake_workers();
+        END IF;
     ELSE
         v_state := 'skipped';
         v_note := 'the row was deleted while the model was answering';
@@ -389,7 +416,10 @@ BEGIN
     INSERT INTO llm.job (task, row_key, max_attempts)
     VALUES ('public.receipts:codes', jsonb_build_object('id', NEW."id"), 5)
     ON CONFLICT (task, row_key) WHERE state = 'pending' DO NOTHING;
-    PERFORM pg_notify('pgllm_jobs', '');
+    -- Notify only for a new job, and only when a worker sleeps (see llm.wake_workers).
+    IF FOUND THEN
+        PERFORM llm.wake_workers();
+    END IF;
     RETURN NULL;
 END
 $pgllm$;
@@ -441,11 +471,17 @@ BEGIN
         v_state := 'superseded';
         v_note := 'the inputs changed while the model was answering; the newer values get their own job';
         -- The user's trigger may have seen this job still pending and enqueued nothing:
-        -- make sure the newer values have a job.
+        -- make sure the newer values have a job, unless another job of the row is already
+        -- pending or running (it answers the newer values, or re-enqueues in turn if it read
+        -- older ones), so that one change costs one call.
         INSERT INTO llm.job (task, row_key, max_attempts)
-        VALUES ('public.receipts:codes', v_key, 5)
+        SELECT 'public.receipts:codes', v_key, 5
+         WHERE NOT EXISTS (SELECT 1 FROM llm.job AS r
+                            WHERE r.state = 'running' AND r.task = 'public.receipts:codes' AND r.row_key = v_key AND r.id <> p_job_id)
         ON CONFLICT (task, row_key) WHERE state = 'pending' DO NOTHING;
-        PERFORM pg_notify('pgllm_jobs', '');
+        IF FOUND THEN
+            PERFORM llm.wake_workers();
+        END IF;
     ELSE
         v_state := 'skipped';
         v_note := 'the row was deleted while the model was answering';
@@ -514,7 +550,10 @@ BEGIN
     INSERT INTO llm.job (task, row_key, max_attempts)
     VALUES ('public.receipts:origin', jsonb_build_object('id', NEW."id"), 5)
     ON CONFLICT (task, row_key) WHERE state = 'pending' DO NOTHING;
-    PERFORM pg_notify('pgllm_jobs', '');
+    -- Notify only for a new job, and only when a worker sleeps (see llm.wake_workers).
+    IF FOUND THEN
+        PERFORM llm.wake_workers();
+    END IF;
     RETURN NULL;
 END
 $pgllm$;
@@ -566,11 +605,17 @@ BEGIN
         v_state := 'superseded';
         v_note := 'the inputs changed while the model was answering; the newer values get their own job';
         -- The user's trigger may have seen this job still pending and enqueued nothing:
-        -- make sure the newer values have a job.
+        -- make sure the newer values have a job, unless another job of the row is already
+        -- pending or running (it answers the newer values, or re-enqueues in turn if it read
+        -- older ones), so that one change costs one call.
         INSERT INTO llm.job (task, row_key, max_attempts)
-        VALUES ('public.receipts:origin', v_key, 5)
+        SELECT 'public.receipts:origin', v_key, 5
+         WHERE NOT EXISTS (SELECT 1 FROM llm.job AS r
+                            WHERE r.state = 'running' AND r.task = 'public.receipts:origin' AND r.row_key = v_key AND r.id <> p_job_id)
         ON CONFLICT (task, row_key) WHERE state = 'pending' DO NOTHING;
-        PERFORM pg_notify('pgllm_jobs', '');
+        IF FOUND THEN
+            PERFORM llm.wake_workers();
+        END IF;
     ELSE
         v_state := 'skipped';
         v_note := 'the row was deleted while the model was answering';
@@ -639,7 +684,10 @@ BEGIN
     INSERT INTO llm.job (task, row_key, max_attempts)
     VALUES ('public.receipts:is_refund', jsonb_build_object('id', NEW."id"), 5)
     ON CONFLICT (task, row_key) WHERE state = 'pending' DO NOTHING;
-    PERFORM pg_notify('pgllm_jobs', '');
+    -- Notify only for a new job, and only when a worker sleeps (see llm.wake_workers).
+    IF FOUND THEN
+        PERFORM llm.wake_workers();
+    END IF;
     RETURN NULL;
 END
 $pgllm$;
@@ -691,11 +739,17 @@ BEGIN
         v_state := 'superseded';
         v_note := 'the inputs changed while the model was answering; the newer values get their own job';
         -- The user's trigger may have seen this job still pending and enqueued nothing:
-        -- make sure the newer values have a job.
+        -- make sure the newer values have a job, unless another job of the row is already
+        -- pending or running (it answers the newer values, or re-enqueues in turn if it read
+        -- older ones), so that one change costs one call.
         INSERT INTO llm.job (task, row_key, max_attempts)
-        VALUES ('public.receipts:is_refund', v_key, 5)
+        SELECT 'public.receipts:is_refund', v_key, 5
+         WHERE NOT EXISTS (SELECT 1 FROM llm.job AS r
+                            WHERE r.state = 'running' AND r.task = 'public.receipts:is_refund' AND r.row_key = v_key AND r.id <> p_job_id)
         ON CONFLICT (task, row_key) WHERE state = 'pending' DO NOTHING;
-        PERFORM pg_notify('pgllm_jobs', '');
+        IF FOUND THEN
+            PERFORM llm.wake_workers();
+        END IF;
     ELSE
         v_state := 'skipped';
         v_note := 'the row was deleted while the model was answering';
@@ -764,7 +818,10 @@ BEGIN
     INSERT INTO llm.job (task, row_key, max_attempts)
     VALUES ('public.receipts:written_at', jsonb_build_object('id', NEW."id"), 5)
     ON CONFLICT (task, row_key) WHERE state = 'pending' DO NOTHING;
-    PERFORM pg_notify('pgllm_jobs', '');
+    -- Notify only for a new job, and only when a worker sleeps (see llm.wake_workers).
+    IF FOUND THEN
+        PERFORM llm.wake_workers();
+    END IF;
     RETURN NULL;
 END
 $pgllm$;
@@ -816,11 +873,17 @@ BEGIN
         v_state := 'superseded';
         v_note := 'the inputs changed while the model was answering; the newer values get their own job';
         -- The user's trigger may have seen this job still pending and enqueued nothing:
-        -- make sure the newer values have a job.
+        -- make sure the newer values have a job, unless another job of the row is already
+        -- pending or running (it answers the newer values, or re-enqueues in turn if it read
+        -- older ones), so that one change costs one call.
         INSERT INTO llm.job (task, row_key, max_attempts)
-        VALUES ('public.receipts:written_at', v_key, 5)
+        SELECT 'public.receipts:written_at', v_key, 5
+         WHERE NOT EXISTS (SELECT 1 FROM llm.job AS r
+                            WHERE r.state = 'running' AND r.task = 'public.receipts:written_at' AND r.row_key = v_key AND r.id <> p_job_id)
         ON CONFLICT (task, row_key) WHERE state = 'pending' DO NOTHING;
-        PERFORM pg_notify('pgllm_jobs', '');
+        IF FOUND THEN
+            PERFORM llm.wake_workers();
+        END IF;
     ELSE
         v_state := 'skipped';
         v_note := 'the row was deleted while the model was answering';
@@ -889,7 +952,10 @@ BEGIN
     INSERT INTO llm.job (task, row_key, max_attempts)
     VALUES ('public.receipts:scan_text', jsonb_build_object('id', NEW."id"), 5)
     ON CONFLICT (task, row_key) WHERE state = 'pending' DO NOTHING;
-    PERFORM pg_notify('pgllm_jobs', '');
+    -- Notify only for a new job, and only when a worker sleeps (see llm.wake_workers).
+    IF FOUND THEN
+        PERFORM llm.wake_workers();
+    END IF;
     RETURN NULL;
 END
 $pgllm$;
@@ -941,11 +1007,17 @@ BEGIN
         v_state := 'superseded';
         v_note := 'the inputs changed while the model was answering; the newer values get their own job';
         -- The user's trigger may have seen this job still pending and enqueued nothing:
-        -- make sure the newer values have a job.
+        -- make sure the newer values have a job, unless another job of the row is already
+        -- pending or running (it answers the newer values, or re-enqueues in turn if it read
+        -- older ones), so that one change costs one call.
         INSERT INTO llm.job (task, row_key, max_attempts)
-        VALUES ('public.receipts:scan_text', v_key, 5)
+        SELECT 'public.receipts:scan_text', v_key, 5
+         WHERE NOT EXISTS (SELECT 1 FROM llm.job AS r
+                            WHERE r.state = 'running' AND r.task = 'public.receipts:scan_text' AND r.row_key = v_key AND r.id <> p_job_id)
         ON CONFLICT (task, row_key) WHERE state = 'pending' DO NOTHING;
-        PERFORM pg_notify('pgllm_jobs', '');
+        IF FOUND THEN
+            PERFORM llm.wake_workers();
+        END IF;
     ELSE
         v_state := 'skipped';
         v_note := 'the row was deleted while the model was answering';
@@ -1014,7 +1086,10 @@ BEGIN
     INSERT INTO llm.job (task, row_key, max_attempts)
     VALUES ('public.receipts:totals', jsonb_build_object('id', NEW."id"), 5)
     ON CONFLICT (task, row_key) WHERE state = 'pending' DO NOTHING;
-    PERFORM pg_notify('pgllm_jobs', '');
+    -- Notify only for a new job, and only when a worker sleeps (see llm.wake_workers).
+    IF FOUND THEN
+        PERFORM llm.wake_workers();
+    END IF;
     RETURN NULL;
 END
 $pgllm$;
@@ -1069,11 +1144,17 @@ BEGIN
         v_state := 'superseded';
         v_note := 'the inputs changed while the model was answering; the newer values get their own job';
         -- The user's trigger may have seen this job still pending and enqueued nothing:
-        -- make sure the newer values have a job.
+        -- make sure the newer values have a job, unless another job of the row is already
+        -- pending or running (it answers the newer values, or re-enqueues in turn if it read
+        -- older ones), so that one change costs one call.
         INSERT INTO llm.job (task, row_key, max_attempts)
-        VALUES ('public.receipts:totals', v_key, 5)
+        SELECT 'public.receipts:totals', v_key, 5
+         WHERE NOT EXISTS (SELECT 1 FROM llm.job AS r
+                            WHERE r.state = 'running' AND r.task = 'public.receipts:totals' AND r.row_key = v_key AND r.id <> p_job_id)
         ON CONFLICT (task, row_key) WHERE state = 'pending' DO NOTHING;
-        PERFORM pg_notify('pgllm_jobs', '');
+        IF FOUND THEN
+            PERFORM llm.wake_workers();
+        END IF;
     ELSE
         v_state := 'skipped';
         v_note := 'the row was deleted while the model was answering';

@@ -10,7 +10,7 @@ namespace PgLlm.Generated
         /// <summary>The core schema: the queue, the task registry and the worker's functions.</summary>
         public static global::PgLlm.Migrations.PgLlmScript Core { get; } = new global::PgLlm.Migrations.PgLlmScript(
             @"0001-pgllm-core",
-            @"31017734dca5",
+            @"2734cae1e52e",
             global::PgLlm.Migrations.PgLlmScriptKind.Core,
             @"-- PgLlm core schema: the queue, the task registry and the functions the worker calls.
 -- Idempotent: re-applied as a whole whenever its content changes.
@@ -119,13 +119,14 @@ AS $fn$
            attempted_at = now(),
            locked_by = p_worker,
            lease_until = now() + make_interval(secs => p_lease_seconds)
-      FROM (SELECT c.id
-              FROM llm.job AS c
-             WHERE c.state = 'pending' AND c.scheduled_at <= now()
-             ORDER BY c.scheduled_at, c.id
-             LIMIT p_limit
-               FOR UPDATE SKIP LOCKED) AS picked
-     WHERE j.id = picked.id
+     -- = ANY (ARRAY(...)) rather than a join: the cached generic plan cannot know p_limit and would
+     -- otherwise hash-join against a scan of the whole queue, history included.
+     WHERE j.id = ANY (ARRAY(SELECT c.id
+                               FROM llm.job AS c
+                              WHERE c.state = 'pending' AND c.scheduled_at <= now()
+                              ORDER BY c.scheduled_at, c.id
+                              LIMIT p_limit
+                                FOR UPDATE SKIP LOCKED))
  RETURNING j.id, j.task, j.row_key, j.attempt, j.max_attempts;
 $fn$;
 
@@ -320,6 +321,165 @@ BEGIN
                      LIMIT p_limit);
     GET DIAGNOSTICS v_count = ROW_COUNT;
     RETURN v_count;
+END
+$fn$;
+
+-- Writes back a batch of answers in one round trip and one commit. Each job runs its task's
+-- generated complete function in its own subtransaction, so one job's error never undoes another's
+-- written result; the error comes back in its row (error, error_code) and the worker handles that job
+-- alone. Only functions registered in llm.task are called. The batch waits at most 20 ms for any lock
+-- (error_code 55P03), so it never sits in a lock cycle with a user's transaction; such a job is then
+-- written back on its own. The worker keeps batches at 64 jobs or fewer (the subtransaction cache).
+CREATE OR REPLACE FUNCTION llm.complete_batch(p_tasks text[], p_job_ids bigint[], p_attempts integer[], p_inputs_hashes text[],
+                                              p_results jsonb[], p_input_tokens integer[], p_output_tokens integer[])
+RETURNS TABLE (job_id bigint, state text, error text, error_code text)
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $fn$
+DECLARE
+    v_function regproc;
+BEGIN
+    PERFORM set_config('lock_timeout', '20ms', true);
+    FOR i IN 1 .. coalesce(array_length(p_job_ids, 1), 0) LOOP
+        job_id := p_job_ids[i];
+        state := NULL;
+        error := NULL;
+        error_code := NULL;
+        SELECT t.complete_function INTO v_function FROM llm.task AS t WHERE t.name = p_tasks[i];
+        IF v_function IS NULL THEN
+            error := format('task %L is not in llm.task', p_tasks[i]);
+            error_code := 'P0002';
+        ELSE
+            BEGIN
+                EXECUTE format('SELECT %s($1, $2, $3, $4, $5, $6)', v_function)
+                   INTO state
+                  USING p_job_ids[i], p_attempts[i], p_inputs_hashes[i], p_results[i], p_input_tokens[i], p_output_tokens[i];
+            EXCEPTION WHEN OTHERS THEN
+                state := NULL;
+                error := SQLERRM;
+                error_code := SQLSTATE;
+            END;
+        END IF;
+        RETURN NEXT;
+    END LOOP;
+END
+$fn$;
+
+REVOKE ALL ON FUNCTION llm.complete_batch(text[], bigint[], integer[], text[], jsonb[], integer[], integer[]) FROM PUBLIC;
+
+-- Waking workers. NOTIFY makes committing transactions queue behind one another (PostgreSQL holds a
+-- database-wide lock from the NOTIFY until the commit is flushed), so the enqueue triggers notify only
+-- when a worker sleeps. A worker about to sleep advertises it in llm.sleeping_worker, then checks that
+-- no transaction that enqueued without seeing it is still open (such a transaction holds advisory
+-- lock (1348954220, 1) shared until it ends); while one is, the worker looks at the queue again shortly
+-- instead of sleeping. So every job committed before is visible to the worker's next claim, and every
+-- later enqueue notifies. A busy worker claims again after each batch anyway.
+CREATE UNLOGGED TABLE IF NOT EXISTS llm.sleeping_worker (
+    worker text PRIMARY KEY,
+    since  timestamptz NOT NULL DEFAULT now()
+);
+
+CREATE OR REPLACE FUNCTION llm.wake_workers()
+RETURNS void
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $fn$
+BEGIN
+    IF current_setting('transaction_isolation') <> 'read committed' THEN
+        -- This snapshot may predate a worker's advertisement: always notify.
+        PERFORM pg_notify('pgllm_jobs', '');
+    ELSIF NOT pg_try_advisory_xact_lock_shared(1348954220, 1) THEN
+        -- A worker is checking for open enqueuers right now: it is about to sleep.
+        PERFORM pg_notify('pgllm_jobs', '');
+    ELSIF EXISTS (SELECT 1 FROM llm.sleeping_worker) THEN
+        PERFORM pg_notify('pgllm_jobs', '');
+    END IF;
+END
+$fn$;
+
+-- A worker is about to wait for NOTIFY: from the commit of this call on, enqueuers notify.
+CREATE OR REPLACE FUNCTION llm.worker_sleeps(p_worker text)
+RETURNS void
+LANGUAGE sql
+SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $fn$
+    INSERT INTO llm.sleeping_worker AS s (worker) VALUES (p_worker)
+    ON CONFLICT (worker) DO UPDATE SET since = now();
+    -- Workers that stopped without saying so (killed while asleep) would make every enqueue notify.
+    DELETE FROM llm.sleeping_worker AS s WHERE s.since < now() - interval '1 hour';
+$fn$;
+
+-- Called in a transaction after llm.worker_sleeps committed: true when no transaction that enqueued
+-- without seeing the sleeping worker is still open, so one more claim sees all it would otherwise miss.
+CREATE OR REPLACE FUNCTION llm.enqueuers_settled()
+RETURNS boolean
+LANGUAGE sql
+SET search_path = pg_catalog, pg_temp
+AS $fn$
+    SELECT pg_try_advisory_xact_lock(1348954220, 1);
+$fn$;
+
+-- The worker has work again (or stops): enqueuers stop notifying it.
+CREATE OR REPLACE FUNCTION llm.worker_wakes(p_worker text)
+RETURNS void
+LANGUAGE sql
+SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $fn$
+    DELETE FROM llm.sleeping_worker WHERE worker = p_worker;
+$fn$;
+
+-- llm.claim and each claimed task's generated inputs function in one round trip: the jobs with the
+-- current values their prompts read (inputs NULL: the row is gone or a required input is null). A task
+-- whose inputs cannot be read (or that is no longer registered) comes back with inputs_error set and no
+-- inputs; its jobs are still claimed, so the worker settles them and other tasks are not held up.
+CREATE OR REPLACE FUNCTION llm.claim_with_inputs(p_worker text, p_limit integer, p_lease_seconds double precision)
+RETURNS TABLE (id bigint, task text, attempt integer, max_attempts integer, inputs text, inputs_hash text, inputs_error text)
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $fn$
+DECLARE
+    v_ids bigint[];
+    v_tasks text[];
+    v_attempts integer[];
+    v_max_attempts integer[];
+    v_task text;
+    v_function regproc;
+    v_error text;
+    v_input_ids bigint[];
+    v_inputs text[];
+    v_hashes text[];
+BEGIN
+    SELECT array_agg(c.id ORDER BY c.id), array_agg(c.task ORDER BY c.id), array_agg(c.attempt ORDER BY c.id), array_agg(c.max_attempts ORDER BY c.id)
+      INTO v_ids, v_tasks, v_attempts, v_max_attempts
+      FROM llm.claim(p_worker, p_limit, p_lease_seconds) AS c;
+    IF v_ids IS NULL THEN
+        RETURN;
+    END IF;
+    FOR v_task IN SELECT DISTINCT t FROM unnest(v_tasks) AS t LOOP
+        v_error := NULL;
+        v_input_ids := NULL;
+        v_inputs := NULL;
+        v_hashes := NULL;
+        SELECT r.inputs_function INTO v_function FROM llm.task AS r WHERE r.name = v_task;
+        IF v_function IS NULL THEN
+            v_error := format('task %L is not in llm.task (removed from the declarations?)', v_task);
+        ELSE
+            BEGIN
+                EXECUTE format('SELECT array_agg(i.job_id), array_agg(i.inputs::text), array_agg(i.inputs_hash) FROM %s($1) AS i', v_function)
+                   INTO v_input_ids, v_inputs, v_hashes
+                  USING (SELECT array_agg(c.id) FROM unnest(v_ids, v_tasks) AS c(id, task) WHERE c.task = v_task);
+            EXCEPTION WHEN OTHERS THEN
+                v_error := 'could not read the row: ' || SQLERRM;
+            END;
+        END IF;
+        RETURN QUERY
+            SELECT c.id, c.task, c.attempt, c.max_attempts, i.inputs, i.hash, v_error
+              FROM unnest(v_ids, v_tasks, v_attempts, v_max_attempts) AS c(id, task, attempt, max_attempts)
+              LEFT JOIN unnest(v_input_ids, v_inputs, v_hashes) AS i(job_id, inputs, hash) ON i.job_id = c.id
+             WHERE c.task = v_task;
+    END LOOP;
 END
 $fn$;
 
@@ -524,6 +684,14 @@ GRANT EXECUTE ON FUNCTION llm.claim(text, integer, double precision),
                           llm.rescue(integer),
                           llm.prune(interval, integer)
    TO pgllm_worker;
+-- The batched calls run with the worker's own rights: they reach the queue only through the
+-- functions above and the task's generated functions (named by the registry, granted per table).
+GRANT EXECUTE ON FUNCTION llm.claim_with_inputs(text, integer, double precision),
+                          llm.complete_batch(text[], bigint[], integer[], text[], jsonb[], integer[], integer[]),
+                          llm.worker_sleeps(text),
+                          llm.worker_wakes(text),
+                          llm.enqueuers_settled()
+   TO pgllm_worker;
 GRANT SELECT ON llm.job_status TO PUBLIC;
 -- Operations: the worker keeps the answer cache and the configured prices, and reads usage.
 -- Backfills and re-drives are the owner's (they read user tables and write the queue).
@@ -535,7 +703,7 @@ GRANT SELECT ON llm.usage_daily TO pgllm_worker;
         /// <summary>Tasks of table public.receipts.</summary>
         public static global::PgLlm.Migrations.PgLlmScript Receipt { get; } = new global::PgLlm.Migrations.PgLlmScript(
             @"1000-public.receipts",
-            @"0671da81d8a3",
+            @"586814597e7f",
             global::PgLlm.Migrations.PgLlmScriptKind.Table,
             @"-- <auto-generated/> by PgLlm from Shop.Receipt. Do not edit: change the attributes and rebuild.
 -- Table ""public"".""receipts"", key (""id"").
@@ -553,7 +721,10 @@ BEGIN
     INSERT INTO llm.job (task, row_key, max_attempts)
     VALUES ('public.receipts:note_mood', jsonb_build_object('id', NEW.""id""), 5)
     ON CONFLICT (task, row_key) WHERE state = 'pending' DO NOTHING;
-    PERFORM pg_notify('pgllm_jobs', '');
+    -- Notify only for a new job, and only when a worker sleeps (see llm.wake_workers).
+    IF FOUND THEN
+        PERFORM llm.wake_workers();
+    END IF;
     RETURN NULL;
 END
 $pgllm$;
@@ -605,11 +776,17 @@ BEGIN
         v_state := 'superseded';
         v_note := 'the inputs changed while the model was answering; the newer values get their own job';
         -- The user's trigger may have seen this job still pending and enqueued nothing:
-        -- make sure the newer values have a job.
+        -- make sure the newer values have a job, unless another job of the row is already
+        -- pending or running (it answers the newer values, or re-enqueues in turn if it read
+        -- older ones), so that one change costs one call.
         INSERT INTO llm.job (task, row_key, max_attempts)
-        VALUES ('public.receipts:note_mood', v_key, 5)
+        SELECT 'public.receipts:note_mood', v_key, 5
+         WHERE NOT EXISTS (SELECT 1 FROM llm.job AS r
+                            WHERE r.state = 'running' AND r.task = 'public.receipts:note_mood' AND r.row_key = v_key AND r.id <> p_job_id)
         ON CONFLICT (task, row_key) WHERE state = 'pending' DO NOTHING;
-        PERFORM pg_notify('pgllm_jobs', '');
+        IF FOUND THEN
+            PERFORM llm.wake_workers();
+        END IF;
     ELSE
         v_state := 'skipped';
         v_note := 'the row was deleted while the model was answering';
@@ -678,7 +855,10 @@ BEGIN
     INSERT INTO llm.job (task, row_key, max_attempts)
     VALUES ('public.receipts:stars', jsonb_build_object('id', NEW.""id""), 5)
     ON CONFLICT (task, row_key) WHERE state = 'pending' DO NOTHING;
-    PERFORM pg_notify('pgllm_jobs', '');
+    -- Notify only for a new job, and only when a worker sleeps (see llm.wake_workers).
+    IF FOUND THEN
+        PERFORM llm.wake_workers();
+    END IF;
     RETURN NULL;
 END
 $pgllm$;
@@ -730,11 +910,17 @@ BEGIN
         v_state := 'superseded';
         v_note := 'the inputs changed while the model was answering; the newer values get their own job';
         -- The user's trigger may have seen this job still pending and enqueued nothing:
-        -- make sure the newer values have a job.
+        -- make sure the newer values have a job, unless another job of the row is already
+        -- pending or running (it answers the newer values, or re-enqueues in turn if it read
+        -- older ones), so that one change costs one call.
         INSERT INTO llm.job (task, row_key, max_attempts)
-        VALUES ('public.receipts:stars', v_key, 5)
+        SELECT 'public.receipts:stars', v_key, 5
+         WHERE NOT EXISTS (SELECT 1 FROM llm.job AS r
+                            WHERE r.state = 'running' AND r.task = 'public.receipts:stars' AND r.row_key = v_key AND r.id <> p_job_id)
         ON CONFLICT (task, row_key) WHERE state = 'pending' DO NOTHING;
-        PERFORM pg_notify('pgllm_jobs', '');
+        IF FOUND THEN
+            PERFORM llm.wake_workers();
+        END IF;
     ELSE
         v_state := 'skipped';
         v_note := 'the row was deleted while the model was answering';
@@ -803,7 +989,10 @@ BEGIN
     INSERT INTO llm.job (task, row_key, max_attempts)
     VALUES ('public.receipts:tags', jsonb_build_object('id', NEW.""id""), 5)
     ON CONFLICT (task, row_key) WHERE state = 'pending' DO NOTHING;
-    PERFORM pg_notify('pgllm_jobs', '');
+    -- Notify only for a new job, and only when a worker sleeps (see llm.wake_workers).
+    IF FOUND THEN
+        PERFORM llm.wake_workers();
+    END IF;
     RETURN NULL;
 END
 $pgllm$;
@@ -855,11 +1044,17 @@ BEGIN
         v_state := 'superseded';
         v_note := 'the inputs changed while the model was answering; the newer values get their own job';
         -- The user's trigger may have seen this job still pending and enqueued nothing:
-        -- make sure the newer values have a job.
+        -- make sure the newer values have a job, unless another job of the row is already
+        -- pending or running (it answers the newer values, or re-enqueues in turn if it read
+        -- older ones), so that one change costs one call.
         INSERT INTO llm.job (task, row_key, max_attempts)
-        VALUES ('public.receipts:tags', v_key, 5)
+        SELECT 'public.receipts:tags', v_key, 5
+         WHERE NOT EXISTS (SELECT 1 FROM llm.job AS r
+                            WHERE r.state = 'running' AND r.task = 'public.receipts:tags' AND r.row_key = v_key AND r.id <> p_job_id)
         ON CONFLICT (task, row_key) WHERE state = 'pending' DO NOTHING;
-        PERFORM pg_notify('pgllm_jobs', '');
+        IF FOUND THEN
+            PERFORM llm.wake_workers();
+        END IF;
     ELSE
         v_state := 'skipped';
         v_note := 'the row was deleted while the model was answering';
@@ -928,7 +1123,10 @@ BEGIN
     INSERT INTO llm.job (task, row_key, max_attempts)
     VALUES ('public.receipts:codes', jsonb_build_object('id', NEW.""id""), 5)
     ON CONFLICT (task, row_key) WHERE state = 'pending' DO NOTHING;
-    PERFORM pg_notify('pgllm_jobs', '');
+    -- Notify only for a new job, and only when a worker sleeps (see llm.wake_workers).
+    IF FOUND THEN
+        PERFORM llm.wake_workers();
+    END IF;
     RETURN NULL;
 END
 $pgllm$;
@@ -980,11 +1178,17 @@ BEGIN
         v_state := 'superseded';
         v_note := 'the inputs changed while the model was answering; the newer values get their own job';
         -- The user's trigger may have seen this job still pending and enqueued nothing:
-        -- make sure the newer values have a job.
+        -- make sure the newer values have a job, unless another job of the row is already
+        -- pending or running (it answers the newer values, or re-enqueues in turn if it read
+        -- older ones), so that one change costs one call.
         INSERT INTO llm.job (task, row_key, max_attempts)
-        VALUES ('public.receipts:codes', v_key, 5)
+        SELECT 'public.receipts:codes', v_key, 5
+         WHERE NOT EXISTS (SELECT 1 FROM llm.job AS r
+                            WHERE r.state = 'running' AND r.task = 'public.receipts:codes' AND r.row_key = v_key AND r.id <> p_job_id)
         ON CONFLICT (task, row_key) WHERE state = 'pending' DO NOTHING;
-        PERFORM pg_notify('pgllm_jobs', '');
+        IF FOUND THEN
+            PERFORM llm.wake_workers();
+        END IF;
     ELSE
         v_state := 'skipped';
         v_note := 'the row was deleted while the model was answering';
@@ -1053,7 +1257,10 @@ BEGIN
     INSERT INTO llm.job (task, row_key, max_attempts)
     VALUES ('public.receipts:origin', jsonb_build_object('id', NEW.""id""), 5)
     ON CONFLICT (task, row_key) WHERE state = 'pending' DO NOTHING;
-    PERFORM pg_notify('pgllm_jobs', '');
+    -- Notify only for a new job, and only when a worker sleeps (see llm.wake_workers).
+    IF FOUND THEN
+        PERFORM llm.wake_workers();
+    END IF;
     RETURN NULL;
 END
 $pgllm$;
@@ -1105,11 +1312,17 @@ BEGIN
         v_state := 'superseded';
         v_note := 'the inputs changed while the model was answering; the newer values get their own job';
         -- The user's trigger may have seen this job still pending and enqueued nothing:
-        -- make sure the newer values have a job.
+        -- make sure the newer values have a job, unless another job of the row is already
+        -- pending or running (it answers the newer values, or re-enqueues in turn if it read
+        -- older ones), so that one change costs one call.
         INSERT INTO llm.job (task, row_key, max_attempts)
-        VALUES ('public.receipts:origin', v_key, 5)
+        SELECT 'public.receipts:origin', v_key, 5
+         WHERE NOT EXISTS (SELECT 1 FROM llm.job AS r
+                            WHERE r.state = 'running' AND r.task = 'public.receipts:origin' AND r.row_key = v_key AND r.id <> p_job_id)
         ON CONFLICT (task, row_key) WHERE state = 'pending' DO NOTHING;
-        PERFORM pg_notify('pgllm_jobs', '');
+        IF FOUND THEN
+            PERFORM llm.wake_workers();
+        END IF;
     ELSE
         v_state := 'skipped';
         v_note := 'the row was deleted while the model was answering';
@@ -1178,7 +1391,10 @@ BEGIN
     INSERT INTO llm.job (task, row_key, max_attempts)
     VALUES ('public.receipts:is_refund', jsonb_build_object('id', NEW.""id""), 5)
     ON CONFLICT (task, row_key) WHERE state = 'pending' DO NOTHING;
-    PERFORM pg_notify('pgllm_jobs', '');
+    -- Notify only for a new job, and only when a worker sleeps (see llm.wake_workers).
+    IF FOUND THEN
+        PERFORM llm.wake_workers();
+    END IF;
     RETURN NULL;
 END
 $pgllm$;
@@ -1230,11 +1446,17 @@ BEGIN
         v_state := 'superseded';
         v_note := 'the inputs changed while the model was answering; the newer values get their own job';
         -- The user's trigger may have seen this job still pending and enqueued nothing:
-        -- make sure the newer values have a job.
+        -- make sure the newer values have a job, unless another job of the row is already
+        -- pending or running (it answers the newer values, or re-enqueues in turn if it read
+        -- older ones), so that one change costs one call.
         INSERT INTO llm.job (task, row_key, max_attempts)
-        VALUES ('public.receipts:is_refund', v_key, 5)
+        SELECT 'public.receipts:is_refund', v_key, 5
+         WHERE NOT EXISTS (SELECT 1 FROM llm.job AS r
+                            WHERE r.state = 'running' AND r.task = 'public.receipts:is_refund' AND r.row_key = v_key AND r.id <> p_job_id)
         ON CONFLICT (task, row_key) WHERE state = 'pending' DO NOTHING;
-        PERFORM pg_notify('pgllm_jobs', '');
+        IF FOUND THEN
+            PERFORM llm.wake_workers();
+        END IF;
     ELSE
         v_state := 'skipped';
         v_note := 'the row was deleted while the model was answering';
@@ -1303,7 +1525,10 @@ BEGIN
     INSERT INTO llm.job (task, row_key, max_attempts)
     VALUES ('public.receipts:written_at', jsonb_build_object('id', NEW.""id""), 5)
     ON CONFLICT (task, row_key) WHERE state = 'pending' DO NOTHING;
-    PERFORM pg_notify('pgllm_jobs', '');
+    -- Notify only for a new job, and only when a worker sleeps (see llm.wake_workers).
+    IF FOUND THEN
+        PERFORM llm.wake_workers();
+    END IF;
     RETURN NULL;
 END
 $pgllm$;
@@ -1355,11 +1580,17 @@ BEGIN
         v_state := 'superseded';
         v_note := 'the inputs changed while the model was answering; the newer values get their own job';
         -- The user's trigger may have seen this job still pending and enqueued nothing:
-        -- make sure the newer values have a job.
+        -- make sure the newer values have a job, unless another job of the row is already
+        -- pending or running (it answers the newer values, or re-enqueues in turn if it read
+        -- older ones), so that one change costs one call.
         INSERT INTO llm.job (task, row_key, max_attempts)
-        VALUES ('public.receipts:written_at', v_key, 5)
+        SELECT 'public.receipts:written_at', v_key, 5
+         WHERE NOT EXISTS (SELECT 1 FROM llm.job AS r
+                            WHERE r.state = 'running' AND r.task = 'public.receipts:written_at' AND r.row_key = v_key AND r.id <> p_job_id)
         ON CONFLICT (task, row_key) WHERE state = 'pending' DO NOTHING;
-        PERFORM pg_notify('pgllm_jobs', '');
+        IF FOUND THEN
+            PERFORM llm.wake_workers();
+        END IF;
     ELSE
         v_state := 'skipped';
         v_note := 'the row was deleted while the model was answering';
@@ -1428,7 +1659,10 @@ BEGIN
     INSERT INTO llm.job (task, row_key, max_attempts)
     VALUES ('public.receipts:scan_text', jsonb_build_object('id', NEW.""id""), 5)
     ON CONFLICT (task, row_key) WHERE state = 'pending' DO NOTHING;
-    PERFORM pg_notify('pgllm_jobs', '');
+    -- Notify only for a new job, and only when a worker sleeps (see llm.wake_workers).
+    IF FOUND THEN
+        PERFORM llm.wake_workers();
+    END IF;
     RETURN NULL;
 END
 $pgllm$;
@@ -1480,11 +1714,17 @@ BEGIN
         v_state := 'superseded';
         v_note := 'the inputs changed while the model was answering; the newer values get their own job';
         -- The user's trigger may have seen this job still pending and enqueued nothing:
-        -- make sure the newer values have a job.
+        -- make sure the newer values have a job, unless another job of the row is already
+        -- pending or running (it answers the newer values, or re-enqueues in turn if it read
+        -- older ones), so that one change costs one call.
         INSERT INTO llm.job (task, row_key, max_attempts)
-        VALUES ('public.receipts:scan_text', v_key, 5)
+        SELECT 'public.receipts:scan_text', v_key, 5
+         WHERE NOT EXISTS (SELECT 1 FROM llm.job AS r
+                            WHERE r.state = 'running' AND r.task = 'public.receipts:scan_text' AND r.row_key = v_key AND r.id <> p_job_id)
         ON CONFLICT (task, row_key) WHERE state = 'pending' DO NOTHING;
-        PERFORM pg_notify('pgllm_jobs', '');
+        IF FOUND THEN
+            PERFORM llm.wake_workers();
+        END IF;
     ELSE
         v_state := 'skipped';
         v_note := 'the row was deleted while the model was answering';
@@ -1553,7 +1793,10 @@ BEGIN
     INSERT INTO llm.job (task, row_key, max_attempts)
     VALUES ('public.receipts:totals', jsonb_build_object('id', NEW.""id""), 5)
     ON CONFLICT (task, row_key) WHERE state = 'pending' DO NOTHING;
-    PERFORM pg_notify('pgllm_jobs', '');
+    -- Notify only for a new job, and only when a worker sleeps (see llm.wake_workers).
+    IF FOUND THEN
+        PERFORM llm.wake_workers();
+    END IF;
     RETURN NULL;
 END
 $pgllm$;
@@ -1608,11 +1851,17 @@ BEGIN
         v_state := 'superseded';
         v_note := 'the inputs changed while the model was answering; the newer values get their own job';
         -- The user's trigger may have seen this job still pending and enqueued nothing:
-        -- make sure the newer values have a job.
+        -- make sure the newer values have a job, unless another job of the row is already
+        -- pending or running (it answers the newer values, or re-enqueues in turn if it read
+        -- older ones), so that one change costs one call.
         INSERT INTO llm.job (task, row_key, max_attempts)
-        VALUES ('public.receipts:totals', v_key, 5)
+        SELECT 'public.receipts:totals', v_key, 5
+         WHERE NOT EXISTS (SELECT 1 FROM llm.job AS r
+                            WHERE r.state = 'running' AND r.task = 'public.receipts:totals' AND r.row_key = v_key AND r.id <> p_job_id)
         ON CONFLICT (task, row_key) WHERE state = 'pending' DO NOTHING;
-        PERFORM pg_notify('pgllm_jobs', '');
+        IF FOUND THEN
+            PERFORM llm.wake_workers();
+        END IF;
     ELSE
         v_state := 'skipped';
         v_note := 'the row was deleted while the model was answering';

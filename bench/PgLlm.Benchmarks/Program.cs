@@ -1,0 +1,21 @@
+// PgLlm's benchmark suite. Starts its own throwaway PostgreSQL and a local chat-completions
+// endpoint with a configurable answer latency, measures every key of docs/benchmarks.md, prints a
+// table and writes bench/results/latest.json.
+//
+//   dotnet run -c Release --project bench/PgLlm.Benchmarks               full run (several minutes)
+//   dotnet run -c Release --project bench/PgLlm.Benchmarks -- --quick    every measurement, smaller, under a minute
+//   ... -- --out path.json       write the results elsewhere
+//   ... -- --only drain_0ms      run one measurement group (insert, trigger, drain_0ms, drain_200ms, pickup, update, rss)
+//   ... -- --stats               print the top statements from pg_stat_statements at the end
+//
+// The worker always runs as a separate process (this program, started with "worker"), so its
+// memory and CPU are its own, as in production.
+using PgLlm.Benchmarks;
+
+if (args is ["worker", ..])
+{
+    return await WorkerChild.RunAsChildAsync(args[1..]);
+}
+
+var settings = SuiteSettings.Parse(args);
+return await Suite.RunAsync(settings);

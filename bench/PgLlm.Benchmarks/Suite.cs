@@ -1,0 +1,599 @@
+using System.Collections.Concurrent;
+using System.Diagnostics;
+using System.Globalization;
+using System.Text.Json;
+using System.Text.Json.Nodes;
+using Npgsql;
+using PgLlm.Local;
+using PgLlm.Migrations;
+
+namespace PgLlm.Benchmarks;
+
+/// <summary>Runs every measurement against one throwaway PostgreSQL and one local model endpoint.</summary>
+internal sealed class Suite
+{
+    private const string WarmUpPrefix = "warm-up ";
+
+    private readonly SuiteSettings _settings;
+    private readonly LocalPostgres _postgres;
+    private readonly LocalModelServer _model;
+    private readonly NpgsqlDataSource _db;
+    private readonly JsonObject _results = new();
+    private readonly ConcurrentDictionary<string, long> _arrivals = new(StringComparer.Ordinal);
+
+    private Suite(SuiteSettings settings, LocalPostgres postgres, LocalModelServer model, NpgsqlDataSource db)
+    {
+        _settings = settings;
+        _postgres = postgres;
+        _model = model;
+        _db = db;
+    }
+
+    private static readonly WorkerSettings FastModelWorker = new(Concurrency: 64, BatchSize: 64);
+
+    private static readonly WorkerSettings SlowModelWorker = new(Concurrency: 128, BatchSize: 64);
+
+    public static async Task<int> RunAsync(SuiteSettings settings)
+    {
+        var started = Stopwatch.StartNew();
+        var postgresOptions = new LocalPostgresOptions { SharedPreloadLibraries = "pg_stat_statements" };
+        postgresOptions.Settings["shared_buffers"] = "256MB";
+        postgresOptions.Settings["pg_stat_statements.track"] = "all";
+        await using var postgres = await LocalPostgres.StartAsync(postgresOptions);
+        await using var model = await LocalModelServer.StartAsync(new LocalModelServerOptions { RecordRequests = false });
+        await using var db = NpgsqlDataSource.Create(new NpgsqlConnectionStringBuilder(await postgres.CreateDatabaseAsync("bench"))
+        {
+            MaxPoolSize = 64,
+        }.ConnectionString);
+        await new PgLlmMigrator(db, [PgLlmScript.Application("0001-bench", ReadSchema("0001-bench.sql")), .. PgLlm.Generated.PgLlmScripts.All]).MigrateAsync();
+        await db.ExecuteAsync("CREATE EXTENSION IF NOT EXISTS pg_stat_statements");
+
+        var suite = new Suite(settings, postgres, model, db);
+        model.Responder = suite.Answer;
+        Console.WriteLine($"PgLlm benchmarks ({(settings.Quick ? "quick" : "full")}): PostgreSQL {await db.ScalarAsync<string>("SHOW server_version")}, " +
+                          $"{Environment.ProcessorCount} cores, .NET {Environment.Version}");
+        await suite.RunAllAsync();
+        suite._results["elapsed_s"] = Math.Round(started.Elapsed.TotalSeconds, 1);
+        suite.Report();
+        if (settings.PrintStatements)
+        {
+            await suite.PrintStatementsAsync();
+        }
+
+        return 0;
+    }
+
+    private async Task RunAllAsync()
+    {
+        _results["measured_at"] = DateTimeOffset.UtcNow.ToString("yyyy-MM-ddTHH:mm:ssZ", CultureInfo.InvariantCulture);
+        _results["mode"] = _settings.Quick ? "quick" : "full";
+        _results["machine"] = Machine();
+        _results["load_average_at_start"] = LoadAverage();
+
+        if (_settings.Runs("insert"))
+        {
+            await MeasureInsertsAsync(2, "insert_tps_plain", "insert_tps_trigger", "insert_ratio");
+            await MeasureInsertsAsync(8, "insert_tps_plain_8_clients", "insert_tps_trigger_8_clients", "insert_ratio_8_clients");
+        }
+
+        if (_settings.Runs("trigger"))
+        {
+            await MeasureTriggerCostAsync();
+        }
+
+        if (_settings.Runs("drain_0ms"))
+        {
+            await MeasureDrainAsync(TimeSpan.Zero, _settings.DrainJobs, _settings.DrainRepeats, FastModelWorker, "drain_jobs_per_s_0ms", null);
+        }
+
+        if (_settings.Runs("drain_200ms"))
+        {
+            await MeasureDrainAsync(TimeSpan.FromMilliseconds(200), _settings.SlowDrainJobs, _settings.SlowDrainRepeats, SlowModelWorker, "drain_jobs_per_s_200ms", "drain_efficiency_200ms");
+        }
+
+        if (_settings.Runs("pickup"))
+        {
+            await MeasurePickupAsync();
+        }
+
+        if (_settings.Runs("update"))
+        {
+            await MeasureUserUpdatesAsync();
+        }
+
+        if (_settings.Runs("rss"))
+        {
+            await MeasurePeakRssAsync();
+        }
+
+        _results["backfill_rows_per_s"] = "not available";
+        _results["load_average_at_end"] = LoadAverage();
+    }
+
+    // ---------------------------------------------------------------------------------------------
+    // Write overhead
+    // ---------------------------------------------------------------------------------------------
+
+    /// <summary>Single-row autocommit inserts by <paramref name="clients"/> connections, plain table and trigger table alternately.</summary>
+    private async Task MeasureInsertsAsync(int clients, string plainKey, string triggerKey, string ratioKey)
+    {
+        var plain = new List<double>();
+        var trigger = new List<double>();
+        var ratios = new List<double>();
+        for (var repeat = 0; repeat < _settings.InsertRepeats; repeat++)
+        {
+            await ResetAsync();
+            var p = await InsertRateAsync("public.bench_plain", clients);
+            await ResetAsync();
+            var t = await InsertRateAsync("public.bench_items", clients);
+            plain.Add(p);
+            trigger.Add(t);
+            ratios.Add(t / p);
+            Progress($"inserts, {clients} clients: plain {p:0} tps, trigger {t:0} tps, ratio {t / p:0.00}");
+        }
+
+        _results[plainKey] = Math.Round(Stats.Median(plain), 0);
+        _results[triggerKey] = Math.Round(Stats.Median(trigger), 0);
+        _results[ratioKey] = Math.Round(Stats.Median(ratios), 3);
+    }
+
+    private async Task<double> InsertRateAsync(string table, int clients)
+    {
+        var duration = TimeSpan.FromSeconds(_settings.InsertSeconds);
+        using var start = new SemaphoreSlim(0, clients);
+        var counts = new long[clients];
+        var stopAt = 0L;
+        var tasks = Enumerable.Range(0, clients).Select(async client =>
+        {
+            await using var connection = await _db.OpenConnectionAsync();
+            await using var insert = new NpgsqlCommand($"INSERT INTO {table} (body) VALUES ($1)", connection);
+            var body = new NpgsqlParameter<string> { TypedValue = "" };
+            insert.Parameters.Add(body);
+            await insert.PrepareAsync();
+            await start.WaitAsync();
+            var n = 0L;
+            while (Stopwatch.GetTimestamp() < Volatile.Read(ref stopAt))
+            {
+                body.TypedValue = "item " + client.ToString(CultureInfo.InvariantCulture) + "-" + n.ToString(CultureInfo.InvariantCulture);
+                await insert.ExecuteNonQueryAsync();
+                n++;
+            }
+
+            counts[client] = n;
+        }).ToArray();
+
+        await Task.Delay(200);
+        var clock = Stopwatch.StartNew();
+        Volatile.Write(ref stopAt, Stopwatch.GetTimestamp() + (long)(duration.TotalSeconds * Stopwatch.Frequency));
+        start.Release(clients);
+        await Task.WhenAll(tasks);
+        return counts.Sum() / clock.Elapsed.TotalSeconds;
+    }
+
+    /// <summary>
+    /// The trigger's own cost per row: a multi-row INSERT into the trigger table minus the same INSERT
+    /// into the plain table, per row, each rolled back; with an empty queue, then with a backlog of pending jobs.
+    /// </summary>
+    private async Task MeasureTriggerCostAsync()
+    {
+        // Empty, backlog, empty again: the two empty runs bracket the backlog run, so that a change of
+        // the machine's load during the measurement shows up as a spread between them.
+        await ResetAsync();
+        var emptyBefore = await TriggerCostAsync();
+        Progress($"trigger cost, empty queue: {Stats.Median(emptyBefore):0.0000} ms/row");
+
+        await _db.ExecuteAsync($"INSERT INTO public.bench_items (body) SELECT 'backlog ' || g FROM generate_series(1, {_settings.Backlog}) AS g");
+        await _db.ExecuteAsync("VACUUM ANALYZE llm.job");
+        var pending = await _db.ScalarAsync<long>("SELECT count(*) FROM llm.job WHERE state = 'pending'");
+        var backlog = Stats.Median(await TriggerCostAsync());
+        Progress($"trigger cost, {pending} pending jobs: {backlog:0.0000} ms/row");
+
+        await ResetAsync();
+        await _db.ExecuteAsync("VACUUM ANALYZE llm.job");
+        var emptyAfter = await TriggerCostAsync();
+        Progress($"trigger cost, empty queue again: {Stats.Median(emptyAfter):0.0000} ms/row");
+        var empty = Stats.Median([.. emptyBefore, .. emptyAfter]);
+
+        _results["trigger_ms_empty"] = Math.Round(empty, 4);
+        _results["trigger_ms_backlog"] = Math.Round(backlog, 4);
+        _results["trigger_backlog_jobs"] = pending;
+        _results["backlog_cost_ratio"] = Math.Round(backlog / empty, 3);
+    }
+
+    private async Task<List<double>> TriggerCostAsync()
+    {
+        var rows = _settings.TriggerRows;
+        var perRow = new List<double>();
+        await using var connection = await _db.OpenConnectionAsync();
+        for (var repeat = 0; repeat < _settings.TriggerRepeats + 1; repeat++)
+        {
+            var plain = await TimedRolledBackInsertAsync(connection, "public.bench_plain", rows);
+            var trigger = await TimedRolledBackInsertAsync(connection, "public.bench_items", rows);
+            if (repeat > 0)
+            {
+                perRow.Add((trigger - plain) / rows);
+            }
+        }
+
+        return perRow;
+    }
+
+    private static async Task<double> TimedRolledBackInsertAsync(NpgsqlConnection connection, string table, int rows)
+    {
+        await using var transaction = await connection.BeginTransactionAsync();
+        await using var insert = new NpgsqlCommand(
+            $"INSERT INTO {table} (body) SELECT 'cost ' || g FROM generate_series(1, {rows}) AS g", connection, transaction);
+        var clock = Stopwatch.StartNew();
+        await insert.ExecuteNonQueryAsync();
+        var elapsed = clock.Elapsed.TotalMilliseconds;
+        await transaction.RollbackAsync();
+        return elapsed;
+    }
+
+    // ---------------------------------------------------------------------------------------------
+    // Drain
+    // ---------------------------------------------------------------------------------------------
+
+    private sealed record DrainRun(long Succeeded, long Other, double Seconds, double PeakRssMb, double WarmRssMb)
+    {
+        public double JobsPerSecond => Succeeded / Seconds;
+    }
+
+    private async Task MeasureDrainAsync(TimeSpan latency, int jobs, int repeats, WorkerSettings worker, string rateKey, string? efficiencyKey)
+    {
+        var rates = new List<double>();
+        for (var repeat = 0; repeat < repeats; repeat++)
+        {
+            var run = await DrainAsync(latency, jobs, worker);
+            rates.Add(run.JobsPerSecond);
+            Progress($"drain, {latency.TotalMilliseconds:0} ms model, concurrency {worker.Concurrency}: {run.Succeeded} jobs in {run.Seconds:0.00} s = {run.JobsPerSecond:0} jobs/s" +
+                     (run.Other > 0 ? $" ({run.Other} jobs did not succeed)" : string.Empty));
+        }
+
+        var rate = Stats.Median(rates);
+        _results[rateKey] = Math.Round(rate, 0);
+        _results[rateKey + "_jobs"] = jobs;
+        _results[rateKey + "_worker"] = $"concurrency {worker.Concurrency}, batch size {worker.BatchSize}";
+        if (efficiencyKey is not null)
+        {
+            _results[efficiencyKey] = Math.Round(rate / (worker.Concurrency / latency.TotalSeconds), 3);
+        }
+    }
+
+    /// <summary>
+    /// Starts a worker process, warms it up, then commits <paramref name="jobs"/> rows in one statement and
+    /// waits until every job is settled. The rate is the database's own clock: jobs succeeded divided by
+    /// the time from the first claim to the last write-back.
+    /// </summary>
+    private async Task<DrainRun> DrainAsync(TimeSpan latency, int jobs, WorkerSettings worker, Func<Task>? whileDraining = null)
+    {
+        await ResetAsync();
+        _model.Latency = TimeSpan.Zero;
+        await using var child = WorkerChild.Start(_db.ConnectionString, _model.BaseUrl, _model.ApiKey, worker);
+        await WarmUpAsync();
+        var warmRss = child.CurrentRssMb();
+        _model.Latency = latency;
+        var firstJob = await _db.ScalarAsync<long>("SELECT coalesce(max(id), 0) FROM llm.job");
+        await _db.ExecuteAsync($"INSERT INTO public.bench_items (body) SELECT 'item ' || g FROM generate_series(1, {jobs}) AS g");
+        var endpointCpu = Process.GetCurrentProcess().TotalProcessorTime;
+        var during = whileDraining?.Invoke() ?? Task.CompletedTask;
+        await WaitUntilSettledAsync(firstJob, TimeSpan.FromSeconds(30 + (jobs * Math.Max(latency.TotalSeconds, 0.002) * 2)));
+        await during;
+        endpointCpu = Process.GetCurrentProcess().TotalProcessorTime - endpointCpu;
+        var peak = await child.StopAsync();
+        Progress($"  CPU: worker process {child.CpuMilliseconds * 1000 / (jobs + 520):0} us/job (whole life, incl. warm-up), " +
+                 $"benchmark process (model endpoint, polling) {endpointCpu.TotalMilliseconds * 1000 / jobs:0} us/job");
+        _model.Latency = TimeSpan.Zero;
+
+        await using var command = _db.CreateCommand(
+            "SELECT count(*) FILTER (WHERE state = 'succeeded'), count(*) FILTER (WHERE state <> 'succeeded'), " +
+            "extract(epoch FROM max(finished_at) - min(attempted_at))::float8 FROM llm.job WHERE id > $1");
+        command.Parameters.Add(new NpgsqlParameter<long> { TypedValue = firstJob });
+        await using var reader = await command.ExecuteReaderAsync();
+        await reader.ReadAsync();
+        return new DrainRun(reader.GetInt64(0), reader.GetInt64(1), reader.GetDouble(2), peak, warmRss);
+    }
+
+    private async Task WaitUntilSettledAsync(long afterJob, TimeSpan timeout)
+    {
+        var clock = Stopwatch.StartNew();
+        // Answered by the partial indexes on pending and running jobs, so polling stays cheap.
+        while (await _db.ScalarAsync<bool>(
+                   $"SELECT EXISTS (SELECT 1 FROM llm.job WHERE state = 'pending' AND id > {afterJob}) " +
+                   $"OR EXISTS (SELECT 1 FROM llm.job WHERE state = 'running' AND id > {afterJob})"))
+        {
+            if (clock.Elapsed > timeout)
+            {
+                throw new TimeoutException($"the queue did not drain within {timeout.TotalSeconds:0} s");
+            }
+
+            await Task.Delay(100);
+        }
+    }
+
+    /// <summary>A few hundred jobs through the fresh worker process, so JIT and connection set-up are not measured.</summary>
+    private async Task WarmUpAsync()
+    {
+        var before = await _db.ScalarAsync<long>("SELECT coalesce(max(id), 0) FROM llm.job");
+        await _db.ExecuteAsync($"INSERT INTO public.bench_items (body) SELECT '{WarmUpPrefix}' || g FROM generate_series(1, 500) AS g");
+        await WaitUntilSettledAsync(before, TimeSpan.FromSeconds(60));
+        for (var i = 0; i < 20; i++)
+        {
+            await _db.ExecuteAsync($"INSERT INTO public.bench_items (body) VALUES ('{WarmUpPrefix}single {i}')");
+            await Task.Delay(10);
+        }
+
+        await WaitUntilSettledAsync(before, TimeSpan.FromSeconds(60));
+        await Task.Delay(300);
+    }
+
+    // ---------------------------------------------------------------------------------------------
+    // Pickup latency
+    // ---------------------------------------------------------------------------------------------
+
+    /// <summary>From a user's commit returning to the model request arriving at the endpoint, with an idle worker.</summary>
+    private async Task MeasurePickupAsync()
+    {
+        await ResetAsync();
+        await using var child = WorkerChild.Start(_db.ConnectionString, _model.BaseUrl, _model.ApiKey, FastModelWorker);
+        await WarmUpAsync();
+        _arrivals.Clear();
+        var committed = new Dictionary<string, long>(StringComparer.Ordinal);
+        await using (var connection = await _db.OpenConnectionAsync())
+        {
+            await using var insert = new NpgsqlCommand("INSERT INTO public.bench_items (body) VALUES ($1)", connection);
+            var body = new NpgsqlParameter<string> { TypedValue = "" };
+            insert.Parameters.Add(body);
+            await insert.PrepareAsync();
+            for (var i = 0; i < _settings.PickupJobs; i++)
+            {
+                body.TypedValue = "pickup " + i.ToString(CultureInfo.InvariantCulture);
+                await insert.ExecuteNonQueryAsync();
+                committed[body.TypedValue] = Stopwatch.GetTimestamp();
+                await Task.Delay(20);
+            }
+        }
+
+        var clock = Stopwatch.StartNew();
+        while (committed.Keys.Any(k => !_arrivals.ContainsKey(k)) && clock.Elapsed < TimeSpan.FromSeconds(30))
+        {
+            await Task.Delay(50);
+        }
+
+        await child.StopAsync();
+        var latencies = committed
+            .Where(c => _arrivals.ContainsKey(c.Key))
+            .Select(c => Stopwatch.GetElapsedTime(c.Value, _arrivals[c.Key]).TotalMilliseconds)
+            .ToList();
+        var missing = committed.Count - latencies.Count;
+        Progress($"pickup: p50 {Stats.Percentile(latencies, 50):0.00} ms, p99 {Stats.Percentile(latencies, 99):0.00} ms, max {latencies.DefaultIfEmpty().Max():0.00} ms over {latencies.Count} jobs" +
+                 (missing > 0 ? $", {missing} never arrived" : string.Empty));
+        _results["pickup_ms_p50"] = Math.Round(Stats.Percentile(latencies, 50), 3);
+        _results["pickup_ms_p99"] = Math.Round(Stats.Percentile(latencies, 99), 3);
+        _results["pickup_jobs"] = latencies.Count;
+    }
+
+    /// <summary>The endpoint's answer; records when each request arrived, by the item text the prompt ends with.</summary>
+    private ModelReply Answer(ModelRequest request)
+    {
+        var arrived = Stopwatch.GetTimestamp();
+        var text = request.LastUserText;
+        var at = text.LastIndexOf("Text: ", StringComparison.Ordinal);
+        if (at >= 0 && text.AsSpan(at + 6).StartsWith("pickup ", StringComparison.Ordinal))
+        {
+            _arrivals.TryAdd(text[(at + 6)..], arrived);
+        }
+
+        return ModelReply.Json(DeterministicModel.Answer(request));
+    }
+
+    // ---------------------------------------------------------------------------------------------
+    // User updates while the worker drains
+    // ---------------------------------------------------------------------------------------------
+
+    /// <summary>
+    /// Two clients update random rows of the task's table (a column no task reads) with no worker, then
+    /// while a worker drains jobs of those same rows with an instant model.
+    /// </summary>
+    private async Task MeasureUserUpdatesAsync()
+    {
+        var jobs = _settings.UpdateJobs;
+        await ResetAsync();
+        await _db.ExecuteAsync($"INSERT INTO public.bench_items (body) SELECT 'item ' || g FROM generate_series(1, {jobs}) AS g");
+        var (lowId, highId) = await IdRangeAsync();
+        var idle = await UpdateRateAsync(lowId, highId);
+        Progress($"user updates, no worker: {idle.Tps:0} tps, {idle.Deadlocks} deadlocks");
+
+        await ResetAsync();
+        await using var child = WorkerChild.Start(_db.ConnectionString, _model.BaseUrl, _model.ApiKey, FastModelWorker);
+        await WarmUpAsync();
+        var firstJob = await _db.ScalarAsync<long>("SELECT coalesce(max(id), 0) FROM llm.job");
+        await _db.ExecuteAsync($"INSERT INTO public.bench_items (body) SELECT 'item ' || g FROM generate_series(1, {jobs}) AS g");
+        (lowId, highId) = await IdRangeAsync();
+        var busy = await UpdateRateAsync(lowId, highId);
+        var stillPending = await _db.ScalarAsync<long>($"SELECT count(*) FROM llm.job WHERE id > {firstJob} AND state IN ('pending', 'running')");
+        await WaitUntilSettledAsync(firstJob, TimeSpan.FromSeconds(120));
+        await child.StopAsync();
+        Progress($"user updates, worker draining: {busy.Tps:0} tps, {busy.Deadlocks} deadlocks" +
+                 (stillPending == 0 ? " (the drain ended before the measurement did: raise UpdateJobs)" : $" ({stillPending} jobs still queued at the end)"));
+
+        _results["user_update_tps_idle"] = Math.Round(idle.Tps, 0);
+        _results["user_update_tps_draining"] = Math.Round(busy.Tps, 0);
+        _results["user_update_ratio"] = Math.Round(busy.Tps / idle.Tps, 3);
+        _results["user_deadlocks"] = idle.Deadlocks + busy.Deadlocks;
+        _results["user_update_drain_covered"] = stillPending > 0;
+    }
+
+    private async Task<(long Low, long High)> IdRangeAsync()
+    {
+        await using var command = _db.CreateCommand("SELECT min(id), max(id) FROM public.bench_items WHERE body LIKE 'item %'");
+        await using var reader = await command.ExecuteReaderAsync();
+        await reader.ReadAsync();
+        return (reader.GetInt64(0), reader.GetInt64(1));
+    }
+
+    private async Task<(double Tps, int Deadlocks)> UpdateRateAsync(long lowId, long highId)
+    {
+        const int clients = 2;
+        var duration = TimeSpan.FromSeconds(_settings.UpdateSeconds);
+        var deadlocks = 0;
+        var clock = Stopwatch.StartNew();
+        var counts = await Task.WhenAll(Enumerable.Range(0, clients).Select(async client =>
+        {
+            var random = new Random(client);
+            await using var connection = await _db.OpenConnectionAsync();
+            await using var update = new NpgsqlCommand("UPDATE public.bench_items SET note = note + 1 WHERE id = $1", connection);
+            var id = new NpgsqlParameter<long> { TypedValue = 0 };
+            update.Parameters.Add(id);
+            await update.PrepareAsync();
+            var n = 0L;
+            while (clock.Elapsed < duration)
+            {
+                id.TypedValue = random.NextInt64(lowId, highId + 1);
+                try
+                {
+                    await update.ExecuteNonQueryAsync();
+                    n++;
+                }
+                catch (PostgresException ex) when (ex.SqlState == PostgresErrorCodes.DeadlockDetected)
+                {
+                    Interlocked.Increment(ref deadlocks);
+                }
+            }
+
+            return n;
+        }));
+        return (counts.Sum() / clock.Elapsed.TotalSeconds, deadlocks);
+    }
+
+    // ---------------------------------------------------------------------------------------------
+    // Memory
+    // ---------------------------------------------------------------------------------------------
+
+    private async Task MeasurePeakRssAsync()
+    {
+        var run = await DrainAsync(TimeSpan.Zero, _settings.RssJobs, FastModelWorker);
+        Progress($"worker process peak RSS draining {run.Succeeded} jobs: {run.PeakRssMb:0.0} MB (after warm-up, before the drain: {run.WarmRssMb:0.0} MB; {run.JobsPerSecond:0} jobs/s)");
+        _results["worker_rss_after_warm_up_mb"] = Math.Round(run.WarmRssMb, 1);
+        _results["worker_peak_rss_mb"] = Math.Round(run.PeakRssMb, 1);
+        _results["worker_peak_rss_jobs"] = _settings.RssJobs;
+        _results["worker_peak_rss_drain_jobs_per_s"] = Math.Round(run.JobsPerSecond, 0);
+    }
+
+    // ---------------------------------------------------------------------------------------------
+    // Plumbing
+    // ---------------------------------------------------------------------------------------------
+
+    private async Task ResetAsync()
+    {
+        await _db.ExecuteAsync("TRUNCATE public.bench_items, public.bench_plain, llm.job RESTART IDENTITY");
+        await _db.ExecuteAsync("CHECKPOINT");
+    }
+
+    private void Report()
+    {
+        Console.WriteLine();
+        Console.WriteLine($"{"key",-38} {"value",14}  target");
+        foreach (var (key, value) in _results)
+        {
+            if (value is JsonObject)
+            {
+                continue;
+            }
+
+            Console.WriteLine($"{key,-38} {value?.ToJsonString().Trim('"'),14}  {Targets.Describe(key, value)}");
+        }
+
+        var json = _results.ToJsonString(new JsonSerializerOptions { WriteIndented = true });
+        Directory.CreateDirectory(Path.GetDirectoryName(Path.GetFullPath(_settings.OutputPath))!);
+        File.WriteAllText(_settings.OutputPath, json + "\n");
+        Console.WriteLine();
+        Console.WriteLine($"Wrote {_settings.OutputPath}");
+    }
+
+    private async Task PrintStatementsAsync()
+    {
+        Console.WriteLine();
+        Console.WriteLine("Top statements by total time (pg_stat_statements):");
+        await using var command = _db.CreateCommand(
+            "SELECT calls, round(total_exec_time::numeric, 1), round(mean_exec_time::numeric, 4), left(regexp_replace(query, '\\s+', ' ', 'g'), 110) " +
+            "FROM pg_stat_statements ORDER BY total_exec_time DESC LIMIT 25");
+        await using var reader = await command.ExecuteReaderAsync();
+        while (await reader.ReadAsync())
+        {
+            Console.WriteLine($"{reader.GetInt64(0),9} calls {reader.GetDecimal(1),10} ms {reader.GetDecimal(2),9} ms/call  {reader.GetString(3)}");
+        }
+    }
+
+    private static JsonObject Machine() => new()
+    {
+        ["os"] = System.Runtime.InteropServices.RuntimeInformation.OSDescription,
+        ["cpu"] = CpuModel(),
+        ["cores"] = Environment.ProcessorCount,
+        ["memory_gb"] = Math.Round(MemTotalKb() / 1024.0 / 1024.0, 1),
+        ["dotnet"] = Environment.Version.ToString(),
+    };
+
+    private static string CpuModel()
+    {
+        try
+        {
+            return File.ReadLines("/proc/cpuinfo").FirstOrDefault(l => l.StartsWith("model name", StringComparison.Ordinal))?.Split(':', 2)[1].Trim() ?? "unknown";
+        }
+        catch (IOException)
+        {
+            return "unknown";
+        }
+    }
+
+    private static long MemTotalKb()
+    {
+        try
+        {
+            var line = File.ReadLines("/proc/meminfo").First(l => l.StartsWith("MemTotal:", StringComparison.Ordinal));
+            return long.Parse(line["MemTotal:".Length..].Trim().Split(' ')[0], CultureInfo.InvariantCulture);
+        }
+        catch (IOException)
+        {
+            return 0;
+        }
+    }
+
+    private static string LoadAverage()
+    {
+        try
+        {
+            return string.Join(' ', File.ReadAllText("/proc/loadavg").Split(' ').Take(3));
+        }
+        catch (IOException)
+        {
+            return "unknown";
+        }
+    }
+
+    private static void Progress(string message) => Console.WriteLine($"  {DateTime.UtcNow:HH:mm:ss} {message}");
+
+    private static string ReadSchema(string name)
+    {
+        using var stream = typeof(Suite).Assembly.GetManifestResourceStream("PgLlm.Benchmarks.Schema." + name)!;
+        using var reader = new StreamReader(stream);
+        return reader.ReadToEnd();
+    }
+}
+
+internal static class DataSourceExtensions
+{
+    public static async Task ExecuteAsync(this NpgsqlDataSource db, string sql)
+    {
+        await using var command = db.CreateCommand(sql);
+        command.CommandTimeout = 600;
+        await command.ExecuteNonQueryAsync();
+    }
+
+    public static async Task<T> ScalarAsync<T>(this NpgsqlDataSource db, string sql)
+    {
+        await using var command = db.CreateCommand(sql);
+        command.CommandTimeout = 600;
+        return (T)(await command.ExecuteScalarAsync())!;
+    }
+}

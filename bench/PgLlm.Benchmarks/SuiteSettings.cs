@@ -1,0 +1,77 @@
+namespace PgLlm.Benchmarks;
+
+/// <summary>Sizes of every measurement; <c>--quick</c> shrinks them all.</summary>
+internal sealed record SuiteSettings
+{
+    public bool Quick { get; init; }
+
+    public string OutputPath { get; init; } = DefaultOutput();
+
+    public string? Only { get; init; }
+
+    public bool PrintStatements { get; init; }
+
+    /// <summary>Seconds of each insert-rate run, and the number of side-by-side repeats.</summary>
+    public double InsertSeconds => Quick ? 1.5 : 5;
+
+    public int InsertRepeats => Quick ? 1 : 3;
+
+    /// <summary>Rows per statement in the trigger-cost measurement, repeats, and the backlog size.</summary>
+    public int TriggerRows => Quick ? 2_000 : 5_000;
+
+    public int TriggerRepeats => Quick ? 3 : 7;
+
+    public int Backlog => Quick ? 20_000 : 100_000;
+
+    /// <summary>Jobs per drain run with an instant model, and repeats.</summary>
+    public int DrainJobs => Quick ? 4_000 : 20_000;
+
+    public int DrainRepeats => Quick ? 1 : 3;
+
+    /// <summary>Jobs of the 200 ms run: 20,000 in the full run (about 31 s at full efficiency).</summary>
+    public int SlowDrainJobs => Quick ? 1_920 : 20_000;
+
+    public int SlowDrainRepeats => Quick ? 1 : 2;
+
+    public int PickupJobs => Quick ? 60 : 300;
+
+    public double UpdateSeconds => Quick ? 2 : 5;
+
+    public int UpdateJobs => Quick ? 20_000 : 60_000;
+
+    public int RssJobs => Quick ? 10_000 : 100_000;
+
+    public bool Runs(string group) => Only is null || string.Equals(Only, group, StringComparison.OrdinalIgnoreCase);
+
+    public static SuiteSettings Parse(string[] args)
+    {
+        var settings = new SuiteSettings();
+        for (var i = 0; i < args.Length; i++)
+        {
+            settings = args[i] switch
+            {
+                "--quick" => settings with { Quick = true },
+                "--stats" => settings with { PrintStatements = true },
+                "--out" when i + 1 < args.Length => settings with { OutputPath = args[++i] },
+                "--only" when i + 1 < args.Length => settings with { Only = args[++i] },
+                _ => throw new ArgumentException($"unknown argument '{args[i]}'; see the top of Program.cs"),
+            };
+        }
+
+        return settings;
+    }
+
+    /// <summary>bench/results/latest.json of the repository this program was built from, else of the current directory.</summary>
+    private static string DefaultOutput()
+    {
+        for (var dir = new DirectoryInfo(AppContext.BaseDirectory); dir is not null; dir = dir.Parent)
+        {
+            if (File.Exists(Path.Combine(dir.FullName, "PgLlm.sln")))
+            {
+                return Path.Combine(dir.FullName, "bench", "results", "latest.json");
+            }
+        }
+
+        return Path.Combine(Directory.GetCurrentDirectory(), "bench", "results", "latest.json");
+    }
+}

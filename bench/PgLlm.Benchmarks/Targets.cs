@@ -1,0 +1,32 @@
+using System.Text.Json.Nodes;
+
+namespace PgLlm.Benchmarks;
+
+/// <summary>The targets, to print beside each result.</summary>
+internal static class Targets
+{
+    private static readonly Dictionary<string, (string Text, Func<double, bool> Met)> ByKey = new(StringComparer.Ordinal)
+    {
+        ["insert_ratio"] = (">= 0.7", v => v >= 0.7),
+        ["insert_ratio_8_clients"] = (">= 0.5", v => v >= 0.5),
+        ["backlog_cost_ratio"] = ("<= 1.1", v => v <= 1.1),
+        ["drain_jobs_per_s_0ms"] = (">= 5000", v => v >= 5000),
+        ["drain_efficiency_200ms"] = (">= 0.95", v => v >= 0.95),
+        ["pickup_ms_p50"] = ("<= 2", v => v <= 2),
+        ["pickup_ms_p99"] = ("<= 10", v => v <= 10),
+        ["user_update_ratio"] = (">= 0.9", v => v >= 0.9),
+        ["user_deadlocks"] = ("0", v => v == 0),
+        ["worker_peak_rss_mb"] = ("<= 100", v => v <= 100),
+    };
+
+    public static string Describe(string key, JsonNode? value)
+    {
+        if (!ByKey.TryGetValue(key, out var target) || value is not JsonValue number || !number.TryGetValue(out double v))
+        {
+            return string.Empty;
+        }
+
+        return target.Text + (target.Met(v) ? "  met" : "  NOT MET");
+    }
+
+}

@@ -1,0 +1,156 @@
+using System.Diagnostics;
+using System.Globalization;
+using Microsoft.Extensions.Options;
+using Npgsql;
+using PgLlm.Completions;
+using PgLlm.Worker;
+
+namespace PgLlm.Benchmarks;
+
+/// <summary>How the benchmark configures the worker process.</summary>
+internal sealed record WorkerSettings(int Concurrency, int BatchSize);
+
+/// <summary>
+/// The worker as a separate process: this program started with <c>worker</c>. It runs
+/// <see cref="PgLlmWorker.RunAsync"/> until its standard input closes, then prints its own peak
+/// resident memory (VmHWM of /proc/self/status).
+/// </summary>
+internal sealed class WorkerChild : IAsyncDisposable
+{
+    private readonly Process _process;
+    private readonly Task<string> _output;
+    private readonly Task<string> _errors;
+
+    private WorkerChild(Process process)
+    {
+        _process = process;
+        _output = process.StandardOutput.ReadToEndAsync();
+        _errors = process.StandardError.ReadToEndAsync();
+    }
+
+    public static WorkerChild Start(string connectionString, Uri baseUrl, string apiKey, WorkerSettings settings)
+    {
+        var self = Environment.ProcessPath ?? throw new InvalidOperationException("cannot find this program's path");
+        var start = new ProcessStartInfo
+        {
+            FileName = self,
+            RedirectStandardInput = true,
+            RedirectStandardOutput = true,
+            RedirectStandardError = true,
+            UseShellExecute = false,
+        };
+        if (Path.GetFileNameWithoutExtension(self).Equals("dotnet", StringComparison.OrdinalIgnoreCase))
+        {
+            start.ArgumentList.Add(typeof(WorkerChild).Assembly.Location);
+        }
+
+        foreach (var arg in new[]
+                 {
+                     "worker", connectionString, baseUrl.ToString(), apiKey,
+                     settings.Concurrency.ToString(CultureInfo.InvariantCulture), settings.BatchSize.ToString(CultureInfo.InvariantCulture),
+                 })
+        {
+            start.ArgumentList.Add(arg);
+        }
+
+        start.Environment["DOTNET_gcServer"] = "0";
+        return new WorkerChild(Process.Start(start) ?? throw new InvalidOperationException("could not start the worker process"));
+    }
+
+    /// <summary>The worker process's resident memory now (VmRSS), in MB.</summary>
+    public double CurrentRssMb()
+    {
+        foreach (var line in File.ReadLines($"/proc/{_process.Id.ToString(CultureInfo.InvariantCulture)}/status"))
+        {
+            if (line.StartsWith("VmRSS:", StringComparison.Ordinal))
+            {
+                return long.Parse(line["VmRSS:".Length..].Trim().Split(' ')[0], CultureInfo.InvariantCulture) / 1024.0;
+            }
+        }
+
+        return double.NaN;
+    }
+
+    /// <summary>CPU time the worker process used in all, once stopped.</summary>
+    public double CpuMilliseconds { get; private set; }
+
+    /// <summary>Stops the worker (graceful) and returns its peak resident memory in MB.</summary>
+    public async Task<double> StopAsync()
+    {
+        _process.StandardInput.Close();
+        using var timeout = new CancellationTokenSource(TimeSpan.FromSeconds(60));
+        await _process.WaitForExitAsync(timeout.Token);
+        var output = await _output;
+        var line = output.Split('\n', StringSplitOptions.RemoveEmptyEntries).LastOrDefault(l => l.StartsWith("peak_rss_kb=", StringComparison.Ordinal));
+        if (_process.ExitCode != 0 || line is null)
+        {
+            throw new InvalidOperationException($"the worker process failed (exit {_process.ExitCode}): {output}\n{await _errors}");
+        }
+
+        var cpu = output.Split('\n', StringSplitOptions.RemoveEmptyEntries).LastOrDefault(l => l.StartsWith("cpu_ms=", StringComparison.Ordinal));
+        CpuMilliseconds = cpu is null ? double.NaN : double.Parse(cpu["cpu_ms=".Length..], CultureInfo.InvariantCulture);
+        return double.Parse(line["peak_rss_kb=".Length..], CultureInfo.InvariantCulture) / 1024.0;
+    }
+
+    public async ValueTask DisposeAsync()
+    {
+        if (!_process.HasExited)
+        {
+            _process.Kill(entireProcessTree: true);
+            await _process.WaitForExitAsync();
+        }
+
+        _process.Dispose();
+    }
+
+    /// <summary>The child's main: args are connection, base URL, API key, concurrency, batch size.</summary>
+    public static async Task<int> RunAsChildAsync(string[] args)
+    {
+        if (args.Length != 5)
+        {
+            await Console.Error.WriteLineAsync("usage: worker <connection> <base-url> <api-key> <concurrency> <batch-size>");
+            return 2;
+        }
+
+        var options = new PgLlmOptions
+        {
+            ConnectionString = args[0],
+            BaseUrl = args[1],
+            ApiKey = args[2],
+            Model = "bench-model",
+            Worker = new PgLlmWorkerOptions
+            {
+                Concurrency = int.Parse(args[3], CultureInfo.InvariantCulture),
+                BatchSize = int.Parse(args[4], CultureInfo.InvariantCulture),
+                PollInterval = TimeSpan.FromSeconds(5),
+                Retention = null,
+            },
+        };
+        await using var dataSource = NpgsqlDataSource.Create(options.ConnectionString);
+        using var worker = new PgLlmWorker(dataSource, ChatClientFactory.Create(options), Options.Create(options));
+        using var stop = new CancellationTokenSource();
+        var run = worker.RunAsync(stop.Token);
+
+        // The parent closes our standard input to stop us.
+        await Console.In.ReadToEndAsync();
+        await stop.CancelAsync();
+        await run;
+        Console.WriteLine("peak_rss_kb=" + PeakRssKb().ToString(CultureInfo.InvariantCulture));
+        Console.WriteLine("cpu_ms=" + Process.GetCurrentProcess().TotalProcessorTime.TotalMilliseconds.ToString("0", CultureInfo.InvariantCulture));
+        return 0;
+    }
+
+    /// <summary>The process's own peak resident set size (VmHWM), in kB.</summary>
+    private static long PeakRssKb()
+    {
+        foreach (var line in File.ReadLines("/proc/self/status"))
+        {
+            if (line.StartsWith("VmHWM:", StringComparison.Ordinal))
+            {
+                return long.Parse(line["VmHWM:".Length..].Trim().Split(' ')[0], CultureInfo.InvariantCulture);
+            }
+        }
+
+        return -1;
+    }
+}

@@ -1,0 +1,129 @@
+using System.Threading.Channels;
+using Npgsql;
+using PgLlm.Queue;
+
+namespace PgLlm.Worker;
+
+/// <summary>
+/// Group commit for write-backs. Answers that arrive while a write is in progress are written together
+/// by the next one: one round trip and one commit for up to <see cref="MaxBatch"/> jobs, each in its own
+/// subtransaction (<c>llm.complete_batch</c>), so one job's failure never undoes another's result. A lone
+/// answer is written with the single-job statement, exactly as without batching, so an idle worker adds
+/// no latency. Every caller gets its own job's state or exception.
+/// </summary>
+internal sealed class WriteBackBatcher
+{
+    /// <summary>At most this many jobs per batch: PostgreSQL caches 64 subtransactions per transaction.</summary>
+    public const int MaxBatch = 64;
+
+    /// <summary>Batches written at once: one can commit (WAL flush) while the next executes.</summary>
+    private const int Writers = 2;
+
+    /// <summary>The batch gave up waiting for a lock (lock_timeout): that job is written on its own.</summary>
+    private const string LockNotAvailable = "55P03";
+
+    private readonly JobQueue _queue;
+    private readonly Channel<Pending> _pending = Channel.CreateUnbounded<Pending>(new UnboundedChannelOptions { SingleReader = false, SingleWriter = false });
+    private readonly Task[] _writers;
+
+    public WriteBackBatcher(JobQueue queue)
+    {
+        _queue = queue;
+        _writers = new Task[Writers];
+        for (var i = 0; i < Writers; i++)
+        {
+            _writers[i] = Task.Run(WriteLoopAsync, CancellationToken.None);
+        }
+    }
+
+    /// <summary>Writes one answer back; completes with the job's new state once its write committed.</summary>
+    public Task<string> CompleteAsync(WriteBack write)
+    {
+        var pending = new Pending(write, new TaskCompletionSource<string>(TaskCreationOptions.RunContinuationsAsynchronously));
+        return _pending.Writer.TryWrite(pending) ? pending.Result.Task : _queue.CompleteAsync(write, CancellationToken.None);
+    }
+
+    /// <summary>Writes what is queued, then stops. Called after every job has handed in its answer.</summary>
+    public async Task CompleteAndDrainAsync()
+    {
+        _pending.Writer.TryComplete();
+        await Task.WhenAll(_writers).ConfigureAwait(false);
+    }
+
+    private async Task WriteLoopAsync()
+    {
+        var batch = new List<Pending>(MaxBatch);
+        var reader = _pending.Reader;
+        while (await reader.WaitToReadAsync(CancellationToken.None).ConfigureAwait(false))
+        {
+            batch.Clear();
+            while (batch.Count < MaxBatch && reader.TryRead(out var next))
+            {
+                batch.Add(next);
+            }
+
+            if (batch.Count == 1)
+            {
+                await WriteAloneAsync(batch[0]).ConfigureAwait(false);
+            }
+            else if (batch.Count > 1)
+            {
+                await WriteBatchAsync(batch).ConfigureAwait(false);
+            }
+        }
+    }
+
+    private async Task WriteBatchAsync(List<Pending> batch)
+    {
+        IReadOnlyList<BatchOutcome> outcomes;
+        try
+        {
+            outcomes = await _queue.CompleteBatchAsync(batch.ConvertAll(p => p.Write), CancellationToken.None).ConfigureAwait(false);
+        }
+        catch (Exception ex) when (ex is NpgsqlException or TimeoutException)
+        {
+            // The batch as a whole failed (connection lost, statement cancelled): nothing of it was
+            // committed. Each job then gets its own transaction, as without batching.
+            foreach (var pending in batch)
+            {
+                await WriteAloneAsync(pending).ConfigureAwait(false);
+            }
+
+            return;
+        }
+
+        for (var i = 0; i < batch.Count; i++)
+        {
+            var pending = batch[i];
+            var outcome = i < outcomes.Count && outcomes[i].JobId == pending.Write.Job.Id ? outcomes[i] : null;
+            if (outcome?.State is { } state)
+            {
+                pending.Result.TrySetResult(state);
+            }
+            else if (outcome is null || outcome.ErrorCode == LockNotAvailable)
+            {
+                await WriteAloneAsync(pending).ConfigureAwait(false);
+            }
+            else
+            {
+                // The job's own error, raised in its subtransaction: the same error the single-job
+                // statement would have thrown, so the worker classifies it the same way.
+                pending.Result.TrySetException(new PostgresException(outcome.Error ?? "write-back failed", "ERROR", "ERROR", outcome.ErrorCode ?? "XX000"));
+            }
+        }
+    }
+
+    private async Task WriteAloneAsync(Pending pending)
+    {
+        try
+        {
+            pending.Result.TrySetResult(await _queue.CompleteAsync(pending.Write, CancellationToken.None).ConfigureAwait(false));
+        }
+        catch (Exception ex)
+        {
+            pending.Result.TrySetException(ex);
+        }
+    }
+
+    private sealed record Pending(WriteBack Write, TaskCompletionSource<string> Result);
+}
