@@ -52,6 +52,7 @@ BEGIN
     SELECT j.row_key INTO v_key
       FROM llm.job AS j
      WHERE j.id = p_job_id AND j.state = 'running' AND j.attempt = p_attempt
+       AND j.task = 'public.user_reviews:sentiment' -- never another task's job: its row key names another table
        FOR UPDATE;
     IF NOT FOUND THEN
         RETURN 'lost';
@@ -186,6 +187,7 @@ BEGIN
     SELECT j.row_key INTO v_key
       FROM llm.job AS j
      WHERE j.id = p_job_id AND j.state = 'running' AND j.attempt = p_attempt
+       AND j.task = 'public.user_reviews:review_text_es' -- never another task's job: its row key names another table
        FOR UPDATE;
     IF NOT FOUND THEN
         RETURN 'lost';
@@ -320,6 +322,7 @@ BEGIN
     SELECT j.row_key INTO v_key
       FROM llm.job AS j
      WHERE j.id = p_job_id AND j.state = 'running' AND j.attempt = p_attempt
+       AND j.task = 'public.user_reviews:user_background' -- never another task's job: its row key names another table
        FOR UPDATE;
     IF NOT FOUND THEN
         RETURN 'lost';
@@ -454,6 +457,7 @@ BEGIN
     SELECT j.row_key INTO v_key
       FROM llm.job AS j
      WHERE j.id = p_job_id AND j.state = 'running' AND j.attempt = p_attempt
+       AND j.task = 'public.user_reviews:image_description' -- never another task's job: its row key names another table
        FOR UPDATE;
     IF NOT FOUND THEN
         RETURN 'lost';
@@ -588,6 +592,7 @@ BEGIN
     SELECT j.row_key INTO v_key
       FROM llm.job AS j
      WHERE j.id = p_job_id AND j.state = 'running' AND j.attempt = p_attempt
+       AND j.task = 'public.user_reviews:analyze_and_translate' -- never another task's job: its row key names another table
        FOR UPDATE;
     IF NOT FOUND THEN
         RETURN 'lost';

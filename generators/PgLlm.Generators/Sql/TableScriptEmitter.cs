@@ -98,6 +98,7 @@ internal static class TableScriptEmitter
                 "    SELECT j.row_key INTO v_key\n" +
                 "      FROM llm.job AS j\n" +
                 "     WHERE j.id = p_job_id AND j.state = 'running' AND j.attempt = p_attempt\n" +
+                "       AND j.task = " + Literal(taskName) + " -- never another task's job: its row key names another table\n" +
                 "       FOR UPDATE;\n" +
                 "    IF NOT FOUND THEN\n" +
                 "        RETURN 'lost';\n" +

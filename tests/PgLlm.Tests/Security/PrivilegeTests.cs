@@ -237,6 +237,26 @@ public sealed class PrivilegeTests
     }
 
     [Fact]
+    public async Task A_tasks_write_back_refuses_a_job_of_another_task()
+    {
+        await using var db = await _fixture.CreateDatabaseAsync();
+        await db.App.ExecAsync("INSERT INTO reviews (id, body, title) VALUES (1, 'I love it', 'kept')");
+        await db.App.ExecAsync("INSERT INTO flaky (id, input) VALUES (1, 'x')");
+        await db.Superuser.ExecAsync("DELETE FROM llm.job WHERE task <> 'public.reviews:sentiment'");
+
+        // The worker role holds a job of one task and calls another task's write-back with it: the row
+        // key {"id": 1} also names a row of that task's table, and the hash is one anyone can compute.
+        var job = await db.Worker.ScalarAsync<long>("SELECT id FROM llm.claim('forger', 1, 60)");
+        var complete = await db.Worker.ScalarAsync<string>("SELECT complete_function::text FROM llm.task WHERE name = 'public.flaky:output'");
+        var state = await db.Worker.ScalarAsync<string>(
+            $"SELECT {complete}($1, 1, md5(jsonb_build_object('input', 'x')::text), '{{\"output\": \"pwned\"}}'::jsonb, NULL, NULL)", job);
+
+        Assert.Equal("lost", state);
+        Assert.Null(await db.Superuser.ScalarAsync<string?>("SELECT output FROM flaky WHERE id = 1"));
+        Assert.Equal("running|public.reviews:sentiment", await db.Superuser.ScalarAsync<string>("SELECT state || '|' || task FROM llm.job WHERE id = $1", job));
+    }
+
+    [Fact]
     public async Task Every_function_in_llm_pins_its_search_path_and_none_of_the_queues_builds_sql_at_run_time()
     {
         await using var db = await _fixture.CreateDatabaseAsync();

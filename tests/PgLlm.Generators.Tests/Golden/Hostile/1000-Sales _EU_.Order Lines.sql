@@ -52,6 +52,7 @@ BEGIN
     SELECT j.row_key INTO v_key
       FROM llm.job AS j
      WHERE j.id = p_job_id AND j.state = 'running' AND j.attempt = p_attempt
+       AND j.task = 'Sales "EU".Order Lines:category' -- never another task's job: its row key names another table
        FOR UPDATE;
     IF NOT FOUND THEN
         RETURN 'lost';
@@ -186,6 +187,7 @@ BEGIN
     SELECT j.row_key INTO v_key
       FROM llm.job AS j
      WHERE j.id = p_job_id AND j.state = 'running' AND j.attempt = p_attempt
+       AND j.task = 'Sales "EU".Order Lines:shelf_days' -- never another task's job: its row key names another table
        FOR UPDATE;
     IF NOT FOUND THEN
         RETURN 'lost';

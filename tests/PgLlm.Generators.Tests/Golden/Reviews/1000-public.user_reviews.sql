@@ -52,6 +52,7 @@ BEGIN
     SELECT j.row_key INTO v_key
       FROM llm.job AS j
      WHERE j.id = p_job_id AND j.state = 'running' AND j.attempt = p_attempt
+       AND j.task = 'public.user_reviews:sentiment' -- never another task's job: its row key names another table
        FOR UPDATE;
     IF NOT FOUND THEN
         RETURN 'lost';
@@ -186,6 +187,7 @@ BEGIN
     SELECT j.row_key INTO v_key
       FROM llm.job AS j
      WHERE j.id = p_job_id AND j.state = 'running' AND j.attempt = p_attempt
+       AND j.task = 'public.user_reviews:emotion+user_review_es' -- never another task's job: its row key names another table
        FOR UPDATE;
     IF NOT FOUND THEN
         RETURN 'lost';

@@ -52,6 +52,7 @@ BEGIN
     SELECT j.row_key INTO v_key
       FROM llm.job AS j
      WHERE j.id = p_job_id AND j.state = 'running' AND j.attempt = p_attempt
+       AND j.task = 'public.receipts:note_mood' -- never another task's job: its row key names another table
        FOR UPDATE;
     IF NOT FOUND THEN
         RETURN 'lost';
@@ -186,6 +187,7 @@ BEGIN
     SELECT j.row_key INTO v_key
       FROM llm.job AS j
      WHERE j.id = p_job_id AND j.state = 'running' AND j.attempt = p_attempt
+       AND j.task = 'public.receipts:stars' -- never another task's job: its row key names another table
        FOR UPDATE;
     IF NOT FOUND THEN
         RETURN 'lost';
@@ -320,6 +322,7 @@ BEGIN
     SELECT j.row_key INTO v_key
       FROM llm.job AS j
      WHERE j.id = p_job_id AND j.state = 'running' AND j.attempt = p_attempt
+       AND j.task = 'public.receipts:tags' -- never another task's job: its row key names another table
        FOR UPDATE;
     IF NOT FOUND THEN
         RETURN 'lost';
@@ -454,6 +457,7 @@ BEGIN
     SELECT j.row_key INTO v_key
       FROM llm.job AS j
      WHERE j.id = p_job_id AND j.state = 'running' AND j.attempt = p_attempt
+       AND j.task = 'public.receipts:codes' -- never another task's job: its row key names another table
        FOR UPDATE;
     IF NOT FOUND THEN
         RETURN 'lost';
@@ -588,6 +592,7 @@ BEGIN
     SELECT j.row_key INTO v_key
       FROM llm.job AS j
      WHERE j.id = p_job_id AND j.state = 'running' AND j.attempt = p_attempt
+       AND j.task = 'public.receipts:origin' -- never another task's job: its row key names another table
        FOR UPDATE;
     IF NOT FOUND THEN
         RETURN 'lost';
@@ -722,6 +727,7 @@ BEGIN
     SELECT j.row_key INTO v_key
       FROM llm.job AS j
      WHERE j.id = p_job_id AND j.state = 'running' AND j.attempt = p_attempt
+       AND j.task = 'public.receipts:is_refund' -- never another task's job: its row key names another table
        FOR UPDATE;
     IF NOT FOUND THEN
         RETURN 'lost';
@@ -856,6 +862,7 @@ BEGIN
     SELECT j.row_key INTO v_key
       FROM llm.job AS j
      WHERE j.id = p_job_id AND j.state = 'running' AND j.attempt = p_attempt
+       AND j.task = 'public.receipts:written_at' -- never another task's job: its row key names another table
        FOR UPDATE;
     IF NOT FOUND THEN
         RETURN 'lost';
@@ -990,6 +997,7 @@ BEGIN
     SELECT j.row_key INTO v_key
       FROM llm.job AS j
      WHERE j.id = p_job_id AND j.state = 'running' AND j.attempt = p_attempt
+       AND j.task = 'public.receipts:scan_text' -- never another task's job: its row key names another table
        FOR UPDATE;
     IF NOT FOUND THEN
         RETURN 'lost';
@@ -1124,6 +1132,7 @@ BEGIN
     SELECT j.row_key INTO v_key
       FROM llm.job AS j
      WHERE j.id = p_job_id AND j.state = 'running' AND j.attempt = p_attempt
+       AND j.task = 'public.receipts:totals' -- never another task's job: its row key names another table
        FOR UPDATE;
     IF NOT FOUND THEN
         RETURN 'lost';
