@@ -106,7 +106,11 @@ internal sealed class Suite
             await MeasurePeakRssAsync();
         }
 
-        _results["backfill_rows_per_s"] = "not available";
+        if (_settings.Runs("backfill"))
+        {
+            await MeasureBackfillAsync();
+        }
+
         _results["load_average_at_end"] = LoadAverage();
     }
 
@@ -483,6 +487,51 @@ internal sealed class Suite
     // ---------------------------------------------------------------------------------------------
     // Plumbing
     // ---------------------------------------------------------------------------------------------
+
+    /// <summary>
+    /// Existing rows enqueued by llm.backfill (what `pgllm backfill` runs), batch after batch until done:
+    /// the rows are inserted with the triggers off, so every one of them is the backfill's to enqueue.
+    /// </summary>
+    private async Task MeasureBackfillAsync()
+    {
+        await ResetAsync();
+        await _db.ExecuteAsync("ALTER TABLE public.bench_items DISABLE TRIGGER USER");
+        try
+        {
+            await _db.ExecuteAsync(
+                $"INSERT INTO public.bench_items (body) SELECT 'existing ' || g FROM generate_series(1, {_settings.BackfillRows}) AS g");
+        }
+        finally
+        {
+            await _db.ExecuteAsync("ALTER TABLE public.bench_items ENABLE TRIGGER USER");
+        }
+
+        await _db.ExecuteAsync("VACUUM ANALYZE public.bench_items");
+        var clock = Stopwatch.StartNew();
+        var batches = 0;
+        var maxBatches = (_settings.BackfillRows / BackfillBatch) + 10;
+        var done = false;
+        while (!done && batches < maxBatches)
+        {
+            done = await _db.ScalarAsync<bool>(
+                $"SELECT done FROM llm.backfill('public.bench_items:label', p_only_empty => true, p_batch => {BackfillBatch})");
+            batches++;
+        }
+
+        var elapsed = clock.Elapsed.TotalSeconds;
+        var enqueued = await _db.ScalarAsync<long>("SELECT count(*) FROM llm.job WHERE state = 'pending'");
+        if (!done || enqueued != _settings.BackfillRows)
+        {
+            throw new InvalidOperationException($"backfill did not finish: {enqueued} of {_settings.BackfillRows} rows enqueued after {batches} batches");
+        }
+
+        _results["backfill_rows"] = enqueued;
+        _results["backfill_rows_per_s"] = Math.Round(enqueued / elapsed, 0);
+        Progress($"backfill: {enqueued} rows enqueued in {batches} batches of {BackfillBatch}, {elapsed:0.0} s, {enqueued / elapsed:0} rows/s");
+        await ResetAsync();
+    }
+
+    private const int BackfillBatch = 10_000;
 
     private async Task ResetAsync()
     {

@@ -41,6 +41,9 @@ internal sealed record SuiteSettings
 
     public int RssJobs => Quick ? 10_000 : 100_000;
 
+    /// <summary>Existing rows a backfill enqueues: 1,000,000 in the full run.</summary>
+    public int BackfillRows => Quick ? 50_000 : 1_000_000;
+
     public bool Runs(string group) => Only is null || string.Equals(Only, group, StringComparison.OrdinalIgnoreCase);
 
     public static SuiteSettings Parse(string[] args)

@@ -48,21 +48,7 @@ public sealed class PgLlmFixture : IAsyncLifetime
     /// <summary>A worker against the local endpoint, with test-friendly timings.</summary>
     public PgLlmWorker CreateWorker(NpgsqlDataSource dataSource, Action<PgLlmWorkerOptions>? configure = null)
     {
-        var options = new PgLlmOptions
-        {
-            BaseUrl = Model.BaseUrl.ToString(),
-            ApiKey = Model.ApiKey,
-            Model = "test-model",
-            Worker = new PgLlmWorkerOptions
-            {
-                Concurrency = 8,
-                PollInterval = TimeSpan.FromMilliseconds(500),
-                RetryBaseDelay = TimeSpan.FromMilliseconds(20),
-                RetryMaxDelay = TimeSpan.FromMilliseconds(100),
-                ModelTimeout = TimeSpan.FromSeconds(30),
-                ShutdownGrace = TimeSpan.FromSeconds(5),
-            },
-        };
+        var options = TestOptions.For(Model);
         configure?.Invoke(options.Worker);
         return new PgLlmWorker(dataSource, ChatClientFactory.Create(options), Options.Create(options));
     }

@@ -37,21 +37,7 @@ internal static class Ops
     /// <summary>Settings pointing at the fixture's endpoint, with test-friendly timings.</summary>
     public static PgLlmOptions Options(PgLlmFixture fixture, Action<PgLlmOptions>? configure = null)
     {
-        var options = new PgLlmOptions
-        {
-            BaseUrl = fixture.Model.BaseUrl.ToString(),
-            ApiKey = fixture.Model.ApiKey,
-            Model = "test-model",
-            Worker = new PgLlmWorkerOptions
-            {
-                Concurrency = 8,
-                PollInterval = TimeSpan.FromMilliseconds(500),
-                RetryBaseDelay = TimeSpan.FromMilliseconds(20),
-                RetryMaxDelay = TimeSpan.FromMilliseconds(100),
-                ModelTimeout = TimeSpan.FromSeconds(30),
-                ShutdownGrace = TimeSpan.FromSeconds(5),
-            },
-        };
+        var options = TestOptions.For(fixture.Model);
         configure?.Invoke(options);
         return options;
     }

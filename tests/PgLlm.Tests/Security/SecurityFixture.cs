@@ -80,21 +80,7 @@ public sealed class SecurityFixture : IAsyncLifetime
     /// <summary>A worker against the local endpoint, connected through <paramref name="dataSource"/>.</summary>
     public PgLlmWorker CreateWorker(NpgsqlDataSource dataSource, Action<PgLlmWorkerOptions>? configure = null, ILogger<PgLlmWorker>? logger = null)
     {
-        var options = new PgLlmOptions
-        {
-            BaseUrl = Model.BaseUrl.ToString(),
-            ApiKey = Model.ApiKey,
-            Model = "test-model",
-            Worker = new PgLlmWorkerOptions
-            {
-                Concurrency = 4,
-                PollInterval = TimeSpan.FromMilliseconds(500),
-                RetryBaseDelay = TimeSpan.FromMilliseconds(20),
-                RetryMaxDelay = TimeSpan.FromMilliseconds(100),
-                ModelTimeout = TimeSpan.FromSeconds(30),
-                ShutdownGrace = TimeSpan.FromSeconds(5),
-            },
-        };
+        var options = TestOptions.For(Model, concurrency: 4);
         configure?.Invoke(options.Worker);
         return new PgLlmWorker(dataSource, ChatClientFactory.Create(options), Options.Create(options), logger);
     }
