@@ -18,10 +18,13 @@ internal sealed class ModelCaller
     private readonly string? _defaultModel;
     private readonly ConditionalWeakTable<TaskDefinition, ChatOptions> _options = new();
 
-    public ModelCaller(IChatClient chatClient, string? defaultModel)
+    private readonly int _maxPromptBytes;
+
+    public ModelCaller(IChatClient chatClient, string? defaultModel, int maxPromptBytes)
     {
         _chatClient = chatClient;
         _defaultModel = defaultModel;
+        _maxPromptBytes = maxPromptBytes;
     }
 
     public async Task<ModelAnswer> AskAsync(TaskDefinition task, JsonElement inputs, CancellationToken cancellationToken)
@@ -33,7 +36,7 @@ internal sealed class ModelCaller
         }
 
         // Row values travel as data: rendered once into the user message, images as image parts.
-        messages.Add(new ChatMessage(ChatRole.User, PromptContent.Build(task, inputs)));
+        messages.Add(new ChatMessage(ChatRole.User, PromptContent.Build(task, inputs, _maxPromptBytes)));
         var options = _options.GetValue(task, BuildOptions);
         var response = await _chatClient.GetResponseAsync(messages, options, cancellationToken).ConfigureAwait(false);
         var json = Validate(task, response.Text);

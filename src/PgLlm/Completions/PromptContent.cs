@@ -3,6 +3,7 @@ using System.Text;
 using System.Text.Json;
 using Microsoft.Extensions.AI;
 using PgLlm.Queue;
+using PgLlm.Worker;
 
 namespace PgLlm.Completions;
 
@@ -16,9 +17,15 @@ internal sealed class InvalidInputException(string message) : Exception(message)
 /// </summary>
 internal static class PromptContent
 {
-    public static List<AIContent> Build(TaskDefinition task, JsonElement values)
+    /// <summary>
+    /// The user message's parts. Throws <see cref="PromptTooLargeException"/> when the rendered prompt (the
+    /// text with each image value counted as written in the row) exceeds <paramref name="maxPromptBytes"/>
+    /// UTF-8 bytes, before any image is decoded and without rendering the prompt a second time.
+    /// </summary>
+    public static List<AIContent> Build(TaskDefinition task, JsonElement values, int maxPromptBytes = int.MaxValue)
     {
-        var contents = new List<AIContent>();
+        // Text runs and image values, in prompt order.
+        var pieces = new List<(string Text, string? ImageColumn)>();
         var text = new StringBuilder();
         foreach (var (literal, placeholder) in task.Prompt.Parts)
         {
@@ -42,25 +49,31 @@ internal static class PromptContent
 
             if (text.Length > 0)
             {
-                contents.Add(new TextContent(text.ToString()));
+                pieces.Add((text.ToString(), null));
                 text.Clear();
             }
 
-            contents.Add(Image(placeholder, value));
+            pieces.Add((value.ValueKind == JsonValueKind.String ? value.GetString()! : value.GetRawText(), placeholder));
         }
 
-        if (text.Length > 0 || contents.Count == 0)
+        if (text.Length > 0 || pieces.Count == 0)
         {
-            contents.Add(new TextContent(text.ToString()));
+            pieces.Add((text.ToString(), null));
+        }
+
+        PromptTooLargeException.ThrowIfOver(pieces.ConvertAll(p => p.Text), maxPromptBytes);
+        var contents = new List<AIContent>(pieces.Count);
+        foreach (var (pieceText, imageColumn) in pieces)
+        {
+            contents.Add(imageColumn is null ? new TextContent(pieceText) : Image(imageColumn, pieceText));
         }
 
         return contents;
     }
 
     /// <summary>An image column's value: an http(s) URL, a data URL, or bytea (which reaches JSON as <c>\x</c> hex).</summary>
-    internal static AIContent Image(string column, JsonElement value)
+    internal static AIContent Image(string column, string text)
     {
-        var text = value.ValueKind == JsonValueKind.String ? value.GetString()! : value.GetRawText();
         if (text.StartsWith("\\x", StringComparison.Ordinal))
         {
             byte[] bytes;

@@ -63,7 +63,7 @@ public sealed partial class PgLlmWorker : BackgroundService
         _logger = (ILogger?)logger ?? NullLogger.Instance;
         _queue = new JobQueue(dataSource);
         _registry = new TaskRegistry(dataSource);
-        _model = new ModelCaller(MeteredChatClient.Wrap(chatClient), options.Value.Model);
+        _model = new ModelCaller(MeteredChatClient.Wrap(chatClient), options.Value.Model, _options.MaxPromptBytes);
         _redactor = new SecretRedactor(options.Value.ApiKey);
         _workerId = _options.WorkerId ?? $"{Environment.MachineName}:{Environment.ProcessId}:{Guid.NewGuid().ToString("N")[..8]}";
     }
@@ -300,8 +300,6 @@ public sealed partial class PgLlmWorker : BackgroundService
         var (job, task, inputs) = work;
         try
         {
-            // Image parts count at their encoded size too: the limit bounds what one job sends.
-            PromptTooLargeException.ThrowIfOver(task.Prompt.Render(inputs.Values), _options.MaxPromptBytes);
             ModelAnswer answer;
             using (var timeout = CancellationTokenSource.CreateLinkedTokenSource(jobsToken))
             {

@@ -10,15 +10,29 @@ namespace PgLlm.Worker;
 internal sealed class PromptTooLargeException(string message) : Exception(message)
 {
     /// <summary>Throws when <paramref name="prompt"/> is more than <paramref name="maxBytes"/> UTF-8 bytes.</summary>
-    public static void ThrowIfOver(string prompt, int maxBytes)
+    public static void ThrowIfOver(string prompt, int maxBytes) => ThrowIfOver([prompt], maxBytes);
+
+    /// <summary>Throws when the concatenation of <paramref name="pieces"/> is more than <paramref name="maxBytes"/> UTF-8 bytes.</summary>
+    public static void ThrowIfOver(IReadOnlyCollection<string> pieces, int maxBytes)
     {
         // Cheap exit: a UTF-8 character is at most 3 bytes per UTF-16 unit.
-        if ((long)prompt.Length * 3 <= maxBytes)
+        long length = 0;
+        foreach (var piece in pieces)
+        {
+            length += piece.Length;
+        }
+
+        if (length * 3 <= maxBytes)
         {
             return;
         }
 
-        var bytes = Encoding.UTF8.GetByteCount(prompt);
+        long bytes = 0;
+        foreach (var piece in pieces)
+        {
+            bytes += Encoding.UTF8.GetByteCount(piece);
+        }
+
         if (bytes > maxBytes)
         {
             throw new PromptTooLargeException(string.Create(
