@@ -13,9 +13,6 @@ namespace PgLlm.Generators.Sql;
 /// </summary>
 internal static class TableScriptEmitter
 {
-    /// <summary>The NOTIFY channel the triggers wake workers on.</summary>
-    public const string JobsChannel = "pgllm_jobs";
-
     /// <summary>The worker's group role (created by the core script); the only grantee of the inputs and complete functions.</summary>
     public const string WorkerRole = "pgllm_worker";
 

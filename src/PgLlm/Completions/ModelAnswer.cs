@@ -17,6 +17,7 @@ internal sealed class ModelCaller
     private readonly IChatClient _chatClient;
     private readonly string? _defaultModel;
     private readonly ConditionalWeakTable<TaskDefinition, ChatOptions> _options = new();
+    private readonly ConditionalWeakTable<TaskDefinition, ChatOptions>.CreateValueCallback _buildOptions;
 
     private readonly int _maxPromptBytes;
 
@@ -25,6 +26,7 @@ internal sealed class ModelCaller
         _chatClient = chatClient;
         _defaultModel = defaultModel;
         _maxPromptBytes = maxPromptBytes;
+        _buildOptions = BuildOptions;
     }
 
     public async Task<ModelAnswer> AskAsync(TaskDefinition task, JsonElement inputs, CancellationToken cancellationToken)
@@ -37,7 +39,7 @@ internal sealed class ModelCaller
 
         // Row values travel as data: rendered once into the user message, images as image parts.
         messages.Add(new ChatMessage(ChatRole.User, PromptContent.Build(task, inputs, _maxPromptBytes)));
-        var options = _options.GetValue(task, BuildOptions);
+        var options = _options.GetValue(task, _buildOptions);
         var response = await _chatClient.GetResponseAsync(messages, options, cancellationToken).ConfigureAwait(false);
         var json = Validate(task, response.Text);
         return new ModelAnswer(json, ToInt(response.Usage?.InputTokenCount), ToInt(response.Usage?.OutputTokenCount));
