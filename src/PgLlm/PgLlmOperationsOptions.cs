@@ -75,4 +75,11 @@ public sealed class PgLlmEndpointOptions
 
     /// <summary>The endpoint's own limits (each endpoint has its own budget and its own 429 pause).</summary>
     public PgLlmRateLimitOptions RateLimit { get; set; } = new();
+
+    /// <summary>
+    /// Most calls to this endpoint in flight at once in one worker; null for <see cref="PgLlmWorkerOptions.Concurrency"/>.
+    /// Each endpoint has its own slots: a slow or failing endpoint fills only its own, and the worker goes on
+    /// claiming the tasks of the others.
+    /// </summary>
+    public int? Concurrency { get; set; }
 }

@@ -43,7 +43,10 @@ public sealed class PgLlmOptions
 /// <summary>How the worker drains the queue.</summary>
 public sealed class PgLlmWorkerOptions
 {
-    /// <summary>Model calls in flight at once.</summary>
+    /// <summary>
+    /// Model calls in flight at once, per endpoint: the default endpoint's, and each named endpoint's unless
+    /// it sets its own (<see cref="PgLlmEndpointOptions.Concurrency"/>).
+    /// </summary>
     public int Concurrency { get; set; } = 16;
 
     /// <summary>Most jobs claimed in one statement.</summary>

@@ -58,23 +58,30 @@ public sealed class EndpointRouterChatClient : IChatClient
     /// <summary>The endpoint name and model a requested model resolves to (endpoint null: the default endpoint).</summary>
     internal (string? Endpoint, string? Model) Resolve(string? model)
     {
+        var endpoint = EndpointOf(model, _endpoints.ContainsKey);
+        return endpoint is null ? (null, model)
+            : endpoint.Length == model!.Length ? (endpoint, _endpoints[endpoint].Model)
+            : (endpoint, model[(endpoint.Length + 1)..]);
+    }
+
+    /// <summary>
+    /// The named endpoint a task's model is sent to: the model itself when it names an endpoint, the part
+    /// before the first <c>/</c> when that names one; null for the default endpoint.
+    /// </summary>
+    internal static string? EndpointOf(string? model, Func<string, bool> isEndpoint)
+    {
         if (model is null)
         {
-            return (null, null);
+            return null;
         }
 
-        if (_endpoints.TryGetValue(model, out var exact))
+        if (isEndpoint(model))
         {
-            return (model, exact.Model);
+            return model;
         }
 
         var slash = model.IndexOf('/', StringComparison.Ordinal);
-        if (slash > 0 && _endpoints.ContainsKey(model[..slash]))
-        {
-            return (model[..slash], model[(slash + 1)..]);
-        }
-
-        return (null, model);
+        return slash > 0 && isEndpoint(model[..slash]) ? model[..slash] : null;
     }
 
     private (IChatClient Client, ChatOptions? Options) Route(ChatOptions? options)

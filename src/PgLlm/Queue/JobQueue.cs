@@ -31,6 +31,15 @@ internal static class FailureKindExtensions
 }
 
 /// <summary>
+/// Which tasks a claim may take: only those in <see cref="Only"/> (when set) and none in <see cref="Except"/>
+/// (when set). <see cref="Any"/> takes every task.
+/// </summary>
+internal sealed record TaskFilter(string[]? Only, string[]? Except)
+{
+    public static readonly TaskFilter Any = new(null, null);
+}
+
+/// <summary>
 /// A claimed job with its inputs: none when the row is gone or a required input is null, or when they
 /// could not be read (<paramref name="InputsError"/>).
 /// </summary>
@@ -58,14 +67,17 @@ internal sealed class JobQueue
     /// <summary>
     /// Claims up to <paramref name="limit"/> jobs and reads the current values their prompts read, in one
     /// round trip (<c>llm.claim_with_inputs</c>). The attempt is counted and committed with the claim.
+    /// <paramref name="filter"/> limits the claim to some tasks (<see cref="TaskFilter.Any"/>: every task).
     /// </summary>
-    public async Task<IReadOnlyList<ClaimedWork>> ClaimAsync(string workerId, int limit, TimeSpan lease, CancellationToken cancellationToken)
+    public async Task<IReadOnlyList<ClaimedWork>> ClaimAsync(string workerId, int limit, TimeSpan lease, TaskFilter filter, CancellationToken cancellationToken)
     {
         await using var command = _dataSource.CreateCommand(
-            "SELECT id, task, attempt, max_attempts, inputs, inputs_hash, inputs_error FROM llm.claim_with_inputs($1, $2, $3)");
+            "SELECT id, task, attempt, max_attempts, inputs, inputs_hash, inputs_error FROM llm.claim_with_inputs($1, $2, $3, $4, $5)");
         command.Parameters.Add(new NpgsqlParameter<string> { TypedValue = workerId });
         command.Parameters.Add(new NpgsqlParameter<int> { TypedValue = limit });
         command.Parameters.Add(new NpgsqlParameter<double> { TypedValue = lease.TotalSeconds });
+        command.Parameters.Add(new NpgsqlParameter { Value = (object?)filter.Only ?? DBNull.Value, NpgsqlDbType = NpgsqlDbType.Array | NpgsqlDbType.Text });
+        command.Parameters.Add(new NpgsqlParameter { Value = (object?)filter.Except ?? DBNull.Value, NpgsqlDbType = NpgsqlDbType.Array | NpgsqlDbType.Text });
         var claimed = new List<ClaimedWork>(limit);
         await using var reader = await command.ExecuteReaderAsync(cancellationToken).ConfigureAwait(false);
         while (await reader.ReadAsync(cancellationToken).ConfigureAwait(false))

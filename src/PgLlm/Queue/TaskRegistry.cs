@@ -32,6 +32,17 @@ internal sealed class TaskRegistry : IDisposable
         return _tasks.GetValueOrDefault(name);
     }
 
+    /// <summary>Every registered task, reloading the registry first if it is stale.</summary>
+    public async ValueTask<IReadOnlyDictionary<string, TaskDefinition>> AllAsync(CancellationToken cancellationToken)
+    {
+        if (_stale)
+        {
+            await ReloadAsync(cancellationToken).ConfigureAwait(false);
+        }
+
+        return _tasks;
+    }
+
     public async Task ReloadAsync(CancellationToken cancellationToken)
     {
         await _loadLock.WaitAsync(cancellationToken).ConfigureAwait(false);

@@ -37,6 +37,7 @@ public sealed partial class PgLlmWorker : BackgroundService
     private readonly string _workerId;
     private readonly WakeSignal _wake = new();
     private readonly SecretRedactor _redactor;
+    private readonly EndpointLanes _lanes;
 
     /// <summary>Creates a worker.</summary>
     /// <param name="dataSource">The database holding the queue.</param>
@@ -65,6 +66,7 @@ public sealed partial class PgLlmWorker : BackgroundService
         _registry = new TaskRegistry(dataSource);
         _model = new ModelCaller(MeteredChatClient.Wrap(chatClient), options.Value.Model, _options.MaxPromptBytes);
         _redactor = new SecretRedactor(options.Value.ApiKey);
+        _lanes = new EndpointLanes(options.Value);
         _workerId = _options.WorkerId ?? $"{Environment.MachineName}:{Environment.ProcessId}:{Guid.NewGuid().ToString("N")[..8]}";
     }
 
@@ -91,7 +93,9 @@ public sealed partial class PgLlmWorker : BackgroundService
         var listener = untilIdle ? Task.CompletedTask : Task.Run(() => ListenAsync(listenCancellation.Token), CancellationToken.None);
         var writeBacks = new WriteBackBatcher(_queue);
         var sleep = new SleepAdvertisement(_dataSource, _workerId);
-        var slots = new SemaphoreSlim(_options.Concurrency, _options.Concurrency);
+        var lanes = _lanes.All;
+        var taken = new int[lanes.Count];
+        var started = new int[lanes.Count];
         var inFlight = new HashSet<Task>();
         var settled = 0;
         var nextMaintenance = Stopwatch.GetTimestamp();
@@ -101,15 +105,28 @@ public sealed partial class PgLlmWorker : BackgroundService
         {
             while (!stoppingToken.IsCancellationRequested)
             {
-                await slots.WaitAsync(stoppingToken).ConfigureAwait(false);
-                var wanted = 1;
-                while (wanted < _options.BatchSize && slots.Wait(0, CancellationToken.None))
+                // Take each endpoint's free slots, up to a batch each; with none free, wait for a job
+                // to finish (every finished job sets the wake signal after giving its slot back).
+                var anyFree = false;
+                for (var i = 0; i < lanes.Count; i++)
                 {
-                    wanted++;
+                    taken[i] = 0;
+                    started[i] = 0;
+                    while (taken[i] < _options.BatchSize && lanes[i].Slots.Wait(0, CancellationToken.None))
+                    {
+                        taken[i]++;
+                    }
+
+                    anyFree |= taken[i] > 0;
+                }
+
+                if (!anyFree)
+                {
+                    await _wake.WaitAsync(_options.PollInterval, stoppingToken).ConfigureAwait(false);
+                    continue;
                 }
 
                 // Every slot taken above is either handed to a started job or given back in finally.
-                var started = 0;
                 try
                 {
                     if (Stopwatch.GetElapsedTime(nextMaintenance) >= TimeSpan.Zero)
@@ -118,9 +135,51 @@ public sealed partial class PgLlmWorker : BackgroundService
                         await MaintainAsync(stoppingToken).ConfigureAwait(false);
                     }
 
-                    var jobs = await _queue.ClaimAsync(_workerId, wanted, _options.Lease, stoppingToken).ConfigureAwait(false);
-                    PgLlmMetrics.RecordClaimed(_workerId, jobs);
-                    if (jobs.Count == 0)
+                    if (_lanes.NeedsTasks)
+                    {
+                        _lanes.Update(await _registry.AllAsync(stoppingToken).ConfigureAwait(false));
+                    }
+
+                    var claimedAny = false;
+                    for (var i = 0; i < lanes.Count; i++)
+                    {
+                        var lane = lanes[i];
+                        if (taken[i] == 0 || !lane.CanClaim)
+                        {
+                            continue;
+                        }
+
+                        var jobs = await _queue.ClaimAsync(_workerId, taken[i], _options.Lease, lane.Filter, stoppingToken).ConfigureAwait(false);
+                        PgLlmMetrics.RecordClaimed(_workerId, jobs);
+                        claimedAny |= jobs.Count > 0;
+                        foreach (var work in await PrepareAsync(jobs, stoppingToken).ConfigureAwait(false))
+                        {
+                            var task = Task.Run(() => ProcessAsync(work, writeBacks, jobsCancellation.Token), CancellationToken.None);
+                            started[i]++;
+                            lock (inFlight)
+                            {
+                                inFlight.Add(task);
+                            }
+
+                            _ = task.ContinueWith(
+                                t =>
+                                {
+                                    lock (inFlight)
+                                    {
+                                        inFlight.Remove(t);
+                                    }
+
+                                    Interlocked.Increment(ref settled);
+                                    lane.Slots.Release();
+                                    _wake.Set();
+                                },
+                                CancellationToken.None,
+                                TaskContinuationOptions.ExecuteSynchronously,
+                                TaskScheduler.Default);
+                        }
+                    }
+
+                    if (!claimedAny)
                     {
                         int running;
                         lock (inFlight)
@@ -162,32 +221,6 @@ public sealed partial class PgLlmWorker : BackgroundService
                         continue;
                     }
 
-                    foreach (var work in await PrepareAsync(jobs, stoppingToken).ConfigureAwait(false))
-                    {
-                        var task = Task.Run(() => ProcessAsync(work, writeBacks, jobsCancellation.Token), CancellationToken.None);
-                        started++;
-                        lock (inFlight)
-                        {
-                            inFlight.Add(task);
-                        }
-
-                        _ = task.ContinueWith(
-                            t =>
-                            {
-                                lock (inFlight)
-                                {
-                                    inFlight.Remove(t);
-                                }
-
-                                Interlocked.Increment(ref settled);
-                                slots.Release();
-                                _wake.Set();
-                            },
-                            CancellationToken.None,
-                            TaskContinuationOptions.ExecuteSynchronously,
-                            TaskScheduler.Default);
-                    }
-
                     // Busy again: enqueuers stop notifying (each NOTIFY serializes their commits).
                     await sleep.WithdrawAsync(stoppingToken).ConfigureAwait(false);
                     failureDelay = TimeSpan.FromMilliseconds(200);
@@ -202,9 +235,12 @@ public sealed partial class PgLlmWorker : BackgroundService
                 }
                 finally
                 {
-                    if (wanted > started)
+                    for (var i = 0; i < lanes.Count; i++)
                     {
-                        slots.Release(wanted - started);
+                        if (taken[i] > started[i])
+                        {
+                            lanes[i].Slots.Release(taken[i] - started[i]);
+                        }
                     }
                 }
             }

@@ -10,7 +10,7 @@ namespace PgLlm.Generated
         /// <summary>The core schema: the queue, the task registry and the worker's functions.</summary>
         public static global::PgLlm.Migrations.PgLlmScript Core { get; } = new global::PgLlm.Migrations.PgLlmScript(
             @"0001-pgllm-core",
-            @"2734cae1e52e",
+            @"55e15ff20ced",
             global::PgLlm.Migrations.PgLlmScriptKind.Core,
             @"-- PgLlm core schema: the queue, the task registry and the functions the worker calls.
 -- Idempotent: re-applied as a whole whenever its content changes.
@@ -106,8 +106,11 @@ CREATE INDEX IF NOT EXISTS job_finished ON llm.job (finished_at) WHERE state IN 
 CREATE INDEX IF NOT EXISTS job_failed ON llm.job (task, id) WHERE state = 'failed';
 
 -- Claims up to p_limit ready jobs for one worker in one short statement. The attempt is counted
--- here and committed with the claim, so a failure can never roll the count back.
-CREATE OR REPLACE FUNCTION llm.claim(p_worker text, p_limit integer, p_lease_seconds double precision)
+-- here and committed with the claim, so a failure can never roll the count back. p_only / p_except
+-- (NULL: no filter) restrict the claim to some tasks: a worker with several model endpoints claims
+-- for each endpoint's free slots only the tasks that endpoint serves, so a slow endpoint's jobs
+-- never take the slots of another's.
+CREATE OR REPLACE FUNCTION llm.claim(p_worker text, p_limit integer, p_lease_seconds double precision, p_only text[], p_except text[])
 RETURNS TABLE (id bigint, task text, row_key jsonb, attempt integer, max_attempts integer)
 LANGUAGE sql
 SECURITY DEFINER
@@ -124,10 +127,22 @@ AS $fn$
      WHERE j.id = ANY (ARRAY(SELECT c.id
                                FROM llm.job AS c
                               WHERE c.state = 'pending' AND c.scheduled_at <= now()
+                                AND (p_only IS NULL OR c.task = ANY (p_only))
+                                AND (p_except IS NULL OR c.task <> ALL (p_except))
                               ORDER BY c.scheduled_at, c.id
                               LIMIT p_limit
                                 FOR UPDATE SKIP LOCKED))
  RETURNING j.id, j.task, j.row_key, j.attempt, j.max_attempts;
+$fn$;
+
+-- The claim of any task (the in-database worker's, and the signature of the first release).
+CREATE OR REPLACE FUNCTION llm.claim(p_worker text, p_limit integer, p_lease_seconds double precision)
+RETURNS TABLE (id bigint, task text, row_key jsonb, attempt integer, max_attempts integer)
+LANGUAGE sql
+SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $fn$
+    SELECT * FROM llm.claim(p_worker, p_limit, p_lease_seconds, NULL, NULL);
 $fn$;
 
 -- Moves a running job out of 'running' into p_state, recording p_error in its history. A job
@@ -434,7 +449,10 @@ $fn$;
 -- current values their prompts read (inputs NULL: the row is gone or a required input is null). A task
 -- whose inputs cannot be read (or that is no longer registered) comes back with inputs_error set and no
 -- inputs; its jobs are still claimed, so the worker settles them and other tasks are not held up.
-CREATE OR REPLACE FUNCTION llm.claim_with_inputs(p_worker text, p_limit integer, p_lease_seconds double precision)
+-- p_only / p_except as in llm.claim. (Its first release had no filters: that signature is dropped.)
+DROP FUNCTION IF EXISTS llm.claim_with_inputs(text, integer, double precision);
+CREATE OR REPLACE FUNCTION llm.claim_with_inputs(p_worker text, p_limit integer, p_lease_seconds double precision,
+                                                 p_only text[] DEFAULT NULL, p_except text[] DEFAULT NULL)
 RETURNS TABLE (id bigint, task text, attempt integer, max_attempts integer, inputs text, inputs_hash text, inputs_error text)
 LANGUAGE plpgsql
 SET search_path = pg_catalog, pg_temp
@@ -453,7 +471,7 @@ DECLARE
 BEGIN
     SELECT array_agg(c.id ORDER BY c.id), array_agg(c.task ORDER BY c.id), array_agg(c.attempt ORDER BY c.id), array_agg(c.max_attempts ORDER BY c.id)
       INTO v_ids, v_tasks, v_attempts, v_max_attempts
-      FROM llm.claim(p_worker, p_limit, p_lease_seconds) AS c;
+      FROM llm.claim(p_worker, p_limit, p_lease_seconds, p_only, p_except) AS c;
     IF v_ids IS NULL THEN
         RETURN;
     END IF;
@@ -678,6 +696,7 @@ REVOKE ALL ON ALL FUNCTIONS IN SCHEMA llm FROM PUBLIC;
 GRANT USAGE ON SCHEMA llm TO pgllm_worker;
 GRANT SELECT ON llm.task, llm.job TO pgllm_worker;
 GRANT EXECUTE ON FUNCTION llm.claim(text, integer, double precision),
+                          llm.claim(text, integer, double precision, text[], text[]),
                           llm.fail(bigint, integer, text, double precision, text),
                           llm.skip(bigint, integer, text),
                           llm.release(bigint, integer),
@@ -686,7 +705,7 @@ GRANT EXECUTE ON FUNCTION llm.claim(text, integer, double precision),
    TO pgllm_worker;
 -- The batched calls run with the worker's own rights: they reach the queue only through the
 -- functions above and the task's generated functions (named by the registry, granted per table).
-GRANT EXECUTE ON FUNCTION llm.claim_with_inputs(text, integer, double precision),
+GRANT EXECUTE ON FUNCTION llm.claim_with_inputs(text, integer, double precision, text[], text[]),
                           llm.complete_batch(text[], bigint[], integer[], text[], jsonb[], integer[], integer[]),
                           llm.worker_sleeps(text),
                           llm.worker_wakes(text),
