@@ -156,6 +156,9 @@ public sealed class RateLimitingChatClient : DelegatingChatClient
     {
         switch (exception)
         {
+            case ModelEndpointException { Status: 429 } endpoint:
+                retryAfter = endpoint.RetryAfter;
+                return true;
             case ClientResultException { Status: 429 } client:
                 retryAfter = FailureClassifier.RetryAfter(client);
                 return true;

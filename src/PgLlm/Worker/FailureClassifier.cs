@@ -1,5 +1,4 @@
 using System.ClientModel;
-using System.Globalization;
 using Npgsql;
 using PgLlm.Completions;
 using PgLlm.Queue;
@@ -24,24 +23,26 @@ internal static class FailureClassifier
             new(FailureKind.Invalid, $"the answer does not fit the columns: {pg.MessageText} ({pg.SqlState})", null),
         NpgsqlException db => new(FailureKind.Transient, "database error: " + db.Message, null),
         HttpRequestException http => new(FailureKind.Transient, "model endpoint unreachable: " + http.Message, null),
+        ModelEndpointException endpoint => FromStatus(endpoint.Status, endpoint.Detail, endpoint.RetryAfter),
+        // A user-supplied OpenAI SDK client reports statuses this way.
         ClientResultException client => FromStatus(client),
         _ => new(FailureKind.Transient, $"{exception.GetType().Name}: {exception.Message}", null),
     };
 
-    private static Failure FromStatus(ClientResultException exception)
-    {
-        var status = exception.Status;
-        var message = $"model endpoint returned HTTP {status}: {FirstLine(exception.Message)}";
-        if (status == 0)
-        {
-            return new(FailureKind.Transient, "model endpoint unreachable: " + FirstLine(exception.Message), null);
-        }
+    private static Failure FromStatus(ClientResultException exception) =>
+        exception.Status == 0
+            ? new(FailureKind.Transient, "model endpoint unreachable: " + FirstLine(exception.Message), null)
+            : FromStatus(exception.Status, exception.Message, RetryAfter(exception));
 
+    /// <summary>408, 429 and 5xx are retried (after the endpoint's Retry-After, if any); any other status fails the job.</summary>
+    private static Failure FromStatus(int status, string detail, TimeSpan? retryAfter)
+    {
+        var message = $"model endpoint returned HTTP {status}: {FirstLine(detail)}";
         var transient = status is 408 or 429 or >= 500;
-        return new(transient ? FailureKind.Transient : FailureKind.Permanent, message, transient ? RetryAfter(exception) : null);
+        return new(transient ? FailureKind.Transient : FailureKind.Permanent, message, transient ? retryAfter : null);
     }
 
-    /// <summary>Reads <c>retry-after-ms</c> or <c>Retry-After</c> (seconds or an HTTP date).</summary>
+    /// <summary>Reads <c>retry-after-ms</c> or <c>Retry-After</c> (seconds or an HTTP date) of the SDK's failed response.</summary>
     internal static TimeSpan? RetryAfter(ClientResultException exception)
     {
         var headers = exception.GetRawResponse()?.Headers;
@@ -50,27 +51,10 @@ internal static class FailureClassifier
             return null;
         }
 
-        if (headers.TryGetValue("retry-after-ms", out var milliseconds)
-            && double.TryParse(milliseconds, NumberStyles.Float, CultureInfo.InvariantCulture, out var ms) && ms >= 0)
-        {
-            return TimeSpan.FromMilliseconds(ms);
-        }
-
-        if (headers.TryGetValue("Retry-After", out var value) && value is not null)
-        {
-            if (double.TryParse(value, NumberStyles.Float, CultureInfo.InvariantCulture, out var seconds) && seconds >= 0)
-            {
-                return TimeSpan.FromSeconds(seconds);
-            }
-
-            if (DateTimeOffset.TryParse(value, CultureInfo.InvariantCulture, DateTimeStyles.AssumeUniversal, out var date))
-            {
-                var wait = date - DateTimeOffset.UtcNow;
-                return wait > TimeSpan.Zero ? wait : TimeSpan.Zero;
-            }
-        }
-
-        return null;
+        return ModelEndpointException.ParseRetryAfter(
+            headers.TryGetValue("retry-after-ms", out var milliseconds) ? milliseconds : null,
+            headers.TryGetValue("Retry-After", out var value) ? value : null,
+            DateTimeOffset.UtcNow);
     }
 
     private static string FirstLine(string text)
