@@ -18,4 +18,12 @@ if (args is ["worker", ..])
 }
 
 var settings = SuiteSettings.Parse(args);
-return await Suite.RunAsync(settings);
+try
+{
+    return await Suite.RunAsync(settings);
+}
+catch (Exception) when (Suite.Interrupted is { } interrupted)
+{
+    // Ctrl+C or SIGTERM: the measurement in progress failed because its PostgreSQL was stopped.
+    return await interrupted;
+}

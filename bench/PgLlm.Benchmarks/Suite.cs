@@ -1,6 +1,7 @@
 using System.Collections.Concurrent;
 using System.Diagnostics;
 using System.Globalization;
+using System.Runtime.InteropServices;
 using System.Text.Json;
 using System.Text.Json.Nodes;
 using Npgsql;
@@ -33,6 +34,32 @@ internal sealed class Suite
 
     private static readonly WorkerSettings SlowModelWorker = new(Concurrency: 128, BatchSize: 64);
 
+    private static readonly TaskCompletionSource<int> Interruption = new(TaskCreationOptions.RunContinuationsAsynchronously);
+
+    /// <summary>Set when a signal interrupted the run; completes with the exit code once PostgreSQL is stopped.</summary>
+    public static Task<int>? Interrupted { get; private set; }
+
+    private static void StopOnSignal(PosixSignalContext context, LocalPostgres postgres, int exitCode)
+    {
+        // Keep the process alive until the server is stopped; the run then fails and Main returns the code.
+        context.Cancel = true;
+        if (Interrupted is not null)
+        {
+            return;
+        }
+
+        Interrupted = Interruption.Task;
+        Console.Error.WriteLine("interrupted: stopping the benchmark's PostgreSQL; no results are written");
+        try
+        {
+            postgres.DisposeAsync().AsTask().GetAwaiter().GetResult();
+        }
+        finally
+        {
+            Interruption.TrySetResult(exitCode);
+        }
+    }
+
     public static async Task<int> RunAsync(SuiteSettings settings)
     {
         var started = Stopwatch.StartNew();
@@ -40,6 +67,10 @@ internal sealed class Suite
         postgresOptions.Settings["shared_buffers"] = "256MB";
         postgresOptions.Settings["pg_stat_statements.track"] = "all";
         await using var postgres = await LocalPostgres.StartAsync(postgresOptions);
+        // Interrupted (Ctrl+C, SIGTERM): stop the throwaway server before the process ends, so no
+        // PostgreSQL is left running. The worker process stops by itself when its input closes.
+        using var onInterrupt = PosixSignalRegistration.Create(PosixSignal.SIGINT, c => StopOnSignal(c, postgres, 130));
+        using var onTerminate = PosixSignalRegistration.Create(PosixSignal.SIGTERM, c => StopOnSignal(c, postgres, 143));
         await using var model = await LocalModelServer.StartAsync(new LocalModelServerOptions { RecordRequests = false });
         await using var db = NpgsqlDataSource.Create(new NpgsqlConnectionStringBuilder(await postgres.CreateDatabaseAsync("bench"))
         {
