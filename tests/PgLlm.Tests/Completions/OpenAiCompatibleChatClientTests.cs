@@ -456,6 +456,18 @@ public sealed class OpenAiCompatibleChatClientTests
         Assert.StartsWith("model endpoint unreachable", FailureClassifier.Classify(error).Message, StringComparison.Ordinal);
     }
 
+    [Fact]
+    public async Task The_factory_builds_this_client_behind_the_rate_limiter_and_the_worker_sees_its_answers()
+    {
+        await using var server = await LocalModelServer.StartAsync();
+        using var client = ChatClientFactory.Create(TestOptions.For(server));
+
+        Assert.NotNull(client.GetService<OpenAiCompatibleChatClient>());
+        Assert.NotNull(client.GetService<RateLimitingChatClient>());
+        var response = await client.GetResponseAsync(Prompt("The food was great"), TaskOptions());
+        Assert.Equal(DeterministicModel.Answer(Assert.Single(server.Requests)), response.Text);
+    }
+
     private static string Completion(string content) => JsonSerializer.Serialize(new
     {
         id = "chatcmpl-raw",
