@@ -96,20 +96,28 @@ CREATE INDEX IF NOT EXISTS job_failed ON llm.job (task, id) WHERE state = 'faile
 -- (NULL: no filter) restrict the claim to some tasks: a worker with several model endpoints claims
 -- for each endpoint's free slots only the tasks that endpoint serves, so a slow endpoint's jobs
 -- never take the slots of another's.
+-- PL/pgSQL so that its plans are cached (an SQL function's statements are planned at every call).
+-- The only good plan walks job_ready in order and stops at p_limit; with the filters (whose
+-- selectivity the planner cannot know) it would otherwise sort every ready job first, hence the
+-- planner settings.
 CREATE OR REPLACE FUNCTION llm.claim(p_worker text, p_limit integer, p_lease_seconds double precision, p_only text[], p_except text[])
 RETURNS TABLE (id bigint, task text, row_key jsonb, attempt integer, max_attempts integer)
-LANGUAGE sql
+LANGUAGE plpgsql
 SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
+SET enable_sort = off
+SET enable_bitmapscan = off
 AS $fn$
+BEGIN
+    RETURN QUERY
     UPDATE llm.job AS j
        SET state = 'running',
            attempt = j.attempt + 1,
            attempted_at = now(),
            locked_by = p_worker,
            lease_until = now() + make_interval(secs => p_lease_seconds)
-     -- = ANY (ARRAY(...)) rather than a join: the cached generic plan cannot know p_limit and would
-     -- otherwise hash-join against a scan of the whole queue, history included.
+     -- = ANY (ARRAY(...)) rather than a join: a generic plan cannot know p_limit and would otherwise
+     -- hash-join against a scan of the whole queue, history included.
      WHERE j.id = ANY (ARRAY(SELECT c.id
                                FROM llm.job AS c
                               WHERE c.state = 'pending' AND c.scheduled_at <= now()
@@ -119,6 +127,7 @@ AS $fn$
                               LIMIT p_limit
                                 FOR UPDATE SKIP LOCKED))
  RETURNING j.id, j.task, j.row_key, j.attempt, j.max_attempts;
+END
 $fn$;
 
 -- The claim of any task (the in-database worker's, and the signature of the first release).
@@ -341,6 +350,8 @@ DECLARE
     v_function regproc;
 BEGIN
     PERFORM set_config('lock_timeout', '20ms', true);
+    -- The worker's own commits do not wait for their WAL flush (see llm.claim_with_inputs).
+    PERFORM set_config('synchronous_commit', 'off', true);
     FOR i IN 1 .. coalesce(array_length(p_job_ids, 1), 0) LOOP
         job_id := p_job_ids[i];
         state := NULL;
@@ -455,6 +466,11 @@ DECLARE
     v_inputs text[];
     v_hashes text[];
 BEGIN
+    -- The worker's claims and write-backs commit without waiting for their WAL flush: they no longer
+    -- queue behind the application's commits for the disk, and a claim reaches the model sooner. A
+    -- server crash can lose the last few hundred milliseconds of them; the jobs then run again (their
+    -- lease expires, or the claim never happened), as after a worker crash: at least once, as always.
+    PERFORM set_config('synchronous_commit', 'off', true);
     SELECT array_agg(c.id ORDER BY c.id), array_agg(c.task ORDER BY c.id), array_agg(c.attempt ORDER BY c.id), array_agg(c.max_attempts ORDER BY c.id)
       INTO v_ids, v_tasks, v_attempts, v_max_attempts
       FROM llm.claim(p_worker, p_limit, p_lease_seconds, p_only, p_except) AS c;

@@ -72,14 +72,22 @@ BEGIN
         -- The user's trigger may have seen this job still pending and enqueued nothing:
         -- make sure the newer values have a job, unless another job of the row is already
         -- pending or running (it answers the newer values, or re-enqueues in turn if it read
-        -- older ones), so that one change costs one call.
-        INSERT INTO llm.job (task, row_key, max_attempts)
-        SELECT 'public.user_reviews:sentiment', v_key, 5
-         WHERE NOT EXISTS (SELECT 1 FROM llm.job AS r
-                            WHERE r.state = 'running' AND r.task = 'public.user_reviews:sentiment' AND r.row_key = v_key AND r.id <> p_job_id)
-        ON CONFLICT (task, row_key) WHERE state = 'pending' DO NOTHING;
-        IF FOUND THEN
-            PERFORM llm.wake_workers();
+        -- older ones), so that one change costs one call. The other job is locked, so that one
+        -- being claimed right now is waited for and seen as running, not missed as no longer
+        -- pending (found through the pending and running indexes, checked again once locked).
+        PERFORM 1 FROM llm.job AS r
+         WHERE r.id IN (SELECT p.id FROM llm.job AS p WHERE p.state = 'pending' AND p.task = 'public.user_reviews:sentiment' AND p.row_key = v_key
+                        UNION ALL
+                        SELECT q.id FROM llm.job AS q WHERE q.state = 'running' AND q.task = 'public.user_reviews:sentiment' AND q.row_key = v_key)
+           AND r.id <> p_job_id AND r.state IN ('pending', 'running')
+           FOR UPDATE OF r;
+        IF NOT FOUND THEN
+            INSERT INTO llm.job (task, row_key, max_attempts)
+            VALUES ('public.user_reviews:sentiment', v_key, 5)
+            ON CONFLICT (task, row_key) WHERE state = 'pending' DO NOTHING;
+            IF FOUND THEN
+                PERFORM llm.wake_workers();
+            END IF;
         END IF;
     ELSE
         v_state := 'skipped';
@@ -207,14 +215,22 @@ BEGIN
         -- The user's trigger may have seen this job still pending and enqueued nothing:
         -- make sure the newer values have a job, unless another job of the row is already
         -- pending or running (it answers the newer values, or re-enqueues in turn if it read
-        -- older ones), so that one change costs one call.
-        INSERT INTO llm.job (task, row_key, max_attempts)
-        SELECT 'public.user_reviews:review_text_es', v_key, 5
-         WHERE NOT EXISTS (SELECT 1 FROM llm.job AS r
-                            WHERE r.state = 'running' AND r.task = 'public.user_reviews:review_text_es' AND r.row_key = v_key AND r.id <> p_job_id)
-        ON CONFLICT (task, row_key) WHERE state = 'pending' DO NOTHING;
-        IF FOUND THEN
-            PERFORM llm.wake_workers();
+        -- older ones), so that one change costs one call. The other job is locked, so that one
+        -- being claimed right now is waited for and seen as running, not missed as no longer
+        -- pending (found through the pending and running indexes, checked again once locked).
+        PERFORM 1 FROM llm.job AS r
+         WHERE r.id IN (SELECT p.id FROM llm.job AS p WHERE p.state = 'pending' AND p.task = 'public.user_reviews:review_text_es' AND p.row_key = v_key
+                        UNION ALL
+                        SELECT q.id FROM llm.job AS q WHERE q.state = 'running' AND q.task = 'public.user_reviews:review_text_es' AND q.row_key = v_key)
+           AND r.id <> p_job_id AND r.state IN ('pending', 'running')
+           FOR UPDATE OF r;
+        IF NOT FOUND THEN
+            INSERT INTO llm.job (task, row_key, max_attempts)
+            VALUES ('public.user_reviews:review_text_es', v_key, 5)
+            ON CONFLICT (task, row_key) WHERE state = 'pending' DO NOTHING;
+            IF FOUND THEN
+                PERFORM llm.wake_workers();
+            END IF;
         END IF;
     ELSE
         v_state := 'skipped';
@@ -342,14 +358,22 @@ BEGIN
         -- The user's trigger may have seen this job still pending and enqueued nothing:
         -- make sure the newer values have a job, unless another job of the row is already
         -- pending or running (it answers the newer values, or re-enqueues in turn if it read
-        -- older ones), so that one change costs one call.
-        INSERT INTO llm.job (task, row_key, max_attempts)
-        SELECT 'public.user_reviews:user_background', v_key, 5
-         WHERE NOT EXISTS (SELECT 1 FROM llm.job AS r
-                            WHERE r.state = 'running' AND r.task = 'public.user_reviews:user_background' AND r.row_key = v_key AND r.id <> p_job_id)
-        ON CONFLICT (task, row_key) WHERE state = 'pending' DO NOTHING;
-        IF FOUND THEN
-            PERFORM llm.wake_workers();
+        -- older ones), so that one change costs one call. The other job is locked, so that one
+        -- being claimed right now is waited for and seen as running, not missed as no longer
+        -- pending (found through the pending and running indexes, checked again once locked).
+        PERFORM 1 FROM llm.job AS r
+         WHERE r.id IN (SELECT p.id FROM llm.job AS p WHERE p.state = 'pending' AND p.task = 'public.user_reviews:user_background' AND p.row_key = v_key
+                        UNION ALL
+                        SELECT q.id FROM llm.job AS q WHERE q.state = 'running' AND q.task = 'public.user_reviews:user_background' AND q.row_key = v_key)
+           AND r.id <> p_job_id AND r.state IN ('pending', 'running')
+           FOR UPDATE OF r;
+        IF NOT FOUND THEN
+            INSERT INTO llm.job (task, row_key, max_attempts)
+            VALUES ('public.user_reviews:user_background', v_key, 5)
+            ON CONFLICT (task, row_key) WHERE state = 'pending' DO NOTHING;
+            IF FOUND THEN
+                PERFORM llm.wake_workers();
+            END IF;
         END IF;
     ELSE
         v_state := 'skipped';
@@ -477,14 +501,22 @@ BEGIN
         -- The user's trigger may have seen this job still pending and enqueued nothing:
         -- make sure the newer values have a job, unless another job of the row is already
         -- pending or running (it answers the newer values, or re-enqueues in turn if it read
-        -- older ones), so that one change costs one call.
-        INSERT INTO llm.job (task, row_key, max_attempts)
-        SELECT 'public.user_reviews:image_description', v_key, 5
-         WHERE NOT EXISTS (SELECT 1 FROM llm.job AS r
-                            WHERE r.state = 'running' AND r.task = 'public.user_reviews:image_description' AND r.row_key = v_key AND r.id <> p_job_id)
-        ON CONFLICT (task, row_key) WHERE state = 'pending' DO NOTHING;
-        IF FOUND THEN
-            PERFORM llm.wake_workers();
+        -- older ones), so that one change costs one call. The other job is locked, so that one
+        -- being claimed right now is waited for and seen as running, not missed as no longer
+        -- pending (found through the pending and running indexes, checked again once locked).
+        PERFORM 1 FROM llm.job AS r
+         WHERE r.id IN (SELECT p.id FROM llm.job AS p WHERE p.state = 'pending' AND p.task = 'public.user_reviews:image_description' AND p.row_key = v_key
+                        UNION ALL
+                        SELECT q.id FROM llm.job AS q WHERE q.state = 'running' AND q.task = 'public.user_reviews:image_description' AND q.row_key = v_key)
+           AND r.id <> p_job_id AND r.state IN ('pending', 'running')
+           FOR UPDATE OF r;
+        IF NOT FOUND THEN
+            INSERT INTO llm.job (task, row_key, max_attempts)
+            VALUES ('public.user_reviews:image_description', v_key, 5)
+            ON CONFLICT (task, row_key) WHERE state = 'pending' DO NOTHING;
+            IF FOUND THEN
+                PERFORM llm.wake_workers();
+            END IF;
         END IF;
     ELSE
         v_state := 'skipped';
@@ -613,14 +645,22 @@ BEGIN
         -- The user's trigger may have seen this job still pending and enqueued nothing:
         -- make sure the newer values have a job, unless another job of the row is already
         -- pending or running (it answers the newer values, or re-enqueues in turn if it read
-        -- older ones), so that one change costs one call.
-        INSERT INTO llm.job (task, row_key, max_attempts)
-        SELECT 'public.user_reviews:analyze_and_translate', v_key, 5
-         WHERE NOT EXISTS (SELECT 1 FROM llm.job AS r
-                            WHERE r.state = 'running' AND r.task = 'public.user_reviews:analyze_and_translate' AND r.row_key = v_key AND r.id <> p_job_id)
-        ON CONFLICT (task, row_key) WHERE state = 'pending' DO NOTHING;
-        IF FOUND THEN
-            PERFORM llm.wake_workers();
+        -- older ones), so that one change costs one call. The other job is locked, so that one
+        -- being claimed right now is waited for and seen as running, not missed as no longer
+        -- pending (found through the pending and running indexes, checked again once locked).
+        PERFORM 1 FROM llm.job AS r
+         WHERE r.id IN (SELECT p.id FROM llm.job AS p WHERE p.state = 'pending' AND p.task = 'public.user_reviews:analyze_and_translate' AND p.row_key = v_key
+                        UNION ALL
+                        SELECT q.id FROM llm.job AS q WHERE q.state = 'running' AND q.task = 'public.user_reviews:analyze_and_translate' AND q.row_key = v_key)
+           AND r.id <> p_job_id AND r.state IN ('pending', 'running')
+           FOR UPDATE OF r;
+        IF NOT FOUND THEN
+            INSERT INTO llm.job (task, row_key, max_attempts)
+            VALUES ('public.user_reviews:analyze_and_translate', v_key, 5)
+            ON CONFLICT (task, row_key) WHERE state = 'pending' DO NOTHING;
+            IF FOUND THEN
+                PERFORM llm.wake_workers();
+            END IF;
         END IF;
     ELSE
         v_state := 'skipped';

@@ -99,7 +99,8 @@ internal sealed class JobQueue
     /// <summary>Writes the answer back (if the inputs are unchanged) and settles the job, in its own transaction. Returns its new state.</summary>
     public async Task<string> CompleteAsync(WriteBack write, CancellationToken cancellationToken)
     {
-        await using var command = _dataSource.CreateCommand("SELECT " + write.Task.CompleteFunction + "($1, $2, $3, $4, $5, $6)");
+        // Committed without waiting for the WAL flush, like the batched write-back (llm.complete_batch).
+        await using var command = _dataSource.CreateCommand("SELECT " + write.Task.CompleteFunction + "($1, $2, $3, $4, $5, $6), set_config('synchronous_commit', 'off', true)");
         command.Parameters.Add(new NpgsqlParameter<long> { TypedValue = write.Job.Id });
         command.Parameters.Add(new NpgsqlParameter<int> { TypedValue = write.Job.Attempt });
         command.Parameters.Add(new NpgsqlParameter<string> { TypedValue = write.InputsHash });

@@ -72,14 +72,22 @@ BEGIN
         -- The user's trigger may have seen this job still pending and enqueued nothing:
         -- make sure the newer values have a job, unless another job of the row is already
         -- pending or running (it answers the newer values, or re-enqueues in turn if it read
-        -- older ones), so that one change costs one call.
-        INSERT INTO llm.job (task, row_key, max_attempts)
-        SELECT 'public.receipts:note_mood', v_key, 5
-         WHERE NOT EXISTS (SELECT 1 FROM llm.job AS r
-                            WHERE r.state = 'running' AND r.task = 'public.receipts:note_mood' AND r.row_key = v_key AND r.id <> p_job_id)
-        ON CONFLICT (task, row_key) WHERE state = 'pending' DO NOTHING;
-        IF FOUND THEN
-            PERFORM llm.wake_workers();
+        -- older ones), so that one change costs one call. The other job is locked, so that one
+        -- being claimed right now is waited for and seen as running, not missed as no longer
+        -- pending (found through the pending and running indexes, checked again once locked).
+        PERFORM 1 FROM llm.job AS r
+         WHERE r.id IN (SELECT p.id FROM llm.job AS p WHERE p.state = 'pending' AND p.task = 'public.receipts:note_mood' AND p.row_key = v_key
+                        UNION ALL
+                        SELECT q.id FROM llm.job AS q WHERE q.state = 'running' AND q.task = 'public.receipts:note_mood' AND q.row_key = v_key)
+           AND r.id <> p_job_id AND r.state IN ('pending', 'running')
+           FOR UPDATE OF r;
+        IF NOT FOUND THEN
+            INSERT INTO llm.job (task, row_key, max_attempts)
+            VALUES ('public.receipts:note_mood', v_key, 5)
+            ON CONFLICT (task, row_key) WHERE state = 'pending' DO NOTHING;
+            IF FOUND THEN
+                PERFORM llm.wake_workers();
+            END IF;
         END IF;
     ELSE
         v_state := 'skipped';
@@ -207,14 +215,22 @@ BEGIN
         -- The user's trigger may have seen this job still pending and enqueued nothing:
         -- make sure the newer values have a job, unless another job of the row is already
         -- pending or running (it answers the newer values, or re-enqueues in turn if it read
-        -- older ones), so that one change costs one call.
-        INSERT INTO llm.job (task, row_key, max_attempts)
-        SELECT 'public.receipts:stars', v_key, 5
-         WHERE NOT EXISTS (SELECT 1 FROM llm.job AS r
-                            WHERE r.state = 'running' AND r.task = 'public.receipts:stars' AND r.row_key = v_key AND r.id <> p_job_id)
-        ON CONFLICT (task, row_key) WHERE state = 'pending' DO NOTHING;
-        IF FOUND THEN
-            PERFORM llm.wake_workers();
+        -- older ones), so that one change costs one call. The other job is locked, so that one
+        -- being claimed right now is waited for and seen as running, not missed as no longer
+        -- pending (found through the pending and running indexes, checked again once locked).
+        PERFORM 1 FROM llm.job AS r
+         WHERE r.id IN (SELECT p.id FROM llm.job AS p WHERE p.state = 'pending' AND p.task = 'public.receipts:stars' AND p.row_key = v_key
+                        UNION ALL
+                        SELECT q.id FROM llm.job AS q WHERE q.state = 'running' AND q.task = 'public.receipts:stars' AND q.row_key = v_key)
+           AND r.id <> p_job_id AND r.state IN ('pending', 'running')
+           FOR UPDATE OF r;
+        IF NOT FOUND THEN
+            INSERT INTO llm.job (task, row_key, max_attempts)
+            VALUES ('public.receipts:stars', v_key, 5)
+            ON CONFLICT (task, row_key) WHERE state = 'pending' DO NOTHING;
+            IF FOUND THEN
+                PERFORM llm.wake_workers();
+            END IF;
         END IF;
     ELSE
         v_state := 'skipped';
@@ -342,14 +358,22 @@ BEGIN
         -- The user's trigger may have seen this job still pending and enqueued nothing:
         -- make sure the newer values have a job, unless another job of the row is already
         -- pending or running (it answers the newer values, or re-enqueues in turn if it read
-        -- older ones), so that one change costs one call.
-        INSERT INTO llm.job (task, row_key, max_attempts)
-        SELECT 'public.receipts:tags', v_key, 5
-         WHERE NOT EXISTS (SELECT 1 FROM llm.job AS r
-                            WHERE r.state = 'running' AND r.task = 'public.receipts:tags' AND r.row_key = v_key AND r.id <> p_job_id)
-        ON CONFLICT (task, row_key) WHERE state = 'pending' DO NOTHING;
-        IF FOUND THEN
-            PERFORM llm.wake_workers();
+        -- older ones), so that one change costs one call. The other job is locked, so that one
+        -- being claimed right now is waited for and seen as running, not missed as no longer
+        -- pending (found through the pending and running indexes, checked again once locked).
+        PERFORM 1 FROM llm.job AS r
+         WHERE r.id IN (SELECT p.id FROM llm.job AS p WHERE p.state = 'pending' AND p.task = 'public.receipts:tags' AND p.row_key = v_key
+                        UNION ALL
+                        SELECT q.id FROM llm.job AS q WHERE q.state = 'running' AND q.task = 'public.receipts:tags' AND q.row_key = v_key)
+           AND r.id <> p_job_id AND r.state IN ('pending', 'running')
+           FOR UPDATE OF r;
+        IF NOT FOUND THEN
+            INSERT INTO llm.job (task, row_key, max_attempts)
+            VALUES ('public.receipts:tags', v_key, 5)
+            ON CONFLICT (task, row_key) WHERE state = 'pending' DO NOTHING;
+            IF FOUND THEN
+                PERFORM llm.wake_workers();
+            END IF;
         END IF;
     ELSE
         v_state := 'skipped';
@@ -477,14 +501,22 @@ BEGIN
         -- The user's trigger may have seen this job still pending and enqueued nothing:
         -- make sure the newer values have a job, unless another job of the row is already
         -- pending or running (it answers the newer values, or re-enqueues in turn if it read
-        -- older ones), so that one change costs one call.
-        INSERT INTO llm.job (task, row_key, max_attempts)
-        SELECT 'public.receipts:codes', v_key, 5
-         WHERE NOT EXISTS (SELECT 1 FROM llm.job AS r
-                            WHERE r.state = 'running' AND r.task = 'public.receipts:codes' AND r.row_key = v_key AND r.id <> p_job_id)
-        ON CONFLICT (task, row_key) WHERE state = 'pending' DO NOTHING;
-        IF FOUND THEN
-            PERFORM llm.wake_workers();
+        -- older ones), so that one change costs one call. The other job is locked, so that one
+        -- being claimed right now is waited for and seen as running, not missed as no longer
+        -- pending (found through the pending and running indexes, checked again once locked).
+        PERFORM 1 FROM llm.job AS r
+         WHERE r.id IN (SELECT p.id FROM llm.job AS p WHERE p.state = 'pending' AND p.task = 'public.receipts:codes' AND p.row_key = v_key
+                        UNION ALL
+                        SELECT q.id FROM llm.job AS q WHERE q.state = 'running' AND q.task = 'public.receipts:codes' AND q.row_key = v_key)
+           AND r.id <> p_job_id AND r.state IN ('pending', 'running')
+           FOR UPDATE OF r;
+        IF NOT FOUND THEN
+            INSERT INTO llm.job (task, row_key, max_attempts)
+            VALUES ('public.receipts:codes', v_key, 5)
+            ON CONFLICT (task, row_key) WHERE state = 'pending' DO NOTHING;
+            IF FOUND THEN
+                PERFORM llm.wake_workers();
+            END IF;
         END IF;
     ELSE
         v_state := 'skipped';
@@ -612,14 +644,22 @@ BEGIN
         -- The user's trigger may have seen this job still pending and enqueued nothing:
         -- make sure the newer values have a job, unless another job of the row is already
         -- pending or running (it answers the newer values, or re-enqueues in turn if it read
-        -- older ones), so that one change costs one call.
-        INSERT INTO llm.job (task, row_key, max_attempts)
-        SELECT 'public.receipts:origin', v_key, 5
-         WHERE NOT EXISTS (SELECT 1 FROM llm.job AS r
-                            WHERE r.state = 'running' AND r.task = 'public.receipts:origin' AND r.row_key = v_key AND r.id <> p_job_id)
-        ON CONFLICT (task, row_key) WHERE state = 'pending' DO NOTHING;
-        IF FOUND THEN
-            PERFORM llm.wake_workers();
+        -- older ones), so that one change costs one call. The other job is locked, so that one
+        -- being claimed right now is waited for and seen as running, not missed as no longer
+        -- pending (found through the pending and running indexes, checked again once locked).
+        PERFORM 1 FROM llm.job AS r
+         WHERE r.id IN (SELECT p.id FROM llm.job AS p WHERE p.state = 'pending' AND p.task = 'public.receipts:origin' AND p.row_key = v_key
+                        UNION ALL
+                        SELECT q.id FROM llm.job AS q WHERE q.state = 'running' AND q.task = 'public.receipts:origin' AND q.row_key = v_key)
+           AND r.id <> p_job_id AND r.state IN ('pending', 'running')
+           FOR UPDATE OF r;
+        IF NOT FOUND THEN
+            INSERT INTO llm.job (task, row_key, max_attempts)
+            VALUES ('public.receipts:origin', v_key, 5)
+            ON CONFLICT (task, row_key) WHERE state = 'pending' DO NOTHING;
+            IF FOUND THEN
+                PERFORM llm.wake_workers();
+            END IF;
         END IF;
     ELSE
         v_state := 'skipped';
@@ -747,14 +787,22 @@ BEGIN
         -- The user's trigger may have seen this job still pending and enqueued nothing:
         -- make sure the newer values have a job, unless another job of the row is already
         -- pending or running (it answers the newer values, or re-enqueues in turn if it read
-        -- older ones), so that one change costs one call.
-        INSERT INTO llm.job (task, row_key, max_attempts)
-        SELECT 'public.receipts:is_refund', v_key, 5
-         WHERE NOT EXISTS (SELECT 1 FROM llm.job AS r
-                            WHERE r.state = 'running' AND r.task = 'public.receipts:is_refund' AND r.row_key = v_key AND r.id <> p_job_id)
-        ON CONFLICT (task, row_key) WHERE state = 'pending' DO NOTHING;
-        IF FOUND THEN
-            PERFORM llm.wake_workers();
+        -- older ones), so that one change costs one call. The other job is locked, so that one
+        -- being claimed right now is waited for and seen as running, not missed as no longer
+        -- pending (found through the pending and running indexes, checked again once locked).
+        PERFORM 1 FROM llm.job AS r
+         WHERE r.id IN (SELECT p.id FROM llm.job AS p WHERE p.state = 'pending' AND p.task = 'public.receipts:is_refund' AND p.row_key = v_key
+                        UNION ALL
+                        SELECT q.id FROM llm.job AS q WHERE q.state = 'running' AND q.task = 'public.receipts:is_refund' AND q.row_key = v_key)
+           AND r.id <> p_job_id AND r.state IN ('pending', 'running')
+           FOR UPDATE OF r;
+        IF NOT FOUND THEN
+            INSERT INTO llm.job (task, row_key, max_attempts)
+            VALUES ('public.receipts:is_refund', v_key, 5)
+            ON CONFLICT (task, row_key) WHERE state = 'pending' DO NOTHING;
+            IF FOUND THEN
+                PERFORM llm.wake_workers();
+            END IF;
         END IF;
     ELSE
         v_state := 'skipped';
@@ -882,14 +930,22 @@ BEGIN
         -- The user's trigger may have seen this job still pending and enqueued nothing:
         -- make sure the newer values have a job, unless another job of the row is already
         -- pending or running (it answers the newer values, or re-enqueues in turn if it read
-        -- older ones), so that one change costs one call.
-        INSERT INTO llm.job (task, row_key, max_attempts)
-        SELECT 'public.receipts:written_at', v_key, 5
-         WHERE NOT EXISTS (SELECT 1 FROM llm.job AS r
-                            WHERE r.state = 'running' AND r.task = 'public.receipts:written_at' AND r.row_key = v_key AND r.id <> p_job_id)
-        ON CONFLICT (task, row_key) WHERE state = 'pending' DO NOTHING;
-        IF FOUND THEN
-            PERFORM llm.wake_workers();
+        -- older ones), so that one change costs one call. The other job is locked, so that one
+        -- being claimed right now is waited for and seen as running, not missed as no longer
+        -- pending (found through the pending and running indexes, checked again once locked).
+        PERFORM 1 FROM llm.job AS r
+         WHERE r.id IN (SELECT p.id FROM llm.job AS p WHERE p.state = 'pending' AND p.task = 'public.receipts:written_at' AND p.row_key = v_key
+                        UNION ALL
+                        SELECT q.id FROM llm.job AS q WHERE q.state = 'running' AND q.task = 'public.receipts:written_at' AND q.row_key = v_key)
+           AND r.id <> p_job_id AND r.state IN ('pending', 'running')
+           FOR UPDATE OF r;
+        IF NOT FOUND THEN
+            INSERT INTO llm.job (task, row_key, max_attempts)
+            VALUES ('public.receipts:written_at', v_key, 5)
+            ON CONFLICT (task, row_key) WHERE state = 'pending' DO NOTHING;
+            IF FOUND THEN
+                PERFORM llm.wake_workers();
+            END IF;
         END IF;
     ELSE
         v_state := 'skipped';
@@ -1017,14 +1073,22 @@ BEGIN
         -- The user's trigger may have seen this job still pending and enqueued nothing:
         -- make sure the newer values have a job, unless another job of the row is already
         -- pending or running (it answers the newer values, or re-enqueues in turn if it read
-        -- older ones), so that one change costs one call.
-        INSERT INTO llm.job (task, row_key, max_attempts)
-        SELECT 'public.receipts:scan_text', v_key, 5
-         WHERE NOT EXISTS (SELECT 1 FROM llm.job AS r
-                            WHERE r.state = 'running' AND r.task = 'public.receipts:scan_text' AND r.row_key = v_key AND r.id <> p_job_id)
-        ON CONFLICT (task, row_key) WHERE state = 'pending' DO NOTHING;
-        IF FOUND THEN
-            PERFORM llm.wake_workers();
+        -- older ones), so that one change costs one call. The other job is locked, so that one
+        -- being claimed right now is waited for and seen as running, not missed as no longer
+        -- pending (found through the pending and running indexes, checked again once locked).
+        PERFORM 1 FROM llm.job AS r
+         WHERE r.id IN (SELECT p.id FROM llm.job AS p WHERE p.state = 'pending' AND p.task = 'public.receipts:scan_text' AND p.row_key = v_key
+                        UNION ALL
+                        SELECT q.id FROM llm.job AS q WHERE q.state = 'running' AND q.task = 'public.receipts:scan_text' AND q.row_key = v_key)
+           AND r.id <> p_job_id AND r.state IN ('pending', 'running')
+           FOR UPDATE OF r;
+        IF NOT FOUND THEN
+            INSERT INTO llm.job (task, row_key, max_attempts)
+            VALUES ('public.receipts:scan_text', v_key, 5)
+            ON CONFLICT (task, row_key) WHERE state = 'pending' DO NOTHING;
+            IF FOUND THEN
+                PERFORM llm.wake_workers();
+            END IF;
         END IF;
     ELSE
         v_state := 'skipped';
@@ -1155,14 +1219,22 @@ BEGIN
         -- The user's trigger may have seen this job still pending and enqueued nothing:
         -- make sure the newer values have a job, unless another job of the row is already
         -- pending or running (it answers the newer values, or re-enqueues in turn if it read
-        -- older ones), so that one change costs one call.
-        INSERT INTO llm.job (task, row_key, max_attempts)
-        SELECT 'public.receipts:totals', v_key, 5
-         WHERE NOT EXISTS (SELECT 1 FROM llm.job AS r
-                            WHERE r.state = 'running' AND r.task = 'public.receipts:totals' AND r.row_key = v_key AND r.id <> p_job_id)
-        ON CONFLICT (task, row_key) WHERE state = 'pending' DO NOTHING;
-        IF FOUND THEN
-            PERFORM llm.wake_workers();
+        -- older ones), so that one change costs one call. The other job is locked, so that one
+        -- being claimed right now is waited for and seen as running, not missed as no longer
+        -- pending (found through the pending and running indexes, checked again once locked).
+        PERFORM 1 FROM llm.job AS r
+         WHERE r.id IN (SELECT p.id FROM llm.job AS p WHERE p.state = 'pending' AND p.task = 'public.receipts:totals' AND p.row_key = v_key
+                        UNION ALL
+                        SELECT q.id FROM llm.job AS q WHERE q.state = 'running' AND q.task = 'public.receipts:totals' AND q.row_key = v_key)
+           AND r.id <> p_job_id AND r.state IN ('pending', 'running')
+           FOR UPDATE OF r;
+        IF NOT FOUND THEN
+            INSERT INTO llm.job (task, row_key, max_attempts)
+            VALUES ('public.receipts:totals', v_key, 5)
+            ON CONFLICT (task, row_key) WHERE state = 'pending' DO NOTHING;
+            IF FOUND THEN
+                PERFORM llm.wake_workers();
+            END IF;
         END IF;
     ELSE
         v_state := 'skipped';
