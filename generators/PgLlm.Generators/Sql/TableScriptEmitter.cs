@@ -114,14 +114,22 @@ internal static class TableScriptEmitter
                 "        -- The user's trigger may have seen this job still pending and enqueued nothing:\n" +
                 "        -- make sure the newer values have a job, unless another job of the row is already\n" +
                 "        -- pending or running (it answers the newer values, or re-enqueues in turn if it read\n" +
-                "        -- older ones), so that one change costs one call.\n" +
-                "        INSERT INTO llm.job (task, row_key, max_attempts)\n" +
-                "        SELECT " + Literal(taskName) + ", v_key, " + task.MaxAttempts.ToString(System.Globalization.CultureInfo.InvariantCulture) + "\n" +
-                "         WHERE NOT EXISTS (SELECT 1 FROM llm.job AS r\n" +
-                "                            WHERE r.state = 'running' AND r.task = " + Literal(taskName) + " AND r.row_key = v_key AND r.id <> p_job_id)\n" +
-                "        ON CONFLICT (task, row_key) WHERE state = 'pending' DO NOTHING;\n" +
-                "        IF FOUND THEN\n" +
-                "            PERFORM llm.wake_workers();\n" +
+                "        -- older ones), so that one change costs one call. The other job is locked, so that one\n" +
+                "        -- being claimed right now is waited for and seen as running, not missed as no longer\n" +
+                "        -- pending (found through the pending and running indexes, checked again once locked).\n" +
+                "        PERFORM 1 FROM llm.job AS r\n" +
+                "         WHERE r.id IN (SELECT p.id FROM llm.job AS p WHERE p.state = 'pending' AND p.task = " + Literal(taskName) + " AND p.row_key = v_key\n" +
+                "                        UNION ALL\n" +
+                "                        SELECT q.id FROM llm.job AS q WHERE q.state = 'running' AND q.task = " + Literal(taskName) + " AND q.row_key = v_key)\n" +
+                "           AND r.id <> p_job_id AND r.state IN ('pending', 'running')\n" +
+                "           FOR UPDATE OF r;\n" +
+                "        IF NOT FOUND THEN\n" +
+                "            INSERT INTO llm.job (task, row_key, max_attempts)\n" +
+                "            VALUES (" + Literal(taskName) + ", v_key, " + task.MaxAttempts.ToString(System.Globalization.CultureInfo.InvariantCulture) + ")\n" +
+                "            ON CONFLICT (task, row_key) WHERE state = 'pending' DO NOTHING;\n" +
+                "            IF FOUND THEN\n" +
+                "                PERFORM llm.wake_workers();\n" +
+                "            END IF;\n" +
                 "        END IF;\n" +
                 "    ELSE\n" +
                 "        v_state := 'skipped';\n" +

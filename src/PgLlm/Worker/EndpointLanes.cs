@@ -5,7 +5,7 @@ namespace PgLlm.Worker;
 
 /// <summary>
 /// One lane of model-call slots per endpoint. A job holds a slot of its task's endpoint from its claim
-/// to its write-back, and the worker claims for each lane with free slots only the tasks that lane's
+/// to the end of its model call, and the worker claims for each lane with free slots only the tasks that lane's
 /// endpoint serves: a slow or failing endpoint fills its own lane and no other, so tasks on other
 /// endpoints keep flowing. With no named endpoints there is one lane and every claim takes any task.
 /// </summary>
@@ -31,9 +31,13 @@ internal sealed class EndpointLanes
 
         _lanes = [.. lanes];
         _defaultModel = options.Model;
+        TotalConcurrency = lanes.Sum(l => l.Concurrency);
     }
 
     public IReadOnlyList<Lane> All => _lanes;
+
+    /// <summary>The most model calls in flight at once, over all endpoints.</summary>
+    public int TotalConcurrency { get; }
 
     /// <summary>
     /// Sets each lane's claim filter for the registered <paramref name="tasks"/> (recomputed only when the
@@ -89,6 +93,9 @@ internal sealed class EndpointLanes
         /// <summary>The named endpoint; null for the default one.</summary>
         public string? Endpoint { get; } = endpoint;
 
+        public int Concurrency { get; } = concurrency;
+
+        /// <summary>Free while no model call holds it: taken at the claim, given back when the call ends.</summary>
         public SemaphoreSlim Slots { get; } = new(concurrency, concurrency);
 
         public TaskFilter Filter { get; set; } = TaskFilter.Any;

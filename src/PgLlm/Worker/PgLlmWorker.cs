@@ -105,8 +105,22 @@ public sealed partial class PgLlmWorker : BackgroundService
         {
             while (!stoppingToken.IsCancellationRequested)
             {
-                // Take each endpoint's free slots, up to a batch each; with none free, wait for a job
-                // to finish (every finished job sets the wake signal after giving its slot back).
+                // Jobs past their model call wait for their write-back without a slot; while the database
+                // is slower than the model, at most as many again wait, and no more are claimed.
+                int held;
+                lock (inFlight)
+                {
+                    held = inFlight.Count;
+                }
+
+                if (held >= 2 * _lanes.TotalConcurrency)
+                {
+                    await _wake.WaitAsync(_options.PollInterval, stoppingToken).ConfigureAwait(false);
+                    continue;
+                }
+
+                // Take each endpoint's free slots, up to a batch each; with none free, wait for a model
+                // call to end (each gives its slot back, then sets the wake signal).
                 var anyFree = false;
                 for (var i = 0; i < lanes.Count; i++)
                 {
@@ -154,7 +168,7 @@ public sealed partial class PgLlmWorker : BackgroundService
                         claimedAny |= jobs.Count > 0;
                         foreach (var work in await PrepareAsync(jobs, stoppingToken).ConfigureAwait(false))
                         {
-                            var task = Task.Run(() => ProcessAsync(work, writeBacks, jobsCancellation.Token), CancellationToken.None);
+                            var task = Task.Run(() => ProcessAsync(work, writeBacks, lane, jobsCancellation.Token), CancellationToken.None);
                             started[i]++;
                             lock (inFlight)
                             {
@@ -170,7 +184,6 @@ public sealed partial class PgLlmWorker : BackgroundService
                                     }
 
                                     Interlocked.Increment(ref settled);
-                                    lane.Slots.Release();
                                     _wake.Set();
                                 },
                                 CancellationToken.None,
@@ -331,7 +344,7 @@ public sealed partial class PgLlmWorker : BackgroundService
         return work;
     }
 
-    private async Task ProcessAsync(Work work, WriteBackBatcher writeBacks, CancellationToken jobsToken)
+    private async Task ProcessAsync(Work work, WriteBackBatcher writeBacks, EndpointLanes.Lane lane, CancellationToken jobsToken)
     {
         var (job, task, inputs) = work;
         try
@@ -347,6 +360,13 @@ public sealed partial class PgLlmWorker : BackgroundService
                 catch (OperationCanceledException) when (!jobsToken.IsCancellationRequested)
                 {
                     throw new TimeoutException($"the model did not answer within {_options.ModelTimeout.TotalSeconds:0.#} s");
+                }
+                finally
+                {
+                    // The slot is the endpoint's: free it as soon as the call ends, so the next claim
+                    // overlaps this job's write-back instead of waiting for it.
+                    lane.Slots.Release();
+                    _wake.Set();
                 }
             }
 
