@@ -107,6 +107,7 @@ SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
 SET enable_sort = off
 SET enable_bitmapscan = off
+SET enable_seqscan = off
 AS $fn$
 BEGIN
     RETURN QUERY

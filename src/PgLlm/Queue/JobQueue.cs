@@ -58,49 +58,130 @@ internal sealed record JobInputs(long JobId, JsonElement Values, string Hash);
 /// Every statement the worker runs against the queue. Each is one short implicit transaction:
 /// nothing here is ever open while a model is being called.
 /// </summary>
-internal sealed class JobQueue
+internal sealed class JobQueue : IDisposable
 {
     private readonly NpgsqlDataSource _dataSource;
+    private readonly SemaphoreSlim _claimLock = new(1, 1);
+    private NpgsqlConnection? _claimConnection;
+    private NpgsqlCommand? _claimCommand;
 
     public JobQueue(NpgsqlDataSource dataSource) => _dataSource = dataSource;
+
+    public void Dispose()
+    {
+        _claimCommand?.Dispose();
+        _claimConnection?.Dispose();
+        _claimLock.Dispose();
+    }
 
     /// <summary>
     /// Claims up to <paramref name="limit"/> jobs and reads the current values their prompts read, in one
     /// round trip (<c>llm.claim_with_inputs</c>). The attempt is counted and committed with the claim.
     /// <paramref name="filter"/> limits the claim to some tasks (<see cref="TaskFilter.Any"/>: every task).
+    /// Claims run on a connection of their own with the statement prepared: a pooled connection is reset
+    /// (<c>DISCARD ALL</c>) each time it returns to the pool, which drops every plan the session cached,
+    /// so each claim was planned again from scratch (about 1 ms of the pickup path). One claim at a time.
     /// </summary>
     public async Task<IReadOnlyList<ClaimedWork>> ClaimAsync(string workerId, int limit, TimeSpan lease, TaskFilter filter, CancellationToken cancellationToken)
     {
-        await using var command = _dataSource.CreateCommand(
-            "SELECT id, task, attempt, max_attempts, inputs, inputs_hash, inputs_error FROM llm.claim_with_inputs($1, $2, $3, $4, $5)");
-        command.Parameters.Add(new NpgsqlParameter<string> { TypedValue = workerId });
-        command.Parameters.Add(new NpgsqlParameter<int> { TypedValue = limit });
-        command.Parameters.Add(new NpgsqlParameter<double> { TypedValue = lease.TotalSeconds });
-        command.Parameters.Add(new NpgsqlParameter { Value = (object?)filter.Only ?? DBNull.Value, NpgsqlDbType = NpgsqlDbType.Array | NpgsqlDbType.Text });
-        command.Parameters.Add(new NpgsqlParameter { Value = (object?)filter.Except ?? DBNull.Value, NpgsqlDbType = NpgsqlDbType.Array | NpgsqlDbType.Text });
-        var claimed = new List<ClaimedWork>(limit);
-        await using var reader = await command.ExecuteReaderAsync(cancellationToken).ConfigureAwait(false);
-        while (await reader.ReadAsync(cancellationToken).ConfigureAwait(false))
+        await _claimLock.WaitAsync(cancellationToken).ConfigureAwait(false);
+        try
         {
-            var job = new ClaimedJob(reader.GetInt64(0), reader.GetString(1), reader.GetInt32(2), reader.GetInt32(3));
-            JobInputs? inputs = null;
-            if (!reader.IsDBNull(4))
+            var command = _claimCommand ?? await OpenClaimCommandAsync(cancellationToken).ConfigureAwait(false);
+            command.Parameters[0].Value = workerId;
+            command.Parameters[1].Value = limit;
+            command.Parameters[2].Value = lease.TotalSeconds;
+            command.Parameters[3].Value = (object?)filter.Only ?? DBNull.Value;
+            command.Parameters[4].Value = (object?)filter.Except ?? DBNull.Value;
+            var claimed = new List<ClaimedWork>(limit);
+            await using var reader = await command.ExecuteReaderAsync(cancellationToken).ConfigureAwait(false);
+            while (await reader.ReadAsync(cancellationToken).ConfigureAwait(false))
             {
-                using var document = JsonDocument.Parse(reader.GetString(4));
-                inputs = new JobInputs(job.Id, document.RootElement.Clone(), reader.GetString(5));
+                var job = new ClaimedJob(reader.GetInt64(0), reader.GetString(1), reader.GetInt32(2), reader.GetInt32(3));
+                JobInputs? inputs = null;
+                if (!reader.IsDBNull(4))
+                {
+                    using var document = JsonDocument.Parse(reader.GetString(4));
+                    inputs = new JobInputs(job.Id, document.RootElement.Clone(), reader.GetString(5));
+                }
+
+                claimed.Add(new ClaimedWork(job, inputs, reader.IsDBNull(6) ? null : reader.GetString(6)));
             }
 
-            claimed.Add(new ClaimedWork(job, inputs, reader.IsDBNull(6) ? null : reader.GetString(6)));
+            return claimed;
         }
+        catch
+        {
+            // Broken, cancelled mid-statement or failed: start from a fresh connection next time.
+            await CloseClaimConnectionCoreAsync().ConfigureAwait(false);
+            throw;
+        }
+        finally
+        {
+            _claimLock.Release();
+        }
+    }
 
-        return claimed;
+    /// <summary>A command on <paramref name="connection"/>, or on a connection from the pool when null.</summary>
+    private NpgsqlCommand Command(string sql, NpgsqlConnection? connection) =>
+        connection is null ? _dataSource.CreateCommand(sql) : new NpgsqlCommand(sql, connection);
+
+    /// <summary>A connection of the caller's own (kept across calls, so the session keeps its cached plans).</summary>
+    public ValueTask<NpgsqlConnection> OpenConnectionAsync(CancellationToken cancellationToken) => _dataSource.OpenConnectionAsync(cancellationToken);
+
+    /// <summary>Closes the claims' own connection (the worker stops); the next claim opens a new one.</summary>
+    public async Task CloseClaimConnectionAsync()
+    {
+        await _claimLock.WaitAsync(CancellationToken.None).ConfigureAwait(false);
+        try
+        {
+            await CloseClaimConnectionCoreAsync().ConfigureAwait(false);
+        }
+        finally
+        {
+            _claimLock.Release();
+        }
+    }
+
+    private async Task<NpgsqlCommand> OpenClaimCommandAsync(CancellationToken cancellationToken)
+    {
+        _claimConnection = await _dataSource.OpenConnectionAsync(cancellationToken).ConfigureAwait(false);
+        var command = new NpgsqlCommand(
+            "SELECT id, task, attempt, max_attempts, inputs, inputs_hash, inputs_error FROM llm.claim_with_inputs($1, $2, $3, $4, $5)",
+            _claimConnection);
+        command.Parameters.Add(new NpgsqlParameter { NpgsqlDbType = NpgsqlDbType.Text });
+        command.Parameters.Add(new NpgsqlParameter { NpgsqlDbType = NpgsqlDbType.Integer });
+        command.Parameters.Add(new NpgsqlParameter { NpgsqlDbType = NpgsqlDbType.Double });
+        command.Parameters.Add(new NpgsqlParameter { NpgsqlDbType = NpgsqlDbType.Array | NpgsqlDbType.Text });
+        command.Parameters.Add(new NpgsqlParameter { NpgsqlDbType = NpgsqlDbType.Array | NpgsqlDbType.Text });
+        await command.PrepareAsync(cancellationToken).ConfigureAwait(false);
+        _claimCommand = command;
+        return command;
+    }
+
+    private async Task CloseClaimConnectionCoreAsync()
+    {
+        var connection = _claimConnection;
+        _claimCommand = null;
+        _claimConnection = null;
+        if (connection is not null)
+        {
+            try
+            {
+                await connection.DisposeAsync().ConfigureAwait(false);
+            }
+            catch (Exception ex) when (ex is NpgsqlException or IOException or TimeoutException)
+            {
+                // Already broken: nothing to close.
+            }
+        }
     }
 
     /// <summary>Writes the answer back (if the inputs are unchanged) and settles the job, in its own transaction. Returns its new state.</summary>
-    public async Task<string> CompleteAsync(WriteBack write, CancellationToken cancellationToken)
+    public async Task<string> CompleteAsync(WriteBack write, CancellationToken cancellationToken, NpgsqlConnection? connection = null)
     {
         // Committed without waiting for the WAL flush, like the batched write-back (llm.complete_batch).
-        await using var command = _dataSource.CreateCommand("SELECT " + write.Task.CompleteFunction + "($1, $2, $3, $4, $5, $6), set_config('synchronous_commit', 'off', true)");
+        await using var command = Command("SELECT " + write.Task.CompleteFunction + "($1, $2, $3, $4, $5, $6), set_config('synchronous_commit', 'off', true)", connection);
         command.Parameters.Add(new NpgsqlParameter<long> { TypedValue = write.Job.Id });
         command.Parameters.Add(new NpgsqlParameter<int> { TypedValue = write.Job.Attempt });
         command.Parameters.Add(new NpgsqlParameter<string> { TypedValue = write.InputsHash });
@@ -114,7 +195,7 @@ internal sealed class JobQueue
     /// Writes back several answers in one round trip and one commit (<c>llm.complete_batch</c>): each job in
     /// its own subtransaction, so each comes back with its own state, or its own error and SQLSTATE.
     /// </summary>
-    public async Task<IReadOnlyList<BatchOutcome>> CompleteBatchAsync(IReadOnlyList<WriteBack> writes, CancellationToken cancellationToken)
+    public async Task<IReadOnlyList<BatchOutcome>> CompleteBatchAsync(IReadOnlyList<WriteBack> writes, CancellationToken cancellationToken, NpgsqlConnection? connection = null)
     {
         var count = writes.Count;
         var tasks = new string[count];
@@ -136,7 +217,7 @@ internal sealed class JobQueue
             outputTokens[i] = write.OutputTokens;
         }
 
-        await using var command = _dataSource.CreateCommand("SELECT job_id, state, error, error_code FROM llm.complete_batch($1, $2, $3, $4, $5, $6, $7)");
+        await using var command = Command("SELECT job_id, state, error, error_code FROM llm.complete_batch($1, $2, $3, $4, $5, $6, $7)", connection);
         command.Parameters.Add(new NpgsqlParameter<string[]> { TypedValue = tasks });
         command.Parameters.Add(new NpgsqlParameter<long[]> { TypedValue = ids });
         command.Parameters.Add(new NpgsqlParameter<int[]> { TypedValue = attempts });

@@ -31,6 +31,9 @@ public sealed class PgLlmQueueAdmin
     }
 
     /// <summary>Deletes succeeded, superseded and skipped jobs finished more than <paramref name="olderThan"/> ago. Returns the number deleted.</summary>
-    public Task<int> PruneAsync(TimeSpan olderThan, CancellationToken cancellationToken = default) =>
-        new JobQueue(_dataSource).PruneAsync(olderThan, cancellationToken);
+    public async Task<int> PruneAsync(TimeSpan olderThan, CancellationToken cancellationToken = default)
+    {
+        using var queue = new JobQueue(_dataSource);
+        return await queue.PruneAsync(olderThan, cancellationToken).ConfigureAwait(false);
+    }
 }

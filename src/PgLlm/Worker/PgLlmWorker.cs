@@ -155,6 +155,7 @@ public sealed partial class PgLlmWorker : BackgroundService
                     }
 
                     var claimedAny = false;
+                    var drained = true;
                     for (var i = 0; i < lanes.Count; i++)
                     {
                         var lane = lanes[i];
@@ -166,6 +167,7 @@ public sealed partial class PgLlmWorker : BackgroundService
                         var jobs = await _queue.ClaimAsync(_workerId, taken[i], _options.Lease, lane.Filter, stoppingToken).ConfigureAwait(false);
                         PgLlmMetrics.RecordClaimed(_workerId, jobs);
                         claimedAny |= jobs.Count > 0;
+                        drained &= jobs.Count < taken[i];
                         foreach (var work in await PrepareAsync(jobs, stoppingToken).ConfigureAwait(false))
                         {
                             var task = Task.Run(() => ProcessAsync(work, writeBacks, lane, jobsCancellation.Token), CancellationToken.None);
@@ -234,9 +236,23 @@ public sealed partial class PgLlmWorker : BackgroundService
                         continue;
                     }
 
+                    failureDelay = TimeSpan.FromMilliseconds(200);
+                    if (drained && !untilIdle && sleep.SafeAndFresh)
+                    {
+                        // Woken from sleep, and every claim took fewer jobs than it asked for: the queue is
+                        // empty again. Stay advertised and wait for the next notification, rather than
+                        // withdrawing, claiming again and advertising again (three round trips per job for
+                        // a worker that keeps up, competing with the job just started).
+                        if (!await _wake.WaitAsync(_options.PollInterval, stoppingToken).ConfigureAwait(false))
+                        {
+                            sleep.Safe = false;
+                        }
+
+                        continue;
+                    }
+
                     // Busy again: enqueuers stop notifying (each NOTIFY serializes their commits).
                     await sleep.WithdrawAsync(stoppingToken).ConfigureAwait(false);
-                    failureDelay = TimeSpan.FromMilliseconds(200);
                 }
                 catch (Exception ex) when (ex is NpgsqlException or TimeoutException && !stoppingToken.IsCancellationRequested)
                 {
@@ -284,6 +300,7 @@ public sealed partial class PgLlmWorker : BackgroundService
 
             // Every job has handed in its answer; the last write-backs commit before the worker returns.
             await writeBacks.CompleteAndDrainAsync().ConfigureAwait(false);
+            await _queue.CloseClaimConnectionAsync().ConfigureAwait(false);
             try
             {
                 await sleep.WithdrawAsync(CancellationToken.None).ConfigureAwait(false);
@@ -489,6 +506,7 @@ public sealed partial class PgLlmWorker : BackgroundService
     public override void Dispose()
     {
         _registry.Dispose();
+        _queue.Dispose();
         base.Dispose();
     }
 

@@ -1,3 +1,4 @@
+using System.Diagnostics;
 using Npgsql;
 
 namespace PgLlm.Worker;
@@ -13,6 +14,7 @@ internal sealed class SleepAdvertisement
     private readonly NpgsqlDataSource _dataSource;
     private readonly string _workerId;
     private bool _advertised;
+    private long _advertisedAt;
 
     public SleepAdvertisement(NpgsqlDataSource dataSource, string workerId)
     {
@@ -25,6 +27,12 @@ internal sealed class SleepAdvertisement
     /// still open: after one more claim finds nothing, the worker may sleep until NOTIFY. Reset after each sleep.
     /// </summary>
     public bool Safe { get; set; }
+
+    /// <summary>
+    /// Safe, and advertised less than a minute ago: a worker that keeps up with a trickle of jobs may stay
+    /// advertised between them, but refreshes the advertisement now and then (stale ones are dropped after an hour).
+    /// </summary>
+    public bool SafeAndFresh => Safe && Stopwatch.GetElapsedTime(_advertisedAt) < TimeSpan.FromMinutes(1);
 
     /// <summary>
     /// Advertises that the worker is about to sleep, then (in a second transaction, so that the
@@ -41,6 +49,7 @@ internal sealed class SleepAdvertisement
         batch.BatchCommands.Add(new NpgsqlBatchCommand("SELECT llm.enqueuers_settled()"));
         await using var reader = await batch.ExecuteReaderAsync(cancellationToken).ConfigureAwait(false);
         _advertised = true;
+        _advertisedAt = Stopwatch.GetTimestamp();
         await reader.NextResultAsync(cancellationToken).ConfigureAwait(false);
         await reader.ReadAsync(cancellationToken).ConfigureAwait(false);
         Safe = reader.GetBoolean(0);

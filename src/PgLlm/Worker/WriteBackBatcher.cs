@@ -9,7 +9,9 @@ namespace PgLlm.Worker;
 /// by the next one: one round trip and one commit for up to <see cref="MaxBatch"/> jobs, each in its own
 /// subtransaction (<c>llm.complete_batch</c>), so one job's failure never undoes another's result. A lone
 /// answer is written with the single-job statement, exactly as without batching, so an idle worker adds
-/// no latency. Every caller gets its own job's state or exception.
+/// no latency. Every caller gets its own job's state or exception. Each writer keeps a connection of its
+/// own: a pooled one is reset (<c>DISCARD ALL</c>) on each return to the pool, which drops the plans the
+/// session cached for the write-back functions.
 /// </summary>
 internal sealed class WriteBackBatcher
 {
@@ -54,39 +56,49 @@ internal sealed class WriteBackBatcher
     {
         var batch = new List<Pending>(MaxBatch);
         var reader = _pending.Reader;
-        while (await reader.WaitToReadAsync(CancellationToken.None).ConfigureAwait(false))
+        var writer = new WriterConnection(_queue);
+        try
         {
-            batch.Clear();
-            while (batch.Count < MaxBatch && reader.TryRead(out var next))
+            while (await reader.WaitToReadAsync(CancellationToken.None).ConfigureAwait(false))
             {
-                batch.Add(next);
-            }
+                batch.Clear();
+                while (batch.Count < MaxBatch && reader.TryRead(out var next))
+                {
+                    batch.Add(next);
+                }
 
-            if (batch.Count == 1)
-            {
-                await WriteAloneAsync(batch[0]).ConfigureAwait(false);
+                if (batch.Count == 1)
+                {
+                    await WriteAloneAsync(batch[0], writer).ConfigureAwait(false);
+                }
+                else if (batch.Count > 1)
+                {
+                    await WriteBatchAsync(batch, writer).ConfigureAwait(false);
+                }
             }
-            else if (batch.Count > 1)
-            {
-                await WriteBatchAsync(batch).ConfigureAwait(false);
-            }
+        }
+        finally
+        {
+            await writer.CloseAsync().ConfigureAwait(false);
         }
     }
 
-    private async Task WriteBatchAsync(List<Pending> batch)
+    private async Task WriteBatchAsync(List<Pending> batch, WriterConnection writer)
     {
         IReadOnlyList<BatchOutcome> outcomes;
         try
         {
-            outcomes = await _queue.CompleteBatchAsync(batch.ConvertAll(p => p.Write), CancellationToken.None).ConfigureAwait(false);
+            var connection = await writer.GetAsync().ConfigureAwait(false);
+            outcomes = await _queue.CompleteBatchAsync(batch.ConvertAll(p => p.Write), CancellationToken.None, connection).ConfigureAwait(false);
         }
         catch (Exception ex) when (ex is NpgsqlException or TimeoutException)
         {
             // The batch as a whole failed (connection lost, statement cancelled): nothing of it was
             // committed. Each job then gets its own transaction, as without batching.
+            await writer.CloseAsync().ConfigureAwait(false);
             foreach (var pending in batch)
             {
-                await WriteAloneAsync(pending).ConfigureAwait(false);
+                await WriteAloneAsync(pending, writer).ConfigureAwait(false);
             }
 
             return;
@@ -102,7 +114,7 @@ internal sealed class WriteBackBatcher
             }
             else if (outcome is null || outcome.ErrorCode == LockNotAvailable)
             {
-                await WriteAloneAsync(pending).ConfigureAwait(false);
+                await WriteAloneAsync(pending, writer).ConfigureAwait(false);
             }
             else
             {
@@ -113,15 +125,48 @@ internal sealed class WriteBackBatcher
         }
     }
 
-    private async Task WriteAloneAsync(Pending pending)
+    private async Task WriteAloneAsync(Pending pending, WriterConnection writer)
     {
         try
         {
-            pending.Result.TrySetResult(await _queue.CompleteAsync(pending.Write, CancellationToken.None).ConfigureAwait(false));
+            var connection = await writer.GetAsync().ConfigureAwait(false);
+            pending.Result.TrySetResult(await _queue.CompleteAsync(pending.Write, CancellationToken.None, connection).ConfigureAwait(false));
         }
         catch (Exception ex)
         {
+            if (ex is not PostgresException)
+            {
+                // Not the job's own error: the connection may be broken. The next write opens another.
+                await writer.CloseAsync().ConfigureAwait(false);
+            }
+
             pending.Result.TrySetException(ex);
+        }
+    }
+
+    /// <summary>A writer's own connection, opened when first needed and again after a failure.</summary>
+    private sealed class WriterConnection(JobQueue queue)
+    {
+        private NpgsqlConnection? _connection;
+
+        public async ValueTask<NpgsqlConnection> GetAsync() =>
+            _connection ??= await queue.OpenConnectionAsync(CancellationToken.None).ConfigureAwait(false);
+
+        public async ValueTask CloseAsync()
+        {
+            var connection = _connection;
+            _connection = null;
+            if (connection is not null)
+            {
+                try
+                {
+                    await connection.DisposeAsync().ConfigureAwait(false);
+                }
+                catch (Exception ex) when (ex is NpgsqlException or IOException or TimeoutException)
+                {
+                    // Already broken: nothing to close.
+                }
+            }
         }
     }
 

@@ -10,7 +10,7 @@ namespace PgLlm.Generated
         /// <summary>The core schema: the queue, the task registry and the worker's functions.</summary>
         public static global::PgLlm.Migrations.PgLlmScript Core { get; } = new global::PgLlm.Migrations.PgLlmScript(
             @"0001-pgllm-core",
-            @"d5e00878b792",
+            @"df02d24a8260",
             global::PgLlm.Migrations.PgLlmScriptKind.Core,
             @"-- PgLlm core schema: the queue, the task registry and the functions the worker calls.
 -- Idempotent: re-applied as a whole whenever its content changes.
@@ -121,6 +121,7 @@ SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
 SET enable_sort = off
 SET enable_bitmapscan = off
+SET enable_seqscan = off
 AS $fn$
 BEGIN
     RETURN QUERY
