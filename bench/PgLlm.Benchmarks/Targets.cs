@@ -15,6 +15,7 @@ internal static class Targets
         ["pickup_ms_p50"] = ("<= 2", v => v <= 2),
         ["pickup_ms_p99"] = ("<= 10", v => v <= 10),
         ["user_update_ratio"] = (">= 0.9", v => v >= 0.9),
+        ["user_update_ratio_instant_model"] = ("reported (CPU-bound stress)", _ => true),
         ["user_deadlocks"] = ("0", v => v == 0),
         ["worker_peak_rss_mb"] = ("<= 100", v => v <= 100),
     };
@@ -26,7 +27,8 @@ internal static class Targets
             return string.Empty;
         }
 
-        return target.Text + (target.Met(v) ? "  met" : "  NOT MET");
+        return target.Text.StartsWith("reported", StringComparison.Ordinal) ? target.Text
+            : target.Text + (target.Met(v) ? "  met" : "  NOT MET");
     }
 
 }
