@@ -1,8 +1,11 @@
 using System.Collections.Concurrent;
 using System.Diagnostics.Metrics;
+using Microsoft.Extensions.AI;
+using PgLlm.Completions;
 using PgLlm.Local;
 using PgLlm.Observability;
 using PgLlm.Tests.Integration;
+using PgLlm.Worker;
 
 namespace PgLlm.Tests.Operations;
 
@@ -115,5 +118,50 @@ public sealed class MetricsTests
 
             _measurements.Enqueue(new Measurement(instrument.Name, value, dictionary));
         }
+    }
+}
+
+/// <summary>Microsoft.Extensions.AI's OpenTelemetry middleware over the default model client, as docs/operations.md shows it.</summary>
+[Collection(IntegrationGroup.Name)]
+public sealed class OpenTelemetryMiddlewareTests
+{
+    private readonly PgLlmFixture _fixture;
+
+    public OpenTelemetryMiddlewareTests(PgLlmFixture fixture)
+    {
+        _fixture = fixture;
+        fixture.Model.Responder = null;
+        fixture.Model.Latency = TimeSpan.Zero;
+        fixture.Model.ClearRequests();
+    }
+
+    [Fact]
+    public async Task The_middleware_traces_each_worker_call_with_gen_ai_tags_from_the_default_client()
+    {
+        const string source = "PgLlm.Tests.AI";
+        var activities = new System.Collections.Concurrent.ConcurrentQueue<System.Diagnostics.Activity>();
+        using var listener = new System.Diagnostics.ActivityListener
+        {
+            ShouldListenTo = s => s.Name == source,
+            Sample = (ref System.Diagnostics.ActivityCreationOptions<System.Diagnostics.ActivityContext> _) => System.Diagnostics.ActivitySamplingResult.AllDataAndRecorded,
+            ActivityStopped = activities.Enqueue,
+        };
+        System.Diagnostics.ActivitySource.AddActivityListener(listener);
+        await using var db = await Ops.CreateDatabaseAsync(_fixture);
+        await db.DataSource.ExecAsync("INSERT INTO flaky (id, input) VALUES (1, 'a'), (2, 'b')");
+        var options = Ops.Options(_fixture);
+        using var client = ChatClientFactory.Create(options).AsBuilder().UseOpenTelemetry(sourceName: source).Build();
+
+        using var worker = new PgLlmWorker(db.DataSource, client, Microsoft.Extensions.Options.Options.Create(options));
+        Assert.Equal(2, await worker.RunUntilIdleAsync());
+
+        var calls = activities.Where(a => a.OperationName.StartsWith("chat", StringComparison.Ordinal)).ToList();
+        Assert.Equal(2, calls.Count);
+        Assert.All(calls, a =>
+        {
+            Assert.Equal("test-model", a.GetTagItem("gen_ai.request.model"));
+            Assert.Equal(_fixture.Model.BaseUrl.Host, a.GetTagItem("server.address"));
+            Assert.NotNull(a.GetTagItem("gen_ai.usage.input_tokens"));
+        });
     }
 }
