@@ -70,15 +70,21 @@ internal static class TableScriptEmitter
 
         // Inputs: the row's current values for a batch of claimed jobs, with a hash the write-back
         // compares against. Jobs whose row is gone (or whose required inputs are null) come back absent.
-        sql.Append("CREATE OR REPLACE FUNCTION ").Append(inputs).Append("(p_job_ids bigint[])\nRETURNS TABLE (job_id bigint, inputs jsonb, inputs_hash text)\nLANGUAGE sql\nSTABLE\nSECURITY DEFINER\nSET search_path = pg_catalog, pg_temp\nAS ")
+        // PL/pgSQL so that the worker's session keeps the plan (an SQL function is planned at every
+        // call, on the pickup path); index lookups only, whatever the statistics say when it is cached.
+        sql.Append("CREATE OR REPLACE FUNCTION ").Append(inputs).Append("(p_job_ids bigint[])\nRETURNS TABLE (job_id bigint, inputs jsonb, inputs_hash text)\nLANGUAGE plpgsql\nSTABLE\nSECURITY DEFINER\nSET search_path = pg_catalog, pg_temp\nSET enable_seqscan = off\nAS ")
             .Append(DollarQuote(
-                "\n    SELECT j.id, i.inputs, md5(i.inputs::text)\n" +
+                "\n#variable_conflict use_column\n" +
+                "BEGIN\n" +
+                "    RETURN QUERY\n" +
+                "    SELECT j.id, i.inputs, md5(i.inputs::text)\n" +
                 "      FROM llm.job AS j\n" +
                 "     CROSS JOIN LATERAL jsonb_populate_record(NULL::" + target + ", j.row_key) AS k\n" +
                 "      JOIN " + target + " AS t ON " + keyMatch + "\n" +
                 "     CROSS JOIN LATERAL (SELECT " + inputsOfT + " AS inputs) AS i\n" +
                 "     WHERE j.id = ANY (p_job_ids) AND j.task = " + Literal(taskName) +
-                (required.Length > 0 ? "\n       AND " + required : string.Empty) + ";\n"))
+                (required.Length > 0 ? "\n       AND " + required : string.Empty) + ";\n" +
+                "END\n"))
             .Append(";\n\n");
 
         // Complete: writes the answer only if the inputs are still the ones the model saw, and

@@ -24,11 +24,15 @@ $pgllm$;
 
 CREATE OR REPLACE FUNCTION "llm"."public.user_reviews:sentiment:inputs"(p_job_ids bigint[])
 RETURNS TABLE (job_id bigint, inputs jsonb, inputs_hash text)
-LANGUAGE sql
+LANGUAGE plpgsql
 STABLE
 SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
+SET enable_seqscan = off
 AS $pgllm$
+#variable_conflict use_column
+BEGIN
+    RETURN QUERY
     SELECT j.id, i.inputs, md5(i.inputs::text)
       FROM llm.job AS j
      CROSS JOIN LATERAL jsonb_populate_record(NULL::"public"."user_reviews", j.row_key) AS k
@@ -36,6 +40,7 @@ AS $pgllm$
      CROSS JOIN LATERAL (SELECT jsonb_build_object('review_text', t."review_text") AS inputs) AS i
      WHERE j.id = ANY (p_job_ids) AND j.task = 'public.user_reviews:sentiment'
        AND t."review_text" IS NOT NULL;
+END
 $pgllm$;
 
 CREATE OR REPLACE FUNCTION "llm"."public.user_reviews:sentiment:complete"(p_job_id bigint, p_attempt integer, p_inputs_hash text, p_result jsonb, p_input_tokens integer, p_output_tokens integer)
@@ -167,11 +172,15 @@ $pgllm$;
 
 CREATE OR REPLACE FUNCTION "llm"."public.user_reviews:emotion+user_review_es:inputs"(p_job_ids bigint[])
 RETURNS TABLE (job_id bigint, inputs jsonb, inputs_hash text)
-LANGUAGE sql
+LANGUAGE plpgsql
 STABLE
 SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
+SET enable_seqscan = off
 AS $pgllm$
+#variable_conflict use_column
+BEGIN
+    RETURN QUERY
     SELECT j.id, i.inputs, md5(i.inputs::text)
       FROM llm.job AS j
      CROSS JOIN LATERAL jsonb_populate_record(NULL::"public"."user_reviews", j.row_key) AS k
@@ -179,6 +188,7 @@ AS $pgllm$
      CROSS JOIN LATERAL (SELECT jsonb_build_object('user_review_og', t."user_review_og") AS inputs) AS i
      WHERE j.id = ANY (p_job_ids) AND j.task = 'public.user_reviews:emotion+user_review_es'
        AND t."user_review_og" IS NOT NULL;
+END
 $pgllm$;
 
 CREATE OR REPLACE FUNCTION "llm"."public.user_reviews:emotion+user_review_es:complete"(p_job_id bigint, p_attempt integer, p_inputs_hash text, p_result jsonb, p_input_tokens integer, p_output_tokens integer)

@@ -24,11 +24,15 @@ $pgllm$;
 
 CREATE OR REPLACE FUNCTION "llm"."public.receipts:note_mood:inputs"(p_job_ids bigint[])
 RETURNS TABLE (job_id bigint, inputs jsonb, inputs_hash text)
-LANGUAGE sql
+LANGUAGE plpgsql
 STABLE
 SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
+SET enable_seqscan = off
 AS $pgllm$
+#variable_conflict use_column
+BEGIN
+    RETURN QUERY
     SELECT j.id, i.inputs, md5(i.inputs::text)
       FROM llm.job AS j
      CROSS JOIN LATERAL jsonb_populate_record(NULL::"public"."receipts", j.row_key) AS k
@@ -36,6 +40,7 @@ AS $pgllm$
      CROSS JOIN LATERAL (SELECT jsonb_build_object('note', t."note") AS inputs) AS i
      WHERE j.id = ANY (p_job_ids) AND j.task = 'public.receipts:note_mood'
        AND t."note" IS NOT NULL;
+END
 $pgllm$;
 
 CREATE OR REPLACE FUNCTION "llm"."public.receipts:note_mood:complete"(p_job_id bigint, p_attempt integer, p_inputs_hash text, p_result jsonb, p_input_tokens integer, p_output_tokens integer)
@@ -167,11 +172,15 @@ $pgllm$;
 
 CREATE OR REPLACE FUNCTION "llm"."public.receipts:stars:inputs"(p_job_ids bigint[])
 RETURNS TABLE (job_id bigint, inputs jsonb, inputs_hash text)
-LANGUAGE sql
+LANGUAGE plpgsql
 STABLE
 SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
+SET enable_seqscan = off
 AS $pgllm$
+#variable_conflict use_column
+BEGIN
+    RETURN QUERY
     SELECT j.id, i.inputs, md5(i.inputs::text)
       FROM llm.job AS j
      CROSS JOIN LATERAL jsonb_populate_record(NULL::"public"."receipts", j.row_key) AS k
@@ -179,6 +188,7 @@ AS $pgllm$
      CROSS JOIN LATERAL (SELECT jsonb_build_object('note', t."note") AS inputs) AS i
      WHERE j.id = ANY (p_job_ids) AND j.task = 'public.receipts:stars'
        AND t."note" IS NOT NULL;
+END
 $pgllm$;
 
 CREATE OR REPLACE FUNCTION "llm"."public.receipts:stars:complete"(p_job_id bigint, p_attempt integer, p_inputs_hash text, p_result jsonb, p_input_tokens integer, p_output_tokens integer)
@@ -310,11 +320,15 @@ $pgllm$;
 
 CREATE OR REPLACE FUNCTION "llm"."public.receipts:tags:inputs"(p_job_ids bigint[])
 RETURNS TABLE (job_id bigint, inputs jsonb, inputs_hash text)
-LANGUAGE sql
+LANGUAGE plpgsql
 STABLE
 SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
+SET enable_seqscan = off
 AS $pgllm$
+#variable_conflict use_column
+BEGIN
+    RETURN QUERY
     SELECT j.id, i.inputs, md5(i.inputs::text)
       FROM llm.job AS j
      CROSS JOIN LATERAL jsonb_populate_record(NULL::"public"."receipts", j.row_key) AS k
@@ -322,6 +336,7 @@ AS $pgllm$
      CROSS JOIN LATERAL (SELECT jsonb_build_object('note', t."note") AS inputs) AS i
      WHERE j.id = ANY (p_job_ids) AND j.task = 'public.receipts:tags'
        AND t."note" IS NOT NULL;
+END
 $pgllm$;
 
 CREATE OR REPLACE FUNCTION "llm"."public.receipts:tags:complete"(p_job_id bigint, p_attempt integer, p_inputs_hash text, p_result jsonb, p_input_tokens integer, p_output_tokens integer)
@@ -453,11 +468,15 @@ $pgllm$;
 
 CREATE OR REPLACE FUNCTION "llm"."public.receipts:codes:inputs"(p_job_ids bigint[])
 RETURNS TABLE (job_id bigint, inputs jsonb, inputs_hash text)
-LANGUAGE sql
+LANGUAGE plpgsql
 STABLE
 SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
+SET enable_seqscan = off
 AS $pgllm$
+#variable_conflict use_column
+BEGIN
+    RETURN QUERY
     SELECT j.id, i.inputs, md5(i.inputs::text)
       FROM llm.job AS j
      CROSS JOIN LATERAL jsonb_populate_record(NULL::"public"."receipts", j.row_key) AS k
@@ -465,6 +484,7 @@ AS $pgllm$
      CROSS JOIN LATERAL (SELECT jsonb_build_object('note', t."note") AS inputs) AS i
      WHERE j.id = ANY (p_job_ids) AND j.task = 'public.receipts:codes'
        AND t."note" IS NOT NULL;
+END
 $pgllm$;
 
 CREATE OR REPLACE FUNCTION "llm"."public.receipts:codes:complete"(p_job_id bigint, p_attempt integer, p_inputs_hash text, p_result jsonb, p_input_tokens integer, p_output_tokens integer)
@@ -596,11 +616,15 @@ $pgllm$;
 
 CREATE OR REPLACE FUNCTION "llm"."public.receipts:origin:inputs"(p_job_ids bigint[])
 RETURNS TABLE (job_id bigint, inputs jsonb, inputs_hash text)
-LANGUAGE sql
+LANGUAGE plpgsql
 STABLE
 SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
+SET enable_seqscan = off
 AS $pgllm$
+#variable_conflict use_column
+BEGIN
+    RETURN QUERY
     SELECT j.id, i.inputs, md5(i.inputs::text)
       FROM llm.job AS j
      CROSS JOIN LATERAL jsonb_populate_record(NULL::"public"."receipts", j.row_key) AS k
@@ -608,6 +632,7 @@ AS $pgllm$
      CROSS JOIN LATERAL (SELECT jsonb_build_object('note', t."note") AS inputs) AS i
      WHERE j.id = ANY (p_job_ids) AND j.task = 'public.receipts:origin'
        AND t."note" IS NOT NULL;
+END
 $pgllm$;
 
 CREATE OR REPLACE FUNCTION "llm"."public.receipts:origin:complete"(p_job_id bigint, p_attempt integer, p_inputs_hash text, p_result jsonb, p_input_tokens integer, p_output_tokens integer)
@@ -739,11 +764,15 @@ $pgllm$;
 
 CREATE OR REPLACE FUNCTION "llm"."public.receipts:is_refund:inputs"(p_job_ids bigint[])
 RETURNS TABLE (job_id bigint, inputs jsonb, inputs_hash text)
-LANGUAGE sql
+LANGUAGE plpgsql
 STABLE
 SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
+SET enable_seqscan = off
 AS $pgllm$
+#variable_conflict use_column
+BEGIN
+    RETURN QUERY
     SELECT j.id, i.inputs, md5(i.inputs::text)
       FROM llm.job AS j
      CROSS JOIN LATERAL jsonb_populate_record(NULL::"public"."receipts", j.row_key) AS k
@@ -751,6 +780,7 @@ AS $pgllm$
      CROSS JOIN LATERAL (SELECT jsonb_build_object('note', t."note") AS inputs) AS i
      WHERE j.id = ANY (p_job_ids) AND j.task = 'public.receipts:is_refund'
        AND t."note" IS NOT NULL;
+END
 $pgllm$;
 
 CREATE OR REPLACE FUNCTION "llm"."public.receipts:is_refund:complete"(p_job_id bigint, p_attempt integer, p_inputs_hash text, p_result jsonb, p_input_tokens integer, p_output_tokens integer)
@@ -882,11 +912,15 @@ $pgllm$;
 
 CREATE OR REPLACE FUNCTION "llm"."public.receipts:written_at:inputs"(p_job_ids bigint[])
 RETURNS TABLE (job_id bigint, inputs jsonb, inputs_hash text)
-LANGUAGE sql
+LANGUAGE plpgsql
 STABLE
 SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
+SET enable_seqscan = off
 AS $pgllm$
+#variable_conflict use_column
+BEGIN
+    RETURN QUERY
     SELECT j.id, i.inputs, md5(i.inputs::text)
       FROM llm.job AS j
      CROSS JOIN LATERAL jsonb_populate_record(NULL::"public"."receipts", j.row_key) AS k
@@ -894,6 +928,7 @@ AS $pgllm$
      CROSS JOIN LATERAL (SELECT jsonb_build_object('note', t."note") AS inputs) AS i
      WHERE j.id = ANY (p_job_ids) AND j.task = 'public.receipts:written_at'
        AND t."note" IS NOT NULL;
+END
 $pgllm$;
 
 CREATE OR REPLACE FUNCTION "llm"."public.receipts:written_at:complete"(p_job_id bigint, p_attempt integer, p_inputs_hash text, p_result jsonb, p_input_tokens integer, p_output_tokens integer)
@@ -1025,11 +1060,15 @@ $pgllm$;
 
 CREATE OR REPLACE FUNCTION "llm"."public.receipts:scan_text:inputs"(p_job_ids bigint[])
 RETURNS TABLE (job_id bigint, inputs jsonb, inputs_hash text)
-LANGUAGE sql
+LANGUAGE plpgsql
 STABLE
 SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
+SET enable_seqscan = off
 AS $pgllm$
+#variable_conflict use_column
+BEGIN
+    RETURN QUERY
     SELECT j.id, i.inputs, md5(i.inputs::text)
       FROM llm.job AS j
      CROSS JOIN LATERAL jsonb_populate_record(NULL::"public"."receipts", j.row_key) AS k
@@ -1037,6 +1076,7 @@ AS $pgllm$
      CROSS JOIN LATERAL (SELECT jsonb_build_object('scan', t."scan", 'note', t."note") AS inputs) AS i
      WHERE j.id = ANY (p_job_ids) AND j.task = 'public.receipts:scan_text'
        AND t."scan" IS NOT NULL AND t."note" IS NOT NULL;
+END
 $pgllm$;
 
 CREATE OR REPLACE FUNCTION "llm"."public.receipts:scan_text:complete"(p_job_id bigint, p_attempt integer, p_inputs_hash text, p_result jsonb, p_input_tokens integer, p_output_tokens integer)
@@ -1168,11 +1208,15 @@ $pgllm$;
 
 CREATE OR REPLACE FUNCTION "llm"."public.receipts:totals:inputs"(p_job_ids bigint[])
 RETURNS TABLE (job_id bigint, inputs jsonb, inputs_hash text)
-LANGUAGE sql
+LANGUAGE plpgsql
 STABLE
 SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
+SET enable_seqscan = off
 AS $pgllm$
+#variable_conflict use_column
+BEGIN
+    RETURN QUERY
     SELECT j.id, i.inputs, md5(i.inputs::text)
       FROM llm.job AS j
      CROSS JOIN LATERAL jsonb_populate_record(NULL::"public"."receipts", j.row_key) AS k
@@ -1180,6 +1224,7 @@ AS $pgllm$
      CROSS JOIN LATERAL (SELECT jsonb_build_object('image_url', t."image_url") AS inputs) AS i
      WHERE j.id = ANY (p_job_ids) AND j.task = 'public.receipts:totals'
        AND t."image_url" IS NOT NULL;
+END
 $pgllm$;
 
 CREATE OR REPLACE FUNCTION "llm"."public.receipts:totals:complete"(p_job_id bigint, p_attempt integer, p_inputs_hash text, p_result jsonb, p_input_tokens integer, p_output_tokens integer)
