@@ -87,6 +87,12 @@ internal sealed class JobQueue : IDisposable
         await _claimLock.WaitAsync(cancellationToken).ConfigureAwait(false);
         try
         {
+            if (_claimConnection is { State: not System.Data.ConnectionState.Open })
+            {
+                // Broken by an earlier failure (a server restart reports itself on the next read).
+                await CloseClaimConnectionCoreAsync().ConfigureAwait(false);
+            }
+
             var command = _claimCommand ?? await OpenClaimCommandAsync(cancellationToken).ConfigureAwait(false);
             command.Parameters[0].Value = workerId;
             command.Parameters[1].Value = limit;

@@ -67,13 +67,25 @@ internal sealed class WriteBackBatcher
                     batch.Add(next);
                 }
 
-                if (batch.Count == 1)
+                try
                 {
-                    await WriteAloneAsync(batch[0], writer).ConfigureAwait(false);
+                    if (batch.Count == 1)
+                    {
+                        await WriteAloneAsync(batch[0], writer).ConfigureAwait(false);
+                    }
+                    else if (batch.Count > 1)
+                    {
+                        await WriteBatchAsync(batch, writer).ConfigureAwait(false);
+                    }
                 }
-                else if (batch.Count > 1)
+                catch (Exception ex)
                 {
-                    await WriteBatchAsync(batch, writer).ConfigureAwait(false);
+                    // Never leave a job waiting for an outcome: whatever went wrong is its failed attempt.
+                    await writer.CloseAsync().ConfigureAwait(false);
+                    foreach (var pending in batch)
+                    {
+                        pending.Result.TrySetException(ex);
+                    }
                 }
             }
         }
@@ -91,10 +103,11 @@ internal sealed class WriteBackBatcher
             var connection = await writer.GetAsync().ConfigureAwait(false);
             outcomes = await _queue.CompleteBatchAsync(batch.ConvertAll(p => p.Write), CancellationToken.None, connection).ConfigureAwait(false);
         }
-        catch (Exception ex) when (ex is NpgsqlException or TimeoutException)
+        catch (Exception)
         {
-            // The batch as a whole failed (connection lost, statement cancelled): nothing of it was
-            // committed. Each job then gets its own transaction, as without batching.
+            // The batch as a whole failed (connection lost, statement cancelled, server shutting
+            // down): nothing of it was committed. Each job then gets its own transaction, as without
+            // batching, so every caller gets its own outcome.
             await writer.CloseAsync().ConfigureAwait(false);
             foreach (var pending in batch)
             {
@@ -134,11 +147,9 @@ internal sealed class WriteBackBatcher
         }
         catch (Exception ex)
         {
-            if (ex is not PostgresException)
-            {
-                // Not the job's own error: the connection may be broken. The next write opens another.
-                await writer.CloseAsync().ConfigureAwait(false);
-            }
+            // The job's own error leaves the connection open; anything else (including a server
+            // shutting down, reported as a PostgresException) may have broken it.
+            await writer.CloseIfBrokenAsync(ex).ConfigureAwait(false);
 
             pending.Result.TrySetException(ex);
         }
@@ -149,8 +160,18 @@ internal sealed class WriteBackBatcher
     {
         private NpgsqlConnection? _connection;
 
-        public async ValueTask<NpgsqlConnection> GetAsync() =>
-            _connection ??= await queue.OpenConnectionAsync(CancellationToken.None).ConfigureAwait(false);
+        public async ValueTask<NpgsqlConnection> GetAsync()
+        {
+            if (_connection is { State: not System.Data.ConnectionState.Open })
+            {
+                await CloseAsync().ConfigureAwait(false);
+            }
+
+            return _connection ??= await queue.OpenConnectionAsync(CancellationToken.None).ConfigureAwait(false);
+        }
+
+        public ValueTask CloseIfBrokenAsync(Exception exception) =>
+            exception is PostgresException && _connection is { State: System.Data.ConnectionState.Open } ? ValueTask.CompletedTask : CloseAsync();
 
         public async ValueTask CloseAsync()
         {
