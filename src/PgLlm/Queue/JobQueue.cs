@@ -62,15 +62,19 @@ internal sealed class JobQueue : IDisposable
 {
     private readonly NpgsqlDataSource _dataSource;
     private readonly SemaphoreSlim _claimLock = new(1, 1);
-    private NpgsqlConnection? _claimConnection;
+    private readonly KeptConnection _claimConnection;
     private NpgsqlCommand? _claimCommand;
 
-    public JobQueue(NpgsqlDataSource dataSource) => _dataSource = dataSource;
+    public JobQueue(NpgsqlDataSource dataSource)
+    {
+        _dataSource = dataSource;
+        _claimConnection = new KeptConnection(dataSource);
+    }
 
     public void Dispose()
     {
         _claimCommand?.Dispose();
-        _claimConnection?.Dispose();
+        _claimConnection.Dispose();
         _claimLock.Dispose();
     }
 
@@ -87,13 +91,8 @@ internal sealed class JobQueue : IDisposable
         await _claimLock.WaitAsync(cancellationToken).ConfigureAwait(false);
         try
         {
-            if (_claimConnection is { State: not System.Data.ConnectionState.Open })
-            {
-                // Broken by an earlier failure (a server restart reports itself on the next read).
-                await CloseClaimConnectionCoreAsync().ConfigureAwait(false);
-            }
-
-            var command = _claimCommand ?? await OpenClaimCommandAsync(cancellationToken).ConfigureAwait(false);
+            var connection = await _claimConnection.GetAsync(cancellationToken).ConfigureAwait(false);
+            var command = _claimCommand?.Connection == connection ? _claimCommand : await PrepareClaimAsync(connection, cancellationToken).ConfigureAwait(false);
             command.Parameters[0].Value = workerId;
             command.Parameters[1].Value = limit;
             command.Parameters[2].Value = lease.TotalSeconds;
@@ -119,7 +118,7 @@ internal sealed class JobQueue : IDisposable
         catch
         {
             // Broken, cancelled mid-statement or failed: start from a fresh connection next time.
-            await CloseClaimConnectionCoreAsync().ConfigureAwait(false);
+            await _claimConnection.CloseAsync().ConfigureAwait(false);
             throw;
         }
         finally
@@ -132,8 +131,8 @@ internal sealed class JobQueue : IDisposable
     private NpgsqlCommand Command(string sql, NpgsqlConnection? connection) =>
         connection is null ? _dataSource.CreateCommand(sql) : new NpgsqlCommand(sql, connection);
 
-    /// <summary>A connection of the caller's own (kept across calls, so the session keeps its cached plans).</summary>
-    public ValueTask<NpgsqlConnection> OpenConnectionAsync(CancellationToken cancellationToken) => _dataSource.OpenConnectionAsync(cancellationToken);
+    /// <summary>A connection for a caller to keep across calls (so the session keeps its cached plans).</summary>
+    public KeptConnection KeepConnection() => new(_dataSource);
 
     /// <summary>Closes the claims' own connection (the worker stops); the next claim opens a new one.</summary>
     public async Task CloseClaimConnectionAsync()
@@ -141,7 +140,7 @@ internal sealed class JobQueue : IDisposable
         await _claimLock.WaitAsync(CancellationToken.None).ConfigureAwait(false);
         try
         {
-            await CloseClaimConnectionCoreAsync().ConfigureAwait(false);
+            await _claimConnection.CloseAsync().ConfigureAwait(false);
         }
         finally
         {
@@ -149,12 +148,14 @@ internal sealed class JobQueue : IDisposable
         }
     }
 
-    private async Task<NpgsqlCommand> OpenClaimCommandAsync(CancellationToken cancellationToken)
+    /// <summary>The claim statement, prepared on <paramref name="connection"/> (again after the connection was replaced).</summary>
+    private async Task<NpgsqlCommand> PrepareClaimAsync(NpgsqlConnection connection, CancellationToken cancellationToken)
     {
-        _claimConnection = await _dataSource.OpenConnectionAsync(cancellationToken).ConfigureAwait(false);
+        _claimCommand?.Dispose();
+        _claimCommand = null;
         var command = new NpgsqlCommand(
             "SELECT id, task, attempt, max_attempts, inputs, inputs_hash, inputs_error FROM llm.claim_with_inputs($1, $2, $3, $4, $5)",
-            _claimConnection);
+            connection);
         command.Parameters.Add(new NpgsqlParameter { NpgsqlDbType = NpgsqlDbType.Text });
         command.Parameters.Add(new NpgsqlParameter { NpgsqlDbType = NpgsqlDbType.Integer });
         command.Parameters.Add(new NpgsqlParameter { NpgsqlDbType = NpgsqlDbType.Double });
@@ -163,24 +164,6 @@ internal sealed class JobQueue : IDisposable
         await command.PrepareAsync(cancellationToken).ConfigureAwait(false);
         _claimCommand = command;
         return command;
-    }
-
-    private async Task CloseClaimConnectionCoreAsync()
-    {
-        var connection = _claimConnection;
-        _claimCommand = null;
-        _claimConnection = null;
-        if (connection is not null)
-        {
-            try
-            {
-                await connection.DisposeAsync().ConfigureAwait(false);
-            }
-            catch (Exception ex) when (ex is NpgsqlException or IOException or TimeoutException)
-            {
-                // Already broken: nothing to close.
-            }
-        }
     }
 
     /// <summary>Writes the answer back (if the inputs are unchanged) and settles the job, in its own transaction. Returns its new state.</summary>

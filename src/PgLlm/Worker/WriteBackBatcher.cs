@@ -56,7 +56,7 @@ internal sealed class WriteBackBatcher
     {
         var batch = new List<Pending>(MaxBatch);
         var reader = _pending.Reader;
-        var writer = new WriterConnection(_queue);
+        var writer = _queue.KeepConnection();
         try
         {
             while (await reader.WaitToReadAsync(CancellationToken.None).ConfigureAwait(false))
@@ -95,12 +95,12 @@ internal sealed class WriteBackBatcher
         }
     }
 
-    private async Task WriteBatchAsync(List<Pending> batch, WriterConnection writer)
+    private async Task WriteBatchAsync(List<Pending> batch, KeptConnection writer)
     {
         IReadOnlyList<BatchOutcome> outcomes;
         try
         {
-            var connection = await writer.GetAsync().ConfigureAwait(false);
+            var connection = await writer.GetAsync(CancellationToken.None).ConfigureAwait(false);
             outcomes = await _queue.CompleteBatchAsync(batch.ConvertAll(p => p.Write), CancellationToken.None, connection).ConfigureAwait(false);
         }
         catch (Exception)
@@ -138,11 +138,11 @@ internal sealed class WriteBackBatcher
         }
     }
 
-    private async Task WriteAloneAsync(Pending pending, WriterConnection writer)
+    private async Task WriteAloneAsync(Pending pending, KeptConnection writer)
     {
         try
         {
-            var connection = await writer.GetAsync().ConfigureAwait(false);
+            var connection = await writer.GetAsync(CancellationToken.None).ConfigureAwait(false);
             pending.Result.TrySetResult(await _queue.CompleteAsync(pending.Write, CancellationToken.None, connection).ConfigureAwait(false));
         }
         catch (Exception ex)
@@ -152,42 +152,6 @@ internal sealed class WriteBackBatcher
             await writer.CloseIfBrokenAsync(ex).ConfigureAwait(false);
 
             pending.Result.TrySetException(ex);
-        }
-    }
-
-    /// <summary>A writer's own connection, opened when first needed and again after a failure.</summary>
-    private sealed class WriterConnection(JobQueue queue)
-    {
-        private NpgsqlConnection? _connection;
-
-        public async ValueTask<NpgsqlConnection> GetAsync()
-        {
-            if (_connection is { State: not System.Data.ConnectionState.Open })
-            {
-                await CloseAsync().ConfigureAwait(false);
-            }
-
-            return _connection ??= await queue.OpenConnectionAsync(CancellationToken.None).ConfigureAwait(false);
-        }
-
-        public ValueTask CloseIfBrokenAsync(Exception exception) =>
-            exception is PostgresException && _connection is { State: System.Data.ConnectionState.Open } ? ValueTask.CompletedTask : CloseAsync();
-
-        public async ValueTask CloseAsync()
-        {
-            var connection = _connection;
-            _connection = null;
-            if (connection is not null)
-            {
-                try
-                {
-                    await connection.DisposeAsync().ConfigureAwait(false);
-                }
-                catch (Exception ex) when (ex is NpgsqlException or IOException or TimeoutException)
-                {
-                    // Already broken: nothing to close.
-                }
-            }
         }
     }
 
