@@ -29,6 +29,7 @@ STABLE
 SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
 SET enable_seqscan = off
+SET plan_cache_mode = force_generic_plan
 AS $pgllm$
 #variable_conflict use_column
 BEGIN
@@ -48,18 +49,23 @@ RETURNS text
 LANGUAGE plpgsql
 SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
+SET plan_cache_mode = force_generic_plan
 AS $pgllm$
 DECLARE
     v_key jsonb;
+    v_job_state text;
+    v_job_attempt integer;
     v_state text;
     v_note text;
 BEGIN
-    SELECT j.row_key INTO v_key
+    -- Found by its key alone and checked once locked: with a condition on the state, the planner
+    -- may walk the whole index of running jobs instead of the primary key.
+    SELECT j.row_key, j.state, j.attempt INTO v_key, v_job_state, v_job_attempt
       FROM llm.job AS j
-     WHERE j.id = p_job_id AND j.state = 'running' AND j.attempt = p_attempt
+     WHERE j.id = p_job_id
        AND j.task = 'public.user_reviews:sentiment' -- never another task's job: its row key names another table
        FOR UPDATE;
-    IF NOT FOUND THEN
+    IF NOT FOUND OR v_job_state <> 'running' OR v_job_attempt <> p_attempt THEN
         RETURN 'lost';
     END IF;
 
@@ -108,15 +114,64 @@ BEGIN
 END
 $pgllm$;
 
+CREATE OR REPLACE FUNCTION "llm"."public.user_reviews:sentiment:complete_batch"(p_job_ids bigint[], p_attempts integer[], p_inputs_hashes text[], p_results jsonb[], p_input_tokens integer[], p_output_tokens integer[])
+RETURNS text[]
+LANGUAGE plpgsql
+SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+SET enable_seqscan = off
+SET plan_cache_mode = force_generic_plan
+AS $pgllm$
+DECLARE
+    v_written integer[];
+    v_states text[];
+BEGIN
+    WITH b AS (SELECT * FROM unnest(p_job_ids, p_attempts, p_inputs_hashes, p_results) WITH ORDINALITY AS b(id, attempt, inputs_hash, result, n)),
+         -- Locked by key and task alone, then checked (as in the complete function).
+         j AS (SELECT j.id, j.row_key, j.state, j.attempt
+                 FROM llm.job AS j
+                WHERE j.id = ANY (p_job_ids) AND j.task = 'public.user_reviews:sentiment'
+                  FOR UPDATE),
+         w AS (UPDATE "public"."user_reviews" AS t
+                  SET "sentiment" = r."sentiment"
+                 FROM j
+                 JOIN b ON b.id = j.id AND b.attempt = j.attempt AND j.state = 'running'
+                CROSS JOIN LATERAL jsonb_populate_record(NULL::"public"."user_reviews", j.row_key) AS k
+                CROSS JOIN LATERAL jsonb_populate_record(NULL::"public"."user_reviews", b.result) AS r
+                WHERE t."id" = k."id"
+                  AND md5(jsonb_build_object('review_text', t."review_text")::text) = b.inputs_hash
+            RETURNING b.n)
+    SELECT array_agg(w.n) INTO v_written FROM w;
+
+    UPDATE llm.job AS j
+       SET state = 'succeeded', finished_at = now(), locked_by = NULL, lease_until = NULL,
+           inputs_hash = p_inputs_hashes[w.n], input_tokens = p_input_tokens[w.n], output_tokens = p_output_tokens[w.n]
+      FROM unnest(v_written) AS w(n)
+     WHERE j.id = p_job_ids[w.n];
+
+    v_states := array_fill(NULL::text, ARRAY[coalesce(array_length(p_job_ids, 1), 0)]);
+    FOR i IN 1 .. coalesce(array_length(p_job_ids, 1), 0) LOOP
+        IF i = ANY (v_written) THEN
+            v_states[i] := 'succeeded';
+        ELSE
+            v_states[i] := "llm"."public.user_reviews:sentiment:complete"(p_job_ids[i], p_attempts[i], p_inputs_hashes[i], p_results[i], p_input_tokens[i], p_output_tokens[i]);
+        END IF;
+    END LOOP;
+    RETURN v_states;
+END
+$pgllm$;
+
 REVOKE ALL ON FUNCTION "llm"."public.user_reviews:sentiment:enqueue" FROM PUBLIC;
 GRANT EXECUTE ON FUNCTION "llm"."public.user_reviews:sentiment:inputs" TO pgllm_worker;
 GRANT EXECUTE ON FUNCTION "llm"."public.user_reviews:sentiment:complete" TO pgllm_worker;
+GRANT EXECUTE ON FUNCTION "llm"."public.user_reviews:sentiment:complete_batch" TO pgllm_worker;
 REVOKE ALL ON FUNCTION "llm"."public.user_reviews:sentiment:inputs"(bigint[]) FROM PUBLIC;
 REVOKE ALL ON FUNCTION "llm"."public.user_reviews:sentiment:complete"(bigint, integer, text, jsonb, integer, integer) FROM PUBLIC;
+REVOKE ALL ON FUNCTION "llm"."public.user_reviews:sentiment:complete_batch"(bigint[], integer[], text[], jsonb[], integer[], integer[]) FROM PUBLIC;
 
 INSERT INTO llm.task (name, table_schema, table_name, key_columns, read_columns, target_columns, prompt, system_prompt,
                       json_schema, model, max_attempts, temperature, max_output_tokens, image_columns,
-                      enqueue_function, inputs_function, complete_function, definition_hash)
+                      enqueue_function, inputs_function, complete_function, complete_batch_function, definition_hash)
 VALUES ('public.user_reviews:sentiment',
         'public', 'user_reviews',
         ARRAY['id']::text[],
@@ -126,7 +181,7 @@ VALUES ('public.user_reviews:sentiment',
         NULL,
         '{"type":"object","properties":{"sentiment":{"type":["string","null"],"enum":["positive","negative","neutral",null],"description":"The overall sentiment of the review."}},"required":["sentiment"],"additionalProperties":false}'::json,
         NULL, 5, 0, NULL, ARRAY[]::text[],
-        '"llm"."public.user_reviews:sentiment:enqueue"'::regproc, '"llm"."public.user_reviews:sentiment:inputs"'::regproc, '"llm"."public.user_reviews:sentiment:complete"'::regproc,
+        '"llm"."public.user_reviews:sentiment:enqueue"'::regproc, '"llm"."public.user_reviews:sentiment:inputs"'::regproc, '"llm"."public.user_reviews:sentiment:complete"'::regproc, '"llm"."public.user_reviews:sentiment:complete_batch"'::regproc,
         'a50a82b2203a686b')
 ON CONFLICT (name) DO UPDATE
    SET table_schema = EXCLUDED.table_schema, table_name = EXCLUDED.table_name, key_columns = EXCLUDED.key_columns,
@@ -136,6 +191,7 @@ ON CONFLICT (name) DO UPDATE
        max_output_tokens = EXCLUDED.max_output_tokens, image_columns = EXCLUDED.image_columns,
        enqueue_function = EXCLUDED.enqueue_function,
        inputs_function = EXCLUDED.inputs_function, complete_function = EXCLUDED.complete_function,
+       complete_batch_function = EXCLUDED.complete_batch_function,
        definition_hash = EXCLUDED.definition_hash, updated_at = now();
 
 CREATE OR REPLACE TRIGGER "pgllm:sentiment:insert"
@@ -177,6 +233,7 @@ STABLE
 SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
 SET enable_seqscan = off
+SET plan_cache_mode = force_generic_plan
 AS $pgllm$
 #variable_conflict use_column
 BEGIN
@@ -196,18 +253,23 @@ RETURNS text
 LANGUAGE plpgsql
 SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
+SET plan_cache_mode = force_generic_plan
 AS $pgllm$
 DECLARE
     v_key jsonb;
+    v_job_state text;
+    v_job_attempt integer;
     v_state text;
     v_note text;
 BEGIN
-    SELECT j.row_key INTO v_key
+    -- Found by its key alone and checked once locked: with a condition on the state, the planner
+    -- may walk the whole index of running jobs instead of the primary key.
+    SELECT j.row_key, j.state, j.attempt INTO v_key, v_job_state, v_job_attempt
       FROM llm.job AS j
-     WHERE j.id = p_job_id AND j.state = 'running' AND j.attempt = p_attempt
+     WHERE j.id = p_job_id
        AND j.task = 'public.user_reviews:review_text_es' -- never another task's job: its row key names another table
        FOR UPDATE;
-    IF NOT FOUND THEN
+    IF NOT FOUND OR v_job_state <> 'running' OR v_job_attempt <> p_attempt THEN
         RETURN 'lost';
     END IF;
 
@@ -256,15 +318,64 @@ BEGIN
 END
 $pgllm$;
 
+CREATE OR REPLACE FUNCTION "llm"."public.user_reviews:review_text_es:complete_batch"(p_job_ids bigint[], p_attempts integer[], p_inputs_hashes text[], p_results jsonb[], p_input_tokens integer[], p_output_tokens integer[])
+RETURNS text[]
+LANGUAGE plpgsql
+SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+SET enable_seqscan = off
+SET plan_cache_mode = force_generic_plan
+AS $pgllm$
+DECLARE
+    v_written integer[];
+    v_states text[];
+BEGIN
+    WITH b AS (SELECT * FROM unnest(p_job_ids, p_attempts, p_inputs_hashes, p_results) WITH ORDINALITY AS b(id, attempt, inputs_hash, result, n)),
+         -- Locked by key and task alone, then checked (as in the complete function).
+         j AS (SELECT j.id, j.row_key, j.state, j.attempt
+                 FROM llm.job AS j
+                WHERE j.id = ANY (p_job_ids) AND j.task = 'public.user_reviews:review_text_es'
+                  FOR UPDATE),
+         w AS (UPDATE "public"."user_reviews" AS t
+                  SET "review_text_es" = r."review_text_es"
+                 FROM j
+                 JOIN b ON b.id = j.id AND b.attempt = j.attempt AND j.state = 'running'
+                CROSS JOIN LATERAL jsonb_populate_record(NULL::"public"."user_reviews", j.row_key) AS k
+                CROSS JOIN LATERAL jsonb_populate_record(NULL::"public"."user_reviews", b.result) AS r
+                WHERE t."id" = k."id"
+                  AND md5(jsonb_build_object('review_text', t."review_text")::text) = b.inputs_hash
+            RETURNING b.n)
+    SELECT array_agg(w.n) INTO v_written FROM w;
+
+    UPDATE llm.job AS j
+       SET state = 'succeeded', finished_at = now(), locked_by = NULL, lease_until = NULL,
+           inputs_hash = p_inputs_hashes[w.n], input_tokens = p_input_tokens[w.n], output_tokens = p_output_tokens[w.n]
+      FROM unnest(v_written) AS w(n)
+     WHERE j.id = p_job_ids[w.n];
+
+    v_states := array_fill(NULL::text, ARRAY[coalesce(array_length(p_job_ids, 1), 0)]);
+    FOR i IN 1 .. coalesce(array_length(p_job_ids, 1), 0) LOOP
+        IF i = ANY (v_written) THEN
+            v_states[i] := 'succeeded';
+        ELSE
+            v_states[i] := "llm"."public.user_reviews:review_text_es:complete"(p_job_ids[i], p_attempts[i], p_inputs_hashes[i], p_results[i], p_input_tokens[i], p_output_tokens[i]);
+        END IF;
+    END LOOP;
+    RETURN v_states;
+END
+$pgllm$;
+
 REVOKE ALL ON FUNCTION "llm"."public.user_reviews:review_text_es:enqueue" FROM PUBLIC;
 GRANT EXECUTE ON FUNCTION "llm"."public.user_reviews:review_text_es:inputs" TO pgllm_worker;
 GRANT EXECUTE ON FUNCTION "llm"."public.user_reviews:review_text_es:complete" TO pgllm_worker;
+GRANT EXECUTE ON FUNCTION "llm"."public.user_reviews:review_text_es:complete_batch" TO pgllm_worker;
 REVOKE ALL ON FUNCTION "llm"."public.user_reviews:review_text_es:inputs"(bigint[]) FROM PUBLIC;
 REVOKE ALL ON FUNCTION "llm"."public.user_reviews:review_text_es:complete"(bigint, integer, text, jsonb, integer, integer) FROM PUBLIC;
+REVOKE ALL ON FUNCTION "llm"."public.user_reviews:review_text_es:complete_batch"(bigint[], integer[], text[], jsonb[], integer[], integer[]) FROM PUBLIC;
 
 INSERT INTO llm.task (name, table_schema, table_name, key_columns, read_columns, target_columns, prompt, system_prompt,
                       json_schema, model, max_attempts, temperature, max_output_tokens, image_columns,
-                      enqueue_function, inputs_function, complete_function, definition_hash)
+                      enqueue_function, inputs_function, complete_function, complete_batch_function, definition_hash)
 VALUES ('public.user_reviews:review_text_es',
         'public', 'user_reviews',
         ARRAY['id']::text[],
@@ -274,7 +385,7 @@ VALUES ('public.user_reviews:review_text_es',
         NULL,
         '{"type":"object","properties":{"review_text_es":{"type":["string","null"],"description":"The Spanish translation of the review text, and nothing else."}},"required":["review_text_es"],"additionalProperties":false}'::json,
         NULL, 5, NULL, NULL, ARRAY[]::text[],
-        '"llm"."public.user_reviews:review_text_es:enqueue"'::regproc, '"llm"."public.user_reviews:review_text_es:inputs"'::regproc, '"llm"."public.user_reviews:review_text_es:complete"'::regproc,
+        '"llm"."public.user_reviews:review_text_es:enqueue"'::regproc, '"llm"."public.user_reviews:review_text_es:inputs"'::regproc, '"llm"."public.user_reviews:review_text_es:complete"'::regproc, '"llm"."public.user_reviews:review_text_es:complete_batch"'::regproc,
         'd6c7e8cade5bc150')
 ON CONFLICT (name) DO UPDATE
    SET table_schema = EXCLUDED.table_schema, table_name = EXCLUDED.table_name, key_columns = EXCLUDED.key_columns,
@@ -284,6 +395,7 @@ ON CONFLICT (name) DO UPDATE
        max_output_tokens = EXCLUDED.max_output_tokens, image_columns = EXCLUDED.image_columns,
        enqueue_function = EXCLUDED.enqueue_function,
        inputs_function = EXCLUDED.inputs_function, complete_function = EXCLUDED.complete_function,
+       complete_batch_function = EXCLUDED.complete_batch_function,
        definition_hash = EXCLUDED.definition_hash, updated_at = now();
 
 CREATE OR REPLACE TRIGGER "pgllm:review_text_es:insert"
@@ -325,6 +437,7 @@ STABLE
 SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
 SET enable_seqscan = off
+SET plan_cache_mode = force_generic_plan
 AS $pgllm$
 #variable_conflict use_column
 BEGIN
@@ -344,18 +457,23 @@ RETURNS text
 LANGUAGE plpgsql
 SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
+SET plan_cache_mode = force_generic_plan
 AS $pgllm$
 DECLARE
     v_key jsonb;
+    v_job_state text;
+    v_job_attempt integer;
     v_state text;
     v_note text;
 BEGIN
-    SELECT j.row_key INTO v_key
+    -- Found by its key alone and checked once locked: with a condition on the state, the planner
+    -- may walk the whole index of running jobs instead of the primary key.
+    SELECT j.row_key, j.state, j.attempt INTO v_key, v_job_state, v_job_attempt
       FROM llm.job AS j
-     WHERE j.id = p_job_id AND j.state = 'running' AND j.attempt = p_attempt
+     WHERE j.id = p_job_id
        AND j.task = 'public.user_reviews:user_background' -- never another task's job: its row key names another table
        FOR UPDATE;
-    IF NOT FOUND THEN
+    IF NOT FOUND OR v_job_state <> 'running' OR v_job_attempt <> p_attempt THEN
         RETURN 'lost';
     END IF;
 
@@ -404,15 +522,64 @@ BEGIN
 END
 $pgllm$;
 
+CREATE OR REPLACE FUNCTION "llm"."public.user_reviews:user_background:complete_batch"(p_job_ids bigint[], p_attempts integer[], p_inputs_hashes text[], p_results jsonb[], p_input_tokens integer[], p_output_tokens integer[])
+RETURNS text[]
+LANGUAGE plpgsql
+SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+SET enable_seqscan = off
+SET plan_cache_mode = force_generic_plan
+AS $pgllm$
+DECLARE
+    v_written integer[];
+    v_states text[];
+BEGIN
+    WITH b AS (SELECT * FROM unnest(p_job_ids, p_attempts, p_inputs_hashes, p_results) WITH ORDINALITY AS b(id, attempt, inputs_hash, result, n)),
+         -- Locked by key and task alone, then checked (as in the complete function).
+         j AS (SELECT j.id, j.row_key, j.state, j.attempt
+                 FROM llm.job AS j
+                WHERE j.id = ANY (p_job_ids) AND j.task = 'public.user_reviews:user_background'
+                  FOR UPDATE),
+         w AS (UPDATE "public"."user_reviews" AS t
+                  SET "user_background" = r."user_background"
+                 FROM j
+                 JOIN b ON b.id = j.id AND b.attempt = j.attempt AND j.state = 'running'
+                CROSS JOIN LATERAL jsonb_populate_record(NULL::"public"."user_reviews", j.row_key) AS k
+                CROSS JOIN LATERAL jsonb_populate_record(NULL::"public"."user_reviews", b.result) AS r
+                WHERE t."id" = k."id"
+                  AND md5(jsonb_build_object('full_name', t."full_name")::text) = b.inputs_hash
+            RETURNING b.n)
+    SELECT array_agg(w.n) INTO v_written FROM w;
+
+    UPDATE llm.job AS j
+       SET state = 'succeeded', finished_at = now(), locked_by = NULL, lease_until = NULL,
+           inputs_hash = p_inputs_hashes[w.n], input_tokens = p_input_tokens[w.n], output_tokens = p_output_tokens[w.n]
+      FROM unnest(v_written) AS w(n)
+     WHERE j.id = p_job_ids[w.n];
+
+    v_states := array_fill(NULL::text, ARRAY[coalesce(array_length(p_job_ids, 1), 0)]);
+    FOR i IN 1 .. coalesce(array_length(p_job_ids, 1), 0) LOOP
+        IF i = ANY (v_written) THEN
+            v_states[i] := 'succeeded';
+        ELSE
+            v_states[i] := "llm"."public.user_reviews:user_background:complete"(p_job_ids[i], p_attempts[i], p_inputs_hashes[i], p_results[i], p_input_tokens[i], p_output_tokens[i]);
+        END IF;
+    END LOOP;
+    RETURN v_states;
+END
+$pgllm$;
+
 REVOKE ALL ON FUNCTION "llm"."public.user_reviews:user_background:enqueue" FROM PUBLIC;
 GRANT EXECUTE ON FUNCTION "llm"."public.user_reviews:user_background:inputs" TO pgllm_worker;
 GRANT EXECUTE ON FUNCTION "llm"."public.user_reviews:user_background:complete" TO pgllm_worker;
+GRANT EXECUTE ON FUNCTION "llm"."public.user_reviews:user_background:complete_batch" TO pgllm_worker;
 REVOKE ALL ON FUNCTION "llm"."public.user_reviews:user_background:inputs"(bigint[]) FROM PUBLIC;
 REVOKE ALL ON FUNCTION "llm"."public.user_reviews:user_background:complete"(bigint, integer, text, jsonb, integer, integer) FROM PUBLIC;
+REVOKE ALL ON FUNCTION "llm"."public.user_reviews:user_background:complete_batch"(bigint[], integer[], text[], jsonb[], integer[], integer[]) FROM PUBLIC;
 
 INSERT INTO llm.task (name, table_schema, table_name, key_columns, read_columns, target_columns, prompt, system_prompt,
                       json_schema, model, max_attempts, temperature, max_output_tokens, image_columns,
-                      enqueue_function, inputs_function, complete_function, definition_hash)
+                      enqueue_function, inputs_function, complete_function, complete_batch_function, definition_hash)
 VALUES ('public.user_reviews:user_background',
         'public', 'user_reviews',
         ARRAY['id']::text[],
@@ -422,7 +589,7 @@ VALUES ('public.user_reviews:user_background',
         NULL,
         '{"type":"object","properties":{"user_background":{"type":["string","null"],"description":"A short background summary of the customer."}},"required":["user_background"],"additionalProperties":false}'::json,
         NULL, 5, NULL, 300, ARRAY[]::text[],
-        '"llm"."public.user_reviews:user_background:enqueue"'::regproc, '"llm"."public.user_reviews:user_background:inputs"'::regproc, '"llm"."public.user_reviews:user_background:complete"'::regproc,
+        '"llm"."public.user_reviews:user_background:enqueue"'::regproc, '"llm"."public.user_reviews:user_background:inputs"'::regproc, '"llm"."public.user_reviews:user_background:complete"'::regproc, '"llm"."public.user_reviews:user_background:complete_batch"'::regproc,
         '5034f71758e6574e')
 ON CONFLICT (name) DO UPDATE
    SET table_schema = EXCLUDED.table_schema, table_name = EXCLUDED.table_name, key_columns = EXCLUDED.key_columns,
@@ -432,6 +599,7 @@ ON CONFLICT (name) DO UPDATE
        max_output_tokens = EXCLUDED.max_output_tokens, image_columns = EXCLUDED.image_columns,
        enqueue_function = EXCLUDED.enqueue_function,
        inputs_function = EXCLUDED.inputs_function, complete_function = EXCLUDED.complete_function,
+       complete_batch_function = EXCLUDED.complete_batch_function,
        definition_hash = EXCLUDED.definition_hash, updated_at = now();
 
 CREATE OR REPLACE TRIGGER "pgllm:user_background:insert"
@@ -473,6 +641,7 @@ STABLE
 SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
 SET enable_seqscan = off
+SET plan_cache_mode = force_generic_plan
 AS $pgllm$
 #variable_conflict use_column
 BEGIN
@@ -492,18 +661,23 @@ RETURNS text
 LANGUAGE plpgsql
 SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
+SET plan_cache_mode = force_generic_plan
 AS $pgllm$
 DECLARE
     v_key jsonb;
+    v_job_state text;
+    v_job_attempt integer;
     v_state text;
     v_note text;
 BEGIN
-    SELECT j.row_key INTO v_key
+    -- Found by its key alone and checked once locked: with a condition on the state, the planner
+    -- may walk the whole index of running jobs instead of the primary key.
+    SELECT j.row_key, j.state, j.attempt INTO v_key, v_job_state, v_job_attempt
       FROM llm.job AS j
-     WHERE j.id = p_job_id AND j.state = 'running' AND j.attempt = p_attempt
+     WHERE j.id = p_job_id
        AND j.task = 'public.user_reviews:image_description' -- never another task's job: its row key names another table
        FOR UPDATE;
-    IF NOT FOUND THEN
+    IF NOT FOUND OR v_job_state <> 'running' OR v_job_attempt <> p_attempt THEN
         RETURN 'lost';
     END IF;
 
@@ -552,15 +726,64 @@ BEGIN
 END
 $pgllm$;
 
+CREATE OR REPLACE FUNCTION "llm"."public.user_reviews:image_description:complete_batch"(p_job_ids bigint[], p_attempts integer[], p_inputs_hashes text[], p_results jsonb[], p_input_tokens integer[], p_output_tokens integer[])
+RETURNS text[]
+LANGUAGE plpgsql
+SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+SET enable_seqscan = off
+SET plan_cache_mode = force_generic_plan
+AS $pgllm$
+DECLARE
+    v_written integer[];
+    v_states text[];
+BEGIN
+    WITH b AS (SELECT * FROM unnest(p_job_ids, p_attempts, p_inputs_hashes, p_results) WITH ORDINALITY AS b(id, attempt, inputs_hash, result, n)),
+         -- Locked by key and task alone, then checked (as in the complete function).
+         j AS (SELECT j.id, j.row_key, j.state, j.attempt
+                 FROM llm.job AS j
+                WHERE j.id = ANY (p_job_ids) AND j.task = 'public.user_reviews:image_description'
+                  FOR UPDATE),
+         w AS (UPDATE "public"."user_reviews" AS t
+                  SET "image_description" = r."image_description"
+                 FROM j
+                 JOIN b ON b.id = j.id AND b.attempt = j.attempt AND j.state = 'running'
+                CROSS JOIN LATERAL jsonb_populate_record(NULL::"public"."user_reviews", j.row_key) AS k
+                CROSS JOIN LATERAL jsonb_populate_record(NULL::"public"."user_reviews", b.result) AS r
+                WHERE t."id" = k."id"
+                  AND md5(jsonb_build_object('attached_image_url', t."attached_image_url")::text) = b.inputs_hash
+            RETURNING b.n)
+    SELECT array_agg(w.n) INTO v_written FROM w;
+
+    UPDATE llm.job AS j
+       SET state = 'succeeded', finished_at = now(), locked_by = NULL, lease_until = NULL,
+           inputs_hash = p_inputs_hashes[w.n], input_tokens = p_input_tokens[w.n], output_tokens = p_output_tokens[w.n]
+      FROM unnest(v_written) AS w(n)
+     WHERE j.id = p_job_ids[w.n];
+
+    v_states := array_fill(NULL::text, ARRAY[coalesce(array_length(p_job_ids, 1), 0)]);
+    FOR i IN 1 .. coalesce(array_length(p_job_ids, 1), 0) LOOP
+        IF i = ANY (v_written) THEN
+            v_states[i] := 'succeeded';
+        ELSE
+            v_states[i] := "llm"."public.user_reviews:image_description:complete"(p_job_ids[i], p_attempts[i], p_inputs_hashes[i], p_results[i], p_input_tokens[i], p_output_tokens[i]);
+        END IF;
+    END LOOP;
+    RETURN v_states;
+END
+$pgllm$;
+
 REVOKE ALL ON FUNCTION "llm"."public.user_reviews:image_description:enqueue" FROM PUBLIC;
 GRANT EXECUTE ON FUNCTION "llm"."public.user_reviews:image_description:inputs" TO pgllm_worker;
 GRANT EXECUTE ON FUNCTION "llm"."public.user_reviews:image_description:complete" TO pgllm_worker;
+GRANT EXECUTE ON FUNCTION "llm"."public.user_reviews:image_description:complete_batch" TO pgllm_worker;
 REVOKE ALL ON FUNCTION "llm"."public.user_reviews:image_description:inputs"(bigint[]) FROM PUBLIC;
 REVOKE ALL ON FUNCTION "llm"."public.user_reviews:image_description:complete"(bigint, integer, text, jsonb, integer, integer) FROM PUBLIC;
+REVOKE ALL ON FUNCTION "llm"."public.user_reviews:image_description:complete_batch"(bigint[], integer[], text[], jsonb[], integer[], integer[]) FROM PUBLIC;
 
 INSERT INTO llm.task (name, table_schema, table_name, key_columns, read_columns, target_columns, prompt, system_prompt,
                       json_schema, model, max_attempts, temperature, max_output_tokens, image_columns,
-                      enqueue_function, inputs_function, complete_function, definition_hash)
+                      enqueue_function, inputs_function, complete_function, complete_batch_function, definition_hash)
 VALUES ('public.user_reviews:image_description',
         'public', 'user_reviews',
         ARRAY['id']::text[],
@@ -570,7 +793,7 @@ VALUES ('public.user_reviews:image_description',
         NULL,
         '{"type":"object","properties":{"image_description":{"type":["string","null"],"description":"All text in the attached image."}},"required":["image_description"],"additionalProperties":false}'::json,
         NULL, 5, NULL, NULL, ARRAY['attached_image_url']::text[],
-        '"llm"."public.user_reviews:image_description:enqueue"'::regproc, '"llm"."public.user_reviews:image_description:inputs"'::regproc, '"llm"."public.user_reviews:image_description:complete"'::regproc,
+        '"llm"."public.user_reviews:image_description:enqueue"'::regproc, '"llm"."public.user_reviews:image_description:inputs"'::regproc, '"llm"."public.user_reviews:image_description:complete"'::regproc, '"llm"."public.user_reviews:image_description:complete_batch"'::regproc,
         '5351093df7cb54e5')
 ON CONFLICT (name) DO UPDATE
    SET table_schema = EXCLUDED.table_schema, table_name = EXCLUDED.table_name, key_columns = EXCLUDED.key_columns,
@@ -580,6 +803,7 @@ ON CONFLICT (name) DO UPDATE
        max_output_tokens = EXCLUDED.max_output_tokens, image_columns = EXCLUDED.image_columns,
        enqueue_function = EXCLUDED.enqueue_function,
        inputs_function = EXCLUDED.inputs_function, complete_function = EXCLUDED.complete_function,
+       complete_batch_function = EXCLUDED.complete_batch_function,
        definition_hash = EXCLUDED.definition_hash, updated_at = now();
 
 CREATE OR REPLACE TRIGGER "pgllm:image_description:insert"
@@ -621,6 +845,7 @@ STABLE
 SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
 SET enable_seqscan = off
+SET plan_cache_mode = force_generic_plan
 AS $pgllm$
 #variable_conflict use_column
 BEGIN
@@ -640,18 +865,23 @@ RETURNS text
 LANGUAGE plpgsql
 SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
+SET plan_cache_mode = force_generic_plan
 AS $pgllm$
 DECLARE
     v_key jsonb;
+    v_job_state text;
+    v_job_attempt integer;
     v_state text;
     v_note text;
 BEGIN
-    SELECT j.row_key INTO v_key
+    -- Found by its key alone and checked once locked: with a condition on the state, the planner
+    -- may walk the whole index of running jobs instead of the primary key.
+    SELECT j.row_key, j.state, j.attempt INTO v_key, v_job_state, v_job_attempt
       FROM llm.job AS j
-     WHERE j.id = p_job_id AND j.state = 'running' AND j.attempt = p_attempt
+     WHERE j.id = p_job_id
        AND j.task = 'public.user_reviews:analyze_and_translate' -- never another task's job: its row key names another table
        FOR UPDATE;
-    IF NOT FOUND THEN
+    IF NOT FOUND OR v_job_state <> 'running' OR v_job_attempt <> p_attempt THEN
         RETURN 'lost';
     END IF;
 
@@ -701,15 +931,65 @@ BEGIN
 END
 $pgllm$;
 
+CREATE OR REPLACE FUNCTION "llm"."public.user_reviews:analyze_and_translate:complete_batch"(p_job_ids bigint[], p_attempts integer[], p_inputs_hashes text[], p_results jsonb[], p_input_tokens integer[], p_output_tokens integer[])
+RETURNS text[]
+LANGUAGE plpgsql
+SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+SET enable_seqscan = off
+SET plan_cache_mode = force_generic_plan
+AS $pgllm$
+DECLARE
+    v_written integer[];
+    v_states text[];
+BEGIN
+    WITH b AS (SELECT * FROM unnest(p_job_ids, p_attempts, p_inputs_hashes, p_results) WITH ORDINALITY AS b(id, attempt, inputs_hash, result, n)),
+         -- Locked by key and task alone, then checked (as in the complete function).
+         j AS (SELECT j.id, j.row_key, j.state, j.attempt
+                 FROM llm.job AS j
+                WHERE j.id = ANY (p_job_ids) AND j.task = 'public.user_reviews:analyze_and_translate'
+                  FOR UPDATE),
+         w AS (UPDATE "public"."user_reviews" AS t
+                  SET "emotion" = r."emotion",
+                      "user_review_es" = r."user_review_es"
+                 FROM j
+                 JOIN b ON b.id = j.id AND b.attempt = j.attempt AND j.state = 'running'
+                CROSS JOIN LATERAL jsonb_populate_record(NULL::"public"."user_reviews", j.row_key) AS k
+                CROSS JOIN LATERAL jsonb_populate_record(NULL::"public"."user_reviews", b.result) AS r
+                WHERE t."id" = k."id"
+                  AND md5(jsonb_build_object('user_review_og', t."user_review_og")::text) = b.inputs_hash
+            RETURNING b.n)
+    SELECT array_agg(w.n) INTO v_written FROM w;
+
+    UPDATE llm.job AS j
+       SET state = 'succeeded', finished_at = now(), locked_by = NULL, lease_until = NULL,
+           inputs_hash = p_inputs_hashes[w.n], input_tokens = p_input_tokens[w.n], output_tokens = p_output_tokens[w.n]
+      FROM unnest(v_written) AS w(n)
+     WHERE j.id = p_job_ids[w.n];
+
+    v_states := array_fill(NULL::text, ARRAY[coalesce(array_length(p_job_ids, 1), 0)]);
+    FOR i IN 1 .. coalesce(array_length(p_job_ids, 1), 0) LOOP
+        IF i = ANY (v_written) THEN
+            v_states[i] := 'succeeded';
+        ELSE
+            v_states[i] := "llm"."public.user_reviews:analyze_and_translate:complete"(p_job_ids[i], p_attempts[i], p_inputs_hashes[i], p_results[i], p_input_tokens[i], p_output_tokens[i]);
+        END IF;
+    END LOOP;
+    RETURN v_states;
+END
+$pgllm$;
+
 REVOKE ALL ON FUNCTION "llm"."public.user_reviews:analyze_and_translate:enqueue" FROM PUBLIC;
 GRANT EXECUTE ON FUNCTION "llm"."public.user_reviews:analyze_and_translate:inputs" TO pgllm_worker;
 GRANT EXECUTE ON FUNCTION "llm"."public.user_reviews:analyze_and_translate:complete" TO pgllm_worker;
+GRANT EXECUTE ON FUNCTION "llm"."public.user_reviews:analyze_and_translate:complete_batch" TO pgllm_worker;
 REVOKE ALL ON FUNCTION "llm"."public.user_reviews:analyze_and_translate:inputs"(bigint[]) FROM PUBLIC;
 REVOKE ALL ON FUNCTION "llm"."public.user_reviews:analyze_and_translate:complete"(bigint, integer, text, jsonb, integer, integer) FROM PUBLIC;
+REVOKE ALL ON FUNCTION "llm"."public.user_reviews:analyze_and_translate:complete_batch"(bigint[], integer[], text[], jsonb[], integer[], integer[]) FROM PUBLIC;
 
 INSERT INTO llm.task (name, table_schema, table_name, key_columns, read_columns, target_columns, prompt, system_prompt,
                       json_schema, model, max_attempts, temperature, max_output_tokens, image_columns,
-                      enqueue_function, inputs_function, complete_function, definition_hash)
+                      enqueue_function, inputs_function, complete_function, complete_batch_function, definition_hash)
 VALUES ('public.user_reviews:analyze_and_translate',
         'public', 'user_reviews',
         ARRAY['id']::text[],
@@ -719,7 +999,7 @@ VALUES ('public.user_reviews:analyze_and_translate',
         NULL,
         '{"type":"object","properties":{"emotion":{"type":["string","null"],"description":"The emotion the review expresses, in one word."},"user_review_es":{"type":["string","null"],"description":"The review translated to Spanish."}},"required":["emotion","user_review_es"],"additionalProperties":false}'::json,
         NULL, 5, NULL, NULL, ARRAY[]::text[],
-        '"llm"."public.user_reviews:analyze_and_translate:enqueue"'::regproc, '"llm"."public.user_reviews:analyze_and_translate:inputs"'::regproc, '"llm"."public.user_reviews:analyze_and_translate:complete"'::regproc,
+        '"llm"."public.user_reviews:analyze_and_translate:enqueue"'::regproc, '"llm"."public.user_reviews:analyze_and_translate:inputs"'::regproc, '"llm"."public.user_reviews:analyze_and_translate:complete"'::regproc, '"llm"."public.user_reviews:analyze_and_translate:complete_batch"'::regproc,
         '54c01c42e5b06083')
 ON CONFLICT (name) DO UPDATE
    SET table_schema = EXCLUDED.table_schema, table_name = EXCLUDED.table_name, key_columns = EXCLUDED.key_columns,
@@ -729,6 +1009,7 @@ ON CONFLICT (name) DO UPDATE
        max_output_tokens = EXCLUDED.max_output_tokens, image_columns = EXCLUDED.image_columns,
        enqueue_function = EXCLUDED.enqueue_function,
        inputs_function = EXCLUDED.inputs_function, complete_function = EXCLUDED.complete_function,
+       complete_batch_function = EXCLUDED.complete_batch_function,
        definition_hash = EXCLUDED.definition_hash, updated_at = now();
 
 CREATE OR REPLACE TRIGGER "pgllm:analyze_and_translate:insert"
@@ -749,7 +1030,7 @@ DECLARE
     v_trigger record;
 BEGIN
     FOR v_task IN
-        SELECT name, enqueue_function, inputs_function, complete_function
+        SELECT name, enqueue_function, inputs_function, complete_function, complete_batch_function
           FROM llm.task
          WHERE table_schema = 'public' AND table_name = 'user_reviews'
            AND name <> ALL (ARRAY['public.user_reviews:sentiment', 'public.user_reviews:review_text_es', 'public.user_reviews:user_background', 'public.user_reviews:image_description', 'public.user_reviews:analyze_and_translate']::text[])
@@ -761,6 +1042,9 @@ BEGIN
         EXECUTE format('DROP FUNCTION IF EXISTS %s', v_task.enqueue_function::oid::regprocedure);
         EXECUTE format('DROP FUNCTION IF EXISTS %s', v_task.inputs_function::oid::regprocedure);
         EXECUTE format('DROP FUNCTION IF EXISTS %s', v_task.complete_function::oid::regprocedure);
+        IF v_task.complete_batch_function IS NOT NULL THEN
+            EXECUTE format('DROP FUNCTION IF EXISTS %s', v_task.complete_batch_function::oid::regprocedure);
+        END IF;
         UPDATE llm.job SET state = 'skipped', finished_at = now(), last_error = 'the task was removed from the declaration'
          WHERE task = v_task.name AND state = 'pending';
         DELETE FROM llm.task WHERE name = v_task.name;

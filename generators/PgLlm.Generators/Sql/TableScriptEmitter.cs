@@ -16,6 +16,13 @@ internal static class TableScriptEmitter
     /// <summary>The worker's group role (created by the core script); the only grantee of the inputs and complete functions.</summary>
     public const string WorkerRole = "pgllm_worker";
 
+    /// <summary>
+    /// The worker calls these functions thousands of times a second with parameters of the same shape:
+    /// a generic plan is made once per session, where PostgreSQL's default would plan again at each
+    /// call (measured: 0.16 ms of 0.20 ms for reading one job's inputs).
+    /// </summary>
+    private const string GenericPlans = "SET plan_cache_mode = force_generic_plan\n";
+
     public static string TaskName(TableSpec table, TaskSpec task) => table.Schema + "." + table.Table + ":" + task.Name;
 
     public static string FunctionName(TableSpec table, TaskSpec task, string suffix) =>
@@ -44,6 +51,7 @@ internal static class TableScriptEmitter
         var enqueue = FunctionName(table, task, "enqueue");
         var inputs = FunctionName(table, task, "inputs");
         var complete = FunctionName(table, task, "complete");
+        var completeBatch = FunctionName(table, task, "complete_batch");
         var rowKeyOfNew = "jsonb_build_object(" + string.Join(", ", table.KeyColumns.Select(k => Literal(k) + ", NEW." + Ident(k))) + ")";
         var inputsOfT = "jsonb_build_object(" + string.Join(", ", task.ReadColumns.Select(c => Literal(c) + ", t." + Ident(c))) + ")";
         var keyMatch = string.Join(" AND ", table.KeyColumns.Select(k => "t." + Ident(k) + " = k." + Ident(k)));
@@ -72,7 +80,7 @@ internal static class TableScriptEmitter
         // compares against. Jobs whose row is gone (or whose required inputs are null) come back absent.
         // PL/pgSQL so that the worker's session keeps the plan (an SQL function is planned at every
         // call, on the pickup path); index lookups only, whatever the statistics say when it is cached.
-        sql.Append("CREATE OR REPLACE FUNCTION ").Append(inputs).Append("(p_job_ids bigint[])\nRETURNS TABLE (job_id bigint, inputs jsonb, inputs_hash text)\nLANGUAGE plpgsql\nSTABLE\nSECURITY DEFINER\nSET search_path = pg_catalog, pg_temp\nSET enable_seqscan = off\nAS ")
+        sql.Append("CREATE OR REPLACE FUNCTION ").Append(inputs).Append("(p_job_ids bigint[])\nRETURNS TABLE (job_id bigint, inputs jsonb, inputs_hash text)\nLANGUAGE plpgsql\nSTABLE\nSECURITY DEFINER\nSET search_path = pg_catalog, pg_temp\nSET enable_seqscan = off\n" + GenericPlans + "AS ")
             .Append(DollarQuote(
                 "\n#variable_conflict use_column\n" +
                 "BEGIN\n" +
@@ -91,19 +99,23 @@ internal static class TableScriptEmitter
         // settles the job in the same short transaction. Only the task's target columns are set.
         var setList = string.Join(",\n           ", task.Targets.Select(t => Ident(t.Column) + " = r." + Ident(t.Column)));
         sql.Append("CREATE OR REPLACE FUNCTION ").Append(complete)
-            .Append("(p_job_id bigint, p_attempt integer, p_inputs_hash text, p_result jsonb, p_input_tokens integer, p_output_tokens integer)\nRETURNS text\nLANGUAGE plpgsql\nSECURITY DEFINER\nSET search_path = pg_catalog, pg_temp\nAS ")
+            .Append("(p_job_id bigint, p_attempt integer, p_inputs_hash text, p_result jsonb, p_input_tokens integer, p_output_tokens integer)\nRETURNS text\nLANGUAGE plpgsql\nSECURITY DEFINER\nSET search_path = pg_catalog, pg_temp\n" + GenericPlans + "AS ")
             .Append(DollarQuote(
                 "\nDECLARE\n" +
                 "    v_key jsonb;\n" +
+                "    v_job_state text;\n" +
+                "    v_job_attempt integer;\n" +
                 "    v_state text;\n" +
                 "    v_note text;\n" +
                 "BEGIN\n" +
-                "    SELECT j.row_key INTO v_key\n" +
+                "    -- Found by its key alone and checked once locked: with a condition on the state, the planner\n" +
+                "    -- may walk the whole index of running jobs instead of the primary key.\n" +
+                "    SELECT j.row_key, j.state, j.attempt INTO v_key, v_job_state, v_job_attempt\n" +
                 "      FROM llm.job AS j\n" +
-                "     WHERE j.id = p_job_id AND j.state = 'running' AND j.attempt = p_attempt\n" +
+                "     WHERE j.id = p_job_id\n" +
                 "       AND j.task = " + Literal(taskName) + " -- never another task's job: its row key names another table\n" +
                 "       FOR UPDATE;\n" +
-                "    IF NOT FOUND THEN\n" +
+                "    IF NOT FOUND OR v_job_state <> 'running' OR v_job_attempt <> p_attempt THEN\n" +
                 "        RETURN 'lost';\n" +
                 "    END IF;\n\n" +
                 "    UPDATE " + target + " AS t\n" +
@@ -150,13 +162,62 @@ internal static class TableScriptEmitter
                 "END\n"))
             .Append(";\n\n");
 
+        // Complete a batch: the same outcome as the complete function for each job, set-based for the
+        // common case (the job is still this attempt's and its inputs are unchanged): the batch's rows
+        // are written in one UPDATE and its jobs settled in another, instead of a statement pair and a
+        // subtransaction per job. Every other job (lost, superseded, deleted row, or a second job of a
+        // row already written in this batch) goes through the complete function, which decides as above.
+        // Returns each job's state, in the order given. Any error undoes the whole call; llm.complete_batch
+        // then writes each job on its own.
+        sql.Append("CREATE OR REPLACE FUNCTION ").Append(completeBatch)
+            .Append("(p_job_ids bigint[], p_attempts integer[], p_inputs_hashes text[], p_results jsonb[], p_input_tokens integer[], p_output_tokens integer[])\nRETURNS text[]\nLANGUAGE plpgsql\nSECURITY DEFINER\nSET search_path = pg_catalog, pg_temp\nSET enable_seqscan = off\n" + GenericPlans + "AS ")
+            .Append(DollarQuote(
+                "\nDECLARE\n" +
+                "    v_written integer[];\n" +
+                "    v_states text[];\n" +
+                "BEGIN\n" +
+                "    WITH b AS (SELECT * FROM unnest(p_job_ids, p_attempts, p_inputs_hashes, p_results) WITH ORDINALITY AS b(id, attempt, inputs_hash, result, n)),\n" +
+                "         -- Locked by key and task alone, then checked (as in the complete function).\n" +
+                "         j AS (SELECT j.id, j.row_key, j.state, j.attempt\n" +
+                "                 FROM llm.job AS j\n" +
+                "                WHERE j.id = ANY (p_job_ids) AND j.task = " + Literal(taskName) + "\n" +
+                "                  FOR UPDATE),\n" +
+                "         w AS (UPDATE " + target + " AS t\n" +
+                "                  SET " + setList.Replace("\n           ", "\n                      ") + "\n" +
+                "                 FROM j\n" +
+                "                 JOIN b ON b.id = j.id AND b.attempt = j.attempt AND j.state = 'running'\n" +
+                "                CROSS JOIN LATERAL jsonb_populate_record(NULL::" + target + ", j.row_key) AS k\n" +
+                "                CROSS JOIN LATERAL jsonb_populate_record(NULL::" + target + ", b.result) AS r\n" +
+                "                WHERE " + keyMatch + "\n" +
+                "                  AND md5(" + inputsOfT + "::text) = b.inputs_hash\n" +
+                "            RETURNING b.n)\n" +
+                "    SELECT array_agg(w.n) INTO v_written FROM w;\n\n" +
+                "    UPDATE llm.job AS j\n" +
+                "       SET state = 'succeeded', finished_at = now(), locked_by = NULL, lease_until = NULL,\n" +
+                "           inputs_hash = p_inputs_hashes[w.n], input_tokens = p_input_tokens[w.n], output_tokens = p_output_tokens[w.n]\n" +
+                "      FROM unnest(v_written) AS w(n)\n" +
+                "     WHERE j.id = p_job_ids[w.n];\n\n" +
+                "    v_states := array_fill(NULL::text, ARRAY[coalesce(array_length(p_job_ids, 1), 0)]);\n" +
+                "    FOR i IN 1 .. coalesce(array_length(p_job_ids, 1), 0) LOOP\n" +
+                "        IF i = ANY (v_written) THEN\n" +
+                "            v_states[i] := 'succeeded';\n" +
+                "        ELSE\n" +
+                "            v_states[i] := " + complete + "(p_job_ids[i], p_attempts[i], p_inputs_hashes[i], p_results[i], p_input_tokens[i], p_output_tokens[i]);\n" +
+                "        END IF;\n" +
+                "    END LOOP;\n" +
+                "    RETURN v_states;\n" +
+                "END\n"))
+            .Append(";\n\n");
+
         // Least privilege: a trigger fires without EXECUTE on its function, so nobody needs the enqueue
         // function; only the worker's role (and the owner) may read a job's inputs or write its answer.
         sql.Append("REVOKE ALL ON FUNCTION ").Append(enqueue).Append(" FROM PUBLIC;\n");
         sql.Append("GRANT EXECUTE ON FUNCTION ").Append(inputs).Append(" TO ").Append(WorkerRole).Append(";\n");
         sql.Append("GRANT EXECUTE ON FUNCTION ").Append(complete).Append(" TO ").Append(WorkerRole).Append(";\n");
+        sql.Append("GRANT EXECUTE ON FUNCTION ").Append(completeBatch).Append(" TO ").Append(WorkerRole).Append(";\n");
         sql.Append("REVOKE ALL ON FUNCTION ").Append(inputs).Append("(bigint[]) FROM PUBLIC;\n");
-        sql.Append("REVOKE ALL ON FUNCTION ").Append(complete).Append("(bigint, integer, text, jsonb, integer, integer) FROM PUBLIC;\n\n");
+        sql.Append("REVOKE ALL ON FUNCTION ").Append(complete).Append("(bigint, integer, text, jsonb, integer, integer) FROM PUBLIC;\n");
+        sql.Append("REVOKE ALL ON FUNCTION ").Append(completeBatch).Append("(bigint[], integer[], text[], jsonb[], integer[], integer[]) FROM PUBLIC;\n\n");
 
         // Registry row: what the worker renders and asks for.
         var inv = System.Globalization.CultureInfo.InvariantCulture;
@@ -166,7 +227,7 @@ internal static class TableScriptEmitter
             task.MaxAttempts.ToString(inv), JsonSchema(task), temperature ?? string.Empty, maxOutputTokens ?? string.Empty, string.Join(",", task.ImageColumns));
         sql.Append("INSERT INTO llm.task (name, table_schema, table_name, key_columns, read_columns, target_columns, prompt, system_prompt,\n")
             .Append("                      json_schema, model, max_attempts, temperature, max_output_tokens, image_columns,\n")
-            .Append("                      enqueue_function, inputs_function, complete_function, definition_hash)\n")
+            .Append("                      enqueue_function, inputs_function, complete_function, complete_batch_function, definition_hash)\n")
             .Append("VALUES (").Append(Literal(taskName)).Append(",\n        ")
             .Append(Literal(table.Schema)).Append(", ").Append(Literal(table.Table)).Append(",\n        ")
             .Append(TextArray(table.KeyColumns)).Append(",\n        ")
@@ -182,7 +243,8 @@ internal static class TableScriptEmitter
             .Append(TextArray(task.ImageColumns)).Append(",\n        ")
             .Append(Literal(enqueue)).Append("::regproc, ")
             .Append(Literal(inputs)).Append("::regproc, ")
-            .Append(Literal(complete)).Append("::regproc,\n        ")
+            .Append(Literal(complete)).Append("::regproc, ")
+            .Append(Literal(completeBatch)).Append("::regproc,\n        ")
             .Append(Literal(Hash(definition).Substring(0, 16))).Append(")\n")
             .Append("ON CONFLICT (name) DO UPDATE\n")
             .Append("   SET table_schema = EXCLUDED.table_schema, table_name = EXCLUDED.table_name, key_columns = EXCLUDED.key_columns,\n")
@@ -192,6 +254,7 @@ internal static class TableScriptEmitter
             .Append("       max_output_tokens = EXCLUDED.max_output_tokens, image_columns = EXCLUDED.image_columns,\n")
             .Append("       enqueue_function = EXCLUDED.enqueue_function,\n")
             .Append("       inputs_function = EXCLUDED.inputs_function, complete_function = EXCLUDED.complete_function,\n")
+            .Append("       complete_batch_function = EXCLUDED.complete_batch_function,\n")
             .Append("       definition_hash = EXCLUDED.definition_hash, updated_at = now();\n\n");
 
         // Triggers: INSERT, and UPDATE only when a read value (or the key) actually changed. The
@@ -220,7 +283,7 @@ internal static class TableScriptEmitter
             "    v_trigger record;\n" +
             "BEGIN\n" +
             "    FOR v_task IN\n" +
-            "        SELECT name, enqueue_function, inputs_function, complete_function\n" +
+            "        SELECT name, enqueue_function, inputs_function, complete_function, complete_batch_function\n" +
             "          FROM llm.task\n" +
             "         WHERE table_schema = " + Literal(table.Schema) + " AND table_name = " + Literal(table.Table) + "\n" +
             "           AND name <> ALL (" + TextArray(names) + ")\n" +
@@ -232,6 +295,9 @@ internal static class TableScriptEmitter
             "        EXECUTE format('DROP FUNCTION IF EXISTS %s', v_task.enqueue_function::oid::regprocedure);\n" +
             "        EXECUTE format('DROP FUNCTION IF EXISTS %s', v_task.inputs_function::oid::regprocedure);\n" +
             "        EXECUTE format('DROP FUNCTION IF EXISTS %s', v_task.complete_function::oid::regprocedure);\n" +
+            "        IF v_task.complete_batch_function IS NOT NULL THEN\n" +
+            "            EXECUTE format('DROP FUNCTION IF EXISTS %s', v_task.complete_batch_function::oid::regprocedure);\n" +
+            "        END IF;\n" +
             "        UPDATE llm.job SET state = 'skipped', finished_at = now(), last_error = 'the task was removed from the declaration'\n" +
             "         WHERE task = v_task.name AND state = 'pending';\n" +
             "        DELETE FROM llm.task WHERE name = v_task.name;\n" +

@@ -49,6 +49,105 @@ public sealed class WakeAndBatchTests
     }
 
     [Fact]
+    public async Task A_set_based_write_back_gives_each_job_the_outcome_it_would_get_alone_in_the_order_given()
+    {
+        await using var db = await _fixture.CreateDatabaseAsync();
+        await db.ExecAsync("INSERT INTO flaky (id, input) VALUES (1, 'a'), (2, 'b'), (3, 'c'), (4, 'd'), (5, 'e')");
+        var first = await ClaimAsync(db);
+        Assert.Equal(5, first.Count);
+
+        // Row 2's input changes while the model answers; row 3 is deleted; job 4 is rescued and claimed
+        // again (its first attempt is lost). Row 5 gets a second running job reading the same input
+        // again (changed and changed back), so both of its jobs answer the same values.
+        await db.ExecAsync("UPDATE flaky SET input = 'b2' WHERE id = 2");
+        await db.ExecAsync("DELETE FROM flaky WHERE id = 3");
+        await db.ExecAsync($"UPDATE llm.job SET state = 'pending', scheduled_at = now() WHERE id = {first[3].Id}");
+        await db.ExecAsync("UPDATE flaky SET input = 'e2' WHERE id = 5");
+        await db.ExecAsync("UPDATE flaky SET input = 'e' WHERE id = 5");
+        var again = await ClaimAsync(db);
+        var job4 = Assert.Single(again, c => c.Id == first[3].Id);
+        var job5b = Assert.Single(again, c => c.Id != first[3].Id && c.Id > first[4].Id && c.Hash == first[4].Hash);
+
+        // Out of id order on purpose: the outcomes come back in the order given.
+        (Claimed Job, string Answer)[] batch =
+        [
+            (job5b, "{\"output\":\"E second\"}"), (first[2], "{\"output\":\"C\"}"), (first[0], "{\"output\":\"A\"}"),
+            (first[3], "{\"output\":\"D stale\"}"), (first[1], "{\"output\":\"B\"}"), (first[4], "{\"output\":\"E first\"}"),
+            (job4, "{\"output\":\"D\"}"),
+        ];
+        // The task's set-based function itself (through llm.complete_batch, an error in it would be
+        // hidden by the job-by-job fallback, which gives the same outcomes).
+        var function = await db.ScalarAsync<string>("SELECT complete_batch_function::text FROM llm.task WHERE name = 'public.flaky:output'");
+        await using var command = db.CreateCommand($"SELECT {function}($1, $2, $3, $4::jsonb[], $5, $6)");
+        command.Parameters.Add(new NpgsqlParameter { Value = batch.Select(b => b.Job.Id).ToArray() });
+        command.Parameters.Add(new NpgsqlParameter { Value = batch.Select(b => b.Job.Attempt).ToArray() });
+        command.Parameters.Add(new NpgsqlParameter { Value = batch.Select(b => b.Job.Hash).ToArray() });
+        command.Parameters.Add(new NpgsqlParameter { Value = batch.Select(b => b.Answer).ToArray() });
+        command.Parameters.Add(new NpgsqlParameter { Value = batch.Select(_ => 5).ToArray() });
+        command.Parameters.Add(new NpgsqlParameter { Value = batch.Select(_ => 7).ToArray() });
+        var states = (string[])(await command.ExecuteScalarAsync())!;
+
+        Assert.Equal(["succeeded", "skipped", "succeeded", "lost", "superseded", "succeeded", "succeeded"], states);
+        Assert.Equal(["A", null, "D", "E first"], await db.ListAsync<string?>("SELECT output FROM flaky ORDER BY id"));
+        // The superseded row's newer input keeps its one job (enqueued by the user's update, claimed since).
+        Assert.Equal(1, await db.ScalarAsync<long>("SELECT count(*) FROM llm.job WHERE state IN ('pending', 'running') AND row_key = '{\"id\": 2}'"));
+        Assert.Equal(0, await db.ScalarAsync<long>("SELECT count(*) FROM llm.job WHERE state IN ('pending', 'running') AND row_key <> '{\"id\": 2}'"));
+        Assert.Equal("succeeded|5|7", await db.ScalarAsync<string>(
+            $"SELECT state || '|' || input_tokens || '|' || output_tokens FROM llm.job WHERE id = {first[0].Id}"));
+    }
+
+    [Fact]
+    public async Task A_batch_whose_set_based_write_fails_is_written_job_by_job()
+    {
+        await using var db = await _fixture.CreateDatabaseAsync();
+        await db.ExecAsync("ALTER TABLE flaky ADD CONSTRAINT output_not_bad CHECK (output <> 'bad')");
+        await db.ExecAsync("INSERT INTO flaky (id, input) VALUES (1, 'a'), (2, 'b')");
+        var jobs = await ClaimAsync(db);
+        await db.ExecAsync("DELETE FROM flaky WHERE id = 2");
+
+        var outcomes = await CompleteBatchAsync(db, jobs.ToArray(), ["{\"output\":\"bad\"}", "{\"output\":\"two\"}"]);
+
+        // The bad answer undoes the task's set-based write; job by job, it fails alone and the other
+        // job still gets its own outcome (its row is gone: skipped).
+        Assert.Equal(jobs.Select(j => j.Id), outcomes.Select(o => o.Id));
+        Assert.Equal([null, "skipped"], outcomes.Select(o => o.State));
+        Assert.Equal("23514", outcomes[0].Code);
+        Assert.Equal(["running", "skipped"], await db.ListAsync<string>("SELECT state FROM llm.job ORDER BY id"));
+    }
+
+    private sealed record Claimed(long Id, string Task, int Attempt, string Hash);
+
+    private static async Task<List<Claimed>> ClaimAsync(NpgsqlDataSource db)
+    {
+        var rows = await db.ListAsync<string[]>(
+            "SELECT ARRAY[id::text, task, attempt::text, inputs_hash] FROM llm.claim_with_inputs('test', 10, 60) ORDER BY id");
+        return rows.Select(r => new Claimed(
+            long.Parse(r[0], System.Globalization.CultureInfo.InvariantCulture), r[1],
+            int.Parse(r[2], System.Globalization.CultureInfo.InvariantCulture), r[3])).ToList();
+    }
+
+    private static async Task<List<(long Id, string? State, string? Code)>> CompleteBatchAsync(NpgsqlDataSource db, Claimed[] jobs, string[] answers)
+    {
+        await using var command = db.CreateCommand(
+            "SELECT job_id, state, error_code FROM llm.complete_batch($1, $2, $3, $4, $5::jsonb[], $6, $7)");
+        command.Parameters.Add(new NpgsqlParameter { Value = jobs.Select(j => j.Task).ToArray() });
+        command.Parameters.Add(new NpgsqlParameter { Value = jobs.Select(j => j.Id).ToArray() });
+        command.Parameters.Add(new NpgsqlParameter { Value = jobs.Select(j => j.Attempt).ToArray() });
+        command.Parameters.Add(new NpgsqlParameter { Value = jobs.Select(j => j.Hash).ToArray() });
+        command.Parameters.Add(new NpgsqlParameter { Value = answers });
+        command.Parameters.Add(new NpgsqlParameter { Value = jobs.Select(_ => 5).ToArray() });
+        command.Parameters.Add(new NpgsqlParameter { Value = jobs.Select(_ => 7).ToArray() });
+        var outcomes = new List<(long Id, string? State, string? Code)>();
+        await using var reader = await command.ExecuteReaderAsync();
+        while (await reader.ReadAsync())
+        {
+            outcomes.Add((reader.GetInt64(0), reader.IsDBNull(1) ? null : reader.GetString(1), reader.IsDBNull(2) ? null : reader.GetString(2)));
+        }
+
+        return outcomes;
+    }
+
+    [Fact]
     public async Task Enqueuers_notify_only_while_a_worker_sleeps()
     {
         await using var db = await _fixture.CreateDatabaseAsync();

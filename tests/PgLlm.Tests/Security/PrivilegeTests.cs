@@ -265,18 +265,18 @@ public sealed class PrivilegeTests
             "SELECT oid::regprocedure::text || ' ' || coalesce(array_to_string(proconfig, ';'), '(none)') FROM pg_proc WHERE pronamespace = 'llm'::regnamespace");
         Assert.True(pinned.Count >= 15);
         // search_path first; a function may add planner settings after it (llm.claim does).
-        Assert.All(pinned, f => Assert.Matches(@"\) search_path=pg_catalog, pg_temp(;enable_\w+=off)*$", f));
+        Assert.All(pinned, f => Assert.Matches(@"\) search_path=pg_catalog, pg_temp(;enable_\w+=off)*(;plan_cache_mode=force_generic_plan)?$", f));
 
         // The worker's calls and every generated function run with the owner's rights (so neither the
         // application role nor the worker needs a right on the queue), and none runs dynamic SQL.
         var owned = await db.Superuser.ListAsync<string>(
             "SELECT p.oid::regprocedure::text || ' ' || p.prosecdef || ' ' || (p.prosrc ~* '\\mEXECUTE\\M') FROM pg_proc AS p " +
-            "WHERE p.oid IN (SELECT unnest(ARRAY[enqueue_function, inputs_function, complete_function])::oid FROM llm.task) " +
+            "WHERE p.oid IN (SELECT unnest(ARRAY[enqueue_function, inputs_function, complete_function, complete_batch_function])::oid FROM llm.task) " +
             "   OR p.oid::regproc::text IN ('llm.claim', 'llm.fail', 'llm.skip', 'llm.release', 'llm.rescue', 'llm.retry_failed', 'llm.prune') " +
             "ORDER BY 1");
         var taskCount = await db.Superuser.ScalarAsync<long>("SELECT count(*) FROM llm.task");
         // 7 functions, llm.claim in two signatures (with and without task filters).
-        Assert.Equal((int)(3 * taskCount) + 8, owned.Count);
+        Assert.Equal((int)(4 * taskCount) + 8, owned.Count);
         Assert.All(owned, f => Assert.EndsWith(" true false", f, StringComparison.Ordinal));
         Assert.Equal("false false", await db.Superuser.ScalarAsync<string>(
             "SELECT prosecdef || ' ' || (prosrc ~* '\\mEXECUTE\\M') FROM pg_proc WHERE oid = 'llm.settle'::regproc"));

@@ -54,6 +54,9 @@ ALTER TABLE llm.task ADD COLUMN IF NOT EXISTS temperature double precision;
 ALTER TABLE llm.task ADD COLUMN IF NOT EXISTS max_output_tokens integer;
 -- Read columns sent to the model as image content parts (a URL, or bytea as a data URL), not as text.
 ALTER TABLE llm.task ADD COLUMN IF NOT EXISTS image_columns text[] NOT NULL DEFAULT '{}';
+-- The task's set-based write-back of a batch (NULL for a task migrated before it existed: its jobs are
+-- then written back one by one through complete_function).
+ALTER TABLE llm.task ADD COLUMN IF NOT EXISTS complete_batch_function regproc;
 
 -- The queue. A job names a task and a row key, never the row's values: the worker reads the
 -- latest values when it runs the job, so rapid updates collapse into one pending job.
@@ -96,7 +99,8 @@ CREATE INDEX IF NOT EXISTS job_failed ON llm.job (task, id) WHERE state = 'faile
 -- (NULL: no filter) restrict the claim to some tasks: a worker with several model endpoints claims
 -- for each endpoint's free slots only the tasks that endpoint serves, so a slow endpoint's jobs
 -- never take the slots of another's.
--- PL/pgSQL so that its plans are cached (an SQL function's statements are planned at every call).
+-- PL/pgSQL so that its plans are cached (an SQL function's statements are planned at every call), and
+-- generic: PostgreSQL's default would plan again at every call, which cost more than the claim itself.
 -- The only good plan walks job_ready in order and stops at p_limit; with the filters (whose
 -- selectivity the planner cannot know) it would otherwise sort every ready job first, hence the
 -- planner settings.
@@ -108,6 +112,7 @@ SET search_path = pg_catalog, pg_temp
 SET enable_sort = off
 SET enable_bitmapscan = off
 SET enable_seqscan = off
+SET plan_cache_mode = force_generic_plan
 AS $fn$
 BEGIN
     RETURN QUERY
@@ -151,7 +156,15 @@ SET search_path = pg_catalog, pg_temp
 AS $fn$
 DECLARE
     v_entry jsonb;
+    v_job_state text;
+    v_job_attempt integer;
 BEGIN
+    -- Found by its key alone and checked once locked: with a condition on the state, the planner may
+    -- walk the whole index of running jobs instead of the primary key.
+    SELECT j.state, j.attempt INTO v_job_state, v_job_attempt FROM llm.job AS j WHERE j.id = p_job_id FOR UPDATE;
+    IF NOT FOUND OR v_job_state <> 'running' OR v_job_attempt <> p_attempt THEN
+        RETURN 'lost';
+    END IF;
     v_entry := CASE WHEN p_error IS NULL THEN NULL
                     ELSE jsonb_strip_nulls(jsonb_build_object('attempt', p_attempt, 'at', now(), 'kind', p_kind, 'error', p_error)) END;
     BEGIN
@@ -165,10 +178,7 @@ BEGIN
                finished_at = CASE WHEN p_state = 'pending' THEN NULL ELSE now() END,
                locked_by = NULL,
                lease_until = NULL
-         WHERE j.id = p_job_id AND j.state = 'running' AND j.attempt = p_attempt;
-        IF NOT FOUND THEN
-            RETURN 'lost';
-        END IF;
+         WHERE j.id = p_job_id;
     EXCEPTION WHEN unique_violation THEN
         UPDATE llm.job AS j
            SET state = 'superseded',
@@ -177,7 +187,7 @@ BEGIN
                finished_at = now(),
                locked_by = NULL,
                lease_until = NULL
-         WHERE j.id = p_job_id AND j.state = 'running' AND j.attempt = p_attempt;
+         WHERE j.id = p_job_id;
         RETURN 'superseded';
     END;
     RETURN p_state;
@@ -200,10 +210,9 @@ DECLARE
     v_invalid integer;
     v_final boolean;
 BEGIN
-    SELECT * INTO v_job
-      FROM llm.job AS j
-     WHERE j.id = p_job_id AND j.state = 'running' AND j.attempt = p_attempt;
-    IF NOT FOUND THEN
+    -- By key, then checked once locked (see llm.settle).
+    SELECT * INTO v_job FROM llm.job AS j WHERE j.id = p_job_id FOR UPDATE;
+    IF NOT FOUND OR v_job.state <> 'running' OR v_job.attempt <> p_attempt THEN
         RETURN 'lost';
     END IF;
     IF p_kind NOT IN ('transient', 'invalid', 'permanent') THEN
@@ -335,46 +344,82 @@ BEGIN
 END
 $fn$;
 
--- Writes back a batch of answers in one round trip and one commit. Each job runs its task's
--- generated complete function in its own subtransaction, so one job's error never undoes another's
--- written result; the error comes back in its row (error, error_code) and the worker handles that job
--- alone. Only functions registered in llm.task are called. The batch waits at most 20 ms for any lock
--- (error_code 55P03), so it never sits in a lock cycle with a user's transaction; such a job is then
--- written back on its own. The worker keeps batches at 64 jobs or fewer (the subtransaction cache).
+-- Writes back a batch of answers in one round trip and one commit. The jobs of each task go through
+-- the task's generated set-based function (complete_batch_function) in one subtransaction. Should that
+-- fail (one answer that does not fit its column, a lock not granted in time), or for a task without one,
+-- each job runs its task's complete function in its own subtransaction, so one job's error never undoes
+-- another's written result; the error comes back in its row (error, error_code) and the worker handles
+-- that job alone. Only functions registered in llm.task are called. The batch waits at most 20 ms for
+-- any lock (error_code 55P03), so it never sits in a lock cycle with a user's transaction; such a job is
+-- then written back on its own. Rows come back in the order given. The worker keeps batches at 64 jobs
+-- or fewer (the subtransaction cache).
 CREATE OR REPLACE FUNCTION llm.complete_batch(p_tasks text[], p_job_ids bigint[], p_attempts integer[], p_inputs_hashes text[],
                                               p_results jsonb[], p_input_tokens integer[], p_output_tokens integer[])
 RETURNS TABLE (job_id bigint, state text, error text, error_code text)
 LANGUAGE plpgsql
 SET search_path = pg_catalog, pg_temp
+SET plan_cache_mode = force_generic_plan
 AS $fn$
 DECLARE
+    v_count integer := coalesce(array_length(p_job_ids, 1), 0);
+    v_states text[] := array_fill(NULL::text, ARRAY[v_count]);
+    v_errors text[] := array_fill(NULL::text, ARRAY[v_count]);
+    v_codes text[] := array_fill(NULL::text, ARRAY[v_count]);
+    v_task text;
     v_function regproc;
+    v_batch_function regproc;
+    v_at integer[];
+    v_task_states text[];
+    v_state text;
 BEGIN
     PERFORM set_config('lock_timeout', '20ms', true);
     -- The worker's own commits do not wait for their WAL flush (see llm.claim_with_inputs).
     PERFORM set_config('synchronous_commit', 'off', true);
-    FOR i IN 1 .. coalesce(array_length(p_job_ids, 1), 0) LOOP
-        job_id := p_job_ids[i];
-        state := NULL;
-        error := NULL;
-        error_code := NULL;
-        SELECT t.complete_function INTO v_function FROM llm.task AS t WHERE t.name = p_tasks[i];
-        IF v_function IS NULL THEN
-            error := format('task %L is not in llm.task', p_tasks[i]);
-            error_code := 'P0002';
-        ELSE
+    FOR v_task IN SELECT DISTINCT t FROM unnest(p_tasks) AS t LOOP
+        v_at := ARRAY(SELECT i FROM generate_subscripts(p_job_ids, 1) AS i WHERE p_tasks[i] IS NOT DISTINCT FROM v_task ORDER BY i);
+        v_function := NULL;
+        v_batch_function := NULL;
+        v_task_states := NULL;
+        SELECT t.complete_function, t.complete_batch_function INTO v_function, v_batch_function
+          FROM llm.task AS t WHERE t.name = v_task;
+        IF v_batch_function IS NOT NULL THEN
             BEGIN
-                EXECUTE format('SELECT %s($1, $2, $3, $4, $5, $6)', v_function)
-                   INTO state
-                  USING p_job_ids[i], p_attempts[i], p_inputs_hashes[i], p_results[i], p_input_tokens[i], p_output_tokens[i];
+                EXECUTE format('SELECT %s($1, $2, $3, $4, $5, $6)', v_batch_function)
+                   INTO v_task_states
+                  USING ARRAY(SELECT p_job_ids[i] FROM unnest(v_at) WITH ORDINALITY AS a(i, n) ORDER BY n),
+                        ARRAY(SELECT p_attempts[i] FROM unnest(v_at) WITH ORDINALITY AS a(i, n) ORDER BY n),
+                        ARRAY(SELECT p_inputs_hashes[i] FROM unnest(v_at) WITH ORDINALITY AS a(i, n) ORDER BY n),
+                        ARRAY(SELECT p_results[i] FROM unnest(v_at) WITH ORDINALITY AS a(i, n) ORDER BY n),
+                        ARRAY(SELECT p_input_tokens[i] FROM unnest(v_at) WITH ORDINALITY AS a(i, n) ORDER BY n),
+                        ARRAY(SELECT p_output_tokens[i] FROM unnest(v_at) WITH ORDINALITY AS a(i, n) ORDER BY n);
             EXCEPTION WHEN OTHERS THEN
-                state := NULL;
-                error := SQLERRM;
-                error_code := SQLSTATE;
+                v_task_states := NULL; -- undone as a whole: each job of the task on its own, below
             END;
         END IF;
-        RETURN NEXT;
+        FOR n IN 1 .. coalesce(array_length(v_at, 1), 0) LOOP
+            IF v_task_states IS NOT NULL THEN
+                v_states[v_at[n]] := v_task_states[n];
+            ELSIF v_function IS NULL THEN
+                v_errors[v_at[n]] := format('task %L is not in llm.task', v_task);
+                v_codes[v_at[n]] := 'P0002';
+            ELSE
+                BEGIN
+                    EXECUTE format('SELECT %s($1, $2, $3, $4, $5, $6)', v_function)
+                       INTO v_state
+                      USING p_job_ids[v_at[n]], p_attempts[v_at[n]], p_inputs_hashes[v_at[n]], p_results[v_at[n]],
+                            p_input_tokens[v_at[n]], p_output_tokens[v_at[n]];
+                    v_states[v_at[n]] := v_state;
+                EXCEPTION WHEN OTHERS THEN
+                    v_errors[v_at[n]] := SQLERRM;
+                    v_codes[v_at[n]] := SQLSTATE;
+                END;
+            END IF;
+        END LOOP;
     END LOOP;
+    RETURN QUERY
+        SELECT p_job_ids[i], v_states[i], v_errors[i], v_codes[i]
+          FROM generate_subscripts(p_job_ids, 1) AS i
+         ORDER BY i;
 END
 $fn$;
 
@@ -454,6 +499,7 @@ CREATE OR REPLACE FUNCTION llm.claim_with_inputs(p_worker text, p_limit integer,
 RETURNS TABLE (id bigint, task text, attempt integer, max_attempts integer, inputs text, inputs_hash text, inputs_error text)
 LANGUAGE plpgsql
 SET search_path = pg_catalog, pg_temp
+SET plan_cache_mode = force_generic_plan
 AS $fn$
 DECLARE
     v_ids bigint[];

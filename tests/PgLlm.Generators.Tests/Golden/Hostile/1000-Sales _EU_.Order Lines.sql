@@ -29,6 +29,7 @@ STABLE
 SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
 SET enable_seqscan = off
+SET plan_cache_mode = force_generic_plan
 AS $pgllm$
 #variable_conflict use_column
 BEGIN
@@ -48,18 +49,23 @@ RETURNS text
 LANGUAGE plpgsql
 SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
+SET plan_cache_mode = force_generic_plan
 AS $pgllm$
 DECLARE
     v_key jsonb;
+    v_job_state text;
+    v_job_attempt integer;
     v_state text;
     v_note text;
 BEGIN
-    SELECT j.row_key INTO v_key
+    -- Found by its key alone and checked once locked: with a condition on the state, the planner
+    -- may walk the whole index of running jobs instead of the primary key.
+    SELECT j.row_key, j.state, j.attempt INTO v_key, v_job_state, v_job_attempt
       FROM llm.job AS j
-     WHERE j.id = p_job_id AND j.state = 'running' AND j.attempt = p_attempt
+     WHERE j.id = p_job_id
        AND j.task = 'Sales "EU".Order Lines:category' -- never another task's job: its row key names another table
        FOR UPDATE;
-    IF NOT FOUND THEN
+    IF NOT FOUND OR v_job_state <> 'running' OR v_job_attempt <> p_attempt THEN
         RETURN 'lost';
     END IF;
 
@@ -108,15 +114,64 @@ BEGIN
 END
 $pgllm$;
 
+CREATE OR REPLACE FUNCTION "llm"."Sales ""EU"".Order Lines:category:complete_batch"(p_job_ids bigint[], p_attempts integer[], p_inputs_hashes text[], p_results jsonb[], p_input_tokens integer[], p_output_tokens integer[])
+RETURNS text[]
+LANGUAGE plpgsql
+SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+SET enable_seqscan = off
+SET plan_cache_mode = force_generic_plan
+AS $pgllm$
+DECLARE
+    v_written integer[];
+    v_states text[];
+BEGIN
+    WITH b AS (SELECT * FROM unnest(p_job_ids, p_attempts, p_inputs_hashes, p_results) WITH ORDINALITY AS b(id, attempt, inputs_hash, result, n)),
+         -- Locked by key and task alone, then checked (as in the complete function).
+         j AS (SELECT j.id, j.row_key, j.state, j.attempt
+                 FROM llm.job AS j
+                WHERE j.id = ANY (p_job_ids) AND j.task = 'Sales "EU".Order Lines:category'
+                  FOR UPDATE),
+         w AS (UPDATE "Sales ""EU"""."Order Lines" AS t
+                  SET "Category's ""Label""" = r."Category's ""Label"""
+                 FROM j
+                 JOIN b ON b.id = j.id AND b.attempt = j.attempt AND j.state = 'running'
+                CROSS JOIN LATERAL jsonb_populate_record(NULL::"Sales ""EU"""."Order Lines", j.row_key) AS k
+                CROSS JOIN LATERAL jsonb_populate_record(NULL::"Sales ""EU"""."Order Lines", b.result) AS r
+                WHERE t."tenant_id" = k."tenant_id" AND t."line_no" = k."line_no"
+                  AND md5(jsonb_build_object('Item Name', t."Item Name", 'quantity', t."quantity")::text) = b.inputs_hash
+            RETURNING b.n)
+    SELECT array_agg(w.n) INTO v_written FROM w;
+
+    UPDATE llm.job AS j
+       SET state = 'succeeded', finished_at = now(), locked_by = NULL, lease_until = NULL,
+           inputs_hash = p_inputs_hashes[w.n], input_tokens = p_input_tokens[w.n], output_tokens = p_output_tokens[w.n]
+      FROM unnest(v_written) AS w(n)
+     WHERE j.id = p_job_ids[w.n];
+
+    v_states := array_fill(NULL::text, ARRAY[coalesce(array_length(p_job_ids, 1), 0)]);
+    FOR i IN 1 .. coalesce(array_length(p_job_ids, 1), 0) LOOP
+        IF i = ANY (v_written) THEN
+            v_states[i] := 'succeeded';
+        ELSE
+            v_states[i] := "llm"."Sales ""EU"".Order Lines:category:complete"(p_job_ids[i], p_attempts[i], p_inputs_hashes[i], p_results[i], p_input_tokens[i], p_output_tokens[i]);
+        END IF;
+    END LOOP;
+    RETURN v_states;
+END
+$pgllm$;
+
 REVOKE ALL ON FUNCTION "llm"."Sales ""EU"".Order Lines:category:enqueue" FROM PUBLIC;
 GRANT EXECUTE ON FUNCTION "llm"."Sales ""EU"".Order Lines:category:inputs" TO pgllm_worker;
 GRANT EXECUTE ON FUNCTION "llm"."Sales ""EU"".Order Lines:category:complete" TO pgllm_worker;
+GRANT EXECUTE ON FUNCTION "llm"."Sales ""EU"".Order Lines:category:complete_batch" TO pgllm_worker;
 REVOKE ALL ON FUNCTION "llm"."Sales ""EU"".Order Lines:category:inputs"(bigint[]) FROM PUBLIC;
 REVOKE ALL ON FUNCTION "llm"."Sales ""EU"".Order Lines:category:complete"(bigint, integer, text, jsonb, integer, integer) FROM PUBLIC;
+REVOKE ALL ON FUNCTION "llm"."Sales ""EU"".Order Lines:category:complete_batch"(bigint[], integer[], text[], jsonb[], integer[], integer[]) FROM PUBLIC;
 
 INSERT INTO llm.task (name, table_schema, table_name, key_columns, read_columns, target_columns, prompt, system_prompt,
                       json_schema, model, max_attempts, temperature, max_output_tokens, image_columns,
-                      enqueue_function, inputs_function, complete_function, definition_hash)
+                      enqueue_function, inputs_function, complete_function, complete_batch_function, definition_hash)
 VALUES ('Sales "EU".Order Lines:category',
         'Sales "EU"', 'Order Lines',
         ARRAY['tenant_id', 'line_no']::text[],
@@ -126,7 +181,7 @@ VALUES ('Sales "EU".Order Lines:category',
         'Answer with one word.',
         '{"type":"object","properties":{"Category''s \"Label\"":{"type":["string","null"]}},"required":["Category''s \"Label\""],"additionalProperties":false}'::json,
         'small-model', 3, NULL, NULL, ARRAY[]::text[],
-        '"llm"."Sales ""EU"".Order Lines:category:enqueue"'::regproc, '"llm"."Sales ""EU"".Order Lines:category:inputs"'::regproc, '"llm"."Sales ""EU"".Order Lines:category:complete"'::regproc,
+        '"llm"."Sales ""EU"".Order Lines:category:enqueue"'::regproc, '"llm"."Sales ""EU"".Order Lines:category:inputs"'::regproc, '"llm"."Sales ""EU"".Order Lines:category:complete"'::regproc, '"llm"."Sales ""EU"".Order Lines:category:complete_batch"'::regproc,
         '1f0b8b8de9d5a948')
 ON CONFLICT (name) DO UPDATE
    SET table_schema = EXCLUDED.table_schema, table_name = EXCLUDED.table_name, key_columns = EXCLUDED.key_columns,
@@ -136,6 +191,7 @@ ON CONFLICT (name) DO UPDATE
        max_output_tokens = EXCLUDED.max_output_tokens, image_columns = EXCLUDED.image_columns,
        enqueue_function = EXCLUDED.enqueue_function,
        inputs_function = EXCLUDED.inputs_function, complete_function = EXCLUDED.complete_function,
+       complete_batch_function = EXCLUDED.complete_batch_function,
        definition_hash = EXCLUDED.definition_hash, updated_at = now();
 
 CREATE OR REPLACE TRIGGER "pgllm:category:insert"
@@ -177,6 +233,7 @@ STABLE
 SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
 SET enable_seqscan = off
+SET plan_cache_mode = force_generic_plan
 AS $pgllm$
 #variable_conflict use_column
 BEGIN
@@ -196,18 +253,23 @@ RETURNS text
 LANGUAGE plpgsql
 SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
+SET plan_cache_mode = force_generic_plan
 AS $pgllm$
 DECLARE
     v_key jsonb;
+    v_job_state text;
+    v_job_attempt integer;
     v_state text;
     v_note text;
 BEGIN
-    SELECT j.row_key INTO v_key
+    -- Found by its key alone and checked once locked: with a condition on the state, the planner
+    -- may walk the whole index of running jobs instead of the primary key.
+    SELECT j.row_key, j.state, j.attempt INTO v_key, v_job_state, v_job_attempt
       FROM llm.job AS j
-     WHERE j.id = p_job_id AND j.state = 'running' AND j.attempt = p_attempt
+     WHERE j.id = p_job_id
        AND j.task = 'Sales "EU".Order Lines:shelf_days' -- never another task's job: its row key names another table
        FOR UPDATE;
-    IF NOT FOUND THEN
+    IF NOT FOUND OR v_job_state <> 'running' OR v_job_attempt <> p_attempt THEN
         RETURN 'lost';
     END IF;
 
@@ -256,15 +318,64 @@ BEGIN
 END
 $pgllm$;
 
+CREATE OR REPLACE FUNCTION "llm"."Sales ""EU"".Order Lines:shelf_days:complete_batch"(p_job_ids bigint[], p_attempts integer[], p_inputs_hashes text[], p_results jsonb[], p_input_tokens integer[], p_output_tokens integer[])
+RETURNS text[]
+LANGUAGE plpgsql
+SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+SET enable_seqscan = off
+SET plan_cache_mode = force_generic_plan
+AS $pgllm$
+DECLARE
+    v_written integer[];
+    v_states text[];
+BEGIN
+    WITH b AS (SELECT * FROM unnest(p_job_ids, p_attempts, p_inputs_hashes, p_results) WITH ORDINALITY AS b(id, attempt, inputs_hash, result, n)),
+         -- Locked by key and task alone, then checked (as in the complete function).
+         j AS (SELECT j.id, j.row_key, j.state, j.attempt
+                 FROM llm.job AS j
+                WHERE j.id = ANY (p_job_ids) AND j.task = 'Sales "EU".Order Lines:shelf_days'
+                  FOR UPDATE),
+         w AS (UPDATE "Sales ""EU"""."Order Lines" AS t
+                  SET "shelf_days" = r."shelf_days"
+                 FROM j
+                 JOIN b ON b.id = j.id AND b.attempt = j.attempt AND j.state = 'running'
+                CROSS JOIN LATERAL jsonb_populate_record(NULL::"Sales ""EU"""."Order Lines", j.row_key) AS k
+                CROSS JOIN LATERAL jsonb_populate_record(NULL::"Sales ""EU"""."Order Lines", b.result) AS r
+                WHERE t."tenant_id" = k."tenant_id" AND t."line_no" = k."line_no"
+                  AND md5(jsonb_build_object('Item Name', t."Item Name")::text) = b.inputs_hash
+            RETURNING b.n)
+    SELECT array_agg(w.n) INTO v_written FROM w;
+
+    UPDATE llm.job AS j
+       SET state = 'succeeded', finished_at = now(), locked_by = NULL, lease_until = NULL,
+           inputs_hash = p_inputs_hashes[w.n], input_tokens = p_input_tokens[w.n], output_tokens = p_output_tokens[w.n]
+      FROM unnest(v_written) AS w(n)
+     WHERE j.id = p_job_ids[w.n];
+
+    v_states := array_fill(NULL::text, ARRAY[coalesce(array_length(p_job_ids, 1), 0)]);
+    FOR i IN 1 .. coalesce(array_length(p_job_ids, 1), 0) LOOP
+        IF i = ANY (v_written) THEN
+            v_states[i] := 'succeeded';
+        ELSE
+            v_states[i] := "llm"."Sales ""EU"".Order Lines:shelf_days:complete"(p_job_ids[i], p_attempts[i], p_inputs_hashes[i], p_results[i], p_input_tokens[i], p_output_tokens[i]);
+        END IF;
+    END LOOP;
+    RETURN v_states;
+END
+$pgllm$;
+
 REVOKE ALL ON FUNCTION "llm"."Sales ""EU"".Order Lines:shelf_days:enqueue" FROM PUBLIC;
 GRANT EXECUTE ON FUNCTION "llm"."Sales ""EU"".Order Lines:shelf_days:inputs" TO pgllm_worker;
 GRANT EXECUTE ON FUNCTION "llm"."Sales ""EU"".Order Lines:shelf_days:complete" TO pgllm_worker;
+GRANT EXECUTE ON FUNCTION "llm"."Sales ""EU"".Order Lines:shelf_days:complete_batch" TO pgllm_worker;
 REVOKE ALL ON FUNCTION "llm"."Sales ""EU"".Order Lines:shelf_days:inputs"(bigint[]) FROM PUBLIC;
 REVOKE ALL ON FUNCTION "llm"."Sales ""EU"".Order Lines:shelf_days:complete"(bigint, integer, text, jsonb, integer, integer) FROM PUBLIC;
+REVOKE ALL ON FUNCTION "llm"."Sales ""EU"".Order Lines:shelf_days:complete_batch"(bigint[], integer[], text[], jsonb[], integer[], integer[]) FROM PUBLIC;
 
 INSERT INTO llm.task (name, table_schema, table_name, key_columns, read_columns, target_columns, prompt, system_prompt,
                       json_schema, model, max_attempts, temperature, max_output_tokens, image_columns,
-                      enqueue_function, inputs_function, complete_function, definition_hash)
+                      enqueue_function, inputs_function, complete_function, complete_batch_function, definition_hash)
 VALUES ('Sales "EU".Order Lines:shelf_days',
         'Sales "EU"', 'Order Lines',
         ARRAY['tenant_id', 'line_no']::text[],
@@ -274,7 +385,7 @@ VALUES ('Sales "EU".Order Lines:shelf_days',
         NULL,
         '{"type":"object","properties":{"shelf_days":{"type":["integer","null"]}},"required":["shelf_days"],"additionalProperties":false}'::json,
         NULL, 5, NULL, NULL, ARRAY[]::text[],
-        '"llm"."Sales ""EU"".Order Lines:shelf_days:enqueue"'::regproc, '"llm"."Sales ""EU"".Order Lines:shelf_days:inputs"'::regproc, '"llm"."Sales ""EU"".Order Lines:shelf_days:complete"'::regproc,
+        '"llm"."Sales ""EU"".Order Lines:shelf_days:enqueue"'::regproc, '"llm"."Sales ""EU"".Order Lines:shelf_days:inputs"'::regproc, '"llm"."Sales ""EU"".Order Lines:shelf_days:complete"'::regproc, '"llm"."Sales ""EU"".Order Lines:shelf_days:complete_batch"'::regproc,
         'b91b6ddb3f2d81c9')
 ON CONFLICT (name) DO UPDATE
    SET table_schema = EXCLUDED.table_schema, table_name = EXCLUDED.table_name, key_columns = EXCLUDED.key_columns,
@@ -284,6 +395,7 @@ ON CONFLICT (name) DO UPDATE
        max_output_tokens = EXCLUDED.max_output_tokens, image_columns = EXCLUDED.image_columns,
        enqueue_function = EXCLUDED.enqueue_function,
        inputs_function = EXCLUDED.inputs_function, complete_function = EXCLUDED.complete_function,
+       complete_batch_function = EXCLUDED.complete_batch_function,
        definition_hash = EXCLUDED.definition_hash, updated_at = now();
 
 CREATE OR REPLACE TRIGGER "pgllm:shelf_days:insert"
@@ -304,7 +416,7 @@ DECLARE
     v_trigger record;
 BEGIN
     FOR v_task IN
-        SELECT name, enqueue_function, inputs_function, complete_function
+        SELECT name, enqueue_function, inputs_function, complete_function, complete_batch_function
           FROM llm.task
          WHERE table_schema = 'Sales "EU"' AND table_name = 'Order Lines'
            AND name <> ALL (ARRAY['Sales "EU".Order Lines:category', 'Sales "EU".Order Lines:shelf_days']::text[])
@@ -316,6 +428,9 @@ BEGIN
         EXECUTE format('DROP FUNCTION IF EXISTS %s', v_task.enqueue_function::oid::regprocedure);
         EXECUTE format('DROP FUNCTION IF EXISTS %s', v_task.inputs_function::oid::regprocedure);
         EXECUTE format('DROP FUNCTION IF EXISTS %s', v_task.complete_function::oid::regprocedure);
+        IF v_task.complete_batch_function IS NOT NULL THEN
+            EXECUTE format('DROP FUNCTION IF EXISTS %s', v_task.complete_batch_function::oid::regprocedure);
+        END IF;
         UPDATE llm.job SET state = 'skipped', finished_at = now(), last_error = 'the task was removed from the declaration'
          WHERE task = v_task.name AND state = 'pending';
         DELETE FROM llm.task WHERE name = v_task.name;

@@ -29,6 +29,7 @@ STABLE
 SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
 SET enable_seqscan = off
+SET plan_cache_mode = force_generic_plan
 AS $pgllm$
 #variable_conflict use_column
 BEGIN
@@ -48,18 +49,23 @@ RETURNS text
 LANGUAGE plpgsql
 SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
+SET plan_cache_mode = force_generic_plan
 AS $pgllm$
 DECLARE
     v_key jsonb;
+    v_job_state text;
+    v_job_attempt integer;
     v_state text;
     v_note text;
 BEGIN
-    SELECT j.row_key INTO v_key
+    -- Found by its key alone and checked once locked: with a condition on the state, the planner
+    -- may walk the whole index of running jobs instead of the primary key.
+    SELECT j.row_key, j.state, j.attempt INTO v_key, v_job_state, v_job_attempt
       FROM llm.job AS j
-     WHERE j.id = p_job_id AND j.state = 'running' AND j.attempt = p_attempt
+     WHERE j.id = p_job_id
        AND j.task = 'public.receipts:note_mood' -- never another task's job: its row key names another table
        FOR UPDATE;
-    IF NOT FOUND THEN
+    IF NOT FOUND OR v_job_state <> 'running' OR v_job_attempt <> p_attempt THEN
         RETURN 'lost';
     END IF;
 
@@ -108,15 +114,64 @@ BEGIN
 END
 $pgllm$;
 
+CREATE OR REPLACE FUNCTION "llm"."public.receipts:note_mood:complete_batch"(p_job_ids bigint[], p_attempts integer[], p_inputs_hashes text[], p_results jsonb[], p_input_tokens integer[], p_output_tokens integer[])
+RETURNS text[]
+LANGUAGE plpgsql
+SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+SET enable_seqscan = off
+SET plan_cache_mode = force_generic_plan
+AS $pgllm$
+DECLARE
+    v_written integer[];
+    v_states text[];
+BEGIN
+    WITH b AS (SELECT * FROM unnest(p_job_ids, p_attempts, p_inputs_hashes, p_results) WITH ORDINALITY AS b(id, attempt, inputs_hash, result, n)),
+         -- Locked by key and task alone, then checked (as in the complete function).
+         j AS (SELECT j.id, j.row_key, j.state, j.attempt
+                 FROM llm.job AS j
+                WHERE j.id = ANY (p_job_ids) AND j.task = 'public.receipts:note_mood'
+                  FOR UPDATE),
+         w AS (UPDATE "public"."receipts" AS t
+                  SET "note_mood" = r."note_mood"
+                 FROM j
+                 JOIN b ON b.id = j.id AND b.attempt = j.attempt AND j.state = 'running'
+                CROSS JOIN LATERAL jsonb_populate_record(NULL::"public"."receipts", j.row_key) AS k
+                CROSS JOIN LATERAL jsonb_populate_record(NULL::"public"."receipts", b.result) AS r
+                WHERE t."id" = k."id"
+                  AND md5(jsonb_build_object('note', t."note")::text) = b.inputs_hash
+            RETURNING b.n)
+    SELECT array_agg(w.n) INTO v_written FROM w;
+
+    UPDATE llm.job AS j
+       SET state = 'succeeded', finished_at = now(), locked_by = NULL, lease_until = NULL,
+           inputs_hash = p_inputs_hashes[w.n], input_tokens = p_input_tokens[w.n], output_tokens = p_output_tokens[w.n]
+      FROM unnest(v_written) AS w(n)
+     WHERE j.id = p_job_ids[w.n];
+
+    v_states := array_fill(NULL::text, ARRAY[coalesce(array_length(p_job_ids, 1), 0)]);
+    FOR i IN 1 .. coalesce(array_length(p_job_ids, 1), 0) LOOP
+        IF i = ANY (v_written) THEN
+            v_states[i] := 'succeeded';
+        ELSE
+            v_states[i] := "llm"."public.receipts:note_mood:complete"(p_job_ids[i], p_attempts[i], p_inputs_hashes[i], p_results[i], p_input_tokens[i], p_output_tokens[i]);
+        END IF;
+    END LOOP;
+    RETURN v_states;
+END
+$pgllm$;
+
 REVOKE ALL ON FUNCTION "llm"."public.receipts:note_mood:enqueue" FROM PUBLIC;
 GRANT EXECUTE ON FUNCTION "llm"."public.receipts:note_mood:inputs" TO pgllm_worker;
 GRANT EXECUTE ON FUNCTION "llm"."public.receipts:note_mood:complete" TO pgllm_worker;
+GRANT EXECUTE ON FUNCTION "llm"."public.receipts:note_mood:complete_batch" TO pgllm_worker;
 REVOKE ALL ON FUNCTION "llm"."public.receipts:note_mood:inputs"(bigint[]) FROM PUBLIC;
 REVOKE ALL ON FUNCTION "llm"."public.receipts:note_mood:complete"(bigint, integer, text, jsonb, integer, integer) FROM PUBLIC;
+REVOKE ALL ON FUNCTION "llm"."public.receipts:note_mood:complete_batch"(bigint[], integer[], text[], jsonb[], integer[], integer[]) FROM PUBLIC;
 
 INSERT INTO llm.task (name, table_schema, table_name, key_columns, read_columns, target_columns, prompt, system_prompt,
                       json_schema, model, max_attempts, temperature, max_output_tokens, image_columns,
-                      enqueue_function, inputs_function, complete_function, definition_hash)
+                      enqueue_function, inputs_function, complete_function, complete_batch_function, definition_hash)
 VALUES ('public.receipts:note_mood',
         'public', 'receipts',
         ARRAY['id']::text[],
@@ -126,7 +181,7 @@ VALUES ('public.receipts:note_mood',
         NULL,
         '{"type":"object","properties":{"note_mood":{"type":["string","null"],"enum":["positive","negative","neutral","very_mixed",null]}},"required":["note_mood"],"additionalProperties":false}'::json,
         NULL, 5, NULL, NULL, ARRAY[]::text[],
-        '"llm"."public.receipts:note_mood:enqueue"'::regproc, '"llm"."public.receipts:note_mood:inputs"'::regproc, '"llm"."public.receipts:note_mood:complete"'::regproc,
+        '"llm"."public.receipts:note_mood:enqueue"'::regproc, '"llm"."public.receipts:note_mood:inputs"'::regproc, '"llm"."public.receipts:note_mood:complete"'::regproc, '"llm"."public.receipts:note_mood:complete_batch"'::regproc,
         'c028add4aa2344e1')
 ON CONFLICT (name) DO UPDATE
    SET table_schema = EXCLUDED.table_schema, table_name = EXCLUDED.table_name, key_columns = EXCLUDED.key_columns,
@@ -136,6 +191,7 @@ ON CONFLICT (name) DO UPDATE
        max_output_tokens = EXCLUDED.max_output_tokens, image_columns = EXCLUDED.image_columns,
        enqueue_function = EXCLUDED.enqueue_function,
        inputs_function = EXCLUDED.inputs_function, complete_function = EXCLUDED.complete_function,
+       complete_batch_function = EXCLUDED.complete_batch_function,
        definition_hash = EXCLUDED.definition_hash, updated_at = now();
 
 CREATE OR REPLACE TRIGGER "pgllm:note_mood:insert"
@@ -177,6 +233,7 @@ STABLE
 SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
 SET enable_seqscan = off
+SET plan_cache_mode = force_generic_plan
 AS $pgllm$
 #variable_conflict use_column
 BEGIN
@@ -196,18 +253,23 @@ RETURNS text
 LANGUAGE plpgsql
 SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
+SET plan_cache_mode = force_generic_plan
 AS $pgllm$
 DECLARE
     v_key jsonb;
+    v_job_state text;
+    v_job_attempt integer;
     v_state text;
     v_note text;
 BEGIN
-    SELECT j.row_key INTO v_key
+    -- Found by its key alone and checked once locked: with a condition on the state, the planner
+    -- may walk the whole index of running jobs instead of the primary key.
+    SELECT j.row_key, j.state, j.attempt INTO v_key, v_job_state, v_job_attempt
       FROM llm.job AS j
-     WHERE j.id = p_job_id AND j.state = 'running' AND j.attempt = p_attempt
+     WHERE j.id = p_job_id
        AND j.task = 'public.receipts:stars' -- never another task's job: its row key names another table
        FOR UPDATE;
-    IF NOT FOUND THEN
+    IF NOT FOUND OR v_job_state <> 'running' OR v_job_attempt <> p_attempt THEN
         RETURN 'lost';
     END IF;
 
@@ -256,15 +318,64 @@ BEGIN
 END
 $pgllm$;
 
+CREATE OR REPLACE FUNCTION "llm"."public.receipts:stars:complete_batch"(p_job_ids bigint[], p_attempts integer[], p_inputs_hashes text[], p_results jsonb[], p_input_tokens integer[], p_output_tokens integer[])
+RETURNS text[]
+LANGUAGE plpgsql
+SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+SET enable_seqscan = off
+SET plan_cache_mode = force_generic_plan
+AS $pgllm$
+DECLARE
+    v_written integer[];
+    v_states text[];
+BEGIN
+    WITH b AS (SELECT * FROM unnest(p_job_ids, p_attempts, p_inputs_hashes, p_results) WITH ORDINALITY AS b(id, attempt, inputs_hash, result, n)),
+         -- Locked by key and task alone, then checked (as in the complete function).
+         j AS (SELECT j.id, j.row_key, j.state, j.attempt
+                 FROM llm.job AS j
+                WHERE j.id = ANY (p_job_ids) AND j.task = 'public.receipts:stars'
+                  FOR UPDATE),
+         w AS (UPDATE "public"."receipts" AS t
+                  SET "stars" = r."stars"
+                 FROM j
+                 JOIN b ON b.id = j.id AND b.attempt = j.attempt AND j.state = 'running'
+                CROSS JOIN LATERAL jsonb_populate_record(NULL::"public"."receipts", j.row_key) AS k
+                CROSS JOIN LATERAL jsonb_populate_record(NULL::"public"."receipts", b.result) AS r
+                WHERE t."id" = k."id"
+                  AND md5(jsonb_build_object('note', t."note")::text) = b.inputs_hash
+            RETURNING b.n)
+    SELECT array_agg(w.n) INTO v_written FROM w;
+
+    UPDATE llm.job AS j
+       SET state = 'succeeded', finished_at = now(), locked_by = NULL, lease_until = NULL,
+           inputs_hash = p_inputs_hashes[w.n], input_tokens = p_input_tokens[w.n], output_tokens = p_output_tokens[w.n]
+      FROM unnest(v_written) AS w(n)
+     WHERE j.id = p_job_ids[w.n];
+
+    v_states := array_fill(NULL::text, ARRAY[coalesce(array_length(p_job_ids, 1), 0)]);
+    FOR i IN 1 .. coalesce(array_length(p_job_ids, 1), 0) LOOP
+        IF i = ANY (v_written) THEN
+            v_states[i] := 'succeeded';
+        ELSE
+            v_states[i] := "llm"."public.receipts:stars:complete"(p_job_ids[i], p_attempts[i], p_inputs_hashes[i], p_results[i], p_input_tokens[i], p_output_tokens[i]);
+        END IF;
+    END LOOP;
+    RETURN v_states;
+END
+$pgllm$;
+
 REVOKE ALL ON FUNCTION "llm"."public.receipts:stars:enqueue" FROM PUBLIC;
 GRANT EXECUTE ON FUNCTION "llm"."public.receipts:stars:inputs" TO pgllm_worker;
 GRANT EXECUTE ON FUNCTION "llm"."public.receipts:stars:complete" TO pgllm_worker;
+GRANT EXECUTE ON FUNCTION "llm"."public.receipts:stars:complete_batch" TO pgllm_worker;
 REVOKE ALL ON FUNCTION "llm"."public.receipts:stars:inputs"(bigint[]) FROM PUBLIC;
 REVOKE ALL ON FUNCTION "llm"."public.receipts:stars:complete"(bigint, integer, text, jsonb, integer, integer) FROM PUBLIC;
+REVOKE ALL ON FUNCTION "llm"."public.receipts:stars:complete_batch"(bigint[], integer[], text[], jsonb[], integer[], integer[]) FROM PUBLIC;
 
 INSERT INTO llm.task (name, table_schema, table_name, key_columns, read_columns, target_columns, prompt, system_prompt,
                       json_schema, model, max_attempts, temperature, max_output_tokens, image_columns,
-                      enqueue_function, inputs_function, complete_function, definition_hash)
+                      enqueue_function, inputs_function, complete_function, complete_batch_function, definition_hash)
 VALUES ('public.receipts:stars',
         'public', 'receipts',
         ARRAY['id']::text[],
@@ -274,7 +385,7 @@ VALUES ('public.receipts:stars',
         NULL,
         '{"type":"object","properties":{"stars":{"type":"integer","minimum":1,"maximum":5}},"required":["stars"],"additionalProperties":false}'::json,
         NULL, 5, NULL, NULL, ARRAY[]::text[],
-        '"llm"."public.receipts:stars:enqueue"'::regproc, '"llm"."public.receipts:stars:inputs"'::regproc, '"llm"."public.receipts:stars:complete"'::regproc,
+        '"llm"."public.receipts:stars:enqueue"'::regproc, '"llm"."public.receipts:stars:inputs"'::regproc, '"llm"."public.receipts:stars:complete"'::regproc, '"llm"."public.receipts:stars:complete_batch"'::regproc,
         'ea55bff9e80e62fe')
 ON CONFLICT (name) DO UPDATE
    SET table_schema = EXCLUDED.table_schema, table_name = EXCLUDED.table_name, key_columns = EXCLUDED.key_columns,
@@ -284,6 +395,7 @@ ON CONFLICT (name) DO UPDATE
        max_output_tokens = EXCLUDED.max_output_tokens, image_columns = EXCLUDED.image_columns,
        enqueue_function = EXCLUDED.enqueue_function,
        inputs_function = EXCLUDED.inputs_function, complete_function = EXCLUDED.complete_function,
+       complete_batch_function = EXCLUDED.complete_batch_function,
        definition_hash = EXCLUDED.definition_hash, updated_at = now();
 
 CREATE OR REPLACE TRIGGER "pgllm:stars:insert"
@@ -325,6 +437,7 @@ STABLE
 SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
 SET enable_seqscan = off
+SET plan_cache_mode = force_generic_plan
 AS $pgllm$
 #variable_conflict use_column
 BEGIN
@@ -344,18 +457,23 @@ RETURNS text
 LANGUAGE plpgsql
 SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
+SET plan_cache_mode = force_generic_plan
 AS $pgllm$
 DECLARE
     v_key jsonb;
+    v_job_state text;
+    v_job_attempt integer;
     v_state text;
     v_note text;
 BEGIN
-    SELECT j.row_key INTO v_key
+    -- Found by its key alone and checked once locked: with a condition on the state, the planner
+    -- may walk the whole index of running jobs instead of the primary key.
+    SELECT j.row_key, j.state, j.attempt INTO v_key, v_job_state, v_job_attempt
       FROM llm.job AS j
-     WHERE j.id = p_job_id AND j.state = 'running' AND j.attempt = p_attempt
+     WHERE j.id = p_job_id
        AND j.task = 'public.receipts:tags' -- never another task's job: its row key names another table
        FOR UPDATE;
-    IF NOT FOUND THEN
+    IF NOT FOUND OR v_job_state <> 'running' OR v_job_attempt <> p_attempt THEN
         RETURN 'lost';
     END IF;
 
@@ -404,15 +522,64 @@ BEGIN
 END
 $pgllm$;
 
+CREATE OR REPLACE FUNCTION "llm"."public.receipts:tags:complete_batch"(p_job_ids bigint[], p_attempts integer[], p_inputs_hashes text[], p_results jsonb[], p_input_tokens integer[], p_output_tokens integer[])
+RETURNS text[]
+LANGUAGE plpgsql
+SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+SET enable_seqscan = off
+SET plan_cache_mode = force_generic_plan
+AS $pgllm$
+DECLARE
+    v_written integer[];
+    v_states text[];
+BEGIN
+    WITH b AS (SELECT * FROM unnest(p_job_ids, p_attempts, p_inputs_hashes, p_results) WITH ORDINALITY AS b(id, attempt, inputs_hash, result, n)),
+         -- Locked by key and task alone, then checked (as in the complete function).
+         j AS (SELECT j.id, j.row_key, j.state, j.attempt
+                 FROM llm.job AS j
+                WHERE j.id = ANY (p_job_ids) AND j.task = 'public.receipts:tags'
+                  FOR UPDATE),
+         w AS (UPDATE "public"."receipts" AS t
+                  SET "tags" = r."tags"
+                 FROM j
+                 JOIN b ON b.id = j.id AND b.attempt = j.attempt AND j.state = 'running'
+                CROSS JOIN LATERAL jsonb_populate_record(NULL::"public"."receipts", j.row_key) AS k
+                CROSS JOIN LATERAL jsonb_populate_record(NULL::"public"."receipts", b.result) AS r
+                WHERE t."id" = k."id"
+                  AND md5(jsonb_build_object('note', t."note")::text) = b.inputs_hash
+            RETURNING b.n)
+    SELECT array_agg(w.n) INTO v_written FROM w;
+
+    UPDATE llm.job AS j
+       SET state = 'succeeded', finished_at = now(), locked_by = NULL, lease_until = NULL,
+           inputs_hash = p_inputs_hashes[w.n], input_tokens = p_input_tokens[w.n], output_tokens = p_output_tokens[w.n]
+      FROM unnest(v_written) AS w(n)
+     WHERE j.id = p_job_ids[w.n];
+
+    v_states := array_fill(NULL::text, ARRAY[coalesce(array_length(p_job_ids, 1), 0)]);
+    FOR i IN 1 .. coalesce(array_length(p_job_ids, 1), 0) LOOP
+        IF i = ANY (v_written) THEN
+            v_states[i] := 'succeeded';
+        ELSE
+            v_states[i] := "llm"."public.receipts:tags:complete"(p_job_ids[i], p_attempts[i], p_inputs_hashes[i], p_results[i], p_input_tokens[i], p_output_tokens[i]);
+        END IF;
+    END LOOP;
+    RETURN v_states;
+END
+$pgllm$;
+
 REVOKE ALL ON FUNCTION "llm"."public.receipts:tags:enqueue" FROM PUBLIC;
 GRANT EXECUTE ON FUNCTION "llm"."public.receipts:tags:inputs" TO pgllm_worker;
 GRANT EXECUTE ON FUNCTION "llm"."public.receipts:tags:complete" TO pgllm_worker;
+GRANT EXECUTE ON FUNCTION "llm"."public.receipts:tags:complete_batch" TO pgllm_worker;
 REVOKE ALL ON FUNCTION "llm"."public.receipts:tags:inputs"(bigint[]) FROM PUBLIC;
 REVOKE ALL ON FUNCTION "llm"."public.receipts:tags:complete"(bigint, integer, text, jsonb, integer, integer) FROM PUBLIC;
+REVOKE ALL ON FUNCTION "llm"."public.receipts:tags:complete_batch"(bigint[], integer[], text[], jsonb[], integer[], integer[]) FROM PUBLIC;
 
 INSERT INTO llm.task (name, table_schema, table_name, key_columns, read_columns, target_columns, prompt, system_prompt,
                       json_schema, model, max_attempts, temperature, max_output_tokens, image_columns,
-                      enqueue_function, inputs_function, complete_function, definition_hash)
+                      enqueue_function, inputs_function, complete_function, complete_batch_function, definition_hash)
 VALUES ('public.receipts:tags',
         'public', 'receipts',
         ARRAY['id']::text[],
@@ -422,7 +589,7 @@ VALUES ('public.receipts:tags',
         NULL,
         '{"type":"object","properties":{"tags":{"type":["array","null"],"items":{"type":"string"}}},"required":["tags"],"additionalProperties":false}'::json,
         NULL, 5, NULL, NULL, ARRAY[]::text[],
-        '"llm"."public.receipts:tags:enqueue"'::regproc, '"llm"."public.receipts:tags:inputs"'::regproc, '"llm"."public.receipts:tags:complete"'::regproc,
+        '"llm"."public.receipts:tags:enqueue"'::regproc, '"llm"."public.receipts:tags:inputs"'::regproc, '"llm"."public.receipts:tags:complete"'::regproc, '"llm"."public.receipts:tags:complete_batch"'::regproc,
         'b56cc93e9f031e4f')
 ON CONFLICT (name) DO UPDATE
    SET table_schema = EXCLUDED.table_schema, table_name = EXCLUDED.table_name, key_columns = EXCLUDED.key_columns,
@@ -432,6 +599,7 @@ ON CONFLICT (name) DO UPDATE
        max_output_tokens = EXCLUDED.max_output_tokens, image_columns = EXCLUDED.image_columns,
        enqueue_function = EXCLUDED.enqueue_function,
        inputs_function = EXCLUDED.inputs_function, complete_function = EXCLUDED.complete_function,
+       complete_batch_function = EXCLUDED.complete_batch_function,
        definition_hash = EXCLUDED.definition_hash, updated_at = now();
 
 CREATE OR REPLACE TRIGGER "pgllm:tags:insert"
@@ -473,6 +641,7 @@ STABLE
 SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
 SET enable_seqscan = off
+SET plan_cache_mode = force_generic_plan
 AS $pgllm$
 #variable_conflict use_column
 BEGIN
@@ -492,18 +661,23 @@ RETURNS text
 LANGUAGE plpgsql
 SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
+SET plan_cache_mode = force_generic_plan
 AS $pgllm$
 DECLARE
     v_key jsonb;
+    v_job_state text;
+    v_job_attempt integer;
     v_state text;
     v_note text;
 BEGIN
-    SELECT j.row_key INTO v_key
+    -- Found by its key alone and checked once locked: with a condition on the state, the planner
+    -- may walk the whole index of running jobs instead of the primary key.
+    SELECT j.row_key, j.state, j.attempt INTO v_key, v_job_state, v_job_attempt
       FROM llm.job AS j
-     WHERE j.id = p_job_id AND j.state = 'running' AND j.attempt = p_attempt
+     WHERE j.id = p_job_id
        AND j.task = 'public.receipts:codes' -- never another task's job: its row key names another table
        FOR UPDATE;
-    IF NOT FOUND THEN
+    IF NOT FOUND OR v_job_state <> 'running' OR v_job_attempt <> p_attempt THEN
         RETURN 'lost';
     END IF;
 
@@ -552,15 +726,64 @@ BEGIN
 END
 $pgllm$;
 
+CREATE OR REPLACE FUNCTION "llm"."public.receipts:codes:complete_batch"(p_job_ids bigint[], p_attempts integer[], p_inputs_hashes text[], p_results jsonb[], p_input_tokens integer[], p_output_tokens integer[])
+RETURNS text[]
+LANGUAGE plpgsql
+SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+SET enable_seqscan = off
+SET plan_cache_mode = force_generic_plan
+AS $pgllm$
+DECLARE
+    v_written integer[];
+    v_states text[];
+BEGIN
+    WITH b AS (SELECT * FROM unnest(p_job_ids, p_attempts, p_inputs_hashes, p_results) WITH ORDINALITY AS b(id, attempt, inputs_hash, result, n)),
+         -- Locked by key and task alone, then checked (as in the complete function).
+         j AS (SELECT j.id, j.row_key, j.state, j.attempt
+                 FROM llm.job AS j
+                WHERE j.id = ANY (p_job_ids) AND j.task = 'public.receipts:codes'
+                  FOR UPDATE),
+         w AS (UPDATE "public"."receipts" AS t
+                  SET "codes" = r."codes"
+                 FROM j
+                 JOIN b ON b.id = j.id AND b.attempt = j.attempt AND j.state = 'running'
+                CROSS JOIN LATERAL jsonb_populate_record(NULL::"public"."receipts", j.row_key) AS k
+                CROSS JOIN LATERAL jsonb_populate_record(NULL::"public"."receipts", b.result) AS r
+                WHERE t."id" = k."id"
+                  AND md5(jsonb_build_object('note', t."note")::text) = b.inputs_hash
+            RETURNING b.n)
+    SELECT array_agg(w.n) INTO v_written FROM w;
+
+    UPDATE llm.job AS j
+       SET state = 'succeeded', finished_at = now(), locked_by = NULL, lease_until = NULL,
+           inputs_hash = p_inputs_hashes[w.n], input_tokens = p_input_tokens[w.n], output_tokens = p_output_tokens[w.n]
+      FROM unnest(v_written) AS w(n)
+     WHERE j.id = p_job_ids[w.n];
+
+    v_states := array_fill(NULL::text, ARRAY[coalesce(array_length(p_job_ids, 1), 0)]);
+    FOR i IN 1 .. coalesce(array_length(p_job_ids, 1), 0) LOOP
+        IF i = ANY (v_written) THEN
+            v_states[i] := 'succeeded';
+        ELSE
+            v_states[i] := "llm"."public.receipts:codes:complete"(p_job_ids[i], p_attempts[i], p_inputs_hashes[i], p_results[i], p_input_tokens[i], p_output_tokens[i]);
+        END IF;
+    END LOOP;
+    RETURN v_states;
+END
+$pgllm$;
+
 REVOKE ALL ON FUNCTION "llm"."public.receipts:codes:enqueue" FROM PUBLIC;
 GRANT EXECUTE ON FUNCTION "llm"."public.receipts:codes:inputs" TO pgllm_worker;
 GRANT EXECUTE ON FUNCTION "llm"."public.receipts:codes:complete" TO pgllm_worker;
+GRANT EXECUTE ON FUNCTION "llm"."public.receipts:codes:complete_batch" TO pgllm_worker;
 REVOKE ALL ON FUNCTION "llm"."public.receipts:codes:inputs"(bigint[]) FROM PUBLIC;
 REVOKE ALL ON FUNCTION "llm"."public.receipts:codes:complete"(bigint, integer, text, jsonb, integer, integer) FROM PUBLIC;
+REVOKE ALL ON FUNCTION "llm"."public.receipts:codes:complete_batch"(bigint[], integer[], text[], jsonb[], integer[], integer[]) FROM PUBLIC;
 
 INSERT INTO llm.task (name, table_schema, table_name, key_columns, read_columns, target_columns, prompt, system_prompt,
                       json_schema, model, max_attempts, temperature, max_output_tokens, image_columns,
-                      enqueue_function, inputs_function, complete_function, definition_hash)
+                      enqueue_function, inputs_function, complete_function, complete_batch_function, definition_hash)
 VALUES ('public.receipts:codes',
         'public', 'receipts',
         ARRAY['id']::text[],
@@ -570,7 +793,7 @@ VALUES ('public.receipts:codes',
         NULL,
         '{"type":"object","properties":{"codes":{"type":["array","null"],"items":{"type":"integer"}}},"required":["codes"],"additionalProperties":false}'::json,
         NULL, 5, NULL, NULL, ARRAY[]::text[],
-        '"llm"."public.receipts:codes:enqueue"'::regproc, '"llm"."public.receipts:codes:inputs"'::regproc, '"llm"."public.receipts:codes:complete"'::regproc,
+        '"llm"."public.receipts:codes:enqueue"'::regproc, '"llm"."public.receipts:codes:inputs"'::regproc, '"llm"."public.receipts:codes:complete"'::regproc, '"llm"."public.receipts:codes:complete_batch"'::regproc,
         '38e53d941f378d6e')
 ON CONFLICT (name) DO UPDATE
    SET table_schema = EXCLUDED.table_schema, table_name = EXCLUDED.table_name, key_columns = EXCLUDED.key_columns,
@@ -580,6 +803,7 @@ ON CONFLICT (name) DO UPDATE
        max_output_tokens = EXCLUDED.max_output_tokens, image_columns = EXCLUDED.image_columns,
        enqueue_function = EXCLUDED.enqueue_function,
        inputs_function = EXCLUDED.inputs_function, complete_function = EXCLUDED.complete_function,
+       complete_batch_function = EXCLUDED.complete_batch_function,
        definition_hash = EXCLUDED.definition_hash, updated_at = now();
 
 CREATE OR REPLACE TRIGGER "pgllm:codes:insert"
@@ -621,6 +845,7 @@ STABLE
 SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
 SET enable_seqscan = off
+SET plan_cache_mode = force_generic_plan
 AS $pgllm$
 #variable_conflict use_column
 BEGIN
@@ -640,18 +865,23 @@ RETURNS text
 LANGUAGE plpgsql
 SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
+SET plan_cache_mode = force_generic_plan
 AS $pgllm$
 DECLARE
     v_key jsonb;
+    v_job_state text;
+    v_job_attempt integer;
     v_state text;
     v_note text;
 BEGIN
-    SELECT j.row_key INTO v_key
+    -- Found by its key alone and checked once locked: with a condition on the state, the planner
+    -- may walk the whole index of running jobs instead of the primary key.
+    SELECT j.row_key, j.state, j.attempt INTO v_key, v_job_state, v_job_attempt
       FROM llm.job AS j
-     WHERE j.id = p_job_id AND j.state = 'running' AND j.attempt = p_attempt
+     WHERE j.id = p_job_id
        AND j.task = 'public.receipts:origin' -- never another task's job: its row key names another table
        FOR UPDATE;
-    IF NOT FOUND THEN
+    IF NOT FOUND OR v_job_state <> 'running' OR v_job_attempt <> p_attempt THEN
         RETURN 'lost';
     END IF;
 
@@ -700,15 +930,64 @@ BEGIN
 END
 $pgllm$;
 
+CREATE OR REPLACE FUNCTION "llm"."public.receipts:origin:complete_batch"(p_job_ids bigint[], p_attempts integer[], p_inputs_hashes text[], p_results jsonb[], p_input_tokens integer[], p_output_tokens integer[])
+RETURNS text[]
+LANGUAGE plpgsql
+SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+SET enable_seqscan = off
+SET plan_cache_mode = force_generic_plan
+AS $pgllm$
+DECLARE
+    v_written integer[];
+    v_states text[];
+BEGIN
+    WITH b AS (SELECT * FROM unnest(p_job_ids, p_attempts, p_inputs_hashes, p_results) WITH ORDINALITY AS b(id, attempt, inputs_hash, result, n)),
+         -- Locked by key and task alone, then checked (as in the complete function).
+         j AS (SELECT j.id, j.row_key, j.state, j.attempt
+                 FROM llm.job AS j
+                WHERE j.id = ANY (p_job_ids) AND j.task = 'public.receipts:origin'
+                  FOR UPDATE),
+         w AS (UPDATE "public"."receipts" AS t
+                  SET "origin" = r."origin"
+                 FROM j
+                 JOIN b ON b.id = j.id AND b.attempt = j.attempt AND j.state = 'running'
+                CROSS JOIN LATERAL jsonb_populate_record(NULL::"public"."receipts", j.row_key) AS k
+                CROSS JOIN LATERAL jsonb_populate_record(NULL::"public"."receipts", b.result) AS r
+                WHERE t."id" = k."id"
+                  AND md5(jsonb_build_object('note', t."note")::text) = b.inputs_hash
+            RETURNING b.n)
+    SELECT array_agg(w.n) INTO v_written FROM w;
+
+    UPDATE llm.job AS j
+       SET state = 'succeeded', finished_at = now(), locked_by = NULL, lease_until = NULL,
+           inputs_hash = p_inputs_hashes[w.n], input_tokens = p_input_tokens[w.n], output_tokens = p_output_tokens[w.n]
+      FROM unnest(v_written) AS w(n)
+     WHERE j.id = p_job_ids[w.n];
+
+    v_states := array_fill(NULL::text, ARRAY[coalesce(array_length(p_job_ids, 1), 0)]);
+    FOR i IN 1 .. coalesce(array_length(p_job_ids, 1), 0) LOOP
+        IF i = ANY (v_written) THEN
+            v_states[i] := 'succeeded';
+        ELSE
+            v_states[i] := "llm"."public.receipts:origin:complete"(p_job_ids[i], p_attempts[i], p_inputs_hashes[i], p_results[i], p_input_tokens[i], p_output_tokens[i]);
+        END IF;
+    END LOOP;
+    RETURN v_states;
+END
+$pgllm$;
+
 REVOKE ALL ON FUNCTION "llm"."public.receipts:origin:enqueue" FROM PUBLIC;
 GRANT EXECUTE ON FUNCTION "llm"."public.receipts:origin:inputs" TO pgllm_worker;
 GRANT EXECUTE ON FUNCTION "llm"."public.receipts:origin:complete" TO pgllm_worker;
+GRANT EXECUTE ON FUNCTION "llm"."public.receipts:origin:complete_batch" TO pgllm_worker;
 REVOKE ALL ON FUNCTION "llm"."public.receipts:origin:inputs"(bigint[]) FROM PUBLIC;
 REVOKE ALL ON FUNCTION "llm"."public.receipts:origin:complete"(bigint, integer, text, jsonb, integer, integer) FROM PUBLIC;
+REVOKE ALL ON FUNCTION "llm"."public.receipts:origin:complete_batch"(bigint[], integer[], text[], jsonb[], integer[], integer[]) FROM PUBLIC;
 
 INSERT INTO llm.task (name, table_schema, table_name, key_columns, read_columns, target_columns, prompt, system_prompt,
                       json_schema, model, max_attempts, temperature, max_output_tokens, image_columns,
-                      enqueue_function, inputs_function, complete_function, definition_hash)
+                      enqueue_function, inputs_function, complete_function, complete_batch_function, definition_hash)
 VALUES ('public.receipts:origin',
         'public', 'receipts',
         ARRAY['id']::text[],
@@ -718,7 +997,7 @@ VALUES ('public.receipts:origin',
         NULL,
         '{"type":"object","properties":{"origin":{"type":["object","null"],"properties":{"City":{"type":"string","description":"The city, as written on the note."},"Country":{"type":"string","description":"ISO 3166 code"},"Zip":{"type":["integer","null"]}},"required":["City","Country","Zip"],"additionalProperties":false}},"required":["origin"],"additionalProperties":false}'::json,
         NULL, 5, NULL, NULL, ARRAY[]::text[],
-        '"llm"."public.receipts:origin:enqueue"'::regproc, '"llm"."public.receipts:origin:inputs"'::regproc, '"llm"."public.receipts:origin:complete"'::regproc,
+        '"llm"."public.receipts:origin:enqueue"'::regproc, '"llm"."public.receipts:origin:inputs"'::regproc, '"llm"."public.receipts:origin:complete"'::regproc, '"llm"."public.receipts:origin:complete_batch"'::regproc,
         'c74ffd7449dca432')
 ON CONFLICT (name) DO UPDATE
    SET table_schema = EXCLUDED.table_schema, table_name = EXCLUDED.table_name, key_columns = EXCLUDED.key_columns,
@@ -728,6 +1007,7 @@ ON CONFLICT (name) DO UPDATE
        max_output_tokens = EXCLUDED.max_output_tokens, image_columns = EXCLUDED.image_columns,
        enqueue_function = EXCLUDED.enqueue_function,
        inputs_function = EXCLUDED.inputs_function, complete_function = EXCLUDED.complete_function,
+       complete_batch_function = EXCLUDED.complete_batch_function,
        definition_hash = EXCLUDED.definition_hash, updated_at = now();
 
 CREATE OR REPLACE TRIGGER "pgllm:origin:insert"
@@ -769,6 +1049,7 @@ STABLE
 SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
 SET enable_seqscan = off
+SET plan_cache_mode = force_generic_plan
 AS $pgllm$
 #variable_conflict use_column
 BEGIN
@@ -788,18 +1069,23 @@ RETURNS text
 LANGUAGE plpgsql
 SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
+SET plan_cache_mode = force_generic_plan
 AS $pgllm$
 DECLARE
     v_key jsonb;
+    v_job_state text;
+    v_job_attempt integer;
     v_state text;
     v_note text;
 BEGIN
-    SELECT j.row_key INTO v_key
+    -- Found by its key alone and checked once locked: with a condition on the state, the planner
+    -- may walk the whole index of running jobs instead of the primary key.
+    SELECT j.row_key, j.state, j.attempt INTO v_key, v_job_state, v_job_attempt
       FROM llm.job AS j
-     WHERE j.id = p_job_id AND j.state = 'running' AND j.attempt = p_attempt
+     WHERE j.id = p_job_id
        AND j.task = 'public.receipts:is_refund' -- never another task's job: its row key names another table
        FOR UPDATE;
-    IF NOT FOUND THEN
+    IF NOT FOUND OR v_job_state <> 'running' OR v_job_attempt <> p_attempt THEN
         RETURN 'lost';
     END IF;
 
@@ -848,15 +1134,64 @@ BEGIN
 END
 $pgllm$;
 
+CREATE OR REPLACE FUNCTION "llm"."public.receipts:is_refund:complete_batch"(p_job_ids bigint[], p_attempts integer[], p_inputs_hashes text[], p_results jsonb[], p_input_tokens integer[], p_output_tokens integer[])
+RETURNS text[]
+LANGUAGE plpgsql
+SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+SET enable_seqscan = off
+SET plan_cache_mode = force_generic_plan
+AS $pgllm$
+DECLARE
+    v_written integer[];
+    v_states text[];
+BEGIN
+    WITH b AS (SELECT * FROM unnest(p_job_ids, p_attempts, p_inputs_hashes, p_results) WITH ORDINALITY AS b(id, attempt, inputs_hash, result, n)),
+         -- Locked by key and task alone, then checked (as in the complete function).
+         j AS (SELECT j.id, j.row_key, j.state, j.attempt
+                 FROM llm.job AS j
+                WHERE j.id = ANY (p_job_ids) AND j.task = 'public.receipts:is_refund'
+                  FOR UPDATE),
+         w AS (UPDATE "public"."receipts" AS t
+                  SET "is_refund" = r."is_refund"
+                 FROM j
+                 JOIN b ON b.id = j.id AND b.attempt = j.attempt AND j.state = 'running'
+                CROSS JOIN LATERAL jsonb_populate_record(NULL::"public"."receipts", j.row_key) AS k
+                CROSS JOIN LATERAL jsonb_populate_record(NULL::"public"."receipts", b.result) AS r
+                WHERE t."id" = k."id"
+                  AND md5(jsonb_build_object('note', t."note")::text) = b.inputs_hash
+            RETURNING b.n)
+    SELECT array_agg(w.n) INTO v_written FROM w;
+
+    UPDATE llm.job AS j
+       SET state = 'succeeded', finished_at = now(), locked_by = NULL, lease_until = NULL,
+           inputs_hash = p_inputs_hashes[w.n], input_tokens = p_input_tokens[w.n], output_tokens = p_output_tokens[w.n]
+      FROM unnest(v_written) AS w(n)
+     WHERE j.id = p_job_ids[w.n];
+
+    v_states := array_fill(NULL::text, ARRAY[coalesce(array_length(p_job_ids, 1), 0)]);
+    FOR i IN 1 .. coalesce(array_length(p_job_ids, 1), 0) LOOP
+        IF i = ANY (v_written) THEN
+            v_states[i] := 'succeeded';
+        ELSE
+            v_states[i] := "llm"."public.receipts:is_refund:complete"(p_job_ids[i], p_attempts[i], p_inputs_hashes[i], p_results[i], p_input_tokens[i], p_output_tokens[i]);
+        END IF;
+    END LOOP;
+    RETURN v_states;
+END
+$pgllm$;
+
 REVOKE ALL ON FUNCTION "llm"."public.receipts:is_refund:enqueue" FROM PUBLIC;
 GRANT EXECUTE ON FUNCTION "llm"."public.receipts:is_refund:inputs" TO pgllm_worker;
 GRANT EXECUTE ON FUNCTION "llm"."public.receipts:is_refund:complete" TO pgllm_worker;
+GRANT EXECUTE ON FUNCTION "llm"."public.receipts:is_refund:complete_batch" TO pgllm_worker;
 REVOKE ALL ON FUNCTION "llm"."public.receipts:is_refund:inputs"(bigint[]) FROM PUBLIC;
 REVOKE ALL ON FUNCTION "llm"."public.receipts:is_refund:complete"(bigint, integer, text, jsonb, integer, integer) FROM PUBLIC;
+REVOKE ALL ON FUNCTION "llm"."public.receipts:is_refund:complete_batch"(bigint[], integer[], text[], jsonb[], integer[], integer[]) FROM PUBLIC;
 
 INSERT INTO llm.task (name, table_schema, table_name, key_columns, read_columns, target_columns, prompt, system_prompt,
                       json_schema, model, max_attempts, temperature, max_output_tokens, image_columns,
-                      enqueue_function, inputs_function, complete_function, definition_hash)
+                      enqueue_function, inputs_function, complete_function, complete_batch_function, definition_hash)
 VALUES ('public.receipts:is_refund',
         'public', 'receipts',
         ARRAY['id']::text[],
@@ -866,7 +1201,7 @@ VALUES ('public.receipts:is_refund',
         NULL,
         '{"type":"object","properties":{"is_refund":{"type":"boolean"}},"required":["is_refund"],"additionalProperties":false}'::json,
         NULL, 5, NULL, NULL, ARRAY[]::text[],
-        '"llm"."public.receipts:is_refund:enqueue"'::regproc, '"llm"."public.receipts:is_refund:inputs"'::regproc, '"llm"."public.receipts:is_refund:complete"'::regproc,
+        '"llm"."public.receipts:is_refund:enqueue"'::regproc, '"llm"."public.receipts:is_refund:inputs"'::regproc, '"llm"."public.receipts:is_refund:complete"'::regproc, '"llm"."public.receipts:is_refund:complete_batch"'::regproc,
         '68ca03dc7721b1ff')
 ON CONFLICT (name) DO UPDATE
    SET table_schema = EXCLUDED.table_schema, table_name = EXCLUDED.table_name, key_columns = EXCLUDED.key_columns,
@@ -876,6 +1211,7 @@ ON CONFLICT (name) DO UPDATE
        max_output_tokens = EXCLUDED.max_output_tokens, image_columns = EXCLUDED.image_columns,
        enqueue_function = EXCLUDED.enqueue_function,
        inputs_function = EXCLUDED.inputs_function, complete_function = EXCLUDED.complete_function,
+       complete_batch_function = EXCLUDED.complete_batch_function,
        definition_hash = EXCLUDED.definition_hash, updated_at = now();
 
 CREATE OR REPLACE TRIGGER "pgllm:is_refund:insert"
@@ -917,6 +1253,7 @@ STABLE
 SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
 SET enable_seqscan = off
+SET plan_cache_mode = force_generic_plan
 AS $pgllm$
 #variable_conflict use_column
 BEGIN
@@ -936,18 +1273,23 @@ RETURNS text
 LANGUAGE plpgsql
 SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
+SET plan_cache_mode = force_generic_plan
 AS $pgllm$
 DECLARE
     v_key jsonb;
+    v_job_state text;
+    v_job_attempt integer;
     v_state text;
     v_note text;
 BEGIN
-    SELECT j.row_key INTO v_key
+    -- Found by its key alone and checked once locked: with a condition on the state, the planner
+    -- may walk the whole index of running jobs instead of the primary key.
+    SELECT j.row_key, j.state, j.attempt INTO v_key, v_job_state, v_job_attempt
       FROM llm.job AS j
-     WHERE j.id = p_job_id AND j.state = 'running' AND j.attempt = p_attempt
+     WHERE j.id = p_job_id
        AND j.task = 'public.receipts:written_at' -- never another task's job: its row key names another table
        FOR UPDATE;
-    IF NOT FOUND THEN
+    IF NOT FOUND OR v_job_state <> 'running' OR v_job_attempt <> p_attempt THEN
         RETURN 'lost';
     END IF;
 
@@ -996,15 +1338,64 @@ BEGIN
 END
 $pgllm$;
 
+CREATE OR REPLACE FUNCTION "llm"."public.receipts:written_at:complete_batch"(p_job_ids bigint[], p_attempts integer[], p_inputs_hashes text[], p_results jsonb[], p_input_tokens integer[], p_output_tokens integer[])
+RETURNS text[]
+LANGUAGE plpgsql
+SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+SET enable_seqscan = off
+SET plan_cache_mode = force_generic_plan
+AS $pgllm$
+DECLARE
+    v_written integer[];
+    v_states text[];
+BEGIN
+    WITH b AS (SELECT * FROM unnest(p_job_ids, p_attempts, p_inputs_hashes, p_results) WITH ORDINALITY AS b(id, attempt, inputs_hash, result, n)),
+         -- Locked by key and task alone, then checked (as in the complete function).
+         j AS (SELECT j.id, j.row_key, j.state, j.attempt
+                 FROM llm.job AS j
+                WHERE j.id = ANY (p_job_ids) AND j.task = 'public.receipts:written_at'
+                  FOR UPDATE),
+         w AS (UPDATE "public"."receipts" AS t
+                  SET "written_at" = r."written_at"
+                 FROM j
+                 JOIN b ON b.id = j.id AND b.attempt = j.attempt AND j.state = 'running'
+                CROSS JOIN LATERAL jsonb_populate_record(NULL::"public"."receipts", j.row_key) AS k
+                CROSS JOIN LATERAL jsonb_populate_record(NULL::"public"."receipts", b.result) AS r
+                WHERE t."id" = k."id"
+                  AND md5(jsonb_build_object('note', t."note")::text) = b.inputs_hash
+            RETURNING b.n)
+    SELECT array_agg(w.n) INTO v_written FROM w;
+
+    UPDATE llm.job AS j
+       SET state = 'succeeded', finished_at = now(), locked_by = NULL, lease_until = NULL,
+           inputs_hash = p_inputs_hashes[w.n], input_tokens = p_input_tokens[w.n], output_tokens = p_output_tokens[w.n]
+      FROM unnest(v_written) AS w(n)
+     WHERE j.id = p_job_ids[w.n];
+
+    v_states := array_fill(NULL::text, ARRAY[coalesce(array_length(p_job_ids, 1), 0)]);
+    FOR i IN 1 .. coalesce(array_length(p_job_ids, 1), 0) LOOP
+        IF i = ANY (v_written) THEN
+            v_states[i] := 'succeeded';
+        ELSE
+            v_states[i] := "llm"."public.receipts:written_at:complete"(p_job_ids[i], p_attempts[i], p_inputs_hashes[i], p_results[i], p_input_tokens[i], p_output_tokens[i]);
+        END IF;
+    END LOOP;
+    RETURN v_states;
+END
+$pgllm$;
+
 REVOKE ALL ON FUNCTION "llm"."public.receipts:written_at:enqueue" FROM PUBLIC;
 GRANT EXECUTE ON FUNCTION "llm"."public.receipts:written_at:inputs" TO pgllm_worker;
 GRANT EXECUTE ON FUNCTION "llm"."public.receipts:written_at:complete" TO pgllm_worker;
+GRANT EXECUTE ON FUNCTION "llm"."public.receipts:written_at:complete_batch" TO pgllm_worker;
 REVOKE ALL ON FUNCTION "llm"."public.receipts:written_at:inputs"(bigint[]) FROM PUBLIC;
 REVOKE ALL ON FUNCTION "llm"."public.receipts:written_at:complete"(bigint, integer, text, jsonb, integer, integer) FROM PUBLIC;
+REVOKE ALL ON FUNCTION "llm"."public.receipts:written_at:complete_batch"(bigint[], integer[], text[], jsonb[], integer[], integer[]) FROM PUBLIC;
 
 INSERT INTO llm.task (name, table_schema, table_name, key_columns, read_columns, target_columns, prompt, system_prompt,
                       json_schema, model, max_attempts, temperature, max_output_tokens, image_columns,
-                      enqueue_function, inputs_function, complete_function, definition_hash)
+                      enqueue_function, inputs_function, complete_function, complete_batch_function, definition_hash)
 VALUES ('public.receipts:written_at',
         'public', 'receipts',
         ARRAY['id']::text[],
@@ -1014,7 +1405,7 @@ VALUES ('public.receipts:written_at',
         NULL,
         '{"type":"object","properties":{"written_at":{"type":["string","null"],"format":"date-time"}},"required":["written_at"],"additionalProperties":false}'::json,
         NULL, 5, NULL, NULL, ARRAY[]::text[],
-        '"llm"."public.receipts:written_at:enqueue"'::regproc, '"llm"."public.receipts:written_at:inputs"'::regproc, '"llm"."public.receipts:written_at:complete"'::regproc,
+        '"llm"."public.receipts:written_at:enqueue"'::regproc, '"llm"."public.receipts:written_at:inputs"'::regproc, '"llm"."public.receipts:written_at:complete"'::regproc, '"llm"."public.receipts:written_at:complete_batch"'::regproc,
         'c8cb265ff8b6b54d')
 ON CONFLICT (name) DO UPDATE
    SET table_schema = EXCLUDED.table_schema, table_name = EXCLUDED.table_name, key_columns = EXCLUDED.key_columns,
@@ -1024,6 +1415,7 @@ ON CONFLICT (name) DO UPDATE
        max_output_tokens = EXCLUDED.max_output_tokens, image_columns = EXCLUDED.image_columns,
        enqueue_function = EXCLUDED.enqueue_function,
        inputs_function = EXCLUDED.inputs_function, complete_function = EXCLUDED.complete_function,
+       complete_batch_function = EXCLUDED.complete_batch_function,
        definition_hash = EXCLUDED.definition_hash, updated_at = now();
 
 CREATE OR REPLACE TRIGGER "pgllm:written_at:insert"
@@ -1065,6 +1457,7 @@ STABLE
 SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
 SET enable_seqscan = off
+SET plan_cache_mode = force_generic_plan
 AS $pgllm$
 #variable_conflict use_column
 BEGIN
@@ -1084,18 +1477,23 @@ RETURNS text
 LANGUAGE plpgsql
 SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
+SET plan_cache_mode = force_generic_plan
 AS $pgllm$
 DECLARE
     v_key jsonb;
+    v_job_state text;
+    v_job_attempt integer;
     v_state text;
     v_note text;
 BEGIN
-    SELECT j.row_key INTO v_key
+    -- Found by its key alone and checked once locked: with a condition on the state, the planner
+    -- may walk the whole index of running jobs instead of the primary key.
+    SELECT j.row_key, j.state, j.attempt INTO v_key, v_job_state, v_job_attempt
       FROM llm.job AS j
-     WHERE j.id = p_job_id AND j.state = 'running' AND j.attempt = p_attempt
+     WHERE j.id = p_job_id
        AND j.task = 'public.receipts:scan_text' -- never another task's job: its row key names another table
        FOR UPDATE;
-    IF NOT FOUND THEN
+    IF NOT FOUND OR v_job_state <> 'running' OR v_job_attempt <> p_attempt THEN
         RETURN 'lost';
     END IF;
 
@@ -1144,15 +1542,64 @@ BEGIN
 END
 $pgllm$;
 
+CREATE OR REPLACE FUNCTION "llm"."public.receipts:scan_text:complete_batch"(p_job_ids bigint[], p_attempts integer[], p_inputs_hashes text[], p_results jsonb[], p_input_tokens integer[], p_output_tokens integer[])
+RETURNS text[]
+LANGUAGE plpgsql
+SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+SET enable_seqscan = off
+SET plan_cache_mode = force_generic_plan
+AS $pgllm$
+DECLARE
+    v_written integer[];
+    v_states text[];
+BEGIN
+    WITH b AS (SELECT * FROM unnest(p_job_ids, p_attempts, p_inputs_hashes, p_results) WITH ORDINALITY AS b(id, attempt, inputs_hash, result, n)),
+         -- Locked by key and task alone, then checked (as in the complete function).
+         j AS (SELECT j.id, j.row_key, j.state, j.attempt
+                 FROM llm.job AS j
+                WHERE j.id = ANY (p_job_ids) AND j.task = 'public.receipts:scan_text'
+                  FOR UPDATE),
+         w AS (UPDATE "public"."receipts" AS t
+                  SET "scan_text" = r."scan_text"
+                 FROM j
+                 JOIN b ON b.id = j.id AND b.attempt = j.attempt AND j.state = 'running'
+                CROSS JOIN LATERAL jsonb_populate_record(NULL::"public"."receipts", j.row_key) AS k
+                CROSS JOIN LATERAL jsonb_populate_record(NULL::"public"."receipts", b.result) AS r
+                WHERE t."id" = k."id"
+                  AND md5(jsonb_build_object('scan', t."scan", 'note', t."note")::text) = b.inputs_hash
+            RETURNING b.n)
+    SELECT array_agg(w.n) INTO v_written FROM w;
+
+    UPDATE llm.job AS j
+       SET state = 'succeeded', finished_at = now(), locked_by = NULL, lease_until = NULL,
+           inputs_hash = p_inputs_hashes[w.n], input_tokens = p_input_tokens[w.n], output_tokens = p_output_tokens[w.n]
+      FROM unnest(v_written) AS w(n)
+     WHERE j.id = p_job_ids[w.n];
+
+    v_states := array_fill(NULL::text, ARRAY[coalesce(array_length(p_job_ids, 1), 0)]);
+    FOR i IN 1 .. coalesce(array_length(p_job_ids, 1), 0) LOOP
+        IF i = ANY (v_written) THEN
+            v_states[i] := 'succeeded';
+        ELSE
+            v_states[i] := "llm"."public.receipts:scan_text:complete"(p_job_ids[i], p_attempts[i], p_inputs_hashes[i], p_results[i], p_input_tokens[i], p_output_tokens[i]);
+        END IF;
+    END LOOP;
+    RETURN v_states;
+END
+$pgllm$;
+
 REVOKE ALL ON FUNCTION "llm"."public.receipts:scan_text:enqueue" FROM PUBLIC;
 GRANT EXECUTE ON FUNCTION "llm"."public.receipts:scan_text:inputs" TO pgllm_worker;
 GRANT EXECUTE ON FUNCTION "llm"."public.receipts:scan_text:complete" TO pgllm_worker;
+GRANT EXECUTE ON FUNCTION "llm"."public.receipts:scan_text:complete_batch" TO pgllm_worker;
 REVOKE ALL ON FUNCTION "llm"."public.receipts:scan_text:inputs"(bigint[]) FROM PUBLIC;
 REVOKE ALL ON FUNCTION "llm"."public.receipts:scan_text:complete"(bigint, integer, text, jsonb, integer, integer) FROM PUBLIC;
+REVOKE ALL ON FUNCTION "llm"."public.receipts:scan_text:complete_batch"(bigint[], integer[], text[], jsonb[], integer[], integer[]) FROM PUBLIC;
 
 INSERT INTO llm.task (name, table_schema, table_name, key_columns, read_columns, target_columns, prompt, system_prompt,
                       json_schema, model, max_attempts, temperature, max_output_tokens, image_columns,
-                      enqueue_function, inputs_function, complete_function, definition_hash)
+                      enqueue_function, inputs_function, complete_function, complete_batch_function, definition_hash)
 VALUES ('public.receipts:scan_text',
         'public', 'receipts',
         ARRAY['id']::text[],
@@ -1162,7 +1609,7 @@ VALUES ('public.receipts:scan_text',
         NULL,
         '{"type":"object","properties":{"scan_text":{"type":["string","null"]}},"required":["scan_text"],"additionalProperties":false}'::json,
         NULL, 5, NULL, NULL, ARRAY['scan']::text[],
-        '"llm"."public.receipts:scan_text:enqueue"'::regproc, '"llm"."public.receipts:scan_text:inputs"'::regproc, '"llm"."public.receipts:scan_text:complete"'::regproc,
+        '"llm"."public.receipts:scan_text:enqueue"'::regproc, '"llm"."public.receipts:scan_text:inputs"'::regproc, '"llm"."public.receipts:scan_text:complete"'::regproc, '"llm"."public.receipts:scan_text:complete_batch"'::regproc,
         'd99ad232b3c8fff7')
 ON CONFLICT (name) DO UPDATE
    SET table_schema = EXCLUDED.table_schema, table_name = EXCLUDED.table_name, key_columns = EXCLUDED.key_columns,
@@ -1172,6 +1619,7 @@ ON CONFLICT (name) DO UPDATE
        max_output_tokens = EXCLUDED.max_output_tokens, image_columns = EXCLUDED.image_columns,
        enqueue_function = EXCLUDED.enqueue_function,
        inputs_function = EXCLUDED.inputs_function, complete_function = EXCLUDED.complete_function,
+       complete_batch_function = EXCLUDED.complete_batch_function,
        definition_hash = EXCLUDED.definition_hash, updated_at = now();
 
 CREATE OR REPLACE TRIGGER "pgllm:scan_text:insert"
@@ -1213,6 +1661,7 @@ STABLE
 SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
 SET enable_seqscan = off
+SET plan_cache_mode = force_generic_plan
 AS $pgllm$
 #variable_conflict use_column
 BEGIN
@@ -1232,18 +1681,23 @@ RETURNS text
 LANGUAGE plpgsql
 SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
+SET plan_cache_mode = force_generic_plan
 AS $pgllm$
 DECLARE
     v_key jsonb;
+    v_job_state text;
+    v_job_attempt integer;
     v_state text;
     v_note text;
 BEGIN
-    SELECT j.row_key INTO v_key
+    -- Found by its key alone and checked once locked: with a condition on the state, the planner
+    -- may walk the whole index of running jobs instead of the primary key.
+    SELECT j.row_key, j.state, j.attempt INTO v_key, v_job_state, v_job_attempt
       FROM llm.job AS j
-     WHERE j.id = p_job_id AND j.state = 'running' AND j.attempt = p_attempt
+     WHERE j.id = p_job_id
        AND j.task = 'public.receipts:totals' -- never another task's job: its row key names another table
        FOR UPDATE;
-    IF NOT FOUND THEN
+    IF NOT FOUND OR v_job_state <> 'running' OR v_job_attempt <> p_attempt THEN
         RETURN 'lost';
     END IF;
 
@@ -1295,15 +1749,67 @@ BEGIN
 END
 $pgllm$;
 
+CREATE OR REPLACE FUNCTION "llm"."public.receipts:totals:complete_batch"(p_job_ids bigint[], p_attempts integer[], p_inputs_hashes text[], p_results jsonb[], p_input_tokens integer[], p_output_tokens integer[])
+RETURNS text[]
+LANGUAGE plpgsql
+SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+SET enable_seqscan = off
+SET plan_cache_mode = force_generic_plan
+AS $pgllm$
+DECLARE
+    v_written integer[];
+    v_states text[];
+BEGIN
+    WITH b AS (SELECT * FROM unnest(p_job_ids, p_attempts, p_inputs_hashes, p_results) WITH ORDINALITY AS b(id, attempt, inputs_hash, result, n)),
+         -- Locked by key and task alone, then checked (as in the complete function).
+         j AS (SELECT j.id, j.row_key, j.state, j.attempt
+                 FROM llm.job AS j
+                WHERE j.id = ANY (p_job_ids) AND j.task = 'public.receipts:totals'
+                  FOR UPDATE),
+         w AS (UPDATE "public"."receipts" AS t
+                  SET "total" = r."total",
+                      "taxes" = r."taxes",
+                      "currency" = r."currency",
+                      "paid_on" = r."paid_on"
+                 FROM j
+                 JOIN b ON b.id = j.id AND b.attempt = j.attempt AND j.state = 'running'
+                CROSS JOIN LATERAL jsonb_populate_record(NULL::"public"."receipts", j.row_key) AS k
+                CROSS JOIN LATERAL jsonb_populate_record(NULL::"public"."receipts", b.result) AS r
+                WHERE t."id" = k."id"
+                  AND md5(jsonb_build_object('image_url', t."image_url")::text) = b.inputs_hash
+            RETURNING b.n)
+    SELECT array_agg(w.n) INTO v_written FROM w;
+
+    UPDATE llm.job AS j
+       SET state = 'succeeded', finished_at = now(), locked_by = NULL, lease_until = NULL,
+           inputs_hash = p_inputs_hashes[w.n], input_tokens = p_input_tokens[w.n], output_tokens = p_output_tokens[w.n]
+      FROM unnest(v_written) AS w(n)
+     WHERE j.id = p_job_ids[w.n];
+
+    v_states := array_fill(NULL::text, ARRAY[coalesce(array_length(p_job_ids, 1), 0)]);
+    FOR i IN 1 .. coalesce(array_length(p_job_ids, 1), 0) LOOP
+        IF i = ANY (v_written) THEN
+            v_states[i] := 'succeeded';
+        ELSE
+            v_states[i] := "llm"."public.receipts:totals:complete"(p_job_ids[i], p_attempts[i], p_inputs_hashes[i], p_results[i], p_input_tokens[i], p_output_tokens[i]);
+        END IF;
+    END LOOP;
+    RETURN v_states;
+END
+$pgllm$;
+
 REVOKE ALL ON FUNCTION "llm"."public.receipts:totals:enqueue" FROM PUBLIC;
 GRANT EXECUTE ON FUNCTION "llm"."public.receipts:totals:inputs" TO pgllm_worker;
 GRANT EXECUTE ON FUNCTION "llm"."public.receipts:totals:complete" TO pgllm_worker;
+GRANT EXECUTE ON FUNCTION "llm"."public.receipts:totals:complete_batch" TO pgllm_worker;
 REVOKE ALL ON FUNCTION "llm"."public.receipts:totals:inputs"(bigint[]) FROM PUBLIC;
 REVOKE ALL ON FUNCTION "llm"."public.receipts:totals:complete"(bigint, integer, text, jsonb, integer, integer) FROM PUBLIC;
+REVOKE ALL ON FUNCTION "llm"."public.receipts:totals:complete_batch"(bigint[], integer[], text[], jsonb[], integer[], integer[]) FROM PUBLIC;
 
 INSERT INTO llm.task (name, table_schema, table_name, key_columns, read_columns, target_columns, prompt, system_prompt,
                       json_schema, model, max_attempts, temperature, max_output_tokens, image_columns,
-                      enqueue_function, inputs_function, complete_function, definition_hash)
+                      enqueue_function, inputs_function, complete_function, complete_batch_function, definition_hash)
 VALUES ('public.receipts:totals',
         'public', 'receipts',
         ARRAY['id']::text[],
@@ -1313,7 +1819,7 @@ VALUES ('public.receipts:totals',
         'You read receipts.',
         '{"type":"object","properties":{"total":{"type":["number","null"],"description":"The amount paid, taxes included"},"taxes":{"type":["number","null"],"description":"Taxes on the receipt, as a Decimal amount."},"currency":{"type":["string","null"]},"paid_on":{"type":["string","null"],"format":"date"}},"required":["total","taxes","currency","paid_on"],"additionalProperties":false}'::json,
         NULL, 5, 0.2, 200, ARRAY['image_url']::text[],
-        '"llm"."public.receipts:totals:enqueue"'::regproc, '"llm"."public.receipts:totals:inputs"'::regproc, '"llm"."public.receipts:totals:complete"'::regproc,
+        '"llm"."public.receipts:totals:enqueue"'::regproc, '"llm"."public.receipts:totals:inputs"'::regproc, '"llm"."public.receipts:totals:complete"'::regproc, '"llm"."public.receipts:totals:complete_batch"'::regproc,
         'a4544033694772ad')
 ON CONFLICT (name) DO UPDATE
    SET table_schema = EXCLUDED.table_schema, table_name = EXCLUDED.table_name, key_columns = EXCLUDED.key_columns,
@@ -1323,6 +1829,7 @@ ON CONFLICT (name) DO UPDATE
        max_output_tokens = EXCLUDED.max_output_tokens, image_columns = EXCLUDED.image_columns,
        enqueue_function = EXCLUDED.enqueue_function,
        inputs_function = EXCLUDED.inputs_function, complete_function = EXCLUDED.complete_function,
+       complete_batch_function = EXCLUDED.complete_batch_function,
        definition_hash = EXCLUDED.definition_hash, updated_at = now();
 
 CREATE OR REPLACE TRIGGER "pgllm:totals:insert"
@@ -1343,7 +1850,7 @@ DECLARE
     v_trigger record;
 BEGIN
     FOR v_task IN
-        SELECT name, enqueue_function, inputs_function, complete_function
+        SELECT name, enqueue_function, inputs_function, complete_function, complete_batch_function
           FROM llm.task
          WHERE table_schema = 'public' AND table_name = 'receipts'
            AND name <> ALL (ARRAY['public.receipts:note_mood', 'public.receipts:stars', 'public.receipts:tags', 'public.receipts:codes', 'public.receipts:origin', 'public.receipts:is_refund', 'public.receipts:written_at', 'public.receipts:scan_text', 'public.receipts:totals']::text[])
@@ -1355,6 +1862,9 @@ BEGIN
         EXECUTE format('DROP FUNCTION IF EXISTS %s', v_task.enqueue_function::oid::regprocedure);
         EXECUTE format('DROP FUNCTION IF EXISTS %s', v_task.inputs_function::oid::regprocedure);
         EXECUTE format('DROP FUNCTION IF EXISTS %s', v_task.complete_function::oid::regprocedure);
+        IF v_task.complete_batch_function IS NOT NULL THEN
+            EXECUTE format('DROP FUNCTION IF EXISTS %s', v_task.complete_batch_function::oid::regprocedure);
+        END IF;
         UPDATE llm.job SET state = 'skipped', finished_at = now(), last_error = 'the task was removed from the declaration'
          WHERE task = v_task.name AND state = 'pending';
         DELETE FROM llm.task WHERE name = v_task.name;

@@ -10,7 +10,7 @@ namespace PgLlm.Generated
         /// <summary>The core schema: the queue, the task registry and the worker's functions.</summary>
         public static global::PgLlm.Migrations.PgLlmScript Core { get; } = new global::PgLlm.Migrations.PgLlmScript(
             @"0001-pgllm-core",
-            @"df02d24a8260",
+            @"1f4c2ffe2d8f",
             global::PgLlm.Migrations.PgLlmScriptKind.Core,
             @"-- PgLlm core schema: the queue, the task registry and the functions the worker calls.
 -- Idempotent: re-applied as a whole whenever its content changes.
@@ -68,6 +68,9 @@ ALTER TABLE llm.task ADD COLUMN IF NOT EXISTS temperature double precision;
 ALTER TABLE llm.task ADD COLUMN IF NOT EXISTS max_output_tokens integer;
 -- Read columns sent to the model as image content parts (a URL, or bytea as a data URL), not as text.
 ALTER TABLE llm.task ADD COLUMN IF NOT EXISTS image_columns text[] NOT NULL DEFAULT '{}';
+-- The task's set-based write-back of a batch (NULL for a task migrated before it existed: its jobs are
+-- then written back one by one through complete_function).
+ALTER TABLE llm.task ADD COLUMN IF NOT EXISTS complete_batch_function regproc;
 
 -- The queue. A job names a task and a row key, never the row's values: the worker reads the
 -- latest values when it runs the job, so rapid updates collapse into one pending job.
@@ -110,7 +113,8 @@ CREATE INDEX IF NOT EXISTS job_failed ON llm.job (task, id) WHERE state = 'faile
 -- (NULL: no filter) restrict the claim to some tasks: a worker with several model endpoints claims
 -- for each endpoint's free slots only the tasks that endpoint serves, so a slow endpoint's jobs
 -- never take the slots of another's.
--- PL/pgSQL so that its plans are cached (an SQL function's statements are planned at every call).
+-- PL/pgSQL so that its plans are cached (an SQL function's statements are planned at every call), and
+-- generic: PostgreSQL's default would plan again at every call, which cost more than the claim itself.
 -- The only good plan walks job_ready in order and stops at p_limit; with the filters (whose
 -- selectivity the planner cannot know) it would otherwise sort every ready job first, hence the
 -- planner settings.
@@ -122,6 +126,7 @@ SET search_path = pg_catalog, pg_temp
 SET enable_sort = off
 SET enable_bitmapscan = off
 SET enable_seqscan = off
+SET plan_cache_mode = force_generic_plan
 AS $fn$
 BEGIN
     RETURN QUERY
@@ -165,7 +170,15 @@ SET search_path = pg_catalog, pg_temp
 AS $fn$
 DECLARE
     v_entry jsonb;
+    v_job_state text;
+    v_job_attempt integer;
 BEGIN
+    -- Found by its key alone and checked once locked: with a condition on the state, the planner may
+    -- walk the whole index of running jobs instead of the primary key.
+    SELECT j.state, j.attempt INTO v_job_state, v_job_attempt FROM llm.job AS j WHERE j.id = p_job_id FOR UPDATE;
+    IF NOT FOUND OR v_job_state <> 'running' OR v_job_attempt <> p_attempt THEN
+        RETURN 'lost';
+    END IF;
     v_entry := CASE WHEN p_error IS NULL THEN NULL
                     ELSE jsonb_strip_nulls(jsonb_build_object('attempt', p_attempt, 'at', now(), 'kind', p_kind, 'error', p_error)) END;
     BEGIN
@@ -179,10 +192,7 @@ BEGIN
                finished_at = CASE WHEN p_state = 'pending' THEN NULL ELSE now() END,
                locked_by = NULL,
                lease_until = NULL
-         WHERE j.id = p_job_id AND j.state = 'running' AND j.attempt = p_attempt;
-        IF NOT FOUND THEN
-            RETURN 'lost';
-        END IF;
+         WHERE j.id = p_job_id;
     EXCEPTION WHEN unique_violation THEN
         UPDATE llm.job AS j
            SET state = 'superseded',
@@ -191,7 +201,7 @@ BEGIN
                finished_at = now(),
                locked_by = NULL,
                lease_until = NULL
-         WHERE j.id = p_job_id AND j.state = 'running' AND j.attempt = p_attempt;
+         WHERE j.id = p_job_id;
         RETURN 'superseded';
     END;
     RETURN p_state;
@@ -214,10 +224,9 @@ DECLARE
     v_invalid integer;
     v_final boolean;
 BEGIN
-    SELECT * INTO v_job
-      FROM llm.job AS j
-     WHERE j.id = p_job_id AND j.state = 'running' AND j.attempt = p_attempt;
-    IF NOT FOUND THEN
+    -- By key, then checked once locked (see llm.settle).
+    SELECT * INTO v_job FROM llm.job AS j WHERE j.id = p_job_id FOR UPDATE;
+    IF NOT FOUND OR v_job.state <> 'running' OR v_job.attempt <> p_attempt THEN
         RETURN 'lost';
     END IF;
     IF p_kind NOT IN ('transient', 'invalid', 'permanent') THEN
@@ -349,46 +358,82 @@ BEGIN
 END
 $fn$;
 
--- Writes back a batch of answers in one round trip and one commit. Each job runs its task's
--- generated complete function in its own subtransaction, so one job's error never undoes another's
--- written result; the error comes back in its row (error, error_code) and the worker handles that job
--- alone. Only functions registered in llm.task are called. The batch waits at most 20 ms for any lock
--- (error_code 55P03), so it never sits in a lock cycle with a user's transaction; such a job is then
--- written back on its own. The worker keeps batches at 64 jobs or fewer (the subtransaction cache).
+-- Writes back a batch of answers in one round trip and one commit. The jobs of each task go through
+-- the task's generated set-based function (complete_batch_function) in one subtransaction. Should that
+-- fail (one answer that does not fit its column, a lock not granted in time), or for a task without one,
+-- each job runs its task's complete function in its own subtransaction, so one job's error never undoes
+-- another's written result; the error comes back in its row (error, error_code) and the worker handles
+-- that job alone. Only functions registered in llm.task are called. The batch waits at most 20 ms for
+-- any lock (error_code 55P03), so it never sits in a lock cycle with a user's transaction; such a job is
+-- then written back on its own. Rows come back in the order given. The worker keeps batches at 64 jobs
+-- or fewer (the subtransaction cache).
 CREATE OR REPLACE FUNCTION llm.complete_batch(p_tasks text[], p_job_ids bigint[], p_attempts integer[], p_inputs_hashes text[],
                                               p_results jsonb[], p_input_tokens integer[], p_output_tokens integer[])
 RETURNS TABLE (job_id bigint, state text, error text, error_code text)
 LANGUAGE plpgsql
 SET search_path = pg_catalog, pg_temp
+SET plan_cache_mode = force_generic_plan
 AS $fn$
 DECLARE
+    v_count integer := coalesce(array_length(p_job_ids, 1), 0);
+    v_states text[] := array_fill(NULL::text, ARRAY[v_count]);
+    v_errors text[] := array_fill(NULL::text, ARRAY[v_count]);
+    v_codes text[] := array_fill(NULL::text, ARRAY[v_count]);
+    v_task text;
     v_function regproc;
+    v_batch_function regproc;
+    v_at integer[];
+    v_task_states text[];
+    v_state text;
 BEGIN
     PERFORM set_config('lock_timeout', '20ms', true);
     -- The worker's own commits do not wait for their WAL flush (see llm.claim_with_inputs).
     PERFORM set_config('synchronous_commit', 'off', true);
-    FOR i IN 1 .. coalesce(array_length(p_job_ids, 1), 0) LOOP
-        job_id := p_job_ids[i];
-        state := NULL;
-        error := NULL;
-        error_code := NULL;
-        SELECT t.complete_function INTO v_function FROM llm.task AS t WHERE t.name = p_tasks[i];
-        IF v_function IS NULL THEN
-            error := format('task %L is not in llm.task', p_tasks[i]);
-            error_code := 'P0002';
-        ELSE
+    FOR v_task IN SELECT DISTINCT t FROM unnest(p_tasks) AS t LOOP
+        v_at := ARRAY(SELECT i FROM generate_subscripts(p_job_ids, 1) AS i WHERE p_tasks[i] IS NOT DISTINCT FROM v_task ORDER BY i);
+        v_function := NULL;
+        v_batch_function := NULL;
+        v_task_states := NULL;
+        SELECT t.complete_function, t.complete_batch_function INTO v_function, v_batch_function
+          FROM llm.task AS t WHERE t.name = v_task;
+        IF v_batch_function IS NOT NULL THEN
             BEGIN
-                EXECUTE format('SELECT %s($1, $2, $3, $4, $5, $6)', v_function)
-                   INTO state
-                  USING p_job_ids[i], p_attempts[i], p_inputs_hashes[i], p_results[i], p_input_tokens[i], p_output_tokens[i];
+                EXECUTE format('SELECT %s($1, $2, $3, $4, $5, $6)', v_batch_function)
+                   INTO v_task_states
+                  USING ARRAY(SELECT p_job_ids[i] FROM unnest(v_at) WITH ORDINALITY AS a(i, n) ORDER BY n),
+                        ARRAY(SELECT p_attempts[i] FROM unnest(v_at) WITH ORDINALITY AS a(i, n) ORDER BY n),
+                        ARRAY(SELECT p_inputs_hashes[i] FROM unnest(v_at) WITH ORDINALITY AS a(i, n) ORDER BY n),
+                        ARRAY(SELECT p_results[i] FROM unnest(v_at) WITH ORDINALITY AS a(i, n) ORDER BY n),
+                        ARRAY(SELECT p_input_tokens[i] FROM unnest(v_at) WITH ORDINALITY AS a(i, n) ORDER BY n),
+                        ARRAY(SELECT p_output_tokens[i] FROM unnest(v_at) WITH ORDINALITY AS a(i, n) ORDER BY n);
             EXCEPTION WHEN OTHERS THEN
-                state := NULL;
-                error := SQLERRM;
-                error_code := SQLSTATE;
+                v_task_states := NULL; -- undone as a whole: each job of the task on its own, below
             END;
         END IF;
-        RETURN NEXT;
+        FOR n IN 1 .. coalesce(array_length(v_at, 1), 0) LOOP
+            IF v_task_states IS NOT NULL THEN
+                v_states[v_at[n]] := v_task_states[n];
+            ELSIF v_function IS NULL THEN
+                v_errors[v_at[n]] := format('task %L is not in llm.task', v_task);
+                v_codes[v_at[n]] := 'P0002';
+            ELSE
+                BEGIN
+                    EXECUTE format('SELECT %s($1, $2, $3, $4, $5, $6)', v_function)
+                       INTO v_state
+                      USING p_job_ids[v_at[n]], p_attempts[v_at[n]], p_inputs_hashes[v_at[n]], p_results[v_at[n]],
+                            p_input_tokens[v_at[n]], p_output_tokens[v_at[n]];
+                    v_states[v_at[n]] := v_state;
+                EXCEPTION WHEN OTHERS THEN
+                    v_errors[v_at[n]] := SQLERRM;
+                    v_codes[v_at[n]] := SQLSTATE;
+                END;
+            END IF;
+        END LOOP;
     END LOOP;
+    RETURN QUERY
+        SELECT p_job_ids[i], v_states[i], v_errors[i], v_codes[i]
+          FROM generate_subscripts(p_job_ids, 1) AS i
+         ORDER BY i;
 END
 $fn$;
 
@@ -468,6 +513,7 @@ CREATE OR REPLACE FUNCTION llm.claim_with_inputs(p_worker text, p_limit integer,
 RETURNS TABLE (id bigint, task text, attempt integer, max_attempts integer, inputs text, inputs_hash text, inputs_error text)
 LANGUAGE plpgsql
 SET search_path = pg_catalog, pg_temp
+SET plan_cache_mode = force_generic_plan
 AS $fn$
 DECLARE
     v_ids bigint[];
@@ -739,7 +785,7 @@ GRANT SELECT ON llm.usage_daily TO pgllm_worker;
         /// <summary>Tasks of table public.receipts.</summary>
         public static global::PgLlm.Migrations.PgLlmScript Receipt { get; } = new global::PgLlm.Migrations.PgLlmScript(
             @"1000-public.receipts",
-            @"41921571869f",
+            @"88a2e3d0c7f7",
             global::PgLlm.Migrations.PgLlmScriptKind.Table,
             @"-- <auto-generated/> by PgLlm from Shop.Receipt. Do not edit: change the attributes and rebuild.
 -- Table ""public"".""receipts"", key (""id"").
@@ -772,6 +818,7 @@ STABLE
 SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
 SET enable_seqscan = off
+SET plan_cache_mode = force_generic_plan
 AS $pgllm$
 #variable_conflict use_column
 BEGIN
@@ -791,18 +838,23 @@ RETURNS text
 LANGUAGE plpgsql
 SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
+SET plan_cache_mode = force_generic_plan
 AS $pgllm$
 DECLARE
     v_key jsonb;
+    v_job_state text;
+    v_job_attempt integer;
     v_state text;
     v_note text;
 BEGIN
-    SELECT j.row_key INTO v_key
+    -- Found by its key alone and checked once locked: with a condition on the state, the planner
+    -- may walk the whole index of running jobs instead of the primary key.
+    SELECT j.row_key, j.state, j.attempt INTO v_key, v_job_state, v_job_attempt
       FROM llm.job AS j
-     WHERE j.id = p_job_id AND j.state = 'running' AND j.attempt = p_attempt
+     WHERE j.id = p_job_id
        AND j.task = 'public.receipts:note_mood' -- never another task's job: its row key names another table
        FOR UPDATE;
-    IF NOT FOUND THEN
+    IF NOT FOUND OR v_job_state <> 'running' OR v_job_attempt <> p_attempt THEN
         RETURN 'lost';
     END IF;
 
@@ -851,15 +903,64 @@ BEGIN
 END
 $pgllm$;
 
+CREATE OR REPLACE FUNCTION ""llm"".""public.receipts:note_mood:complete_batch""(p_job_ids bigint[], p_attempts integer[], p_inputs_hashes text[], p_results jsonb[], p_input_tokens integer[], p_output_tokens integer[])
+RETURNS text[]
+LANGUAGE plpgsql
+SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+SET enable_seqscan = off
+SET plan_cache_mode = force_generic_plan
+AS $pgllm$
+DECLARE
+    v_written integer[];
+    v_states text[];
+BEGIN
+    WITH b AS (SELECT * FROM unnest(p_job_ids, p_attempts, p_inputs_hashes, p_results) WITH ORDINALITY AS b(id, attempt, inputs_hash, result, n)),
+         -- Locked by key and task alone, then checked (as in the complete function).
+         j AS (SELECT j.id, j.row_key, j.state, j.attempt
+                 FROM llm.job AS j
+                WHERE j.id = ANY (p_job_ids) AND j.task = 'public.receipts:note_mood'
+                  FOR UPDATE),
+         w AS (UPDATE ""public"".""receipts"" AS t
+                  SET ""note_mood"" = r.""note_mood""
+                 FROM j
+                 JOIN b ON b.id = j.id AND b.attempt = j.attempt AND j.state = 'running'
+                CROSS JOIN LATERAL jsonb_populate_record(NULL::""public"".""receipts"", j.row_key) AS k
+                CROSS JOIN LATERAL jsonb_populate_record(NULL::""public"".""receipts"", b.result) AS r
+                WHERE t.""id"" = k.""id""
+                  AND md5(jsonb_build_object('note', t.""note"")::text) = b.inputs_hash
+            RETURNING b.n)
+    SELECT array_agg(w.n) INTO v_written FROM w;
+
+    UPDATE llm.job AS j
+       SET state = 'succeeded', finished_at = now(), locked_by = NULL, lease_until = NULL,
+           inputs_hash = p_inputs_hashes[w.n], input_tokens = p_input_tokens[w.n], output_tokens = p_output_tokens[w.n]
+      FROM unnest(v_written) AS w(n)
+     WHERE j.id = p_job_ids[w.n];
+
+    v_states := array_fill(NULL::text, ARRAY[coalesce(array_length(p_job_ids, 1), 0)]);
+    FOR i IN 1 .. coalesce(array_length(p_job_ids, 1), 0) LOOP
+        IF i = ANY (v_written) THEN
+            v_states[i] := 'succeeded';
+        ELSE
+            v_states[i] := ""llm"".""public.receipts:note_mood:complete""(p_job_ids[i], p_attempts[i], p_inputs_hashes[i], p_results[i], p_input_tokens[i], p_output_tokens[i]);
+        END IF;
+    END LOOP;
+    RETURN v_states;
+END
+$pgllm$;
+
 REVOKE ALL ON FUNCTION ""llm"".""public.receipts:note_mood:enqueue"" FROM PUBLIC;
 GRANT EXECUTE ON FUNCTION ""llm"".""public.receipts:note_mood:inputs"" TO pgllm_worker;
 GRANT EXECUTE ON FUNCTION ""llm"".""public.receipts:note_mood:complete"" TO pgllm_worker;
+GRANT EXECUTE ON FUNCTION ""llm"".""public.receipts:note_mood:complete_batch"" TO pgllm_worker;
 REVOKE ALL ON FUNCTION ""llm"".""public.receipts:note_mood:inputs""(bigint[]) FROM PUBLIC;
 REVOKE ALL ON FUNCTION ""llm"".""public.receipts:note_mood:complete""(bigint, integer, text, jsonb, integer, integer) FROM PUBLIC;
+REVOKE ALL ON FUNCTION ""llm"".""public.receipts:note_mood:complete_batch""(bigint[], integer[], text[], jsonb[], integer[], integer[]) FROM PUBLIC;
 
 INSERT INTO llm.task (name, table_schema, table_name, key_columns, read_columns, target_columns, prompt, system_prompt,
                       json_schema, model, max_attempts, temperature, max_output_tokens, image_columns,
-                      enqueue_function, inputs_function, complete_function, definition_hash)
+                      enqueue_function, inputs_function, complete_function, complete_batch_function, definition_hash)
 VALUES ('public.receipts:note_mood',
         'public', 'receipts',
         ARRAY['id']::text[],
@@ -869,7 +970,7 @@ VALUES ('public.receipts:note_mood',
         NULL,
         '{""type"":""object"",""properties"":{""note_mood"":{""type"":[""string"",""null""],""enum"":[""positive"",""negative"",""neutral"",""very_mixed"",null]}},""required"":[""note_mood""],""additionalProperties"":false}'::json,
         NULL, 5, NULL, NULL, ARRAY[]::text[],
-        '""llm"".""public.receipts:note_mood:enqueue""'::regproc, '""llm"".""public.receipts:note_mood:inputs""'::regproc, '""llm"".""public.receipts:note_mood:complete""'::regproc,
+        '""llm"".""public.receipts:note_mood:enqueue""'::regproc, '""llm"".""public.receipts:note_mood:inputs""'::regproc, '""llm"".""public.receipts:note_mood:complete""'::regproc, '""llm"".""public.receipts:note_mood:complete_batch""'::regproc,
         'c028add4aa2344e1')
 ON CONFLICT (name) DO UPDATE
    SET table_schema = EXCLUDED.table_schema, table_name = EXCLUDED.table_name, key_columns = EXCLUDED.key_columns,
@@ -879,6 +980,7 @@ ON CONFLICT (name) DO UPDATE
        max_output_tokens = EXCLUDED.max_output_tokens, image_columns = EXCLUDED.image_columns,
        enqueue_function = EXCLUDED.enqueue_function,
        inputs_function = EXCLUDED.inputs_function, complete_function = EXCLUDED.complete_function,
+       complete_batch_function = EXCLUDED.complete_batch_function,
        definition_hash = EXCLUDED.definition_hash, updated_at = now();
 
 CREATE OR REPLACE TRIGGER ""pgllm:note_mood:insert""
@@ -920,6 +1022,7 @@ STABLE
 SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
 SET enable_seqscan = off
+SET plan_cache_mode = force_generic_plan
 AS $pgllm$
 #variable_conflict use_column
 BEGIN
@@ -939,18 +1042,23 @@ RETURNS text
 LANGUAGE plpgsql
 SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
+SET plan_cache_mode = force_generic_plan
 AS $pgllm$
 DECLARE
     v_key jsonb;
+    v_job_state text;
+    v_job_attempt integer;
     v_state text;
     v_note text;
 BEGIN
-    SELECT j.row_key INTO v_key
+    -- Found by its key alone and checked once locked: with a condition on the state, the planner
+    -- may walk the whole index of running jobs instead of the primary key.
+    SELECT j.row_key, j.state, j.attempt INTO v_key, v_job_state, v_job_attempt
       FROM llm.job AS j
-     WHERE j.id = p_job_id AND j.state = 'running' AND j.attempt = p_attempt
+     WHERE j.id = p_job_id
        AND j.task = 'public.receipts:stars' -- never another task's job: its row key names another table
        FOR UPDATE;
-    IF NOT FOUND THEN
+    IF NOT FOUND OR v_job_state <> 'running' OR v_job_attempt <> p_attempt THEN
         RETURN 'lost';
     END IF;
 
@@ -999,15 +1107,64 @@ BEGIN
 END
 $pgllm$;
 
+CREATE OR REPLACE FUNCTION ""llm"".""public.receipts:stars:complete_batch""(p_job_ids bigint[], p_attempts integer[], p_inputs_hashes text[], p_results jsonb[], p_input_tokens integer[], p_output_tokens integer[])
+RETURNS text[]
+LANGUAGE plpgsql
+SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+SET enable_seqscan = off
+SET plan_cache_mode = force_generic_plan
+AS $pgllm$
+DECLARE
+    v_written integer[];
+    v_states text[];
+BEGIN
+    WITH b AS (SELECT * FROM unnest(p_job_ids, p_attempts, p_inputs_hashes, p_results) WITH ORDINALITY AS b(id, attempt, inputs_hash, result, n)),
+         -- Locked by key and task alone, then checked (as in the complete function).
+         j AS (SELECT j.id, j.row_key, j.state, j.attempt
+                 FROM llm.job AS j
+                WHERE j.id = ANY (p_job_ids) AND j.task = 'public.receipts:stars'
+                  FOR UPDATE),
+         w AS (UPDATE ""public"".""receipts"" AS t
+                  SET ""stars"" = r.""stars""
+                 FROM j
+                 JOIN b ON b.id = j.id AND b.attempt = j.attempt AND j.state = 'running'
+                CROSS JOIN LATERAL jsonb_populate_record(NULL::""public"".""receipts"", j.row_key) AS k
+                CROSS JOIN LATERAL jsonb_populate_record(NULL::""public"".""receipts"", b.result) AS r
+                WHERE t.""id"" = k.""id""
+                  AND md5(jsonb_build_object('note', t.""note"")::text) = b.inputs_hash
+            RETURNING b.n)
+    SELECT array_agg(w.n) INTO v_written FROM w;
+
+    UPDATE llm.job AS j
+       SET state = 'succeeded', finished_at = now(), locked_by = NULL, lease_until = NULL,
+           inputs_hash = p_inputs_hashes[w.n], input_tokens = p_input_tokens[w.n], output_tokens = p_output_tokens[w.n]
+      FROM unnest(v_written) AS w(n)
+     WHERE j.id = p_job_ids[w.n];
+
+    v_states := array_fill(NULL::text, ARRAY[coalesce(array_length(p_job_ids, 1), 0)]);
+    FOR i IN 1 .. coalesce(array_length(p_job_ids, 1), 0) LOOP
+        IF i = ANY (v_written) THEN
+            v_states[i] := 'succeeded';
+        ELSE
+            v_states[i] := ""llm"".""public.receipts:stars:complete""(p_job_ids[i], p_attempts[i], p_inputs_hashes[i], p_results[i], p_input_tokens[i], p_output_tokens[i]);
+        END IF;
+    END LOOP;
+    RETURN v_states;
+END
+$pgllm$;
+
 REVOKE ALL ON FUNCTION ""llm"".""public.receipts:stars:enqueue"" FROM PUBLIC;
 GRANT EXECUTE ON FUNCTION ""llm"".""public.receipts:stars:inputs"" TO pgllm_worker;
 GRANT EXECUTE ON FUNCTION ""llm"".""public.receipts:stars:complete"" TO pgllm_worker;
+GRANT EXECUTE ON FUNCTION ""llm"".""public.receipts:stars:complete_batch"" TO pgllm_worker;
 REVOKE ALL ON FUNCTION ""llm"".""public.receipts:stars:inputs""(bigint[]) FROM PUBLIC;
 REVOKE ALL ON FUNCTION ""llm"".""public.receipts:stars:complete""(bigint, integer, text, jsonb, integer, integer) FROM PUBLIC;
+REVOKE ALL ON FUNCTION ""llm"".""public.receipts:stars:complete_batch""(bigint[], integer[], text[], jsonb[], integer[], integer[]) FROM PUBLIC;
 
 INSERT INTO llm.task (name, table_schema, table_name, key_columns, read_columns, target_columns, prompt, system_prompt,
                       json_schema, model, max_attempts, temperature, max_output_tokens, image_columns,
-                      enqueue_function, inputs_function, complete_function, definition_hash)
+                      enqueue_function, inputs_function, complete_function, complete_batch_function, definition_hash)
 VALUES ('public.receipts:stars',
         'public', 'receipts',
         ARRAY['id']::text[],
@@ -1017,7 +1174,7 @@ VALUES ('public.receipts:stars',
         NULL,
         '{""type"":""object"",""properties"":{""stars"":{""type"":""integer"",""minimum"":1,""maximum"":5}},""required"":[""stars""],""additionalProperties"":false}'::json,
         NULL, 5, NULL, NULL, ARRAY[]::text[],
-        '""llm"".""public.receipts:stars:enqueue""'::regproc, '""llm"".""public.receipts:stars:inputs""'::regproc, '""llm"".""public.receipts:stars:complete""'::regproc,
+        '""llm"".""public.receipts:stars:enqueue""'::regproc, '""llm"".""public.receipts:stars:inputs""'::regproc, '""llm"".""public.receipts:stars:complete""'::regproc, '""llm"".""public.receipts:stars:complete_batch""'::regproc,
         'ea55bff9e80e62fe')
 ON CONFLICT (name) DO UPDATE
    SET table_schema = EXCLUDED.table_schema, table_name = EXCLUDED.table_name, key_columns = EXCLUDED.key_columns,
@@ -1027,6 +1184,7 @@ ON CONFLICT (name) DO UPDATE
        max_output_tokens = EXCLUDED.max_output_tokens, image_columns = EXCLUDED.image_columns,
        enqueue_function = EXCLUDED.enqueue_function,
        inputs_function = EXCLUDED.inputs_function, complete_function = EXCLUDED.complete_function,
+       complete_batch_function = EXCLUDED.complete_batch_function,
        definition_hash = EXCLUDED.definition_hash, updated_at = now();
 
 CREATE OR REPLACE TRIGGER ""pgllm:stars:insert""
@@ -1068,6 +1226,7 @@ STABLE
 SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
 SET enable_seqscan = off
+SET plan_cache_mode = force_generic_plan
 AS $pgllm$
 #variable_conflict use_column
 BEGIN
@@ -1087,18 +1246,23 @@ RETURNS text
 LANGUAGE plpgsql
 SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
+SET plan_cache_mode = force_generic_plan
 AS $pgllm$
 DECLARE
     v_key jsonb;
+    v_job_state text;
+    v_job_attempt integer;
     v_state text;
     v_note text;
 BEGIN
-    SELECT j.row_key INTO v_key
+    -- Found by its key alone and checked once locked: with a condition on the state, the planner
+    -- may walk the whole index of running jobs instead of the primary key.
+    SELECT j.row_key, j.state, j.attempt INTO v_key, v_job_state, v_job_attempt
       FROM llm.job AS j
-     WHERE j.id = p_job_id AND j.state = 'running' AND j.attempt = p_attempt
+     WHERE j.id = p_job_id
        AND j.task = 'public.receipts:tags' -- never another task's job: its row key names another table
        FOR UPDATE;
-    IF NOT FOUND THEN
+    IF NOT FOUND OR v_job_state <> 'running' OR v_job_attempt <> p_attempt THEN
         RETURN 'lost';
     END IF;
 
@@ -1147,15 +1311,64 @@ BEGIN
 END
 $pgllm$;
 
+CREATE OR REPLACE FUNCTION ""llm"".""public.receipts:tags:complete_batch""(p_job_ids bigint[], p_attempts integer[], p_inputs_hashes text[], p_results jsonb[], p_input_tokens integer[], p_output_tokens integer[])
+RETURNS text[]
+LANGUAGE plpgsql
+SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+SET enable_seqscan = off
+SET plan_cache_mode = force_generic_plan
+AS $pgllm$
+DECLARE
+    v_written integer[];
+    v_states text[];
+BEGIN
+    WITH b AS (SELECT * FROM unnest(p_job_ids, p_attempts, p_inputs_hashes, p_results) WITH ORDINALITY AS b(id, attempt, inputs_hash, result, n)),
+         -- Locked by key and task alone, then checked (as in the complete function).
+         j AS (SELECT j.id, j.row_key, j.state, j.attempt
+                 FROM llm.job AS j
+                WHERE j.id = ANY (p_job_ids) AND j.task = 'public.receipts:tags'
+                  FOR UPDATE),
+         w AS (UPDATE ""public"".""receipts"" AS t
+                  SET ""tags"" = r.""tags""
+                 FROM j
+                 JOIN b ON b.id = j.id AND b.attempt = j.attempt AND j.state = 'running'
+                CROSS JOIN LATERAL jsonb_populate_record(NULL::""public"".""receipts"", j.row_key) AS k
+                CROSS JOIN LATERAL jsonb_populate_record(NULL::""public"".""receipts"", b.result) AS r
+                WHERE t.""id"" = k.""id""
+                  AND md5(jsonb_build_object('note', t.""note"")::text) = b.inputs_hash
+            RETURNING b.n)
+    SELECT array_agg(w.n) INTO v_written FROM w;
+
+    UPDATE llm.job AS j
+       SET state = 'succeeded', finished_at = now(), locked_by = NULL, lease_until = NULL,
+           inputs_hash = p_inputs_hashes[w.n], input_tokens = p_input_tokens[w.n], output_tokens = p_output_tokens[w.n]
+      FROM unnest(v_written) AS w(n)
+     WHERE j.id = p_job_ids[w.n];
+
+    v_states := array_fill(NULL::text, ARRAY[coalesce(array_length(p_job_ids, 1), 0)]);
+    FOR i IN 1 .. coalesce(array_length(p_job_ids, 1), 0) LOOP
+        IF i = ANY (v_written) THEN
+            v_states[i] := 'succeeded';
+        ELSE
+            v_states[i] := ""llm"".""public.receipts:tags:complete""(p_job_ids[i], p_attempts[i], p_inputs_hashes[i], p_results[i], p_input_tokens[i], p_output_tokens[i]);
+        END IF;
+    END LOOP;
+    RETURN v_states;
+END
+$pgllm$;
+
 REVOKE ALL ON FUNCTION ""llm"".""public.receipts:tags:enqueue"" FROM PUBLIC;
 GRANT EXECUTE ON FUNCTION ""llm"".""public.receipts:tags:inputs"" TO pgllm_worker;
 GRANT EXECUTE ON FUNCTION ""llm"".""public.receipts:tags:complete"" TO pgllm_worker;
+GRANT EXECUTE ON FUNCTION ""llm"".""public.receipts:tags:complete_batch"" TO pgllm_worker;
 REVOKE ALL ON FUNCTION ""llm"".""public.receipts:tags:inputs""(bigint[]) FROM PUBLIC;
 REVOKE ALL ON FUNCTION ""llm"".""public.receipts:tags:complete""(bigint, integer, text, jsonb, integer, integer) FROM PUBLIC;
+REVOKE ALL ON FUNCTION ""llm"".""public.receipts:tags:complete_batch""(bigint[], integer[], text[], jsonb[], integer[], integer[]) FROM PUBLIC;
 
 INSERT INTO llm.task (name, table_schema, table_name, key_columns, read_columns, target_columns, prompt, system_prompt,
                       json_schema, model, max_attempts, temperature, max_output_tokens, image_columns,
-                      enqueue_function, inputs_function, complete_function, definition_hash)
+                      enqueue_function, inputs_function, complete_function, complete_batch_function, definition_hash)
 VALUES ('public.receipts:tags',
         'public', 'receipts',
         ARRAY['id']::text[],
@@ -1165,7 +1378,7 @@ VALUES ('public.receipts:tags',
         NULL,
         '{""type"":""object"",""properties"":{""tags"":{""type"":[""array"",""null""],""items"":{""type"":""string""}}},""required"":[""tags""],""additionalProperties"":false}'::json,
         NULL, 5, NULL, NULL, ARRAY[]::text[],
-        '""llm"".""public.receipts:tags:enqueue""'::regproc, '""llm"".""public.receipts:tags:inputs""'::regproc, '""llm"".""public.receipts:tags:complete""'::regproc,
+        '""llm"".""public.receipts:tags:enqueue""'::regproc, '""llm"".""public.receipts:tags:inputs""'::regproc, '""llm"".""public.receipts:tags:complete""'::regproc, '""llm"".""public.receipts:tags:complete_batch""'::regproc,
         'b56cc93e9f031e4f')
 ON CONFLICT (name) DO UPDATE
    SET table_schema = EXCLUDED.table_schema, table_name = EXCLUDED.table_name, key_columns = EXCLUDED.key_columns,
@@ -1175,6 +1388,7 @@ ON CONFLICT (name) DO UPDATE
        max_output_tokens = EXCLUDED.max_output_tokens, image_columns = EXCLUDED.image_columns,
        enqueue_function = EXCLUDED.enqueue_function,
        inputs_function = EXCLUDED.inputs_function, complete_function = EXCLUDED.complete_function,
+       complete_batch_function = EXCLUDED.complete_batch_function,
        definition_hash = EXCLUDED.definition_hash, updated_at = now();
 
 CREATE OR REPLACE TRIGGER ""pgllm:tags:insert""
@@ -1216,6 +1430,7 @@ STABLE
 SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
 SET enable_seqscan = off
+SET plan_cache_mode = force_generic_plan
 AS $pgllm$
 #variable_conflict use_column
 BEGIN
@@ -1235,18 +1450,23 @@ RETURNS text
 LANGUAGE plpgsql
 SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
+SET plan_cache_mode = force_generic_plan
 AS $pgllm$
 DECLARE
     v_key jsonb;
+    v_job_state text;
+    v_job_attempt integer;
     v_state text;
     v_note text;
 BEGIN
-    SELECT j.row_key INTO v_key
+    -- Found by its key alone and checked once locked: with a condition on the state, the planner
+    -- may walk the whole index of running jobs instead of the primary key.
+    SELECT j.row_key, j.state, j.attempt INTO v_key, v_job_state, v_job_attempt
       FROM llm.job AS j
-     WHERE j.id = p_job_id AND j.state = 'running' AND j.attempt = p_attempt
+     WHERE j.id = p_job_id
        AND j.task = 'public.receipts:codes' -- never another task's job: its row key names another table
        FOR UPDATE;
-    IF NOT FOUND THEN
+    IF NOT FOUND OR v_job_state <> 'running' OR v_job_attempt <> p_attempt THEN
         RETURN 'lost';
     END IF;
 
@@ -1295,15 +1515,64 @@ BEGIN
 END
 $pgllm$;
 
+CREATE OR REPLACE FUNCTION ""llm"".""public.receipts:codes:complete_batch""(p_job_ids bigint[], p_attempts integer[], p_inputs_hashes text[], p_results jsonb[], p_input_tokens integer[], p_output_tokens integer[])
+RETURNS text[]
+LANGUAGE plpgsql
+SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+SET enable_seqscan = off
+SET plan_cache_mode = force_generic_plan
+AS $pgllm$
+DECLARE
+    v_written integer[];
+    v_states text[];
+BEGIN
+    WITH b AS (SELECT * FROM unnest(p_job_ids, p_attempts, p_inputs_hashes, p_results) WITH ORDINALITY AS b(id, attempt, inputs_hash, result, n)),
+         -- Locked by key and task alone, then checked (as in the complete function).
+         j AS (SELECT j.id, j.row_key, j.state, j.attempt
+                 FROM llm.job AS j
+                WHERE j.id = ANY (p_job_ids) AND j.task = 'public.receipts:codes'
+                  FOR UPDATE),
+         w AS (UPDATE ""public"".""receipts"" AS t
+                  SET ""codes"" = r.""codes""
+                 FROM j
+                 JOIN b ON b.id = j.id AND b.attempt = j.attempt AND j.state = 'running'
+                CROSS JOIN LATERAL jsonb_populate_record(NULL::""public"".""receipts"", j.row_key) AS k
+                CROSS JOIN LATERAL jsonb_populate_record(NULL::""public"".""receipts"", b.result) AS r
+                WHERE t.""id"" = k.""id""
+                  AND md5(jsonb_build_object('note', t.""note"")::text) = b.inputs_hash
+            RETURNING b.n)
+    SELECT array_agg(w.n) INTO v_written FROM w;
+
+    UPDATE llm.job AS j
+       SET state = 'succeeded', finished_at = now(), locked_by = NULL, lease_until = NULL,
+           inputs_hash = p_inputs_hashes[w.n], input_tokens = p_input_tokens[w.n], output_tokens = p_output_tokens[w.n]
+      FROM unnest(v_written) AS w(n)
+     WHERE j.id = p_job_ids[w.n];
+
+    v_states := array_fill(NULL::text, ARRAY[coalesce(array_length(p_job_ids, 1), 0)]);
+    FOR i IN 1 .. coalesce(array_length(p_job_ids, 1), 0) LOOP
+        IF i = ANY (v_written) THEN
+            v_states[i] := 'succeeded';
+        ELSE
+            v_states[i] := ""llm"".""public.receipts:codes:complete""(p_job_ids[i], p_attempts[i], p_inputs_hashes[i], p_results[i], p_input_tokens[i], p_output_tokens[i]);
+        END IF;
+    END LOOP;
+    RETURN v_states;
+END
+$pgllm$;
+
 REVOKE ALL ON FUNCTION ""llm"".""public.receipts:codes:enqueue"" FROM PUBLIC;
 GRANT EXECUTE ON FUNCTION ""llm"".""public.receipts:codes:inputs"" TO pgllm_worker;
 GRANT EXECUTE ON FUNCTION ""llm"".""public.receipts:codes:complete"" TO pgllm_worker;
+GRANT EXECUTE ON FUNCTION ""llm"".""public.receipts:codes:complete_batch"" TO pgllm_worker;
 REVOKE ALL ON FUNCTION ""llm"".""public.receipts:codes:inputs""(bigint[]) FROM PUBLIC;
 REVOKE ALL ON FUNCTION ""llm"".""public.receipts:codes:complete""(bigint, integer, text, jsonb, integer, integer) FROM PUBLIC;
+REVOKE ALL ON FUNCTION ""llm"".""public.receipts:codes:complete_batch""(bigint[], integer[], text[], jsonb[], integer[], integer[]) FROM PUBLIC;
 
 INSERT INTO llm.task (name, table_schema, table_name, key_columns, read_columns, target_columns, prompt, system_prompt,
                       json_schema, model, max_attempts, temperature, max_output_tokens, image_columns,
-                      enqueue_function, inputs_function, complete_function, definition_hash)
+                      enqueue_function, inputs_function, complete_function, complete_batch_function, definition_hash)
 VALUES ('public.receipts:codes',
         'public', 'receipts',
         ARRAY['id']::text[],
@@ -1313,7 +1582,7 @@ VALUES ('public.receipts:codes',
         NULL,
         '{""type"":""object"",""properties"":{""codes"":{""type"":[""array"",""null""],""items"":{""type"":""integer""}}},""required"":[""codes""],""additionalProperties"":false}'::json,
         NULL, 5, NULL, NULL, ARRAY[]::text[],
-        '""llm"".""public.receipts:codes:enqueue""'::regproc, '""llm"".""public.receipts:codes:inputs""'::regproc, '""llm"".""public.receipts:codes:complete""'::regproc,
+        '""llm"".""public.receipts:codes:enqueue""'::regproc, '""llm"".""public.receipts:codes:inputs""'::regproc, '""llm"".""public.receipts:codes:complete""'::regproc, '""llm"".""public.receipts:codes:complete_batch""'::regproc,
         '38e53d941f378d6e')
 ON CONFLICT (name) DO UPDATE
    SET table_schema = EXCLUDED.table_schema, table_name = EXCLUDED.table_name, key_columns = EXCLUDED.key_columns,
@@ -1323,6 +1592,7 @@ ON CONFLICT (name) DO UPDATE
        max_output_tokens = EXCLUDED.max_output_tokens, image_columns = EXCLUDED.image_columns,
        enqueue_function = EXCLUDED.enqueue_function,
        inputs_function = EXCLUDED.inputs_function, complete_function = EXCLUDED.complete_function,
+       complete_batch_function = EXCLUDED.complete_batch_function,
        definition_hash = EXCLUDED.definition_hash, updated_at = now();
 
 CREATE OR REPLACE TRIGGER ""pgllm:codes:insert""
@@ -1364,6 +1634,7 @@ STABLE
 SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
 SET enable_seqscan = off
+SET plan_cache_mode = force_generic_plan
 AS $pgllm$
 #variable_conflict use_column
 BEGIN
@@ -1383,18 +1654,23 @@ RETURNS text
 LANGUAGE plpgsql
 SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
+SET plan_cache_mode = force_generic_plan
 AS $pgllm$
 DECLARE
     v_key jsonb;
+    v_job_state text;
+    v_job_attempt integer;
     v_state text;
     v_note text;
 BEGIN
-    SELECT j.row_key INTO v_key
+    -- Found by its key alone and checked once locked: with a condition on the state, the planner
+    -- may walk the whole index of running jobs instead of the primary key.
+    SELECT j.row_key, j.state, j.attempt INTO v_key, v_job_state, v_job_attempt
       FROM llm.job AS j
-     WHERE j.id = p_job_id AND j.state = 'running' AND j.attempt = p_attempt
+     WHERE j.id = p_job_id
        AND j.task = 'public.receipts:origin' -- never another task's job: its row key names another table
        FOR UPDATE;
-    IF NOT FOUND THEN
+    IF NOT FOUND OR v_job_state <> 'running' OR v_job_attempt <> p_attempt THEN
         RETURN 'lost';
     END IF;
 
@@ -1443,15 +1719,64 @@ BEGIN
 END
 $pgllm$;
 
+CREATE OR REPLACE FUNCTION ""llm"".""public.receipts:origin:complete_batch""(p_job_ids bigint[], p_attempts integer[], p_inputs_hashes text[], p_results jsonb[], p_input_tokens integer[], p_output_tokens integer[])
+RETURNS text[]
+LANGUAGE plpgsql
+SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+SET enable_seqscan = off
+SET plan_cache_mode = force_generic_plan
+AS $pgllm$
+DECLARE
+    v_written integer[];
+    v_states text[];
+BEGIN
+    WITH b AS (SELECT * FROM unnest(p_job_ids, p_attempts, p_inputs_hashes, p_results) WITH ORDINALITY AS b(id, attempt, inputs_hash, result, n)),
+         -- Locked by key and task alone, then checked (as in the complete function).
+         j AS (SELECT j.id, j.row_key, j.state, j.attempt
+                 FROM llm.job AS j
+                WHERE j.id = ANY (p_job_ids) AND j.task = 'public.receipts:origin'
+                  FOR UPDATE),
+         w AS (UPDATE ""public"".""receipts"" AS t
+                  SET ""origin"" = r.""origin""
+                 FROM j
+                 JOIN b ON b.id = j.id AND b.attempt = j.attempt AND j.state = 'running'
+                CROSS JOIN LATERAL jsonb_populate_record(NULL::""public"".""receipts"", j.row_key) AS k
+                CROSS JOIN LATERAL jsonb_populate_record(NULL::""public"".""receipts"", b.result) AS r
+                WHERE t.""id"" = k.""id""
+                  AND md5(jsonb_build_object('note', t.""note"")::text) = b.inputs_hash
+            RETURNING b.n)
+    SELECT array_agg(w.n) INTO v_written FROM w;
+
+    UPDATE llm.job AS j
+       SET state = 'succeeded', finished_at = now(), locked_by = NULL, lease_until = NULL,
+           inputs_hash = p_inputs_hashes[w.n], input_tokens = p_input_tokens[w.n], output_tokens = p_output_tokens[w.n]
+      FROM unnest(v_written) AS w(n)
+     WHERE j.id = p_job_ids[w.n];
+
+    v_states := array_fill(NULL::text, ARRAY[coalesce(array_length(p_job_ids, 1), 0)]);
+    FOR i IN 1 .. coalesce(array_length(p_job_ids, 1), 0) LOOP
+        IF i = ANY (v_written) THEN
+            v_states[i] := 'succeeded';
+        ELSE
+            v_states[i] := ""llm"".""public.receipts:origin:complete""(p_job_ids[i], p_attempts[i], p_inputs_hashes[i], p_results[i], p_input_tokens[i], p_output_tokens[i]);
+        END IF;
+    END LOOP;
+    RETURN v_states;
+END
+$pgllm$;
+
 REVOKE ALL ON FUNCTION ""llm"".""public.receipts:origin:enqueue"" FROM PUBLIC;
 GRANT EXECUTE ON FUNCTION ""llm"".""public.receipts:origin:inputs"" TO pgllm_worker;
 GRANT EXECUTE ON FUNCTION ""llm"".""public.receipts:origin:complete"" TO pgllm_worker;
+GRANT EXECUTE ON FUNCTION ""llm"".""public.receipts:origin:complete_batch"" TO pgllm_worker;
 REVOKE ALL ON FUNCTION ""llm"".""public.receipts:origin:inputs""(bigint[]) FROM PUBLIC;
 REVOKE ALL ON FUNCTION ""llm"".""public.receipts:origin:complete""(bigint, integer, text, jsonb, integer, integer) FROM PUBLIC;
+REVOKE ALL ON FUNCTION ""llm"".""public.receipts:origin:complete_batch""(bigint[], integer[], text[], jsonb[], integer[], integer[]) FROM PUBLIC;
 
 INSERT INTO llm.task (name, table_schema, table_name, key_columns, read_columns, target_columns, prompt, system_prompt,
                       json_schema, model, max_attempts, temperature, max_output_tokens, image_columns,
-                      enqueue_function, inputs_function, complete_function, definition_hash)
+                      enqueue_function, inputs_function, complete_function, complete_batch_function, definition_hash)
 VALUES ('public.receipts:origin',
         'public', 'receipts',
         ARRAY['id']::text[],
@@ -1461,7 +1786,7 @@ VALUES ('public.receipts:origin',
         NULL,
         '{""type"":""object"",""properties"":{""origin"":{""type"":[""object"",""null""],""properties"":{""City"":{""type"":""string"",""description"":""The city, as written on the note.""},""Country"":{""type"":""string"",""description"":""ISO 3166 code""},""Zip"":{""type"":[""integer"",""null""]}},""required"":[""City"",""Country"",""Zip""],""additionalProperties"":false}},""required"":[""origin""],""additionalProperties"":false}'::json,
         NULL, 5, NULL, NULL, ARRAY[]::text[],
-        '""llm"".""public.receipts:origin:enqueue""'::regproc, '""llm"".""public.receipts:origin:inputs""'::regproc, '""llm"".""public.receipts:origin:complete""'::regproc,
+        '""llm"".""public.receipts:origin:enqueue""'::regproc, '""llm"".""public.receipts:origin:inputs""'::regproc, '""llm"".""public.receipts:origin:complete""'::regproc, '""llm"".""public.receipts:origin:complete_batch""'::regproc,
         'c74ffd7449dca432')
 ON CONFLICT (name) DO UPDATE
    SET table_schema = EXCLUDED.table_schema, table_name = EXCLUDED.table_name, key_columns = EXCLUDED.key_columns,
@@ -1471,6 +1796,7 @@ ON CONFLICT (name) DO UPDATE
        max_output_tokens = EXCLUDED.max_output_tokens, image_columns = EXCLUDED.image_columns,
        enqueue_function = EXCLUDED.enqueue_function,
        inputs_function = EXCLUDED.inputs_function, complete_function = EXCLUDED.complete_function,
+       complete_batch_function = EXCLUDED.complete_batch_function,
        definition_hash = EXCLUDED.definition_hash, updated_at = now();
 
 CREATE OR REPLACE TRIGGER ""pgllm:origin:insert""
@@ -1512,6 +1838,7 @@ STABLE
 SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
 SET enable_seqscan = off
+SET plan_cache_mode = force_generic_plan
 AS $pgllm$
 #variable_conflict use_column
 BEGIN
@@ -1531,18 +1858,23 @@ RETURNS text
 LANGUAGE plpgsql
 SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
+SET plan_cache_mode = force_generic_plan
 AS $pgllm$
 DECLARE
     v_key jsonb;
+    v_job_state text;
+    v_job_attempt integer;
     v_state text;
     v_note text;
 BEGIN
-    SELECT j.row_key INTO v_key
+    -- Found by its key alone and checked once locked: with a condition on the state, the planner
+    -- may walk the whole index of running jobs instead of the primary key.
+    SELECT j.row_key, j.state, j.attempt INTO v_key, v_job_state, v_job_attempt
       FROM llm.job AS j
-     WHERE j.id = p_job_id AND j.state = 'running' AND j.attempt = p_attempt
+     WHERE j.id = p_job_id
        AND j.task = 'public.receipts:is_refund' -- never another task's job: its row key names another table
        FOR UPDATE;
-    IF NOT FOUND THEN
+    IF NOT FOUND OR v_job_state <> 'running' OR v_job_attempt <> p_attempt THEN
         RETURN 'lost';
     END IF;
 
@@ -1591,15 +1923,64 @@ BEGIN
 END
 $pgllm$;
 
+CREATE OR REPLACE FUNCTION ""llm"".""public.receipts:is_refund:complete_batch""(p_job_ids bigint[], p_attempts integer[], p_inputs_hashes text[], p_results jsonb[], p_input_tokens integer[], p_output_tokens integer[])
+RETURNS text[]
+LANGUAGE plpgsql
+SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+SET enable_seqscan = off
+SET plan_cache_mode = force_generic_plan
+AS $pgllm$
+DECLARE
+    v_written integer[];
+    v_states text[];
+BEGIN
+    WITH b AS (SELECT * FROM unnest(p_job_ids, p_attempts, p_inputs_hashes, p_results) WITH ORDINALITY AS b(id, attempt, inputs_hash, result, n)),
+         -- Locked by key and task alone, then checked (as in the complete function).
+         j AS (SELECT j.id, j.row_key, j.state, j.attempt
+                 FROM llm.job AS j
+                WHERE j.id = ANY (p_job_ids) AND j.task = 'public.receipts:is_refund'
+                  FOR UPDATE),
+         w AS (UPDATE ""public"".""receipts"" AS t
+                  SET ""is_refund"" = r.""is_refund""
+                 FROM j
+                 JOIN b ON b.id = j.id AND b.attempt = j.attempt AND j.state = 'running'
+                CROSS JOIN LATERAL jsonb_populate_record(NULL::""public"".""receipts"", j.row_key) AS k
+                CROSS JOIN LATERAL jsonb_populate_record(NULL::""public"".""receipts"", b.result) AS r
+                WHERE t.""id"" = k.""id""
+                  AND md5(jsonb_build_object('note', t.""note"")::text) = b.inputs_hash
+            RETURNING b.n)
+    SELECT array_agg(w.n) INTO v_written FROM w;
+
+    UPDATE llm.job AS j
+       SET state = 'succeeded', finished_at = now(), locked_by = NULL, lease_until = NULL,
+           inputs_hash = p_inputs_hashes[w.n], input_tokens = p_input_tokens[w.n], output_tokens = p_output_tokens[w.n]
+      FROM unnest(v_written) AS w(n)
+     WHERE j.id = p_job_ids[w.n];
+
+    v_states := array_fill(NULL::text, ARRAY[coalesce(array_length(p_job_ids, 1), 0)]);
+    FOR i IN 1 .. coalesce(array_length(p_job_ids, 1), 0) LOOP
+        IF i = ANY (v_written) THEN
+            v_states[i] := 'succeeded';
+        ELSE
+            v_states[i] := ""llm"".""public.receipts:is_refund:complete""(p_job_ids[i], p_attempts[i], p_inputs_hashes[i], p_results[i], p_input_tokens[i], p_output_tokens[i]);
+        END IF;
+    END LOOP;
+    RETURN v_states;
+END
+$pgllm$;
+
 REVOKE ALL ON FUNCTION ""llm"".""public.receipts:is_refund:enqueue"" FROM PUBLIC;
 GRANT EXECUTE ON FUNCTION ""llm"".""public.receipts:is_refund:inputs"" TO pgllm_worker;
 GRANT EXECUTE ON FUNCTION ""llm"".""public.receipts:is_refund:complete"" TO pgllm_worker;
+GRANT EXECUTE ON FUNCTION ""llm"".""public.receipts:is_refund:complete_batch"" TO pgllm_worker;
 REVOKE ALL ON FUNCTION ""llm"".""public.receipts:is_refund:inputs""(bigint[]) FROM PUBLIC;
 REVOKE ALL ON FUNCTION ""llm"".""public.receipts:is_refund:complete""(bigint, integer, text, jsonb, integer, integer) FROM PUBLIC;
+REVOKE ALL ON FUNCTION ""llm"".""public.receipts:is_refund:complete_batch""(bigint[], integer[], text[], jsonb[], integer[], integer[]) FROM PUBLIC;
 
 INSERT INTO llm.task (name, table_schema, table_name, key_columns, read_columns, target_columns, prompt, system_prompt,
                       json_schema, model, max_attempts, temperature, max_output_tokens, image_columns,
-                      enqueue_function, inputs_function, complete_function, definition_hash)
+                      enqueue_function, inputs_function, complete_function, complete_batch_function, definition_hash)
 VALUES ('public.receipts:is_refund',
         'public', 'receipts',
         ARRAY['id']::text[],
@@ -1609,7 +1990,7 @@ VALUES ('public.receipts:is_refund',
         NULL,
         '{""type"":""object"",""properties"":{""is_refund"":{""type"":""boolean""}},""required"":[""is_refund""],""additionalProperties"":false}'::json,
         NULL, 5, NULL, NULL, ARRAY[]::text[],
-        '""llm"".""public.receipts:is_refund:enqueue""'::regproc, '""llm"".""public.receipts:is_refund:inputs""'::regproc, '""llm"".""public.receipts:is_refund:complete""'::regproc,
+        '""llm"".""public.receipts:is_refund:enqueue""'::regproc, '""llm"".""public.receipts:is_refund:inputs""'::regproc, '""llm"".""public.receipts:is_refund:complete""'::regproc, '""llm"".""public.receipts:is_refund:complete_batch""'::regproc,
         '68ca03dc7721b1ff')
 ON CONFLICT (name) DO UPDATE
    SET table_schema = EXCLUDED.table_schema, table_name = EXCLUDED.table_name, key_columns = EXCLUDED.key_columns,
@@ -1619,6 +2000,7 @@ ON CONFLICT (name) DO UPDATE
        max_output_tokens = EXCLUDED.max_output_tokens, image_columns = EXCLUDED.image_columns,
        enqueue_function = EXCLUDED.enqueue_function,
        inputs_function = EXCLUDED.inputs_function, complete_function = EXCLUDED.complete_function,
+       complete_batch_function = EXCLUDED.complete_batch_function,
        definition_hash = EXCLUDED.definition_hash, updated_at = now();
 
 CREATE OR REPLACE TRIGGER ""pgllm:is_refund:insert""
@@ -1660,6 +2042,7 @@ STABLE
 SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
 SET enable_seqscan = off
+SET plan_cache_mode = force_generic_plan
 AS $pgllm$
 #variable_conflict use_column
 BEGIN
@@ -1679,18 +2062,23 @@ RETURNS text
 LANGUAGE plpgsql
 SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
+SET plan_cache_mode = force_generic_plan
 AS $pgllm$
 DECLARE
     v_key jsonb;
+    v_job_state text;
+    v_job_attempt integer;
     v_state text;
     v_note text;
 BEGIN
-    SELECT j.row_key INTO v_key
+    -- Found by its key alone and checked once locked: with a condition on the state, the planner
+    -- may walk the whole index of running jobs instead of the primary key.
+    SELECT j.row_key, j.state, j.attempt INTO v_key, v_job_state, v_job_attempt
       FROM llm.job AS j
-     WHERE j.id = p_job_id AND j.state = 'running' AND j.attempt = p_attempt
+     WHERE j.id = p_job_id
        AND j.task = 'public.receipts:written_at' -- never another task's job: its row key names another table
        FOR UPDATE;
-    IF NOT FOUND THEN
+    IF NOT FOUND OR v_job_state <> 'running' OR v_job_attempt <> p_attempt THEN
         RETURN 'lost';
     END IF;
 
@@ -1739,15 +2127,64 @@ BEGIN
 END
 $pgllm$;
 
+CREATE OR REPLACE FUNCTION ""llm"".""public.receipts:written_at:complete_batch""(p_job_ids bigint[], p_attempts integer[], p_inputs_hashes text[], p_results jsonb[], p_input_tokens integer[], p_output_tokens integer[])
+RETURNS text[]
+LANGUAGE plpgsql
+SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+SET enable_seqscan = off
+SET plan_cache_mode = force_generic_plan
+AS $pgllm$
+DECLARE
+    v_written integer[];
+    v_states text[];
+BEGIN
+    WITH b AS (SELECT * FROM unnest(p_job_ids, p_attempts, p_inputs_hashes, p_results) WITH ORDINALITY AS b(id, attempt, inputs_hash, result, n)),
+         -- Locked by key and task alone, then checked (as in the complete function).
+         j AS (SELECT j.id, j.row_key, j.state, j.attempt
+                 FROM llm.job AS j
+                WHERE j.id = ANY (p_job_ids) AND j.task = 'public.receipts:written_at'
+                  FOR UPDATE),
+         w AS (UPDATE ""public"".""receipts"" AS t
+                  SET ""written_at"" = r.""written_at""
+                 FROM j
+                 JOIN b ON b.id = j.id AND b.attempt = j.attempt AND j.state = 'running'
+                CROSS JOIN LATERAL jsonb_populate_record(NULL::""public"".""receipts"", j.row_key) AS k
+                CROSS JOIN LATERAL jsonb_populate_record(NULL::""public"".""receipts"", b.result) AS r
+                WHERE t.""id"" = k.""id""
+                  AND md5(jsonb_build_object('note', t.""note"")::text) = b.inputs_hash
+            RETURNING b.n)
+    SELECT array_agg(w.n) INTO v_written FROM w;
+
+    UPDATE llm.job AS j
+       SET state = 'succeeded', finished_at = now(), locked_by = NULL, lease_until = NULL,
+           inputs_hash = p_inputs_hashes[w.n], input_tokens = p_input_tokens[w.n], output_tokens = p_output_tokens[w.n]
+      FROM unnest(v_written) AS w(n)
+     WHERE j.id = p_job_ids[w.n];
+
+    v_states := array_fill(NULL::text, ARRAY[coalesce(array_length(p_job_ids, 1), 0)]);
+    FOR i IN 1 .. coalesce(array_length(p_job_ids, 1), 0) LOOP
+        IF i = ANY (v_written) THEN
+            v_states[i] := 'succeeded';
+        ELSE
+            v_states[i] := ""llm"".""public.receipts:written_at:complete""(p_job_ids[i], p_attempts[i], p_inputs_hashes[i], p_results[i], p_input_tokens[i], p_output_tokens[i]);
+        END IF;
+    END LOOP;
+    RETURN v_states;
+END
+$pgllm$;
+
 REVOKE ALL ON FUNCTION ""llm"".""public.receipts:written_at:enqueue"" FROM PUBLIC;
 GRANT EXECUTE ON FUNCTION ""llm"".""public.receipts:written_at:inputs"" TO pgllm_worker;
 GRANT EXECUTE ON FUNCTION ""llm"".""public.receipts:written_at:complete"" TO pgllm_worker;
+GRANT EXECUTE ON FUNCTION ""llm"".""public.receipts:written_at:complete_batch"" TO pgllm_worker;
 REVOKE ALL ON FUNCTION ""llm"".""public.receipts:written_at:inputs""(bigint[]) FROM PUBLIC;
 REVOKE ALL ON FUNCTION ""llm"".""public.receipts:written_at:complete""(bigint, integer, text, jsonb, integer, integer) FROM PUBLIC;
+REVOKE ALL ON FUNCTION ""llm"".""public.receipts:written_at:complete_batch""(bigint[], integer[], text[], jsonb[], integer[], integer[]) FROM PUBLIC;
 
 INSERT INTO llm.task (name, table_schema, table_name, key_columns, read_columns, target_columns, prompt, system_prompt,
                       json_schema, model, max_attempts, temperature, max_output_tokens, image_columns,
-                      enqueue_function, inputs_function, complete_function, definition_hash)
+                      enqueue_function, inputs_function, complete_function, complete_batch_function, definition_hash)
 VALUES ('public.receipts:written_at',
         'public', 'receipts',
         ARRAY['id']::text[],
@@ -1757,7 +2194,7 @@ VALUES ('public.receipts:written_at',
         NULL,
         '{""type"":""object"",""properties"":{""written_at"":{""type"":[""string"",""null""],""format"":""date-time""}},""required"":[""written_at""],""additionalProperties"":false}'::json,
         NULL, 5, NULL, NULL, ARRAY[]::text[],
-        '""llm"".""public.receipts:written_at:enqueue""'::regproc, '""llm"".""public.receipts:written_at:inputs""'::regproc, '""llm"".""public.receipts:written_at:complete""'::regproc,
+        '""llm"".""public.receipts:written_at:enqueue""'::regproc, '""llm"".""public.receipts:written_at:inputs""'::regproc, '""llm"".""public.receipts:written_at:complete""'::regproc, '""llm"".""public.receipts:written_at:complete_batch""'::regproc,
         'c8cb265ff8b6b54d')
 ON CONFLICT (name) DO UPDATE
    SET table_schema = EXCLUDED.table_schema, table_name = EXCLUDED.table_name, key_columns = EXCLUDED.key_columns,
@@ -1767,6 +2204,7 @@ ON CONFLICT (name) DO UPDATE
        max_output_tokens = EXCLUDED.max_output_tokens, image_columns = EXCLUDED.image_columns,
        enqueue_function = EXCLUDED.enqueue_function,
        inputs_function = EXCLUDED.inputs_function, complete_function = EXCLUDED.complete_function,
+       complete_batch_function = EXCLUDED.complete_batch_function,
        definition_hash = EXCLUDED.definition_hash, updated_at = now();
 
 CREATE OR REPLACE TRIGGER ""pgllm:written_at:insert""
@@ -1808,6 +2246,7 @@ STABLE
 SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
 SET enable_seqscan = off
+SET plan_cache_mode = force_generic_plan
 AS $pgllm$
 #variable_conflict use_column
 BEGIN
@@ -1827,18 +2266,23 @@ RETURNS text
 LANGUAGE plpgsql
 SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
+SET plan_cache_mode = force_generic_plan
 AS $pgllm$
 DECLARE
     v_key jsonb;
+    v_job_state text;
+    v_job_attempt integer;
     v_state text;
     v_note text;
 BEGIN
-    SELECT j.row_key INTO v_key
+    -- Found by its key alone and checked once locked: with a condition on the state, the planner
+    -- may walk the whole index of running jobs instead of the primary key.
+    SELECT j.row_key, j.state, j.attempt INTO v_key, v_job_state, v_job_attempt
       FROM llm.job AS j
-     WHERE j.id = p_job_id AND j.state = 'running' AND j.attempt = p_attempt
+     WHERE j.id = p_job_id
        AND j.task = 'public.receipts:scan_text' -- never another task's job: its row key names another table
        FOR UPDATE;
-    IF NOT FOUND THEN
+    IF NOT FOUND OR v_job_state <> 'running' OR v_job_attempt <> p_attempt THEN
         RETURN 'lost';
     END IF;
 
@@ -1887,15 +2331,64 @@ BEGIN
 END
 $pgllm$;
 
+CREATE OR REPLACE FUNCTION ""llm"".""public.receipts:scan_text:complete_batch""(p_job_ids bigint[], p_attempts integer[], p_inputs_hashes text[], p_results jsonb[], p_input_tokens integer[], p_output_tokens integer[])
+RETURNS text[]
+LANGUAGE plpgsql
+SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+SET enable_seqscan = off
+SET plan_cache_mode = force_generic_plan
+AS $pgllm$
+DECLARE
+    v_written integer[];
+    v_states text[];
+BEGIN
+    WITH b AS (SELECT * FROM unnest(p_job_ids, p_attempts, p_inputs_hashes, p_results) WITH ORDINALITY AS b(id, attempt, inputs_hash, result, n)),
+         -- Locked by key and task alone, then checked (as in the complete function).
+         j AS (SELECT j.id, j.row_key, j.state, j.attempt
+                 FROM llm.job AS j
+                WHERE j.id = ANY (p_job_ids) AND j.task = 'public.receipts:scan_text'
+                  FOR UPDATE),
+         w AS (UPDATE ""public"".""receipts"" AS t
+                  SET ""scan_text"" = r.""scan_text""
+                 FROM j
+                 JOIN b ON b.id = j.id AND b.attempt = j.attempt AND j.state = 'running'
+                CROSS JOIN LATERAL jsonb_populate_record(NULL::""public"".""receipts"", j.row_key) AS k
+                CROSS JOIN LATERAL jsonb_populate_record(NULL::""public"".""receipts"", b.result) AS r
+                WHERE t.""id"" = k.""id""
+                  AND md5(jsonb_build_object('scan', t.""scan"", 'note', t.""note"")::text) = b.inputs_hash
+            RETURNING b.n)
+    SELECT array_agg(w.n) INTO v_written FROM w;
+
+    UPDATE llm.job AS j
+       SET state = 'succeeded', finished_at = now(), locked_by = NULL, lease_until = NULL,
+           inputs_hash = p_inputs_hashes[w.n], input_tokens = p_input_tokens[w.n], output_tokens = p_output_tokens[w.n]
+      FROM unnest(v_written) AS w(n)
+     WHERE j.id = p_job_ids[w.n];
+
+    v_states := array_fill(NULL::text, ARRAY[coalesce(array_length(p_job_ids, 1), 0)]);
+    FOR i IN 1 .. coalesce(array_length(p_job_ids, 1), 0) LOOP
+        IF i = ANY (v_written) THEN
+            v_states[i] := 'succeeded';
+        ELSE
+            v_states[i] := ""llm"".""public.receipts:scan_text:complete""(p_job_ids[i], p_attempts[i], p_inputs_hashes[i], p_results[i], p_input_tokens[i], p_output_tokens[i]);
+        END IF;
+    END LOOP;
+    RETURN v_states;
+END
+$pgllm$;
+
 REVOKE ALL ON FUNCTION ""llm"".""public.receipts:scan_text:enqueue"" FROM PUBLIC;
 GRANT EXECUTE ON FUNCTION ""llm"".""public.receipts:scan_text:inputs"" TO pgllm_worker;
 GRANT EXECUTE ON FUNCTION ""llm"".""public.receipts:scan_text:complete"" TO pgllm_worker;
+GRANT EXECUTE ON FUNCTION ""llm"".""public.receipts:scan_text:complete_batch"" TO pgllm_worker;
 REVOKE ALL ON FUNCTION ""llm"".""public.receipts:scan_text:inputs""(bigint[]) FROM PUBLIC;
 REVOKE ALL ON FUNCTION ""llm"".""public.receipts:scan_text:complete""(bigint, integer, text, jsonb, integer, integer) FROM PUBLIC;
+REVOKE ALL ON FUNCTION ""llm"".""public.receipts:scan_text:complete_batch""(bigint[], integer[], text[], jsonb[], integer[], integer[]) FROM PUBLIC;
 
 INSERT INTO llm.task (name, table_schema, table_name, key_columns, read_columns, target_columns, prompt, system_prompt,
                       json_schema, model, max_attempts, temperature, max_output_tokens, image_columns,
-                      enqueue_function, inputs_function, complete_function, definition_hash)
+                      enqueue_function, inputs_function, complete_function, complete_batch_function, definition_hash)
 VALUES ('public.receipts:scan_text',
         'public', 'receipts',
         ARRAY['id']::text[],
@@ -1905,7 +2398,7 @@ VALUES ('public.receipts:scan_text',
         NULL,
         '{""type"":""object"",""properties"":{""scan_text"":{""type"":[""string"",""null""]}},""required"":[""scan_text""],""additionalProperties"":false}'::json,
         NULL, 5, NULL, NULL, ARRAY['scan']::text[],
-        '""llm"".""public.receipts:scan_text:enqueue""'::regproc, '""llm"".""public.receipts:scan_text:inputs""'::regproc, '""llm"".""public.receipts:scan_text:complete""'::regproc,
+        '""llm"".""public.receipts:scan_text:enqueue""'::regproc, '""llm"".""public.receipts:scan_text:inputs""'::regproc, '""llm"".""public.receipts:scan_text:complete""'::regproc, '""llm"".""public.receipts:scan_text:complete_batch""'::regproc,
         'd99ad232b3c8fff7')
 ON CONFLICT (name) DO UPDATE
    SET table_schema = EXCLUDED.table_schema, table_name = EXCLUDED.table_name, key_columns = EXCLUDED.key_columns,
@@ -1915,6 +2408,7 @@ ON CONFLICT (name) DO UPDATE
        max_output_tokens = EXCLUDED.max_output_tokens, image_columns = EXCLUDED.image_columns,
        enqueue_function = EXCLUDED.enqueue_function,
        inputs_function = EXCLUDED.inputs_function, complete_function = EXCLUDED.complete_function,
+       complete_batch_function = EXCLUDED.complete_batch_function,
        definition_hash = EXCLUDED.definition_hash, updated_at = now();
 
 CREATE OR REPLACE TRIGGER ""pgllm:scan_text:insert""
@@ -1956,6 +2450,7 @@ STABLE
 SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
 SET enable_seqscan = off
+SET plan_cache_mode = force_generic_plan
 AS $pgllm$
 #variable_conflict use_column
 BEGIN
@@ -1975,18 +2470,23 @@ RETURNS text
 LANGUAGE plpgsql
 SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
+SET plan_cache_mode = force_generic_plan
 AS $pgllm$
 DECLARE
     v_key jsonb;
+    v_job_state text;
+    v_job_attempt integer;
     v_state text;
     v_note text;
 BEGIN
-    SELECT j.row_key INTO v_key
+    -- Found by its key alone and checked once locked: with a condition on the state, the planner
+    -- may walk the whole index of running jobs instead of the primary key.
+    SELECT j.row_key, j.state, j.attempt INTO v_key, v_job_state, v_job_attempt
       FROM llm.job AS j
-     WHERE j.id = p_job_id AND j.state = 'running' AND j.attempt = p_attempt
+     WHERE j.id = p_job_id
        AND j.task = 'public.receipts:totals' -- never another task's job: its row key names another table
        FOR UPDATE;
-    IF NOT FOUND THEN
+    IF NOT FOUND OR v_job_state <> 'running' OR v_job_attempt <> p_attempt THEN
         RETURN 'lost';
     END IF;
 
@@ -2038,15 +2538,67 @@ BEGIN
 END
 $pgllm$;
 
+CREATE OR REPLACE FUNCTION ""llm"".""public.receipts:totals:complete_batch""(p_job_ids bigint[], p_attempts integer[], p_inputs_hashes text[], p_results jsonb[], p_input_tokens integer[], p_output_tokens integer[])
+RETURNS text[]
+LANGUAGE plpgsql
+SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+SET enable_seqscan = off
+SET plan_cache_mode = force_generic_plan
+AS $pgllm$
+DECLARE
+    v_written integer[];
+    v_states text[];
+BEGIN
+    WITH b AS (SELECT * FROM unnest(p_job_ids, p_attempts, p_inputs_hashes, p_results) WITH ORDINALITY AS b(id, attempt, inputs_hash, result, n)),
+         -- Locked by key and task alone, then checked (as in the complete function).
+         j AS (SELECT j.id, j.row_key, j.state, j.attempt
+                 FROM llm.job AS j
+                WHERE j.id = ANY (p_job_ids) AND j.task = 'public.receipts:totals'
+                  FOR UPDATE),
+         w AS (UPDATE ""public"".""receipts"" AS t
+                  SET ""total"" = r.""total"",
+                      ""taxes"" = r.""taxes"",
+                      ""currency"" = r.""currency"",
+                      ""paid_on"" = r.""paid_on""
+                 FROM j
+                 JOIN b ON b.id = j.id AND b.attempt = j.attempt AND j.state = 'running'
+                CROSS JOIN LATERAL jsonb_populate_record(NULL::""public"".""receipts"", j.row_key) AS k
+                CROSS JOIN LATERAL jsonb_populate_record(NULL::""public"".""receipts"", b.result) AS r
+                WHERE t.""id"" = k.""id""
+                  AND md5(jsonb_build_object('image_url', t.""image_url"")::text) = b.inputs_hash
+            RETURNING b.n)
+    SELECT array_agg(w.n) INTO v_written FROM w;
+
+    UPDATE llm.job AS j
+       SET state = 'succeeded', finished_at = now(), locked_by = NULL, lease_until = NULL,
+           inputs_hash = p_inputs_hashes[w.n], input_tokens = p_input_tokens[w.n], output_tokens = p_output_tokens[w.n]
+      FROM unnest(v_written) AS w(n)
+     WHERE j.id = p_job_ids[w.n];
+
+    v_states := array_fill(NULL::text, ARRAY[coalesce(array_length(p_job_ids, 1), 0)]);
+    FOR i IN 1 .. coalesce(array_length(p_job_ids, 1), 0) LOOP
+        IF i = ANY (v_written) THEN
+            v_states[i] := 'succeeded';
+        ELSE
+            v_states[i] := ""llm"".""public.receipts:totals:complete""(p_job_ids[i], p_attempts[i], p_inputs_hashes[i], p_results[i], p_input_tokens[i], p_output_tokens[i]);
+        END IF;
+    END LOOP;
+    RETURN v_states;
+END
+$pgllm$;
+
 REVOKE ALL ON FUNCTION ""llm"".""public.receipts:totals:enqueue"" FROM PUBLIC;
 GRANT EXECUTE ON FUNCTION ""llm"".""public.receipts:totals:inputs"" TO pgllm_worker;
 GRANT EXECUTE ON FUNCTION ""llm"".""public.receipts:totals:complete"" TO pgllm_worker;
+GRANT EXECUTE ON FUNCTION ""llm"".""public.receipts:totals:complete_batch"" TO pgllm_worker;
 REVOKE ALL ON FUNCTION ""llm"".""public.receipts:totals:inputs""(bigint[]) FROM PUBLIC;
 REVOKE ALL ON FUNCTION ""llm"".""public.receipts:totals:complete""(bigint, integer, text, jsonb, integer, integer) FROM PUBLIC;
+REVOKE ALL ON FUNCTION ""llm"".""public.receipts:totals:complete_batch""(bigint[], integer[], text[], jsonb[], integer[], integer[]) FROM PUBLIC;
 
 INSERT INTO llm.task (name, table_schema, table_name, key_columns, read_columns, target_columns, prompt, system_prompt,
                       json_schema, model, max_attempts, temperature, max_output_tokens, image_columns,
-                      enqueue_function, inputs_function, complete_function, definition_hash)
+                      enqueue_function, inputs_function, complete_function, complete_batch_function, definition_hash)
 VALUES ('public.receipts:totals',
         'public', 'receipts',
         ARRAY['id']::text[],
@@ -2056,7 +2608,7 @@ VALUES ('public.receipts:totals',
         'You read receipts.',
         '{""type"":""object"",""properties"":{""total"":{""type"":[""number"",""null""],""description"":""The amount paid, taxes included""},""taxes"":{""type"":[""number"",""null""],""description"":""Taxes on the receipt, as a Decimal amount.""},""currency"":{""type"":[""string"",""null""]},""paid_on"":{""type"":[""string"",""null""],""format"":""date""}},""required"":[""total"",""taxes"",""currency"",""paid_on""],""additionalProperties"":false}'::json,
         NULL, 5, 0.2, 200, ARRAY['image_url']::text[],
-        '""llm"".""public.receipts:totals:enqueue""'::regproc, '""llm"".""public.receipts:totals:inputs""'::regproc, '""llm"".""public.receipts:totals:complete""'::regproc,
+        '""llm"".""public.receipts:totals:enqueue""'::regproc, '""llm"".""public.receipts:totals:inputs""'::regproc, '""llm"".""public.receipts:totals:complete""'::regproc, '""llm"".""public.receipts:totals:complete_batch""'::regproc,
         'a4544033694772ad')
 ON CONFLICT (name) DO UPDATE
    SET table_schema = EXCLUDED.table_schema, table_name = EXCLUDED.table_name, key_columns = EXCLUDED.key_columns,
@@ -2066,6 +2618,7 @@ ON CONFLICT (name) DO UPDATE
        max_output_tokens = EXCLUDED.max_output_tokens, image_columns = EXCLUDED.image_columns,
        enqueue_function = EXCLUDED.enqueue_function,
        inputs_function = EXCLUDED.inputs_function, complete_function = EXCLUDED.complete_function,
+       complete_batch_function = EXCLUDED.complete_batch_function,
        definition_hash = EXCLUDED.definition_hash, updated_at = now();
 
 CREATE OR REPLACE TRIGGER ""pgllm:totals:insert""
@@ -2086,7 +2639,7 @@ DECLARE
     v_trigger record;
 BEGIN
     FOR v_task IN
-        SELECT name, enqueue_function, inputs_function, complete_function
+        SELECT name, enqueue_function, inputs_function, complete_function, complete_batch_function
           FROM llm.task
          WHERE table_schema = 'public' AND table_name = 'receipts'
            AND name <> ALL (ARRAY['public.receipts:note_mood', 'public.receipts:stars', 'public.receipts:tags', 'public.receipts:codes', 'public.receipts:origin', 'public.receipts:is_refund', 'public.receipts:written_at', 'public.receipts:scan_text', 'public.receipts:totals']::text[])
@@ -2098,6 +2651,9 @@ BEGIN
         EXECUTE format('DROP FUNCTION IF EXISTS %s', v_task.enqueue_function::oid::regprocedure);
         EXECUTE format('DROP FUNCTION IF EXISTS %s', v_task.inputs_function::oid::regprocedure);
         EXECUTE format('DROP FUNCTION IF EXISTS %s', v_task.complete_function::oid::regprocedure);
+        IF v_task.complete_batch_function IS NOT NULL THEN
+            EXECUTE format('DROP FUNCTION IF EXISTS %s', v_task.complete_batch_function::oid::regprocedure);
+        END IF;
         UPDATE llm.job SET state = 'skipped', finished_at = now(), last_error = 'the task was removed from the declaration'
          WHERE task = v_task.name AND state = 'pending';
         DELETE FROM llm.task WHERE name = v_task.name;
