@@ -87,16 +87,40 @@ internal sealed class EndpointLanes
         return false;
     }
 
-    /// <summary>An endpoint's slots and the tasks its claims take.</summary>
+    /// <summary>
+    /// An endpoint's slots and the tasks its claims take. A lane claims up to a quarter of its concurrency
+    /// ahead (<see cref="Ahead"/>): those jobs wait in the worker for a call slot, so a call that ends is
+    /// followed at once by the next, without a claim's round trip in between; and while jobs wait, the
+    /// lane claims only once at least half that many are wanted, so a worker whose calls end one at a
+    /// time (a slow model) claims in batches rather than one job per call.
+    /// </summary>
     internal sealed class Lane(string? endpoint, int concurrency)
     {
+        private int _waiting;
+
         /// <summary>The named endpoint; null for the default one.</summary>
         public string? Endpoint { get; } = endpoint;
 
         public int Concurrency { get; } = concurrency;
 
-        /// <summary>Free while no model call holds it: taken at the claim, given back when the call ends.</summary>
-        public SemaphoreSlim Slots { get; } = new(concurrency, concurrency);
+        /// <summary>Jobs claimed beyond the concurrency, waiting for a call slot: none below a concurrency of 4.</summary>
+        public int Ahead { get; } = concurrency / 4;
+
+        /// <summary>Free while no claimed job holds it: taken at the claim, given back when the job's model call ends.</summary>
+        public SemaphoreSlim Slots { get; } = new(concurrency + (concurrency / 4), concurrency + (concurrency / 4));
+
+        /// <summary>One per model call in flight: the endpoint's concurrency.</summary>
+        public SemaphoreSlim Calls { get; } = new(concurrency, concurrency);
+
+        /// <summary>Claimed jobs not yet holding a call slot.</summary>
+        public int Waiting => Volatile.Read(ref _waiting);
+
+        /// <summary>Whether to claim now: always when no claimed job waits, else once half the jobs ahead are wanted.</summary>
+        public bool WorthClaiming => Waiting == 0 || Slots.CurrentCount >= Math.Max(1, Ahead / 2);
+
+        public void JobClaimed() => Interlocked.Increment(ref _waiting);
+
+        public void JobLeftWaiting() => Interlocked.Decrement(ref _waiting);
 
         public TaskFilter Filter { get; set; } = TaskFilter.Any;
 

@@ -126,6 +126,11 @@ public sealed partial class PgLlmWorker : BackgroundService
                 {
                     taken[i] = 0;
                     started[i] = 0;
+                    if (!lanes[i].WorthClaiming)
+                    {
+                        continue;
+                    }
+
                     while (taken[i] < _options.BatchSize && lanes[i].Slots.Wait(0, CancellationToken.None))
                     {
                         taken[i]++;
@@ -170,7 +175,8 @@ public sealed partial class PgLlmWorker : BackgroundService
                         drained &= jobs.Count < taken[i];
                         foreach (var work in await PrepareAsync(jobs, stoppingToken).ConfigureAwait(false))
                         {
-                            var task = Task.Run(() => ProcessAsync(work, writeBacks, lane, jobsCancellation.Token), CancellationToken.None);
+                            lane.JobClaimed();
+                            var task = Task.Run(() => ProcessAsync(work, writeBacks, lane, jobsCancellation.Token, stoppingToken), CancellationToken.None);
                             started[i]++;
                             lock (inFlight)
                             {
@@ -361,27 +367,41 @@ public sealed partial class PgLlmWorker : BackgroundService
         return work;
     }
 
-    private async Task ProcessAsync(Work work, WriteBackBatcher writeBacks, EndpointLanes.Lane lane, CancellationToken jobsToken)
+    private async Task ProcessAsync(Work work, WriteBackBatcher writeBacks, EndpointLanes.Lane lane, CancellationToken jobsToken, CancellationToken stoppingToken)
     {
         var (job, task, inputs) = work;
+        var calling = false;
         try
         {
             ModelAnswer answer;
             using (var timeout = CancellationTokenSource.CreateLinkedTokenSource(jobsToken))
             {
-                timeout.CancelAfter(_options.ModelTimeout);
                 try
                 {
+                    // A job claimed ahead waits here for a call slot; once the worker stops, it is given back.
+                    await lane.Calls.WaitAsync(stoppingToken).ConfigureAwait(false);
+                    calling = true;
+                    lane.JobLeftWaiting();
+                    timeout.CancelAfter(_options.ModelTimeout);
                     answer = await _model.AskAsync(task, inputs.Values, timeout.Token).ConfigureAwait(false);
                 }
-                catch (OperationCanceledException) when (!jobsToken.IsCancellationRequested)
+                catch (OperationCanceledException) when (calling && !jobsToken.IsCancellationRequested)
                 {
                     throw new TimeoutException($"the model did not answer within {_options.ModelTimeout.TotalSeconds:0.#} s");
                 }
                 finally
                 {
-                    // The slot is the endpoint's: free it as soon as the call ends, so the next claim
+                    // The slots are the endpoint's: free them as soon as the call ends, so the next claim
                     // overlaps this job's write-back instead of waiting for it.
+                    if (calling)
+                    {
+                        lane.Calls.Release();
+                    }
+                    else
+                    {
+                        lane.JobLeftWaiting();
+                    }
+
                     lane.Slots.Release();
                     _wake.Set();
                 }
@@ -393,7 +413,7 @@ public sealed partial class PgLlmWorker : BackgroundService
             PgLlmMetrics.RecordSettled(job.Task, state);
             LogCompleted(job.Id, job.Task, state);
         }
-        catch (OperationCanceledException) when (jobsToken.IsCancellationRequested)
+        catch (OperationCanceledException) when (jobsToken.IsCancellationRequested || (!calling && stoppingToken.IsCancellationRequested))
         {
             await SettleQuietlyAsync(() => _queue.ReleaseAsync(job, CancellationToken.None), job).ConfigureAwait(false);
         }

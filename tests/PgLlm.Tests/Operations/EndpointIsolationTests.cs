@@ -25,6 +25,51 @@ public sealed class EndpointIsolationTests
     }
 
     [Fact]
+    public async Task A_lane_claims_a_quarter_of_its_concurrency_ahead_and_gives_those_jobs_back_when_stopped()
+    {
+        await using var slow = await LocalModelServer.StartAsync(new LocalModelServerOptions { Latency = TimeSpan.FromMinutes(1) });
+        await using var db = await Ops.CreateDatabaseAsync(_fixture);
+        var options = Ops.Options(_fixture, o =>
+        {
+            o.Worker.ShutdownGrace = TimeSpan.FromMilliseconds(100);
+            o.Endpoints["tiny-model"] = new PgLlmEndpointOptions { BaseUrl = slow.BaseUrl.ToString(), ApiKey = slow.ApiKey, Model = "slow-v1", Concurrency = 8 };
+        });
+        await db.DataSource.ExecAsync("INSERT INTO line_items (order_id, line_no, description) SELECT 1, n, 'item ' || n FROM generate_series(1, 20) AS n");
+
+        using var stop = new CancellationTokenSource();
+        using var worker = new PgLlmWorker(db.DataSource, ChatClientFactory.Create(options, db.DataSource), Options.Create(options));
+        var run = worker.RunAsync(stop.Token);
+        try
+        {
+            var deadline = DateTime.UtcNow.AddSeconds(30);
+            while ((slow.RequestCount < 8 || await SlowInStateAsync(db, "running") < 10) && DateTime.UtcNow < deadline)
+            {
+                await Task.Delay(50);
+            }
+
+            // 8 calls in flight (the endpoint's concurrency) and 2 more jobs claimed, waiting for a slot.
+            await Task.Delay(300);
+            Assert.Equal(8, slow.RequestCount);
+            Assert.Equal(10L, await SlowInStateAsync(db, "running"));
+            Assert.Equal(10L, await SlowInStateAsync(db, "pending"));
+        }
+        finally
+        {
+            await stop.CancelAsync();
+            await run;
+        }
+
+        // Stopped: the calls were cancelled and every job given back without spending an attempt,
+        // the waiting ones included (they never reached the endpoint).
+        Assert.Equal(8, slow.RequestCount);
+        Assert.Equal(["pending:0:20"], await db.DataSource.ListAsync<string>(
+            $"SELECT state || ':' || attempt || ':' || count(*) FROM llm.job WHERE task = '{SlowTask}' GROUP BY state, attempt"));
+    }
+
+    private static async Task<long> SlowInStateAsync(TestDatabase db, string state) =>
+        await db.DataSource.ScalarAsync<long>($"SELECT count(*) FROM llm.job WHERE task = '{SlowTask}' AND state = '{state}'");
+
+    [Fact]
     public async Task A_slow_endpoint_does_not_stall_tasks_that_use_another()
     {
         // line_items:category declares Model = "tiny-model": here, an endpoint that takes a minute to answer.
@@ -105,7 +150,10 @@ public sealed class EndpointIsolationTests
         lanes.Update(tasks);
 
         Assert.Equal([null, "tiny-model", "unused"], lanes.All.Select(l => l.Endpoint));
-        Assert.Equal([options.Worker.Concurrency, 3, options.Worker.Concurrency], lanes.All.Select(l => l.Slots.CurrentCount));
+        Assert.Equal([options.Worker.Concurrency, 3, options.Worker.Concurrency], lanes.All.Select(l => l.Calls.CurrentCount));
+        // Claims go a quarter of the concurrency ahead (none below 4).
+        Assert.Equal([options.Worker.Concurrency / 4, 0, options.Worker.Concurrency / 4], lanes.All.Select(l => l.Ahead));
+        Assert.Equal(lanes.All.Select(l => l.Concurrency + l.Ahead), lanes.All.Select(l => l.Slots.CurrentCount));
         Assert.Equal(new TaskFilter(null, [SlowTask]).Except, lanes.All[0].Filter.Except);
         Assert.Null(lanes.All[0].Filter.Only);
         Assert.Equal([SlowTask], lanes.All[1].Filter.Only!);
