@@ -335,12 +335,13 @@ internal sealed class Suite
         return new DrainRun(reader.GetInt64(0), reader.GetInt64(1), reader.GetDouble(2), peak, warmRss);
     }
 
-    private async Task WaitUntilSettledAsync(long afterJob, TimeSpan timeout)
+    /// <summary>Waits until no job after <paramref name="afterJob"/> is pending (only those due, with <paramref name="onlyDue"/>) or running.</summary>
+    private async Task WaitUntilSettledAsync(long afterJob, TimeSpan timeout, bool onlyDue = false)
     {
         var clock = Stopwatch.StartNew();
         // Answered by the partial indexes on pending and running jobs, so polling stays cheap.
         while (await _db.ScalarAsync<bool>(
-                   $"SELECT EXISTS (SELECT 1 FROM llm.job WHERE state = 'pending' AND id > {afterJob}) " +
+                   $"SELECT EXISTS (SELECT 1 FROM llm.job WHERE state = 'pending' AND id > {afterJob}{(onlyDue ? " AND scheduled_at <= now()" : string.Empty)}) " +
                    $"OR EXISTS (SELECT 1 FROM llm.job WHERE state = 'running' AND id > {afterJob})"))
         {
             if (clock.Elapsed > timeout)
@@ -446,43 +447,97 @@ internal sealed class Suite
 
         _results["user_update_tps_idle"] = Math.Round(realistic.Idle.Tps, 0);
         _results["user_update_tps_draining"] = Math.Round(realistic.Busy.Tps, 0);
-        _results["user_update_ratio"] = Math.Round(realistic.Busy.Tps / realistic.Idle.Tps, 3);
+        _results["user_update_ratio"] = Math.Round(realistic.Ratio, 3);
         _results["user_update_drain_jobs_per_s"] = Math.Round(realistic.DrainRate, 0);
-        _results["user_update_ratio_instant_model"] = Math.Round(instant.Busy.Tps / instant.Idle.Tps, 3);
+        _results["user_update_ratio_instant_model"] = Math.Round(instant.Ratio, 3);
         _results["user_update_instant_model_drain_jobs_per_s"] = Math.Round(instant.DrainRate, 0);
         _results["user_deadlocks"] = realistic.Idle.Deadlocks + realistic.Busy.Deadlocks + instant.Idle.Deadlocks + instant.Busy.Deadlocks;
         _results["user_update_drain_covered"] = realistic.Covered && instant.Covered;
     }
 
-    private async Task<((double Tps, int Deadlocks) Idle, (double Tps, int Deadlocks) Busy, double DrainRate, bool Covered)> UpdatesWhileDrainingAsync(TimeSpan latency, WorkerSettings worker)
+    /// <summary>
+    /// User updates with the worker idle and while it drains, in alternating windows of one worker
+    /// process (idle-busy, busy-idle, ...: <see cref="SuiteSettings.UpdateRepeats"/> pairs); the ratio is
+    /// the median of the pairs'. Side by side, because this machine's commit rate drifts by a third from
+    /// one window to the next (each update waits for its WAL flush). Every row and its job is written
+    /// before the worker starts, with the jobs scheduled a day ahead: a busy window makes a chunk of
+    /// them due (more than the worker drains in the window), an idle window starts once nothing is due
+    /// or running. So no window follows a bulk insert of its own, whose dirty pages would be written out
+    /// during it.
+    /// </summary>
+    private async Task<((double Tps, int Deadlocks) Idle, (double Tps, int Deadlocks) Busy, double Ratio, double DrainRate, bool Covered)> UpdatesWhileDrainingAsync(TimeSpan latency, WorkerSettings worker)
     {
-        var jobs = _settings.UpdateJobs;
+        var windowSeconds = _settings.UpdateSeconds;
+        var pairs = _settings.UpdateRepeats;
+        // Comfortably more than the worker can drain in a window: its concurrency over the latency, or a
+        // generous bound for an instant model.
+        var chunk = (int)(latency > TimeSpan.Zero ? 1.5 * worker.Concurrency / latency.TotalSeconds * windowSeconds : 9_000 * windowSeconds);
         var label = $"{latency.TotalMilliseconds:0} ms model, concurrency {worker.Concurrency}";
         await ResetAsync();
-        await _db.ExecuteAsync($"INSERT INTO public.bench_items (body) SELECT 'item ' || g FROM generate_series(1, {jobs}) AS g");
+        await _db.ExecuteAsync($"INSERT INTO public.bench_items (body) SELECT 'item ' || g FROM generate_series(1, {chunk * pairs}) AS g");
+        await _db.ExecuteAsync("UPDATE llm.job SET scheduled_at = now() + interval '1 day' WHERE state = 'pending'");
+        await _db.ExecuteAsync("VACUUM ANALYZE public.bench_items, llm.job");
+        await _db.ExecuteAsync("CHECKPOINT");
         var (lowId, highId) = await IdRangeAsync();
-        var idle = await UpdateRateAsync(lowId, highId);
-        Progress($"user updates, no worker: {idle.Tps:0} tps, {idle.Deadlocks} deadlocks");
 
-        await ResetAsync();
         _model.Latency = TimeSpan.Zero;
         await using var child = WorkerChild.Start(_db.ConnectionString, _model.BaseUrl, _model.ApiKey, worker);
         await WarmUpAsync();
         _model.Latency = latency;
-        var firstJob = await _db.ScalarAsync<long>("SELECT coalesce(max(id), 0) FROM llm.job");
-        await _db.ExecuteAsync($"INSERT INTO public.bench_items (body) SELECT 'item ' || g FROM generate_series(1, {jobs}) AS g");
-        (lowId, highId) = await IdRangeAsync();
-        var clock = Stopwatch.StartNew();
-        var busy = await UpdateRateAsync(lowId, highId);
-        var seconds = clock.Elapsed.TotalSeconds;
-        var done = await _db.ScalarAsync<long>($"SELECT count(*) FROM llm.job WHERE id > {firstJob} AND state NOT IN ('pending', 'running')");
-        var stillPending = await _db.ScalarAsync<long>($"SELECT count(*) FROM llm.job WHERE id > {firstJob} AND state IN ('pending', 'running')");
+        var idles = new List<double>();
+        var busies = new List<double>();
+        var ratios = new List<double>();
+        var rates = new List<double>();
+        var deadlocks = (Idle: 0, Busy: 0);
+        var covered = true;
+        for (var pair = 0; pair < pairs; pair++)
+        {
+            (double Tps, int Deadlocks) idle = default, busy = default;
+            foreach (var busyWindow in pair % 2 == 0 ? new[] { false, true } : [true, false])
+            {
+                if (!busyWindow)
+                {
+                    await WaitUntilSettledAsync(0, TimeSpan.FromSeconds(60), onlyDue: true);
+                    var wal = await WalAsync();
+                    idle = await UpdateRateAsync(lowId, highId, windowSeconds);
+                    Progress($"user updates, worker idle: {idle.Tps:0} tps, {idle.Deadlocks} deadlocks; {await WalSinceAsync(wal)}");
+                    continue;
+                }
+
+                var due = await _db.ScalarAsync<long[]>(
+                    "WITH d AS (UPDATE llm.job SET scheduled_at = now() WHERE id IN (SELECT id FROM llm.job WHERE state = 'pending' AND scheduled_at > now() " +
+                    $"ORDER BY id LIMIT {chunk}) RETURNING id) SELECT ARRAY[min(id), max(id)] FROM d");
+                await _db.ExecuteAsync("SELECT pg_notify('pgllm_jobs', '')");
+                var clock = Stopwatch.StartNew();
+                var walBusy = await WalAsync();
+                var windowStart = await _db.ScalarAsync<DateTime>("SELECT clock_timestamp()");
+                busy = await UpdateRateAsync(lowId, highId, windowSeconds);
+                var seconds = clock.Elapsed.TotalSeconds;
+                var busyWal = await WalSinceAsync(walBusy);
+                // Jobs settled during the window, whichever chunk they came from.
+                await using var settled = _db.CreateCommand("SELECT count(*) FROM llm.job WHERE state = 'succeeded' AND finished_at >= $1 AND finished_at < $1 + make_interval(secs => $2)");
+                settled.Parameters.Add(new NpgsqlParameter<DateTime> { TypedValue = windowStart });
+                settled.Parameters.Add(new NpgsqlParameter<double> { TypedValue = seconds });
+                var done = (long)(await settled.ExecuteScalarAsync())!;
+                var stillQueued = await _db.ScalarAsync<long>($"SELECT count(*) FROM llm.job WHERE id BETWEEN {due[0]} AND {due[1]} AND state IN ('pending', 'running')");
+                covered &= stillQueued > 0;
+                rates.Add(done / seconds);
+                Progress($"user updates, worker draining ({label}, {done / seconds:0} jobs/s): {busy.Tps:0} tps, {busy.Deadlocks} deadlocks" +
+                         (stillQueued == 0 ? " (the drain ended before the window did: raise the chunk)" : $" ({stillQueued} jobs still queued at the end)") +
+                         $"; {busyWal}");
+            }
+
+            Progress($"  pair {pair + 1}: ratio {busy.Tps / idle.Tps:0.00}");
+            idles.Add(idle.Tps);
+            busies.Add(busy.Tps);
+            ratios.Add(busy.Tps / idle.Tps);
+            deadlocks = (deadlocks.Idle + idle.Deadlocks, deadlocks.Busy + busy.Deadlocks);
+        }
+
         // The rest of the queue is not measured: the next reset truncates it.
         await child.StopAsync();
         _model.Latency = TimeSpan.Zero;
-        Progress($"user updates, worker draining ({label}, {done / seconds:0} jobs/s): {busy.Tps:0} tps, {busy.Deadlocks} deadlocks, ratio {busy.Tps / idle.Tps:0.00}" +
-                 (stillPending == 0 ? " (the drain ended before the measurement did: raise UpdateJobs)" : $" ({stillPending} jobs still queued at the end)"));
-        return (idle, busy, done / seconds, stillPending > 0);
+        return ((Stats.Median(idles), deadlocks.Idle), (Stats.Median(busies), deadlocks.Busy), Stats.Median(ratios), Stats.Median(rates), covered);
     }
 
     private async Task<(long Low, long High)> IdRangeAsync()
@@ -493,16 +548,35 @@ internal sealed class Suite
         return (reader.GetInt64(0), reader.GetInt64(1));
     }
 
+    private sealed record WalStats(long Bytes, long FullPageImages, long Syncs, double Seconds);
+
+    private async Task<WalStats> WalAsync()
+    {
+        await using var command = _db.CreateCommand(
+            "SELECT wal_bytes::bigint, wal_fpi, wal_sync, extract(epoch FROM clock_timestamp())::float8 FROM pg_stat_wal");
+        await using var reader = await command.ExecuteReaderAsync();
+        await reader.ReadAsync();
+        return new WalStats(reader.GetInt64(0), reader.GetInt64(1), reader.GetInt64(2), reader.GetDouble(3));
+    }
+
+    /// <summary>What the server wrote to its WAL since <paramref name="start"/>: every user commit waits for its flush.</summary>
+    private async Task<string> WalSinceAsync(WalStats start)
+    {
+        var end = await WalAsync();
+        var seconds = end.Seconds - start.Seconds;
+        return $"WAL {(end.Bytes - start.Bytes) / seconds / 1e6:0.0} MB/s, {(end.FullPageImages - start.FullPageImages) / seconds:0} full-page images/s, {(end.Syncs - start.Syncs) / seconds:0} syncs/s";
+    }
+
     /// <summary>
     /// Two clients update random rows for the configured time. Each client is a dedicated thread making
     /// synchronous calls, like an application of its own: this process also hosts the model endpoint,
     /// and clients sharing its thread pool would queue behind the endpoint's requests, which measures
     /// the benchmark's own process rather than the database.
     /// </summary>
-    private Task<(double Tps, int Deadlocks)> UpdateRateAsync(long lowId, long highId)
+    private Task<(double Tps, int Deadlocks)> UpdateRateAsync(long lowId, long highId, double seconds)
     {
         const int clients = 2;
-        var duration = TimeSpan.FromSeconds(_settings.UpdateSeconds);
+        var duration = TimeSpan.FromSeconds(seconds);
         var deadlocks = 0;
         var counts = new long[clients];
         var clock = Stopwatch.StartNew();

@@ -35,9 +35,10 @@ internal sealed record SuiteSettings
 
     public int PickupJobs => Quick ? 60 : 300;
 
-    public double UpdateSeconds => Quick ? 2 : 5;
+    /// <summary>Seconds of each user-update window, and the number of idle/busy pairs.</summary>
+    public double UpdateSeconds => Quick ? 1.5 : 3;
 
-    public int UpdateJobs => Quick ? 20_000 : 60_000;
+    public int UpdateRepeats => Quick ? 2 : 6;
 
     public int RssJobs => Quick ? 10_000 : 100_000;
 
