@@ -71,6 +71,18 @@ internal sealed class EndpointLanes
         _filtersFor = tasks;
     }
 
+    /// <summary>Model calls in flight now, over all endpoints.</summary>
+    public int CallsInFlight()
+    {
+        var calls = 0;
+        foreach (var lane in _lanes)
+        {
+            calls += lane.Concurrency - lane.Calls.CurrentCount;
+        }
+
+        return calls;
+    }
+
     /// <summary>Whether lanes beyond the default one exist, so claims need the registry's task list.</summary>
     public bool NeedsTasks => _lanes.Length > 1;
 

@@ -91,7 +91,7 @@ public sealed partial class PgLlmWorker : BackgroundService
         using var jobsCancellation = new CancellationTokenSource();
         using var listenCancellation = CancellationTokenSource.CreateLinkedTokenSource(stoppingToken);
         var listener = untilIdle ? Task.CompletedTask : Task.Run(() => ListenAsync(listenCancellation.Token), CancellationToken.None);
-        var writeBacks = new WriteBackBatcher(_queue);
+        using var writeBacks = new WriteBackBatcher(_queue, _lanes.CallsInFlight);
         var sleep = new SleepAdvertisement(_dataSource, _workerId);
         var lanes = _lanes.All;
         var taken = new int[lanes.Count];

@@ -1,4 +1,6 @@
 using Npgsql;
+using PgLlm.Queue;
+using PgLlm.Worker;
 
 namespace PgLlm.Tests.Integration;
 
@@ -113,6 +115,31 @@ public sealed class WakeAndBatchTests
         Assert.Equal([null, "skipped"], outcomes.Select(o => o.State));
         Assert.Equal("23514", outcomes[0].Code);
         Assert.Equal(["running", "skipped"], await db.ListAsync<string>("SELECT state FROM llm.job ORDER BY id"));
+    }
+
+    [Theory]
+    [InlineData(100, true)]
+    [InlineData(0, false)]
+    public async Task Under_load_answers_that_end_apart_are_written_in_one_commit_and_an_idle_workers_at_once(int callsInFlight, bool together)
+    {
+        await using var db = await _fixture.CreateDatabaseAsync();
+        await db.ExecAsync("INSERT INTO flaky (id, input) VALUES (1, 'a'), (2, 'b')");
+        var jobs = await ClaimAsync(db);
+        using var queue = new JobQueue(db);
+        using var registry = new TaskRegistry(db);
+        var task = (await registry.FindAsync(jobs[0].Task, CancellationToken.None))!;
+        using var batcher = new WriteBackBatcher(queue, () => callsInFlight);
+
+        // The second answer ends 5 ms after the first: with many calls in flight the first waits for it.
+        var first = batcher.CompleteAsync(new WriteBack(task, new ClaimedJob(jobs[0].Id, jobs[0].Task, jobs[0].Attempt, 3), jobs[0].Hash, "{\"output\":\"A\"}", 1, 1));
+        await Task.Delay(5);
+        var second = batcher.CompleteAsync(new WriteBack(task, new ClaimedJob(jobs[1].Id, jobs[1].Task, jobs[1].Attempt, 3), jobs[1].Hash, "{\"output\":\"B\"}", 1, 1));
+        Assert.Equal(["succeeded", "succeeded"], await Task.WhenAll(first, second));
+        await batcher.CompleteAndDrainAsync();
+
+        // now() is the transaction's start: one commit gives both jobs the same finished_at.
+        Assert.Equal(together ? 1L : 2L, await db.ScalarAsync<long>("SELECT count(DISTINCT finished_at) FROM llm.job"));
+        Assert.Equal(["A", "B"], await db.ListAsync<string?>("SELECT output FROM flaky ORDER BY id"));
     }
 
     private sealed record Claimed(long Id, string Task, int Attempt, string Hash);
