@@ -9,12 +9,17 @@
 //   ... -- --stats               print the top statements from pg_stat_statements at the end
 //
 // The worker always runs as a separate process (this program, started with "worker"), so its
-// memory and CPU are its own, as in production.
+// memory and CPU are its own, as in production; so do the user-update clients ("clients").
 using PgLlm.Benchmarks;
 
 if (args is ["worker", ..])
 {
     return await WorkerChild.RunAsChildAsync(args[1..]);
+}
+
+if (args is ["clients", ..])
+{
+    return await UserClients.RunAsChildAsync(args[1..]);
 }
 
 var settings = SuiteSettings.Parse(args);

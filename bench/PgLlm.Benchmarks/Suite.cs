@@ -434,11 +434,12 @@ internal sealed class Suite
     // ---------------------------------------------------------------------------------------------
 
     /// <summary>
-    /// Two clients update random rows of the task's table (a column no task reads) with no worker, then
-    /// while a worker drains jobs of those same rows. Measured twice, each beside its own idle run:
-    /// with the 200 ms model of the drain_200ms setup (the worker at full speed against a model that
-    /// answers as fast as real ones at best: <c>user_update_ratio</c>), and with an instant model, where
-    /// the drain takes every core it can get (<c>user_update_ratio_instant_model</c>, reported).
+    /// Two clients (a process of their own) update random rows of the task's table (a column no task
+    /// reads) while the worker is idle and while it drains jobs of those same rows, in alternating
+    /// windows. Measured twice: with the 200 ms model of the drain_200ms setup (the worker at full speed
+    /// against a model that answers as fast as real ones at best: <c>user_update_ratio</c>), and with an
+    /// instant model, where the drain takes every core it can get (<c>user_update_ratio_instant_model</c>,
+    /// reported).
     /// </summary>
     private async Task MeasureUserUpdatesAsync()
     {
@@ -456,10 +457,11 @@ internal sealed class Suite
     }
 
     /// <summary>
-    /// User updates with the worker idle and while it drains, in alternating windows of one worker
+    /// User updates with the worker idle and while it drains, in alternating short windows of one worker
     /// process (idle-busy, busy-idle, ...: <see cref="SuiteSettings.UpdateRepeats"/> pairs); the ratio is
-    /// the median of the pairs'. Side by side, because this machine's commit rate drifts by a third from
-    /// one window to the next (each update waits for its WAL flush). Every row and its job is written
+    /// the median of the pairs'. Side by side and short, because this machine's commit rate drifts by a
+    /// third within seconds (each update waits for its WAL flush, and the disk's flush time varies): with
+    /// 5-second windows the pairs' ratios ranged from 0.5 to 1.3, with 1-second windows 0.75 to 1. Every row and its job is written
     /// before the worker starts, with the jobs scheduled a day ahead: a busy window makes a chunk of
     /// them due (more than the worker drains in the window), an idle window starts once nothing is due
     /// or running. So no window follows a bulk insert of its own, whose dirty pages would be written out
@@ -471,7 +473,12 @@ internal sealed class Suite
         var pairs = _settings.UpdateRepeats;
         // Comfortably more than the worker can drain in a window: its concurrency over the latency, or a
         // generous bound for an instant model.
-        var chunk = (int)(latency > TimeSpan.Zero ? 1.5 * worker.Concurrency / latency.TotalSeconds * windowSeconds : 9_000 * windowSeconds);
+        // A busy window starts once the first answers are written back (the drain's steady state), one
+        // model latency and a little after the chunk is due.
+        var rampUp = latency * 1.5 + TimeSpan.FromMilliseconds(50);
+        var chunk = (int)(latency > TimeSpan.Zero
+            ? 1.5 * worker.Concurrency / latency.TotalSeconds * (windowSeconds + rampUp.TotalSeconds)
+            : 9_000 * (windowSeconds + rampUp.TotalSeconds));
         var label = $"{latency.TotalMilliseconds:0} ms model, concurrency {worker.Concurrency}";
         await ResetAsync();
         await _db.ExecuteAsync($"INSERT INTO public.bench_items (body) SELECT 'item ' || g FROM generate_series(1, {chunk * pairs}) AS g");
@@ -481,6 +488,7 @@ internal sealed class Suite
         var (lowId, highId) = await IdRangeAsync();
 
         _model.Latency = TimeSpan.Zero;
+        await using var clients = UserClients.Start(_db.ConnectionString);
         await using var child = WorkerChild.Start(_db.ConnectionString, _model.BaseUrl, _model.ApiKey, worker);
         await WarmUpAsync();
         _model.Latency = latency;
@@ -499,7 +507,7 @@ internal sealed class Suite
                 {
                     await WaitUntilSettledAsync(0, TimeSpan.FromSeconds(60), onlyDue: true);
                     var wal = await WalAsync();
-                    idle = await UpdateRateAsync(lowId, highId, windowSeconds);
+                    idle = await clients.RunAsync(lowId, highId, windowSeconds);
                     Progress($"user updates, worker idle: {idle.Tps:0} tps, {idle.Deadlocks} deadlocks; {await WalSinceAsync(wal)}");
                     continue;
                 }
@@ -508,10 +516,11 @@ internal sealed class Suite
                     "WITH d AS (UPDATE llm.job SET scheduled_at = now() WHERE id IN (SELECT id FROM llm.job WHERE state = 'pending' AND scheduled_at > now() " +
                     $"ORDER BY id LIMIT {chunk}) RETURNING id) SELECT ARRAY[min(id), max(id)] FROM d");
                 await _db.ExecuteAsync("SELECT pg_notify('pgllm_jobs', '')");
+                await Task.Delay(rampUp);
                 var clock = Stopwatch.StartNew();
                 var walBusy = await WalAsync();
                 var windowStart = await _db.ScalarAsync<DateTime>("SELECT clock_timestamp()");
-                busy = await UpdateRateAsync(lowId, highId, windowSeconds);
+                busy = await clients.RunAsync(lowId, highId, windowSeconds);
                 var seconds = clock.Elapsed.TotalSeconds;
                 var busyWal = await WalSinceAsync(walBusy);
                 // Jobs settled during the window, whichever chunk they came from.
@@ -565,47 +574,6 @@ internal sealed class Suite
         var end = await WalAsync();
         var seconds = end.Seconds - start.Seconds;
         return $"WAL {(end.Bytes - start.Bytes) / seconds / 1e6:0.0} MB/s, {(end.FullPageImages - start.FullPageImages) / seconds:0} full-page images/s, {(end.Syncs - start.Syncs) / seconds:0} syncs/s";
-    }
-
-    /// <summary>
-    /// Two clients update random rows for the configured time. Each client is a dedicated thread making
-    /// synchronous calls, like an application of its own: this process also hosts the model endpoint,
-    /// and clients sharing its thread pool would queue behind the endpoint's requests, which measures
-    /// the benchmark's own process rather than the database.
-    /// </summary>
-    private Task<(double Tps, int Deadlocks)> UpdateRateAsync(long lowId, long highId, double seconds)
-    {
-        const int clients = 2;
-        var duration = TimeSpan.FromSeconds(seconds);
-        var deadlocks = 0;
-        var counts = new long[clients];
-        var clock = Stopwatch.StartNew();
-        var threads = Enumerable.Range(0, clients).Select(client => new Thread(() =>
-        {
-            var random = new Random(client);
-            using var connection = _db.OpenConnection();
-            using var update = new NpgsqlCommand("UPDATE public.bench_items SET note = note + 1 WHERE id = $1", connection);
-            var id = new NpgsqlParameter<long> { TypedValue = 0 };
-            update.Parameters.Add(id);
-            update.Prepare();
-            while (clock.Elapsed < duration)
-            {
-                id.TypedValue = random.NextInt64(lowId, highId + 1);
-                try
-                {
-                    update.ExecuteNonQuery();
-                    counts[client]++;
-                }
-                catch (PostgresException ex) when (ex.SqlState == PostgresErrorCodes.DeadlockDetected)
-                {
-                    Interlocked.Increment(ref deadlocks);
-                }
-            }
-        })
-        { IsBackground = true, Name = "user client " + client }).ToList();
-        threads.ForEach(t => t.Start());
-        threads.ForEach(t => t.Join());
-        return Task.FromResult((counts.Sum() / clock.Elapsed.TotalSeconds, deadlocks));
     }
 
     // ---------------------------------------------------------------------------------------------

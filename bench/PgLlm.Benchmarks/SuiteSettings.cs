@@ -36,9 +36,9 @@ internal sealed record SuiteSettings
     public int PickupJobs => Quick ? 60 : 300;
 
     /// <summary>Seconds of each user-update window, and the number of idle/busy pairs.</summary>
-    public double UpdateSeconds => Quick ? 1.5 : 3;
+    public double UpdateSeconds => Quick ? 0.5 : 1;
 
-    public int UpdateRepeats => Quick ? 2 : 6;
+    public int UpdateRepeats => Quick ? 4 : 20;
 
     public int RssJobs => Quick ? 10_000 : 100_000;
 

@@ -28,7 +28,14 @@ internal sealed class WorkerChild : IAsyncDisposable
         _errors = process.StandardError.ReadToEndAsync();
     }
 
-    public static WorkerChild Start(string connectionString, Uri baseUrl, string apiKey, WorkerSettings settings)
+    public static WorkerChild Start(string connectionString, Uri baseUrl, string apiKey, WorkerSettings settings) =>
+        new(Process.Start(StartInfo(
+                "worker", connectionString, baseUrl.ToString(), apiKey,
+                settings.Concurrency.ToString(CultureInfo.InvariantCulture), settings.BatchSize.ToString(CultureInfo.InvariantCulture)))
+            ?? throw new InvalidOperationException("could not start the worker process"));
+
+    /// <summary>This program again, as a child process with redirected standard streams.</summary>
+    internal static ProcessStartInfo StartInfo(params string[] args)
     {
         var self = Environment.ProcessPath ?? throw new InvalidOperationException("cannot find this program's path");
         var start = new ProcessStartInfo
@@ -44,17 +51,13 @@ internal sealed class WorkerChild : IAsyncDisposable
             start.ArgumentList.Add(typeof(WorkerChild).Assembly.Location);
         }
 
-        foreach (var arg in new[]
-                 {
-                     "worker", connectionString, baseUrl.ToString(), apiKey,
-                     settings.Concurrency.ToString(CultureInfo.InvariantCulture), settings.BatchSize.ToString(CultureInfo.InvariantCulture),
-                 })
+        foreach (var arg in args)
         {
             start.ArgumentList.Add(arg);
         }
 
         start.Environment["DOTNET_gcServer"] = "0";
-        return new WorkerChild(Process.Start(start) ?? throw new InvalidOperationException("could not start the worker process"));
+        return start;
     }
 
     /// <summary>The worker process's resident memory now (VmRSS), in MB.</summary>
