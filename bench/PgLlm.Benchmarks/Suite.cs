@@ -461,21 +461,21 @@ internal sealed class Suite
     /// process (idle-busy, busy-idle, ...: <see cref="SuiteSettings.UpdateRepeats"/> pairs); the ratio is
     /// the median of the pairs'. Side by side and short, because this machine's commit rate drifts by a
     /// third within seconds (each update waits for its WAL flush, and the disk's flush time varies): with
-    /// 5-second windows the pairs' ratios ranged from 0.5 to 1.3, with 1-second windows 0.75 to 1. Every row and its job is written
-    /// before the worker starts, with the jobs scheduled a day ahead: a busy window makes a chunk of
-    /// them due (more than the worker drains in the window), an idle window starts once nothing is due
-    /// or running. So no window follows a bulk insert of its own, whose dirty pages would be written out
-    /// during it.
+    /// 5-second windows the pairs' ratios ranged from 0.5 to 1.3, with 1-second windows 0.75 to 1.05.
+    /// Every row and its job is written before the worker starts, with the jobs scheduled a day ahead: a
+    /// busy window makes a chunk of them due (more than the worker drains in the window), an idle window
+    /// starts once nothing is due or running. So no window follows a bulk insert of its own, whose dirty
+    /// pages would be written out during it.
     /// </summary>
     private async Task<((double Tps, int Deadlocks) Idle, (double Tps, int Deadlocks) Busy, double Ratio, double DrainRate, bool Covered)> UpdatesWhileDrainingAsync(TimeSpan latency, WorkerSettings worker)
     {
         var windowSeconds = _settings.UpdateSeconds;
         var pairs = _settings.UpdateRepeats;
-        // Comfortably more than the worker can drain in a window: its concurrency over the latency, or a
-        // generous bound for an instant model.
         // A busy window starts once the first answers are written back (the drain's steady state), one
         // model latency and a little after the chunk is due.
         var rampUp = latency * 1.5 + TimeSpan.FromMilliseconds(50);
+        // Comfortably more than the worker can drain in the ramp-up and the window: its concurrency over
+        // the latency, or a generous bound for an instant model.
         var chunk = (int)(latency > TimeSpan.Zero
             ? 1.5 * worker.Concurrency / latency.TotalSeconds * (windowSeconds + rampUp.TotalSeconds)
             : 9_000 * (windowSeconds + rampUp.TotalSeconds));

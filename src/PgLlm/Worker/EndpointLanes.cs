@@ -106,23 +106,32 @@ internal sealed class EndpointLanes
     /// lane claims only once at least half that many are wanted, so a worker whose calls end one at a
     /// time (a slow model) claims in batches rather than one job per call.
     /// </summary>
-    internal sealed class Lane(string? endpoint, int concurrency)
+    internal sealed class Lane
     {
         private int _waiting;
 
-        /// <summary>The named endpoint; null for the default one.</summary>
-        public string? Endpoint { get; } = endpoint;
+        public Lane(string? endpoint, int concurrency)
+        {
+            Endpoint = endpoint;
+            Concurrency = concurrency;
+            Ahead = concurrency / 4;
+            Slots = new SemaphoreSlim(concurrency + Ahead, concurrency + Ahead);
+            Calls = new SemaphoreSlim(concurrency, concurrency);
+        }
 
-        public int Concurrency { get; } = concurrency;
+        /// <summary>The named endpoint; null for the default one.</summary>
+        public string? Endpoint { get; }
+
+        public int Concurrency { get; }
 
         /// <summary>Jobs claimed beyond the concurrency, waiting for a call slot: none below a concurrency of 4.</summary>
-        public int Ahead { get; } = concurrency / 4;
+        public int Ahead { get; }
 
         /// <summary>Free while no claimed job holds it: taken at the claim, given back when the job's model call ends.</summary>
-        public SemaphoreSlim Slots { get; } = new(concurrency + (concurrency / 4), concurrency + (concurrency / 4));
+        public SemaphoreSlim Slots { get; }
 
         /// <summary>One per model call in flight: the endpoint's concurrency.</summary>
-        public SemaphoreSlim Calls { get; } = new(concurrency, concurrency);
+        public SemaphoreSlim Calls { get; }
 
         /// <summary>Claimed jobs not yet holding a call slot.</summary>
         public int Waiting => Volatile.Read(ref _waiting);
