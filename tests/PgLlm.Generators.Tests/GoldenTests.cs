@@ -76,6 +76,26 @@ public sealed class GoldenTests
         Assert.Equal(["1000-public.user_reviews"], changed);
     }
 
+    [Fact]
+    public void Enqueue_triggers_inline_the_same_wake_up_steps_as_llm_wake_workers()
+    {
+        var scripts = GeneratorHarness.LoadScripts(GeneratorHarness.Run(Reviews).Output);
+        var core = scripts.Single(s => s.Kind == PgLlmScriptKind.Core).Sql;
+        var table = scripts.Single(s => s.Kind == PgLlmScriptKind.Table).Sql;
+
+        // llm.wake_workers' IF ... END IF, its comments left out, its first IF as the ELSIF it becomes inline.
+        var body = core[core.IndexOf("CREATE OR REPLACE FUNCTION llm.wake_workers()", StringComparison.Ordinal)..];
+        body = body[body.IndexOf("    IF ", StringComparison.Ordinal)..body.IndexOf("    END IF;", StringComparison.Ordinal)];
+        var steps = string.Concat(body.Split('\n').Where(l => l.Length > 0 && !l.TrimStart().StartsWith("--", StringComparison.Ordinal)).Select(l => l + "\n"));
+        Assert.StartsWith("    IF current_setting(", steps, StringComparison.Ordinal);
+        Assert.Equal(PgLlm.Generators.Sql.TableScriptEmitter.WakeSleepingWorkers, "    ELS" + steps.TrimStart());
+
+        // Every enqueue trigger of the table runs them, after its insert found no pending job.
+        var enqueues = table.Split("CREATE OR REPLACE FUNCTION ").Where(f => f.Split('\n')[0].EndsWith(":enqueue\"()", StringComparison.Ordinal)).ToList();
+        Assert.NotEmpty(enqueues);
+        Assert.All(enqueues, f => Assert.Contains("    IF NOT FOUND THEN\n        RETURN NULL;\n" + PgLlm.Generators.Sql.TableScriptEmitter.WakeSleepingWorkers, f, StringComparison.Ordinal));
+    }
+
     private static void VerifyAll(string name, string source)
     {
         var result = GeneratorHarness.Run(source);

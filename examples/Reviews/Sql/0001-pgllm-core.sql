@@ -58,17 +58,32 @@ ALTER TABLE llm.task ADD COLUMN IF NOT EXISTS image_columns text[] NOT NULL DEFA
 -- then written back one by one through complete_function).
 ALTER TABLE llm.task ADD COLUMN IF NOT EXISTS complete_batch_function regproc;
 
+-- A job's state and its attempt limit are domains rather than CHECK constraints on llm.job: PostgreSQL
+-- parses and plans a table's CHECK expressions again each time a statement that writes the table starts,
+-- and every enqueue trigger is such a statement (54,000 of the 444,000 CPU instructions of an insert
+-- with a task trigger went to the state check alone). A domain's constraints are parsed once per
+-- session, and checked only when a statement assigns the column. Their constraints are added below,
+-- once llm.job uses them (see the upgrade of an older queue).
+DO $domains$
+BEGIN
+    IF to_regtype('llm.job_state') IS NULL THEN
+        CREATE DOMAIN llm.job_state AS text;
+    END IF;
+    IF to_regtype('llm.job_max_attempts') IS NULL THEN
+        CREATE DOMAIN llm.job_max_attempts AS integer;
+    END IF;
+END
+$domains$;
+
 -- The queue. A job names a task and a row key, never the row's values: the worker reads the
 -- latest values when it runs the job, so rapid updates collapse into one pending job.
 CREATE TABLE IF NOT EXISTS llm.job (
     id            bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
     task          text NOT NULL,
     row_key       jsonb NOT NULL,
-    state         text NOT NULL DEFAULT 'pending'
-                  CONSTRAINT job_state_check
-                  CHECK (state IN ('pending', 'running', 'succeeded', 'failed', 'superseded', 'skipped')),
+    state         llm.job_state NOT NULL DEFAULT 'pending',
     attempt       integer NOT NULL DEFAULT 0,
-    max_attempts  integer NOT NULL CHECK (max_attempts >= 1),
+    max_attempts  llm.job_max_attempts NOT NULL,
     scheduled_at  timestamptz NOT NULL DEFAULT now(),
     created_at    timestamptz NOT NULL DEFAULT now(),
     attempted_at  timestamptz,
@@ -81,6 +96,42 @@ CREATE TABLE IF NOT EXISTS llm.job (
     input_tokens  integer,
     output_tokens integer
 );
+
+-- A queue created before the domains above: its columns become the domains in place. Without their
+-- constraints yet, the change is a relabel (with them, PostgreSQL would rewrite the whole table); the
+-- partial indexes are built again and the views over llm.job dropped (both are created again below).
+DO $upgrade$
+BEGIN
+    IF (SELECT a.atttypid FROM pg_catalog.pg_attribute AS a
+         WHERE a.attrelid = 'llm.job'::regclass AND a.attname = 'state') = 'text'::regtype THEN
+        DROP VIEW IF EXISTS llm.job_status;
+        DROP VIEW IF EXISTS llm.usage_daily;
+        -- Domains left with their constraints by an interrupted upgrade would make it a rewrite.
+        ALTER DOMAIN llm.job_state DROP CONSTRAINT IF EXISTS job_state_check;
+        ALTER DOMAIN llm.job_max_attempts DROP CONSTRAINT IF EXISTS job_max_attempts_check;
+        ALTER TABLE llm.job
+            DROP CONSTRAINT IF EXISTS job_state_check,
+            DROP CONSTRAINT IF EXISTS job_max_attempts_check,
+            ALTER COLUMN state TYPE llm.job_state,
+            ALTER COLUMN max_attempts TYPE llm.job_max_attempts;
+    END IF;
+END
+$upgrade$;
+
+-- The domains' constraints (checked against the existing jobs when added).
+DO $domain_checks$
+BEGIN
+    IF NOT EXISTS (SELECT 1 FROM pg_catalog.pg_constraint AS c
+                    WHERE c.contypid = 'llm.job_state'::regtype AND c.conname = 'job_state_check') THEN
+        ALTER DOMAIN llm.job_state ADD CONSTRAINT job_state_check
+            CHECK (VALUE IN ('pending', 'running', 'succeeded', 'failed', 'superseded', 'skipped'));
+    END IF;
+    IF NOT EXISTS (SELECT 1 FROM pg_catalog.pg_constraint AS c
+                    WHERE c.contypid = 'llm.job_max_attempts'::regtype AND c.conname = 'job_max_attempts_check') THEN
+        ALTER DOMAIN llm.job_max_attempts ADD CONSTRAINT job_max_attempts_check CHECK (VALUE >= 1);
+    END IF;
+END
+$domain_checks$;
 
 -- Dedup: at most one pending job per (task, row). The triggers' INSERT ... ON CONFLICT is
 -- answered by this index, so its cost does not grow with the queue.
@@ -132,7 +183,7 @@ BEGIN
                               ORDER BY c.scheduled_at, c.id
                               LIMIT p_limit
                                 FOR UPDATE SKIP LOCKED))
- RETURNING j.id, j.task, j.row_key, j.attempt, j.max_attempts;
+ RETURNING j.id, j.task, j.row_key, j.attempt, j.max_attempts::integer; -- as declared: RETURN QUERY refuses the domain
 END
 $fn$;
 
@@ -437,6 +488,8 @@ CREATE UNLOGGED TABLE IF NOT EXISTS llm.sleeping_worker (
     since  timestamptz NOT NULL DEFAULT now()
 );
 
+-- The generated enqueue triggers run these same steps inline (a call would cost each enqueue a function
+-- call and a search_path change); the write-backs' rare re-enqueue calls the function.
 CREATE OR REPLACE FUNCTION llm.wake_workers()
 RETURNS void
 LANGUAGE plpgsql

@@ -14,9 +14,15 @@ BEGIN
     INSERT INTO llm.job (task, row_key, max_attempts)
     VALUES ('public.user_reviews:sentiment', jsonb_build_object('id', NEW."id"), 5)
     ON CONFLICT (task, row_key) WHERE state = 'pending' DO NOTHING;
-    -- Notify only for a new job, and only when a worker sleeps (see llm.wake_workers).
-    IF FOUND THEN
-        PERFORM llm.wake_workers();
+    -- Notify only for a new job, and only when a worker sleeps: llm.wake_workers, inlined.
+    IF NOT FOUND THEN
+        RETURN NULL;
+    ELSIF current_setting('transaction_isolation') <> 'read committed' THEN
+        PERFORM pg_notify('pgllm_jobs', '');
+    ELSIF NOT pg_try_advisory_xact_lock_shared(1348954220, 1) THEN
+        PERFORM pg_notify('pgllm_jobs', '');
+    ELSIF EXISTS (SELECT 1 FROM llm.sleeping_worker) THEN
+        PERFORM pg_notify('pgllm_jobs', '');
     END IF;
     RETURN NULL;
 END
@@ -218,9 +224,15 @@ BEGIN
     INSERT INTO llm.job (task, row_key, max_attempts)
     VALUES ('public.user_reviews:emotion+user_review_es', jsonb_build_object('id', NEW."id"), 5)
     ON CONFLICT (task, row_key) WHERE state = 'pending' DO NOTHING;
-    -- Notify only for a new job, and only when a worker sleeps (see llm.wake_workers).
-    IF FOUND THEN
-        PERFORM llm.wake_workers();
+    -- Notify only for a new job, and only when a worker sleeps: llm.wake_workers, inlined.
+    IF NOT FOUND THEN
+        RETURN NULL;
+    ELSIF current_setting('transaction_isolation') <> 'read committed' THEN
+        PERFORM pg_notify('pgllm_jobs', '');
+    ELSIF NOT pg_try_advisory_xact_lock_shared(1348954220, 1) THEN
+        PERFORM pg_notify('pgllm_jobs', '');
+    ELSIF EXISTS (SELECT 1 FROM llm.sleeping_worker) THEN
+        PERFORM pg_notify('pgllm_jobs', '');
     END IF;
     RETURN NULL;
 END

@@ -14,9 +14,15 @@ BEGIN
     INSERT INTO llm.job (task, row_key, max_attempts)
     VALUES ('public.receipts:note_mood', jsonb_build_object('id', NEW."id"), 5)
     ON CONFLICT (task, row_key) WHERE state = 'pending' DO NOTHING;
-    -- Notify only for a new job, and only when a worker sleeps (see llm.wake_workers).
-    IF FOUND THEN
-        PERFORM llm.wake_workers();
+    -- Notify only for a new job, and only when a worker sleeps: llm.wake_workers, inlined.
+    IF NOT FOUND THEN
+        RETURN NULL;
+    ELSIF current_setting('transaction_isolation') <> 'read committed' THEN
+        PERFORM pg_notify('pgllm_jobs', '');
+    ELSIF NOT pg_try_advisory_xact_lock_shared(1348954220, 1) THEN
+        PERFORM pg_notify('pgllm_jobs', '');
+    ELSIF EXISTS (SELECT 1 FROM llm.sleeping_worker) THEN
+        PERFORM pg_notify('pgllm_jobs', '');
     END IF;
     RETURN NULL;
 END
@@ -218,9 +224,15 @@ BEGIN
     INSERT INTO llm.job (task, row_key, max_attempts)
     VALUES ('public.receipts:stars', jsonb_build_object('id', NEW."id"), 5)
     ON CONFLICT (task, row_key) WHERE state = 'pending' DO NOTHING;
-    -- Notify only for a new job, and only when a worker sleeps (see llm.wake_workers).
-    IF FOUND THEN
-        PERFORM llm.wake_workers();
+    -- Notify only for a new job, and only when a worker sleeps: llm.wake_workers, inlined.
+    IF NOT FOUND THEN
+        RETURN NULL;
+    ELSIF current_setting('transaction_isolation') <> 'read committed' THEN
+        PERFORM pg_notify('pgllm_jobs', '');
+    ELSIF NOT pg_try_advisory_xact_lock_shared(1348954220, 1) THEN
+        PERFORM pg_notify('pgllm_jobs', '');
+    ELSIF EXISTS (SELECT 1 FROM llm.sleeping_worker) THEN
+        PERFORM pg_notify('pgllm_jobs', '');
     END IF;
     RETURN NULL;
 END
@@ -422,9 +434,15 @@ BEGIN
     INSERT INTO llm.job (task, row_key, max_attempts)
     VALUES ('public.receipts:tags', jsonb_build_object('id', NEW."id"), 5)
     ON CONFLICT (task, row_key) WHERE state = 'pending' DO NOTHING;
-    -- Notify only for a new job, and only when a worker sleeps (see llm.wake_workers).
-    IF FOUND THEN
-        PERFORM llm.wake_workers();
+    -- Notify only for a new job, and only when a worker sleeps: llm.wake_workers, inlined.
+    IF NOT FOUND THEN
+        RETURN NULL;
+    ELSIF current_setting('transaction_isolation') <> 'read committed' THEN
+        PERFORM pg_notify('pgllm_jobs', '');
+    ELSIF NOT pg_try_advisory_xact_lock_shared(1348954220, 1) THEN
+        PERFORM pg_notify('pgllm_jobs', '');
+    ELSIF EXISTS (SELECT 1 FROM llm.sleeping_worker) THEN
+        PERFORM pg_notify('pgllm_jobs', '');
     END IF;
     RETURN NULL;
 END
@@ -626,9 +644,15 @@ BEGIN
     INSERT INTO llm.job (task, row_key, max_attempts)
     VALUES ('public.receipts:codes', jsonb_build_object('id', NEW."id"), 5)
     ON CONFLICT (task, row_key) WHERE state = 'pending' DO NOTHING;
-    -- Notify only for a new job, and only when a worker sleeps (see llm.wake_workers).
-    IF FOUND THEN
-        PERFORM llm.wake_workers();
+    -- Notify only for a new job, and only when a worker sleeps: llm.wake_workers, inlined.
+    IF NOT FOUND THEN
+        RETURN NULL;
+    ELSIF current_setting('transaction_isolation') <> 'read committed' THEN
+        PERFORM pg_notify('pgllm_jobs', '');
+    ELSIF NOT pg_try_advisory_xact_lock_shared(1348954220, 1) THEN
+        PERFORM pg_notify('pgllm_jobs', '');
+    ELSIF EXISTS (SELECT 1 FROM llm.sleeping_worker) THEN
+        PERFORM pg_notify('pgllm_jobs', '');
     END IF;
     RETURN NULL;
 END
@@ -830,9 +854,15 @@ BEGIN
     INSERT INTO llm.job (task, row_key, max_attempts)
     VALUES ('public.receipts:origin', jsonb_build_object('id', NEW."id"), 5)
     ON CONFLICT (task, row_key) WHERE state = 'pending' DO NOTHING;
-    -- Notify only for a new job, and only when a worker sleeps (see llm.wake_workers).
-    IF FOUND THEN
-        PERFORM llm.wake_workers();
+    -- Notify only for a new job, and only when a worker sleeps: llm.wake_workers, inlined.
+    IF NOT FOUND THEN
+        RETURN NULL;
+    ELSIF current_setting('transaction_isolation') <> 'read committed' THEN
+        PERFORM pg_notify('pgllm_jobs', '');
+    ELSIF NOT pg_try_advisory_xact_lock_shared(1348954220, 1) THEN
+        PERFORM pg_notify('pgllm_jobs', '');
+    ELSIF EXISTS (SELECT 1 FROM llm.sleeping_worker) THEN
+        PERFORM pg_notify('pgllm_jobs', '');
     END IF;
     RETURN NULL;
 END
@@ -1034,9 +1064,15 @@ BEGIN
     INSERT INTO llm.job (task, row_key, max_attempts)
     VALUES ('public.receipts:is_refund', jsonb_build_object('id', NEW."id"), 5)
     ON CONFLICT (task, row_key) WHERE state = 'pending' DO NOTHING;
-    -- Notify only for a new job, and only when a worker sleeps (see llm.wake_workers).
-    IF FOUND THEN
-        PERFORM llm.wake_workers();
+    -- Notify only for a new job, and only when a worker sleeps: llm.wake_workers, inlined.
+    IF NOT FOUND THEN
+        RETURN NULL;
+    ELSIF current_setting('transaction_isolation') <> 'read committed' THEN
+        PERFORM pg_notify('pgllm_jobs', '');
+    ELSIF NOT pg_try_advisory_xact_lock_shared(1348954220, 1) THEN
+        PERFORM pg_notify('pgllm_jobs', '');
+    ELSIF EXISTS (SELECT 1 FROM llm.sleeping_worker) THEN
+        PERFORM pg_notify('pgllm_jobs', '');
     END IF;
     RETURN NULL;
 END
@@ -1238,9 +1274,15 @@ BEGIN
     INSERT INTO llm.job (task, row_key, max_attempts)
     VALUES ('public.receipts:written_at', jsonb_build_object('id', NEW."id"), 5)
     ON CONFLICT (task, row_key) WHERE state = 'pending' DO NOTHING;
-    -- Notify only for a new job, and only when a worker sleeps (see llm.wake_workers).
-    IF FOUND THEN
-        PERFORM llm.wake_workers();
+    -- Notify only for a new job, and only when a worker sleeps: llm.wake_workers, inlined.
+    IF NOT FOUND THEN
+        RETURN NULL;
+    ELSIF current_setting('transaction_isolation') <> 'read committed' THEN
+        PERFORM pg_notify('pgllm_jobs', '');
+    ELSIF NOT pg_try_advisory_xact_lock_shared(1348954220, 1) THEN
+        PERFORM pg_notify('pgllm_jobs', '');
+    ELSIF EXISTS (SELECT 1 FROM llm.sleeping_worker) THEN
+        PERFORM pg_notify('pgllm_jobs', '');
     END IF;
     RETURN NULL;
 END
@@ -1442,9 +1484,15 @@ BEGIN
     INSERT INTO llm.job (task, row_key, max_attempts)
     VALUES ('public.receipts:scan_text', jsonb_build_object('id', NEW."id"), 5)
     ON CONFLICT (task, row_key) WHERE state = 'pending' DO NOTHING;
-    -- Notify only for a new job, and only when a worker sleeps (see llm.wake_workers).
-    IF FOUND THEN
-        PERFORM llm.wake_workers();
+    -- Notify only for a new job, and only when a worker sleeps: llm.wake_workers, inlined.
+    IF NOT FOUND THEN
+        RETURN NULL;
+    ELSIF current_setting('transaction_isolation') <> 'read committed' THEN
+        PERFORM pg_notify('pgllm_jobs', '');
+    ELSIF NOT pg_try_advisory_xact_lock_shared(1348954220, 1) THEN
+        PERFORM pg_notify('pgllm_jobs', '');
+    ELSIF EXISTS (SELECT 1 FROM llm.sleeping_worker) THEN
+        PERFORM pg_notify('pgllm_jobs', '');
     END IF;
     RETURN NULL;
 END
@@ -1646,9 +1694,15 @@ BEGIN
     INSERT INTO llm.job (task, row_key, max_attempts)
     VALUES ('public.receipts:totals', jsonb_build_object('id', NEW."id"), 5)
     ON CONFLICT (task, row_key) WHERE state = 'pending' DO NOTHING;
-    -- Notify only for a new job, and only when a worker sleeps (see llm.wake_workers).
-    IF FOUND THEN
-        PERFORM llm.wake_workers();
+    -- Notify only for a new job, and only when a worker sleeps: llm.wake_workers, inlined.
+    IF NOT FOUND THEN
+        RETURN NULL;
+    ELSIF current_setting('transaction_isolation') <> 'read committed' THEN
+        PERFORM pg_notify('pgllm_jobs', '');
+    ELSIF NOT pg_try_advisory_xact_lock_shared(1348954220, 1) THEN
+        PERFORM pg_notify('pgllm_jobs', '');
+    ELSIF EXISTS (SELECT 1 FROM llm.sleeping_worker) THEN
+        PERFORM pg_notify('pgllm_jobs', '');
     END IF;
     RETURN NULL;
 END
