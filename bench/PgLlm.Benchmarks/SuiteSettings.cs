@@ -11,10 +11,10 @@ internal sealed record SuiteSettings
 
     public bool PrintStatements { get; init; }
 
-    /// <summary>Seconds of each insert-rate run, and the number of side-by-side repeats.</summary>
-    public double InsertSeconds => Quick ? 1.5 : 5;
+    /// <summary>Seconds of each insert-rate window, and the number of plain/trigger pairs.</summary>
+    public double InsertSeconds => Quick ? 0.5 : 1;
 
-    public int InsertRepeats => Quick ? 1 : 3;
+    public int InsertPairs => Quick ? 4 : 16;
 
     /// <summary>Rows per statement in the trigger-cost measurement, repeats, and the backlog size.</summary>
     public int TriggerRows => Quick ? 2_000 : 5_000;

@@ -145,6 +145,32 @@ public sealed class ReliabilityTests
     }
 
     [Fact]
+    public async Task Re_driving_takes_each_rows_latest_failed_job_and_leaves_rows_with_a_pending_one()
+    {
+        await using var db = await _fixture.CreateDatabaseAsync();
+        // Row 1 failed twice; row 2 failed and has a pending job again; row 3 failed once, on another task.
+        var ids = await db.ListAsync<long>("""
+            INSERT INTO llm.job (task, row_key, max_attempts, state, finished_at) VALUES
+                ('public.flaky:output', '{"id": 1}', 3, 'failed', now()),
+                ('public.flaky:output', '{"id": 1}', 3, 'failed', now()),
+                ('public.flaky:output', '{"id": 2}', 3, 'failed', now()),
+                ('public.flaky:output', '{"id": 2}', 3, 'pending', NULL),
+                ('public.reviews:sentiment', '{"id": 3}', 3, 'failed', now())
+            RETURNING id
+            """);
+
+        // The older failed job of row 1 is not re-driven on its own: the newer one stands for the row.
+        Assert.Equal(0, await db.ScalarAsync<int>("SELECT llm.retry_failed(p_job_id => $1)", ids[0]));
+        Assert.Equal(1, await db.ScalarAsync<int>("SELECT llm.retry_failed('public.flaky:output')"));
+        Assert.Equal(
+            ["failed", "pending", "failed", "pending", "failed"],
+            await db.ListAsync<string>("SELECT state FROM llm.job ORDER BY id"));
+        Assert.Equal(1, await db.ScalarAsync<int>("SELECT llm.retry_failed()"));
+        Assert.Equal("pending", await db.ScalarAsync<string>("SELECT state FROM llm.job WHERE id = $1", ids[4]));
+        Assert.Equal(0, await db.ScalarAsync<int>("SELECT llm.retry_failed()"));
+    }
+
+    [Fact]
     public async Task Failing_jobs_queued_ahead_never_hold_back_healthy_ones()
     {
         await using var db = await _fixture.CreateDatabaseAsync();
