@@ -19,7 +19,8 @@ internal sealed record SuiteSettings
     /// <summary>Rows per statement in the trigger-cost measurement, repeats, and the backlog size.</summary>
     public int TriggerRows => Quick ? 2_000 : 5_000;
 
-    public int TriggerRepeats => Quick ? 3 : 7;
+    /// <summary>Empty/backlog pairs of the trigger-cost measurement.</summary>
+    public int TriggerRepeats => Quick ? 4 : 24;
 
     public int Backlog => Quick ? 20_000 : 100_000;
 
