@@ -20,7 +20,7 @@ internal sealed record SuiteSettings
     public int TriggerRows => Quick ? 2_000 : 5_000;
 
     /// <summary>Empty/backlog pairs of the trigger-cost measurement.</summary>
-    public int TriggerRepeats => Quick ? 4 : 24;
+    public int TriggerRepeats => Quick ? 4 : 48;
 
     public int Backlog => Quick ? 20_000 : 100_000;
 
@@ -39,7 +39,7 @@ internal sealed record SuiteSettings
     /// <summary>Seconds of each user-update window, and the number of idle/busy pairs.</summary>
     public double UpdateSeconds => Quick ? 0.5 : 1;
 
-    public int UpdateRepeats => Quick ? 4 : 20;
+    public int UpdateRepeats => Quick ? 4 : 40;
 
     public int RssJobs => Quick ? 10_000 : 100_000;
 
