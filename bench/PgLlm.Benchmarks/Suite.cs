@@ -160,46 +160,24 @@ internal sealed class Suite
     private async Task MeasureInsertsAsync(int clients, string plainKey, string triggerKey, string ratioKey)
     {
         await ResetAsync();
-        var connections = new List<(NpgsqlConnection Connection, NpgsqlCommand Plain, NpgsqlCommand Trigger, NpgsqlParameter<string> PlainBody, NpgsqlParameter<string> TriggerBody)>();
+        var connections = new List<NpgsqlConnection>();
+        var plainInserts = new List<(NpgsqlCommand Insert, NpgsqlParameter<string> Body)>();
+        var triggerInserts = new List<(NpgsqlCommand Insert, NpgsqlParameter<string> Body)>();
         try
         {
             for (var client = 0; client < clients; client++)
             {
                 var connection = await _db.OpenConnectionAsync();
-                var plainInsert = new NpgsqlCommand("INSERT INTO public.bench_plain (body) VALUES ($1)", connection);
-                var triggerInsert = new NpgsqlCommand("INSERT INTO public.bench_items (body) VALUES ($1)", connection);
-                var plainBody = new NpgsqlParameter<string> { TypedValue = "" };
-                var triggerBody = new NpgsqlParameter<string> { TypedValue = "" };
-                plainInsert.Parameters.Add(plainBody);
-                triggerInsert.Parameters.Add(triggerBody);
-                await plainInsert.PrepareAsync();
-                await triggerInsert.PrepareAsync();
-                connections.Add((connection, plainInsert, triggerInsert, plainBody, triggerBody));
+                connections.Add(connection);
+                plainInserts.Add(await PrepareInsertAsync(connection, "public.bench_plain"));
+                triggerInserts.Add(await PrepareInsertAsync(connection, "public.bench_items"));
             }
 
-            var plain = new List<double>();
-            var trigger = new List<double>();
-            var ratios = new List<double>();
-            for (var pair = 0; pair < _settings.InsertPairs; pair++)
+            var (plain, trigger, ratios) = await Stats.AlternatingPairsAsync(
+                _settings.InsertPairs, () => InsertRateAsync(plainInserts), () => InsertRateAsync(triggerInserts));
+            for (var i = 0; i < ratios.Count; i++)
             {
-                double p = 0, t = 0;
-                foreach (var triggerWindow in pair % 2 == 0 ? new[] { false, true } : [true, false])
-                {
-                    var rate = await InsertRateAsync(connections.Select(c => triggerWindow ? (c.Trigger, c.TriggerBody) : (c.Plain, c.PlainBody)).ToList());
-                    if (triggerWindow)
-                    {
-                        t = rate;
-                    }
-                    else
-                    {
-                        p = rate;
-                    }
-                }
-
-                plain.Add(p);
-                trigger.Add(t);
-                ratios.Add(t / p);
-                Progress($"inserts, {clients} clients, pair {pair + 1}: plain {p:0} tps, trigger {t:0} tps, ratio {t / p:0.00}");
+                Progress($"inserts, {clients} clients, pair {i + 1}: plain {plain[i]:0} tps, trigger {trigger[i]:0} tps, ratio {ratios[i]:0.00}");
             }
 
             _results[plainKey] = Math.Round(Stats.Median(plain), 0);
@@ -208,13 +186,25 @@ internal sealed class Suite
         }
         finally
         {
-            foreach (var c in connections)
+            foreach (var (insert, _) in plainInserts.Concat(triggerInserts))
             {
-                await c.Plain.DisposeAsync();
-                await c.Trigger.DisposeAsync();
-                await c.Connection.DisposeAsync();
+                await insert.DisposeAsync();
+            }
+
+            foreach (var connection in connections)
+            {
+                await connection.DisposeAsync();
             }
         }
+    }
+
+    private static async Task<(NpgsqlCommand Insert, NpgsqlParameter<string> Body)> PrepareInsertAsync(NpgsqlConnection connection, string table)
+    {
+        var insert = new NpgsqlCommand($"INSERT INTO {table} (body) VALUES ($1)", connection);
+        var body = new NpgsqlParameter<string> { TypedValue = "" };
+        insert.Parameters.Add(body);
+        await insert.PrepareAsync();
+        return (insert, body);
     }
 
     /// <summary>Inserts per second over one window, each connection inserting one row at a time with its prepared command.</summary>
@@ -268,27 +258,8 @@ internal sealed class Suite
         // A first round of each, not counted: plans and caches.
         await TriggerCostAsync(emptyConnection);
         await TriggerCostAsync(backlogConnection);
-        var empty = new List<double>();
-        var backlog = new List<double>();
-        var ratios = new List<double>();
-        for (var pair = 0; pair < _settings.TriggerRepeats; pair++)
-        {
-            double e, b;
-            if (pair % 2 == 0)
-            {
-                e = await TriggerCostAsync(emptyConnection);
-                b = await TriggerCostAsync(backlogConnection);
-            }
-            else
-            {
-                b = await TriggerCostAsync(backlogConnection);
-                e = await TriggerCostAsync(emptyConnection);
-            }
-
-            empty.Add(e);
-            backlog.Add(b);
-            ratios.Add(b / e);
-        }
+        var (empty, backlog, ratios) = await Stats.AlternatingPairsAsync(
+            _settings.TriggerPairs, () => TriggerCostAsync(emptyConnection), () => TriggerCostAsync(backlogConnection));
 
         Progress($"trigger cost, empty queue: {Stats.Median(empty):0.0000} ms/row; {pending} pending jobs: {Stats.Median(backlog):0.0000} ms/row " +
                  $"(pairs' ratios {string.Join(", ", ratios.Order().Select(r => r.ToString("0.00", CultureInfo.InvariantCulture)))})");
@@ -296,6 +267,11 @@ internal sealed class Suite
         _results["trigger_ms_backlog"] = Math.Round(Stats.Median(backlog), 4);
         _results["trigger_backlog_jobs"] = pending;
         _results["backlog_cost_ratio"] = Math.Round(Stats.Median(ratios), 3);
+
+        // Its rolled-back rows would otherwise be vacuumed during a later measurement.
+        await backlogConnection.CloseAsync();
+        await backlogDb.DisposeAsync();
+        await _db.ExecuteAsync("DROP DATABASE bench_backlog WITH (FORCE)");
     }
 
     /// <summary>The trigger's cost per row, in ms: the same rolled-back multi-row insert into both tables, the plain table's time subtracted.</summary>

@@ -16,11 +16,10 @@ internal sealed record SuiteSettings
 
     public int InsertPairs => Quick ? 4 : 16;
 
-    /// <summary>Rows per statement in the trigger-cost measurement, repeats, and the backlog size.</summary>
+    /// <summary>Rows per statement in the trigger-cost measurement, empty/backlog pairs, and the backlog size.</summary>
     public int TriggerRows => Quick ? 2_000 : 5_000;
 
-    /// <summary>Empty/backlog pairs of the trigger-cost measurement.</summary>
-    public int TriggerRepeats => Quick ? 4 : 48;
+    public int TriggerPairs => Quick ? 4 : 48;
 
     public int Backlog => Quick ? 20_000 : 100_000;
 
