@@ -100,6 +100,7 @@ public sealed partial class PgLlmWorker : BackgroundService
         var settled = 0;
         var nextMaintenance = Stopwatch.GetTimestamp();
         var failureDelay = TimeSpan.FromMilliseconds(200);
+        var heldCap = 2 * _lanes.TotalConcurrency;
 
         try
         {
@@ -113,7 +114,7 @@ public sealed partial class PgLlmWorker : BackgroundService
                     held = inFlight.Count;
                 }
 
-                if (held >= 2 * _lanes.TotalConcurrency)
+                if (held >= heldCap)
                 {
                     await _wake.WaitAsync(_options.PollInterval, stoppingToken).ConfigureAwait(false);
                     continue;
@@ -186,13 +187,21 @@ public sealed partial class PgLlmWorker : BackgroundService
                             _ = task.ContinueWith(
                                 t =>
                                 {
+                                    bool wasAtCap, last;
                                     lock (inFlight)
                                     {
+                                        wasAtCap = inFlight.Count >= heldCap;
                                         inFlight.Remove(t);
+                                        last = inFlight.Count == 0;
                                     }
 
                                     Interlocked.Increment(ref settled);
-                                    _wake.Set();
+                                    // The loop waits for a job to end only at the cap of held jobs, or (draining until
+                                    // idle) for the last one; otherwise it claims when a lane is worth claiming for.
+                                    if (wasAtCap || last || lane.WorthClaiming)
+                                    {
+                                        _wake.Set();
+                                    }
                                 },
                                 CancellationToken.None,
                                 TaskContinuationOptions.ExecuteSynchronously,
@@ -403,7 +412,12 @@ public sealed partial class PgLlmWorker : BackgroundService
                     }
 
                     lane.Slots.Release();
-                    _wake.Set();
+                    // Wake the claim loop only when it would claim: a slow model's calls end one at a time, and
+                    // woken for each, the loop found nothing worth claiming and went back to sleep.
+                    if (lane.WorthClaiming)
+                    {
+                        _wake.Set();
+                    }
                 }
             }
 
