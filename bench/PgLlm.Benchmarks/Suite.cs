@@ -347,7 +347,8 @@ internal sealed class Suite
         endpointCpu = Process.GetCurrentProcess().TotalProcessorTime - endpointCpu;
         var peak = await child.StopAsync();
         Progress($"  CPU: worker process {child.CpuMilliseconds * 1000 / (jobs + 520):0} us/job (whole life, incl. warm-up), " +
-                 $"benchmark process (model endpoint, polling) {endpointCpu.TotalMilliseconds * 1000 / jobs:0} us/job");
+                 $"benchmark process (model endpoint, polling) {endpointCpu.TotalMilliseconds * 1000 / jobs:0} us/job; " +
+                 $"worker context switches {(double)child.ContextSwitches / (jobs + 520):0.00}/job (whole life)");
         _model.Latency = TimeSpan.Zero;
 
         // Where a job's time goes: from its claim to its write-back (the model call plus the worker's own
@@ -479,6 +480,10 @@ internal sealed class Suite
         _results["user_update_tps_idle"] = Math.Round(realistic.Idle.Tps, 0);
         _results["user_update_tps_draining"] = Math.Round(realistic.Busy.Tps, 0);
         _results["user_update_ratio"] = Math.Round(realistic.Ratio, 3);
+        _results["user_update_p50_us_idle"] = Math.Round(realistic.Idle.P50Us, 0);
+        _results["user_update_p50_us_draining"] = Math.Round(realistic.Busy.P50Us, 0);
+        _results["user_update_p99_us_idle"] = Math.Round(realistic.Idle.P99Us, 0);
+        _results["user_update_p99_us_draining"] = Math.Round(realistic.Busy.P99Us, 0);
         _results["user_update_drain_jobs_per_s"] = Math.Round(realistic.DrainRate, 0);
         _results["user_update_ratio_instant_model"] = Math.Round(instant.Ratio, 3);
         _results["user_update_instant_model_drain_jobs_per_s"] = Math.Round(instant.DrainRate, 0);
@@ -497,7 +502,8 @@ internal sealed class Suite
     /// starts once nothing is due or running. So no window follows a bulk insert of its own, whose dirty
     /// pages would be written out during it.
     /// </summary>
-    private async Task<((double Tps, int Deadlocks) Idle, (double Tps, int Deadlocks) Busy, double Ratio, double DrainRate, bool Covered)> UpdatesWhileDrainingAsync(TimeSpan latency, WorkerSettings worker)
+    /// <returns>Idle and busy: the medians over the windows of each side (deadlocks summed).</returns>
+    private async Task<(UpdateWindow Idle, UpdateWindow Busy, double Ratio, double DrainRate, bool Covered)> UpdatesWhileDrainingAsync(TimeSpan latency, WorkerSettings worker)
     {
         var windowSeconds = _settings.UpdateSeconds;
         var pairs = _settings.UpdateRepeats;
@@ -522,15 +528,14 @@ internal sealed class Suite
         await using var child = WorkerChild.Start(_db.ConnectionString, _model.BaseUrl, _model.ApiKey, worker);
         await WarmUpAsync();
         _model.Latency = latency;
-        var idles = new List<double>();
-        var busies = new List<double>();
+        var idles = new List<UpdateWindow>();
+        var busies = new List<UpdateWindow>();
         var ratios = new List<double>();
         var rates = new List<double>();
-        var deadlocks = (Idle: 0, Busy: 0);
         var covered = true;
         for (var pair = 0; pair < pairs; pair++)
         {
-            (double Tps, int Deadlocks) idle = default, busy = default;
+            UpdateWindow idle = null!, busy = null!;
             foreach (var busyWindow in pair % 2 == 0 ? new[] { false, true } : [true, false])
             {
                 if (!busyWindow)
@@ -538,7 +543,7 @@ internal sealed class Suite
                     await WaitUntilSettledAsync(0, TimeSpan.FromSeconds(60), onlyDue: true);
                     var wal = await WalAsync();
                     idle = await clients.RunAsync(lowId, highId, windowSeconds);
-                    Progress($"user updates, worker idle: {idle.Tps:0} tps, {idle.Deadlocks} deadlocks; {await WalSinceAsync(wal)}");
+                    Progress($"user updates, worker idle: {idle}; {await WalSinceAsync(wal)}");
                     continue;
                 }
 
@@ -561,22 +566,28 @@ internal sealed class Suite
                 var stillQueued = await _db.ScalarAsync<long>($"SELECT count(*) FROM llm.job WHERE id BETWEEN {due[0]} AND {due[1]} AND state IN ('pending', 'running')");
                 covered &= stillQueued > 0;
                 rates.Add(done / seconds);
-                Progress($"user updates, worker draining ({label}, {done / seconds:0} jobs/s): {busy.Tps:0} tps, {busy.Deadlocks} deadlocks" +
+                Progress($"user updates, worker draining ({label}, {done / seconds:0} jobs/s): {busy}" +
                          (stillQueued == 0 ? " (the drain ended before the window did: raise the chunk)" : $" ({stillQueued} jobs still queued at the end)") +
                          $"; {busyWal}");
             }
 
             Progress($"  pair {pair + 1}: ratio {busy.Tps / idle.Tps:0.00}");
-            idles.Add(idle.Tps);
-            busies.Add(busy.Tps);
+            idles.Add(idle);
+            busies.Add(busy);
             ratios.Add(busy.Tps / idle.Tps);
-            deadlocks = (deadlocks.Idle + idle.Deadlocks, deadlocks.Busy + busy.Deadlocks);
         }
 
         // The rest of the queue is not measured: the next reset truncates it.
         await child.StopAsync();
         _model.Latency = TimeSpan.Zero;
-        return ((Stats.Median(idles), deadlocks.Idle), (Stats.Median(busies), deadlocks.Busy), Stats.Median(ratios), Stats.Median(rates), covered);
+        return (MedianWindow(idles), MedianWindow(busies), Stats.Median(ratios), Stats.Median(rates), covered);
+
+        static UpdateWindow MedianWindow(List<UpdateWindow> windows) => new(
+            Stats.Median(windows.ConvertAll(w => w.Tps)),
+            windows.Sum(w => w.Deadlocks),
+            Stats.Median(windows.ConvertAll(w => w.P50Us)),
+            Stats.Median(windows.ConvertAll(w => w.P90Us)),
+            Stats.Median(windows.ConvertAll(w => w.P99Us)));
     }
 
     private async Task<(long Low, long High)> IdRangeAsync()

@@ -77,6 +77,12 @@ internal sealed class WorkerChild : IAsyncDisposable
     /// <summary>CPU time the worker process used in all, once stopped.</summary>
     public double CpuMilliseconds { get; private set; }
 
+    /// <summary>
+    /// Context switches of the worker's threads over its life (voluntary: a thread went to sleep and was woken
+    /// again; involuntary: it was preempted), once stopped. Each is a thread wake-up the machine paid for.
+    /// </summary>
+    public long ContextSwitches { get; private set; }
+
     /// <summary>Stops the worker (graceful) and returns its peak resident memory in MB.</summary>
     public async Task<double> StopAsync()
     {
@@ -92,6 +98,8 @@ internal sealed class WorkerChild : IAsyncDisposable
 
         var cpu = output.Split('\n', StringSplitOptions.RemoveEmptyEntries).LastOrDefault(l => l.StartsWith("cpu_ms=", StringComparison.Ordinal));
         CpuMilliseconds = cpu is null ? double.NaN : double.Parse(cpu["cpu_ms=".Length..], CultureInfo.InvariantCulture);
+        var switches = output.Split('\n', StringSplitOptions.RemoveEmptyEntries).LastOrDefault(l => l.StartsWith("context_switches=", StringComparison.Ordinal));
+        ContextSwitches = switches is null ? -1 : long.Parse(switches["context_switches=".Length..], CultureInfo.InvariantCulture);
         return double.Parse(line["peak_rss_kb=".Length..], CultureInfo.InvariantCulture) / 1024.0;
     }
 
@@ -140,8 +148,23 @@ internal sealed class WorkerChild : IAsyncDisposable
         await run;
         Console.WriteLine("peak_rss_kb=" + PeakRssKb().ToString(CultureInfo.InvariantCulture));
         Console.WriteLine("cpu_ms=" + Process.GetCurrentProcess().TotalProcessorTime.TotalMilliseconds.ToString("0", CultureInfo.InvariantCulture));
+        Console.WriteLine("context_switches=" + OwnContextSwitches().ToString(CultureInfo.InvariantCulture));
         return 0;
     }
+
+    /// <summary>
+    /// Voluntary and involuntary context switches of all the process's threads over its life, ended ones included
+    /// (getrusage: ru_nvcsw and ru_nivcsw, the 17th and 18th of the 18 longs of Linux x86-64's struct rusage).
+    /// </summary>
+    private static long OwnContextSwitches()
+    {
+        var usage = new long[18];
+        return getrusage(0, usage) == 0 ? usage[16] + usage[17] : -1;
+    }
+
+    [System.Runtime.InteropServices.DllImport("libc", EntryPoint = "getrusage")]
+    [System.Runtime.InteropServices.DefaultDllImportSearchPaths(System.Runtime.InteropServices.DllImportSearchPath.SafeDirectories)]
+    private static extern int getrusage(int who, [System.Runtime.InteropServices.Out] long[] usage);
 
     /// <summary>The process's own peak resident set size (VmHWM), in kB.</summary>
     private static long PeakRssKb()
