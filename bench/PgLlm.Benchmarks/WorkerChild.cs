@@ -90,17 +90,18 @@ internal sealed class WorkerChild : IAsyncDisposable
         using var timeout = new CancellationTokenSource(TimeSpan.FromSeconds(60));
         await _process.WaitForExitAsync(timeout.Token);
         var output = await _output;
-        var line = output.Split('\n', StringSplitOptions.RemoveEmptyEntries).LastOrDefault(l => l.StartsWith("peak_rss_kb=", StringComparison.Ordinal));
-        if (_process.ExitCode != 0 || line is null)
+        // The worker's last lines: name=value, one each.
+        var lines = output.Split('\n', StringSplitOptions.RemoveEmptyEntries);
+        string? Value(string name) => lines.LastOrDefault(l => l.StartsWith(name + "=", StringComparison.Ordinal))?[(name.Length + 1)..];
+        var peak = Value("peak_rss_kb");
+        if (_process.ExitCode != 0 || peak is null)
         {
             throw new InvalidOperationException($"the worker process failed (exit {_process.ExitCode}): {output}\n{await _errors}");
         }
 
-        var cpu = output.Split('\n', StringSplitOptions.RemoveEmptyEntries).LastOrDefault(l => l.StartsWith("cpu_ms=", StringComparison.Ordinal));
-        CpuMilliseconds = cpu is null ? double.NaN : double.Parse(cpu["cpu_ms=".Length..], CultureInfo.InvariantCulture);
-        var switches = output.Split('\n', StringSplitOptions.RemoveEmptyEntries).LastOrDefault(l => l.StartsWith("context_switches=", StringComparison.Ordinal));
-        ContextSwitches = switches is null ? -1 : long.Parse(switches["context_switches=".Length..], CultureInfo.InvariantCulture);
-        return double.Parse(line["peak_rss_kb=".Length..], CultureInfo.InvariantCulture) / 1024.0;
+        CpuMilliseconds = Value("cpu_ms") is { } cpu ? double.Parse(cpu, CultureInfo.InvariantCulture) : double.NaN;
+        ContextSwitches = Value("context_switches") is { } switches ? long.Parse(switches, CultureInfo.InvariantCulture) : -1;
+        return double.Parse(peak, CultureInfo.InvariantCulture) / 1024.0;
     }
 
     public async ValueTask DisposeAsync()
