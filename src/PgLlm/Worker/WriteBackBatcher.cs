@@ -159,8 +159,9 @@ internal sealed class WriteBackBatcher : IDisposable
         var deadline = Stopwatch.GetTimestamp() + (long)(Linger.TotalSeconds * Stopwatch.Frequency);
         while (batch.Count < LingerBatch)
         {
+            // Task.Delay truncates to whole milliseconds: under one, it would not wait at all and the loop would spin.
             var remaining = Stopwatch.GetElapsedTime(Stopwatch.GetTimestamp(), deadline);
-            if (remaining <= TimeSpan.Zero)
+            if (remaining < TimeSpan.FromMilliseconds(1))
             {
                 return;
             }
