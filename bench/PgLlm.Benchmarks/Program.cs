@@ -11,9 +11,12 @@
 // The worker always runs as a separate process (this program, started with "worker"), so its
 // memory and CPU are its own, as in production; so do the user-update clients ("clients").
 using PgLlm.Benchmarks;
+using PgLlm.Hosting;
 
 if (args is ["worker", ..])
 {
+    // As `pgllm worker` does: a process that runs only the worker.
+    DedicatedWorkerProcess.Configure();
     return await WorkerChild.RunAsChildAsync(args[1..]);
 }
 
@@ -22,6 +25,10 @@ if (args is ["clients", ..])
     return await UserClients.RunAsChildAsync(args[1..]);
 }
 
+// The suite's own process hosts the stand-in model endpoint, which in production is on another
+// machine: its socket reads complete inline, as Kestrel's handling does (Suite starts it with
+// InlineScheduling), so that it takes as few thread switches from the shared cores as it can.
+Environment.SetEnvironmentVariable(DedicatedWorkerProcess.InlineSocketCompletionsVariable, "1");
 var settings = SuiteSettings.Parse(args);
 try
 {

@@ -71,7 +71,7 @@ internal sealed class Suite
         // PostgreSQL is left running. The worker process stops by itself when its input closes.
         using var onInterrupt = PosixSignalRegistration.Create(PosixSignal.SIGINT, c => StopOnSignal(c, postgres, 130));
         using var onTerminate = PosixSignalRegistration.Create(PosixSignal.SIGTERM, c => StopOnSignal(c, postgres, 143));
-        await using var model = await LocalModelServer.StartAsync(new LocalModelServerOptions { RecordRequests = false });
+        await using var model = await LocalModelServer.StartAsync(new LocalModelServerOptions { RecordRequests = false, InlineScheduling = true });
         await using var db = NpgsqlDataSource.Create(new NpgsqlConnectionStringBuilder(await postgres.CreateDatabaseAsync("bench"))
         {
             MaxPoolSize = 64,

@@ -128,6 +128,7 @@ public sealed class LocalModelServer : IAsyncDisposable
             kestrel.Limits.MaxRequestBodySize = 256L * 1024 * 1024;
             kestrel.Listen(IPAddress.Loopback, 0);
         });
+        builder.WebHost.UseSockets(sockets => sockets.UnsafePreferInlineScheduling = options.InlineScheduling);
 
         var app = builder.Build();
         var server = new LocalModelServer(app, options);

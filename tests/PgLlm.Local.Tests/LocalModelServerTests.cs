@@ -207,6 +207,28 @@ public sealed class LocalModelServerTests
     }
 
     [Fact]
+    public async Task InlineSchedulingServesConcurrentDelayedRequests()
+    {
+        await using var server = await LocalModelServer.StartAsync(new LocalModelServerOptions
+        {
+            InlineScheduling = true,
+            Latency = TimeSpan.FromMilliseconds(50),
+        });
+        using var http = CreateClient(server);
+        var answers = await Task.WhenAll(Enumerable.Range(0, 16).Select(async i =>
+        {
+            using var response = await http.PostAsync("chat/completions", JsonBody($$"""{"model":"m","messages":[{"role":"user","content":"n{{i}}"}]}"""));
+            Assert.Equal(HttpStatusCode.OK, response.StatusCode);
+            using var document = JsonDocument.Parse(await response.Content.ReadAsStringAsync());
+            return document.RootElement.GetProperty("choices")[0].GetProperty("message").GetProperty("content").GetString();
+        }));
+
+        Assert.Equal(16, server.RequestCount);
+        Assert.Equal(16, server.Requests.Select(r => r.UserText).Distinct().Count());
+        Assert.All(answers, answer => Assert.False(string.IsNullOrEmpty(answer)));
+    }
+
+    [Fact]
     public void DeterministicSentimentSchemaSaysPositiveForILoveThis()
     {
         var request = SchemaRequest(SentimentSchema, "I love this");

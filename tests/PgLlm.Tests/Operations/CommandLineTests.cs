@@ -1,3 +1,4 @@
+using PgLlm.Hosting;
 using PgLlm.Local;
 using PgLlm.Migrations;
 using PgLlm.Tests.Integration;
@@ -85,6 +86,64 @@ public sealed class CommandLineTests
         Assert.Equal(0, exit);
         Assert.Contains("Drained: 5 jobs run", output, StringComparison.Ordinal);
         Assert.Equal(0L, await db.DataSource.ScalarAsync<long>("SELECT count(*) FROM flaky WHERE output IS NULL"));
+    }
+
+    [Fact]
+    public async Task The_worker_command_as_its_own_process_drains_the_queue_with_inline_socket_completions()
+    {
+        // `pgllm worker` turns on inline socket completions for its process (DedicatedWorkerProcess): the
+        // worker's continuations then run on the socket polling threads. Run the real executable, as a
+        // deployment would, so that setting is in effect for every model call and statement.
+        await using var db = await Ops.CreateDatabaseAsync(_fixture);
+        await db.DataSource.ExecAsync("INSERT INTO flaky (id, input) SELECT i, 'x' || i FROM generate_series(1, 40) AS i");
+        var start = new System.Diagnostics.ProcessStartInfo("dotnet")
+        {
+            RedirectStandardOutput = true,
+            RedirectStandardError = true,
+            UseShellExecute = false,
+        };
+        foreach (var arg in new[] { Path.Combine(AppContext.BaseDirectory, "PgLlm.Cli.dll"), "worker", "--until-idle", "--concurrency", "8", "--connection", db.ConnectionString })
+        {
+            start.ArgumentList.Add(arg);
+        }
+
+        start.Environment["PgLlm__BaseUrl"] = _fixture.Model.BaseUrl.ToString();
+        start.Environment["PgLlm__ApiKey"] = _fixture.Model.ApiKey;
+        start.Environment["PgLlm__Model"] = "test-model";
+        start.Environment.Remove(DedicatedWorkerProcess.InlineSocketCompletionsVariable);
+        using var process = System.Diagnostics.Process.Start(start)!;
+        var output = process.StandardOutput.ReadToEndAsync();
+        var errors = process.StandardError.ReadToEndAsync();
+        using var timeout = new CancellationTokenSource(TimeSpan.FromMinutes(2));
+        try
+        {
+            await process.WaitForExitAsync(timeout.Token);
+        }
+        finally
+        {
+            if (!process.HasExited)
+            {
+                process.Kill(entireProcessTree: true);
+            }
+        }
+
+        Assert.True(process.ExitCode == 0, $"exit {process.ExitCode}: {await output} {await errors}");
+        Assert.Contains("Drained: 40 jobs run", await output, StringComparison.Ordinal);
+        Assert.Equal(0L, await db.DataSource.ScalarAsync<long>("SELECT count(*) FROM flaky WHERE output IS NULL"));
+        Assert.Equal(40L, await db.DataSource.ScalarAsync<long>($"SELECT count(*) FROM llm.job WHERE task = '{Flaky}' AND state = 'succeeded'"));
+    }
+
+    [Fact]
+    public void A_dedicated_worker_process_turns_inline_socket_completions_on_unless_the_environment_decides()
+    {
+        var environment = new Dictionary<string, string>();
+        Assert.True(DedicatedWorkerProcess.Configure(name => environment.GetValueOrDefault(name), (name, value) => environment[name] = value));
+        Assert.Equal("1", environment[DedicatedWorkerProcess.InlineSocketCompletionsVariable]);
+
+        // A value the operator set is kept, either way.
+        var off = new Dictionary<string, string> { [DedicatedWorkerProcess.InlineSocketCompletionsVariable] = "0" };
+        Assert.False(DedicatedWorkerProcess.Configure(name => off.GetValueOrDefault(name), (name, value) => off[name] = value));
+        Assert.Equal("0", off[DedicatedWorkerProcess.InlineSocketCompletionsVariable]);
     }
 
     [Fact]
