@@ -206,6 +206,19 @@ internal sealed class JobQueue : IDisposable
             outputTokens[i] = write.OutputTokens;
         }
 
+        if (OneTaskBatchFunction(writes) is { } batchFunction)
+        {
+            try
+            {
+                return await CompleteOneTaskBatchAsync(batchFunction, ids, attempts, hashes, results, inputTokens, outputTokens, connection, cancellationToken).ConfigureAwait(false);
+            }
+            catch (PostgresException)
+            {
+                // Undone as a whole (a lock a user holds past the lock timeout, a value that does not
+                // fit): llm.complete_batch below gives each job its own subtransaction and outcome.
+            }
+        }
+
         await using var command = Command("SELECT job_id, state, error, error_code FROM llm.complete_batch($1, $2, $3, $4, $5, $6, $7)", connection);
         command.Parameters.Add(new NpgsqlParameter<string[]> { TypedValue = tasks });
         command.Parameters.Add(new NpgsqlParameter<long[]> { TypedValue = ids });
@@ -223,6 +236,63 @@ internal sealed class JobQueue : IDisposable
                 reader.IsDBNull(1) ? null : reader.GetString(1),
                 reader.IsDBNull(2) ? null : reader.GetString(2),
                 reader.IsDBNull(3) ? null : reader.GetString(3)));
+        }
+
+        return outcomes;
+    }
+
+    /// <summary>The task's set-based write-back function when every write is of that one task.</summary>
+    private static string? OneTaskBatchFunction(IReadOnlyList<WriteBack> writes)
+    {
+        var task = writes.Count > 0 ? writes[0].Task : null;
+        if (task?.CompleteBatchFunction is null)
+        {
+            return null;
+        }
+
+        for (var i = 1; i < writes.Count; i++)
+        {
+            if (!ReferenceEquals(writes[i].Task, task) && writes[i].Task.Name != task.Name)
+            {
+                return null;
+            }
+        }
+
+        return task.CompleteBatchFunction;
+    }
+
+    /// <summary>
+    /// A batch of one task's answers through the task's generated set-based function, called directly:
+    /// what <c>llm.complete_batch</c> does for such a batch, without its dispatch (the registry lookup, the
+    /// dynamic <c>EXECUTE</c> planned at every call, the subtransaction: about half a millisecond a batch).
+    /// The same settings first: the write-back waits at most 20 ms for a row lock, and commits without
+    /// waiting for its WAL flush. Throws <see cref="PostgresException"/> when the batch is undone as a whole.
+    /// </summary>
+    private async Task<IReadOnlyList<BatchOutcome>> CompleteOneTaskBatchAsync(
+        string batchFunction, long[] ids, int[] attempts, string[] hashes, string[] results, int?[] inputTokens, int?[] outputTokens,
+        NpgsqlConnection? connection, CancellationToken cancellationToken)
+    {
+        // The settings' subquery is a plan node of its own (OFFSET 0), evaluated before the function runs.
+        await using var command = Command(
+            "SELECT " + batchFunction + "($1, $2, $3, $4, $5, $6) FROM (SELECT set_config('lock_timeout', '20ms', true), set_config('synchronous_commit', 'off', true) OFFSET 0) AS settings",
+            connection);
+        command.Parameters.Add(new NpgsqlParameter<long[]> { TypedValue = ids });
+        command.Parameters.Add(new NpgsqlParameter<int[]> { TypedValue = attempts });
+        command.Parameters.Add(new NpgsqlParameter<string[]> { TypedValue = hashes });
+        command.Parameters.Add(new NpgsqlParameter<string[]> { TypedValue = results, NpgsqlDbType = NpgsqlDbType.Array | NpgsqlDbType.Jsonb });
+        command.Parameters.Add(new NpgsqlParameter<int?[]> { TypedValue = inputTokens });
+        command.Parameters.Add(new NpgsqlParameter<int?[]> { TypedValue = outputTokens });
+        if (connection is not null)
+        {
+            // Kept by the writer's session: parsed and planned once, not at every batch.
+            await command.PrepareAsync(cancellationToken).ConfigureAwait(false);
+        }
+
+        var states = (string?[])(await command.ExecuteScalarAsync(cancellationToken).ConfigureAwait(false))!;
+        var outcomes = new List<BatchOutcome>(ids.Length);
+        for (var i = 0; i < ids.Length; i++)
+        {
+            outcomes.Add(new BatchOutcome(ids[i], i < states.Length ? states[i] : null, null, null));
         }
 
         return outcomes;

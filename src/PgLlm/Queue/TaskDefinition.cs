@@ -18,8 +18,10 @@ public sealed class TaskDefinition
         string completeFunction,
         double? temperature = null,
         int? maxOutputTokens = null,
-        IReadOnlyList<string>? imageColumns = null)
+        IReadOnlyList<string>? imageColumns = null,
+        string? completeBatchFunction = null)
     {
+        CompleteBatchFunction = completeBatchFunction;
         Temperature = temperature;
         MaxOutputTokens = maxOutputTokens;
         ImageColumns = imageColumns ?? [];
@@ -69,4 +71,10 @@ public sealed class TaskDefinition
 
     /// <summary>The generated function writing a job's answer back, as a quoted SQL name from the registry.</summary>
     internal string CompleteFunction { get; }
+
+    /// <summary>
+    /// The generated set-based function writing several jobs' answers back, as a quoted SQL name from the
+    /// registry; null for a task registered before it existed.
+    /// </summary>
+    internal string? CompleteBatchFunction { get; }
 }

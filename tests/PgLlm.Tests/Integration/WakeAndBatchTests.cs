@@ -117,6 +117,62 @@ public sealed class WakeAndBatchTests
         Assert.Equal(["running", "skipped"], await db.ListAsync<string>("SELECT state FROM llm.job ORDER BY id"));
     }
 
+    [Fact]
+    public async Task The_worker_writes_a_batch_of_one_task_through_the_tasks_own_function_and_a_failed_one_job_by_job()
+    {
+        await using var db = await _fixture.CreateDatabaseAsync();
+        await db.ExecAsync("ALTER TABLE flaky ADD CONSTRAINT output_not_bad CHECK (output <> 'bad')");
+        await db.ExecAsync("INSERT INTO flaky (id, input) VALUES (1, 'a'), (2, 'b'), (3, 'c'), (4, 'd')");
+        var jobs = await ClaimAsync(db);
+        using var queue = new JobQueue(db);
+        using var registry = new TaskRegistry(db);
+        var task = (await registry.FindAsync(jobs[0].Task, CancellationToken.None))!;
+        WriteBack Write(Claimed job, string output) =>
+            new(task, new ClaimedJob(job.Id, job.Task, job.Attempt, 3), job.Hash, "{\"output\":\"" + output + "\"}", 5, 7);
+        await using var connection = await db.OpenConnectionAsync();
+        await using (var track = new NpgsqlCommand("SET track_functions = 'pl'", connection))
+        {
+            await track.ExecuteNonQueryAsync();
+        }
+
+        // Two good answers: the task's set-based function, called without llm.complete_batch's dispatch.
+        var good = await queue.CompleteBatchAsync([Write(jobs[0], "one"), Write(jobs[1], "two")], CancellationToken.None, connection);
+        Assert.Equal([jobs[0].Id, jobs[1].Id], good.Select(o => o.JobId));
+        Assert.Equal(["succeeded", "succeeded"], good.Select(o => o.State));
+        Assert.Equal((0L, 1L), await FunctionCallsAsync(connection, task.Name));
+
+        // One answer breaks the CHECK constraint: the direct call is undone as a whole, and
+        // llm.complete_batch writes each job in its own subtransaction.
+        var mixed = await queue.CompleteBatchAsync([Write(jobs[2], "bad"), Write(jobs[3], "four")], CancellationToken.None, connection);
+        Assert.Equal([null, "succeeded"], mixed.Select(o => o.State));
+        Assert.Equal("23514", mixed[0].ErrorCode);
+        Assert.Equal(1L, (await FunctionCallsAsync(connection, task.Name)).Dispatcher);
+        Assert.Equal(["one", "two", null, "four"], await db.ListAsync<string?>("SELECT output FROM flaky ORDER BY id"));
+        Assert.Equal(["succeeded", "succeeded", "running", "succeeded"], await db.ListAsync<string>("SELECT state FROM llm.job ORDER BY id"));
+
+        // The write-back's settings were the transaction's own: the session keeps its defaults.
+        await using var show = new NpgsqlCommand("SELECT current_setting('lock_timeout') || ' ' || current_setting('synchronous_commit')", connection);
+        Assert.Equal("0 on", (string?)await show.ExecuteScalarAsync());
+    }
+
+    /// <summary>Calls in this session of llm.complete_batch and of the task's set-based function.</summary>
+    private static async Task<(long Dispatcher, long TaskFunction)> FunctionCallsAsync(NpgsqlConnection connection, string task)
+    {
+        await using (var flush = new NpgsqlCommand("SELECT pg_stat_force_next_flush()", connection))
+        {
+            await flush.ExecuteNonQueryAsync();
+        }
+
+        await using var command = new NpgsqlCommand(
+            "SELECT coalesce(sum(calls) FILTER (WHERE funcname = 'complete_batch'), 0)::bigint, " +
+            "coalesce(sum(calls) FILTER (WHERE funcname = $1 || ':complete_batch'), 0)::bigint " +
+            "FROM pg_stat_user_functions WHERE schemaname = 'llm'", connection);
+        command.Parameters.Add(new NpgsqlParameter<string> { TypedValue = task });
+        await using var reader = await command.ExecuteReaderAsync();
+        await reader.ReadAsync();
+        return (reader.GetInt64(0), reader.GetInt64(1));
+    }
+
     [Theory]
     [InlineData(100, true)]
     [InlineData(0, false)]
