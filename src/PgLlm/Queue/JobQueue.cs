@@ -79,14 +79,18 @@ internal sealed class JobQueue : IDisposable
     }
 
     /// <summary>
-    /// Claims up to <paramref name="limit"/> jobs and reads the current values their prompts read, in one
-    /// round trip (<c>llm.claim_with_inputs</c>). The attempt is counted and committed with the claim.
-    /// <paramref name="filter"/> limits the claim to some tasks (<see cref="TaskFilter.Any"/>: every task).
-    /// Claims run on a connection of their own with the statement prepared: a pooled connection is reset
+    /// Claims up to <paramref name="limit"/> jobs (<c>llm.claim</c>; the attempt is counted and committed with
+    /// the claim), then reads the current values their prompts read with each task's generated inputs
+    /// function, called directly: what <c>llm.claim_with_inputs</c> does in one round trip, without its
+    /// dispatch (an <c>EXECUTE</c> planned at every call, in a subtransaction: about 0.4 ms of a 1.3 ms
+    /// claim). <paramref name="filter"/> limits the claim to some tasks (<see cref="TaskFilter.Any"/>: every
+    /// task); <paramref name="findTask"/> names each task's inputs function (the registry).
+    /// Claims run on a connection of their own with the statements prepared: a pooled connection is reset
     /// (<c>DISCARD ALL</c>) each time it returns to the pool, which drops every plan the session cached,
     /// so each claim was planned again from scratch (about 1 ms of the pickup path). One claim at a time.
     /// </summary>
-    public async Task<IReadOnlyList<ClaimedWork>> ClaimAsync(string workerId, int limit, TimeSpan lease, TaskFilter filter, CancellationToken cancellationToken)
+    public async Task<IReadOnlyList<ClaimedWork>> ClaimAsync(
+        string workerId, int limit, TimeSpan lease, TaskFilter filter, Func<string, CancellationToken, ValueTask<TaskDefinition?>> findTask, CancellationToken cancellationToken)
     {
         await _claimLock.WaitAsync(cancellationToken).ConfigureAwait(false);
         try
@@ -98,19 +102,25 @@ internal sealed class JobQueue : IDisposable
             command.Parameters[2].Value = lease.TotalSeconds;
             command.Parameters[3].Value = (object?)filter.Only ?? DBNull.Value;
             command.Parameters[4].Value = (object?)filter.Except ?? DBNull.Value;
-            var claimed = new List<ClaimedWork>(limit);
-            await using var reader = await command.ExecuteReaderAsync(cancellationToken).ConfigureAwait(false);
-            while (await reader.ReadAsync(cancellationToken).ConfigureAwait(false))
+            var jobs = new List<ClaimedJob>(limit);
+            await using (var reader = await command.ExecuteReaderAsync(cancellationToken).ConfigureAwait(false))
             {
-                var job = new ClaimedJob(reader.GetInt64(0), reader.GetString(1), reader.GetInt32(2), reader.GetInt32(3));
-                JobInputs? inputs = null;
-                if (!reader.IsDBNull(4))
+                while (await reader.ReadAsync(cancellationToken).ConfigureAwait(false))
                 {
-                    using var document = JsonDocument.Parse(reader.GetString(4));
-                    inputs = new JobInputs(job.Id, document.RootElement.Clone(), reader.GetString(5));
+                    jobs.Add(new ClaimedJob(reader.GetInt64(0), reader.GetString(1), reader.GetInt32(2), reader.GetInt32(3)));
                 }
+            }
 
-                claimed.Add(new ClaimedWork(job, inputs, reader.IsDBNull(6) ? null : reader.GetString(6)));
+            // The claim is committed: its jobs are this worker's now, so their inputs are read to the end
+            // (a short read), whatever the caller's token says.
+            var claimed = new List<ClaimedWork>(jobs.Count);
+            foreach (var group in jobs.GroupBy(j => j.Task, StringComparer.Ordinal))
+            {
+                var (inputs, error) = await ReadInputsAsync(connection, group.Key, group.Select(j => j.Id).ToArray(), findTask).ConfigureAwait(false);
+                foreach (var job in group)
+                {
+                    claimed.Add(new ClaimedWork(job, error is null ? inputs!.GetValueOrDefault(job.Id) : null, error));
+                }
             }
 
             return claimed;
@@ -124,6 +134,42 @@ internal sealed class JobQueue : IDisposable
         finally
         {
             _claimLock.Release();
+        }
+    }
+
+    /// <summary>
+    /// One task's claimed jobs' inputs, by its generated inputs function: none for a job whose row is gone
+    /// or lacks an input; an error (as <c>llm.claim_with_inputs</c> words it) when they cannot be read.
+    /// </summary>
+    private static async Task<(Dictionary<long, JobInputs>? Inputs, string? Error)> ReadInputsAsync(
+        NpgsqlConnection connection, string taskName, long[] ids, Func<string, CancellationToken, ValueTask<TaskDefinition?>> findTask)
+    {
+        var task = await findTask(taskName, CancellationToken.None).ConfigureAwait(false);
+        if (task is null)
+        {
+            return (null, $"task '{taskName.Replace("'", "''", StringComparison.Ordinal)}' is not in llm.task (removed from the declarations?)");
+        }
+
+        try
+        {
+            await using var command = new NpgsqlCommand("SELECT job_id, inputs::text, inputs_hash FROM " + task.InputsFunction + "($1)", connection);
+            command.Parameters.Add(new NpgsqlParameter<long[]> { TypedValue = ids });
+            // Prepared once per session and function: Npgsql finds it again by its text.
+            await command.PrepareAsync(CancellationToken.None).ConfigureAwait(false);
+            var inputs = new Dictionary<long, JobInputs>(ids.Length);
+            await using var reader = await command.ExecuteReaderAsync(CancellationToken.None).ConfigureAwait(false);
+            while (await reader.ReadAsync(CancellationToken.None).ConfigureAwait(false))
+            {
+                var id = reader.GetInt64(0);
+                using var document = JsonDocument.Parse(reader.GetString(1));
+                inputs[id] = new JobInputs(id, document.RootElement.Clone(), reader.GetString(2));
+            }
+
+            return (inputs, null);
+        }
+        catch (PostgresException ex)
+        {
+            return (null, "could not read the row: " + ex.MessageText);
         }
     }
 
@@ -153,8 +199,11 @@ internal sealed class JobQueue : IDisposable
     {
         _claimCommand?.Dispose();
         _claimCommand = null;
+        // The claim commits without waiting for its WAL flush (as llm.claim_with_inputs does): set in a
+        // subquery of its own, before the commit.
         var command = new NpgsqlCommand(
-            "SELECT id, task, attempt, max_attempts, inputs, inputs_hash, inputs_error FROM llm.claim_with_inputs($1, $2, $3, $4, $5)",
+            "SELECT c.id, c.task, c.attempt, c.max_attempts FROM (SELECT set_config('synchronous_commit', 'off', true) OFFSET 0) AS settings, " +
+            "llm.claim($1, $2, $3, $4, $5) AS c",
             connection);
         command.Parameters.Add(new NpgsqlParameter { NpgsqlDbType = NpgsqlDbType.Text });
         command.Parameters.Add(new NpgsqlParameter { NpgsqlDbType = NpgsqlDbType.Integer });

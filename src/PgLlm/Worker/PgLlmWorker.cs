@@ -170,7 +170,7 @@ public sealed partial class PgLlmWorker : BackgroundService
                             continue;
                         }
 
-                        var jobs = await _queue.ClaimAsync(_workerId, taken[i], _options.Lease, lane.Filter, stoppingToken).ConfigureAwait(false);
+                        var jobs = await _queue.ClaimAsync(_workerId, taken[i], _options.Lease, lane.Filter, _registry.FindAsync, stoppingToken).ConfigureAwait(false);
                         PgLlmMetrics.RecordClaimed(_workerId, jobs);
                         claimedAny |= jobs.Count > 0;
                         drained &= jobs.Count < taken[i];

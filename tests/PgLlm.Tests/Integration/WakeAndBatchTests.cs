@@ -155,6 +155,35 @@ public sealed class WakeAndBatchTests
         Assert.Equal("0 on", (string?)await show.ExecuteScalarAsync());
     }
 
+    [Fact]
+    public async Task The_worker_claims_then_reads_each_tasks_inputs_with_its_own_function()
+    {
+        await using var db = await _fixture.CreateDatabaseAsync();
+        await db.ExecAsync("INSERT INTO flaky (id, input) VALUES (1, 'a'), (2, 'b')");
+        // A job whose row key cannot be read as the table's key: the task's inputs function fails on it.
+        await db.ExecAsync("INSERT INTO llm.job (task, row_key, max_attempts, scheduled_at) VALUES ('public.flaky:output', '{\"id\": \"x\"}', 3, now() + interval '1 ms')");
+        await Task.Delay(5);
+        using var queue = new JobQueue(db);
+        using var registry = new TaskRegistry(db);
+
+        var first = await queue.ClaimAsync("test", 2, TimeSpan.FromMinutes(1), TaskFilter.Any, registry.FindAsync, CancellationToken.None);
+        Assert.Equal(2, first.Count);
+        foreach (var work in first.OrderBy(w => w.Job.Id))
+        {
+            Assert.Null(work.InputsError);
+            var rowId = await db.ScalarAsync<long>($"SELECT (row_key->>'id')::bigint FROM llm.job WHERE id = {work.Job.Id}");
+            Assert.Equal(await db.ScalarAsync<string>($"SELECT input FROM flaky WHERE id = {rowId}"), work.Inputs!.Values.GetProperty("input").GetString());
+            // The hash the stale-write check compares, as the database computes it.
+            Assert.Equal(await db.ScalarAsync<string>($"SELECT md5(jsonb_build_object('input', input)::text) FROM flaky WHERE id = {rowId}"), work.Inputs.Hash);
+            Assert.Equal(1, work.Job.Attempt);
+        }
+
+        var broken = Assert.Single(await queue.ClaimAsync("test", 2, TimeSpan.FromMinutes(1), TaskFilter.Any, registry.FindAsync, CancellationToken.None));
+        Assert.Null(broken.Inputs);
+        Assert.StartsWith("could not read the row: ", broken.InputsError, StringComparison.Ordinal);
+        Assert.Equal(3L, await db.ScalarAsync<long>("SELECT count(*) FROM llm.job WHERE state = 'running' AND locked_by = 'test' AND attempt = 1"));
+    }
+
     /// <summary>Calls in this session of llm.complete_batch and of the task's set-based function.</summary>
     private static async Task<(long Dispatcher, long TaskFunction)> FunctionCallsAsync(NpgsqlConnection connection, string task)
     {
