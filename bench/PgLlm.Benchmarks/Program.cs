@@ -28,11 +28,9 @@ if (args is ["clients", ..])
 // The suite's own process hosts the stand-in model endpoint, which in production is on another
 // machine: its socket reads complete inline, as Kestrel's handling does (Suite starts it with
 // InlineScheduling), so that it takes as few thread switches from the shared cores as it can.
-// DOTNET_SYSTEM_NET_SOCKETS_INLINE_COMPLETIONS=0 in the environment measures without, in every process.
-if (Environment.GetEnvironmentVariable(DedicatedWorkerProcess.InlineSocketCompletionsVariable) is null)
-{
-    Environment.SetEnvironmentVariable(DedicatedWorkerProcess.InlineSocketCompletionsVariable, "1");
-}
+// The same setting as a worker's process (and the same rule: a value already in the environment is
+// kept, so DOTNET_SYSTEM_NET_SOCKETS_INLINE_COMPLETIONS=0 measures without, in every process).
+DedicatedWorkerProcess.Configure();
 
 var settings = SuiteSettings.Parse(args);
 try

@@ -270,12 +270,7 @@ internal sealed class JobQueue : IDisposable
 
         await using var command = Command("SELECT job_id, state, error, error_code FROM llm.complete_batch($1, $2, $3, $4, $5, $6, $7)", connection);
         command.Parameters.Add(new NpgsqlParameter<string[]> { TypedValue = tasks });
-        command.Parameters.Add(new NpgsqlParameter<long[]> { TypedValue = ids });
-        command.Parameters.Add(new NpgsqlParameter<int[]> { TypedValue = attempts });
-        command.Parameters.Add(new NpgsqlParameter<string[]> { TypedValue = hashes });
-        command.Parameters.Add(new NpgsqlParameter<string[]> { TypedValue = results, NpgsqlDbType = NpgsqlDbType.Array | NpgsqlDbType.Jsonb });
-        command.Parameters.Add(new NpgsqlParameter<int?[]> { TypedValue = inputTokens });
-        command.Parameters.Add(new NpgsqlParameter<int?[]> { TypedValue = outputTokens });
+        AddWriteBackArrays(command, ids, attempts, hashes, results, inputTokens, outputTokens);
         var outcomes = new List<BatchOutcome>(count);
         await using var reader = await command.ExecuteReaderAsync(cancellationToken).ConfigureAwait(false);
         while (await reader.ReadAsync(cancellationToken).ConfigureAwait(false))
@@ -290,6 +285,18 @@ internal sealed class JobQueue : IDisposable
         return outcomes;
     }
 
+    /// <summary>The write-back functions' six parallel arrays, in their parameter order (after the tasks, for llm.complete_batch).</summary>
+    private static void AddWriteBackArrays(
+        NpgsqlCommand command, long[] ids, int[] attempts, string[] hashes, string[] results, int?[] inputTokens, int?[] outputTokens)
+    {
+        command.Parameters.Add(new NpgsqlParameter<long[]> { TypedValue = ids });
+        command.Parameters.Add(new NpgsqlParameter<int[]> { TypedValue = attempts });
+        command.Parameters.Add(new NpgsqlParameter<string[]> { TypedValue = hashes });
+        command.Parameters.Add(new NpgsqlParameter<string[]> { TypedValue = results, NpgsqlDbType = NpgsqlDbType.Array | NpgsqlDbType.Jsonb });
+        command.Parameters.Add(new NpgsqlParameter<int?[]> { TypedValue = inputTokens });
+        command.Parameters.Add(new NpgsqlParameter<int?[]> { TypedValue = outputTokens });
+    }
+
     /// <summary>The task's set-based write-back function when every write is of that one task.</summary>
     private static string? OneTaskBatchFunction(IReadOnlyList<WriteBack> writes)
     {
@@ -301,7 +308,7 @@ internal sealed class JobQueue : IDisposable
 
         for (var i = 1; i < writes.Count; i++)
         {
-            if (!ReferenceEquals(writes[i].Task, task) && writes[i].Task.Name != task.Name)
+            if (writes[i].Task.Name != task.Name)
             {
                 return null;
             }
@@ -325,12 +332,7 @@ internal sealed class JobQueue : IDisposable
         await using var command = Command(
             "SELECT " + batchFunction + "($1, $2, $3, $4, $5, $6) FROM (SELECT set_config('lock_timeout', '20ms', true), set_config('synchronous_commit', 'off', true) OFFSET 0) AS settings",
             connection);
-        command.Parameters.Add(new NpgsqlParameter<long[]> { TypedValue = ids });
-        command.Parameters.Add(new NpgsqlParameter<int[]> { TypedValue = attempts });
-        command.Parameters.Add(new NpgsqlParameter<string[]> { TypedValue = hashes });
-        command.Parameters.Add(new NpgsqlParameter<string[]> { TypedValue = results, NpgsqlDbType = NpgsqlDbType.Array | NpgsqlDbType.Jsonb });
-        command.Parameters.Add(new NpgsqlParameter<int?[]> { TypedValue = inputTokens });
-        command.Parameters.Add(new NpgsqlParameter<int?[]> { TypedValue = outputTokens });
+        AddWriteBackArrays(command, ids, attempts, hashes, results, inputTokens, outputTokens);
         if (connection is not null)
         {
             // Kept by the writer's session: parsed and planned once, not at every batch.
