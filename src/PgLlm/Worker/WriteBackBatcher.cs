@@ -38,14 +38,17 @@ internal sealed class WriteBackBatcher : IDisposable
 
     private static readonly TimeSpan Linger = TimeSpan.FromMilliseconds(20);
 
-    /// <summary>How often a lingering writer looks for answers that arrived.</summary>
-    private static readonly TimeSpan LingerStep = TimeSpan.FromMilliseconds(5);
-
     private readonly JobQueue _queue;
     private readonly Func<int> _callsInFlight;
     private readonly SemaphoreSlim _collecting = new(1, 1);
     private readonly Channel<Pending> _pending = Channel.CreateUnbounded<Pending>(new UnboundedChannelOptions { SingleReader = false, SingleWriter = false });
     private readonly Task[] _writers;
+
+    /// <summary>Set while a writer lingers: completed by the answer that fills its batch.</summary>
+    private TaskCompletionSource? _lingerFilled;
+
+    /// <summary>How many queued answers fill the lingering writer's batch.</summary>
+    private int _lingerWanted;
 
     /// <param name="queue">Where answers are written.</param>
     /// <param name="callsInFlight">The worker's model calls in flight now: the answers still to come.</param>
@@ -63,8 +66,20 @@ internal sealed class WriteBackBatcher : IDisposable
     /// <summary>Writes one answer back; completes with the job's new state once its write committed.</summary>
     public Task<string> CompleteAsync(WriteBack write)
     {
-        var pending = new Pending(write, new TaskCompletionSource<string>(TaskCreationOptions.RunContinuationsAsynchronously));
-        return _pending.Writer.TryWrite(pending) ? pending.Result.Task : _queue.CompleteAsync(write, CancellationToken.None);
+        // The outcome's continuation (the rest of the job: metrics, the log line) runs on the writer's
+        // thread as the batch is settled, rather than each job waking a pool thread of its own.
+        var pending = new Pending(write, new TaskCompletionSource<string>());
+        if (!_pending.Writer.TryWrite(pending))
+        {
+            return _queue.CompleteAsync(write, CancellationToken.None);
+        }
+
+        if (Volatile.Read(ref _lingerFilled) is { } filled && _pending.Reader.Count >= Volatile.Read(ref _lingerWanted))
+        {
+            filled.TrySetResult();
+        }
+
+        return pending.Result.Task;
     }
 
     /// <summary>Releases the collecting lock; call after <see cref="CompleteAndDrainAsync"/>.</summary>
@@ -74,6 +89,7 @@ internal sealed class WriteBackBatcher : IDisposable
     public async Task CompleteAndDrainAsync()
     {
         _pending.Writer.TryComplete();
+        Volatile.Read(ref _lingerFilled)?.TrySetResult();
         await Task.WhenAll(_writers).ConfigureAwait(false);
     }
 
@@ -149,33 +165,28 @@ internal sealed class WriteBackBatcher : IDisposable
     }
 
     /// <summary>
-    /// Adds answers that arrive within <see cref="Linger"/>, until the batch has <see cref="LingerBatch"/>. It looks
-    /// at the queue every <see cref="LingerStep"/> rather than waking (and starting a timer) for each answer: a slow
-    /// model's answers arrive one at a time. With the 200 ms model at concurrency 128: 37 jobs per write-back
-    /// commit instead of 24.
+    /// Adds answers that arrive within <see cref="Linger"/>, until the batch has <see cref="LingerBatch"/>. The
+    /// writer sleeps once, until the answer that fills the batch arrives or the time is up, rather than waking
+    /// for each answer (a slow model's answers arrive one at a time) or looking at the queue every few
+    /// milliseconds: with the 200 ms model at concurrency 128, about 17 wake-ups a second instead of 200.
     /// </summary>
-    private static async Task LingerAsync(List<Pending> batch, ChannelReader<Pending> reader)
+    private async Task LingerAsync(List<Pending> batch, ChannelReader<Pending> reader)
     {
-        var deadline = Stopwatch.GetTimestamp() + (long)(Linger.TotalSeconds * Stopwatch.Frequency);
-        while (batch.Count < LingerBatch)
+        var wanted = LingerBatch - batch.Count;
+        var filled = new TaskCompletionSource();
+        Volatile.Write(ref _lingerWanted, wanted);
+        Volatile.Write(ref _lingerFilled, filled);
+        // An answer queued, or the batcher completed, before the signal was published.
+        if (reader.Count >= wanted || reader.Completion.IsCompleted)
         {
-            // Task.Delay truncates to whole milliseconds: under one, it would not wait at all and the loop would spin.
-            var remaining = Stopwatch.GetElapsedTime(Stopwatch.GetTimestamp(), deadline);
-            if (remaining < TimeSpan.FromMilliseconds(1))
-            {
-                return;
-            }
+            filled.TrySetResult();
+        }
 
-            await Task.Delay(remaining < LingerStep ? remaining : LingerStep, CancellationToken.None).ConfigureAwait(false);
-            while (batch.Count < MaxBatch && reader.TryRead(out var next))
-            {
-                batch.Add(next);
-            }
-
-            if (reader.Completion.IsCompleted)
-            {
-                return;
-            }
+        await filled.Task.WaitAsync(Linger).ConfigureAwait(ConfigureAwaitOptions.SuppressThrowing);
+        Volatile.Write(ref _lingerFilled, null);
+        while (batch.Count < MaxBatch && reader.TryRead(out var next))
+        {
+            batch.Add(next);
         }
     }
 
