@@ -116,7 +116,7 @@ internal sealed class EndpointLanes
             Concurrency = concurrency;
             Ahead = concurrency / 4;
             Slots = new SemaphoreSlim(concurrency + Ahead, concurrency + Ahead);
-            Calls = new SemaphoreSlim(concurrency, concurrency);
+            Calls = new CallGate(concurrency);
         }
 
         /// <summary>The named endpoint; null for the default one.</summary>
@@ -131,7 +131,7 @@ internal sealed class EndpointLanes
         public SemaphoreSlim Slots { get; }
 
         /// <summary>One per model call in flight: the endpoint's concurrency.</summary>
-        public SemaphoreSlim Calls { get; }
+        public CallGate Calls { get; }
 
         /// <summary>Claimed jobs not yet holding a call slot.</summary>
         public int Waiting => Volatile.Read(ref _waiting);

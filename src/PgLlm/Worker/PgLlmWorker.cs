@@ -174,38 +174,48 @@ public sealed partial class PgLlmWorker : BackgroundService
                         PgLlmMetrics.RecordClaimed(_workerId, jobs);
                         claimedAny |= jobs.Count > 0;
                         drained &= jobs.Count < taken[i];
-                        foreach (var work in await PrepareAsync(jobs, stoppingToken).ConfigureAwait(false))
+                        // The claim's jobs start together on one pool thread, one after another up to their first
+                        // wait (a call slot, the model's answer), rather than each waking a thread of its own.
+                        var start = new TaskCompletionSource();
+                        try
                         {
-                            lane.JobClaimed();
-                            var task = Task.Run(() => ProcessAsync(work, writeBacks, lane, jobsCancellation.Token, stoppingToken), CancellationToken.None);
-                            started[i]++;
-                            lock (inFlight)
+                            foreach (var work in await PrepareAsync(jobs, stoppingToken).ConfigureAwait(false))
                             {
-                                inFlight.Add(task);
-                            }
-
-                            _ = task.ContinueWith(
-                                t =>
+                                lane.JobClaimed();
+                                var task = ProcessAfterAsync(start.Task, work, writeBacks, lane, jobsCancellation.Token, stoppingToken);
+                                started[i]++;
+                                lock (inFlight)
                                 {
-                                    bool wasAtCap, last;
-                                    lock (inFlight)
-                                    {
-                                        wasAtCap = inFlight.Count >= heldCap;
-                                        inFlight.Remove(t);
-                                        last = inFlight.Count == 0;
-                                    }
+                                    inFlight.Add(task);
+                                }
 
-                                    Interlocked.Increment(ref settled);
-                                    // The loop waits for a job to end only at the cap of held jobs, or (draining until
-                                    // idle) for the last one; otherwise it claims when a lane is worth claiming for.
-                                    if (wasAtCap || last || lane.WorthClaiming)
+                                _ = task.ContinueWith(
+                                    t =>
                                     {
-                                        _wake.Set();
-                                    }
-                                },
-                                CancellationToken.None,
-                                TaskContinuationOptions.ExecuteSynchronously,
-                                TaskScheduler.Default);
+                                        bool wasAtCap, last;
+                                        lock (inFlight)
+                                        {
+                                            wasAtCap = inFlight.Count >= heldCap;
+                                            inFlight.Remove(t);
+                                            last = inFlight.Count == 0;
+                                        }
+
+                                        Interlocked.Increment(ref settled);
+                                        // The loop waits for a job to end only at the cap of held jobs, or (draining until
+                                        // idle) for the last one; otherwise it claims when a lane is worth claiming for.
+                                        if (wasAtCap || last || lane.WorthClaiming)
+                                        {
+                                            _wake.Set();
+                                        }
+                                    },
+                                    CancellationToken.None,
+                                    TaskContinuationOptions.ExecuteSynchronously,
+                                    TaskScheduler.Default);
+                            }
+                        }
+                        finally
+                        {
+                            ThreadPool.UnsafeQueueUserWorkItem(static s => s.TrySetResult(), start, preferLocal: false);
                         }
                     }
 
@@ -374,6 +384,12 @@ public sealed partial class PgLlmWorker : BackgroundService
         }
 
         return work;
+    }
+
+    private async Task ProcessAfterAsync(Task start, Work work, WriteBackBatcher writeBacks, EndpointLanes.Lane lane, CancellationToken jobsToken, CancellationToken stoppingToken)
+    {
+        await start.ConfigureAwait(false);
+        await ProcessAsync(work, writeBacks, lane, jobsToken, stoppingToken).ConfigureAwait(false);
     }
 
     private async Task ProcessAsync(Work work, WriteBackBatcher writeBacks, EndpointLanes.Lane lane, CancellationToken jobsToken, CancellationToken stoppingToken)
