@@ -28,6 +28,7 @@ public sealed class LocalModelServer : IAsyncDisposable
     private readonly Lock _recordGate = new();
     private readonly Queue<ModelRequest> _recorded = new();
     private readonly IReadOnlyList<string> _models;
+    private readonly AnswerClock _clock = new();
     private Func<ModelRequest, ModelReply>? _responder;
     private long _latencyTicks;
     private int _requestCount;
@@ -184,6 +185,8 @@ public sealed class LocalModelServer : IAsyncDisposable
         {
             // Best effort.
         }
+
+        _clock.Dispose();
 #pragma warning restore CA1031
     }
 
@@ -224,7 +227,7 @@ public sealed class LocalModelServer : IAsyncDisposable
                 _app.Lifetime.ApplicationStopping);
             try
             {
-                await DelayAtLeastAsync(delay, abort.Token).ConfigureAwait(false);
+                await _clock.DelayAsync(delay, abort.Token).ConfigureAwait(false);
             }
             catch (OperationCanceledException)
             {
@@ -288,19 +291,6 @@ public sealed class LocalModelServer : IAsyncDisposable
 
     private Task HandleUnknownAsync(HttpContext context)
         => WriteErrorAsync(context, ModelReply.Error(404, $"Unknown endpoint: {context.Request.Method} {context.Request.Path}"));
-
-    /// <summary>Task.Delay may fire up to a timer tick early; top up so the answer never comes before <paramref name="delay"/>.</summary>
-    private static async Task DelayAtLeastAsync(TimeSpan delay, CancellationToken cancellationToken)
-    {
-        var start = Stopwatch.GetTimestamp();
-        var remaining = delay;
-        while (remaining > TimeSpan.Zero)
-        {
-            await Task.Delay(remaining < TimeSpan.FromMilliseconds(1) ? TimeSpan.FromMilliseconds(1) : remaining, cancellationToken)
-                .ConfigureAwait(false);
-            remaining = delay - Stopwatch.GetElapsedTime(start);
-        }
-    }
 
     private ModelReply Answer(ModelRequest request)
     {
