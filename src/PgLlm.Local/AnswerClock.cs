@@ -71,7 +71,11 @@ internal sealed class AnswerClock : IDisposable
             answer.TrySetCanceled();
         }
 
-        _thread.Join();
+        // Disposed from an answer's continuation, which runs on the clock's thread: it ends by itself.
+        if (Thread.CurrentThread != _thread)
+        {
+            _thread.Join();
+        }
     }
 
     private static async Task WaitAsync(TaskCompletionSource answer, CancellationToken cancellationToken)

@@ -55,4 +55,26 @@ public sealed class AnswerClockTests
         Assert.Throws<ObjectDisposedException>(() => { _ = clock.DelayAsync(TimeSpan.FromSeconds(1), CancellationToken.None); });
         Assert.True(clock.DelayAsync(TimeSpan.Zero, CancellationToken.None).IsCompletedSuccessfully);
     }
+
+    [Fact]
+    public async Task DisposingFromAnAnswersContinuationOnTheClockThreadDoesNotHang()
+    {
+        var clock = new AnswerClock();
+        string? clockThread = null;
+        // Runs inline as the clock releases the answer, on its thread, as a server's response write does.
+        var disposed = clock.DelayAsync(TimeSpan.FromMilliseconds(10), CancellationToken.None).ContinueWith(
+            _ =>
+            {
+                clockThread = Thread.CurrentThread.Name;
+                clock.Dispose();
+            },
+            CancellationToken.None,
+            TaskContinuationOptions.ExecuteSynchronously,
+            TaskScheduler.Default);
+
+        await disposed.WaitAsync(TimeSpan.FromSeconds(30));
+        Assert.True(disposed.IsCompletedSuccessfully);
+        Assert.Equal("PgLlm answer clock", clockThread);
+        Assert.Throws<ObjectDisposedException>(() => { _ = clock.DelayAsync(TimeSpan.FromSeconds(1), CancellationToken.None); });
+    }
 }
