@@ -5,7 +5,7 @@
 //   dotnet run -c Release --project bench/PgLlm.Benchmarks               full run (several minutes)
 //   dotnet run -c Release --project bench/PgLlm.Benchmarks -- --quick    every measurement, smaller, under a minute
 //   ... -- --out path.json       write the results elsewhere
-//   ... -- --only drain_0ms      run one measurement group (insert, trigger, drain_0ms, drain_200ms, pickup, update, rss)
+//   ... -- --only drain_0ms      run one measurement group (insert, trigger, drain_0ms, drain_200ms, pickup, update, rss, backfill), or several: --only insert,trigger
 //   ... -- --stats               print the top statements from pg_stat_statements at the end
 //
 // The worker always runs as a separate process (this program, started with "worker"), so its
@@ -32,7 +32,17 @@ if (args is ["clients", ..])
 // kept, so DOTNET_SYSTEM_NET_SOCKETS_INLINE_COMPLETIONS=0 measures without, in every process).
 DedicatedWorkerProcess.Configure();
 
-var settings = SuiteSettings.Parse(args);
+SuiteSettings settings;
+try
+{
+    settings = SuiteSettings.Parse(args);
+}
+catch (ArgumentException ex)
+{
+    await Console.Error.WriteLineAsync("pgllm benchmarks: " + ex.Message);
+    return 2;
+}
+
 try
 {
     return await Suite.RunAsync(settings);

@@ -262,7 +262,8 @@ internal sealed class Suite
             _settings.TriggerPairs, () => TriggerCostAsync(emptyConnection), () => TriggerCostAsync(backlogConnection));
 
         Progress($"trigger cost, empty queue: {Stats.Median(empty):0.0000} ms/row; {pending} pending jobs: {Stats.Median(backlog):0.0000} ms/row " +
-                 $"(pairs' ratios {string.Join(", ", ratios.Order().Select(r => r.ToString("0.00", CultureInfo.InvariantCulture)))})");
+                 $"(pairs' ratios in order {string.Join(", ", ratios.Select(r => r.ToString("0.00", CultureInfo.InvariantCulture)))}); " +
+                 $"autovacuum since the start, empty queue: {await AutovacuumAsync(_db)}; backlog: {await AutovacuumAsync(backlogDb)}");
         _results["trigger_ms_empty"] = Math.Round(Stats.Median(empty), 4);
         _results["trigger_ms_backlog"] = Math.Round(Stats.Median(backlog), 4);
         _results["trigger_backlog_jobs"] = pending;
@@ -273,6 +274,11 @@ internal sealed class Suite
         await backlogDb.DisposeAsync();
         await _db.ExecuteAsync("DROP DATABASE bench_backlog WITH (FORCE)");
     }
+
+    /// <summary>The autovacuum and autoanalyze runs on the trigger measurement's tables, and their dead rows now.</summary>
+    private static Task<string> AutovacuumAsync(NpgsqlDataSource db) => db.ScalarAsync<string>(
+        "SELECT string_agg(format('%s %s vacuums, %s analyzes, %s dead', relname, autovacuum_count, autoanalyze_count, n_dead_tup), '; ' ORDER BY relname) " +
+        "FROM pg_stat_user_tables WHERE (schemaname, relname) IN (('llm', 'job'), ('public', 'bench_items'), ('public', 'bench_plain'))");
 
     /// <summary>The trigger's cost per row, in ms: the same rolled-back multi-row insert into both tables, the plain table's time subtracted.</summary>
     private async Task<double> TriggerCostAsync(NpgsqlConnection connection)

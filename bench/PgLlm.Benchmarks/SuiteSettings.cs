@@ -45,7 +45,8 @@ internal sealed record SuiteSettings
     /// <summary>Existing rows a backfill enqueues: 1,000,000 in the full run.</summary>
     public int BackfillRows => Quick ? 50_000 : 1_000_000;
 
-    public bool Runs(string group) => Only is null || string.Equals(Only, group, StringComparison.OrdinalIgnoreCase);
+    /// <summary>Whether <paramref name="group"/> is measured: every group, or those <c>--only</c> names (comma-separated).</summary>
+    public bool Runs(string group) => Only is null || Only.Split(',', StringSplitOptions.TrimEntries).Contains(group, StringComparer.OrdinalIgnoreCase);
 
     public static SuiteSettings Parse(string[] args)
     {
@@ -57,12 +58,23 @@ internal sealed record SuiteSettings
                 "--quick" => settings with { Quick = true },
                 "--stats" => settings with { PrintStatements = true },
                 "--out" when i + 1 < args.Length => settings with { OutputPath = args[++i] },
-                "--only" when i + 1 < args.Length => settings with { Only = args[++i] },
+                "--only" when i + 1 < args.Length => settings with { Only = CheckGroups(args[++i]) },
                 _ => throw new ArgumentException($"unknown argument '{args[i]}'; see the top of Program.cs"),
             };
         }
 
         return settings;
+    }
+
+    /// <summary>The measurement groups <c>--only</c> accepts.</summary>
+    public static readonly string[] Groups = ["insert", "trigger", "drain_0ms", "drain_200ms", "pickup", "update", "rss", "backfill"];
+
+    private static string CheckGroups(string only)
+    {
+        var unknown = only.Split(',', StringSplitOptions.TrimEntries).Where(g => !Groups.Contains(g, StringComparer.OrdinalIgnoreCase)).ToArray();
+        return unknown.Length == 0
+            ? only
+            : throw new ArgumentException($"unknown measurement group '{string.Join("', '", unknown)}' for --only; the groups: {string.Join(", ", Groups)}");
     }
 
     /// <summary>bench/results/latest.json of the repository this program was built from, else of the current directory.</summary>
