@@ -46,7 +46,8 @@ internal sealed class AnswerClock : IDisposable
             }
         }
 
-        return cancellationToken.CanBeCanceled ? WaitAsync(answer, cancellationToken) : answer.Task;
+        // Cancelled while waiting, the wait ends at once; the clock's completion later is a no-op.
+        return answer.Task.WaitAsync(cancellationToken);
     }
 
     /// <summary>Stops the thread; answers still waiting are cancelled.</summary>
@@ -75,15 +76,6 @@ internal sealed class AnswerClock : IDisposable
         if (Thread.CurrentThread != _thread)
         {
             _thread.Join();
-        }
-    }
-
-    private static async Task WaitAsync(TaskCompletionSource answer, CancellationToken cancellationToken)
-    {
-        // Cancelled while waiting: completes as cancelled, and the clock's completion later is a no-op.
-        await using (cancellationToken.UnsafeRegister(static (state, token) => ((TaskCompletionSource)state!).TrySetCanceled(token), answer).ConfigureAwait(false))
-        {
-            await answer.Task.ConfigureAwait(false);
         }
     }
 

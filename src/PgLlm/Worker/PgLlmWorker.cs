@@ -177,6 +177,7 @@ public sealed partial class PgLlmWorker : BackgroundService
                         // The claim's jobs start together on one pool thread, one after another up to their first
                         // wait (a call slot, the model's answer), rather than each waking a thread of its own.
                         var start = new TaskCompletionSource();
+                        var startedBefore = started[i];
                         try
                         {
                             foreach (var work in await PrepareAsync(jobs, stoppingToken).ConfigureAwait(false))
@@ -215,7 +216,11 @@ public sealed partial class PgLlmWorker : BackgroundService
                         }
                         finally
                         {
-                            ThreadPool.UnsafeQueueUserWorkItem(static s => s.TrySetResult(), start, preferLocal: false);
+                            // An empty claim started nothing: no thread to wake.
+                            if (started[i] > startedBefore)
+                            {
+                                ThreadPool.UnsafeQueueUserWorkItem(static s => s.TrySetResult(), start, preferLocal: false);
+                            }
                         }
                     }
 
