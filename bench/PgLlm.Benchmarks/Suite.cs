@@ -256,14 +256,23 @@ internal sealed class Suite
         await using var emptyConnection = await _db.OpenConnectionAsync();
         await using var backlogConnection = await backlogDb.OpenConnectionAsync();
         // A first round of each, not counted: plans and caches.
-        await TriggerCostAsync(emptyConnection);
-        await TriggerCostAsync(backlogConnection);
+        await TriggerCostAsync(emptyConnection, []);
+        await TriggerCostAsync(backlogConnection, []);
+        var checkpointsBefore = await CheckpointsAsync();
+        var (emptyInserts, backlogInserts) = (new List<(double Plain, double Trigger)>(), new List<(double Plain, double Trigger)>());
         var (empty, backlog, ratios) = await Stats.AlternatingPairsAsync(
-            _settings.TriggerPairs, () => TriggerCostAsync(emptyConnection), () => TriggerCostAsync(backlogConnection));
+            _settings.TriggerPairs, () => TriggerCostAsync(emptyConnection, emptyInserts), () => TriggerCostAsync(backlogConnection, backlogInserts));
 
-        Progress($"trigger cost, empty queue: {Stats.Median(empty):0.0000} ms/row; {pending} pending jobs: {Stats.Median(backlog):0.0000} ms/row " +
-                 $"(pairs' ratios in order {string.Join(", ", ratios.Select(r => r.ToString("0.00", CultureInfo.InvariantCulture)))}); " +
+        // Each pair in time order with both sides' inserts (plain/trigger, ms), so that a run of slow
+        // pairs shows which insert of which side changed, and whether a checkpoint ran meanwhile.
+        Progress($"trigger cost, empty queue: {Stats.Median(empty):0.0000} ms/row; {pending} pending jobs: {Stats.Median(backlog):0.0000} ms/row; " +
+                 $"checkpoints during the pairs: {(checkpointsBefore < 0 ? "not counted" : (await CheckpointsAsync() - checkpointsBefore).ToString(CultureInfo.InvariantCulture))}; " +
                  $"autovacuum since the start, empty queue: {await AutovacuumAsync(_db)}; backlog: {await AutovacuumAsync(backlogDb)}");
+        for (var i = 0; i < ratios.Count; i++)
+        {
+            Progress(string.Create(CultureInfo.InvariantCulture,
+                $"  trigger pair {i + 1}: ratio {ratios[i]:0.00}; empty queue {emptyInserts[i].Plain:0.0}/{emptyInserts[i].Trigger:0.0} ms, backlog {backlogInserts[i].Plain:0.0}/{backlogInserts[i].Trigger:0.0} ms (plain/trigger insert)"));
+        }
         _results["trigger_ms_empty"] = Math.Round(Stats.Median(empty), 4);
         _results["trigger_ms_backlog"] = Math.Round(Stats.Median(backlog), 4);
         _results["trigger_backlog_jobs"] = pending;
@@ -280,12 +289,20 @@ internal sealed class Suite
         "SELECT string_agg(format('%s %s vacuums, %s analyzes, %s dead', relname, autovacuum_count, autoanalyze_count, n_dead_tup), '; ' ORDER BY relname) " +
         "FROM pg_stat_user_tables WHERE (schemaname, relname) IN (('llm', 'job'), ('public', 'bench_items'), ('public', 'bench_plain'))");
 
-    /// <summary>The trigger's cost per row, in ms: the same rolled-back multi-row insert into both tables, the plain table's time subtracted.</summary>
-    private async Task<double> TriggerCostAsync(NpgsqlConnection connection)
+    /// <summary>The server's checkpoints so far, timed and requested; -1 where <c>pg_stat_bgwriter</c> no longer counts them (PostgreSQL 17).</summary>
+    private Task<long> CheckpointsAsync() => _db.ScalarAsync<long>(
+        "SELECT coalesce((SELECT (to_jsonb(b) ->> 'checkpoints_timed')::bigint + (to_jsonb(b) ->> 'checkpoints_req')::bigint FROM pg_catalog.pg_stat_bgwriter AS b), -1)");
+
+    /// <summary>
+    /// The trigger's cost per row, in ms: the same rolled-back multi-row insert into both tables, the
+    /// plain table's time subtracted; both inserts' times are added to <paramref name="inserts"/>.
+    /// </summary>
+    private async Task<double> TriggerCostAsync(NpgsqlConnection connection, List<(double Plain, double Trigger)> inserts)
     {
         var rows = _settings.TriggerRows;
         var plain = await TimedRolledBackInsertAsync(connection, "public.bench_plain", rows);
         var trigger = await TimedRolledBackInsertAsync(connection, "public.bench_items", rows);
+        inserts.Add((plain, trigger));
         return (trigger - plain) / rows;
     }
 
