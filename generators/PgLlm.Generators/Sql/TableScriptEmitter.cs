@@ -178,40 +178,54 @@ internal static class TableScriptEmitter
             .Append(";\n\n");
 
         // Complete a batch: the same outcome as the complete function for each job, set-based for the
-        // common case (the job is still this attempt's and its inputs are unchanged): the batch's rows
-        // are written in one UPDATE and its jobs settled in another, instead of a statement pair and a
-        // subtransaction per job. Every other job (lost, superseded, deleted row, or a second job of a
-        // row already written in this batch) goes through the complete function, which decides as above.
-        // Returns each job's state, in the order given. Any error undoes the whole call; llm.complete_batch
-        // then writes each job on its own.
+        // common case (the job is still this attempt's and its inputs are unchanged): the batch's jobs
+        // are settled in one UPDATE and its rows written in another, instead of a statement pair and a
+        // subtransaction per job. The jobs are settled first: the update locks each job as the complete
+        // function's FOR UPDATE does, without a lock of its own (a row lock and a WAL record less per
+        // job). A job settled whose row was not written (its inputs changed or the row is gone, or a
+        // later job of a row written by an earlier one in this batch) goes back to running, and with every other
+        // job (lost) through the complete function, which decides as above; none of this is seen
+        // outside the call. Returns each job's state, in the order given. Any error undoes the whole
+        // call; llm.complete_batch then writes each job on its own.
         sql.Append("CREATE OR REPLACE FUNCTION ").Append(completeBatch)
             .Append("(p_job_ids bigint[], p_attempts integer[], p_inputs_hashes text[], p_results jsonb[], p_input_tokens integer[], p_output_tokens integer[])\nRETURNS text[]\nLANGUAGE plpgsql\nSECURITY DEFINER\nSET search_path = pg_catalog, pg_temp\nSET enable_seqscan = off\n" + GenericPlans + "AS ")
             .Append(DollarQuote(
                 "\nDECLARE\n" +
+                "    v_settled integer[];\n" +
                 "    v_written integer[];\n" +
                 "    v_states text[];\n" +
                 "BEGIN\n" +
-                "    WITH b AS (SELECT * FROM unnest(p_job_ids, p_attempts, p_inputs_hashes, p_results) WITH ORDINALITY AS b(id, attempt, inputs_hash, result, n)),\n" +
-                "         -- Locked by key and task alone, then checked (as in the complete function).\n" +
-                "         j AS (SELECT j.id, j.row_key, j.state, j.attempt\n" +
-                "                 FROM llm.job AS j\n" +
-                "                WHERE j.id = ANY (p_job_ids) AND j.task = " + Literal(taskName) + "\n" +
-                "                  FOR UPDATE),\n" +
+                "    WITH b AS (SELECT * FROM unnest(p_job_ids, p_attempts, p_inputs_hashes, p_results, p_input_tokens, p_output_tokens)\n" +
+                "                 WITH ORDINALITY AS b(id, attempt, inputs_hash, result, input_tokens, output_tokens, n)),\n" +
+                "         -- Found by key and task, checked once locked (a concurrent change is waited for and\n" +
+                "         -- the conditions checked again on the newer version). The state is never null, so IS NOT\n" +
+                "         -- DISTINCT FROM is = here, but no index answers it: with = the planner may walk the whole\n" +
+                "         -- index of running jobs instead of the primary key (seen: 224 rows for a 34-job batch).\n" +
+                "         j AS (UPDATE llm.job AS j\n" +
+                "                  SET state = 'succeeded', finished_at = now(), locked_by = NULL, lease_until = NULL,\n" +
+                "                      inputs_hash = b.inputs_hash, input_tokens = b.input_tokens, output_tokens = b.output_tokens\n" +
+                "                 FROM b\n" +
+                "                WHERE j.id = b.id AND j.task = " + Literal(taskName) + "\n" +
+                "                  AND j.state IS NOT DISTINCT FROM 'running' AND j.attempt = b.attempt\n" +
+                "            RETURNING j.row_key, b.result, b.inputs_hash, b.n),\n" +
+                "         -- A row with several jobs in the batch is written by the first given; the others go\n" +
+                "         -- through the complete function after it, in the order given, as one by one.\n" +
                 "         w AS (UPDATE " + target + " AS t\n" +
                 "                  SET " + setList.Replace("\n           ", "\n                      ") + "\n" +
-                "                 FROM j\n" +
-                "                 JOIN b ON b.id = j.id AND b.attempt = j.attempt AND j.state = 'running'\n" +
+                "                 FROM (SELECT DISTINCT ON (j.row_key) j.row_key, j.result, j.inputs_hash, j.n FROM j ORDER BY j.row_key, j.n) AS j\n" +
                 "                CROSS JOIN LATERAL jsonb_populate_record(NULL::" + target + ", j.row_key) AS k\n" +
-                "                CROSS JOIN LATERAL jsonb_populate_record(NULL::" + target + ", b.result) AS r\n" +
+                "                CROSS JOIN LATERAL jsonb_populate_record(NULL::" + target + ", j.result) AS r\n" +
                 "                WHERE " + keyMatch + "\n" +
-                "                  AND md5(" + inputsOfT + "::text) = b.inputs_hash\n" +
-                "            RETURNING b.n)\n" +
-                "    SELECT array_agg(w.n) INTO v_written FROM w;\n\n" +
-                "    UPDATE llm.job AS j\n" +
-                "       SET state = 'succeeded', finished_at = now(), locked_by = NULL, lease_until = NULL,\n" +
-                "           inputs_hash = p_inputs_hashes[w.n], input_tokens = p_input_tokens[w.n], output_tokens = p_output_tokens[w.n]\n" +
-                "      FROM unnest(v_written) AS w(n)\n" +
-                "     WHERE j.id = p_job_ids[w.n];\n\n" +
+                "                  AND md5(" + inputsOfT + "::text) = j.inputs_hash\n" +
+                "            RETURNING j.n)\n" +
+                "    SELECT (SELECT array_agg(j.n) FROM j), (SELECT array_agg(w.n) FROM w) INTO v_settled, v_written;\n\n" +
+                "    -- Settled, not written (rare): back to running, for the complete function below.\n" +
+                "    IF coalesce(array_length(v_settled, 1), 0) <> coalesce(array_length(v_written, 1), 0) THEN\n" +
+                "        UPDATE llm.job AS j\n" +
+                "           SET state = 'running', finished_at = NULL\n" +
+                "          FROM unnest(v_settled) AS s(n)\n" +
+                "         WHERE j.id = p_job_ids[s.n] AND NOT (s.n = ANY (coalesce(v_written, '{}')));\n" +
+                "    END IF;\n\n" +
                 "    v_states := array_fill(NULL::text, ARRAY[coalesce(array_length(p_job_ids, 1), 0)]);\n" +
                 "    FOR i IN 1 .. coalesce(array_length(p_job_ids, 1), 0) LOOP\n" +
                 "        IF i = ANY (v_written) THEN\n" +

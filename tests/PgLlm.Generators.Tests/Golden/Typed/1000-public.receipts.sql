@@ -129,31 +129,42 @@ SET enable_seqscan = off
 SET plan_cache_mode = force_generic_plan
 AS $pgllm$
 DECLARE
+    v_settled integer[];
     v_written integer[];
     v_states text[];
 BEGIN
-    WITH b AS (SELECT * FROM unnest(p_job_ids, p_attempts, p_inputs_hashes, p_results) WITH ORDINALITY AS b(id, attempt, inputs_hash, result, n)),
-         -- Locked by key and task alone, then checked (as in the complete function).
-         j AS (SELECT j.id, j.row_key, j.state, j.attempt
-                 FROM llm.job AS j
-                WHERE j.id = ANY (p_job_ids) AND j.task = 'public.receipts:note_mood'
-                  FOR UPDATE),
+    WITH b AS (SELECT * FROM unnest(p_job_ids, p_attempts, p_inputs_hashes, p_results, p_input_tokens, p_output_tokens)
+                 WITH ORDINALITY AS b(id, attempt, inputs_hash, result, input_tokens, output_tokens, n)),
+         -- Found by key and task, checked once locked (a concurrent change is waited for and
+         -- the conditions checked again on the newer version). The state is never null, so IS NOT
+         -- DISTINCT FROM is = here, but no index answers it: with = the planner may walk the whole
+         -- index of running jobs instead of the primary key (seen: 224 rows for a 34-job batch).
+         j AS (UPDATE llm.job AS j
+                  SET state = 'succeeded', finished_at = now(), locked_by = NULL, lease_until = NULL,
+                      inputs_hash = b.inputs_hash, input_tokens = b.input_tokens, output_tokens = b.output_tokens
+                 FROM b
+                WHERE j.id = b.id AND j.task = 'public.receipts:note_mood'
+                  AND j.state IS NOT DISTINCT FROM 'running' AND j.attempt = b.attempt
+            RETURNING j.row_key, b.result, b.inputs_hash, b.n),
+         -- A row with several jobs in the batch is written by the first given; the others go
+         -- through the complete function after it, in the order given, as one by one.
          w AS (UPDATE "public"."receipts" AS t
                   SET "note_mood" = r."note_mood"
-                 FROM j
-                 JOIN b ON b.id = j.id AND b.attempt = j.attempt AND j.state = 'running'
+                 FROM (SELECT DISTINCT ON (j.row_key) j.row_key, j.result, j.inputs_hash, j.n FROM j ORDER BY j.row_key, j.n) AS j
                 CROSS JOIN LATERAL jsonb_populate_record(NULL::"public"."receipts", j.row_key) AS k
-                CROSS JOIN LATERAL jsonb_populate_record(NULL::"public"."receipts", b.result) AS r
+                CROSS JOIN LATERAL jsonb_populate_record(NULL::"public"."receipts", j.result) AS r
                 WHERE t."id" = k."id"
-                  AND md5(jsonb_build_object('note', t."note")::text) = b.inputs_hash
-            RETURNING b.n)
-    SELECT array_agg(w.n) INTO v_written FROM w;
+                  AND md5(jsonb_build_object('note', t."note")::text) = j.inputs_hash
+            RETURNING j.n)
+    SELECT (SELECT array_agg(j.n) FROM j), (SELECT array_agg(w.n) FROM w) INTO v_settled, v_written;
 
-    UPDATE llm.job AS j
-       SET state = 'succeeded', finished_at = now(), locked_by = NULL, lease_until = NULL,
-           inputs_hash = p_inputs_hashes[w.n], input_tokens = p_input_tokens[w.n], output_tokens = p_output_tokens[w.n]
-      FROM unnest(v_written) AS w(n)
-     WHERE j.id = p_job_ids[w.n];
+    -- Settled, not written (rare): back to running, for the complete function below.
+    IF coalesce(array_length(v_settled, 1), 0) <> coalesce(array_length(v_written, 1), 0) THEN
+        UPDATE llm.job AS j
+           SET state = 'running', finished_at = NULL
+          FROM unnest(v_settled) AS s(n)
+         WHERE j.id = p_job_ids[s.n] AND NOT (s.n = ANY (coalesce(v_written, '{}')));
+    END IF;
 
     v_states := array_fill(NULL::text, ARRAY[coalesce(array_length(p_job_ids, 1), 0)]);
     FOR i IN 1 .. coalesce(array_length(p_job_ids, 1), 0) LOOP
@@ -339,31 +350,42 @@ SET enable_seqscan = off
 SET plan_cache_mode = force_generic_plan
 AS $pgllm$
 DECLARE
+    v_settled integer[];
     v_written integer[];
     v_states text[];
 BEGIN
-    WITH b AS (SELECT * FROM unnest(p_job_ids, p_attempts, p_inputs_hashes, p_results) WITH ORDINALITY AS b(id, attempt, inputs_hash, result, n)),
-         -- Locked by key and task alone, then checked (as in the complete function).
-         j AS (SELECT j.id, j.row_key, j.state, j.attempt
-                 FROM llm.job AS j
-                WHERE j.id = ANY (p_job_ids) AND j.task = 'public.receipts:stars'
-                  FOR UPDATE),
+    WITH b AS (SELECT * FROM unnest(p_job_ids, p_attempts, p_inputs_hashes, p_results, p_input_tokens, p_output_tokens)
+                 WITH ORDINALITY AS b(id, attempt, inputs_hash, result, input_tokens, output_tokens, n)),
+         -- Found by key and task, checked once locked (a concurrent change is waited for and
+         -- the conditions checked again on the newer version). The state is never null, so IS NOT
+         -- DISTINCT FROM is = here, but no index answers it: with = the planner may walk the whole
+         -- index of running jobs instead of the primary key (seen: 224 rows for a 34-job batch).
+         j AS (UPDATE llm.job AS j
+                  SET state = 'succeeded', finished_at = now(), locked_by = NULL, lease_until = NULL,
+                      inputs_hash = b.inputs_hash, input_tokens = b.input_tokens, output_tokens = b.output_tokens
+                 FROM b
+                WHERE j.id = b.id AND j.task = 'public.receipts:stars'
+                  AND j.state IS NOT DISTINCT FROM 'running' AND j.attempt = b.attempt
+            RETURNING j.row_key, b.result, b.inputs_hash, b.n),
+         -- A row with several jobs in the batch is written by the first given; the others go
+         -- through the complete function after it, in the order given, as one by one.
          w AS (UPDATE "public"."receipts" AS t
                   SET "stars" = r."stars"
-                 FROM j
-                 JOIN b ON b.id = j.id AND b.attempt = j.attempt AND j.state = 'running'
+                 FROM (SELECT DISTINCT ON (j.row_key) j.row_key, j.result, j.inputs_hash, j.n FROM j ORDER BY j.row_key, j.n) AS j
                 CROSS JOIN LATERAL jsonb_populate_record(NULL::"public"."receipts", j.row_key) AS k
-                CROSS JOIN LATERAL jsonb_populate_record(NULL::"public"."receipts", b.result) AS r
+                CROSS JOIN LATERAL jsonb_populate_record(NULL::"public"."receipts", j.result) AS r
                 WHERE t."id" = k."id"
-                  AND md5(jsonb_build_object('note', t."note")::text) = b.inputs_hash
-            RETURNING b.n)
-    SELECT array_agg(w.n) INTO v_written FROM w;
+                  AND md5(jsonb_build_object('note', t."note")::text) = j.inputs_hash
+            RETURNING j.n)
+    SELECT (SELECT array_agg(j.n) FROM j), (SELECT array_agg(w.n) FROM w) INTO v_settled, v_written;
 
-    UPDATE llm.job AS j
-       SET state = 'succeeded', finished_at = now(), locked_by = NULL, lease_until = NULL,
-           inputs_hash = p_inputs_hashes[w.n], input_tokens = p_input_tokens[w.n], output_tokens = p_output_tokens[w.n]
-      FROM unnest(v_written) AS w(n)
-     WHERE j.id = p_job_ids[w.n];
+    -- Settled, not written (rare): back to running, for the complete function below.
+    IF coalesce(array_length(v_settled, 1), 0) <> coalesce(array_length(v_written, 1), 0) THEN
+        UPDATE llm.job AS j
+           SET state = 'running', finished_at = NULL
+          FROM unnest(v_settled) AS s(n)
+         WHERE j.id = p_job_ids[s.n] AND NOT (s.n = ANY (coalesce(v_written, '{}')));
+    END IF;
 
     v_states := array_fill(NULL::text, ARRAY[coalesce(array_length(p_job_ids, 1), 0)]);
     FOR i IN 1 .. coalesce(array_length(p_job_ids, 1), 0) LOOP
@@ -549,31 +571,42 @@ SET enable_seqscan = off
 SET plan_cache_mode = force_generic_plan
 AS $pgllm$
 DECLARE
+    v_settled integer[];
     v_written integer[];
     v_states text[];
 BEGIN
-    WITH b AS (SELECT * FROM unnest(p_job_ids, p_attempts, p_inputs_hashes, p_results) WITH ORDINALITY AS b(id, attempt, inputs_hash, result, n)),
-         -- Locked by key and task alone, then checked (as in the complete function).
-         j AS (SELECT j.id, j.row_key, j.state, j.attempt
-                 FROM llm.job AS j
-                WHERE j.id = ANY (p_job_ids) AND j.task = 'public.receipts:tags'
-                  FOR UPDATE),
+    WITH b AS (SELECT * FROM unnest(p_job_ids, p_attempts, p_inputs_hashes, p_results, p_input_tokens, p_output_tokens)
+                 WITH ORDINALITY AS b(id, attempt, inputs_hash, result, input_tokens, output_tokens, n)),
+         -- Found by key and task, checked once locked (a concurrent change is waited for and
+         -- the conditions checked again on the newer version). The state is never null, so IS NOT
+         -- DISTINCT FROM is = here, but no index answers it: with = the planner may walk the whole
+         -- index of running jobs instead of the primary key (seen: 224 rows for a 34-job batch).
+         j AS (UPDATE llm.job AS j
+                  SET state = 'succeeded', finished_at = now(), locked_by = NULL, lease_until = NULL,
+                      inputs_hash = b.inputs_hash, input_tokens = b.input_tokens, output_tokens = b.output_tokens
+                 FROM b
+                WHERE j.id = b.id AND j.task = 'public.receipts:tags'
+                  AND j.state IS NOT DISTINCT FROM 'running' AND j.attempt = b.attempt
+            RETURNING j.row_key, b.result, b.inputs_hash, b.n),
+         -- A row with several jobs in the batch is written by the first given; the others go
+         -- through the complete function after it, in the order given, as one by one.
          w AS (UPDATE "public"."receipts" AS t
                   SET "tags" = r."tags"
-                 FROM j
-                 JOIN b ON b.id = j.id AND b.attempt = j.attempt AND j.state = 'running'
+                 FROM (SELECT DISTINCT ON (j.row_key) j.row_key, j.result, j.inputs_hash, j.n FROM j ORDER BY j.row_key, j.n) AS j
                 CROSS JOIN LATERAL jsonb_populate_record(NULL::"public"."receipts", j.row_key) AS k
-                CROSS JOIN LATERAL jsonb_populate_record(NULL::"public"."receipts", b.result) AS r
+                CROSS JOIN LATERAL jsonb_populate_record(NULL::"public"."receipts", j.result) AS r
                 WHERE t."id" = k."id"
-                  AND md5(jsonb_build_object('note', t."note")::text) = b.inputs_hash
-            RETURNING b.n)
-    SELECT array_agg(w.n) INTO v_written FROM w;
+                  AND md5(jsonb_build_object('note', t."note")::text) = j.inputs_hash
+            RETURNING j.n)
+    SELECT (SELECT array_agg(j.n) FROM j), (SELECT array_agg(w.n) FROM w) INTO v_settled, v_written;
 
-    UPDATE llm.job AS j
-       SET state = 'succeeded', finished_at = now(), locked_by = NULL, lease_until = NULL,
-           inputs_hash = p_inputs_hashes[w.n], input_tokens = p_input_tokens[w.n], output_tokens = p_output_tokens[w.n]
-      FROM unnest(v_written) AS w(n)
-     WHERE j.id = p_job_ids[w.n];
+    -- Settled, not written (rare): back to running, for the complete function below.
+    IF coalesce(array_length(v_settled, 1), 0) <> coalesce(array_length(v_written, 1), 0) THEN
+        UPDATE llm.job AS j
+           SET state = 'running', finished_at = NULL
+          FROM unnest(v_settled) AS s(n)
+         WHERE j.id = p_job_ids[s.n] AND NOT (s.n = ANY (coalesce(v_written, '{}')));
+    END IF;
 
     v_states := array_fill(NULL::text, ARRAY[coalesce(array_length(p_job_ids, 1), 0)]);
     FOR i IN 1 .. coalesce(array_length(p_job_ids, 1), 0) LOOP
@@ -759,31 +792,42 @@ SET enable_seqscan = off
 SET plan_cache_mode = force_generic_plan
 AS $pgllm$
 DECLARE
+    v_settled integer[];
     v_written integer[];
     v_states text[];
 BEGIN
-    WITH b AS (SELECT * FROM unnest(p_job_ids, p_attempts, p_inputs_hashes, p_results) WITH ORDINALITY AS b(id, attempt, inputs_hash, result, n)),
-         -- Locked by key and task alone, then checked (as in the complete function).
-         j AS (SELECT j.id, j.row_key, j.state, j.attempt
-                 FROM llm.job AS j
-                WHERE j.id = ANY (p_job_ids) AND j.task = 'public.receipts:codes'
-                  FOR UPDATE),
+    WITH b AS (SELECT * FROM unnest(p_job_ids, p_attempts, p_inputs_hashes, p_results, p_input_tokens, p_output_tokens)
+                 WITH ORDINALITY AS b(id, attempt, inputs_hash, result, input_tokens, output_tokens, n)),
+         -- Found by key and task, checked once locked (a concurrent change is waited for and
+         -- the conditions checked again on the newer version). The state is never null, so IS NOT
+         -- DISTINCT FROM is = here, but no index answers it: with = the planner may walk the whole
+         -- index of running jobs instead of the primary key (seen: 224 rows for a 34-job batch).
+         j AS (UPDATE llm.job AS j
+                  SET state = 'succeeded', finished_at = now(), locked_by = NULL, lease_until = NULL,
+                      inputs_hash = b.inputs_hash, input_tokens = b.input_tokens, output_tokens = b.output_tokens
+                 FROM b
+                WHERE j.id = b.id AND j.task = 'public.receipts:codes'
+                  AND j.state IS NOT DISTINCT FROM 'running' AND j.attempt = b.attempt
+            RETURNING j.row_key, b.result, b.inputs_hash, b.n),
+         -- A row with several jobs in the batch is written by the first given; the others go
+         -- through the complete function after it, in the order given, as one by one.
          w AS (UPDATE "public"."receipts" AS t
                   SET "codes" = r."codes"
-                 FROM j
-                 JOIN b ON b.id = j.id AND b.attempt = j.attempt AND j.state = 'running'
+                 FROM (SELECT DISTINCT ON (j.row_key) j.row_key, j.result, j.inputs_hash, j.n FROM j ORDER BY j.row_key, j.n) AS j
                 CROSS JOIN LATERAL jsonb_populate_record(NULL::"public"."receipts", j.row_key) AS k
-                CROSS JOIN LATERAL jsonb_populate_record(NULL::"public"."receipts", b.result) AS r
+                CROSS JOIN LATERAL jsonb_populate_record(NULL::"public"."receipts", j.result) AS r
                 WHERE t."id" = k."id"
-                  AND md5(jsonb_build_object('note', t."note")::text) = b.inputs_hash
-            RETURNING b.n)
-    SELECT array_agg(w.n) INTO v_written FROM w;
+                  AND md5(jsonb_build_object('note', t."note")::text) = j.inputs_hash
+            RETURNING j.n)
+    SELECT (SELECT array_agg(j.n) FROM j), (SELECT array_agg(w.n) FROM w) INTO v_settled, v_written;
 
-    UPDATE llm.job AS j
-       SET state = 'succeeded', finished_at = now(), locked_by = NULL, lease_until = NULL,
-           inputs_hash = p_inputs_hashes[w.n], input_tokens = p_input_tokens[w.n], output_tokens = p_output_tokens[w.n]
-      FROM unnest(v_written) AS w(n)
-     WHERE j.id = p_job_ids[w.n];
+    -- Settled, not written (rare): back to running, for the complete function below.
+    IF coalesce(array_length(v_settled, 1), 0) <> coalesce(array_length(v_written, 1), 0) THEN
+        UPDATE llm.job AS j
+           SET state = 'running', finished_at = NULL
+          FROM unnest(v_settled) AS s(n)
+         WHERE j.id = p_job_ids[s.n] AND NOT (s.n = ANY (coalesce(v_written, '{}')));
+    END IF;
 
     v_states := array_fill(NULL::text, ARRAY[coalesce(array_length(p_job_ids, 1), 0)]);
     FOR i IN 1 .. coalesce(array_length(p_job_ids, 1), 0) LOOP
@@ -969,31 +1013,42 @@ SET enable_seqscan = off
 SET plan_cache_mode = force_generic_plan
 AS $pgllm$
 DECLARE
+    v_settled integer[];
     v_written integer[];
     v_states text[];
 BEGIN
-    WITH b AS (SELECT * FROM unnest(p_job_ids, p_attempts, p_inputs_hashes, p_results) WITH ORDINALITY AS b(id, attempt, inputs_hash, result, n)),
-         -- Locked by key and task alone, then checked (as in the complete function).
-         j AS (SELECT j.id, j.row_key, j.state, j.attempt
-                 FROM llm.job AS j
-                WHERE j.id = ANY (p_job_ids) AND j.task = 'public.receipts:origin'
-                  FOR UPDATE),
+    WITH b AS (SELECT * FROM unnest(p_job_ids, p_attempts, p_inputs_hashes, p_results, p_input_tokens, p_output_tokens)
+                 WITH ORDINALITY AS b(id, attempt, inputs_hash, result, input_tokens, output_tokens, n)),
+         -- Found by key and task, checked once locked (a concurrent change is waited for and
+         -- the conditions checked again on the newer version). The state is never null, so IS NOT
+         -- DISTINCT FROM is = here, but no index answers it: with = the planner may walk the whole
+         -- index of running jobs instead of the primary key (seen: 224 rows for a 34-job batch).
+         j AS (UPDATE llm.job AS j
+                  SET state = 'succeeded', finished_at = now(), locked_by = NULL, lease_until = NULL,
+                      inputs_hash = b.inputs_hash, input_tokens = b.input_tokens, output_tokens = b.output_tokens
+                 FROM b
+                WHERE j.id = b.id AND j.task = 'public.receipts:origin'
+                  AND j.state IS NOT DISTINCT FROM 'running' AND j.attempt = b.attempt
+            RETURNING j.row_key, b.result, b.inputs_hash, b.n),
+         -- A row with several jobs in the batch is written by the first given; the others go
+         -- through the complete function after it, in the order given, as one by one.
          w AS (UPDATE "public"."receipts" AS t
                   SET "origin" = r."origin"
-                 FROM j
-                 JOIN b ON b.id = j.id AND b.attempt = j.attempt AND j.state = 'running'
+                 FROM (SELECT DISTINCT ON (j.row_key) j.row_key, j.result, j.inputs_hash, j.n FROM j ORDER BY j.row_key, j.n) AS j
                 CROSS JOIN LATERAL jsonb_populate_record(NULL::"public"."receipts", j.row_key) AS k
-                CROSS JOIN LATERAL jsonb_populate_record(NULL::"public"."receipts", b.result) AS r
+                CROSS JOIN LATERAL jsonb_populate_record(NULL::"public"."receipts", j.result) AS r
                 WHERE t."id" = k."id"
-                  AND md5(jsonb_build_object('note', t."note")::text) = b.inputs_hash
-            RETURNING b.n)
-    SELECT array_agg(w.n) INTO v_written FROM w;
+                  AND md5(jsonb_build_object('note', t."note")::text) = j.inputs_hash
+            RETURNING j.n)
+    SELECT (SELECT array_agg(j.n) FROM j), (SELECT array_agg(w.n) FROM w) INTO v_settled, v_written;
 
-    UPDATE llm.job AS j
-       SET state = 'succeeded', finished_at = now(), locked_by = NULL, lease_until = NULL,
-           inputs_hash = p_inputs_hashes[w.n], input_tokens = p_input_tokens[w.n], output_tokens = p_output_tokens[w.n]
-      FROM unnest(v_written) AS w(n)
-     WHERE j.id = p_job_ids[w.n];
+    -- Settled, not written (rare): back to running, for the complete function below.
+    IF coalesce(array_length(v_settled, 1), 0) <> coalesce(array_length(v_written, 1), 0) THEN
+        UPDATE llm.job AS j
+           SET state = 'running', finished_at = NULL
+          FROM unnest(v_settled) AS s(n)
+         WHERE j.id = p_job_ids[s.n] AND NOT (s.n = ANY (coalesce(v_written, '{}')));
+    END IF;
 
     v_states := array_fill(NULL::text, ARRAY[coalesce(array_length(p_job_ids, 1), 0)]);
     FOR i IN 1 .. coalesce(array_length(p_job_ids, 1), 0) LOOP
@@ -1179,31 +1234,42 @@ SET enable_seqscan = off
 SET plan_cache_mode = force_generic_plan
 AS $pgllm$
 DECLARE
+    v_settled integer[];
     v_written integer[];
     v_states text[];
 BEGIN
-    WITH b AS (SELECT * FROM unnest(p_job_ids, p_attempts, p_inputs_hashes, p_results) WITH ORDINALITY AS b(id, attempt, inputs_hash, result, n)),
-         -- Locked by key and task alone, then checked (as in the complete function).
-         j AS (SELECT j.id, j.row_key, j.state, j.attempt
-                 FROM llm.job AS j
-                WHERE j.id = ANY (p_job_ids) AND j.task = 'public.receipts:is_refund'
-                  FOR UPDATE),
+    WITH b AS (SELECT * FROM unnest(p_job_ids, p_attempts, p_inputs_hashes, p_results, p_input_tokens, p_output_tokens)
+                 WITH ORDINALITY AS b(id, attempt, inputs_hash, result, input_tokens, output_tokens, n)),
+         -- Found by key and task, checked once locked (a concurrent change is waited for and
+         -- the conditions checked again on the newer version). The state is never null, so IS NOT
+         -- DISTINCT FROM is = here, but no index answers it: with = the planner may walk the whole
+         -- index of running jobs instead of the primary key (seen: 224 rows for a 34-job batch).
+         j AS (UPDATE llm.job AS j
+                  SET state = 'succeeded', finished_at = now(), locked_by = NULL, lease_until = NULL,
+                      inputs_hash = b.inputs_hash, input_tokens = b.input_tokens, output_tokens = b.output_tokens
+                 FROM b
+                WHERE j.id = b.id AND j.task = 'public.receipts:is_refund'
+                  AND j.state IS NOT DISTINCT FROM 'running' AND j.attempt = b.attempt
+            RETURNING j.row_key, b.result, b.inputs_hash, b.n),
+         -- A row with several jobs in the batch is written by the first given; the others go
+         -- through the complete function after it, in the order given, as one by one.
          w AS (UPDATE "public"."receipts" AS t
                   SET "is_refund" = r."is_refund"
-                 FROM j
-                 JOIN b ON b.id = j.id AND b.attempt = j.attempt AND j.state = 'running'
+                 FROM (SELECT DISTINCT ON (j.row_key) j.row_key, j.result, j.inputs_hash, j.n FROM j ORDER BY j.row_key, j.n) AS j
                 CROSS JOIN LATERAL jsonb_populate_record(NULL::"public"."receipts", j.row_key) AS k
-                CROSS JOIN LATERAL jsonb_populate_record(NULL::"public"."receipts", b.result) AS r
+                CROSS JOIN LATERAL jsonb_populate_record(NULL::"public"."receipts", j.result) AS r
                 WHERE t."id" = k."id"
-                  AND md5(jsonb_build_object('note', t."note")::text) = b.inputs_hash
-            RETURNING b.n)
-    SELECT array_agg(w.n) INTO v_written FROM w;
+                  AND md5(jsonb_build_object('note', t."note")::text) = j.inputs_hash
+            RETURNING j.n)
+    SELECT (SELECT array_agg(j.n) FROM j), (SELECT array_agg(w.n) FROM w) INTO v_settled, v_written;
 
-    UPDATE llm.job AS j
-       SET state = 'succeeded', finished_at = now(), locked_by = NULL, lease_until = NULL,
-           inputs_hash = p_inputs_hashes[w.n], input_tokens = p_input_tokens[w.n], output_tokens = p_output_tokens[w.n]
-      FROM unnest(v_written) AS w(n)
-     WHERE j.id = p_job_ids[w.n];
+    -- Settled, not written (rare): back to running, for the complete function below.
+    IF coalesce(array_length(v_settled, 1), 0) <> coalesce(array_length(v_written, 1), 0) THEN
+        UPDATE llm.job AS j
+           SET state = 'running', finished_at = NULL
+          FROM unnest(v_settled) AS s(n)
+         WHERE j.id = p_job_ids[s.n] AND NOT (s.n = ANY (coalesce(v_written, '{}')));
+    END IF;
 
     v_states := array_fill(NULL::text, ARRAY[coalesce(array_length(p_job_ids, 1), 0)]);
     FOR i IN 1 .. coalesce(array_length(p_job_ids, 1), 0) LOOP
@@ -1389,31 +1455,42 @@ SET enable_seqscan = off
 SET plan_cache_mode = force_generic_plan
 AS $pgllm$
 DECLARE
+    v_settled integer[];
     v_written integer[];
     v_states text[];
 BEGIN
-    WITH b AS (SELECT * FROM unnest(p_job_ids, p_attempts, p_inputs_hashes, p_results) WITH ORDINALITY AS b(id, attempt, inputs_hash, result, n)),
-         -- Locked by key and task alone, then checked (as in the complete function).
-         j AS (SELECT j.id, j.row_key, j.state, j.attempt
-                 FROM llm.job AS j
-                WHERE j.id = ANY (p_job_ids) AND j.task = 'public.receipts:written_at'
-                  FOR UPDATE),
+    WITH b AS (SELECT * FROM unnest(p_job_ids, p_attempts, p_inputs_hashes, p_results, p_input_tokens, p_output_tokens)
+                 WITH ORDINALITY AS b(id, attempt, inputs_hash, result, input_tokens, output_tokens, n)),
+         -- Found by key and task, checked once locked (a concurrent change is waited for and
+         -- the conditions checked again on the newer version). The state is never null, so IS NOT
+         -- DISTINCT FROM is = here, but no index answers it: with = the planner may walk the whole
+         -- index of running jobs instead of the primary key (seen: 224 rows for a 34-job batch).
+         j AS (UPDATE llm.job AS j
+                  SET state = 'succeeded', finished_at = now(), locked_by = NULL, lease_until = NULL,
+                      inputs_hash = b.inputs_hash, input_tokens = b.input_tokens, output_tokens = b.output_tokens
+                 FROM b
+                WHERE j.id = b.id AND j.task = 'public.receipts:written_at'
+                  AND j.state IS NOT DISTINCT FROM 'running' AND j.attempt = b.attempt
+            RETURNING j.row_key, b.result, b.inputs_hash, b.n),
+         -- A row with several jobs in the batch is written by the first given; the others go
+         -- through the complete function after it, in the order given, as one by one.
          w AS (UPDATE "public"."receipts" AS t
                   SET "written_at" = r."written_at"
-                 FROM j
-                 JOIN b ON b.id = j.id AND b.attempt = j.attempt AND j.state = 'running'
+                 FROM (SELECT DISTINCT ON (j.row_key) j.row_key, j.result, j.inputs_hash, j.n FROM j ORDER BY j.row_key, j.n) AS j
                 CROSS JOIN LATERAL jsonb_populate_record(NULL::"public"."receipts", j.row_key) AS k
-                CROSS JOIN LATERAL jsonb_populate_record(NULL::"public"."receipts", b.result) AS r
+                CROSS JOIN LATERAL jsonb_populate_record(NULL::"public"."receipts", j.result) AS r
                 WHERE t."id" = k."id"
-                  AND md5(jsonb_build_object('note', t."note")::text) = b.inputs_hash
-            RETURNING b.n)
-    SELECT array_agg(w.n) INTO v_written FROM w;
+                  AND md5(jsonb_build_object('note', t."note")::text) = j.inputs_hash
+            RETURNING j.n)
+    SELECT (SELECT array_agg(j.n) FROM j), (SELECT array_agg(w.n) FROM w) INTO v_settled, v_written;
 
-    UPDATE llm.job AS j
-       SET state = 'succeeded', finished_at = now(), locked_by = NULL, lease_until = NULL,
-           inputs_hash = p_inputs_hashes[w.n], input_tokens = p_input_tokens[w.n], output_tokens = p_output_tokens[w.n]
-      FROM unnest(v_written) AS w(n)
-     WHERE j.id = p_job_ids[w.n];
+    -- Settled, not written (rare): back to running, for the complete function below.
+    IF coalesce(array_length(v_settled, 1), 0) <> coalesce(array_length(v_written, 1), 0) THEN
+        UPDATE llm.job AS j
+           SET state = 'running', finished_at = NULL
+          FROM unnest(v_settled) AS s(n)
+         WHERE j.id = p_job_ids[s.n] AND NOT (s.n = ANY (coalesce(v_written, '{}')));
+    END IF;
 
     v_states := array_fill(NULL::text, ARRAY[coalesce(array_length(p_job_ids, 1), 0)]);
     FOR i IN 1 .. coalesce(array_length(p_job_ids, 1), 0) LOOP
@@ -1599,31 +1676,42 @@ SET enable_seqscan = off
 SET plan_cache_mode = force_generic_plan
 AS $pgllm$
 DECLARE
+    v_settled integer[];
     v_written integer[];
     v_states text[];
 BEGIN
-    WITH b AS (SELECT * FROM unnest(p_job_ids, p_attempts, p_inputs_hashes, p_results) WITH ORDINALITY AS b(id, attempt, inputs_hash, result, n)),
-         -- Locked by key and task alone, then checked (as in the complete function).
-         j AS (SELECT j.id, j.row_key, j.state, j.attempt
-                 FROM llm.job AS j
-                WHERE j.id = ANY (p_job_ids) AND j.task = 'public.receipts:scan_text'
-                  FOR UPDATE),
+    WITH b AS (SELECT * FROM unnest(p_job_ids, p_attempts, p_inputs_hashes, p_results, p_input_tokens, p_output_tokens)
+                 WITH ORDINALITY AS b(id, attempt, inputs_hash, result, input_tokens, output_tokens, n)),
+         -- Found by key and task, checked once locked (a concurrent change is waited for and
+         -- the conditions checked again on the newer version). The state is never null, so IS NOT
+         -- DISTINCT FROM is = here, but no index answers it: with = the planner may walk the whole
+         -- index of running jobs instead of the primary key (seen: 224 rows for a 34-job batch).
+         j AS (UPDATE llm.job AS j
+                  SET state = 'succeeded', finished_at = now(), locked_by = NULL, lease_until = NULL,
+                      inputs_hash = b.inputs_hash, input_tokens = b.input_tokens, output_tokens = b.output_tokens
+                 FROM b
+                WHERE j.id = b.id AND j.task = 'public.receipts:scan_text'
+                  AND j.state IS NOT DISTINCT FROM 'running' AND j.attempt = b.attempt
+            RETURNING j.row_key, b.result, b.inputs_hash, b.n),
+         -- A row with several jobs in the batch is written by the first given; the others go
+         -- through the complete function after it, in the order given, as one by one.
          w AS (UPDATE "public"."receipts" AS t
                   SET "scan_text" = r."scan_text"
-                 FROM j
-                 JOIN b ON b.id = j.id AND b.attempt = j.attempt AND j.state = 'running'
+                 FROM (SELECT DISTINCT ON (j.row_key) j.row_key, j.result, j.inputs_hash, j.n FROM j ORDER BY j.row_key, j.n) AS j
                 CROSS JOIN LATERAL jsonb_populate_record(NULL::"public"."receipts", j.row_key) AS k
-                CROSS JOIN LATERAL jsonb_populate_record(NULL::"public"."receipts", b.result) AS r
+                CROSS JOIN LATERAL jsonb_populate_record(NULL::"public"."receipts", j.result) AS r
                 WHERE t."id" = k."id"
-                  AND md5(jsonb_build_object('scan', t."scan", 'note', t."note")::text) = b.inputs_hash
-            RETURNING b.n)
-    SELECT array_agg(w.n) INTO v_written FROM w;
+                  AND md5(jsonb_build_object('scan', t."scan", 'note', t."note")::text) = j.inputs_hash
+            RETURNING j.n)
+    SELECT (SELECT array_agg(j.n) FROM j), (SELECT array_agg(w.n) FROM w) INTO v_settled, v_written;
 
-    UPDATE llm.job AS j
-       SET state = 'succeeded', finished_at = now(), locked_by = NULL, lease_until = NULL,
-           inputs_hash = p_inputs_hashes[w.n], input_tokens = p_input_tokens[w.n], output_tokens = p_output_tokens[w.n]
-      FROM unnest(v_written) AS w(n)
-     WHERE j.id = p_job_ids[w.n];
+    -- Settled, not written (rare): back to running, for the complete function below.
+    IF coalesce(array_length(v_settled, 1), 0) <> coalesce(array_length(v_written, 1), 0) THEN
+        UPDATE llm.job AS j
+           SET state = 'running', finished_at = NULL
+          FROM unnest(v_settled) AS s(n)
+         WHERE j.id = p_job_ids[s.n] AND NOT (s.n = ANY (coalesce(v_written, '{}')));
+    END IF;
 
     v_states := array_fill(NULL::text, ARRAY[coalesce(array_length(p_job_ids, 1), 0)]);
     FOR i IN 1 .. coalesce(array_length(p_job_ids, 1), 0) LOOP
@@ -1812,34 +1900,45 @@ SET enable_seqscan = off
 SET plan_cache_mode = force_generic_plan
 AS $pgllm$
 DECLARE
+    v_settled integer[];
     v_written integer[];
     v_states text[];
 BEGIN
-    WITH b AS (SELECT * FROM unnest(p_job_ids, p_attempts, p_inputs_hashes, p_results) WITH ORDINALITY AS b(id, attempt, inputs_hash, result, n)),
-         -- Locked by key and task alone, then checked (as in the complete function).
-         j AS (SELECT j.id, j.row_key, j.state, j.attempt
-                 FROM llm.job AS j
-                WHERE j.id = ANY (p_job_ids) AND j.task = 'public.receipts:totals'
-                  FOR UPDATE),
+    WITH b AS (SELECT * FROM unnest(p_job_ids, p_attempts, p_inputs_hashes, p_results, p_input_tokens, p_output_tokens)
+                 WITH ORDINALITY AS b(id, attempt, inputs_hash, result, input_tokens, output_tokens, n)),
+         -- Found by key and task, checked once locked (a concurrent change is waited for and
+         -- the conditions checked again on the newer version). The state is never null, so IS NOT
+         -- DISTINCT FROM is = here, but no index answers it: with = the planner may walk the whole
+         -- index of running jobs instead of the primary key (seen: 224 rows for a 34-job batch).
+         j AS (UPDATE llm.job AS j
+                  SET state = 'succeeded', finished_at = now(), locked_by = NULL, lease_until = NULL,
+                      inputs_hash = b.inputs_hash, input_tokens = b.input_tokens, output_tokens = b.output_tokens
+                 FROM b
+                WHERE j.id = b.id AND j.task = 'public.receipts:totals'
+                  AND j.state IS NOT DISTINCT FROM 'running' AND j.attempt = b.attempt
+            RETURNING j.row_key, b.result, b.inputs_hash, b.n),
+         -- A row with several jobs in the batch is written by the first given; the others go
+         -- through the complete function after it, in the order given, as one by one.
          w AS (UPDATE "public"."receipts" AS t
                   SET "total" = r."total",
                       "taxes" = r."taxes",
                       "currency" = r."currency",
                       "paid_on" = r."paid_on"
-                 FROM j
-                 JOIN b ON b.id = j.id AND b.attempt = j.attempt AND j.state = 'running'
+                 FROM (SELECT DISTINCT ON (j.row_key) j.row_key, j.result, j.inputs_hash, j.n FROM j ORDER BY j.row_key, j.n) AS j
                 CROSS JOIN LATERAL jsonb_populate_record(NULL::"public"."receipts", j.row_key) AS k
-                CROSS JOIN LATERAL jsonb_populate_record(NULL::"public"."receipts", b.result) AS r
+                CROSS JOIN LATERAL jsonb_populate_record(NULL::"public"."receipts", j.result) AS r
                 WHERE t."id" = k."id"
-                  AND md5(jsonb_build_object('image_url', t."image_url")::text) = b.inputs_hash
-            RETURNING b.n)
-    SELECT array_agg(w.n) INTO v_written FROM w;
+                  AND md5(jsonb_build_object('image_url', t."image_url")::text) = j.inputs_hash
+            RETURNING j.n)
+    SELECT (SELECT array_agg(j.n) FROM j), (SELECT array_agg(w.n) FROM w) INTO v_settled, v_written;
 
-    UPDATE llm.job AS j
-       SET state = 'succeeded', finished_at = now(), locked_by = NULL, lease_until = NULL,
-           inputs_hash = p_inputs_hashes[w.n], input_tokens = p_input_tokens[w.n], output_tokens = p_output_tokens[w.n]
-      FROM unnest(v_written) AS w(n)
-     WHERE j.id = p_job_ids[w.n];
+    -- Settled, not written (rare): back to running, for the complete function below.
+    IF coalesce(array_length(v_settled, 1), 0) <> coalesce(array_length(v_written, 1), 0) THEN
+        UPDATE llm.job AS j
+           SET state = 'running', finished_at = NULL
+          FROM unnest(v_settled) AS s(n)
+         WHERE j.id = p_job_ids[s.n] AND NOT (s.n = ANY (coalesce(v_written, '{}')));
+    END IF;
 
     v_states := array_fill(NULL::text, ARRAY[coalesce(array_length(p_job_ids, 1), 0)]);
     FOR i IN 1 .. coalesce(array_length(p_job_ids, 1), 0) LOOP
