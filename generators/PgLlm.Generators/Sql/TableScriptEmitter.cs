@@ -183,10 +183,10 @@ internal static class TableScriptEmitter
         // subtransaction per job. The jobs are settled first: the update locks each job as the complete
         // function's FOR UPDATE does, without a lock of its own (a row lock and a WAL record less per
         // job). A job settled whose row was not written (its inputs changed or the row is gone, or a
-        // later job of a row written by an earlier one in this batch) goes back to running, and with every other
-        // job (lost) through the complete function, which decides as above; none of this is seen
-        // outside the call. Returns each job's state, in the order given. Any error undoes the whole
-        // call; llm.complete_batch then writes each job on its own.
+        // later job of a row written by an earlier one in this batch) goes back to running and, with
+        // every other job (lost), through the complete function, which decides as above; none of this
+        // is seen outside the call. Returns each job's state, in the order given. Any error undoes the
+        // whole call; llm.complete_batch then writes each job on its own.
         sql.Append("CREATE OR REPLACE FUNCTION ").Append(completeBatch)
             .Append("(p_job_ids bigint[], p_attempts integer[], p_inputs_hashes text[], p_results jsonb[], p_input_tokens integer[], p_output_tokens integer[])\nRETURNS text[]\nLANGUAGE plpgsql\nSECURITY DEFINER\nSET search_path = pg_catalog, pg_temp\nSET enable_seqscan = off\n" + GenericPlans + "AS ")
             .Append(DollarQuote(
