@@ -100,11 +100,12 @@ internal sealed class EndpointLanes
     }
 
     /// <summary>
-    /// An endpoint's slots and the tasks its claims take. A lane claims up to a quarter of its concurrency
-    /// ahead (<see cref="Ahead"/>): those jobs wait in the worker for a call slot, so a call that ends is
+    /// An endpoint's slots and the tasks its claims take. A lane claims up to half its concurrency ahead
+    /// (<see cref="Ahead"/>): those jobs wait in the worker for a call slot, so a call that ends is
     /// followed at once by the next, without a claim's round trip in between; and while jobs wait, the
     /// lane claims only once at least half that many are wanted, so a worker whose calls end one at a
-    /// time (a slow model) claims in batches rather than one job per call.
+    /// time (a slow model) claims in batches rather than one job per call: with a 200 ms model at
+    /// concurrency 128, claims of 34 jobs (17 with a quarter ahead), half the claims and inputs reads.
     /// </summary>
     internal sealed class Lane
     {
@@ -114,7 +115,7 @@ internal sealed class EndpointLanes
         {
             Endpoint = endpoint;
             Concurrency = concurrency;
-            Ahead = concurrency / 4;
+            Ahead = concurrency < 4 ? 0 : concurrency / 2;
             Slots = new SemaphoreSlim(concurrency + Ahead, concurrency + Ahead);
             Calls = new CallGate(concurrency);
         }
@@ -124,7 +125,7 @@ internal sealed class EndpointLanes
 
         public int Concurrency { get; }
 
-        /// <summary>Jobs claimed beyond the concurrency, waiting for a call slot: none below a concurrency of 4.</summary>
+        /// <summary>Jobs claimed beyond the concurrency, waiting for a call slot: half of it, none below a concurrency of 4.</summary>
         public int Ahead { get; }
 
         /// <summary>Free while no claimed job holds it: taken at the claim, given back when the job's model call ends.</summary>

@@ -28,14 +28,17 @@ internal sealed class WriteBackBatcher : IDisposable
     /// <summary>
     /// Under load (at least <see cref="LingerCalls"/> model calls in flight), a writer with fewer answers than
     /// this waits up to <see cref="Linger"/> for more, so answers that end one at a time (a slow model) are
-    /// written in batches rather than one commit each (with a 200 ms model at concurrency 128: 17 jobs per
-    /// commit instead of 3.4). Never when few calls are in flight: an idle worker's answer is written at once.
+    /// written in batches rather than one commit each (with a 200 ms model at concurrency 128: 43 jobs per
+    /// commit; 17 with 32 and 20 ms, 3.4 without lingering). Each write-back call has a fixed cost in the
+    /// database (round trip, function call, commit) and wakes the writer and its backend, which the drain's
+    /// neighbours on the same cores pay for: see docs/benchmarks.md. Never when few calls are in flight: an
+    /// idle worker's answer is written at once.
     /// </summary>
-    private const int LingerBatch = 32;
+    private const int LingerBatch = MaxBatch;
 
     private const int LingerCalls = 16;
 
-    private static readonly TimeSpan Linger = TimeSpan.FromMilliseconds(20);
+    private static readonly TimeSpan Linger = TimeSpan.FromMilliseconds(50);
 
     private readonly JobQueue _queue;
     private readonly Func<int> _callsInFlight;

@@ -25,7 +25,7 @@ public sealed class EndpointIsolationTests
     }
 
     [Fact]
-    public async Task A_lane_claims_a_quarter_of_its_concurrency_ahead_and_gives_those_jobs_back_when_stopped()
+    public async Task A_lane_claims_half_its_concurrency_ahead_and_gives_those_jobs_back_when_stopped()
     {
         await using var slow = await LocalModelServer.StartAsync(new LocalModelServerOptions { Latency = TimeSpan.FromMinutes(1) });
         await using var db = await Ops.CreateDatabaseAsync(_fixture);
@@ -42,16 +42,16 @@ public sealed class EndpointIsolationTests
         try
         {
             var deadline = DateTime.UtcNow.AddSeconds(30);
-            while ((slow.RequestCount < 8 || await SlowInStateAsync(db, "running") < 10) && DateTime.UtcNow < deadline)
+            while ((slow.RequestCount < 8 || await SlowInStateAsync(db, "running") < 12) && DateTime.UtcNow < deadline)
             {
                 await Task.Delay(50);
             }
 
-            // 8 calls in flight (the endpoint's concurrency) and 2 more jobs claimed, waiting for a slot.
+            // 8 calls in flight (the endpoint's concurrency) and 4 more jobs claimed, waiting for a slot.
             await Task.Delay(300);
             Assert.Equal(8, slow.RequestCount);
-            Assert.Equal(10L, await SlowInStateAsync(db, "running"));
-            Assert.Equal(10L, await SlowInStateAsync(db, "pending"));
+            Assert.Equal(12L, await SlowInStateAsync(db, "running"));
+            Assert.Equal(8L, await SlowInStateAsync(db, "pending"));
         }
         finally
         {
@@ -151,8 +151,8 @@ public sealed class EndpointIsolationTests
 
         Assert.Equal([null, "tiny-model", "unused"], lanes.All.Select(l => l.Endpoint));
         Assert.Equal([options.Worker.Concurrency, 3, options.Worker.Concurrency], lanes.All.Select(l => l.Calls.CurrentCount));
-        // Claims go a quarter of the concurrency ahead (none below 4).
-        Assert.Equal([options.Worker.Concurrency / 4, 0, options.Worker.Concurrency / 4], lanes.All.Select(l => l.Ahead));
+        // Claims go half the concurrency ahead (none below 4).
+        Assert.Equal([options.Worker.Concurrency / 2, 0, options.Worker.Concurrency / 2], lanes.All.Select(l => l.Ahead));
         Assert.Equal(lanes.All.Select(l => l.Concurrency + l.Ahead), lanes.All.Select(l => l.Slots.CurrentCount));
         Assert.Equal(new TaskFilter(null, [SlowTask]).Except, lanes.All[0].Filter.Except);
         Assert.Null(lanes.All[0].Filter.Only);
