@@ -6,13 +6,14 @@ namespace PgLlm.Worker;
 
 /// <summary>
 /// Group commit for write-backs. Answers that arrive while a write is in progress are written together
-/// by the next one: one round trip and one commit for up to <see cref="MaxBatch"/> jobs, each in its own
-/// subtransaction (<c>llm.complete_batch</c>), so one job's failure never undoes another's result. Under
-/// load a writer waits a few milliseconds for more answers before it writes (see <see cref="LingerBatch"/>).
-/// A lone answer is written with the single-job statement, exactly as without batching, so an idle worker
-/// adds no latency. Every caller gets its own job's state or exception. Each writer keeps a connection of its
-/// own: a pooled one is reset (<c>DISCARD ALL</c>) on each return to the pool, which drops the plans the
-/// session cached for the write-back functions.
+/// by the next one: one round trip and one commit for up to <see cref="MaxBatch"/> jobs (one task's jobs by
+/// the task's set-based function; a batch it cannot write whole, or of several tasks, by
+/// <c>llm.complete_batch</c>, each job in its own subtransaction), so one job's failure never undoes
+/// another's result. Under load a writer waits up to 50 ms for more answers before it writes (see
+/// <see cref="LingerBatch"/>). A lone answer is written with the single-job statement, exactly as without
+/// batching, so an idle worker adds no latency. Every caller gets its own job's state or exception. Each
+/// writer keeps a connection of its own: a pooled one is reset (<c>DISCARD ALL</c>) on each return to the
+/// pool, which drops the plans the session cached for the write-back functions.
 /// </summary>
 internal sealed class WriteBackBatcher : IDisposable
 {
