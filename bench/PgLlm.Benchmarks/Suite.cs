@@ -724,7 +724,7 @@ internal sealed class Suite
                 continue;
             }
 
-            Console.WriteLine($"{key,-38} {value?.ToJsonString().Trim('"'),14}  {Targets.Describe(key, value)}");
+            Console.WriteLine($"{key,-38} {value?.ToJsonString().Trim('"'),14}  {Targets.Describe(key, value, judged: !_settings.Quick)}");
         }
 
         var json = _results.ToJsonString(new JsonSerializerOptions { WriteIndented = true });
