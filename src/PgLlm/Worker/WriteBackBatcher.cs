@@ -9,8 +9,8 @@ namespace PgLlm.Worker;
 /// by the next one: one round trip and one commit for up to <see cref="MaxBatch"/> jobs (one task's jobs by
 /// the task's set-based function; a batch it cannot write whole, or of several tasks, by
 /// <c>llm.complete_batch</c>, each job in its own subtransaction), so one job's failure never undoes
-/// another's result. Under load a writer waits up to 50 ms for more answers before it writes (see
-/// <see cref="LingerBatch"/>). A lone answer is written with the single-job statement, exactly as without
+/// another's result. Under load a writer waits up to <see cref="Linger"/> for more answers before it
+/// writes (see <see cref="LingerBatch"/>). A lone answer is written with the single-job statement, exactly as without
 /// batching, so an idle worker adds no latency. Every caller gets its own job's state or exception. Each
 /// writer keeps a connection of its own: a pooled one is reset (<c>DISCARD ALL</c>) on each return to the
 /// pool, which drops the plans the session cached for the write-back functions.
