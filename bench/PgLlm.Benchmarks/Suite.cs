@@ -34,6 +34,16 @@ internal sealed class Suite
 
     private static readonly WorkerSettings SlowModelWorker = new(Concurrency: 128, BatchSize: 64);
 
+    /// <summary>A slow model with 1,000 calls in flight in one worker process.</summary>
+    private static readonly WorkerSettings WideWorker = new(Concurrency: 1_000, BatchSize: 64);
+
+    /// <summary>The scaling measurement's one worker, and each of its four workers: the same concurrency in all.</summary>
+    private static readonly WorkerSettings ScalingSingleWorker = new(Concurrency: 128, BatchSize: 64);
+
+    private static readonly WorkerSettings ScalingQuarterWorker = new(Concurrency: 32, BatchSize: 32);
+
+    private const int ScalingProcesses = 4;
+
     private static readonly TaskCompletionSource<int> Interruption = new(TaskCreationOptions.RunContinuationsAsynchronously);
 
     /// <summary>Set when a signal interrupted the run; completes with the exit code once PostgreSQL is stopped.</summary>
@@ -120,6 +130,16 @@ internal sealed class Suite
         if (_settings.Runs("drain_200ms"))
         {
             await MeasureDrainAsync(TimeSpan.FromMilliseconds(200), _settings.SlowDrainJobs, _settings.SlowDrainRepeats, SlowModelWorker, "drain_jobs_per_s_200ms", "drain_efficiency_200ms");
+        }
+
+        if (_settings.Runs("drain_2s_1000"))
+        {
+            await MeasureWideDrainAsync();
+        }
+
+        if (_settings.Runs("scaling"))
+        {
+            await MeasureScalingAsync();
         }
 
         if (_settings.Runs("pickup"))
@@ -322,9 +342,12 @@ internal sealed class Suite
     // Drain
     // ---------------------------------------------------------------------------------------------
 
-    private sealed record DrainRun(long Succeeded, long Other, double Seconds, double PeakRssMb, double WarmRssMb)
+    private sealed record DrainRun(long Succeeded, long Other, double Seconds, double PeakRssMb, double WarmRssMb, long Calls, long RepeatedAttempts)
     {
         public double JobsPerSecond => Succeeded / Seconds;
+
+        /// <summary>Model calls beyond one per job: each is a call made twice for the same job (0 when every job succeeded once).</summary>
+        public long RepeatedCalls => Calls - Succeeded - Other;
     }
 
     private async Task MeasureDrainAsync(TimeSpan latency, int jobs, int repeats, WorkerSettings worker, string rateKey, string? efficiencyKey)
@@ -349,31 +372,58 @@ internal sealed class Suite
     }
 
     /// <summary>
-    /// Starts a worker process, warms it up, then commits <paramref name="jobs"/> rows in one statement and
-    /// waits until every job is settled. The rate is the database's own clock: jobs succeeded divided by
-    /// the time from the first claim to the last write-back.
+    /// Starts <paramref name="processes"/> worker processes against the one database, warms them up, then
+    /// commits <paramref name="jobs"/> rows in one statement and waits until every job is settled. The rate
+    /// is the database's own clock: jobs succeeded divided by the time from the first claim to the last
+    /// write-back. The endpoint's request count over the drain says whether any job was called twice.
     /// </summary>
-    private async Task<DrainRun> DrainAsync(TimeSpan latency, int jobs, WorkerSettings worker, Func<Task>? whileDraining = null)
+    private async Task<DrainRun> DrainAsync(TimeSpan latency, int jobs, WorkerSettings worker, int processes = 1)
     {
         await ResetAsync();
         _model.Latency = TimeSpan.Zero;
-        await using var child = WorkerChild.Start(_db.ConnectionString, _model.BaseUrl, _model.ApiKey, worker);
-        await WarmUpAsync();
-        var warmRss = child.CurrentRssMb();
-        _model.Latency = latency;
-        var firstJob = await _db.ScalarAsync<long>("SELECT coalesce(max(id), 0) FROM llm.job");
-        await _db.ExecuteAsync($"INSERT INTO public.bench_items (body) SELECT 'item ' || g FROM generate_series(1, {jobs}) AS g");
-        var endpointCpu = Process.GetCurrentProcess().TotalProcessorTime;
-        var during = whileDraining?.Invoke() ?? Task.CompletedTask;
-        await WaitUntilSettledAsync(firstJob, TimeSpan.FromSeconds(30 + (jobs * Math.Max(latency.TotalSeconds, 0.002) * 2)));
-        await during;
-        endpointCpu = Process.GetCurrentProcess().TotalProcessorTime - endpointCpu;
-        var peak = await child.StopAsync();
-        Progress($"  CPU: worker process {child.CpuMilliseconds * 1000 / (jobs + 520):0} us/job (whole life, incl. warm-up), " +
-                 $"benchmark process (model endpoint, polling) {endpointCpu.TotalMilliseconds * 1000 / jobs:0} us/job; " +
-                 $"worker context switches {(double)child.ContextSwitches / (jobs + 520):0.00}/job (whole life)");
-        _model.Latency = TimeSpan.Zero;
+        var children = new List<WorkerChild>();
+        try
+        {
+            for (var i = 0; i < processes; i++)
+            {
+                children.Add(WorkerChild.Start(_db.ConnectionString, _model.BaseUrl, _model.ApiKey, worker));
+            }
 
+            await WarmUpAsync();
+            var warmRss = children.Max(c => c.CurrentRssMb());
+            _model.Latency = latency;
+            var firstJob = await _db.ScalarAsync<long>("SELECT coalesce(max(id), 0) FROM llm.job");
+            var callsBefore = _model.RequestCount;
+            await _db.ExecuteAsync($"INSERT INTO public.bench_items (body) SELECT 'item ' || g FROM generate_series(1, {jobs}) AS g");
+            var endpointCpu = Process.GetCurrentProcess().TotalProcessorTime;
+            var idealSeconds = jobs * Math.Max(latency.TotalSeconds, 0.002) / (worker.Concurrency * processes);
+            await WaitUntilSettledAsync(firstJob, TimeSpan.FromSeconds(60 + (idealSeconds * 4) + (jobs * 0.002)));
+            endpointCpu = Process.GetCurrentProcess().TotalProcessorTime - endpointCpu;
+            var calls = _model.RequestCount - callsBefore;
+            var peak = 0.0;
+            foreach (var child in children)
+            {
+                peak = Math.Max(peak, await child.StopAsync());
+            }
+
+            Progress($"  CPU: worker process{(processes > 1 ? "es" : string.Empty)} {children.Sum(c => c.CpuMilliseconds) * 1000 / (jobs + 520):0} us/job (whole life, incl. warm-up), " +
+                     $"benchmark process (model endpoint, polling) {endpointCpu.TotalMilliseconds * 1000 / jobs:0} us/job; " +
+                     $"worker context switches {(double)children.Sum(c => c.ContextSwitches) / (jobs + 520):0.00}/job (whole life)");
+            _model.Latency = TimeSpan.Zero;
+            return await SettledRunAsync(firstJob, peak, warmRss, calls);
+        }
+        finally
+        {
+            foreach (var child in children)
+            {
+                await child.DisposeAsync();
+            }
+        }
+    }
+
+    /// <summary>The drain's jobs once settled: how many succeeded, over what time, and whether any was attempted twice.</summary>
+    private async Task<DrainRun> SettledRunAsync(long firstJob, double peakRssMb, double warmRssMb, long calls)
+    {
         // Where a job's time goes: from its claim to its write-back (the model call plus the worker's own
         // overhead around it); the rest of the drain is the gaps between one job's end and the next claim.
         var inJob = await _db.ScalarAsync<double[]>(
@@ -382,11 +432,59 @@ internal sealed class Suite
         Progress($"  claim to write-back per job: p50 {inJob[0]:0.0} ms, p99 {inJob[1]:0.0} ms");
         await using var command = _db.CreateCommand(
             "SELECT count(*) FILTER (WHERE state = 'succeeded'), count(*) FILTER (WHERE state <> 'succeeded'), " +
-            "extract(epoch FROM max(finished_at) - min(attempted_at))::float8 FROM llm.job WHERE id > $1");
+            "extract(epoch FROM max(finished_at) - min(attempted_at))::float8, count(*) FILTER (WHERE attempt > 1) FROM llm.job WHERE id > $1");
         command.Parameters.Add(new NpgsqlParameter<long> { TypedValue = firstJob });
         await using var reader = await command.ExecuteReaderAsync();
         await reader.ReadAsync();
-        return new DrainRun(reader.GetInt64(0), reader.GetInt64(1), reader.GetDouble(2), peak, warmRss);
+        return new DrainRun(reader.GetInt64(0), reader.GetInt64(1), reader.GetDouble(2), peakRssMb, warmRssMb, calls, reader.GetInt64(3));
+    }
+
+    /// <summary>
+    /// A model that takes 2 s per answer and one worker process with 1,000 calls in flight: the efficiency
+    /// (jobs/s over the ideal 1,000 / 2 s) and the process's peak resident memory (as worker_peak_rss_mb).
+    /// </summary>
+    private async Task MeasureWideDrainAsync()
+    {
+        var latency = TimeSpan.FromSeconds(2);
+        var clock = Stopwatch.StartNew();
+        var run = await DrainAsync(latency, _settings.WideDrainJobs, WideWorker);
+        var efficiency = run.JobsPerSecond / (WideWorker.Concurrency / latency.TotalSeconds);
+        Progress($"drain, 2 s model, concurrency {WideWorker.Concurrency}: {run.Succeeded} jobs in {run.Seconds:0.00} s = {run.JobsPerSecond:0} jobs/s, " +
+                 $"efficiency {efficiency:0.000}; worker peak RSS {run.PeakRssMb:0.0} MB (after warm-up {run.WarmRssMb:0.0} MB); " +
+                 $"{run.Calls} model calls; the measurement took {clock.Elapsed.TotalSeconds:0} s" +
+                 (run.Other > 0 ? $" ({run.Other} jobs did not succeed)" : string.Empty));
+        _results["drain_jobs_per_s_2s_1000"] = Math.Round(run.JobsPerSecond, 0);
+        _results["drain_efficiency_2s_1000"] = Math.Round(efficiency, 3);
+        _results["drain_2s_1000_jobs"] = _settings.WideDrainJobs;
+        _results["drain_2s_1000_worker"] = $"concurrency {WideWorker.Concurrency}, batch size {WideWorker.BatchSize}";
+        _results["worker_peak_rss_mb_1000"] = Math.Round(run.PeakRssMb, 1);
+    }
+
+    /// <summary>
+    /// Four worker processes against the one database (a 50 ms model), against one worker with the same
+    /// total concurrency: the ratio of their rates says whether the workers' claims fight each other. The
+    /// endpoint's request count and the jobs' attempt counts say whether any job was called twice.
+    /// </summary>
+    private async Task MeasureScalingAsync()
+    {
+        var latency = TimeSpan.FromMilliseconds(50);
+        var jobs = _settings.ScalingJobs;
+        var clock = Stopwatch.StartNew();
+        var single = await DrainAsync(latency, jobs, ScalingSingleWorker);
+        Progress($"drain, 50 ms model, 1 worker, concurrency {ScalingSingleWorker.Concurrency}: {single.Succeeded} jobs in {single.Seconds:0.00} s = {single.JobsPerSecond:0} jobs/s");
+        var four = await DrainAsync(latency, jobs, ScalingQuarterWorker, ScalingProcesses);
+        var ratio = four.JobsPerSecond / single.JobsPerSecond;
+        Progress($"drain, 50 ms model, {ScalingProcesses} workers, concurrency {ScalingQuarterWorker.Concurrency} each: {four.Succeeded} jobs in {four.Seconds:0.00} s = {four.JobsPerSecond:0} jobs/s, " +
+                 $"ratio {ratio:0.000}; {four.Calls} model calls for {four.Succeeded + four.Other} jobs, {four.RepeatedAttempts} jobs attempted more than once" +
+                 (four.Other > 0 ? $", {four.Other} jobs did not succeed" : string.Empty) + $"; the measurement took {clock.Elapsed.TotalSeconds:0} s");
+        _results["drain_scaling_jobs"] = jobs;
+        _results["drain_scaling_1_worker_jobs_per_s"] = Math.Round(single.JobsPerSecond, 0);
+        _results["drain_scaling_1_worker"] = $"concurrency {ScalingSingleWorker.Concurrency}, batch size {ScalingSingleWorker.BatchSize}";
+        _results["drain_scaling_4_workers_jobs_per_s"] = Math.Round(four.JobsPerSecond, 0);
+        _results["drain_scaling_4_workers_each"] = $"concurrency {ScalingQuarterWorker.Concurrency}, batch size {ScalingQuarterWorker.BatchSize}";
+        _results["drain_scaling_4_workers"] = Math.Round(ratio, 3);
+        _results["drain_scaling_4_workers_repeated_calls"] = four.RepeatedCalls;
+        _results["drain_scaling_4_workers_repeated_attempts"] = four.RepeatedAttempts;
     }
 
     /// <summary>Waits until no job after <paramref name="afterJob"/> is pending (only those due, with <paramref name="onlyDue"/>) or running.</summary>
@@ -716,7 +814,7 @@ internal sealed class Suite
     private void Report()
     {
         Console.WriteLine();
-        Console.WriteLine($"{"key",-38} {"value",14}  target");
+        Console.WriteLine($"{"key",-42} {"value",14}  target");
         foreach (var (key, value) in _results)
         {
             if (value is JsonObject)
@@ -724,7 +822,7 @@ internal sealed class Suite
                 continue;
             }
 
-            Console.WriteLine($"{key,-38} {value?.ToJsonString().Trim('"'),14}  {Targets.Describe(key, value, judged: !_settings.Quick)}");
+            Console.WriteLine($"{key,-42} {value?.ToJsonString().Trim('"'),14}  {Targets.Describe(key, value, judged: !_settings.Quick)}");
         }
 
         var json = _results.ToJsonString(new JsonSerializerOptions { WriteIndented = true });

@@ -42,6 +42,12 @@ internal sealed record SuiteSettings
 
     public int RssJobs => Quick ? 10_000 : 100_000;
 
+    /// <summary>Jobs of the 2 s model run with 1,000 calls in flight: 50,000 in the full run (100 s at full efficiency).</summary>
+    public int WideDrainJobs => Quick ? 5_000 : 50_000;
+
+    /// <summary>Jobs of each side of the scaling measurement (one worker, then four): 100,000 in the full run (about 40 s each).</summary>
+    public int ScalingJobs => Quick ? 10_000 : 100_000;
+
     /// <summary>Existing rows a backfill enqueues: 1,000,000 in the full run.</summary>
     public int BackfillRows => Quick ? 50_000 : 1_000_000;
 
@@ -67,7 +73,7 @@ internal sealed record SuiteSettings
     }
 
     /// <summary>The measurement groups <c>--only</c> accepts.</summary>
-    public static readonly string[] Groups = ["insert", "trigger", "drain_0ms", "drain_200ms", "pickup", "update", "rss", "backfill"];
+    public static readonly string[] Groups = ["insert", "trigger", "drain_0ms", "drain_200ms", "drain_2s_1000", "scaling", "pickup", "update", "rss", "backfill"];
 
     private static string CheckGroups(string only)
     {

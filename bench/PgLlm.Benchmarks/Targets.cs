@@ -18,6 +18,11 @@ internal static class Targets
         ["user_update_ratio_instant_model"] = ("reported (CPU-bound stress)", _ => true),
         ["user_deadlocks"] = ("0", v => v == 0),
         ["worker_peak_rss_mb"] = ("<= 100", v => v <= 100),
+        ["drain_efficiency_2s_1000"] = (">= 0.97", v => v >= 0.97),
+        ["worker_peak_rss_mb_1000"] = ("<= 150", v => v <= 150),
+        ["drain_scaling_4_workers"] = (">= 0.95", v => v >= 0.95),
+        ["drain_scaling_4_workers_repeated_calls"] = ("0", v => v == 0),
+        ["drain_scaling_4_workers_repeated_attempts"] = ("0", v => v == 0),
     };
 
     /// <summary>
