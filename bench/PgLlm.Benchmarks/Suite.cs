@@ -619,9 +619,10 @@ internal sealed class Suite
     /// third within seconds (each update waits for its WAL flush, and the disk's flush time varies): with
     /// 5-second windows the pairs' ratios ranged from 0.5 to 1.3, with 1-second windows 0.75 to 1.05.
     /// Every row and its job is written before the worker starts, with the jobs scheduled a day ahead: a
-    /// busy window makes a chunk of them due (more than the worker drains in the window), an idle window
-    /// starts once nothing is due or running. So no window follows a bulk insert of its own, whose dirty
-    /// pages would be written out during it.
+    /// busy window makes a chunk of them due (more than the worker drains in the window, sized by
+    /// <see cref="UpdateBacklog"/> from the drain rate: a first busy window, not counted, measures it), an
+    /// idle window starts once nothing is due or running. So no window follows a bulk insert of its own,
+    /// whose dirty pages would be written out during it.
     /// </summary>
     /// <returns>Idle and busy: the medians over the windows of each side (deadlocks summed).</returns>
     private async Task<(UpdateWindow Idle, UpdateWindow Busy, double Ratio, double DrainRate, bool Covered)> UpdatesWhileDrainingAsync(TimeSpan latency, WorkerSettings worker)
@@ -631,15 +632,11 @@ internal sealed class Suite
         // A busy window starts once the first answers are written back (the drain's steady state), one
         // model latency and a little after the chunk is due.
         var rampUp = latency * 1.5 + TimeSpan.FromMilliseconds(50);
-        // Comfortably more than the worker can drain in the ramp-up and the window: its concurrency over
-        // the latency, or a generous bound for an instant model.
-        var chunk = (int)(latency > TimeSpan.Zero
-            ? 1.5 * worker.Concurrency / latency.TotalSeconds * (windowSeconds + rampUp.TotalSeconds)
-            : 9_000 * (windowSeconds + rampUp.TotalSeconds));
-        var label = $"{latency.TotalMilliseconds:0} ms model, concurrency {worker.Concurrency}";
+        var backlog = new UpdateBacklog(ExpectedDrainRate(latency, worker), windowSeconds, rampUp.TotalSeconds);
         await ResetAsync();
-        await _db.ExecuteAsync($"INSERT INTO public.bench_items (body) SELECT 'item ' || g FROM generate_series(1, {chunk * pairs}) AS g");
-        await _db.ExecuteAsync("UPDATE llm.job SET scheduled_at = now() + interval '1 day' WHERE state = 'pending'");
+        // The calibration window's chunk (twice the estimate), and every counted window's at the estimate with
+        // a quarter more for a higher rate measured (jobs left over are never drained: the next reset truncates them).
+        await AddScheduledAheadAsync(backlog, (2L * backlog.Chunk) + (long)(1.25 * backlog.Chunk * pairs));
         await _db.ExecuteAsync("VACUUM ANALYZE public.bench_items, llm.job");
         await _db.ExecuteAsync("CHECKPOINT");
         var (lowId, highId) = await IdRangeAsync();
@@ -649,47 +646,25 @@ internal sealed class Suite
         await using var child = WorkerChild.Start(_db.ConnectionString, _model.BaseUrl, _model.ApiKey, worker);
         await WarmUpAsync();
         _model.Latency = latency;
-        var idles = new List<UpdateWindow>();
-        var busies = new List<UpdateWindow>();
-        var ratios = new List<double>();
-        var rates = new List<double>();
-        var covered = true;
+        var busyWindow = new BusyWindowRun(clients, lowId, highId, windowSeconds, rampUp, $"{latency.TotalMilliseconds:0} ms model, concurrency {worker.Concurrency}");
+        var calibration = await BusyWindowAsync(busyWindow, backlog, 2 * backlog.Chunk, pairs + 1);
+        Progress($"  calibration window (not counted): {calibration.Rate:0} jobs/s; busy windows make {backlog.Chunk} jobs due each");
+        var (idles, busies, ratios) = (new List<UpdateWindow>(), new List<UpdateWindow>(), new List<double>());
+        var (rates, uncovered) = (new List<double>(), 0);
         for (var pair = 0; pair < pairs; pair++)
         {
             UpdateWindow idle = null!, busy = null!;
-            foreach (var busyWindow in pair % 2 == 0 ? new[] { false, true } : [true, false])
+            foreach (var isBusy in pair % 2 == 0 ? new[] { false, true } : [true, false])
             {
-                if (!busyWindow)
+                if (!isBusy)
                 {
-                    await WaitUntilSettledAsync(0, TimeSpan.FromSeconds(60), onlyDue: true);
-                    var wal = await WalAsync();
-                    idle = await clients.RunAsync(lowId, highId, windowSeconds);
-                    Progress($"user updates, worker idle: {idle}; {await WalSinceAsync(wal)}");
+                    idle = await IdleWindowAsync(clients, lowId, highId, windowSeconds);
                     continue;
                 }
 
-                var due = await _db.ScalarAsync<long[]>(
-                    "WITH d AS (UPDATE llm.job SET scheduled_at = now() WHERE id IN (SELECT id FROM llm.job WHERE state = 'pending' AND scheduled_at > now() " +
-                    $"ORDER BY id LIMIT {chunk}) RETURNING id) SELECT ARRAY[min(id), max(id)] FROM d");
-                await _db.ExecuteAsync("SELECT pg_notify('pgllm_jobs', '')");
-                await Task.Delay(rampUp);
-                var clock = Stopwatch.StartNew();
-                var walBusy = await WalAsync();
-                var windowStart = await _db.ScalarAsync<DateTime>("SELECT clock_timestamp()");
-                busy = await clients.RunAsync(lowId, highId, windowSeconds);
-                var seconds = clock.Elapsed.TotalSeconds;
-                var busyWal = await WalSinceAsync(walBusy);
-                // Jobs settled during the window, whichever chunk they came from.
-                await using var settled = _db.CreateCommand("SELECT count(*) FROM llm.job WHERE state = 'succeeded' AND finished_at >= $1 AND finished_at < $1 + make_interval(secs => $2)");
-                settled.Parameters.Add(new NpgsqlParameter<DateTime> { TypedValue = windowStart });
-                settled.Parameters.Add(new NpgsqlParameter<double> { TypedValue = seconds });
-                var done = (long)(await settled.ExecuteScalarAsync())!;
-                var stillQueued = await _db.ScalarAsync<long>($"SELECT count(*) FROM llm.job WHERE id BETWEEN {due[0]} AND {due[1]} AND state IN ('pending', 'running')");
-                covered &= stillQueued > 0;
-                rates.Add(done / seconds);
-                Progress($"user updates, worker draining ({label}, {done / seconds:0} jobs/s): {busy}" +
-                         (stillQueued == 0 ? " (the drain ended before the window did: raise the chunk)" : $" ({stillQueued} jobs still queued at the end)") +
-                         $"; {busyWal}");
+                var run = await BusyWindowAsync(busyWindow, backlog, backlog.Chunk, pairs - pair);
+                (busy, uncovered) = (run.Window, uncovered + (run.Covered ? 0 : 1));
+                rates.Add(run.Rate);
             }
 
             Progress($"  pair {pair + 1}: ratio {busy.Tps / idle.Tps:0.00}");
@@ -698,10 +673,11 @@ internal sealed class Suite
             ratios.Add(busy.Tps / idle.Tps);
         }
 
+        Progress($"  the drain covered {pairs - uncovered} of {pairs} busy windows ({latency.TotalMilliseconds:0} ms model); the last chunk {backlog.Chunk} jobs, for up to {backlog.Rate:0} jobs/s");
         // The rest of the queue is not measured: the next reset truncates it.
         await child.StopAsync();
         _model.Latency = TimeSpan.Zero;
-        return (MedianWindow(idles), MedianWindow(busies), Stats.Median(ratios), Stats.Median(rates), covered);
+        return (MedianWindow(idles), MedianWindow(busies), Stats.Median(ratios), Stats.Median(rates), uncovered == 0);
 
         static UpdateWindow MedianWindow(List<UpdateWindow> windows) => new(
             Stats.Median(windows.ConvertAll(w => w.Tps)),
@@ -709,6 +685,91 @@ internal sealed class Suite
             Stats.Median(windows.ConvertAll(w => w.P50Us)),
             Stats.Median(windows.ConvertAll(w => w.P90Us)),
             Stats.Median(windows.ConvertAll(w => w.P99Us)));
+    }
+
+    /// <summary>
+    /// The drain rate a busy window's chunk is first sized for: with a slow model its ideal rate (concurrency
+    /// over latency, which the worker cannot exceed); with an instant model the rate this run's drain_0ms
+    /// measured, else this machine's (about 6,000 jobs/s). The calibration window then measures it.
+    /// </summary>
+    private double ExpectedDrainRate(TimeSpan latency, WorkerSettings worker) =>
+        latency > TimeSpan.Zero ? worker.Concurrency / latency.TotalSeconds
+        : _results["drain_jobs_per_s_0ms"] is JsonValue measured && measured.TryGetValue(out double rate) ? rate
+        : 6_000;
+
+    /// <summary>
+    /// Rows whose jobs are scheduled a day ahead, in one transaction, so that a running worker never sees them
+    /// due (no one else adds jobs meanwhile: the user updates write a column no task reads).
+    /// </summary>
+    private async Task AddScheduledAheadAsync(UpdateBacklog backlog, long rows)
+    {
+        var before = await _db.ScalarAsync<long>("SELECT coalesce(max(id), 0) FROM llm.job");
+        await using var connection = await _db.OpenConnectionAsync();
+        await using var transaction = await connection.BeginTransactionAsync();
+        foreach (var sql in new[]
+                 {
+                     $"INSERT INTO public.bench_items (body) SELECT 'item ' || g FROM generate_series(1, {rows}) AS g",
+                     $"UPDATE llm.job SET scheduled_at = now() + interval '1 day' WHERE id > {before} AND state = 'pending'",
+                 })
+        {
+            await using var command = new NpgsqlCommand(sql, connection, transaction) { CommandTimeout = 600 };
+            await command.ExecuteNonQueryAsync();
+        }
+
+        await transaction.CommitAsync();
+        backlog.Pool += rows;
+    }
+
+    private async Task<UpdateWindow> IdleWindowAsync(UserClients clients, long lowId, long highId, double windowSeconds)
+    {
+        await WaitUntilSettledAsync(0, TimeSpan.FromSeconds(60), onlyDue: true);
+        var wal = await WalAsync();
+        var idle = await clients.RunAsync(lowId, highId, windowSeconds);
+        Progress($"user updates, worker idle: {idle}; {await WalSinceAsync(wal)}");
+        return idle;
+    }
+
+    /// <summary>What every busy window of one side shares: the clients, their rows, the window, the ramp-up.</summary>
+    private sealed record BusyWindowRun(UserClients Clients, long LowId, long HighId, double WindowSeconds, TimeSpan RampUp, string Label);
+
+    /// <summary>
+    /// Makes <paramref name="chunk"/> jobs due (topping the scheduled-ahead pool up first if it ran short, for
+    /// the <paramref name="windowsLeft"/> busy windows still to come, this one included),
+    /// waits the ramp-up, then runs one window of user updates: the updates, the jobs settled during the
+    /// window per second, and whether jobs of the chunk were still queued at its end (the drain covered it).
+    /// </summary>
+    private async Task<(UpdateWindow Window, double Rate, bool Covered)> BusyWindowAsync(BusyWindowRun run, UpdateBacklog backlog, int chunk, int windowsLeft)
+    {
+        if (backlog.Pool < chunk)
+        {
+            var rows = (long)chunk * windowsLeft;
+            await AddScheduledAheadAsync(backlog, rows);
+            Progress($"  the scheduled-ahead jobs ran short: {rows} rows added");
+        }
+
+        var due = await _db.ScalarAsync<long[]>(
+            "WITH d AS (UPDATE llm.job SET scheduled_at = now() WHERE id IN (SELECT id FROM llm.job WHERE state = 'pending' AND scheduled_at > now() " +
+            $"ORDER BY id LIMIT {chunk}) RETURNING id) SELECT ARRAY[min(id), max(id)] FROM d");
+        backlog.Pool -= chunk;
+        await _db.ExecuteAsync("SELECT pg_notify('pgllm_jobs', '')");
+        await Task.Delay(run.RampUp);
+        var clock = Stopwatch.StartNew();
+        var walBusy = await WalAsync();
+        var windowStart = await _db.ScalarAsync<DateTime>("SELECT clock_timestamp()");
+        var busy = await run.Clients.RunAsync(run.LowId, run.HighId, run.WindowSeconds);
+        var seconds = clock.Elapsed.TotalSeconds;
+        var busyWal = await WalSinceAsync(walBusy);
+        // Jobs settled during the window, whichever chunk they came from.
+        await using var settled = _db.CreateCommand("SELECT count(*) FROM llm.job WHERE state = 'succeeded' AND finished_at >= $1 AND finished_at < $1 + make_interval(secs => $2)");
+        settled.Parameters.Add(new NpgsqlParameter<DateTime> { TypedValue = windowStart });
+        settled.Parameters.Add(new NpgsqlParameter<double> { TypedValue = seconds });
+        var done = (long)(await settled.ExecuteScalarAsync())!;
+        var stillQueued = await _db.ScalarAsync<long>($"SELECT count(*) FROM llm.job WHERE id BETWEEN {due[0]} AND {due[1]} AND state IN ('pending', 'running')");
+        backlog.Observe(done / seconds, seconds, covered: stillQueued > 0);
+        Progress($"user updates, worker draining ({run.Label}, {done / seconds:0} jobs/s): {busy}" +
+                 (stillQueued == 0 ? $" (the drain ended before the window did: next chunk {backlog.Chunk} jobs)" : $" ({stillQueued} jobs still queued at the end)") +
+                 $"; {busyWal}");
+        return (busy, done / seconds, stillQueued > 0);
     }
 
     private async Task<(long Low, long High)> IdRangeAsync()
