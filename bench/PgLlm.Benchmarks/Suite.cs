@@ -635,8 +635,8 @@ internal sealed class Suite
         var backlog = new UpdateBacklog(ExpectedDrainRate(latency, worker), windowSeconds, rampUp.TotalSeconds);
         await ResetAsync();
         // The calibration window's chunk (twice the estimate), and every counted window's at the estimate with
-        // a quarter more for a higher rate measured (jobs left over are never drained: the next reset truncates them).
-        await AddScheduledAheadAsync(backlog, (2L * backlog.Chunk) + (long)(1.25 * backlog.Chunk * pairs));
+        // half as much again for a higher rate measured (jobs left over are never drained: the next reset truncates them).
+        await AddScheduledAheadAsync(backlog, (2L * backlog.Chunk) + (long)(1.5 * backlog.Chunk * pairs));
         await _db.ExecuteAsync("VACUUM ANALYZE public.bench_items, llm.job");
         await _db.ExecuteAsync("CHECKPOINT");
         var (lowId, highId) = await IdRangeAsync();
@@ -647,7 +647,7 @@ internal sealed class Suite
         await WarmUpAsync();
         _model.Latency = latency;
         var busyWindow = new BusyWindowRun(clients, lowId, highId, windowSeconds, rampUp, $"{latency.TotalMilliseconds:0} ms model, concurrency {worker.Concurrency}");
-        var calibration = await BusyWindowAsync(busyWindow, backlog, 2 * backlog.Chunk, pairs + 1);
+        var calibration = await BusyWindowAsync(busyWindow, backlog, 2 * backlog.Chunk, pairs + 1, calibrating: true);
         Progress($"  calibration window (not counted): {calibration.Rate:0} jobs/s; busy windows make {backlog.Chunk} jobs due each");
         var (idles, busies, ratios) = (new List<UpdateWindow>(), new List<UpdateWindow>(), new List<double>());
         var (rates, uncovered) = (new List<double>(), 0);
@@ -737,8 +737,9 @@ internal sealed class Suite
     /// the <paramref name="windowsLeft"/> busy windows still to come, this one included),
     /// waits the ramp-up, then runs one window of user updates: the updates, the jobs settled during the
     /// window per second, and whether jobs of the chunk were still queued at its end (the drain covered it).
+    /// The first window (<paramref name="calibrating"/>) also starts the clients' connections, so only its rate counts.
     /// </summary>
-    private async Task<(UpdateWindow Window, double Rate, bool Covered)> BusyWindowAsync(BusyWindowRun run, UpdateBacklog backlog, int chunk, int windowsLeft)
+    private async Task<(UpdateWindow Window, double Rate, bool Covered)> BusyWindowAsync(BusyWindowRun run, UpdateBacklog backlog, int chunk, int windowsLeft, bool calibrating = false)
     {
         if (backlog.Pool < chunk)
         {
@@ -765,7 +766,7 @@ internal sealed class Suite
         settled.Parameters.Add(new NpgsqlParameter<double> { TypedValue = seconds });
         var done = (long)(await settled.ExecuteScalarAsync())!;
         var stillQueued = await _db.ScalarAsync<long>($"SELECT count(*) FROM llm.job WHERE id BETWEEN {due[0]} AND {due[1]} AND state IN ('pending', 'running')");
-        backlog.Observe(done / seconds, seconds, covered: stillQueued > 0);
+        backlog.Observe(done / seconds, calibrating ? run.WindowSeconds : seconds, covered: stillQueued > 0);
         Progress($"user updates, worker draining ({run.Label}, {done / seconds:0} jobs/s): {busy}" +
                  (stillQueued == 0 ? $" (the drain ended before the window did: next chunk {backlog.Chunk} jobs)" : $" ({stillQueued} jobs still queued at the end)") +
                  $"; {busyWal}");
