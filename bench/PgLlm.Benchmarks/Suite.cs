@@ -634,9 +634,9 @@ internal sealed class Suite
         var rampUp = latency * 1.5 + TimeSpan.FromMilliseconds(50);
         var backlog = new UpdateBacklog(ExpectedDrainRate(latency, worker), windowSeconds, rampUp.TotalSeconds);
         await ResetAsync();
-        // The calibration window's chunk (twice the estimate), and every counted window's at the estimate with
-        // half as much again for a higher rate measured (jobs left over are never drained: the next reset truncates them).
-        await AddScheduledAheadAsync(backlog, (2L * backlog.Chunk) + (long)(1.5 * backlog.Chunk * pairs));
+        // The calibration window's chunk (twice the estimate), and what the counted windows drain: each makes a
+        // chunk due and returns what is left of it, about half (Margin), with half as much again for a higher rate.
+        await AddScheduledAheadAsync(backlog, (2L * backlog.Chunk) + (long)(0.75 * backlog.Chunk * pairs));
         await _db.ExecuteAsync("VACUUM ANALYZE public.bench_items, llm.job");
         await _db.ExecuteAsync("CHECKPOINT");
         var (lowId, highId) = await IdRangeAsync();
@@ -646,8 +646,10 @@ internal sealed class Suite
         await using var child = WorkerChild.Start(_db.ConnectionString, _model.BaseUrl, _model.ApiKey, worker);
         await WarmUpAsync();
         _model.Latency = latency;
+        // The clients' first window opens their connections: not counted.
+        await clients.RunAsync(lowId, highId, 0.2);
         var busyWindow = new BusyWindowRun(clients, lowId, highId, windowSeconds, rampUp, $"{latency.TotalMilliseconds:0} ms model, concurrency {worker.Concurrency}");
-        var calibration = await BusyWindowAsync(busyWindow, backlog, 2 * backlog.Chunk, pairs + 1, calibrating: true);
+        var calibration = await BusyWindowAsync(busyWindow, backlog, 2 * backlog.Chunk, pairs + 1);
         Progress($"  calibration window (not counted): {calibration.Rate:0} jobs/s; busy windows make {backlog.Chunk} jobs due each");
         var (idles, busies, ratios) = (new List<UpdateWindow>(), new List<UpdateWindow>(), new List<double>());
         var (rates, uncovered) = (new List<double>(), 0);
@@ -689,13 +691,12 @@ internal sealed class Suite
 
     /// <summary>
     /// The drain rate a busy window's chunk is first sized for: with a slow model its ideal rate (concurrency
-    /// over latency, which the worker cannot exceed); with an instant model the rate this run's drain_0ms
-    /// measured, else this machine's (about 6,000 jobs/s). The calibration window then measures it.
+    /// over latency); with an instant model the rate this run's drain_0ms measured, or this machine's usual
+    /// rate (6,000 jobs/s) if higher. The calibration window then measures it.
     /// </summary>
     private double ExpectedDrainRate(TimeSpan latency, WorkerSettings worker) =>
         latency > TimeSpan.Zero ? worker.Concurrency / latency.TotalSeconds
-        : _results["drain_jobs_per_s_0ms"] is JsonValue measured && measured.TryGetValue(out double rate) ? rate
-        : 6_000;
+        : Math.Max(6_000, _results["drain_jobs_per_s_0ms"] is JsonValue measured && measured.TryGetValue(out double rate) ? rate : 0);
 
     /// <summary>
     /// Rows whose jobs are scheduled a day ahead, in one transaction, so that a running worker never sees them
@@ -736,10 +737,10 @@ internal sealed class Suite
     /// Makes <paramref name="chunk"/> jobs due (topping the scheduled-ahead pool up first if it ran short, for
     /// the <paramref name="windowsLeft"/> busy windows still to come, this one included),
     /// waits the ramp-up, then runs one window of user updates: the updates, the jobs settled during the
-    /// window per second, and whether jobs of the chunk were still queued at its end (the drain covered it).
-    /// The first window (<paramref name="calibrating"/>) also starts the clients' connections, so only its rate counts.
+    /// window per second, and whether jobs of the chunk were still queued at its end (the drain covered it);
+    /// then returns the chunk's jobs still pending to the pool.
     /// </summary>
-    private async Task<(UpdateWindow Window, double Rate, bool Covered)> BusyWindowAsync(BusyWindowRun run, UpdateBacklog backlog, int chunk, int windowsLeft, bool calibrating = false)
+    private async Task<(UpdateWindow Window, double Rate, bool Covered)> BusyWindowAsync(BusyWindowRun run, UpdateBacklog backlog, int chunk, int windowsLeft)
     {
         if (backlog.Pool < chunk)
         {
@@ -766,7 +767,12 @@ internal sealed class Suite
         settled.Parameters.Add(new NpgsqlParameter<double> { TypedValue = seconds });
         var done = (long)(await settled.ExecuteScalarAsync())!;
         var stillQueued = await _db.ScalarAsync<long>($"SELECT count(*) FROM llm.job WHERE id BETWEEN {due[0]} AND {due[1]} AND state IN ('pending', 'running')");
-        backlog.Observe(done / seconds, calibrating ? run.WindowSeconds : seconds, covered: stillQueued > 0);
+        backlog.Observe(done / seconds, seconds, covered: stillQueued > 0);
+        // What is left of the chunk goes back to the jobs scheduled ahead (the jobs in flight finish before the
+        // next window): no window follows a long drain of leftovers, and the next chunk takes them again.
+        backlog.Pool += await _db.ScalarAsync<long>(
+            "WITH r AS (UPDATE llm.job SET scheduled_at = now() + interval '1 day' " +
+            $"WHERE id BETWEEN {due[0]} AND {due[1]} AND state = 'pending' AND scheduled_at <= now() RETURNING 1) SELECT count(*) FROM r");
         Progress($"user updates, worker draining ({run.Label}, {done / seconds:0} jobs/s): {busy}" +
                  (stillQueued == 0 ? $" (the drain ended before the window did: next chunk {backlog.Chunk} jobs)" : $" ({stillQueued} jobs still queued at the end)") +
                  $"; {busyWal}");
