@@ -680,14 +680,15 @@ internal sealed class Suite
         await child.StopAsync();
         _model.Latency = TimeSpan.Zero;
         return (MedianWindow(idles), MedianWindow(busies), Stats.Median(ratios), Stats.Median(rates), uncovered == 0);
-
-        static UpdateWindow MedianWindow(List<UpdateWindow> windows) => new(
-            Stats.Median(windows.ConvertAll(w => w.Tps)),
-            windows.Sum(w => w.Deadlocks),
-            Stats.Median(windows.ConvertAll(w => w.P50Us)),
-            Stats.Median(windows.ConvertAll(w => w.P90Us)),
-            Stats.Median(windows.ConvertAll(w => w.P99Us)));
     }
+
+    /// <summary>The medians of the windows' rates and percentiles, their deadlocks summed.</summary>
+    private static UpdateWindow MedianWindow(List<UpdateWindow> windows) => new(
+        Stats.Median(windows.ConvertAll(w => w.Tps)),
+        windows.Sum(w => w.Deadlocks),
+        Stats.Median(windows.ConvertAll(w => w.P50Us)),
+        Stats.Median(windows.ConvertAll(w => w.P90Us)),
+        Stats.Median(windows.ConvertAll(w => w.P99Us)));
 
     /// <summary>
     /// The drain rate a busy window's chunk is first sized for: with a slow model its ideal rate (concurrency
