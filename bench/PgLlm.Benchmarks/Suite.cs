@@ -769,8 +769,9 @@ internal sealed class Suite
         var done = (long)(await settled.ExecuteScalarAsync())!;
         var stillQueued = await _db.ScalarAsync<long>($"SELECT count(*) FROM llm.job WHERE id BETWEEN {due[0]} AND {due[1]} AND state IN ('pending', 'running')");
         backlog.Observe(done / seconds, seconds, covered: stillQueued > 0);
-        // What is left of the chunk goes back to the jobs scheduled ahead (the jobs in flight finish before the
-        // next window): no window follows a long drain of leftovers, and the next chunk takes them again.
+        // What is left of the chunk goes back to the jobs scheduled ahead (the jobs in flight finish meanwhile;
+        // an idle window waits for them): no window follows a long drain of leftovers, and the next chunk takes
+        // them again.
         backlog.Pool += await _db.ScalarAsync<long>(
             "WITH r AS (UPDATE llm.job SET scheduled_at = now() + interval '1 day' " +
             $"WHERE id BETWEEN {due[0]} AND {due[1]} AND state = 'pending' AND scheduled_at <= now() RETURNING 1) SELECT count(*) FROM r");
