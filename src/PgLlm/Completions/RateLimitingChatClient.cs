@@ -2,8 +2,8 @@ using System.ClientModel;
 using System.Net;
 using System.Threading.RateLimiting;
 using Microsoft.Extensions.AI;
+using PgLlm.Failures;
 using PgLlm.Observability;
-using PgLlm.Worker;
 
 namespace PgLlm.Completions;
 
