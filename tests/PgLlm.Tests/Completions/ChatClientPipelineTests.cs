@@ -1,8 +1,11 @@
 using System.Collections.Concurrent;
 using System.Diagnostics.Metrics;
 using Microsoft.Extensions.AI;
+using Microsoft.Extensions.DependencyInjection;
+using Microsoft.Extensions.Hosting;
 using Npgsql;
 using PgLlm.Completions;
+using PgLlm.Hosting;
 using PgLlm.Local;
 using PgLlm.Observability;
 
@@ -70,6 +73,30 @@ public sealed class ChatClientPipelineTests
         Assert.Equal("{\"ok\": true}", response.Text);
         Assert.Single(durations);
         Assert.False(handMade.Disposed);
+    }
+
+    [Fact]
+    public void The_hand_registered_client_of_docs_operations_md_keeps_its_stages_and_the_worker_takes_it()
+    {
+        var builder = Host.CreateApplicationBuilder(new HostApplicationBuilderSettings { DisableDefaults = true });
+        builder.Configuration["PgLlm:ConnectionString"] = "Host=127.0.0.1;Username=unused";
+        builder.Configuration["OPENAI_API_KEY"] = "sk-test";
+
+        // As in docs/operations.md, "Metrics".
+        builder.Services.AddKeyedSingleton<IChatClient>(PgLlmServiceCollectionExtensions.ChatClientKey, (sp, _) =>
+            new OpenAiCompatibleChatClient(new Uri("https://api.openai.com/v1"), builder.Configuration["OPENAI_API_KEY"], "gpt-4o-mini")
+                .AsBuilder()
+                .UsePgLlmRateLimiting(new PgLlmRateLimitOptions { RequestsPerMinute = 500 })
+                .UsePgLlmTelemetry()
+                .Build(sp));
+        builder.Services.AddPgLlm(builder.Configuration);
+        using var host = builder.Build();
+
+        var client = host.Services.GetRequiredKeyedService<IChatClient>(PgLlmServiceCollectionExtensions.ChatClientKey);
+        Assert.IsType<RateLimitingChatClient>(client);
+        Assert.NotNull(client.GetService<OpenTelemetryChatClient>());
+        Assert.Same(client, ChatClientFactory.WithTelemetry(client));
+        Assert.NotNull(host.Services.GetRequiredService<PgLlm.Worker.PgLlmWorker>());
     }
 
     private sealed class DisposalWatcher(IChatClient inner) : DelegatingChatClient(inner)
