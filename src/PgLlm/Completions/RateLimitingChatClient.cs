@@ -79,6 +79,10 @@ public sealed class RateLimitingChatClient : DelegatingChatClient
         }
     }
 
+    /// <summary>Permits (requests, and tokens) that calls wait for in the limiters' queues.</summary>
+    internal long QueuedPermits =>
+        (_requests?.GetStatistics()?.CurrentQueuedCount ?? 0) + (_tokens?.GetStatistics()?.CurrentQueuedCount ?? 0);
+
     /// <inheritdoc />
     public override async Task<ChatResponse> GetResponseAsync(IEnumerable<ChatMessage> messages, ChatOptions? options = null, CancellationToken cancellationToken = default)
     {

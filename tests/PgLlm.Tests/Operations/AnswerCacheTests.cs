@@ -74,7 +74,9 @@ public sealed class AnswerCacheTests
         await client.GetResponseAsync(ask, new ChatOptions { ModelId = "m" });
         await client.GetResponseAsync(ask, new ChatOptions { ModelId = "m" });
         Assert.Equal(3, _fixture.Model.RequestCount);
-        await Task.Delay(TimeSpan.FromMilliseconds(400));
+        await Eventually.TrueAsync(
+            async () => await db.DataSource.ScalarAsync<bool>("SELECT bool_and(created_at < now() - interval '200 milliseconds') FROM llm.answer_cache"),
+            "the cached answer is older than its time to live");
         await client.GetResponseAsync(ask, new ChatOptions { ModelId = "m" });
         Assert.Equal(4, _fixture.Model.RequestCount);
         // Another model is another key.

@@ -47,8 +47,12 @@ public sealed class EndpointIsolationTests
                 await Task.Delay(50);
             }
 
-            // 8 calls in flight (the endpoint's concurrency) and 4 more jobs claimed, waiting for a slot.
-            await Task.Delay(300);
+            // 8 calls in flight (the endpoint's concurrency) and 4 more jobs claimed, waiting for a slot: still so
+            // after the worker claimed and finished a job of another endpoint, a later turn of its loop.
+            await db.DataSource.ExecAsync("INSERT INTO flaky (id, input) VALUES (1, 'later')");
+            await Eventually.TrueAsync(
+                async () => await db.DataSource.ScalarAsync<long>($"SELECT count(*) FROM llm.job WHERE task = '{FastTask}' AND state = 'succeeded'") == 1,
+                "a job of the default endpoint succeeded");
             Assert.Equal(8, slow.RequestCount);
             Assert.Equal(12L, await SlowInStateAsync(db, "running"));
             Assert.Equal(8L, await SlowInStateAsync(db, "pending"));
