@@ -87,7 +87,8 @@ public sealed class RateLimitingChatClient : DelegatingChatClient
     public override async Task<ChatResponse> GetResponseAsync(IEnumerable<ChatMessage> messages, ChatOptions? options = null, CancellationToken cancellationToken = default)
     {
         var list = messages as IReadOnlyCollection<ChatMessage> ?? messages.ToList();
-        var estimate = EstimateTokens(list, options);
+        // Without a token budget nothing reads the estimate: skip building each message's text.
+        var estimate = _tokens is null ? 0 : EstimateTokens(list, options);
         for (var resends = 0; ; resends++)
         {
             await WaitOutPauseAsync(cancellationToken).ConfigureAwait(false);
@@ -124,7 +125,8 @@ public sealed class RateLimitingChatClient : DelegatingChatClient
         var list = messages as IReadOnlyCollection<ChatMessage> ?? messages.ToList();
         await WaitOutPauseAsync(cancellationToken).ConfigureAwait(false);
         using var request = await AcquireAsync(_requests, 1, cancellationToken).ConfigureAwait(false);
-        using var tokens = await AcquireAsync(_tokens, Math.Min(EstimateTokens(list, options), _tokenLimit), cancellationToken).ConfigureAwait(false);
+        using var tokens = _tokens is null ? null
+            : await AcquireAsync(_tokens, Math.Min(EstimateTokens(list, options), _tokenLimit), cancellationToken).ConfigureAwait(false);
         await foreach (var update in base.GetStreamingResponseAsync(list, options, cancellationToken).ConfigureAwait(false))
         {
             yield return update;
