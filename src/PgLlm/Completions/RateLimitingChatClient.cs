@@ -14,6 +14,9 @@ namespace PgLlm.Completions;
 /// and the throttled call is sent again, so a 429 slows the worker down instead of spending the job's
 /// attempts. After <see cref="PgLlmRateLimitOptions.ThrottleRetries"/> such resends, or when the
 /// caller's token (the model timeout) ends, the 429 is passed on to the worker as a failed attempt.
+/// The per-minute limits are System.Threading.RateLimiting's <see cref="SlidingWindowRateLimiter"/> (requests)
+/// and <see cref="TokenBucketRateLimiter"/> (tokens); only the pause on the endpoint's own 429 is PgLlm's, as no
+/// framework limiter takes a wait from the server. Added by <see cref="PgLlmChatClientBuilderExtensions.UsePgLlmRateLimiting"/>.
 /// </summary>
 public sealed class RateLimitingChatClient : DelegatingChatClient
 {
