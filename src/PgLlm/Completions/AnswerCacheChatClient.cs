@@ -12,9 +12,11 @@ namespace PgLlm.Completions;
 /// Answers a request identical to an earlier one (model, messages, response schema, sampling settings)
 /// from <c>llm.answer_cache</c> instead of calling the model; a cached answer reports zero tokens.
 /// Only answers that are JSON objects are stored. Requests with content other than text, images or
-/// links are never cached. Off by default (<see cref="PgLlmAnswerCacheOptions.Enabled"/>).
+/// links, or with a conversation id, are never cached. Off by default (<see cref="PgLlmAnswerCacheOptions.Enabled"/>).
+/// Built on Microsoft.Extensions.AI's <see cref="CachingChatClient"/>, with the table as its store; a streamed
+/// answer is stored whole, under the same key.
 /// </summary>
-public sealed class AnswerCacheChatClient : DelegatingChatClient
+public sealed class AnswerCacheChatClient : CachingChatClient
 {
     private readonly NpgsqlDataSource _dataSource;
     private readonly PgLlmAnswerCacheOptions _options;
@@ -30,47 +32,61 @@ public sealed class AnswerCacheChatClient : DelegatingChatClient
     }
 
     /// <inheritdoc />
-    public override async Task<ChatResponse> GetResponseAsync(IEnumerable<ChatMessage> messages, ChatOptions? options = null, CancellationToken cancellationToken = default)
+    protected override bool EnableCaching(IEnumerable<ChatMessage> messages, ChatOptions? options) =>
+        base.EnableCaching(messages, options) && messages.All(m => m.Contents.All(c => c is TextContent or DataContent or UriContent));
+
+    /// <inheritdoc />
+    protected override string GetCacheKey(IEnumerable<ChatMessage> messages, ChatOptions? options, params ReadOnlySpan<object?> additionalValues) =>
+        Key(messages, options) ?? throw new InvalidOperationException("The request holds content the answer cache cannot key.");
+
+    /// <inheritdoc />
+    protected override async Task<ChatResponse?> ReadCacheAsync(string key, CancellationToken cancellationToken)
     {
-        var list = messages as IReadOnlyCollection<ChatMessage> ?? messages.ToList();
-        var key = Key(list, options);
-        if (key is null)
-        {
-            return await base.GetResponseAsync(list, options, cancellationToken).ConfigureAwait(false);
-        }
-
-        await using (var lookup = _dataSource.CreateCommand(
+        await using var lookup = _dataSource.CreateCommand(
             "UPDATE llm.answer_cache SET hits = hits + 1, last_hit_at = now() " +
-            "WHERE key = $1 AND ($2::float8 IS NULL OR created_at > now() - make_interval(secs => $2)) RETURNING answer"))
+            "WHERE key = $1 AND ($2::float8 IS NULL OR created_at > now() - make_interval(secs => $2)) RETURNING answer, model");
+        lookup.Parameters.Add(new NpgsqlParameter<string> { TypedValue = key });
+        lookup.Parameters.Add(new NpgsqlParameter { Value = (object?)_options.TimeToLive?.TotalSeconds ?? DBNull.Value, NpgsqlDbType = NpgsqlTypes.NpgsqlDbType.Double });
+        await using var reader = await lookup.ExecuteReaderAsync(cancellationToken).ConfigureAwait(false);
+        if (!await reader.ReadAsync(cancellationToken).ConfigureAwait(false))
         {
-            lookup.Parameters.Add(new NpgsqlParameter<string> { TypedValue = key });
-            lookup.Parameters.Add(new NpgsqlParameter { Value = (object?)_options.TimeToLive?.TotalSeconds ?? DBNull.Value, NpgsqlDbType = NpgsqlTypes.NpgsqlDbType.Double });
-            if (await lookup.ExecuteScalarAsync(cancellationToken).ConfigureAwait(false) is string cached)
-            {
-                PgLlmMetrics.RecordCache(hit: true);
-                return new ChatResponse(new ChatMessage(ChatRole.Assistant, cached))
-                {
-                    ModelId = options?.ModelId,
-                    Usage = new UsageDetails { InputTokenCount = 0, OutputTokenCount = 0, TotalTokenCount = 0 },
-                };
-            }
+            PgLlmMetrics.RecordCache(hit: false);
+            return null;
         }
 
-        PgLlmMetrics.RecordCache(hit: false);
-        var response = await base.GetResponseAsync(list, options, cancellationToken).ConfigureAwait(false);
-        if (IsJsonObject(response.Text))
+        PgLlmMetrics.RecordCache(hit: true);
+        return new ChatResponse(new ChatMessage(ChatRole.Assistant, reader.GetString(0)))
         {
-            await using var store = _dataSource.CreateCommand(
-                "INSERT INTO llm.answer_cache (key, model, answer) VALUES ($1, $2, $3) " +
-                "ON CONFLICT (key) DO UPDATE SET answer = EXCLUDED.answer, created_at = now()");
-            store.Parameters.Add(new NpgsqlParameter<string> { TypedValue = key });
-            store.Parameters.Add(new NpgsqlParameter { Value = (object?)options?.ModelId ?? DBNull.Value, NpgsqlDbType = NpgsqlTypes.NpgsqlDbType.Text });
-            store.Parameters.Add(new NpgsqlParameter<string> { TypedValue = response.Text });
-            await store.ExecuteNonQueryAsync(cancellationToken).ConfigureAwait(false);
-        }
-
-        return response;
+            ModelId = reader.IsDBNull(1) ? null : reader.GetString(1),
+            Usage = new UsageDetails { InputTokenCount = 0, OutputTokenCount = 0, TotalTokenCount = 0 },
+        };
     }
+
+    /// <inheritdoc />
+    protected override async Task<IReadOnlyList<ChatResponseUpdate>?> ReadCacheStreamingAsync(string key, CancellationToken cancellationToken) =>
+        (await ReadCacheAsync(key, cancellationToken).ConfigureAwait(false))?.ToChatResponseUpdates();
+
+    /// <inheritdoc />
+    protected override async Task WriteCacheAsync(string key, ChatResponse value, CancellationToken cancellationToken)
+    {
+        ArgumentNullException.ThrowIfNull(value);
+        if (!IsJsonObject(value.Text))
+        {
+            return;
+        }
+
+        await using var store = _dataSource.CreateCommand(
+            "INSERT INTO llm.answer_cache (key, model, answer) VALUES ($1, $2, $3) " +
+            "ON CONFLICT (key) DO UPDATE SET answer = EXCLUDED.answer, created_at = now()");
+        store.Parameters.Add(new NpgsqlParameter<string> { TypedValue = key });
+        store.Parameters.Add(new NpgsqlParameter { Value = (object?)value.ModelId ?? DBNull.Value, NpgsqlDbType = NpgsqlTypes.NpgsqlDbType.Text });
+        store.Parameters.Add(new NpgsqlParameter<string> { TypedValue = value.Text });
+        await store.ExecuteNonQueryAsync(cancellationToken).ConfigureAwait(false);
+    }
+
+    /// <inheritdoc />
+    protected override Task WriteCacheStreamingAsync(string key, IReadOnlyList<ChatResponseUpdate> value, CancellationToken cancellationToken) =>
+        WriteCacheAsync(key, value.ToChatResponse(), cancellationToken);
 
     /// <summary>A SHA-256 of everything that shapes the answer; null when the request holds content that cannot be keyed.</summary>
     internal static string? Key(IEnumerable<ChatMessage> messages, ChatOptions? options)

@@ -1,10 +1,14 @@
 using Microsoft.Extensions.AI;
 using Npgsql;
-using PgLlm.Observability;
 
 namespace PgLlm.Completions;
 
-/// <summary>Builds the default <see cref="IChatClient"/>: any OpenAI-compatible chat-completions endpoint.</summary>
+/// <summary>
+/// Builds the default <see cref="IChatClient"/> for any OpenAI-compatible chat-completions endpoint, as a
+/// Microsoft.Extensions.AI <see cref="ChatClientBuilder"/> pipeline of PgLlm's stages
+/// (<see cref="PgLlmChatClientBuilderExtensions"/>), outermost first: the answer cache, the router to the named
+/// endpoints, then per endpoint its rate limits and the OpenTelemetry stage around the HTTP client.
+/// </summary>
 public static class ChatClientFactory
 {
     /// <summary>
@@ -16,39 +20,17 @@ public static class ChatClientFactory
     public static IChatClient Create(PgLlmOptions options, NpgsqlDataSource? dataSource)
     {
         ArgumentNullException.ThrowIfNull(options);
-        var client = Create(options);
-        if (options.Endpoints.Count > 0)
+        var builder = Create(options).AsBuilder();
+        var endpoints = CreateEndpoints(options);
+        if (dataSource is not null)
         {
-            var endpoints = new Dictionary<string, (IChatClient, string?)>(StringComparer.Ordinal);
-            foreach (var (name, endpoint) in options.Endpoints)
-            {
-                var endpointOptions = new PgLlmOptions
-                {
-                    BaseUrl = endpoint.BaseUrl,
-                    ApiKey = endpoint.ApiKey,
-                    Model = endpoint.Model ?? options.Model,
-                    Worker = options.Worker,
-                    RateLimit = endpoint.RateLimit,
-                };
-                try
-                {
-                    endpoints[name] = (Create(endpointOptions), endpoint.Model);
-                }
-                catch (InvalidOperationException ex)
-                {
-                    throw new InvalidOperationException($"PgLlm:Endpoints:{name}: {ex.Message}", ex);
-                }
-            }
-
-            client = new EndpointRouterChatClient(client, endpoints);
+            builder.UsePgLlmAnswerCache(dataSource, options.AnswerCache);
         }
 
-        return options.AnswerCache.Enabled && dataSource is not null
-            ? new AnswerCacheChatClient(client, dataSource, options.AnswerCache)
-            : client;
+        return builder.UsePgLlmEndpoints(endpoints).Build();
     }
 
-    /// <summary>Creates a client for <paramref name="options"/>' base URL, API key and model.</summary>
+    /// <summary>Creates a client for <paramref name="options"/>' base URL, API key and model, with its rate limits.</summary>
     /// <exception cref="InvalidOperationException">The base URL or model is missing or malformed.</exception>
     public static IChatClient Create(PgLlmOptions options)
     {
@@ -69,7 +51,72 @@ public static class ChatClientFactory
         // CPU per call. It never retries (the queue owns retries: attempts, backoff, dead letters); the worker's
         // token bounds each call by the model timeout, the HTTP timeout is only a backstop.
         var client = new OpenAiCompatibleChatClient(endpoint, options.ApiKey, options.Model, options.Worker.ModelTimeout + TimeSpan.FromSeconds(5));
-        // Metered inside the limiter, so durations are the endpoint's, not the time spent waiting for a permit.
-        return new RateLimitingChatClient(new MeteredChatClient(client), options.RateLimit, endpoint.Authority);
+        // Telemetry inside the limiter, so durations are the endpoint's, not the time spent waiting for a permit.
+        return client.AsBuilder()
+            .UsePgLlmRateLimiting(options.RateLimit, endpoint.Authority)
+            .UsePgLlmTelemetry()
+            .Build();
+    }
+
+    /// <summary>
+    /// The worker's model access: <paramref name="client"/> as it is when it already carries an OpenTelemetry stage
+    /// (every client this factory builds does), else wrapped in <see cref="PgLlmChatClientBuilderExtensions.UsePgLlmTelemetry"/>
+    /// so that the <c>gen_ai.*</c> metrics of meter <c>PgLlm</c> count its calls too. The wrapper does not own
+    /// <paramref name="client"/>: it is never disposed through it.
+    /// </summary>
+    public static IChatClient WithTelemetry(IChatClient client)
+    {
+        ArgumentNullException.ThrowIfNull(client);
+        return client.GetService<OpenTelemetryChatClient>() is not null
+            ? client
+            : new ChatClientBuilder(new NotOwnedChatClient(client)).UsePgLlmTelemetry().Build();
+    }
+
+    private static Dictionary<string, (IChatClient, string?)> CreateEndpoints(PgLlmOptions options)
+    {
+        var endpoints = new Dictionary<string, (IChatClient, string?)>(StringComparer.Ordinal);
+        foreach (var (name, endpoint) in options.Endpoints)
+        {
+            var endpointOptions = new PgLlmOptions
+            {
+                BaseUrl = endpoint.BaseUrl,
+                ApiKey = endpoint.ApiKey,
+                Model = endpoint.Model ?? options.Model,
+                Worker = options.Worker,
+                RateLimit = endpoint.RateLimit,
+            };
+            try
+            {
+                endpoints[name] = (Create(endpointOptions), endpoint.Model);
+            }
+            catch (InvalidOperationException ex)
+            {
+                foreach (var (created, _) in endpoints.Values)
+                {
+                    created.Dispose();
+                }
+
+                throw new InvalidOperationException($"PgLlm:Endpoints:{name}: {ex.Message}", ex);
+            }
+        }
+
+        return endpoints;
+    }
+
+    /// <summary>Passes every call through but leaves disposing the inner client to its owner.</summary>
+    private sealed class NotOwnedChatClient(IChatClient innerClient) : IChatClient
+    {
+        public Task<ChatResponse> GetResponseAsync(IEnumerable<ChatMessage> messages, ChatOptions? options = null, CancellationToken cancellationToken = default) =>
+            innerClient.GetResponseAsync(messages, options, cancellationToken);
+
+        public IAsyncEnumerable<ChatResponseUpdate> GetStreamingResponseAsync(IEnumerable<ChatMessage> messages, ChatOptions? options = null, CancellationToken cancellationToken = default) =>
+            innerClient.GetStreamingResponseAsync(messages, options, cancellationToken);
+
+        public object? GetService(Type serviceType, object? serviceKey = null) => innerClient.GetService(serviceType, serviceKey);
+
+        public void Dispose()
+        {
+            // Not ours to dispose.
+        }
     }
 }

@@ -38,10 +38,18 @@ public sealed class EndpointRouterChatClient : IChatClient
         return client.GetStreamingResponseAsync(messages, routed, cancellationToken);
     }
 
-    /// <inheritdoc />
+    /// <summary>
+    /// This router, or a service of the default endpoint's client; with a configured endpoint's name as
+    /// <paramref name="serviceKey"/>, a service of that endpoint's client (e.g. its <see cref="RateLimitingChatClient"/>).
+    /// </summary>
     public object? GetService(Type serviceType, object? serviceKey = null)
     {
         ArgumentNullException.ThrowIfNull(serviceType);
+        if (serviceKey is string name && _endpoints.TryGetValue(name, out var endpoint))
+        {
+            return endpoint.Client.GetService(serviceType);
+        }
+
         return serviceKey is null && serviceType.IsInstanceOfType(this) ? this : _defaultClient.GetService(serviceType, serviceKey);
     }
 

@@ -2,13 +2,10 @@ using System.Globalization;
 using System.Text;
 using System.Text.Json;
 using Microsoft.Extensions.AI;
+using PgLlm.Failures;
 using PgLlm.Queue;
-using PgLlm.Worker;
 
 namespace PgLlm.Completions;
-
-/// <summary>The row's data could not be turned into a prompt (e.g. an image column holds no image). Retrying cannot help.</summary>
-internal sealed class InvalidInputException(string message) : Exception(message);
 
 /// <summary>
 /// Builds the user message of a job: the rendered template, with every image placeholder sent as an

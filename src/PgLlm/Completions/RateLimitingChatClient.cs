@@ -2,8 +2,8 @@ using System.ClientModel;
 using System.Net;
 using System.Threading.RateLimiting;
 using Microsoft.Extensions.AI;
+using PgLlm.Failures;
 using PgLlm.Observability;
-using PgLlm.Worker;
 
 namespace PgLlm.Completions;
 
@@ -14,6 +14,9 @@ namespace PgLlm.Completions;
 /// and the throttled call is sent again, so a 429 slows the worker down instead of spending the job's
 /// attempts. After <see cref="PgLlmRateLimitOptions.ThrottleRetries"/> such resends, or when the
 /// caller's token (the model timeout) ends, the 429 is passed on to the worker as a failed attempt.
+/// The per-minute limits are System.Threading.RateLimiting's <see cref="SlidingWindowRateLimiter"/> (requests)
+/// and <see cref="TokenBucketRateLimiter"/> (tokens); only the pause on the endpoint's own 429 is PgLlm's, as no
+/// framework limiter takes a wait from the server. Added by <see cref="PgLlmChatClientBuilderExtensions.UsePgLlmRateLimiting"/>.
 /// </summary>
 public sealed class RateLimitingChatClient : DelegatingChatClient
 {
@@ -79,11 +82,16 @@ public sealed class RateLimitingChatClient : DelegatingChatClient
         }
     }
 
+    /// <summary>Permits (requests, and tokens) that calls wait for in the limiters' queues.</summary>
+    internal long QueuedPermits =>
+        (_requests?.GetStatistics()?.CurrentQueuedCount ?? 0) + (_tokens?.GetStatistics()?.CurrentQueuedCount ?? 0);
+
     /// <inheritdoc />
     public override async Task<ChatResponse> GetResponseAsync(IEnumerable<ChatMessage> messages, ChatOptions? options = null, CancellationToken cancellationToken = default)
     {
         var list = messages as IReadOnlyCollection<ChatMessage> ?? messages.ToList();
-        var estimate = EstimateTokens(list, options);
+        // Without a token budget nothing reads the estimate: skip building each message's text.
+        var estimate = _tokens is null ? 0 : EstimateTokens(list, options);
         for (var resends = 0; ; resends++)
         {
             await WaitOutPauseAsync(cancellationToken).ConfigureAwait(false);
@@ -120,7 +128,8 @@ public sealed class RateLimitingChatClient : DelegatingChatClient
         var list = messages as IReadOnlyCollection<ChatMessage> ?? messages.ToList();
         await WaitOutPauseAsync(cancellationToken).ConfigureAwait(false);
         using var request = await AcquireAsync(_requests, 1, cancellationToken).ConfigureAwait(false);
-        using var tokens = await AcquireAsync(_tokens, Math.Min(EstimateTokens(list, options), _tokenLimit), cancellationToken).ConfigureAwait(false);
+        using var tokens = _tokens is null ? null
+            : await AcquireAsync(_tokens, Math.Min(EstimateTokens(list, options), _tokenLimit), cancellationToken).ConfigureAwait(false);
         await foreach (var update in base.GetStreamingResponseAsync(list, options, cancellationToken).ConfigureAwait(false))
         {
             yield return update;

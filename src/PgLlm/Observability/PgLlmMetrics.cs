@@ -6,9 +6,11 @@ using PgLlm.Queue;
 namespace PgLlm.Observability;
 
 /// <summary>
-/// PgLlm's metrics, on the meter <see cref="MeterName"/>. Job counters carry the tag <c>pgllm.task</c>;
-/// model calls follow OpenTelemetry's gen_ai conventions (<c>gen_ai.client.operation.duration</c> in
-/// seconds and <c>gen_ai.client.token.usage</c> with <c>gen_ai.token.type</c> = <c>input</c> or <c>output</c>).
+/// PgLlm's metrics, on the meter <see cref="MeterName"/>. Job counters carry the tag <c>pgllm.task</c>.
+/// Model calls are measured by Microsoft.Extensions.AI's OpenTelemetry stage under the same meter name
+/// (<see cref="Completions.PgLlmChatClientBuilderExtensions.UsePgLlmTelemetry"/>), with OpenTelemetry's gen_ai
+/// conventions: <c>gen_ai.client.operation.duration</c> in seconds and <c>gen_ai.client.token.usage</c> with
+/// <c>gen_ai.token.type</c> = <c>input</c> or <c>output</c>.
 /// Export them with OpenTelemetry (<c>AddMeter("PgLlm")</c>) or watch them with <c>dotnet-counters</c>.
 /// </summary>
 public static class PgLlmMetrics
@@ -35,14 +37,6 @@ public static class PgLlmMetrics
 
     private static readonly Counter<long> Discarded = Meter.CreateCounter<long>(
         "pgllm.jobs.discarded", "{job}", "Jobs that ended without writing: superseded by newer inputs, or skipped.");
-
-    private static readonly Histogram<double> OperationDuration = Meter.CreateHistogram(
-        "gen_ai.client.operation.duration", "s", "Duration of model calls.",
-        advice: new InstrumentAdvice<double> { HistogramBucketBoundaries = [0.01, 0.02, 0.04, 0.08, 0.16, 0.32, 0.64, 1.28, 2.56, 5.12, 10.24, 20.48, 40.96, 81.92] });
-
-    private static readonly Histogram<long> TokenUsage = Meter.CreateHistogram<long>(
-        "gen_ai.client.token.usage", "{token}", "Tokens used by model calls.",
-        advice: new InstrumentAdvice<long> { HistogramBucketBoundaries = [1, 4, 16, 64, 256, 1024, 4096, 16384, 65536, 262144, 1048576] });
 
     private static readonly Counter<long> RateLimitWaits = Meter.CreateCounter<long>(
         "pgllm.rate_limit.throttled", "{response}", "HTTP 429 responses that paused the worker's model calls.");
@@ -106,31 +100,6 @@ public static class PgLlmMetrics
                 // 'lost' (the lease was taken over) or unknown (the database was unreachable): the
                 // job's outcome is recorded by whichever worker settles it.
                 break;
-        }
-    }
-
-    /// <summary>One model call finished (or failed, with <paramref name="errorType"/>).</summary>
-    internal static void RecordModelCall(string? model, TimeSpan duration, long? inputTokens, long? outputTokens, string? errorType)
-    {
-        var operation = new KeyValuePair<string, object?>("gen_ai.operation.name", "chat");
-        var modelTag = new KeyValuePair<string, object?>("gen_ai.request.model", model);
-        if (errorType is null)
-        {
-            OperationDuration.Record(duration.TotalSeconds, operation, modelTag);
-        }
-        else
-        {
-            OperationDuration.Record(duration.TotalSeconds, operation, modelTag, new KeyValuePair<string, object?>("error.type", errorType));
-        }
-
-        if (inputTokens is { } input)
-        {
-            TokenUsage.Record(input, operation, modelTag, new KeyValuePair<string, object?>("gen_ai.token.type", "input"));
-        }
-
-        if (outputTokens is { } output)
-        {
-            TokenUsage.Record(output, operation, modelTag, new KeyValuePair<string, object?>("gen_ai.token.type", "output"));
         }
     }
 

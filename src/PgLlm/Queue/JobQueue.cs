@@ -1,34 +1,12 @@
 using System.Text.Json;
 using Npgsql;
 using NpgsqlTypes;
+using PgLlm.Failures;
 
 namespace PgLlm.Queue;
 
 /// <summary>A job the worker claimed: its attempt is already counted.</summary>
 internal sealed record ClaimedJob(long Id, string Task, int Attempt, int MaxAttempts);
-
-/// <summary>What made an attempt fail, which decides whether and when it is retried (see llm.fail).</summary>
-internal enum FailureKind
-{
-    /// <summary>Timeouts, connection errors, HTTP 408/429/5xx: retried until max attempts.</summary>
-    Transient,
-
-    /// <summary>The answer did not parse or did not fit the columns: retried a few times only.</summary>
-    Invalid,
-
-    /// <summary>Other HTTP 4xx: retrying cannot help.</summary>
-    Permanent,
-}
-
-internal static class FailureKindExtensions
-{
-    public static string ToSql(this FailureKind kind) => kind switch
-    {
-        FailureKind.Invalid => "invalid",
-        FailureKind.Permanent => "permanent",
-        _ => "transient",
-    };
-}
 
 /// <summary>
 /// Which tasks a claim may take: only those in <see cref="Only"/> (when set) and none in <see cref="Except"/>

@@ -6,6 +6,7 @@ using Microsoft.Extensions.Logging.Abstractions;
 using Microsoft.Extensions.Options;
 using Npgsql;
 using PgLlm.Completions;
+using PgLlm.Failures;
 using PgLlm.Observability;
 using PgLlm.Queue;
 

@@ -11,9 +11,9 @@ using Microsoft.Extensions.AI;
 using Microsoft.Extensions.DependencyInjection;
 using Microsoft.Extensions.Logging;
 using PgLlm.Completions;
+using PgLlm.Failures;
 using PgLlm.Local;
 using PgLlm.Queue;
-using PgLlm.Worker;
 
 namespace PgLlm.Tests.Completions;
 

@@ -74,11 +74,33 @@ public sealed class AnswerCacheTests
         await client.GetResponseAsync(ask, new ChatOptions { ModelId = "m" });
         await client.GetResponseAsync(ask, new ChatOptions { ModelId = "m" });
         Assert.Equal(3, _fixture.Model.RequestCount);
-        await Task.Delay(TimeSpan.FromMilliseconds(400));
+        await Eventually.TrueAsync(
+            async () => await db.DataSource.ScalarAsync<bool>("SELECT bool_and(created_at < now() - interval '200 milliseconds') FROM llm.answer_cache"),
+            "the cached answer is older than its time to live");
         await client.GetResponseAsync(ask, new ChatOptions { ModelId = "m" });
         Assert.Equal(4, _fixture.Model.RequestCount);
         // Another model is another key.
         await client.GetResponseAsync(ask, new ChatOptions { ModelId = "other" });
         Assert.Equal(5, _fixture.Model.RequestCount);
+    }
+
+    [Fact]
+    public async Task A_streamed_answer_is_stored_whole_and_serves_streamed_and_plain_requests()
+    {
+        await using var db = await Ops.CreateDatabaseAsync(_fixture);
+        _fixture.Model.Responder = _ => ModelReply.Json("{\"a\": 1}");
+        using var client = new AnswerCacheChatClient(ChatClientFactory.Create(Ops.Options(_fixture)), db.DataSource, new PgLlmAnswerCacheOptions { Enabled = true });
+        ChatMessage[] ask = [new(ChatRole.User, "streamed question")];
+
+        var streamed = await client.GetStreamingResponseAsync(ask, new ChatOptions { ModelId = "m" }).ToChatResponseAsync();
+        var again = await client.GetStreamingResponseAsync(ask, new ChatOptions { ModelId = "m" }).ToChatResponseAsync();
+        var plain = await client.GetResponseAsync(ask, new ChatOptions { ModelId = "m" });
+
+        Assert.Equal(1, _fixture.Model.RequestCount);
+        Assert.Equal("{\"a\": 1}", streamed.Text);
+        Assert.Equal(streamed.Text, again.Text);
+        Assert.Equal(streamed.Text, plain.Text);
+        Assert.Equal(0, plain.Usage?.InputTokenCount);
+        Assert.Equal(2L, await db.DataSource.ScalarAsync<long>("SELECT hits FROM llm.answer_cache"));
     }
 }

@@ -41,14 +41,16 @@ public sealed class EndpointIsolationTests
         var run = worker.RunAsync(stop.Token);
         try
         {
-            var deadline = DateTime.UtcNow.AddSeconds(30);
-            while ((slow.RequestCount < 8 || await SlowInStateAsync(db, "running") < 12) && DateTime.UtcNow < deadline)
-            {
-                await Task.Delay(50);
-            }
+            await Eventually.TrueAsync(
+                async () => slow.RequestCount >= 8 && await SlowInStateAsync(db, "running") >= 12,
+                "8 calls reached the slow endpoint and 12 of its jobs are claimed");
 
-            // 8 calls in flight (the endpoint's concurrency) and 4 more jobs claimed, waiting for a slot.
-            await Task.Delay(300);
+            // 8 calls in flight (the endpoint's concurrency) and 4 more jobs claimed, waiting for a slot: still so
+            // after the worker claimed and finished a job of another endpoint, a later turn of its loop.
+            await db.DataSource.ExecAsync("INSERT INTO flaky (id, input) VALUES (1, 'later')");
+            await Eventually.TrueAsync(
+                async () => await db.DataSource.ScalarAsync<long>($"SELECT count(*) FROM llm.job WHERE task = '{FastTask}' AND state = 'succeeded'") == 1,
+                "a job of the default endpoint succeeded");
             Assert.Equal(8, slow.RequestCount);
             Assert.Equal(12L, await SlowInStateAsync(db, "running"));
             Assert.Equal(8L, await SlowInStateAsync(db, "pending"));
@@ -91,11 +93,7 @@ public sealed class EndpointIsolationTests
         var run = worker.RunAsync(stop.Token);
         try
         {
-            var deadline = DateTime.UtcNow.AddSeconds(30);
-            while (await FastSucceededAsync(db) < 10 && DateTime.UtcNow < deadline)
-            {
-                await Task.Delay(50);
-            }
+            await Eventually.TrueAsync(async () => await FastSucceededAsync(db) >= 10, "the other endpoint's 10 jobs succeeded");
 
             Assert.Equal(10, await FastSucceededAsync(db));
             Assert.Equal(10, _fixture.Model.RequestCount);

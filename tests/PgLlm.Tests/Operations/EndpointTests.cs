@@ -54,13 +54,11 @@ public sealed class EndpointTests
         ChatMessage[] ask = [new(ChatRole.User, "hi")];
 
         var throttled = client.GetResponseAsync(ask, new ChatOptions { ModelId = "slow" }, cancel.Token);
-        while (slow.RequestCount == 0)
-        {
-            await Task.Delay(10, cancel.Token);
-        }
 
-        // Let the 429 reach the client, which then pauses the slow endpoint for 30 s.
-        await Task.Delay(500, cancel.Token);
+        // The 429 reaches the client, which then pauses the slow endpoint for 30 s.
+        var slowLimiter = (RateLimitingChatClient)client.GetService(typeof(RateLimitingChatClient), "slow")!;
+        await Eventually.TrueAsync(() => slowLimiter.PausedUntil is not null || throttled.IsCompleted, "the slow endpoint is paused");
+        Assert.Null(client.GetService<RateLimitingChatClient>()!.PausedUntil);
         var other = await client.GetResponseAsync(ask, new ChatOptions { ModelId = "test-model" }, cancel.Token);
 
         Assert.False(throttled.IsCompleted);

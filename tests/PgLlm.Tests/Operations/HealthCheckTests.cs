@@ -101,15 +101,16 @@ public sealed class HealthCheckTests
         await worker.StartAsync(stop.Token);
         try
         {
-            var deadline = DateTime.UtcNow + Bound;
-            while (_fixture.Model.RequestCount == 0 && DateTime.UtcNow < deadline)
-            {
-                await Task.Delay(20);
-            }
+            await Eventually.TrueAsync(() => _fixture.Model.RequestCount > 0, "the worker called the model", Bound);
 
-            await Task.Delay(TimeSpan.FromSeconds(1));
-            var result = await check.CheckHealthAsync(new HealthCheckContext());
+            // The call holds the only slot for 5 s: the worker asks for no work, and past WorkerStallAfter the
+            // check says so while the call is still running.
+            HealthCheckResult result = default;
+            await Eventually.TrueAsync(
+                async () => (result = await check.CheckHealthAsync(new HealthCheckContext())).Status == HealthStatus.Unhealthy,
+                "the check reports the stall", TimeSpan.FromSeconds(4));
 
+            Assert.Equal(1, _fixture.Model.RequestCount);
             Assert.Equal(HealthStatus.Unhealthy, result.Status);
             Assert.Contains("has not asked for work", result.Description, StringComparison.Ordinal);
         }

@@ -91,6 +91,8 @@ public sealed class MetricsTests
                     }
                 },
             };
+            // Microsoft.Extensions.AI's OpenTelemetry stage records token usage as int.
+            Listener.SetMeasurementEventCallback<int>((instrument, value, tags, _) => Add(instrument, value, tags));
             Listener.SetMeasurementEventCallback<long>((instrument, value, tags, _) => Add(instrument, value, tags));
             Listener.SetMeasurementEventCallback<double>((instrument, value, tags, _) => Add(instrument, value, tags));
             Listener.Start();

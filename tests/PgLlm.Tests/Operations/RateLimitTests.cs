@@ -35,8 +35,9 @@ public sealed class RateLimitTests
         await Task.WhenAll(AskAsync(client, "one", timeout.Token), AskAsync(client, "two", timeout.Token));
         using var third = new CancellationTokenSource();
         var waiting = AskAsync(client, "three", third.Token);
-        // The window is a minute long: a second later the third request must still be queued, unsent.
-        await Task.Delay(TimeSpan.FromSeconds(1));
+        // The window is a minute long: the third request waits in the limiter's queue, unsent.
+        var limiter = client.GetService<RateLimitingChatClient>()!;
+        await Eventually.TrueAsync(() => limiter.QueuedPermits > 0 || waiting.IsCompleted, "the third request is queued");
         Assert.False(waiting.IsCompleted);
         Assert.Equal(2, _fixture.Model.RequestCount);
 
@@ -56,7 +57,9 @@ public sealed class RateLimitTests
         await AskAsync(client, prompt, timeout.Token);
         using var second = new CancellationTokenSource();
         var waiting = AskAsync(client, prompt, second.Token);
-        await Task.Delay(TimeSpan.FromSeconds(1));
+        var limiter = client.GetService<RateLimitingChatClient>()!;
+        var estimate = RateLimitingChatClient.EstimateTokens([new ChatMessage(ChatRole.User, prompt)], null);
+        await Eventually.TrueAsync(() => limiter.QueuedPermits >= estimate || waiting.IsCompleted, "the second call's tokens wait in the queue");
         Assert.False(waiting.IsCompleted);
         Assert.Equal(1, _fixture.Model.RequestCount);
 
@@ -75,13 +78,11 @@ public sealed class RateLimitTests
         using var timeout = new CancellationTokenSource(Bound);
 
         var first = AskAsync(client, "first", timeout.Token);
-        while (_fixture.Model.RequestCount == 0)
-        {
-            await Task.Delay(10, timeout.Token);
-        }
+        var limiter = client.GetService<RateLimitingChatClient>()!;
+        await Eventually.TrueAsync(() => limiter.PausedUntil is not null || first.IsCompleted, "the 429 paused the client");
+        Assert.False(first.IsCompleted);
 
         // Sent while the client is paused: it must wait for the pause too.
-        await Task.Delay(200, timeout.Token);
         var second = AskAsync(client, "second", timeout.Token);
         await Task.WhenAll(first, second);
 

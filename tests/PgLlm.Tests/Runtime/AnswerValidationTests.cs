@@ -1,5 +1,6 @@
 using System.Text.Json;
 using PgLlm.Completions;
+using PgLlm.Failures;
 using PgLlm.Queue;
 using PgLlm.Templates;
 

@@ -1,6 +1,7 @@
 using System.Text.Json;
 using Microsoft.Extensions.AI;
 using PgLlm.Completions;
+using PgLlm.Failures;
 using PgLlm.Queue;
 using PgLlm.Templates;
 

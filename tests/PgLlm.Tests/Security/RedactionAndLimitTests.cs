@@ -1,4 +1,4 @@
-using PgLlm.Worker;
+using PgLlm.Failures;
 
 namespace PgLlm.Tests.Security;
 

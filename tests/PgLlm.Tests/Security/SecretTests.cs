@@ -1,3 +1,4 @@
+using PgLlm.Failures;
 using PgLlm.Local;
 using PgLlm.Worker;
 

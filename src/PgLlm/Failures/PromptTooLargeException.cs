@@ -1,7 +1,7 @@
 using System.Globalization;
 using System.Text;
 
-namespace PgLlm.Worker;
+namespace PgLlm.Failures;
 
 /// <summary>
 /// A job's rendered prompt exceeds <see cref="PgLlmWorkerOptions.MaxPromptBytes"/>. The model is not called and the

@@ -1,6 +1,6 @@
 using System.Text.RegularExpressions;
 
-namespace PgLlm.Worker;
+namespace PgLlm.Failures;
 
 /// <summary>
 /// Removes secrets from text bound for the queue (<c>llm.job.errors</c>, <c>last_error</c>) or the logs: the configured

@@ -1,12 +1,8 @@
 using System.ClientModel;
 using Npgsql;
 using PgLlm.Completions;
-using PgLlm.Queue;
 
-namespace PgLlm.Worker;
-
-/// <summary>A failed attempt, described for the job's error history.</summary>
-internal sealed record Failure(FailureKind Kind, string Message, TimeSpan? RetryAfter);
+namespace PgLlm.Failures;
 
 /// <summary>Decides what a failed attempt was, and so whether and when it is retried.</summary>
 internal static class FailureClassifier

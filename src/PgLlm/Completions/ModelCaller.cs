@@ -1,0 +1,62 @@
+using System.Runtime.CompilerServices;
+using System.Text.Json;
+using Microsoft.Extensions.AI;
+using PgLlm.Failures;
+using PgLlm.Queue;
+
+namespace PgLlm.Completions;
+
+/// <summary>Asks the model for one job's answer through <see cref="IChatClient"/> and validates it.</summary>
+internal sealed class ModelCaller
+{
+    private readonly IChatClient _chatClient;
+    private readonly string? _defaultModel;
+    private readonly ConditionalWeakTable<TaskDefinition, ChatOptions> _options = new();
+    private readonly ConditionalWeakTable<TaskDefinition, ChatOptions>.CreateValueCallback _buildOptions;
+
+    private readonly int _maxPromptBytes;
+
+    public ModelCaller(IChatClient chatClient, string? defaultModel, int maxPromptBytes)
+    {
+        _chatClient = chatClient;
+        _defaultModel = defaultModel;
+        _maxPromptBytes = maxPromptBytes;
+        _buildOptions = BuildOptions;
+    }
+
+    public async Task<ModelAnswer> AskAsync(TaskDefinition task, JsonElement inputs, CancellationToken cancellationToken)
+    {
+        var messages = new List<ChatMessage>(2);
+        if (task.SystemPrompt is not null)
+        {
+            messages.Add(new ChatMessage(ChatRole.System, task.SystemPrompt));
+        }
+
+        // Row values travel as data: rendered once into the user message, images as image parts.
+        messages.Add(new ChatMessage(ChatRole.User, PromptContent.Build(task, inputs, _maxPromptBytes)));
+        var options = _options.GetValue(task, _buildOptions);
+        var response = await _chatClient.GetResponseAsync(messages, options, cancellationToken).ConfigureAwait(false);
+        var json = Validate(task, response.Text);
+        return new ModelAnswer(json, ToInt(response.Usage?.InputTokenCount), ToInt(response.Usage?.OutputTokenCount));
+    }
+
+    /// <summary>
+    /// A task's request options, built once per task definition (the registry makes a new definition
+    /// when a migration changes the task) and shared by its concurrent calls: building the JSON-schema
+    /// response format per call was a measurable share of the worker's CPU per job. Middleware that
+    /// needs other options clones them (see <see cref="EndpointRouterChatClient"/>); none mutates them.
+    /// </summary>
+    private ChatOptions BuildOptions(TaskDefinition task) => new()
+    {
+        ModelId = task.Model ?? _defaultModel,
+        Temperature = task.Temperature is { } temperature ? (float)temperature : null,
+        MaxOutputTokens = task.MaxOutputTokens,
+        ResponseFormat = ChatResponseFormat.ForJsonSchema(task.JsonSchema, "result"),
+        AdditionalProperties = new AdditionalPropertiesDictionary { ["strict"] = true },
+    };
+
+    /// <summary>Keeps only the target columns, requires every one of them, and checks and converts each against the schema.</summary>
+    internal static string Validate(TaskDefinition task, string? text) => AnswerValidator.Validate(task, text);
+
+    private static int? ToInt(long? value) => value is null ? null : (int)Math.Min(value.Value, int.MaxValue);
+}
