@@ -1,16 +1,35 @@
 namespace PgLlm.Migrations;
 
-/// <summary>What a script sets up, which also decides when it runs: application schema first, then PgLlm's core, then tables.</summary>
+/// <summary>
+/// What a script sets up, which also decides when it runs (see <see cref="PgLlmScriptKinds.RunOrder"/>): the
+/// application's schema first, then the queue's numbered migrations, then the runtime's add-ons, then tables.
+/// </summary>
 public enum PgLlmScriptKind
 {
     /// <summary>The application's own schema (its tables), run once like any DbUp script.</summary>
     Application = 0,
 
-    /// <summary>PgLlm's core schema: queue, registry, worker functions.</summary>
+    /// <summary>What the runtime adds on top of the queue (the opt-in in-database worker's scripts).</summary>
     Core = 1,
 
     /// <summary>The generated tasks of one table.</summary>
     Table = 2,
+
+    /// <summary>One of the queue's numbered migrations (<see cref="PgLlmQueueMigrations"/>), run once, in order.</summary>
+    Queue = 3,
+}
+
+/// <summary>The order in which the kinds of script run.</summary>
+public static class PgLlmScriptKinds
+{
+    /// <summary>The run group of a kind: application, queue, core add-ons, tables.</summary>
+    public static int RunOrder(this PgLlmScriptKind kind) => kind switch
+    {
+        PgLlmScriptKind.Application => 0,
+        PgLlmScriptKind.Queue => 1,
+        PgLlmScriptKind.Core => 2,
+        _ => 3,
+    };
 }
 
 /// <summary>
