@@ -60,7 +60,8 @@ BEGIN
                   AND md5(jsonb_build_object('image_url', t."image_url")::text) = p_inputs_hashes[j.n]
             RETURNING j.n)
     SELECT (SELECT array_agg(j.n) FROM j), (SELECT array_agg(w.n) FROM w) INTO v_settled, v_written;
-    RETURN llm.settle_unwritten('public.receipts:total_and_taxes', p_job_ids, p_inputs_hashes, v_settled, v_written);
+    RETURN llm.settle_unwritten('public.receipts:total_and_taxes', p_job_ids, p_attempts, p_inputs_hashes, p_results, p_input_tokens, p_output_tokens,
+                                v_settled, v_written);
 END
 $pgllm$;
 

@@ -133,8 +133,8 @@ internal static class TableScriptEmitter
     /// <summary>
     /// Writes a batch of answers back: llm.settle_answers settles (and locks) the jobs still this attempt's,
     /// then each row is written once, by its first job given, if its inputs are still the ones the model
-    /// saw; only the task's target columns are set. llm.settle_unwritten settles the jobs not written and
-    /// returns each job's state in the order given.
+    /// saw; only the task's target columns are set. llm.settle_unwritten settles the jobs not written (each
+    /// through this function again on its own, as one by one) and returns each job's state in the order given.
     /// </summary>
     private static string WriteBackFunction(TaskSql t)
     {
@@ -154,7 +154,8 @@ internal static class TableScriptEmitter
                               AND md5({{t.InputsOfT}}::text) = p_inputs_hashes[j.n]
                         RETURNING j.n)
                 SELECT (SELECT array_agg(j.n) FROM j), (SELECT array_agg(w.n) FROM w) INTO v_settled, v_written;
-                RETURN llm.settle_unwritten({{Literal(t.Name)}}, p_job_ids, p_inputs_hashes, v_settled, v_written);
+                RETURN llm.settle_unwritten({{Literal(t.Name)}}, p_job_ids, p_attempts, p_inputs_hashes, p_results, p_input_tokens, p_output_tokens,
+                                            v_settled, v_written);
             END
 
             """;

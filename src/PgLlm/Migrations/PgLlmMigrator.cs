@@ -10,7 +10,11 @@ namespace PgLlm.Migrations;
 
 /// <summary>The outcome of a migration run.</summary>
 /// <param name="Applied">The names of the scripts this run applied (empty when the database was up to date).</param>
-public sealed record PgLlmMigrationResult(IReadOnlyList<string> Applied);
+public sealed record PgLlmMigrationResult(IReadOnlyList<string> Applied)
+{
+    /// <summary>How many scripts the run considered: those given and the queue's own migrations.</summary>
+    public int ScriptCount { get; init; }
+}
 
 /// <summary>
 /// Applies PgLlm's scripts (and the application's own, if given) with DbUp, one transaction per
@@ -27,7 +31,7 @@ public sealed partial class PgLlmMigrator
     public const int MinimumPostgresVersion = 15;
 
     private readonly NpgsqlDataSource _dataSource;
-    private readonly IReadOnlyList<PgLlmScript> _scripts;
+    private readonly IReadOnlyList<PgLlmScript> _given;
     private readonly ILogger _logger;
 
     /// <summary>Creates a migrator for the given scripts (typically <c>PgLlm.Generated.PgLlmScripts.All</c>).</summary>
@@ -36,10 +40,9 @@ public sealed partial class PgLlmMigrator
         ArgumentNullException.ThrowIfNull(dataSource);
         ArgumentNullException.ThrowIfNull(scripts);
         _dataSource = dataSource;
-        var given = scripts.ToList();
-        _scripts = [.. PgLlmQueueMigrations.All.Where(q => !given.Any(s => s.Stream == q.Stream)), .. given];
+        _given = scripts.ToList();
         _logger = (ILogger?)logger ?? NullLogger.Instance;
-        var duplicate = _scripts.GroupBy(s => s.Stream).FirstOrDefault(g => g.Count() > 1);
+        var duplicate = _given.GroupBy(s => s.Stream).FirstOrDefault(g => g.Count() > 1);
         if (duplicate is not null)
         {
             throw new ArgumentException($"Two scripts share the stream '{duplicate.Key}'.", nameof(scripts));
@@ -52,8 +55,11 @@ public sealed partial class PgLlmMigrator
     /// </summary>
     internal int MinimumServerVersionNum { get; init; } = MinimumPostgresVersion * 10000;
 
-    /// <summary>The scripts this migrator applies, in no particular order (the queue's migrations included).</summary>
-    internal IReadOnlyList<PgLlmScript> Scripts => _scripts;
+    /// <summary>The queue's migrations this migrator adds: all of them; tests take the first few to migrate step by step.</summary>
+    internal IReadOnlyList<PgLlmScript> QueueMigrations { get; init; } = PgLlmQueueMigrations.All;
+
+    /// <summary>The scripts this migrator applies, in no particular order: the queue's migrations and those given.</summary>
+    private IReadOnlyList<PgLlmScript> Scripts => [.. QueueMigrations.Where(q => !_given.Any(s => s.Stream == q.Stream)), .. _given];
 
     /// <summary>Applies every script that is not yet applied in its current version.</summary>
     /// <exception cref="PgLlmMigrationException">
@@ -73,7 +79,7 @@ public sealed partial class PgLlmMigrator
             await VerifyServerVersionAsync(lockConnection, cancellationToken).ConfigureAwait(false);
 
             // The opt-in in-database worker names a missing extension before anything is applied.
-            await InDatabase.PgLlmInDatabase.VerifyRequirementsAsync(lockConnection, _scripts, cancellationToken).ConfigureAwait(false);
+            await InDatabase.PgLlmInDatabase.VerifyRequirementsAsync(lockConnection, Scripts, cancellationToken).ConfigureAwait(false);
 
             // DbUp is synchronous; keep it off the caller's thread.
             return await Task.Run(Upgrade, cancellationToken).ConfigureAwait(false);
@@ -103,9 +109,10 @@ public sealed partial class PgLlmMigrator
     private PgLlmMigrationResult Upgrade()
     {
         var upgradeLog = new LoggerUpgradeLog(_logger);
+        var scripts = Scripts;
         var builder = DeployChanges.To
             .PostgresqlDatabase(new PostgresqlConnectionManager(_dataSource))
-            .WithScripts(_scripts.Select(s => new SqlScript(s.Name, s.Sql, new SqlScriptOptions { RunGroupOrder = s.Kind.RunOrder() })))
+            .WithScripts(scripts.Select(s => new SqlScript(s.Name, s.Sql, new SqlScriptOptions { RunGroupOrder = s.Kind.RunOrder() })))
             .JournalTo((connectionManager, _) => new StreamJournal(connectionManager))
             .WithTransactionPerScript()
             .WithVariablesDisabled()
@@ -123,7 +130,7 @@ public sealed partial class PgLlmMigrator
             LogApplied(_logger, name);
         }
 
-        return new PgLlmMigrationResult(applied);
+        return new PgLlmMigrationResult(applied) { ScriptCount = scripts.Count };
     }
 
     [LoggerMessage(Level = LogLevel.Information, Message = "Applied migration script {Script}")]

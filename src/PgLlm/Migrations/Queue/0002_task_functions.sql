@@ -103,12 +103,13 @@ $fn$;
 
 -- The last statement of a task's write-back: each job's state, in the order given. A job not settled by
 -- llm.settle_answers is 'lost' (another attempt or worker has it). A job settled whose row was not
--- written (rare: its inputs changed, its row is gone, or an earlier job of the batch wrote the row) is
--- settled again from its row's current inputs, read now through the task's inputs function (not as
--- the write-back's statement saw them): gone (or an input the prompt needs is null) -> skipped; the
--- inputs the model saw -> succeeded (an earlier job of the batch wrote the row with an answer to the
--- same inputs); other inputs -> superseded (llm.supersede).
-CREATE FUNCTION llm.settle_unwritten(p_task text, p_job_ids bigint[], p_inputs_hashes text[], p_settled integer[], p_written integer[])
+-- written (rare: its inputs changed, its row is gone, or another job of the batch had its row) goes back
+-- to running and through the task's write-back again on its own, in the order given, as one by one. A
+-- job alone that was not written is settled from its row's current inputs, read now through the task's
+-- inputs function (not as the write-back's statement saw them): none (the row is gone, or an input the
+-- prompt needs is null) -> skipped; otherwise superseded (llm.supersede).
+CREATE FUNCTION llm.settle_unwritten(p_task text, p_job_ids bigint[], p_attempts integer[], p_inputs_hashes text[], p_results jsonb[],
+                                     p_input_tokens integer[], p_output_tokens integer[], p_settled integer[], p_written integer[])
 RETURNS text[]
 LANGUAGE plpgsql
 SET search_path = pg_catalog, pg_temp
@@ -116,9 +117,8 @@ AS $fn$
 DECLARE
     v_states text[];
     v_unwritten integer[];
-    v_inputs_function regproc;
-    v_ids bigint[];
-    v_hashes text[];
+    v_task llm.task;
+    v_state text;
     v_hash text;
     n integer;
 BEGIN
@@ -128,23 +128,27 @@ BEGIN
         RETURN v_states;
     END IF;
     v_unwritten := ARRAY(SELECT s.n FROM unnest(p_settled) AS s(n) WHERE s.n <> ALL (coalesce(p_written, '{}')) ORDER BY s.n);
-    SELECT t.inputs_function INTO STRICT v_inputs_function FROM llm.task AS t WHERE t.name = p_task;
-    EXECUTE format('SELECT array_agg(i.job_id), array_agg(i.inputs_hash) FROM %s($1) AS i', v_inputs_function)
-       INTO v_ids, v_hashes
-      USING ARRAY(SELECT p_job_ids[u] FROM unnest(v_unwritten) AS u);
-    FOREACH n IN ARRAY v_unwritten LOOP
-        v_hash := v_hashes[array_position(v_ids, p_job_ids[n])];
-        IF v_hash IS NULL THEN
-            UPDATE llm.job AS j
-               SET state = 'skipped',
-                   last_error = 'the row was deleted (or an input the prompt needs became null) while the model was answering'
-             WHERE j.id = p_job_ids[n];
-            v_states[n] := 'skipped';
-        ELSIF v_hash <> p_inputs_hashes[n] THEN
-            v_states[n] := llm.supersede(p_job_ids[n], v_hash);
-        END IF;
-    END LOOP;
-    RETURN v_states;
+    SELECT * INTO STRICT v_task FROM llm.task AS t WHERE t.name = p_task;
+    IF cardinality(p_job_ids) > 1 THEN
+        UPDATE llm.job AS j SET state = 'running', finished_at = NULL
+         WHERE j.id = ANY (ARRAY(SELECT p_job_ids[u] FROM unnest(v_unwritten) AS u));
+        FOREACH n IN ARRAY v_unwritten LOOP
+            EXECUTE format('SELECT (%s(ARRAY[$1], ARRAY[$2], ARRAY[$3], ARRAY[$4], ARRAY[$5], ARRAY[$6]))[1]', v_task.complete_function)
+               INTO v_state
+              USING p_job_ids[n], p_attempts[n], p_inputs_hashes[n], p_results[n], p_input_tokens[n], p_output_tokens[n];
+            v_states[n] := v_state;
+        END LOOP;
+        RETURN v_states;
+    END IF;
+    EXECUTE format('SELECT i.inputs_hash FROM %s($1) AS i', v_task.inputs_function) INTO v_hash USING p_job_ids;
+    IF v_hash IS NULL THEN
+        UPDATE llm.job AS j
+           SET state = 'skipped',
+               last_error = 'the row was deleted (or an input the prompt needs became null) while the model was answering'
+         WHERE j.id = p_job_ids[1];
+        RETURN ARRAY['skipped'];
+    END IF;
+    RETURN ARRAY[llm.supersede(p_job_ids[1], v_hash)];
 END
 $fn$;
 
@@ -174,7 +178,7 @@ DECLARE
     v_call text;
     v_at integer[];
     v_task_states text[];
-    i integer;
+    k integer;
 BEGIN
     PERFORM set_config('lock_timeout', '20ms', true);
     -- The worker's own commits do not wait for their WAL flush (see docs/queue.md).
@@ -184,32 +188,35 @@ BEGIN
         v_task_states := NULL;
         SELECT t.complete_function INTO v_function FROM llm.task AS t WHERE t.name = v_task;
         IF NOT FOUND THEN
-            FOREACH i IN ARRAY v_at LOOP
-                v_errors[i] := format('task %L is not in llm.task', v_task);
-                v_codes[i] := 'P0002';
+            FOREACH k IN ARRAY v_at LOOP
+                v_errors[k] := format('task %L is not in llm.task', v_task);
+                v_codes[k] := 'P0002';
             END LOOP;
             CONTINUE;
         END IF;
         v_call := format('SELECT %s($1, $2, $3, $4, $5, $6)', v_function);
         BEGIN
             EXECUTE v_call INTO v_task_states
-              USING ARRAY(SELECT p_job_ids[i] FROM unnest(v_at) AS i), ARRAY(SELECT p_attempts[i] FROM unnest(v_at) AS i),
-                    ARRAY(SELECT p_inputs_hashes[i] FROM unnest(v_at) AS i), ARRAY(SELECT p_results[i] FROM unnest(v_at) AS i),
-                    ARRAY(SELECT p_input_tokens[i] FROM unnest(v_at) AS i), ARRAY(SELECT p_output_tokens[i] FROM unnest(v_at) AS i);
+              USING ARRAY(SELECT p_job_ids[a.i] FROM unnest(v_at) WITH ORDINALITY AS a(i, n) ORDER BY a.n),
+                    ARRAY(SELECT p_attempts[a.i] FROM unnest(v_at) WITH ORDINALITY AS a(i, n) ORDER BY a.n),
+                    ARRAY(SELECT p_inputs_hashes[a.i] FROM unnest(v_at) WITH ORDINALITY AS a(i, n) ORDER BY a.n),
+                    ARRAY(SELECT p_results[a.i] FROM unnest(v_at) WITH ORDINALITY AS a(i, n) ORDER BY a.n),
+                    ARRAY(SELECT p_input_tokens[a.i] FROM unnest(v_at) WITH ORDINALITY AS a(i, n) ORDER BY a.n),
+                    ARRAY(SELECT p_output_tokens[a.i] FROM unnest(v_at) WITH ORDINALITY AS a(i, n) ORDER BY a.n);
             FOR n IN 1 .. cardinality(v_at) LOOP
                 v_states[v_at[n]] := v_task_states[n];
             END LOOP;
         EXCEPTION WHEN OTHERS THEN
             -- Undone as a whole: each job of the task on its own.
-            FOREACH i IN ARRAY v_at LOOP
+            FOREACH k IN ARRAY v_at LOOP
                 BEGIN
                     EXECUTE v_call INTO v_task_states
-                      USING ARRAY[p_job_ids[i]], ARRAY[p_attempts[i]], ARRAY[p_inputs_hashes[i]], ARRAY[p_results[i]],
-                            ARRAY[p_input_tokens[i]], ARRAY[p_output_tokens[i]];
-                    v_states[i] := v_task_states[1];
+                      USING ARRAY[p_job_ids[k]], ARRAY[p_attempts[k]], ARRAY[p_inputs_hashes[k]], ARRAY[p_results[k]],
+                            ARRAY[p_input_tokens[k]], ARRAY[p_output_tokens[k]];
+                    v_states[k] := v_task_states[1];
                 EXCEPTION WHEN OTHERS THEN
-                    v_errors[i] := SQLERRM;
-                    v_codes[i] := SQLSTATE;
+                    v_errors[k] := SQLERRM;
+                    v_codes[k] := SQLSTATE;
                 END;
             END LOOP;
         END;
@@ -274,7 +281,7 @@ $fn$;
 -- Called by the tasks' generated functions (which run with the owner's rights) and by migrations only.
 REVOKE ALL ON FUNCTION llm.settle_answers(text, bigint[], integer[], text[], integer[], integer[]),
                        llm.supersede(bigint, text),
-                       llm.settle_unwritten(text, bigint[], text[], integer[], integer[]),
+                       llm.settle_unwritten(text, bigint[], integer[], text[], jsonb[], integer[], integer[], integer[], integer[]),
                        llm.register_task(text, text, text, text[], text[], text[], text[], text, text, json, text, integer,
                                          double precision, integer, regproc, regproc, regproc, text),
                        llm.forget_undeclared_tasks(text, text, text[])

@@ -59,7 +59,8 @@ BEGIN
                   AND md5(jsonb_build_object('review_text', t."review_text")::text) = p_inputs_hashes[j.n]
             RETURNING j.n)
     SELECT (SELECT array_agg(j.n) FROM j), (SELECT array_agg(w.n) FROM w) INTO v_settled, v_written;
-    RETURN llm.settle_unwritten('public.user_reviews:sentiment', p_job_ids, p_inputs_hashes, v_settled, v_written);
+    RETURN llm.settle_unwritten('public.user_reviews:sentiment', p_job_ids, p_attempts, p_inputs_hashes, p_results, p_input_tokens, p_output_tokens,
+                                v_settled, v_written);
 END
 $pgllm$;
 
@@ -143,7 +144,8 @@ BEGIN
                   AND md5(jsonb_build_object('user_review_og', t."user_review_og")::text) = p_inputs_hashes[j.n]
             RETURNING j.n)
     SELECT (SELECT array_agg(j.n) FROM j), (SELECT array_agg(w.n) FROM w) INTO v_settled, v_written;
-    RETURN llm.settle_unwritten('public.user_reviews:emotion+user_review_es', p_job_ids, p_inputs_hashes, v_settled, v_written);
+    RETURN llm.settle_unwritten('public.user_reviews:emotion+user_review_es', p_job_ids, p_attempts, p_inputs_hashes, p_results, p_input_tokens, p_output_tokens,
+                                v_settled, v_written);
 END
 $pgllm$;
 

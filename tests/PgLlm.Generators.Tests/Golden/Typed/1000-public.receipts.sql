@@ -59,7 +59,8 @@ BEGIN
                   AND md5(jsonb_build_object('note', t."note")::text) = p_inputs_hashes[j.n]
             RETURNING j.n)
     SELECT (SELECT array_agg(j.n) FROM j), (SELECT array_agg(w.n) FROM w) INTO v_settled, v_written;
-    RETURN llm.settle_unwritten('public.receipts:note_mood', p_job_ids, p_inputs_hashes, v_settled, v_written);
+    RETURN llm.settle_unwritten('public.receipts:note_mood', p_job_ids, p_attempts, p_inputs_hashes, p_results, p_input_tokens, p_output_tokens,
+                                v_settled, v_written);
 END
 $pgllm$;
 
@@ -142,7 +143,8 @@ BEGIN
                   AND md5(jsonb_build_object('note', t."note")::text) = p_inputs_hashes[j.n]
             RETURNING j.n)
     SELECT (SELECT array_agg(j.n) FROM j), (SELECT array_agg(w.n) FROM w) INTO v_settled, v_written;
-    RETURN llm.settle_unwritten('public.receipts:stars', p_job_ids, p_inputs_hashes, v_settled, v_written);
+    RETURN llm.settle_unwritten('public.receipts:stars', p_job_ids, p_attempts, p_inputs_hashes, p_results, p_input_tokens, p_output_tokens,
+                                v_settled, v_written);
 END
 $pgllm$;
 
@@ -225,7 +227,8 @@ BEGIN
                   AND md5(jsonb_build_object('note', t."note")::text) = p_inputs_hashes[j.n]
             RETURNING j.n)
     SELECT (SELECT array_agg(j.n) FROM j), (SELECT array_agg(w.n) FROM w) INTO v_settled, v_written;
-    RETURN llm.settle_unwritten('public.receipts:tags', p_job_ids, p_inputs_hashes, v_settled, v_written);
+    RETURN llm.settle_unwritten('public.receipts:tags', p_job_ids, p_attempts, p_inputs_hashes, p_results, p_input_tokens, p_output_tokens,
+                                v_settled, v_written);
 END
 $pgllm$;
 
@@ -308,7 +311,8 @@ BEGIN
                   AND md5(jsonb_build_object('note', t."note")::text) = p_inputs_hashes[j.n]
             RETURNING j.n)
     SELECT (SELECT array_agg(j.n) FROM j), (SELECT array_agg(w.n) FROM w) INTO v_settled, v_written;
-    RETURN llm.settle_unwritten('public.receipts:codes', p_job_ids, p_inputs_hashes, v_settled, v_written);
+    RETURN llm.settle_unwritten('public.receipts:codes', p_job_ids, p_attempts, p_inputs_hashes, p_results, p_input_tokens, p_output_tokens,
+                                v_settled, v_written);
 END
 $pgllm$;
 
@@ -391,7 +395,8 @@ BEGIN
                   AND md5(jsonb_build_object('note', t."note")::text) = p_inputs_hashes[j.n]
             RETURNING j.n)
     SELECT (SELECT array_agg(j.n) FROM j), (SELECT array_agg(w.n) FROM w) INTO v_settled, v_written;
-    RETURN llm.settle_unwritten('public.receipts:origin', p_job_ids, p_inputs_hashes, v_settled, v_written);
+    RETURN llm.settle_unwritten('public.receipts:origin', p_job_ids, p_attempts, p_inputs_hashes, p_results, p_input_tokens, p_output_tokens,
+                                v_settled, v_written);
 END
 $pgllm$;
 
@@ -474,7 +479,8 @@ BEGIN
                   AND md5(jsonb_build_object('note', t."note")::text) = p_inputs_hashes[j.n]
             RETURNING j.n)
     SELECT (SELECT array_agg(j.n) FROM j), (SELECT array_agg(w.n) FROM w) INTO v_settled, v_written;
-    RETURN llm.settle_unwritten('public.receipts:is_refund', p_job_ids, p_inputs_hashes, v_settled, v_written);
+    RETURN llm.settle_unwritten('public.receipts:is_refund', p_job_ids, p_attempts, p_inputs_hashes, p_results, p_input_tokens, p_output_tokens,
+                                v_settled, v_written);
 END
 $pgllm$;
 
@@ -557,7 +563,8 @@ BEGIN
                   AND md5(jsonb_build_object('note', t."note")::text) = p_inputs_hashes[j.n]
             RETURNING j.n)
     SELECT (SELECT array_agg(j.n) FROM j), (SELECT array_agg(w.n) FROM w) INTO v_settled, v_written;
-    RETURN llm.settle_unwritten('public.receipts:written_at', p_job_ids, p_inputs_hashes, v_settled, v_written);
+    RETURN llm.settle_unwritten('public.receipts:written_at', p_job_ids, p_attempts, p_inputs_hashes, p_results, p_input_tokens, p_output_tokens,
+                                v_settled, v_written);
 END
 $pgllm$;
 
@@ -640,7 +647,8 @@ BEGIN
                   AND md5(jsonb_build_object('scan', t."scan", 'note', t."note")::text) = p_inputs_hashes[j.n]
             RETURNING j.n)
     SELECT (SELECT array_agg(j.n) FROM j), (SELECT array_agg(w.n) FROM w) INTO v_settled, v_written;
-    RETURN llm.settle_unwritten('public.receipts:scan_text', p_job_ids, p_inputs_hashes, v_settled, v_written);
+    RETURN llm.settle_unwritten('public.receipts:scan_text', p_job_ids, p_attempts, p_inputs_hashes, p_results, p_input_tokens, p_output_tokens,
+                                v_settled, v_written);
 END
 $pgllm$;
 
@@ -726,7 +734,8 @@ BEGIN
                   AND md5(jsonb_build_object('image_url', t."image_url")::text) = p_inputs_hashes[j.n]
             RETURNING j.n)
     SELECT (SELECT array_agg(j.n) FROM j), (SELECT array_agg(w.n) FROM w) INTO v_settled, v_written;
-    RETURN llm.settle_unwritten('public.receipts:totals', p_job_ids, p_inputs_hashes, v_settled, v_written);
+    RETURN llm.settle_unwritten('public.receipts:totals', p_job_ids, p_attempts, p_inputs_hashes, p_results, p_input_tokens, p_output_tokens,
+                                v_settled, v_written);
 END
 $pgllm$;
 
