@@ -42,6 +42,10 @@ CREATE FUNCTION llm.settle_answers(p_task text, p_job_ids bigint[], p_attempts i
                                    p_input_tokens integer[], p_output_tokens integer[])
 RETURNS TABLE (n integer, row_key jsonb)
 LANGUAGE plpgsql
+-- The planner's estimate of the rows it returns, as for an unnest of the batch's arrays: with the
+-- default (1000) the write-back's UPDATE of your table walked its whole primary key in a merge join
+-- instead of looking up each row (measured: 18 of 21 ms for 64 jobs of a 20,000-row table).
+ROWS 10
 SET search_path = pg_catalog, pg_temp
 SET enable_seqscan = off
 SET plan_cache_mode = force_generic_plan
