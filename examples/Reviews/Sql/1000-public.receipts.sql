@@ -76,14 +76,10 @@ SELECT llm.register_task('public.receipts:total_and_taxes', 'public', 'receipts'
     model => NULL, max_attempts => 5, temperature => 0, max_output_tokens => NULL,
     enqueue_function => '"llm"."public.receipts:total_and_taxes:enqueue"', inputs_function => '"llm"."public.receipts:total_and_taxes:inputs"',
     complete_function => '"llm"."public.receipts:total_and_taxes:write_back"', definition_hash => '888c182afe02098b');
-CREATE OR REPLACE TRIGGER "pgllm:total_and_taxes:insert"
-    AFTER INSERT ON "public"."receipts"
-    FOR EACH ROW
+CREATE OR REPLACE TRIGGER "pgllm:total_and_taxes:insert" AFTER INSERT ON "public"."receipts" FOR EACH ROW
     WHEN (NEW."image_url" IS NOT NULL)
     EXECUTE FUNCTION "llm"."public.receipts:total_and_taxes:enqueue"();
-CREATE OR REPLACE TRIGGER "pgllm:total_and_taxes:update"
-    AFTER UPDATE OF "image_url", "id" ON "public"."receipts"
-    FOR EACH ROW
+CREATE OR REPLACE TRIGGER "pgllm:total_and_taxes:update" AFTER UPDATE OF "image_url", "id" ON "public"."receipts" FOR EACH ROW
     WHEN ((OLD."image_url" IS DISTINCT FROM NEW."image_url" OR OLD."id" IS DISTINCT FROM NEW."id") AND NEW."image_url" IS NOT NULL)
     EXECUTE FUNCTION "llm"."public.receipts:total_and_taxes:enqueue"();
 

@@ -75,14 +75,10 @@ SELECT llm.register_task('public.user_reviews:sentiment', 'public', 'user_review
     model => NULL, max_attempts => 5, temperature => 0, max_output_tokens => NULL,
     enqueue_function => '"llm"."public.user_reviews:sentiment:enqueue"', inputs_function => '"llm"."public.user_reviews:sentiment:inputs"',
     complete_function => '"llm"."public.user_reviews:sentiment:write_back"', definition_hash => 'a50a82b2203a686b');
-CREATE OR REPLACE TRIGGER "pgllm:sentiment:insert"
-    AFTER INSERT ON "public"."user_reviews"
-    FOR EACH ROW
+CREATE OR REPLACE TRIGGER "pgllm:sentiment:insert" AFTER INSERT ON "public"."user_reviews" FOR EACH ROW
     WHEN (NEW."review_text" IS NOT NULL)
     EXECUTE FUNCTION "llm"."public.user_reviews:sentiment:enqueue"();
-CREATE OR REPLACE TRIGGER "pgllm:sentiment:update"
-    AFTER UPDATE OF "review_text", "id" ON "public"."user_reviews"
-    FOR EACH ROW
+CREATE OR REPLACE TRIGGER "pgllm:sentiment:update" AFTER UPDATE OF "review_text", "id" ON "public"."user_reviews" FOR EACH ROW
     WHEN ((OLD."review_text" IS DISTINCT FROM NEW."review_text" OR OLD."id" IS DISTINCT FROM NEW."id") AND NEW."review_text" IS NOT NULL)
     EXECUTE FUNCTION "llm"."public.user_reviews:sentiment:enqueue"();
 
@@ -159,14 +155,10 @@ SELECT llm.register_task('public.user_reviews:review_text_es', 'public', 'user_r
     model => NULL, max_attempts => 5, temperature => NULL, max_output_tokens => NULL,
     enqueue_function => '"llm"."public.user_reviews:review_text_es:enqueue"', inputs_function => '"llm"."public.user_reviews:review_text_es:inputs"',
     complete_function => '"llm"."public.user_reviews:review_text_es:write_back"', definition_hash => 'd6c7e8cade5bc150');
-CREATE OR REPLACE TRIGGER "pgllm:review_text_es:insert"
-    AFTER INSERT ON "public"."user_reviews"
-    FOR EACH ROW
+CREATE OR REPLACE TRIGGER "pgllm:review_text_es:insert" AFTER INSERT ON "public"."user_reviews" FOR EACH ROW
     WHEN (NEW."review_text" IS NOT NULL)
     EXECUTE FUNCTION "llm"."public.user_reviews:review_text_es:enqueue"();
-CREATE OR REPLACE TRIGGER "pgllm:review_text_es:update"
-    AFTER UPDATE OF "review_text", "id" ON "public"."user_reviews"
-    FOR EACH ROW
+CREATE OR REPLACE TRIGGER "pgllm:review_text_es:update" AFTER UPDATE OF "review_text", "id" ON "public"."user_reviews" FOR EACH ROW
     WHEN ((OLD."review_text" IS DISTINCT FROM NEW."review_text" OR OLD."id" IS DISTINCT FROM NEW."id") AND NEW."review_text" IS NOT NULL)
     EXECUTE FUNCTION "llm"."public.user_reviews:review_text_es:enqueue"();
 
@@ -243,14 +235,10 @@ SELECT llm.register_task('public.user_reviews:user_background', 'public', 'user_
     model => NULL, max_attempts => 5, temperature => NULL, max_output_tokens => 300,
     enqueue_function => '"llm"."public.user_reviews:user_background:enqueue"', inputs_function => '"llm"."public.user_reviews:user_background:inputs"',
     complete_function => '"llm"."public.user_reviews:user_background:write_back"', definition_hash => '5034f71758e6574e');
-CREATE OR REPLACE TRIGGER "pgllm:user_background:insert"
-    AFTER INSERT ON "public"."user_reviews"
-    FOR EACH ROW
+CREATE OR REPLACE TRIGGER "pgllm:user_background:insert" AFTER INSERT ON "public"."user_reviews" FOR EACH ROW
     WHEN (NEW."full_name" IS NOT NULL)
     EXECUTE FUNCTION "llm"."public.user_reviews:user_background:enqueue"();
-CREATE OR REPLACE TRIGGER "pgllm:user_background:update"
-    AFTER UPDATE OF "full_name", "id" ON "public"."user_reviews"
-    FOR EACH ROW
+CREATE OR REPLACE TRIGGER "pgllm:user_background:update" AFTER UPDATE OF "full_name", "id" ON "public"."user_reviews" FOR EACH ROW
     WHEN ((OLD."full_name" IS DISTINCT FROM NEW."full_name" OR OLD."id" IS DISTINCT FROM NEW."id") AND NEW."full_name" IS NOT NULL)
     EXECUTE FUNCTION "llm"."public.user_reviews:user_background:enqueue"();
 
@@ -327,14 +315,10 @@ SELECT llm.register_task('public.user_reviews:image_description', 'public', 'use
     model => NULL, max_attempts => 5, temperature => NULL, max_output_tokens => NULL,
     enqueue_function => '"llm"."public.user_reviews:image_description:enqueue"', inputs_function => '"llm"."public.user_reviews:image_description:inputs"',
     complete_function => '"llm"."public.user_reviews:image_description:write_back"', definition_hash => '5351093df7cb54e5');
-CREATE OR REPLACE TRIGGER "pgllm:image_description:insert"
-    AFTER INSERT ON "public"."user_reviews"
-    FOR EACH ROW
+CREATE OR REPLACE TRIGGER "pgllm:image_description:insert" AFTER INSERT ON "public"."user_reviews" FOR EACH ROW
     WHEN (NEW."attached_image_url" IS NOT NULL)
     EXECUTE FUNCTION "llm"."public.user_reviews:image_description:enqueue"();
-CREATE OR REPLACE TRIGGER "pgllm:image_description:update"
-    AFTER UPDATE OF "attached_image_url", "id" ON "public"."user_reviews"
-    FOR EACH ROW
+CREATE OR REPLACE TRIGGER "pgllm:image_description:update" AFTER UPDATE OF "attached_image_url", "id" ON "public"."user_reviews" FOR EACH ROW
     WHEN ((OLD."attached_image_url" IS DISTINCT FROM NEW."attached_image_url" OR OLD."id" IS DISTINCT FROM NEW."id") AND NEW."attached_image_url" IS NOT NULL)
     EXECUTE FUNCTION "llm"."public.user_reviews:image_description:enqueue"();
 
@@ -412,14 +396,10 @@ SELECT llm.register_task('public.user_reviews:analyze_and_translate', 'public', 
     model => NULL, max_attempts => 5, temperature => NULL, max_output_tokens => NULL,
     enqueue_function => '"llm"."public.user_reviews:analyze_and_translate:enqueue"', inputs_function => '"llm"."public.user_reviews:analyze_and_translate:inputs"',
     complete_function => '"llm"."public.user_reviews:analyze_and_translate:write_back"', definition_hash => '54c01c42e5b06083');
-CREATE OR REPLACE TRIGGER "pgllm:analyze_and_translate:insert"
-    AFTER INSERT ON "public"."user_reviews"
-    FOR EACH ROW
+CREATE OR REPLACE TRIGGER "pgllm:analyze_and_translate:insert" AFTER INSERT ON "public"."user_reviews" FOR EACH ROW
     WHEN (NEW."user_review_og" IS NOT NULL)
     EXECUTE FUNCTION "llm"."public.user_reviews:analyze_and_translate:enqueue"();
-CREATE OR REPLACE TRIGGER "pgllm:analyze_and_translate:update"
-    AFTER UPDATE OF "user_review_og", "id" ON "public"."user_reviews"
-    FOR EACH ROW
+CREATE OR REPLACE TRIGGER "pgllm:analyze_and_translate:update" AFTER UPDATE OF "user_review_og", "id" ON "public"."user_reviews" FOR EACH ROW
     WHEN ((OLD."user_review_og" IS DISTINCT FROM NEW."user_review_og" OR OLD."id" IS DISTINCT FROM NEW."id") AND NEW."user_review_og" IS NOT NULL)
     EXECUTE FUNCTION "llm"."public.user_reviews:analyze_and_translate:enqueue"();
 

@@ -208,13 +208,9 @@ internal static class TableScriptEmitter
         var insertWhen = required.Length > 0 ? "\n    WHEN (" + required + ")" : string.Empty;
         var updateWhen = changed + (required.Length > 0 ? " AND " + required : string.Empty);
         return $"""
-            CREATE OR REPLACE TRIGGER {Ident(FitName("pgllm:" + t.Task.Name + ":insert"))}
-                AFTER INSERT ON {t.Target}
-                FOR EACH ROW{insertWhen}
+            CREATE OR REPLACE TRIGGER {Ident(FitName("pgllm:" + t.Task.Name + ":insert"))} AFTER INSERT ON {t.Target} FOR EACH ROW{insertWhen}
                 EXECUTE FUNCTION {t.Enqueue}();
-            CREATE OR REPLACE TRIGGER {Ident(FitName("pgllm:" + t.Task.Name + ":update"))}
-                AFTER UPDATE OF {IdentList(watched)} ON {t.Target}
-                FOR EACH ROW
+            CREATE OR REPLACE TRIGGER {Ident(FitName("pgllm:" + t.Task.Name + ":update"))} AFTER UPDATE OF {IdentList(watched)} ON {t.Target} FOR EACH ROW
                 WHEN ({updateWhen})
                 EXECUTE FUNCTION {t.Enqueue}();
 

@@ -75,14 +75,10 @@ SELECT llm.register_task('Sales "EU".Order Lines:category', 'Sales "EU"', 'Order
     model => 'small-model', max_attempts => 3, temperature => NULL, max_output_tokens => NULL,
     enqueue_function => '"llm"."Sales ""EU"".Order Lines:category:enqueue"', inputs_function => '"llm"."Sales ""EU"".Order Lines:category:inputs"',
     complete_function => '"llm"."Sales ""EU"".Order Lines:category:write_back"', definition_hash => '1f0b8b8de9d5a948');
-CREATE OR REPLACE TRIGGER "pgllm:category:insert"
-    AFTER INSERT ON "Sales ""EU"""."Order Lines"
-    FOR EACH ROW
+CREATE OR REPLACE TRIGGER "pgllm:category:insert" AFTER INSERT ON "Sales ""EU"""."Order Lines" FOR EACH ROW
     WHEN (NEW."Item Name" IS NOT NULL AND NEW."quantity" IS NOT NULL)
     EXECUTE FUNCTION "llm"."Sales ""EU"".Order Lines:category:enqueue"();
-CREATE OR REPLACE TRIGGER "pgllm:category:update"
-    AFTER UPDATE OF "Item Name", "quantity", "tenant_id", "line_no" ON "Sales ""EU"""."Order Lines"
-    FOR EACH ROW
+CREATE OR REPLACE TRIGGER "pgllm:category:update" AFTER UPDATE OF "Item Name", "quantity", "tenant_id", "line_no" ON "Sales ""EU"""."Order Lines" FOR EACH ROW
     WHEN ((OLD."Item Name" IS DISTINCT FROM NEW."Item Name" OR OLD."quantity" IS DISTINCT FROM NEW."quantity" OR OLD."tenant_id" IS DISTINCT FROM NEW."tenant_id" OR OLD."line_no" IS DISTINCT FROM NEW."line_no") AND NEW."Item Name" IS NOT NULL AND NEW."quantity" IS NOT NULL)
     EXECUTE FUNCTION "llm"."Sales ""EU"".Order Lines:category:enqueue"();
 
@@ -159,14 +155,10 @@ SELECT llm.register_task('Sales "EU".Order Lines:shelf_days', 'Sales "EU"', 'Ord
     model => NULL, max_attempts => 5, temperature => NULL, max_output_tokens => NULL,
     enqueue_function => '"llm"."Sales ""EU"".Order Lines:shelf_days:enqueue"', inputs_function => '"llm"."Sales ""EU"".Order Lines:shelf_days:inputs"',
     complete_function => '"llm"."Sales ""EU"".Order Lines:shelf_days:write_back"', definition_hash => 'b91b6ddb3f2d81c9');
-CREATE OR REPLACE TRIGGER "pgllm:shelf_days:insert"
-    AFTER INSERT ON "Sales ""EU"""."Order Lines"
-    FOR EACH ROW
+CREATE OR REPLACE TRIGGER "pgllm:shelf_days:insert" AFTER INSERT ON "Sales ""EU"""."Order Lines" FOR EACH ROW
     WHEN (NEW."Item Name" IS NOT NULL)
     EXECUTE FUNCTION "llm"."Sales ""EU"".Order Lines:shelf_days:enqueue"();
-CREATE OR REPLACE TRIGGER "pgllm:shelf_days:update"
-    AFTER UPDATE OF "Item Name", "tenant_id", "line_no" ON "Sales ""EU"""."Order Lines"
-    FOR EACH ROW
+CREATE OR REPLACE TRIGGER "pgllm:shelf_days:update" AFTER UPDATE OF "Item Name", "tenant_id", "line_no" ON "Sales ""EU"""."Order Lines" FOR EACH ROW
     WHEN ((OLD."Item Name" IS DISTINCT FROM NEW."Item Name" OR OLD."tenant_id" IS DISTINCT FROM NEW."tenant_id" OR OLD."line_no" IS DISTINCT FROM NEW."line_no") AND NEW."Item Name" IS NOT NULL)
     EXECUTE FUNCTION "llm"."Sales ""EU"".Order Lines:shelf_days:enqueue"();
 

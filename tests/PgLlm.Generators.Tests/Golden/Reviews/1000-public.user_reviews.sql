@@ -75,14 +75,10 @@ SELECT llm.register_task('public.user_reviews:sentiment', 'public', 'user_review
     model => NULL, max_attempts => 5, temperature => NULL, max_output_tokens => NULL,
     enqueue_function => '"llm"."public.user_reviews:sentiment:enqueue"', inputs_function => '"llm"."public.user_reviews:sentiment:inputs"',
     complete_function => '"llm"."public.user_reviews:sentiment:write_back"', definition_hash => 'c247b72a92f87237');
-CREATE OR REPLACE TRIGGER "pgllm:sentiment:insert"
-    AFTER INSERT ON "public"."user_reviews"
-    FOR EACH ROW
+CREATE OR REPLACE TRIGGER "pgllm:sentiment:insert" AFTER INSERT ON "public"."user_reviews" FOR EACH ROW
     WHEN (NEW."review_text" IS NOT NULL)
     EXECUTE FUNCTION "llm"."public.user_reviews:sentiment:enqueue"();
-CREATE OR REPLACE TRIGGER "pgllm:sentiment:update"
-    AFTER UPDATE OF "review_text", "id" ON "public"."user_reviews"
-    FOR EACH ROW
+CREATE OR REPLACE TRIGGER "pgllm:sentiment:update" AFTER UPDATE OF "review_text", "id" ON "public"."user_reviews" FOR EACH ROW
     WHEN ((OLD."review_text" IS DISTINCT FROM NEW."review_text" OR OLD."id" IS DISTINCT FROM NEW."id") AND NEW."review_text" IS NOT NULL)
     EXECUTE FUNCTION "llm"."public.user_reviews:sentiment:enqueue"();
 
@@ -160,14 +156,10 @@ SELECT llm.register_task('public.user_reviews:emotion+user_review_es', 'public',
     model => NULL, max_attempts => 5, temperature => NULL, max_output_tokens => NULL,
     enqueue_function => '"llm"."public.user_reviews:emotion+user_review_es:enqueue"', inputs_function => '"llm"."public.user_reviews:emotion+user_review_es:inputs"',
     complete_function => '"llm"."public.user_reviews:emotion+user_review_es:write_back"', definition_hash => '9bebc6491fd3cb33');
-CREATE OR REPLACE TRIGGER "pgllm:emotion+user_review_es:insert"
-    AFTER INSERT ON "public"."user_reviews"
-    FOR EACH ROW
+CREATE OR REPLACE TRIGGER "pgllm:emotion+user_review_es:insert" AFTER INSERT ON "public"."user_reviews" FOR EACH ROW
     WHEN (NEW."user_review_og" IS NOT NULL)
     EXECUTE FUNCTION "llm"."public.user_reviews:emotion+user_review_es:enqueue"();
-CREATE OR REPLACE TRIGGER "pgllm:emotion+user_review_es:update"
-    AFTER UPDATE OF "user_review_og", "id" ON "public"."user_reviews"
-    FOR EACH ROW
+CREATE OR REPLACE TRIGGER "pgllm:emotion+user_review_es:update" AFTER UPDATE OF "user_review_og", "id" ON "public"."user_reviews" FOR EACH ROW
     WHEN ((OLD."user_review_og" IS DISTINCT FROM NEW."user_review_og" OR OLD."id" IS DISTINCT FROM NEW."id") AND NEW."user_review_og" IS NOT NULL)
     EXECUTE FUNCTION "llm"."public.user_reviews:emotion+user_review_es:enqueue"();
 

@@ -75,14 +75,10 @@ SELECT llm.register_task('public.receipts:note_mood', 'public', 'receipts',
     model => NULL, max_attempts => 5, temperature => NULL, max_output_tokens => NULL,
     enqueue_function => '"llm"."public.receipts:note_mood:enqueue"', inputs_function => '"llm"."public.receipts:note_mood:inputs"',
     complete_function => '"llm"."public.receipts:note_mood:write_back"', definition_hash => 'c028add4aa2344e1');
-CREATE OR REPLACE TRIGGER "pgllm:note_mood:insert"
-    AFTER INSERT ON "public"."receipts"
-    FOR EACH ROW
+CREATE OR REPLACE TRIGGER "pgllm:note_mood:insert" AFTER INSERT ON "public"."receipts" FOR EACH ROW
     WHEN (NEW."note" IS NOT NULL)
     EXECUTE FUNCTION "llm"."public.receipts:note_mood:enqueue"();
-CREATE OR REPLACE TRIGGER "pgllm:note_mood:update"
-    AFTER UPDATE OF "note", "id" ON "public"."receipts"
-    FOR EACH ROW
+CREATE OR REPLACE TRIGGER "pgllm:note_mood:update" AFTER UPDATE OF "note", "id" ON "public"."receipts" FOR EACH ROW
     WHEN ((OLD."note" IS DISTINCT FROM NEW."note" OR OLD."id" IS DISTINCT FROM NEW."id") AND NEW."note" IS NOT NULL)
     EXECUTE FUNCTION "llm"."public.receipts:note_mood:enqueue"();
 
@@ -159,14 +155,10 @@ SELECT llm.register_task('public.receipts:stars', 'public', 'receipts',
     model => NULL, max_attempts => 5, temperature => NULL, max_output_tokens => NULL,
     enqueue_function => '"llm"."public.receipts:stars:enqueue"', inputs_function => '"llm"."public.receipts:stars:inputs"',
     complete_function => '"llm"."public.receipts:stars:write_back"', definition_hash => 'ea55bff9e80e62fe');
-CREATE OR REPLACE TRIGGER "pgllm:stars:insert"
-    AFTER INSERT ON "public"."receipts"
-    FOR EACH ROW
+CREATE OR REPLACE TRIGGER "pgllm:stars:insert" AFTER INSERT ON "public"."receipts" FOR EACH ROW
     WHEN (NEW."note" IS NOT NULL)
     EXECUTE FUNCTION "llm"."public.receipts:stars:enqueue"();
-CREATE OR REPLACE TRIGGER "pgllm:stars:update"
-    AFTER UPDATE OF "note", "id" ON "public"."receipts"
-    FOR EACH ROW
+CREATE OR REPLACE TRIGGER "pgllm:stars:update" AFTER UPDATE OF "note", "id" ON "public"."receipts" FOR EACH ROW
     WHEN ((OLD."note" IS DISTINCT FROM NEW."note" OR OLD."id" IS DISTINCT FROM NEW."id") AND NEW."note" IS NOT NULL)
     EXECUTE FUNCTION "llm"."public.receipts:stars:enqueue"();
 
@@ -243,14 +235,10 @@ SELECT llm.register_task('public.receipts:tags', 'public', 'receipts',
     model => NULL, max_attempts => 5, temperature => NULL, max_output_tokens => NULL,
     enqueue_function => '"llm"."public.receipts:tags:enqueue"', inputs_function => '"llm"."public.receipts:tags:inputs"',
     complete_function => '"llm"."public.receipts:tags:write_back"', definition_hash => 'b56cc93e9f031e4f');
-CREATE OR REPLACE TRIGGER "pgllm:tags:insert"
-    AFTER INSERT ON "public"."receipts"
-    FOR EACH ROW
+CREATE OR REPLACE TRIGGER "pgllm:tags:insert" AFTER INSERT ON "public"."receipts" FOR EACH ROW
     WHEN (NEW."note" IS NOT NULL)
     EXECUTE FUNCTION "llm"."public.receipts:tags:enqueue"();
-CREATE OR REPLACE TRIGGER "pgllm:tags:update"
-    AFTER UPDATE OF "note", "id" ON "public"."receipts"
-    FOR EACH ROW
+CREATE OR REPLACE TRIGGER "pgllm:tags:update" AFTER UPDATE OF "note", "id" ON "public"."receipts" FOR EACH ROW
     WHEN ((OLD."note" IS DISTINCT FROM NEW."note" OR OLD."id" IS DISTINCT FROM NEW."id") AND NEW."note" IS NOT NULL)
     EXECUTE FUNCTION "llm"."public.receipts:tags:enqueue"();
 
@@ -327,14 +315,10 @@ SELECT llm.register_task('public.receipts:codes', 'public', 'receipts',
     model => NULL, max_attempts => 5, temperature => NULL, max_output_tokens => NULL,
     enqueue_function => '"llm"."public.receipts:codes:enqueue"', inputs_function => '"llm"."public.receipts:codes:inputs"',
     complete_function => '"llm"."public.receipts:codes:write_back"', definition_hash => '38e53d941f378d6e');
-CREATE OR REPLACE TRIGGER "pgllm:codes:insert"
-    AFTER INSERT ON "public"."receipts"
-    FOR EACH ROW
+CREATE OR REPLACE TRIGGER "pgllm:codes:insert" AFTER INSERT ON "public"."receipts" FOR EACH ROW
     WHEN (NEW."note" IS NOT NULL)
     EXECUTE FUNCTION "llm"."public.receipts:codes:enqueue"();
-CREATE OR REPLACE TRIGGER "pgllm:codes:update"
-    AFTER UPDATE OF "note", "id" ON "public"."receipts"
-    FOR EACH ROW
+CREATE OR REPLACE TRIGGER "pgllm:codes:update" AFTER UPDATE OF "note", "id" ON "public"."receipts" FOR EACH ROW
     WHEN ((OLD."note" IS DISTINCT FROM NEW."note" OR OLD."id" IS DISTINCT FROM NEW."id") AND NEW."note" IS NOT NULL)
     EXECUTE FUNCTION "llm"."public.receipts:codes:enqueue"();
 
@@ -411,14 +395,10 @@ SELECT llm.register_task('public.receipts:origin', 'public', 'receipts',
     model => NULL, max_attempts => 5, temperature => NULL, max_output_tokens => NULL,
     enqueue_function => '"llm"."public.receipts:origin:enqueue"', inputs_function => '"llm"."public.receipts:origin:inputs"',
     complete_function => '"llm"."public.receipts:origin:write_back"', definition_hash => 'c74ffd7449dca432');
-CREATE OR REPLACE TRIGGER "pgllm:origin:insert"
-    AFTER INSERT ON "public"."receipts"
-    FOR EACH ROW
+CREATE OR REPLACE TRIGGER "pgllm:origin:insert" AFTER INSERT ON "public"."receipts" FOR EACH ROW
     WHEN (NEW."note" IS NOT NULL)
     EXECUTE FUNCTION "llm"."public.receipts:origin:enqueue"();
-CREATE OR REPLACE TRIGGER "pgllm:origin:update"
-    AFTER UPDATE OF "note", "id" ON "public"."receipts"
-    FOR EACH ROW
+CREATE OR REPLACE TRIGGER "pgllm:origin:update" AFTER UPDATE OF "note", "id" ON "public"."receipts" FOR EACH ROW
     WHEN ((OLD."note" IS DISTINCT FROM NEW."note" OR OLD."id" IS DISTINCT FROM NEW."id") AND NEW."note" IS NOT NULL)
     EXECUTE FUNCTION "llm"."public.receipts:origin:enqueue"();
 
@@ -495,14 +475,10 @@ SELECT llm.register_task('public.receipts:is_refund', 'public', 'receipts',
     model => NULL, max_attempts => 5, temperature => NULL, max_output_tokens => NULL,
     enqueue_function => '"llm"."public.receipts:is_refund:enqueue"', inputs_function => '"llm"."public.receipts:is_refund:inputs"',
     complete_function => '"llm"."public.receipts:is_refund:write_back"', definition_hash => '68ca03dc7721b1ff');
-CREATE OR REPLACE TRIGGER "pgllm:is_refund:insert"
-    AFTER INSERT ON "public"."receipts"
-    FOR EACH ROW
+CREATE OR REPLACE TRIGGER "pgllm:is_refund:insert" AFTER INSERT ON "public"."receipts" FOR EACH ROW
     WHEN (NEW."note" IS NOT NULL)
     EXECUTE FUNCTION "llm"."public.receipts:is_refund:enqueue"();
-CREATE OR REPLACE TRIGGER "pgllm:is_refund:update"
-    AFTER UPDATE OF "note", "id" ON "public"."receipts"
-    FOR EACH ROW
+CREATE OR REPLACE TRIGGER "pgllm:is_refund:update" AFTER UPDATE OF "note", "id" ON "public"."receipts" FOR EACH ROW
     WHEN ((OLD."note" IS DISTINCT FROM NEW."note" OR OLD."id" IS DISTINCT FROM NEW."id") AND NEW."note" IS NOT NULL)
     EXECUTE FUNCTION "llm"."public.receipts:is_refund:enqueue"();
 
@@ -579,14 +555,10 @@ SELECT llm.register_task('public.receipts:written_at', 'public', 'receipts',
     model => NULL, max_attempts => 5, temperature => NULL, max_output_tokens => NULL,
     enqueue_function => '"llm"."public.receipts:written_at:enqueue"', inputs_function => '"llm"."public.receipts:written_at:inputs"',
     complete_function => '"llm"."public.receipts:written_at:write_back"', definition_hash => 'c8cb265ff8b6b54d');
-CREATE OR REPLACE TRIGGER "pgllm:written_at:insert"
-    AFTER INSERT ON "public"."receipts"
-    FOR EACH ROW
+CREATE OR REPLACE TRIGGER "pgllm:written_at:insert" AFTER INSERT ON "public"."receipts" FOR EACH ROW
     WHEN (NEW."note" IS NOT NULL)
     EXECUTE FUNCTION "llm"."public.receipts:written_at:enqueue"();
-CREATE OR REPLACE TRIGGER "pgllm:written_at:update"
-    AFTER UPDATE OF "note", "id" ON "public"."receipts"
-    FOR EACH ROW
+CREATE OR REPLACE TRIGGER "pgllm:written_at:update" AFTER UPDATE OF "note", "id" ON "public"."receipts" FOR EACH ROW
     WHEN ((OLD."note" IS DISTINCT FROM NEW."note" OR OLD."id" IS DISTINCT FROM NEW."id") AND NEW."note" IS NOT NULL)
     EXECUTE FUNCTION "llm"."public.receipts:written_at:enqueue"();
 
@@ -663,14 +635,10 @@ SELECT llm.register_task('public.receipts:scan_text', 'public', 'receipts',
     model => NULL, max_attempts => 5, temperature => NULL, max_output_tokens => NULL,
     enqueue_function => '"llm"."public.receipts:scan_text:enqueue"', inputs_function => '"llm"."public.receipts:scan_text:inputs"',
     complete_function => '"llm"."public.receipts:scan_text:write_back"', definition_hash => 'd99ad232b3c8fff7');
-CREATE OR REPLACE TRIGGER "pgllm:scan_text:insert"
-    AFTER INSERT ON "public"."receipts"
-    FOR EACH ROW
+CREATE OR REPLACE TRIGGER "pgllm:scan_text:insert" AFTER INSERT ON "public"."receipts" FOR EACH ROW
     WHEN (NEW."scan" IS NOT NULL AND NEW."note" IS NOT NULL)
     EXECUTE FUNCTION "llm"."public.receipts:scan_text:enqueue"();
-CREATE OR REPLACE TRIGGER "pgllm:scan_text:update"
-    AFTER UPDATE OF "scan", "note", "id" ON "public"."receipts"
-    FOR EACH ROW
+CREATE OR REPLACE TRIGGER "pgllm:scan_text:update" AFTER UPDATE OF "scan", "note", "id" ON "public"."receipts" FOR EACH ROW
     WHEN ((OLD."scan" IS DISTINCT FROM NEW."scan" OR OLD."note" IS DISTINCT FROM NEW."note" OR OLD."id" IS DISTINCT FROM NEW."id") AND NEW."scan" IS NOT NULL AND NEW."note" IS NOT NULL)
     EXECUTE FUNCTION "llm"."public.receipts:scan_text:enqueue"();
 
@@ -750,14 +718,10 @@ SELECT llm.register_task('public.receipts:totals', 'public', 'receipts',
     model => NULL, max_attempts => 5, temperature => 0.2, max_output_tokens => 200,
     enqueue_function => '"llm"."public.receipts:totals:enqueue"', inputs_function => '"llm"."public.receipts:totals:inputs"',
     complete_function => '"llm"."public.receipts:totals:write_back"', definition_hash => 'a4544033694772ad');
-CREATE OR REPLACE TRIGGER "pgllm:totals:insert"
-    AFTER INSERT ON "public"."receipts"
-    FOR EACH ROW
+CREATE OR REPLACE TRIGGER "pgllm:totals:insert" AFTER INSERT ON "public"."receipts" FOR EACH ROW
     WHEN (NEW."image_url" IS NOT NULL)
     EXECUTE FUNCTION "llm"."public.receipts:totals:enqueue"();
-CREATE OR REPLACE TRIGGER "pgllm:totals:update"
-    AFTER UPDATE OF "image_url", "id" ON "public"."receipts"
-    FOR EACH ROW
+CREATE OR REPLACE TRIGGER "pgllm:totals:update" AFTER UPDATE OF "image_url", "id" ON "public"."receipts" FOR EACH ROW
     WHEN ((OLD."image_url" IS DISTINCT FROM NEW."image_url" OR OLD."id" IS DISTINCT FROM NEW."id") AND NEW."image_url" IS NOT NULL)
     EXECUTE FUNCTION "llm"."public.receipts:totals:enqueue"();
 
