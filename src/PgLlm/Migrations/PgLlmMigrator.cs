@@ -112,7 +112,7 @@ public sealed partial class PgLlmMigrator
         var scripts = Scripts;
         var builder = DeployChanges.To
             .PostgresqlDatabase(new PostgresqlConnectionManager(_dataSource))
-            .WithScripts(scripts.Select(s => new SqlScript(s.Name, s.Sql, new SqlScriptOptions { RunGroupOrder = s.Kind.RunOrder() })))
+            .WithScripts(scripts.Select(s => new SqlScript(s.Name, s.Sql, new SqlScriptOptions { RunGroupOrder = RunOrder(s.Kind) })))
             .JournalTo((connectionManager, _) => new StreamJournal(connectionManager))
             .WithTransactionPerScript()
             .WithVariablesDisabled()
@@ -132,6 +132,15 @@ public sealed partial class PgLlmMigrator
 
         return new PgLlmMigrationResult(applied) { ScriptCount = scripts.Count };
     }
+
+    /// <summary>DbUp's run group of a kind of script: application, queue, the runtime's add-ons, tables.</summary>
+    private static int RunOrder(PgLlmScriptKind kind) => kind switch
+    {
+        PgLlmScriptKind.Application => 0,
+        PgLlmScriptKind.Queue => 1,
+        PgLlmScriptKind.Core => 2,
+        _ => 3,
+    };
 
     [LoggerMessage(Level = LogLevel.Information, Message = "Applied migration script {Script}")]
     private static partial void LogApplied(ILogger logger, string script);

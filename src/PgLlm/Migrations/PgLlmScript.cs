@@ -1,8 +1,8 @@
 namespace PgLlm.Migrations;
 
 /// <summary>
-/// What a script sets up, which also decides when it runs (see <see cref="PgLlmScriptKinds.RunOrder"/>): the
-/// application's schema first, then the queue's numbered migrations, then the runtime's add-ons, then tables.
+/// What a script sets up, which also decides when it runs: the application's schema first, then the
+/// queue's numbered migrations, then the runtime's add-ons, then tables.
 /// </summary>
 public enum PgLlmScriptKind
 {
@@ -19,21 +19,8 @@ public enum PgLlmScriptKind
     Queue = 3,
 }
 
-/// <summary>The order in which the kinds of script run.</summary>
-public static class PgLlmScriptKinds
-{
-    /// <summary>The run group of a kind: application, queue, core add-ons, tables.</summary>
-    public static int RunOrder(this PgLlmScriptKind kind) => kind switch
-    {
-        PgLlmScriptKind.Application => 0,
-        PgLlmScriptKind.Queue => 1,
-        PgLlmScriptKind.Core => 2,
-        _ => 3,
-    };
-}
-
 /// <summary>
-/// One migration script. Generated scripts belong to a <see cref="Stream"/> (the core, or one table) and
+/// One migration script. Generated scripts belong to a <see cref="Stream"/> (one table, or an add-on of the runtime) and
 /// carry a <see cref="Hash"/> of their SQL: when the SQL changes, the new script replaces the stream's
 /// last applied one, so changing a prompt and rebuilding updates the task in place.
 /// </summary>
