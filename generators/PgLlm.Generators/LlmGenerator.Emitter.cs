@@ -1,5 +1,4 @@
 using System.Collections.Generic;
-using System.IO;
 using System.Linq;
 using System.Text;
 using PgLlm.Generators.Model;
@@ -12,10 +11,6 @@ public sealed partial class LlmGenerator
     /// <summary>Writes <c>PgLlmScripts.g.cs</c>: the scripts as strings, in the order they apply.</summary>
     internal static class Emitter
     {
-        public const string CoreStream = "0001-pgllm-core";
-
-        private static readonly string CoreSql = LoadCoreSql();
-
         /// <summary>The journal stream of a table's script: one stream per table, so a changed script replaces the old one.</summary>
         public static string TableStream(TableSpec table) => "1000-" + table.Schema + "." + table.Table;
 
@@ -28,11 +23,10 @@ public sealed partial class LlmGenerator
             code.Append("    [global::System.CodeDom.Compiler.GeneratedCode(\"PgLlm.Generators\", \"").Append(typeof(LlmGenerator).Assembly.GetName().Version).Append("\")]\n");
             code.Append("    internal static class PgLlmScripts\n    {\n");
 
+            // The queue's own schema is the runtime's (PgLlm.Migrations.PgLlmQueueMigrations, which
+            // PgLlmMigrator always applies first): only the tables' scripts are generated.
             var members = new List<string>();
-            AppendScript(code, "Core", "The core schema: the queue, the task registry and the worker's functions.", CoreStream, CoreSql, "Core");
-            members.Add("Core");
-
-            var used = new HashSet<string> { "Core", "All", "Tasks" };
+            var used = new HashSet<string> { "All", "Tasks" };
             foreach (var table in tables)
             {
                 var member = UniqueMember(table.TypeDisplayName.Split('.').Last(), used);
@@ -40,7 +34,7 @@ public sealed partial class LlmGenerator
                 members.Add(member);
             }
 
-            code.Append("        /// <summary>Every script, core first.</summary>\n");
+            code.Append("        /// <summary>Every table's script (the migrator adds the queue's own migrations before them).</summary>\n");
             code.Append("        public static global::System.Collections.Generic.IReadOnlyList<global::PgLlm.Migrations.PgLlmScript> All { get; } =\n");
             code.Append("            new global::PgLlm.Migrations.PgLlmScript[] { ").Append(string.Join(", ", members)).Append(" };\n\n");
 
@@ -99,12 +93,5 @@ public sealed partial class LlmGenerator
         private static string Verbatim(string value) => "@\"" + value.Replace("\"", "\"\"") + "\"";
 
         private static string Xml(string value) => value.Replace("&", "&amp;").Replace("<", "&lt;").Replace(">", "&gt;");
-
-        private static string LoadCoreSql()
-        {
-            using var stream = typeof(LlmGenerator).Assembly.GetManifestResourceStream("PgLlm.Generators.core.sql")!;
-            using var reader = new StreamReader(stream);
-            return SqlWriter.NormalizeNewlines(reader.ReadToEnd());
-        }
     }
 }

@@ -21,7 +21,7 @@ public sealed partial class PgLlmCommandLine
 {
     private Command CreateMigrateCommand()
     {
-        var command = new Command("migrate", "Apply the generated scripts (the core queue schema and every table's tasks). Safe to run at every deploy and from several machines at once.");
+        var command = new Command("migrate", "Apply the queue's migrations and the generated scripts (every table's tasks). Safe to run at every deploy and from several machines at once.");
         command.Options.Add(_assembly);
         SetAction(command, async (parseResult, cancellationToken) =>
         {
@@ -30,7 +30,7 @@ public sealed partial class PgLlmCommandLine
             var result = await new PgLlmMigrator(dataSource, scripts).MigrateAsync(cancellationToken).ConfigureAwait(false);
             if (result.Applied.Count == 0)
             {
-                _console.MarkupLineInterpolated($"[green]Up to date[/]: {scripts.Count} scripts, nothing to apply.");
+                _console.MarkupLineInterpolated($"[green]Up to date[/]: {result.ScriptCount} scripts, nothing to apply.");
             }
             else
             {
@@ -39,7 +39,7 @@ public sealed partial class PgLlmCommandLine
                     _console.MarkupLineInterpolated($"applied [blue]{name}[/]");
                 }
 
-                _console.MarkupLineInterpolated($"[green]Migrated[/]: {result.Applied.Count} of {scripts.Count} scripts applied.");
+                _console.MarkupLineInterpolated($"[green]Migrated[/]: {result.Applied.Count} of {result.ScriptCount} scripts applied.");
             }
 
             return 0;

@@ -29,7 +29,7 @@ public sealed class ExampleSqlDriftTests
         }
 
         Assert.Empty(PgLlmScriptFolder.Compare(folder, scripts));
-        Assert.Equal(3, scripts.Count);
+        Assert.Equal(2, scripts.Count);
     }
 
     /// <summary>The example's other files reference types outside this harness; keep only what the scripts need.</summary>

@@ -55,12 +55,13 @@ public sealed class GoldenTests
     public void Hostile_names_generated_code_and_sql_match_golden_files() => VerifyAll("Hostile", Hostile);
 
     [Fact]
-    public void Scripts_apply_in_order_core_first_and_carry_a_hash_of_their_sql()
+    public void Only_table_scripts_are_generated_and_each_carries_a_hash_of_its_sql()
     {
         var scripts = GeneratorHarness.LoadScripts(GeneratorHarness.Run(Reviews).Output);
 
-        Assert.Equal(["0001-pgllm-core", "1000-public.user_reviews"], scripts.Select(s => s.Stream));
-        Assert.Equal([PgLlmScriptKind.Core, PgLlmScriptKind.Table], scripts.Select(s => s.Kind));
+        // The queue's own schema is the runtime's numbered migrations, not generated.
+        Assert.Equal(["1000-public.user_reviews"], scripts.Select(s => s.Stream));
+        Assert.Equal([PgLlmScriptKind.Table], scripts.Select(s => s.Kind));
         Assert.All(scripts, s => Assert.Matches("^[0-9a-f]{12}$", s.Hash));
         Assert.All(scripts, s => Assert.Equal(s.Stream + "@" + s.Hash, s.Name));
     }
@@ -80,7 +81,7 @@ public sealed class GoldenTests
     public void Enqueue_triggers_inline_the_same_wake_up_steps_as_llm_wake_workers()
     {
         var scripts = GeneratorHarness.LoadScripts(GeneratorHarness.Run(Reviews).Output);
-        var core = scripts.Single(s => s.Kind == PgLlmScriptKind.Core).Sql;
+        var core = PgLlmQueueMigrations.All.Single(s => s.Sql.Contains("CREATE OR REPLACE FUNCTION llm.wake_workers()", StringComparison.Ordinal)).Sql;
         var table = scripts.Single(s => s.Kind == PgLlmScriptKind.Table).Sql;
 
         // llm.wake_workers' IF ... END IF, its comments left out, its first IF as the ELSIF it becomes inline.
@@ -91,7 +92,7 @@ public sealed class GoldenTests
         Assert.Equal(PgLlm.Generators.Sql.TableScriptEmitter.WakeSleepingWorkers, "    ELS" + steps.TrimStart());
 
         // Every enqueue trigger of the table runs them, after its insert found no pending job.
-        var enqueues = table.Split("CREATE OR REPLACE FUNCTION ").Where(f => f.Split('\n')[0].EndsWith(":enqueue\"()", StringComparison.Ordinal)).ToList();
+        var enqueues = table.Split("CREATE OR REPLACE FUNCTION ").Where(f => f.Split('\n')[0].EndsWith(":enqueue\"() RETURNS trigger", StringComparison.Ordinal)).ToList();
         Assert.NotEmpty(enqueues);
         Assert.All(enqueues, f => Assert.Contains("    IF NOT FOUND THEN\n        RETURN NULL;\n" + PgLlm.Generators.Sql.TableScriptEmitter.WakeSleepingWorkers, f, StringComparison.Ordinal));
     }
@@ -104,9 +105,7 @@ public sealed class GoldenTests
         GoldenFiles.Verify($"{name}/PgLlmScripts.g.cs", result.GeneratedSource!);
         foreach (var script in GeneratorHarness.LoadScripts(result.Output))
         {
-            // The core script is the same for every input: one golden copy of it is enough.
-            var folder = script.Kind == PgLlmScriptKind.Core ? "Core" : name;
-            GoldenFiles.Verify($"{folder}/{script.FileName}", script.Sql);
+            GoldenFiles.Verify($"{name}/{script.FileName}", script.Sql);
         }
     }
 }

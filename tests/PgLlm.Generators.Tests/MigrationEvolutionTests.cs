@@ -25,7 +25,8 @@ public sealed class MigrationEvolutionTests : IAsyncLifetime
         var a = Notes("Summarize {Body}");
         var b = Notes("Summarize {Title}: {Body}");
 
-        Assert.Equal(3, (await MigrateAsync(db, a)).Count);
+        // The application's script, the queue's numbered migrations, the table's script.
+        Assert.Equal(2 + PgLlmQueueMigrations.All.Count, (await MigrateAsync(db, a)).Count);
         Assert.Equal(["1000-public.notes"], (await MigrateAsync(db, b)).Select(PgLlmScript.StreamOf));
         Assert.Equal("Summarize {title}: {body}", await db.ScalarAsync<string>("SELECT prompt FROM llm.task"));
         Assert.Equal("title,body", await db.ScalarAsync<string>("SELECT array_to_string(read_columns, ',') FROM llm.task"));

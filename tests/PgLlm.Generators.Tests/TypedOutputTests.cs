@@ -123,10 +123,12 @@ public sealed class TypedOutputTests
     {
         var sql = GeneratorHarness.LoadScripts(GeneratorHarness.Run(Typed).Output).Single(s => s.Kind == PgLlmScriptKind.Table).Sql;
 
-        Assert.Contains("'You read receipts.',", sql, StringComparison.Ordinal);
-        Assert.Contains("NULL, 5, 0.2, 200, ARRAY['image_url']::text[],", sql, StringComparison.Ordinal);
-        Assert.Contains("NULL, 5, NULL, NULL, ARRAY['scan']::text[],", sql, StringComparison.Ordinal);
-        Assert.Contains("NULL, 5, NULL, NULL, ARRAY[]::text[],", sql, StringComparison.Ordinal);
+        Assert.Contains("system_prompt => 'You read receipts.',", sql, StringComparison.Ordinal);
+        Assert.Contains("image_columns => ARRAY['image_url']::text[],", sql, StringComparison.Ordinal);
+        Assert.Contains("max_attempts => 5, temperature => 0.2, max_output_tokens => 200,", sql, StringComparison.Ordinal);
+        Assert.Contains("image_columns => ARRAY['scan']::text[],", sql, StringComparison.Ordinal);
+        Assert.Contains("image_columns => ARRAY[]::text[],", sql, StringComparison.Ordinal);
+        Assert.Contains("max_attempts => 5, temperature => NULL, max_output_tokens => NULL,", sql, StringComparison.Ordinal);
     }
 
     [Fact]
@@ -147,10 +149,11 @@ public sealed class TypedOutputTests
     {
         var sql = GeneratorHarness.LoadScripts(GeneratorHarness.Run(Typed).Output).Single(s => s.Kind == PgLlmScriptKind.Table).Sql;
         var rows = new List<(string, string, string)>();
-        foreach (var line in sql.Split('\n').Where(l => l.TrimStart().StartsWith("'{\"type\":\"object\"", StringComparison.Ordinal)))
+        const string Prefix = "json_schema => '";
+        foreach (var line in sql.Split('\n').Where(l => l.TrimStart().StartsWith(Prefix, StringComparison.Ordinal)))
         {
             var literal = line.Trim();
-            literal = literal[1..literal.LastIndexOf("'::json", StringComparison.Ordinal)].Replace("''", "'", StringComparison.Ordinal);
+            literal = literal[Prefix.Length..literal.LastIndexOf("'::json", StringComparison.Ordinal)].Replace("''", "'", StringComparison.Ordinal);
             rows.Add((string.Empty, literal, sql));
         }
 

@@ -1,7 +1,7 @@
 -- PgLlm in-database worker (opt-in): drains llm.job from inside PostgreSQL with the `http`
 -- extension (pgsql-http 1.7 API), under the same rules as the .NET worker: claims through llm.claim
 -- (attempt counted at claim), reads inputs through each task's generated :inputs function, writes
--- through its :complete function (stale-write protection), fails through llm.fail (transient,
+-- through its :write_back function (stale-write protection), fails through llm.fail (transient,
 -- invalid, permanent; backoff with jitter, never sooner than Retry-After).
 -- llm.run_worker commits between steps: the model is called in a transaction of its own that
 -- holds no lock on llm.job or on any user row. Secrets live only in llm.worker_settings, set with
@@ -298,7 +298,7 @@ END
 $fn$;
 
 -- Step 3 of a job, in its own short transaction: classifies the outcome like the .NET worker and
--- either writes the answer through the task's :complete function or records the failure through
+-- either writes the answer through the task's :write_back function or records the failure through
 -- llm.fail. Returns the job's new state ('lost' when another worker took the job over).
 CREATE OR REPLACE FUNCTION llm.worker_finish(
     p_job_id bigint,
@@ -396,7 +396,8 @@ BEGIN
 
     IF v_kind IS NULL THEN
         BEGIN
-            EXECUTE format('SELECT %s($1, $2, $3, $4, $5, $6)', v_task.complete_function)
+            -- The task's write-back function takes a batch: this answer as a batch of one.
+            EXECUTE format('SELECT (%s(ARRAY[$1], ARRAY[$2], ARRAY[$3], ARRAY[$4], ARRAY[$5], ARRAY[$6]))[1]', v_task.complete_function)
                INTO v_state
               USING p_job_id, p_attempt, p_inputs_hash, v_result,
                     (v_response #>> '{usage,prompt_tokens}')::integer,

@@ -10,11 +10,16 @@ namespace PgLlm.Migrations;
 
 /// <summary>The outcome of a migration run.</summary>
 /// <param name="Applied">The names of the scripts this run applied (empty when the database was up to date).</param>
-public sealed record PgLlmMigrationResult(IReadOnlyList<string> Applied);
+public sealed record PgLlmMigrationResult(IReadOnlyList<string> Applied)
+{
+    /// <summary>How many scripts the run considered: those given and the queue's own migrations.</summary>
+    public int ScriptCount { get; init; }
+}
 
 /// <summary>
 /// Applies PgLlm's scripts (and the application's own, if given) with DbUp, one transaction per
-/// script, journaled in <c>llm.migration</c>. Safe to run at every start-up and from several
+/// script, journaled in <c>llm.migration</c>: the application's scripts, then the queue's numbered
+/// migrations (<see cref="PgLlmQueueMigrations"/>, always added), then the runtime's add-ons, then the tables'. Safe to run at every start-up and from several
 /// processes at once: runs are serialized by an advisory lock, and an up-to-date database is left untouched.
 /// </summary>
 public sealed partial class PgLlmMigrator
@@ -22,8 +27,11 @@ public sealed partial class PgLlmMigrator
     // Any constant works; it only has to be the same for every PgLlm process.
     private const long AdvisoryLockKey = 0x50674c6c6d4d6967; // "PgLlmMig"
 
+    /// <summary>The oldest PostgreSQL major version PgLlm runs on (the one it is tested with).</summary>
+    public const int MinimumPostgresVersion = 15;
+
     private readonly NpgsqlDataSource _dataSource;
-    private readonly IReadOnlyList<PgLlmScript> _scripts;
+    private readonly IReadOnlyList<PgLlmScript> _given;
     private readonly ILogger _logger;
 
     /// <summary>Creates a migrator for the given scripts (typically <c>PgLlm.Generated.PgLlmScripts.All</c>).</summary>
@@ -32,17 +40,31 @@ public sealed partial class PgLlmMigrator
         ArgumentNullException.ThrowIfNull(dataSource);
         ArgumentNullException.ThrowIfNull(scripts);
         _dataSource = dataSource;
-        _scripts = scripts.ToList();
+        _given = scripts.ToList();
         _logger = (ILogger?)logger ?? NullLogger.Instance;
-        var duplicate = _scripts.GroupBy(s => s.Stream).FirstOrDefault(g => g.Count() > 1);
+        var duplicate = _given.GroupBy(s => s.Stream).FirstOrDefault(g => g.Count() > 1);
         if (duplicate is not null)
         {
             throw new ArgumentException($"Two scripts share the stream '{duplicate.Key}'.", nameof(scripts));
         }
     }
 
+    /// <summary>
+    /// The oldest server accepted, as <c>server_version_num</c> (major * 10000); tests raise it to see a
+    /// server refused.
+    /// </summary>
+    internal int MinimumServerVersionNum { get; init; } = MinimumPostgresVersion * 10000;
+
+    /// <summary>The queue's migrations this migrator adds: all of them; tests take the first few to migrate step by step.</summary>
+    internal IReadOnlyList<PgLlmScript> QueueMigrations { get; init; } = PgLlmQueueMigrations.All;
+
+    /// <summary>The scripts this migrator applies, in no particular order: the queue's migrations and those given.</summary>
+    private IReadOnlyList<PgLlmScript> Scripts => [.. QueueMigrations.Where(q => !_given.Any(s => s.Stream == q.Stream)), .. _given];
+
     /// <summary>Applies every script that is not yet applied in its current version.</summary>
-    /// <exception cref="PgLlmMigrationException">A script failed; its transaction was rolled back.</exception>
+    /// <exception cref="PgLlmMigrationException">
+    /// The server is older than <see cref="MinimumPostgresVersion"/> (nothing applied), or a script failed (its transaction was rolled back).
+    /// </exception>
     public async Task<PgLlmMigrationResult> MigrateAsync(CancellationToken cancellationToken = default)
     {
         await using var lockConnection = await _dataSource.OpenConnectionAsync(cancellationToken).ConfigureAwait(false);
@@ -54,8 +76,10 @@ public sealed partial class PgLlmMigrator
 
         try
         {
+            await VerifyServerVersionAsync(lockConnection, cancellationToken).ConfigureAwait(false);
+
             // The opt-in in-database worker names a missing extension before anything is applied.
-            await InDatabase.PgLlmInDatabase.VerifyRequirementsAsync(lockConnection, _scripts, cancellationToken).ConfigureAwait(false);
+            await InDatabase.PgLlmInDatabase.VerifyRequirementsAsync(lockConnection, Scripts, cancellationToken).ConfigureAwait(false);
 
             // DbUp is synchronous; keep it off the caller's thread.
             return await Task.Run(Upgrade, cancellationToken).ConfigureAwait(false);
@@ -68,12 +92,27 @@ public sealed partial class PgLlmMigrator
         }
     }
 
+    /// <summary>Refuses a server older than the minimum with one line, before anything is applied.</summary>
+    private async Task VerifyServerVersionAsync(NpgsqlConnection connection, CancellationToken cancellationToken)
+    {
+        await using var command = new NpgsqlCommand("SELECT current_setting('server_version_num')::integer, current_setting('server_version')", connection);
+        await using var reader = await command.ExecuteReaderAsync(cancellationToken).ConfigureAwait(false);
+        await reader.ReadAsync(cancellationToken).ConfigureAwait(false);
+        var number = reader.GetInt32(0);
+        if (number < MinimumServerVersionNum)
+        {
+            throw new PgLlmMigrationException(
+                $"PgLlm needs PostgreSQL {MinimumServerVersionNum / 10000} or later, and this server runs PostgreSQL {reader.GetString(1)}: nothing was applied.", null);
+        }
+    }
+
     private PgLlmMigrationResult Upgrade()
     {
         var upgradeLog = new LoggerUpgradeLog(_logger);
+        var scripts = Scripts;
         var builder = DeployChanges.To
             .PostgresqlDatabase(new PostgresqlConnectionManager(_dataSource))
-            .WithScripts(_scripts.Select(s => new SqlScript(s.Name, s.Sql, new SqlScriptOptions { RunGroupOrder = (int)s.Kind })))
+            .WithScripts(scripts.Select(s => new SqlScript(s.Name, s.Sql, new SqlScriptOptions { RunGroupOrder = RunOrder(s.Kind) })))
             .JournalTo((connectionManager, _) => new StreamJournal(connectionManager))
             .WithTransactionPerScript()
             .WithVariablesDisabled()
@@ -91,8 +130,17 @@ public sealed partial class PgLlmMigrator
             LogApplied(_logger, name);
         }
 
-        return new PgLlmMigrationResult(applied);
+        return new PgLlmMigrationResult(applied) { ScriptCount = scripts.Count };
     }
+
+    /// <summary>DbUp's run group of a kind of script: application, queue, the runtime's add-ons, tables.</summary>
+    private static int RunOrder(PgLlmScriptKind kind) => kind switch
+    {
+        PgLlmScriptKind.Application => 0,
+        PgLlmScriptKind.Queue => 1,
+        PgLlmScriptKind.Core => 2,
+        _ => 3,
+    };
 
     [LoggerMessage(Level = LogLevel.Information, Message = "Applied migration script {Script}")]
     private static partial void LogApplied(ILogger logger, string script);

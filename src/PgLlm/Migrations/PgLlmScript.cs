@@ -1,20 +1,26 @@
 namespace PgLlm.Migrations;
 
-/// <summary>What a script sets up, which also decides when it runs: application schema first, then PgLlm's core, then tables.</summary>
+/// <summary>
+/// What a script sets up, which also decides when it runs: the application's schema first, then the
+/// queue's numbered migrations, then the runtime's add-ons, then tables.
+/// </summary>
 public enum PgLlmScriptKind
 {
     /// <summary>The application's own schema (its tables), run once like any DbUp script.</summary>
     Application = 0,
 
-    /// <summary>PgLlm's core schema: queue, registry, worker functions.</summary>
+    /// <summary>What the runtime adds on top of the queue (the opt-in in-database worker's scripts).</summary>
     Core = 1,
 
     /// <summary>The generated tasks of one table.</summary>
     Table = 2,
+
+    /// <summary>One of the queue's numbered migrations (<see cref="PgLlmQueueMigrations"/>), run once, in order.</summary>
+    Queue = 3,
 }
 
 /// <summary>
-/// One migration script. Generated scripts belong to a <see cref="Stream"/> (the core, or one table) and
+/// One migration script. Generated scripts belong to a <see cref="Stream"/> (one table, or an add-on of the runtime) and
 /// carry a <see cref="Hash"/> of their SQL: when the SQL changes, the new script replaces the stream's
 /// last applied one, so changing a prompt and rebuilding updates the task in place.
 /// </summary>

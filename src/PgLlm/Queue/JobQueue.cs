@@ -59,9 +59,8 @@ internal sealed class JobQueue : IDisposable
     /// <summary>
     /// Claims up to <paramref name="limit"/> jobs (<c>llm.claim</c>; the attempt is counted and committed with
     /// the claim), then reads the current values their prompts read with each task's generated inputs
-    /// function, called directly: what <c>llm.claim_with_inputs</c> does in one round trip, without its
-    /// dispatch (an <c>EXECUTE</c> planned at every call, in a subtransaction: about 0.4 ms of a 1.3 ms
-    /// claim). <paramref name="filter"/> limits the claim to some tasks (<see cref="TaskFilter.Any"/>: every
+    /// function, called directly (a dispatch in SQL, an <c>EXECUTE</c> planned at every call in a
+    /// subtransaction, cost about 0.4 ms of a 1.3 ms claim). <paramref name="filter"/> limits the claim to some tasks (<see cref="TaskFilter.Any"/>: every
     /// task); <paramref name="findTask"/> names each task's inputs function (the registry).
     /// Claims run on a connection of their own with the statements prepared: a pooled connection is reset
     /// (<c>DISCARD ALL</c>) each time it returns to the pool, which drops every plan the session cached,
@@ -117,7 +116,7 @@ internal sealed class JobQueue : IDisposable
 
     /// <summary>
     /// One task's claimed jobs' inputs, by its generated inputs function: none for a job whose row is gone
-    /// or lacks an input; an error (as <c>llm.claim_with_inputs</c> words it) when they cannot be read.
+    /// or lacks an input; an error when they cannot be read.
     /// </summary>
     private static async Task<(Dictionary<long, JobInputs>? Inputs, string? Error)> ReadInputsAsync(
         NpgsqlConnection connection, string taskName, long[] ids, Func<string, CancellationToken, ValueTask<TaskDefinition?>> findTask)
@@ -177,8 +176,8 @@ internal sealed class JobQueue : IDisposable
     {
         _claimCommand?.Dispose();
         _claimCommand = null;
-        // The claim commits without waiting for its WAL flush (as llm.claim_with_inputs does): set in a
-        // subquery of its own, before the commit.
+        // The claim commits without waiting for its WAL flush (see docs/queue.md): set in a subquery of its
+        // own, before the commit.
         var command = new NpgsqlCommand(
             "SELECT c.id, c.task, c.attempt, c.max_attempts FROM (SELECT set_config('synchronous_commit', 'off', true) OFFSET 0) AS settings, " +
             "llm.claim($1, $2, $3, $4, $5) AS c",
@@ -193,14 +192,19 @@ internal sealed class JobQueue : IDisposable
         return command;
     }
 
-    /// <summary>Writes the answer back (if the inputs are unchanged) and settles the job, in its own transaction. Returns its new state.</summary>
+    /// <summary>
+    /// Writes the answer back (if the inputs are unchanged) and settles the job, in its own transaction,
+    /// through the task's write-back function as a batch of one. Returns its new state.
+    /// </summary>
     public async Task<string> CompleteAsync(WriteBack write, CancellationToken cancellationToken, NpgsqlConnection? connection = null)
     {
-        // Committed without waiting for the WAL flush, like the batched write-back (llm.complete_batch).
-        await using var command = Command("SELECT " + write.Task.CompleteFunction + "($1, $2, $3, $4, $5, $6), set_config('synchronous_commit', 'off', true)", connection);
+        // Committed without waiting for the WAL flush, like the batched write-back.
+        await using var command = Command(
+            "SELECT (" + write.Task.CompleteFunction + "(ARRAY[$1], ARRAY[$2], ARRAY[$3], ARRAY[$4], ARRAY[$5], ARRAY[$6]))[1], set_config('synchronous_commit', 'off', true)",
+            connection);
         command.Parameters.Add(new NpgsqlParameter<long> { TypedValue = write.Job.Id });
         command.Parameters.Add(new NpgsqlParameter<int> { TypedValue = write.Job.Attempt });
-        command.Parameters.Add(new NpgsqlParameter<string> { TypedValue = write.InputsHash });
+        command.Parameters.Add(new NpgsqlParameter<string> { TypedValue = write.InputsHash, NpgsqlDbType = NpgsqlDbType.Text });
         command.Parameters.Add(new NpgsqlParameter<string> { TypedValue = write.ResultJson, NpgsqlDbType = NpgsqlDbType.Jsonb });
         command.Parameters.Add(new NpgsqlParameter { Value = (object?)write.InputTokens ?? DBNull.Value, NpgsqlDbType = NpgsqlDbType.Integer });
         command.Parameters.Add(new NpgsqlParameter { Value = (object?)write.OutputTokens ?? DBNull.Value, NpgsqlDbType = NpgsqlDbType.Integer });
@@ -208,8 +212,10 @@ internal sealed class JobQueue : IDisposable
     }
 
     /// <summary>
-    /// Writes back several answers in one round trip and one commit (<c>llm.complete_batch</c>): each job in
-    /// its own subtransaction, so each comes back with its own state, or its own error and SQLSTATE.
+    /// Writes back several answers in one round trip and one commit: a batch of one task through its
+    /// write-back function, called directly; otherwise (or should that call fail as a whole)
+    /// <c>llm.complete_batch</c>, which gives each task's jobs, or each job, a subtransaction of its own, so
+    /// each comes back with its own state, or its own error and SQLSTATE.
     /// </summary>
     public async Task<IReadOnlyList<BatchOutcome>> CompleteBatchAsync(IReadOnlyList<WriteBack> writes, CancellationToken cancellationToken, NpgsqlConnection? connection = null)
     {

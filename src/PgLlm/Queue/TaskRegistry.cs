@@ -52,7 +52,7 @@ internal sealed class TaskRegistry : IDisposable
             var tasks = new Dictionary<string, TaskDefinition>(StringComparer.Ordinal);
             await using var command = _dataSource.CreateCommand(
                 "SELECT name, prompt, system_prompt, json_schema::text, model, max_attempts, target_columns, " +
-                "inputs_function::text, complete_function::text, temperature, max_output_tokens, image_columns, complete_batch_function::text FROM llm.task");
+                "inputs_function::text, complete_function::text, temperature, max_output_tokens, image_columns FROM llm.task");
             await using var reader = await command.ExecuteReaderAsync(cancellationToken).ConfigureAwait(false);
             while (await reader.ReadAsync(cancellationToken).ConfigureAwait(false))
             {
@@ -71,7 +71,8 @@ internal sealed class TaskRegistry : IDisposable
                     reader.IsDBNull(9) ? null : reader.GetDouble(9),
                     reader.IsDBNull(10) ? null : reader.GetInt32(10),
                     reader.GetFieldValue<string[]>(11),
-                    reader.IsDBNull(12) ? null : reader.GetString(12));
+                    // One write-back function takes a batch of any size, one answer included.
+                    reader.GetString(8));
             }
 
             _tasks = tasks;

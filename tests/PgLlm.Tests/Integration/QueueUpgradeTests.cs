@@ -1,72 +1,82 @@
 using Npgsql;
-using PgLlm.Local;
+using PgLlm.Migrations;
 
 namespace PgLlm.Tests.Integration;
 
 /// <summary>
-/// The queue's state and attempt limit are domains (the core script): a queue created when they were
-/// CHECK constraints on llm.job is converted in place by the next core script, its jobs kept.
+/// The queue's numbered migrations, applied one step at a time over a queue that holds jobs in every
+/// state: no step loses or changes a job, and each step is journaled once.
 /// </summary>
 [Collection(IntegrationGroup.Name)]
 public sealed class QueueUpgradeTests
 {
+    private const string Jobs = "SELECT to_jsonb(j)::text FROM llm.job AS j ORDER BY j.id";
+
     private readonly PgLlmFixture _fixture;
 
-    public QueueUpgradeTests(PgLlmFixture fixture)
-    {
-        _fixture = fixture;
-        fixture.Model.Responder = null;
-        fixture.Model.Latency = TimeSpan.Zero;
-        fixture.Model.ClearRequests();
-    }
+    public QueueUpgradeTests(PgLlmFixture fixture) => _fixture = fixture;
 
     [Fact]
-    public async Task A_queue_with_check_constraints_becomes_the_domains_in_place_and_keeps_its_jobs()
+    public async Task Jobs_in_every_state_survive_each_step_from_the_first_migration_to_the_last()
     {
-        await using var db = await _fixture.CreateDatabaseAsync();
-        // llm.job as earlier core scripts created it: text and integer columns with CHECK constraints.
-        await db.ExecAsync("""
-            DROP VIEW llm.job_status;
-            DROP VIEW llm.usage_daily;
-            ALTER TABLE llm.job
-                ALTER COLUMN state TYPE text,
-                ALTER COLUMN max_attempts TYPE integer,
-                ADD CONSTRAINT job_state_check
-                    CHECK (state IN ('pending', 'running', 'succeeded', 'failed', 'superseded', 'skipped')),
-                ADD CONSTRAINT job_max_attempts_check CHECK (max_attempts >= 1);
-            """);
-        await db.ExecAsync("INSERT INTO reviews (body) VALUES ('I love this, it is great')");
-        await db.ExecAsync("UPDATE llm.job SET state = 'failed', finished_at = now() WHERE task = 'public.reviews:emotion_es'");
-        var file = await db.ScalarAsync<long>("SELECT pg_relation_filenode('llm.job')::bigint");
+        await using var db = NpgsqlDataSource.Create(await _fixture.Postgres.CreateDatabaseAsync());
+        var application = PgLlmFixture.Scripts.Where(s => s.Kind == PgLlmScriptKind.Application).ToList();
+        Assert.True(PgLlmQueueMigrations.All.Count >= 3);
 
-        foreach (var script in PgLlmFixture.Scripts.Where(s => s.Kind != PgLlm.Migrations.PgLlmScriptKind.Application))
+        await MigrateAsync(db, application, steps: 1);
+        await InsertJobsInEveryStateAsync(db);
+        var jobs = await db.ListAsync<string>(Jobs);
+        Assert.Equal(6, jobs.Count);
+
+        for (var steps = 2; steps <= PgLlmQueueMigrations.All.Count; steps++)
         {
-            await db.ExecAsync(script.Sql);
+            var applied = await MigrateAsync(db, application, steps);
+            Assert.Equal([PgLlmQueueMigrations.All[steps - 1].Name], applied);
+            Assert.Equal(jobs, await db.ListAsync<string>(Jobs));
         }
 
+        // Then the tables' scripts, as a deployment would apply them next.
+        await new PgLlmMigrator(db, PgLlmFixture.Scripts).MigrateAsync();
+        Assert.Equal(jobs, await db.ListAsync<string>(Jobs));
         Assert.Equal(
-            "max_attempts:llm.job_max_attempts state:llm.job_state",
-            await db.ScalarAsync<string>(
-                "SELECT string_agg(attname || ':' || format_type(atttypid, NULL), ' ' ORDER BY attname) FROM pg_attribute " +
-                "WHERE attrelid = 'llm.job'::regclass AND attname IN ('state', 'max_attempts')"));
-        Assert.Equal(0L, await db.ScalarAsync<long>("SELECT count(*) FROM pg_constraint WHERE conrelid = 'llm.job'::regclass AND contype = 'c'"));
-        // Converted, not rewritten: the same file, the same jobs.
-        Assert.Equal(file, await db.ScalarAsync<long>("SELECT pg_relation_filenode('llm.job')::bigint"));
-        Assert.Equal(
-            ["public.reviews:emotion_es failed", "public.reviews:sentiment pending"],
-            await db.ListAsync<string>("SELECT task || ' ' || state FROM llm.job ORDER BY task"));
-        // The domains still refuse what the constraints refused.
-        var badState = await Assert.ThrowsAsync<PostgresException>(() => db.ExecAsync("UPDATE llm.job SET state = 'done'"));
-        Assert.Equal(PostgresErrorCodes.CheckViolation, badState.SqlState);
-        Assert.Equal("job_state_check", badState.ConstraintName);
-        var badLimit = await Assert.ThrowsAsync<PostgresException>(() => db.ExecAsync("UPDATE llm.job SET max_attempts = 0"));
-        Assert.Equal(PostgresErrorCodes.CheckViolation, badLimit.SqlState);
-        // The views are back, and the queue drains as before.
-        Assert.Equal(2L, await db.ScalarAsync<long>("SELECT count(*) FROM llm.job_status"));
-        await _fixture.CreateWorker(db).RunUntilIdleAsync();
-        Assert.Equal("positive", await db.ScalarAsync<string>("SELECT sentiment FROM reviews"));
-        Assert.Equal(
-            ["public.reviews:emotion_es failed", "public.reviews:sentiment succeeded"],
-            await db.ListAsync<string>("SELECT task || ' ' || state FROM llm.job ORDER BY task"));
+            PgLlmQueueMigrations.All.Select(m => m.Name),
+            await db.ListAsync<string>("SELECT script_name FROM llm.migration WHERE stream ~ '^[0-9]{4}_' ORDER BY id"));
+
+        // The kept jobs still work: the pending one is claimed, the failed one re-driven with its history.
+        await db.ExecAsync("UPDATE llm.job SET scheduled_at = now() WHERE state = 'pending'");
+        Assert.Equal(["{\"id\": 1}"], await db.ListAsync<string>("SELECT row_key::text FROM llm.claim('after', 10, 60)"));
+        Assert.Equal(1, await db.ScalarAsync<int>("SELECT llm.retry_failed()"));
+        Assert.Equal(4, await db.ScalarAsync<int>("SELECT jsonb_array_length(errors) FROM llm.job WHERE row_key = '{\"id\": 4}'"));
+    }
+
+    /// <summary>Migrates with the application's scripts and the first <paramref name="steps"/> queue migrations; the names applied.</summary>
+    private static async Task<IReadOnlyList<string>> MigrateAsync(NpgsqlDataSource db, IReadOnlyList<PgLlmScript> application, int steps)
+    {
+        var migrator = new PgLlmMigrator(db, application) { QueueMigrations = PgLlmQueueMigrations.All.Take(steps).ToList() };
+        return (await migrator.MigrateAsync()).Applied.Where(n => n != "0001-test-tables" && n != "0002-typed-tables").ToList();
+    }
+
+    /// <summary>One job in each state, with what each state carries (lease, tokens, error history), at fixed times.</summary>
+    private static async Task InsertJobsInEveryStateAsync(NpgsqlDataSource db)
+    {
+        await db.ExecAsync("INSERT INTO flaky (id, input) SELECT g, 'in ' || g FROM generate_series(1, 6) AS g");
+        await db.ExecAsync("""
+            INSERT INTO llm.job (task, row_key, state, attempt, max_attempts, scheduled_at, created_at, attempted_at, finished_at,
+                                 locked_by, lease_until, inputs_hash, last_error, errors, input_tokens, output_tokens)
+            VALUES ('public.flaky:output', '{"id": 1}', 'pending', 0, 3, '2030-01-01', '2026-01-01', NULL, NULL,
+                    NULL, NULL, NULL, NULL, '[]', NULL, NULL),
+                   ('public.flaky:output', '{"id": 2}', 'running', 1, 3, '2026-01-01', '2026-01-01', '2026-01-01 00:00:01', NULL,
+                    'worker-1', '2030-01-01', NULL, NULL, '[]', NULL, NULL),
+                   ('public.flaky:output', '{"id": 3}', 'succeeded', 2, 3, '2026-01-01', '2026-01-01', '2026-01-01 00:00:02', '2026-01-01 00:00:03',
+                    NULL, NULL, 'a3', 'timeout', '[{"attempt": 1, "kind": "transient", "error": "timeout"}]', 120, 8),
+                   ('public.flaky:output', '{"id": 4}', 'failed', 3, 3, '2026-01-01', '2026-01-01', '2026-01-01 00:00:02', '2026-01-01 00:00:03',
+                    NULL, NULL, NULL, 'bad answer',
+                    '[{"attempt": 1, "kind": "invalid", "error": "bad answer"}, {"at": "2026-01-01T00:00:01+00:00", "event": "retried after failing"},
+                      {"attempt": 1, "kind": "invalid", "error": "bad answer"}]', NULL, NULL),
+                   ('public.flaky:output', '{"id": 5}', 'superseded', 1, 3, '2026-01-01', '2026-01-01', '2026-01-01 00:00:02', '2026-01-01 00:00:03',
+                    NULL, NULL, 'a5', 'the inputs changed while the model was answering; the newer values get their own job', '[]', 100, 5),
+                   ('public.flaky:output', '{"id": 6}', 'skipped', 1, 3, '2026-01-01', '2026-01-01', '2026-01-01 00:00:02', '2026-01-01 00:00:03',
+                    NULL, NULL, NULL, 'the row no longer exists', '[]', NULL, NULL);
+            """);
     }
 }

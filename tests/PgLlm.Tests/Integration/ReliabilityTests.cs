@@ -277,7 +277,7 @@ public sealed class ReliabilityTests
         {
             cancelled += await db.ScalarAsync<long>(
                 "SELECT count(*) FILTER (WHERE pg_cancel_backend(pid)) FROM (SELECT pid FROM pg_stat_activity " +
-                "WHERE application_name = 'pgllm-worker-under-test' AND state = 'active' AND query LIKE '%:complete\"(%' LIMIT 1) AS a");
+                "WHERE application_name = 'pgllm-worker-under-test' AND state = 'active' AND query LIKE '%:write_back\"(ARRAY[%' LIMIT 1) AS a");
             await Task.Delay(5);
         }
 

@@ -126,25 +126,6 @@ public sealed class TypedOutputTests
         Assert.Equal("4|12.50|neutral|{a,b}", await db.ScalarAsync<string>("SELECT stars || '|' || score || '|' || mood || '|' || tags::text FROM typed_reviews"));
     }
 
-    [Fact]
-    public async Task The_core_script_adds_the_new_registry_columns_to_an_older_registry()
-    {
-        await using var db = await _fixture.CreateDatabaseAsync();
-        // A registry as the first core script left it, then the current core and table scripts again.
-        await db.ExecAsync("ALTER TABLE llm.task DROP COLUMN temperature, DROP COLUMN max_output_tokens, DROP COLUMN image_columns");
-        foreach (var script in PgLlmFixture.Scripts.Where(s => s.Kind != PgLlm.Migrations.PgLlmScriptKind.Application))
-        {
-            await db.ExecAsync(script.Sql);
-        }
-
-        Assert.Equal(
-            "0.3|300|{}",
-            await db.ScalarAsync<string>("SELECT temperature || '|' || max_output_tokens || '|' || image_columns::text FROM llm.task WHERE name = 'public.typed_reviews:typed'"));
-        Assert.Equal(
-            "{image_url}",
-            await db.ScalarAsync<string>("SELECT image_columns::text FROM llm.task WHERE name = 'public.scans:receipt'"));
-    }
-
     private static async Task<(string State, string Error)> StateAndErrorAsync(NpgsqlDataSource db)
     {
         var row = await db.ScalarAsync<string>("SELECT state || '|' || last_error FROM llm.job");

@@ -25,7 +25,8 @@ public sealed class WakeAndBatchTests
         await db.ExecAsync("ALTER TABLE flaky ADD CONSTRAINT output_not_bad CHECK (output <> 'bad')");
         await db.ExecAsync("INSERT INTO flaky (id, input) VALUES (1, 'a'), (2, 'b'), (3, 'c')");
         var claimed = await db.ListAsync<string[]>(
-            "SELECT ARRAY[id::text, task, attempt::text, inputs_hash] FROM llm.claim_with_inputs('test', 10, 60) ORDER BY id");
+            "SELECT ARRAY[c.id::text, c.task, c.attempt::text, i.inputs_hash] FROM llm.claim('test', 10, 60) AS c " +
+            "CROSS JOIN LATERAL \"llm\".\"public.flaky:output:inputs\"(ARRAY[c.id]) AS i ORDER BY c.id");
         Assert.Equal(3, claimed.Count);
 
         await using var command = db.CreateCommand(
@@ -77,9 +78,9 @@ public sealed class WakeAndBatchTests
             (first[3], "{\"output\":\"D stale\"}"), (first[1], "{\"output\":\"B\"}"), (first[4], "{\"output\":\"E first\"}"),
             (job4, "{\"output\":\"D\"}"),
         ];
-        // The task's set-based function itself (through llm.complete_batch, an error in it would be
+        // The task's write-back function itself (through llm.complete_batch, an error in it would be
         // hidden by the job-by-job fallback, which gives the same outcomes).
-        var function = await db.ScalarAsync<string>("SELECT complete_batch_function::text FROM llm.task WHERE name = 'public.flaky:output'");
+        var function = await db.ScalarAsync<string>("SELECT complete_function::text FROM llm.task WHERE name = 'public.flaky:output'");
         await using var command = db.CreateCommand($"SELECT {function}($1, $2, $3, $4::jsonb[], $5, $6)");
         command.Parameters.Add(new NpgsqlParameter { Value = batch.Select(b => b.Job.Id).ToArray() });
         command.Parameters.Add(new NpgsqlParameter { Value = batch.Select(b => b.Job.Attempt).ToArray() });
@@ -194,7 +195,7 @@ public sealed class WakeAndBatchTests
 
         await using var command = new NpgsqlCommand(
             "SELECT coalesce(sum(calls) FILTER (WHERE funcname = 'complete_batch'), 0)::bigint, " +
-            "coalesce(sum(calls) FILTER (WHERE funcname = $1 || ':complete_batch'), 0)::bigint " +
+            "coalesce(sum(calls) FILTER (WHERE funcname = $1 || ':write_back'), 0)::bigint " +
             "FROM pg_stat_user_functions WHERE schemaname = 'llm'", connection);
         command.Parameters.Add(new NpgsqlParameter<string> { TypedValue = task });
         await using var reader = await command.ExecuteReaderAsync();
@@ -232,7 +233,8 @@ public sealed class WakeAndBatchTests
     private static async Task<List<Claimed>> ClaimAsync(NpgsqlDataSource db)
     {
         var rows = await db.ListAsync<string[]>(
-            "SELECT ARRAY[id::text, task, attempt::text, inputs_hash] FROM llm.claim_with_inputs('test', 10, 60) ORDER BY id");
+            "SELECT ARRAY[c.id::text, c.task, c.attempt::text, i.inputs_hash] FROM llm.claim('test', 10, 60) AS c " +
+            "CROSS JOIN LATERAL \"llm\".\"public.flaky:output:inputs\"(ARRAY[c.id]) AS i ORDER BY c.id");
         return rows.Select(r => new Claimed(
             long.Parse(r[0], System.Globalization.CultureInfo.InvariantCulture), r[1],
             int.Parse(r[2], System.Globalization.CultureInfo.InvariantCulture), r[3])).ToList();

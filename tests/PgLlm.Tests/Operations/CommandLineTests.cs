@@ -31,8 +31,9 @@ public sealed class CommandLineTests
         var (again, secondOutput) = await Ops.RunAsync(configuration, db.ConnectionString, "migrate");
 
         Assert.Equal(0, exit);
-        Assert.Contains("applied 0001-pgllm-core@", output, StringComparison.Ordinal);
-        Assert.Contains($"{PgLlmFixture.Scripts.Count} of {PgLlmFixture.Scripts.Count} scripts applied", output, StringComparison.Ordinal);
+        Assert.All(PgLlmQueueMigrations.All, m => Assert.Contains("applied " + m.Name, output, StringComparison.Ordinal));
+        var total = PgLlmFixture.Scripts.Count + PgLlmQueueMigrations.All.Count;
+        Assert.Contains($"{total} of {total} scripts applied", output, StringComparison.Ordinal);
         Assert.Equal(0, again);
         Assert.Contains("Up to date", secondOutput, StringComparison.Ordinal);
         Assert.True(await db.DataSource.ScalarAsync<long>("SELECT count(*) FROM llm.task") >= 4);
@@ -55,7 +56,7 @@ public sealed class CommandLineTests
             Assert.Equal(0, exit);
             Assert.Equal(
                 PgLlm.Generated.PgLlmScripts.All.Select(s => s.Name).Order(StringComparer.Ordinal),
-                await db.DataSource.ListAsync<string>("SELECT script_name FROM llm.migration WHERE stream NOT LIKE '000_-%-tables' ORDER BY script_name COLLATE \"C\""));
+                await db.DataSource.ListAsync<string>("SELECT script_name FROM llm.migration WHERE stream LIKE '1000-%' ORDER BY script_name COLLATE \"C\""));
             Assert.Equal(0, scriptExit);
             Assert.Contains($"{PgLlm.Generated.PgLlmScripts.All.Count} scripts", scriptOutput, StringComparison.Ordinal);
             Assert.Empty(PgLlmScriptFolder.Compare(folder.FullName, PgLlm.Generated.PgLlmScripts.All));

@@ -120,11 +120,11 @@ public sealed class EndpointIsolationTests
         await db.DataSource.ExecAsync("INSERT INTO flaky (id, input) VALUES (1, 'a'), (2, 'b'), (3, 'c')");
 
         var only = await db.DataSource.ScalarAsync<string[]>(
-            $"SELECT array_agg(task) FROM llm.claim_with_inputs('w', 10, 60, ARRAY['{SlowTask}'], NULL)");
+            $"SELECT array_agg(task) FROM llm.claim('w', 10, 60, ARRAY['{SlowTask}'], NULL)");
         var except = await db.DataSource.ScalarAsync<string[]>(
-            $"SELECT coalesce(array_agg(task), '{{}}') FROM llm.claim_with_inputs('w', 10, 60, NULL, ARRAY['{FastTask}'])");
-        var none = await db.DataSource.ScalarAsync<long>("SELECT count(*) FROM llm.claim_with_inputs('w', 10, 60, '{}', NULL)");
-        var rest = await db.DataSource.ScalarAsync<string[]>("SELECT array_agg(task) FROM llm.claim_with_inputs('w', 10, 60)");
+            $"SELECT coalesce(array_agg(task), '{{}}') FROM llm.claim('w', 10, 60, NULL, ARRAY['{FastTask}'])");
+        var none = await db.DataSource.ScalarAsync<long>("SELECT count(*) FROM llm.claim('w', 10, 60, '{}', NULL)");
+        var rest = await db.DataSource.ScalarAsync<string[]>("SELECT array_agg(task) FROM llm.claim('w', 10, 60)");
 
         Assert.Equal([SlowTask, SlowTask], only);
         Assert.Empty(except);

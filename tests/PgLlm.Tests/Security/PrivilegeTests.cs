@@ -71,7 +71,7 @@ public sealed class PrivilegeTests
             "SELECT llm.retry_failed()",
             "SELECT llm.settle(1, 1, 'succeeded', NULL, 0)",
             $"SELECT * FROM {functions.Inputs}(ARRAY[1]::bigint[])",
-            $"SELECT {functions.Complete}(1, 1, 'hash', '{{\"sentiment\": \"forged\"}}', NULL, NULL)",
+            $"SELECT {functions.Complete}(ARRAY[1]::bigint[], ARRAY[1], ARRAY['hash'], ARRAY['{{\"sentiment\": \"forged\"}}'::jsonb], NULL, NULL)",
             $"SELECT {functions.Enqueue}()",
             "CREATE TABLE llm.mine (x int)",
             "CREATE FUNCTION llm.mine() RETURNS int LANGUAGE sql AS 'SELECT 1'",
@@ -193,19 +193,12 @@ public sealed class PrivilegeTests
         var serving = worker.RunAsync(stop.Token);
         try
         {
-            // The first claim happens at start; wait until that idle claim has been made.
-            await Task.Delay(TimeSpan.FromSeconds(2));
+            // The worker found the queue empty and sleeps: it advertised it in llm.sleeping_worker.
+            await WaitUntilAsync(async () => await db.Superuser.ScalarAsync<long>("SELECT count(*) FROM llm.sleeping_worker") > 0);
             await db.App.ExecAsync("INSERT INTO reviews (body) VALUES ('I love it')");
 
-            var deadline = DateTime.UtcNow + Bound;
-            string? sentiment = null;
-            while (sentiment is null && DateTime.UtcNow < deadline)
-            {
-                await Task.Delay(100);
-                sentiment = await db.App.ScalarAsync<string?>("SELECT sentiment FROM reviews");
-            }
-
-            Assert.Equal("positive", sentiment);
+            await WaitUntilAsync(async () => await db.App.ScalarAsync<string?>("SELECT sentiment FROM reviews") is not null);
+            Assert.Equal("positive", await db.App.ScalarAsync<string?>("SELECT sentiment FROM reviews"));
         }
         finally
         {
@@ -249,7 +242,7 @@ public sealed class PrivilegeTests
         var job = await db.Worker.ScalarAsync<long>("SELECT id FROM llm.claim('forger', 1, 60)");
         var complete = await db.Worker.ScalarAsync<string>("SELECT complete_function::text FROM llm.task WHERE name = 'public.flaky:output'");
         var state = await db.Worker.ScalarAsync<string>(
-            $"SELECT {complete}($1, 1, md5(jsonb_build_object('input', 'x')::text), '{{\"output\": \"pwned\"}}'::jsonb, NULL, NULL)", job);
+            $"SELECT ({complete}(ARRAY[$1::bigint], ARRAY[1], ARRAY[md5(jsonb_build_object('input', 'x')::text)], ARRAY['{{\"output\": \"pwned\"}}'::jsonb], NULL, NULL))[1]", job);
 
         Assert.Equal("lost", state);
         Assert.Null(await db.Superuser.ScalarAsync<string?>("SELECT output FROM flaky WHERE id = 1"));
@@ -271,12 +264,12 @@ public sealed class PrivilegeTests
         // application role nor the worker needs a right on the queue), and none runs dynamic SQL.
         var owned = await db.Superuser.ListAsync<string>(
             "SELECT p.oid::regprocedure::text || ' ' || p.prosecdef || ' ' || (p.prosrc ~* '\\mEXECUTE\\M') FROM pg_proc AS p " +
-            "WHERE p.oid IN (SELECT unnest(ARRAY[enqueue_function, inputs_function, complete_function, complete_batch_function])::oid FROM llm.task) " +
+            "WHERE p.oid IN (SELECT unnest(ARRAY[enqueue_function, inputs_function, complete_function])::oid FROM llm.task) " +
             "   OR p.oid::regproc::text IN ('llm.claim', 'llm.fail', 'llm.skip', 'llm.release', 'llm.rescue', 'llm.retry_failed', 'llm.prune') " +
             "ORDER BY 1");
         var taskCount = await db.Superuser.ScalarAsync<long>("SELECT count(*) FROM llm.task");
         // 7 functions, llm.claim in two signatures (with and without task filters).
-        Assert.Equal((int)(4 * taskCount) + 8, owned.Count);
+        Assert.Equal((int)(3 * taskCount) + 8, owned.Count);
         Assert.All(owned, f => Assert.EndsWith(" true false", f, StringComparison.Ordinal));
         Assert.Equal("false false", await db.Superuser.ScalarAsync<string>(
             "SELECT prosecdef || ' ' || (prosrc ~* '\\mEXECUTE\\M') FROM pg_proc WHERE oid = 'llm.settle'::regproc"));
@@ -317,5 +310,16 @@ public sealed class PrivilegeTests
         var names = await db.Superuser.ListAsync<string[]>(
             "SELECT ARRAY[enqueue_function::text, inputs_function::text, complete_function::text] FROM llm.task WHERE name = $1", task);
         return (names[0][0], names[0][1], names[0][2]);
+    }
+
+    /// <summary>Polls <paramref name="condition"/> until it holds; fails when it does not within the bound.</summary>
+    private static async Task WaitUntilAsync(Func<Task<bool>> condition)
+    {
+        var deadline = DateTime.UtcNow + Bound;
+        while (!await condition())
+        {
+            Assert.True(DateTime.UtcNow < deadline, "condition not met within the bound");
+            await Task.Delay(50);
+        }
     }
 }

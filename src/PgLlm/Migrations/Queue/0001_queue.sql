@@ -1,5 +1,8 @@
--- PgLlm core schema: the queue, the task registry and the functions the worker calls.
--- Idempotent: re-applied as a whole whenever its content changes.
+-- PgLlm queue, step 1: the queue, the task registry and the functions the worker calls.
+-- A numbered migration: applied once, journaled, never edited; later steps change what it made.
+-- It is the core schema the streamed core script ("0001-pgllm-core") left, written so that it also
+-- applies to a database that script migrated (IF NOT EXISTS, CREATE OR REPLACE, checks before a
+-- domain or constraint is made): such a database goes on from here like any other.
 -- Every function pins search_path and schema-qualifies what it touches. The worker's functions run
 -- with the owner's rights (SECURITY DEFINER) so that the worker role needs no write privilege on the
 -- queue; see the privileges at the end and docs/security.md.
@@ -45,25 +48,20 @@ CREATE TABLE IF NOT EXISTS llm.task (
     complete_function regproc NOT NULL,
     definition_hash   text NOT NULL,
     created_at        timestamptz NOT NULL DEFAULT now(),
-    updated_at        timestamptz NOT NULL DEFAULT now()
+    updated_at        timestamptz NOT NULL DEFAULT now(),
+    temperature       double precision,
+    max_output_tokens integer,
+    -- Read columns sent to the model as image content parts (a URL, or bytea as a data URL), not as text.
+    image_columns     text[] NOT NULL DEFAULT '{}',
+    -- The task's set-based write-back of a batch.
+    complete_batch_function regproc
 );
-
--- Per-task model options and image inputs (added after the first release; kept as ALTERs so that an
--- existing registry gains them in place).
-ALTER TABLE llm.task ADD COLUMN IF NOT EXISTS temperature double precision;
-ALTER TABLE llm.task ADD COLUMN IF NOT EXISTS max_output_tokens integer;
--- Read columns sent to the model as image content parts (a URL, or bytea as a data URL), not as text.
-ALTER TABLE llm.task ADD COLUMN IF NOT EXISTS image_columns text[] NOT NULL DEFAULT '{}';
--- The task's set-based write-back of a batch (NULL for a task migrated before it existed: its jobs are
--- then written back one by one through complete_function).
-ALTER TABLE llm.task ADD COLUMN IF NOT EXISTS complete_batch_function regproc;
 
 -- A job's state and its attempt limit are domains rather than CHECK constraints on llm.job: PostgreSQL
 -- parses and plans a table's CHECK expressions again each time a statement that writes the table starts,
 -- and every enqueue trigger is such a statement (54,000 of the 444,000 CPU instructions of an insert
 -- with a task trigger went to the state check alone). A domain's constraints are parsed once per
--- session, and checked only when a statement assigns the column. Their constraints are added below,
--- once llm.job uses them (see the upgrade of an older queue).
+-- session, and checked only when a statement assigns the column.
 DO $domains$
 BEGIN
     IF to_regtype('llm.job_state') IS NULL THEN
@@ -97,28 +95,7 @@ CREATE TABLE IF NOT EXISTS llm.job (
     output_tokens integer
 );
 
--- A queue created before the domains above: its columns become the domains in place. Without their
--- constraints yet, the change is a relabel (with them, PostgreSQL would rewrite the whole table); the
--- partial indexes are built again and the views over llm.job dropped (both are created again below).
-DO $upgrade$
-BEGIN
-    IF (SELECT a.atttypid FROM pg_catalog.pg_attribute AS a
-         WHERE a.attrelid = 'llm.job'::regclass AND a.attname = 'state') = 'text'::regtype THEN
-        DROP VIEW IF EXISTS llm.job_status;
-        DROP VIEW IF EXISTS llm.usage_daily;
-        -- Domains left with their constraints by an interrupted upgrade would make it a rewrite.
-        ALTER DOMAIN llm.job_state DROP CONSTRAINT IF EXISTS job_state_check;
-        ALTER DOMAIN llm.job_max_attempts DROP CONSTRAINT IF EXISTS job_max_attempts_check;
-        ALTER TABLE llm.job
-            DROP CONSTRAINT IF EXISTS job_state_check,
-            DROP CONSTRAINT IF EXISTS job_max_attempts_check,
-            ALTER COLUMN state TYPE llm.job_state,
-            ALTER COLUMN max_attempts TYPE llm.job_max_attempts;
-    END IF;
-END
-$upgrade$;
-
--- The domains' constraints (checked against the existing jobs when added).
+-- The domains' constraints (a database the streamed core script migrated has them already).
 DO $domain_checks$
 BEGIN
     IF NOT EXISTS (SELECT 1 FROM pg_catalog.pg_constraint AS c
@@ -145,10 +122,6 @@ CREATE INDEX IF NOT EXISTS job_ready ON llm.job (scheduled_at, id) WHERE state =
 -- opens it and evaluates its predicate at each insert): three partial indexes cost about 13,000 more
 -- CPU instructions per enqueue than this one (of about 355,000 for an insert with a task trigger).
 CREATE INDEX IF NOT EXISTS job_not_pending ON llm.job (state, finished_at) WHERE state <> 'pending';
--- The three a queue had before.
-DROP INDEX IF EXISTS llm.job_running_lease;
-DROP INDEX IF EXISTS llm.job_finished;
-DROP INDEX IF EXISTS llm.job_failed;
 
 -- Claims up to p_limit ready jobs for one worker in one short statement. The attempt is counted
 -- here and committed with the claim, so a failure can never roll the count back. p_only / p_except
@@ -553,8 +526,7 @@ $fn$;
 -- current values their prompts read (inputs NULL: the row is gone or a required input is null). A task
 -- whose inputs cannot be read (or that is no longer registered) comes back with inputs_error set and no
 -- inputs; its jobs are still claimed, so the worker settles them and other tasks are not held up.
--- p_only / p_except as in llm.claim. (Its first release had no filters: that signature is dropped.)
-DROP FUNCTION IF EXISTS llm.claim_with_inputs(text, integer, double precision);
+-- p_only / p_except as in llm.claim.
 CREATE OR REPLACE FUNCTION llm.claim_with_inputs(p_worker text, p_limit integer, p_lease_seconds double precision,
                                                  p_only text[] DEFAULT NULL, p_except text[] DEFAULT NULL)
 RETURNS TABLE (id bigint, task text, attempt integer, max_attempts integer, inputs text, inputs_hash text, inputs_error text)
