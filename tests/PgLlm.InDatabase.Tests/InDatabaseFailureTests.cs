@@ -192,7 +192,8 @@ public sealed class InDatabaseFailureTests
         await db.ExecAsync("INSERT INTO items (id, input) VALUES (1, 'x')");
         // A worker claims and dies: its job stays running with an expired lease.
         await db.ExecAsync("SELECT * FROM llm.claim('dead-worker', 1, 0.01)");
-        await Task.Delay(TimeSpan.FromMilliseconds(100));
+        await Conditions.WaitUntilAsync(async () => await db.ScalarAsync<bool>("SELECT lease_until < now() FROM llm.job"),
+            TimeSpan.FromSeconds(5), "the dead worker's lease to expire");
 
         Assert.Equal(1, await InDatabaseFixture.RunWorkerAsync(db));
 
