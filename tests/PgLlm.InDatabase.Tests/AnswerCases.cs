@@ -5,9 +5,24 @@ namespace PgLlm.InDatabase.Tests;
 /// <summary>The answer cases of Data/answer-cases.json: name, answer text, whether it is valid.</summary>
 internal static class AnswerCases
 {
+    private static JsonObject File() =>
+        JsonNode.Parse(System.IO.File.ReadAllText(Path.Combine(AppContext.BaseDirectory, "Data", "answer-cases.json")))!.AsObject();
+
+    /// <summary>The file's valid base answer with some values replaced, as text.</summary>
+    public static string Base(params (string Key, JsonNode? Value)[] values)
+    {
+        var answer = File()["base"]!.DeepClone().AsObject();
+        foreach (var (key, value) in values)
+        {
+            answer[key] = value;
+        }
+
+        return answer.ToJsonString();
+    }
+
     public static List<(string Name, string Text, bool Valid)> Load()
     {
-        var file = JsonNode.Parse(File.ReadAllText(Path.Combine(AppContext.BaseDirectory, "Data", "answer-cases.json")))!.AsObject();
+        var file = File();
         var cases = new List<(string, string, bool)>();
         foreach (var entry in file["cases"]!.AsArray())
         {

@@ -1,4 +1,5 @@
 using System.Text.Json;
+using System.Text.Json.Nodes;
 using Npgsql;
 using PgLlm.Completions;
 using PgLlm.Queue;
@@ -53,6 +54,31 @@ public sealed class AnswerValidationParityTests(InDatabaseFixture fixture)
         }
 
         Assert.True(problems.Count == 0, string.Join("\n", problems));
+    }
+
+    [Fact]
+    public async Task The_worker_writes_a_converted_answer_and_fails_one_that_breaks_the_schema_as_invalid()
+    {
+        await using var dataSource = await fixture.CreateDatabaseAsync();
+        fixture.Model.Responder = null;
+        fixture.Model.Latency = TimeSpan.Zero;
+        var answers = new Queue<string>(
+        [
+            // Out of [Range(1, 5)]: no column would reject 7, the schema does.
+            AnswerCases.Base(("stars", 7)),
+            // 4.0 is the integer 4, " Needs_Review " the enum member needs_review.
+            AnswerCases.Base(("stars", 4.0m), ("verdict", " Needs_Review "), ("place", new JsonObject { ["City"] = "Lyon", ["Zip"] = null, ["Street"] = "x" })),
+        ]);
+        fixture.Model.Responder = _ => Local.ModelReply.Json(answers.Dequeue());
+        await dataSource.ExecAsync("INSERT INTO typed_answers (id, body) VALUES (1, 'fine')");
+
+        Assert.Equal(2, await InDatabaseFixture.RunWorkerAsync(dataSource));
+
+        Assert.Equal("succeeded", await dataSource.ScalarAsync<string>("SELECT state FROM llm.job"));
+        Assert.Equal("invalid", await dataSource.ScalarAsync<string>("SELECT errors->0->>'kind' FROM llm.job"));
+        Assert.Equal("invalid answer: expected integer from 1 to 5 for \"stars\", got 7", await dataSource.ScalarAsync<string>("SELECT errors->0->>'error' FROM llm.job"));
+        Assert.Equal("4|needs_review|{\"Zip\": null, \"City\": \"Lyon\"}",
+            await dataSource.ScalarAsync<string>("SELECT stars || '|' || verdict || '|' || place FROM typed_answers"));
     }
 
     private static (string? Answer, string? Problem) ValidateInDotNet(TaskDefinition task, string text)
