@@ -362,8 +362,9 @@ BEGIN
         EXCEPTION WHEN OTHERS THEN
             v_message := NULL;
         END;
+        -- The first line of the detail, as the .NET worker keeps it.
         v_message := format('model endpoint returned HTTP %s: %s', p_status,
-                            coalesce(v_message, left(coalesce(p_content, ''), 200)));
+                            split_part(translate(coalesce(v_message, left(coalesce(p_content, ''), 200)), E'\r', E'\n'), E'\n', 1));
     END IF;
 
     IF v_kind IS NULL THEN
