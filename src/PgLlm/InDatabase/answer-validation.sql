@@ -86,13 +86,20 @@ BEGIN
         v_ok := p_text ~ '^[0-9]{4}-[0-9]{2}-[0-9]{2}$' AND substr(p_text, 1, 4) <> '0000';
     ELSIF p_format = 'date-time' THEN
         v_parts := regexp_match(p_text, '^[0-9]{4}-[0-9]{2}-[0-9]{2}[Tt ]([0-9]{2}):([0-9]{2})(:([0-9]{2})(\.[0-9]+)?)?([Zz]|[+-]([0-9]{2}):?([0-9]{2}))$');
+        -- An offset of at most 14 hours, as .NET's DateTimeOffset allows.
         v_ok := v_parts IS NOT NULL AND substr(p_text, 1, 4) <> '0000' AND v_parts[1]::int < 24 AND v_parts[2]::int < 60
-                AND coalesce(v_parts[4]::int, 0) < 60 AND coalesce(v_parts[7]::int, 0) <= 14 AND coalesce(v_parts[8]::int, 0) < 60;
+                AND coalesce(v_parts[4]::int, 0) < 60 AND coalesce(v_parts[8]::int, 0) < 60
+                AND coalesce(v_parts[7]::int * 60 + v_parts[8]::int, 0) <= 14 * 60;
     ELSIF p_format = 'time' THEN
-        v_parts := regexp_match(p_text, '^\s*([0-9]{1,2}):([0-9]{2})(:([0-9]{2})(\.[0-9]{1,7})?)?\s*$');
-        v_ok := v_parts IS NOT NULL AND v_parts[1]::int < 24 AND v_parts[2]::int < 60 AND coalesce(v_parts[4]::int, 0) < 60;
+        -- What .NET's TimeOnly.TryParse takes: h:m[:s[.fraction]] and an optional AM/PM, or h AM/PM.
+        v_parts := regexp_match(p_text, '^\s*([0-9]{1,2})(:([0-9]{1,2})(:([0-9]{1,2})(\.[0-9]*)?)?)?\s*([AaPp][Mm])?\s*$');
+        v_ok := v_parts IS NOT NULL AND (v_parts[2] IS NOT NULL OR v_parts[7] IS NOT NULL)
+                AND v_parts[1]::int < 24 AND coalesce(v_parts[3]::int, 0) < 60 AND coalesce(v_parts[5]::int, 0) < 60;
     ELSIF p_format = 'uuid' THEN
-        v_ok := p_text ~ '^([0-9a-fA-F]{32}|[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}|\{[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}\}|\([0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}\))$';
+        -- What .NET's Guid.TryParse takes: 32 digits, with hyphens, in braces or parentheses, or the
+        -- {0x...,{0x...}} form; surrounding whitespace ignored.
+        v_ok := regexp_replace(p_text, '\s', '', 'g') ~* '^\{0x[0-9a-f]{1,8},0x[0-9a-f]{1,4},0x[0-9a-f]{1,4},\{(0x[0-9a-f]{1,2},){7}0x[0-9a-f]{1,2}\}\}$'
+             OR btrim(p_text, E' \t\r\n\f\v') ~ '^([0-9a-fA-F]{32}|[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}|\{[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}\}|\([0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}\))$';
     END IF;
     IF v_ok AND p_format IN ('date', 'date-time') THEN
         BEGIN
