@@ -60,6 +60,8 @@ public sealed class InDatabaseFailureTests
     [InlineData("[1, 2]", "the answer is not a JSON object")]
     [InlineData("{\"unrelated\": 1}", "the answer has no \"output\"")]
     [InlineData("   ", "the model returned an empty answer")]
+    [InlineData("{\"output\": 7}", "invalid answer: expected string for \"output\", got 7")]
+    [InlineData("{\"output\": \"a\\u0000b\"}", "the answer does not fit the columns: unsupported Unicode escape sequence")]
     public async Task A_bad_answer_writes_nothing_and_counts_as_an_invalid_attempt(string answer, string expectedError)
     {
         await using var db = await _fixture.CreateDatabaseAsync();

@@ -328,9 +328,14 @@ BEGIN
                             CASE WHEN json_typeof(p_schema -> 'properties' -> v_column) IS NULL THEN (v_answer -> v_column)::jsonb
                                  ELSE llm.answer_value(v_answer -> v_column, p_schema -> 'properties' -> v_column, v_column, 0) END);
         END LOOP;
-    EXCEPTION WHEN SQLSTATE 'PGLV1' THEN
-        problem := SQLERRM;
-        RETURN;
+    EXCEPTION
+        WHEN SQLSTATE 'PGLV1' THEN
+            problem := SQLERRM;
+            RETURN;
+        -- A value PostgreSQL cannot hold (a \u0000 in a string): the .NET worker's write-back fails the same way.
+        WHEN data_exception THEN
+            problem := format('the answer does not fit the columns: %s (%s)', SQLERRM, SQLSTATE);
+            RETURN;
     END;
     answer := v_result;
 END
