@@ -203,4 +203,22 @@ public sealed class InDatabaseFailureTests
         Assert.Equal(2, await db.ScalarAsync<int>("SELECT attempt FROM llm.job"));
         Assert.Contains("lease expired", await db.ScalarAsync<string>("SELECT errors->0->>'error' FROM llm.job"), StringComparison.Ordinal);
     }
+
+    [Theory]
+    [InlineData(1, 2.0, 600.0, null, 1.0, 2.0)]
+    [InlineData(4, 2.0, 600.0, null, 8.0, 16.0)]
+    [InlineData(20, 2.0, 600.0, null, 300.0, 600.0)]
+    [InlineData(1, 2.0, 600.0, 30.0, 30.0, 30.0)]
+    public async Task The_backoff_is_the_dotnet_workers_between_half_and_all_of_the_doubled_delay_never_before_Retry_After(
+        int attempt, double baseSeconds, double maxSeconds, double? retryAfter, double low, double high)
+    {
+        await using var db = await _fixture.CreateDatabaseAsync(configure: false);
+
+        var delays = await db.ListAsync<double>(
+            "SELECT llm.retry_delay($1, $2, $3, $4) FROM generate_series(1, 200)", attempt, (object?)retryAfter, baseSeconds, maxSeconds);
+
+        Assert.All(delays, d => Assert.InRange(d, low, high));
+        // Jittered: 200 draws are not all alike (unless Retry-After decides).
+        Assert.True(low == high || delays.Distinct().Count() > 100, "no jitter");
+    }
 }
