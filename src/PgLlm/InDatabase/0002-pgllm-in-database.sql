@@ -7,6 +7,8 @@
 -- holds no lock on llm.job or on any user row. Secrets live only in llm.worker_settings, set with
 -- llm.configure(...), readable by its owner alone.
 -- Idempotent: re-applied as a whole whenever its content changes.
+-- Answers are checked against the task's JSON schema (answer-validation.sql) and stored errors are
+-- redacted (secret-redaction.sql) by the .NET worker's rules; both files are appended to this script.
 
 DO $pgllm$
 BEGIN
