@@ -6,7 +6,10 @@
 #
 # 1. Checks prerequisites: the .NET SDK (must be present), the PostgreSQL server binaries and,
 #    for the in-database worker's tests, pg_cron and PL/Python (all installed with apt when missing
-#    and running as root). No server is started here: the tests start their own throwaway instances.
+#    and running as root) and the http extension (pgsql-http, built from the vendored source tarball
+#    ../shared/vendor/pgsql-http-1.7.2.tar.gz when missing; without the tarball the tests that need
+#    the real extension are skipped, and counted as skipped). No server is started here: the tests
+#    start their own throwaway instances.
 # 2. Builds PgLlm.sln once, in Release.
 # 3. Runs every test project tests/*/*.csproj in turn, without stopping at a failing one;
 #    extra arguments are passed to each `dotnet test`.
@@ -16,6 +19,8 @@
 # Environment:
 #   PGLLM_TEST_RESULTS  keep the .trx files in this directory (default: a temporary one, removed at exit)
 #   PGLLM_PG_BIN        directory of initdb/pg_ctl/postgres, when they are elsewhere (also read by the tests)
+#   PGLLM_PGSQL_HTTP_TARBALL  the pgsql-http source tarball (default: ../shared/vendor/pgsql-http-1.7.2.tar.gz,
+#                       relative to the repository root)
 #   CI=true             quieter dotnet output (--nologo)
 set -euo pipefail
 
@@ -27,6 +32,9 @@ readonly PG_PACKAGE="postgresql-15"
 # the http extension (pgsql-http is not packaged for Debian 12).
 readonly PG_CRON_PACKAGE="postgresql-15-cron"
 readonly PG_PLPYTHON_PACKAGE="postgresql-plpython3-15"
+# The real http extension, for the tests marked RealHttpFact: built from source (see ../shared/vendor/README.md).
+readonly PGSQL_HTTP_TARBALL="${PGLLM_PGSQL_HTTP_TARBALL:-../shared/vendor/pgsql-http-1.7.2.tar.gz}"
+readonly PGSQL_HTTP_BUILD_PACKAGES=(postgresql-server-dev-15 libpq-dev libcurl4-openssl-dev build-essential)
 
 say() { printf '==> %s\n' "$*"; }
 warn() { printf 'run.sh: %s\n' "$*" >&2; }
@@ -177,24 +185,81 @@ check_postgres_extensions() {
         return 0
     fi
 
-    # PL/Python must match the server's exact version: pin it, so that installing it never
-    # upgrades the server underneath running clusters.
-    local -a packages=() package server_version
-    server_version="$(dpkg-query -W -f='${Version}' "$PG_PACKAGE" 2>/dev/null || true)"
-    for package in "${missing[@]}"; do
-        if [ "$package" = "$PG_PLPYTHON_PACKAGE" ] && [ -n "$server_version" ] \
-            && apt-cache madison "$package" 2>/dev/null | grep -Fq "| $server_version |"; then
-            packages+=("$package=$server_version")
-        else
-            packages+=("$package")
-        fi
-    done
+    local -a packages=()
+    mapfile -t packages < <(pinned_packages "${missing[@]}")
     say "installing ${packages[*]} with apt (for the in-database worker's tests)"
     local rc=0
     apt_install "${packages[@]}" || rc=$?
     if [ "$rc" -ne 0 ]; then
         abort "apt-get could not install ${packages[*]} (exit code $rc)"
     fi
+}
+
+# Prints the packages one a line, those built from the server's source (PL/Python, the server's
+# headers, libpq) pinned to the server's exact version, so that installing them never upgrades the
+# server underneath running clusters.
+pinned_packages() {
+    local package server_version
+    server_version="$(dpkg-query -W -f='${Version}' "$PG_PACKAGE" 2>/dev/null || true)"
+    for package in "$@"; do
+        case "$package" in
+            "$PG_PLPYTHON_PACKAGE" | postgresql-server-dev-15 | libpq-dev)
+                if [ -n "$server_version" ] && apt-cache madison "$package" 2>/dev/null | grep -Fq "| $server_version |"; then
+                    echo "$package=$server_version"
+                    continue
+                fi
+                ;;
+        esac
+        echo "$package"
+    done
+}
+
+# The http extension (pgsql-http), for the in-database worker's tests that run through the real
+# extension: built from the vendored source tarball when $(pg_config --pkglibdir)/http.so is missing.
+# Nothing is built inside the repository. When it cannot be built, those tests are skipped (and
+# counted as skipped in the summary); the other tests use a stand-in.
+check_http_extension() {
+    local initdb pg_config libdir
+    initdb="$(find_initdb)" || return 0
+    initdb="$(readlink -f "$initdb" 2>/dev/null || echo "$initdb")"
+    pg_config="$(dirname "$initdb")/pg_config"
+    [ -x "$pg_config" ] || pg_config="$(command -v pg_config || true)"
+    libdir="$("$pg_config" --pkglibdir 2>/dev/null || true)"
+    if [ -n "$libdir" ] && [ -e "$libdir/http.so" ]; then
+        say "http extension: $libdir/http.so"
+        return 0
+    fi
+    if [ ! -f "$PGSQL_HTTP_TARBALL" ]; then
+        warn "the http extension is not installed and its source tarball $PGSQL_HTTP_TARBALL is not there: the tests that need the real extension will be skipped"
+        return 0
+    fi
+    if ! is_root || ! command -v apt-get >/dev/null 2>&1; then
+        warn "the http extension is not installed and building it needs root and apt-get: the tests that need the real extension will be skipped"
+        return 0
+    fi
+
+    local -a packages=()
+    mapfile -t packages < <(pinned_packages "${PGSQL_HTTP_BUILD_PACKAGES[@]}")
+    say "building the http extension from $PGSQL_HTTP_TARBALL (installing ${packages[*]} with apt)"
+    local rc=0
+    apt_install "${packages[@]}" || rc=$?
+    if [ "$rc" -ne 0 ]; then
+        warn "apt-get could not install ${packages[*]} (exit code $rc): the tests that need the real http extension will be skipped"
+        return 0
+    fi
+
+    local build log
+    build="$(mktemp -d "${TMPDIR:-/tmp}/pgsql-http.XXXXXX")"
+    log="$build/build.log"
+    if tar -xzf "$PGSQL_HTTP_TARBALL" -C "$build" \
+        && make -C "$build"/pgsql-http-* PG_CONFIG="$pg_config" >"$log" 2>&1 \
+        && make -C "$build"/pgsql-http-* PG_CONFIG="$pg_config" install >>"$log" 2>&1; then
+        say "http extension installed into $libdir"
+    else
+        tail -n 20 "$log" >&2 2>/dev/null || true
+        warn "building the http extension failed: the tests that need the real extension will be skipped"
+    fi
+    rm -rf "$build"
 }
 
 # ---------------------------------------------------------------------------------------------
@@ -404,6 +469,7 @@ run_tests() {
 check_dotnet
 check_postgres
 check_postgres_extensions
+check_http_extension
 
 if [ -n "${PGLLM_TEST_RESULTS:-}" ]; then
     mkdir -p "$PGLLM_TEST_RESULTS"

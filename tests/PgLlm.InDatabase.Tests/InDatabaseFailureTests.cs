@@ -60,6 +60,8 @@ public sealed class InDatabaseFailureTests
     [InlineData("[1, 2]", "the answer is not a JSON object")]
     [InlineData("{\"unrelated\": 1}", "the answer has no \"output\"")]
     [InlineData("   ", "the model returned an empty answer")]
+    [InlineData("{\"output\": 7}", "invalid answer: expected string for \"output\", got 7")]
+    [InlineData("{\"output\": \"a\\u0000b\"}", "the answer does not fit the columns: unsupported Unicode escape sequence")]
     public async Task A_bad_answer_writes_nothing_and_counts_as_an_invalid_attempt(string answer, string expectedError)
     {
         await using var db = await _fixture.CreateDatabaseAsync();
@@ -192,12 +194,31 @@ public sealed class InDatabaseFailureTests
         await db.ExecAsync("INSERT INTO items (id, input) VALUES (1, 'x')");
         // A worker claims and dies: its job stays running with an expired lease.
         await db.ExecAsync("SELECT * FROM llm.claim('dead-worker', 1, 0.01)");
-        await Task.Delay(TimeSpan.FromMilliseconds(100));
+        await Conditions.WaitUntilAsync(async () => await db.ScalarAsync<bool>("SELECT lease_until < now() FROM llm.job"),
+            TimeSpan.FromSeconds(5), "the dead worker's lease to expire");
 
         Assert.Equal(1, await InDatabaseFixture.RunWorkerAsync(db));
 
         Assert.Equal("succeeded", await db.ScalarAsync<string>("SELECT state FROM llm.job"));
         Assert.Equal(2, await db.ScalarAsync<int>("SELECT attempt FROM llm.job"));
         Assert.Contains("lease expired", await db.ScalarAsync<string>("SELECT errors->0->>'error' FROM llm.job"), StringComparison.Ordinal);
+    }
+
+    [Theory]
+    [InlineData(1, 2.0, 600.0, null, 1.0, 2.0)]
+    [InlineData(4, 2.0, 600.0, null, 8.0, 16.0)]
+    [InlineData(20, 2.0, 600.0, null, 300.0, 600.0)]
+    [InlineData(1, 2.0, 600.0, 30.0, 30.0, 30.0)]
+    public async Task The_backoff_is_the_dotnet_workers_between_half_and_all_of_the_doubled_delay_never_before_Retry_After(
+        int attempt, double baseSeconds, double maxSeconds, double? retryAfter, double low, double high)
+    {
+        await using var db = await _fixture.CreateDatabaseAsync(configure: false);
+
+        var delays = await db.ListAsync<double>(
+            "SELECT llm.retry_delay($1, $2, $3, $4) FROM generate_series(1, 200)", attempt, (object?)retryAfter, baseSeconds, maxSeconds);
+
+        Assert.All(delays, d => Assert.InRange(d, low, high));
+        // Jittered: 200 draws are not all alike (unless Retry-After decides).
+        Assert.True(low == high || delays.Distinct().Count() > 100, "no jitter");
     }
 }

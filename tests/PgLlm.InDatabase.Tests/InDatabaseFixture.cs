@@ -10,7 +10,8 @@ namespace PgLlm.InDatabase.Tests;
 /// <summary>
 /// One real PostgreSQL server with pg_cron loaded (its database is <see cref="CronDatabase"/>) and one real
 /// chat-completions endpoint, both on loopback. Every test gets a database of its own with the test stand-in
-/// for the http extension, the generated scripts and the in-database worker (unscheduled: tests CALL it).
+/// for the http extension (or the real one, for the tests marked <see cref="RealHttpFactAttribute"/>), the
+/// generated scripts and the in-database worker (unscheduled: tests CALL it).
 /// </summary>
 public sealed class InDatabaseFixture : IAsyncLifetime
 {
@@ -44,11 +45,14 @@ public sealed class InDatabaseFixture : IAsyncLifetime
         await Postgres.DisposeAsync();
     }
 
-    /// <summary>A fresh database, with the http stand-in (unless not wanted) and the scripts applied, configured for the local endpoint.</summary>
-    public async Task<NpgsqlDataSource> CreateDatabaseAsync(bool configure = true)
+    /// <summary>
+    /// A fresh database, with the http stand-in (or, with <paramref name="realHttp"/>, the real http extension) and the
+    /// scripts applied, configured for the local endpoint unless not wanted.
+    /// </summary>
+    public async Task<NpgsqlDataSource> CreateDatabaseAsync(bool configure = true, bool realHttp = false)
     {
         var dataSource = NpgsqlDataSource.Create(await Postgres.CreateDatabaseAsync());
-        await dataSource.ExecAsync(HttpStandIn);
+        await dataSource.ExecAsync(realHttp ? "CREATE EXTENSION http" : HttpStandIn);
         await new PgLlmMigrator(dataSource, TableScripts.WithInDatabaseWorker(new PgLlmInDatabaseOptions { Schedule = false })).MigrateAsync();
         if (configure)
         {

@@ -92,7 +92,10 @@ public sealed class InDatabaseWorkerTests
         await using var db = await _fixture.CreateDatabaseAsync();
         var started = DateTimeOffset.UtcNow;
         var run = InDatabaseFixture.RunWorkerAsync(db, runSeconds: 6, stopWhenIdle: false);
-        await Task.Delay(TimeSpan.FromSeconds(1));
+        // The job comes in once the worker runs and has found the queue empty (it is waiting between polls).
+        await Conditions.WaitUntilAsync(
+            async () => await db.ScalarAsync<bool>("SELECT EXISTS (SELECT 1 FROM pg_stat_activity WHERE datname = current_database() AND query LIKE 'CALL llm.run_worker%' AND wait_event = 'PgSleep')"),
+            TimeSpan.FromSeconds(5), "the worker to find the queue empty");
         await db.ExecAsync("INSERT INTO items (id, input) VALUES (1, 'late')");
 
         Assert.Equal(1, await run);
@@ -153,7 +156,9 @@ public sealed class InDatabaseWorkerTests
 
         using var timeout = new CancellationTokenSource(TimeSpan.FromSeconds(120));
         var inDatabase = InDatabaseFixture.RunWorkerAsync(db, runSeconds: 100);
-        await Task.Delay(TimeSpan.FromMilliseconds(300));
+        // The .NET worker starts once the in-database one has claimed a job (so that both take part).
+        await Conditions.WaitUntilAsync(async () => await db.ScalarAsync<bool>("SELECT EXISTS (SELECT 1 FROM llm.job WHERE locked_by LIKE 'in-database:%' OR state = 'succeeded')"),
+            TimeSpan.FromSeconds(10), "the in-database worker's first claim");
         using var dotnet = _fixture.CreateDotNetWorker(db, concurrency: 1);
         var byDotNet = await dotnet.RunUntilIdleAsync(timeout.Token);
         var byDatabase = await inDatabase;

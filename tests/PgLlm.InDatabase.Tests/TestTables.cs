@@ -1,3 +1,5 @@
+using System.ComponentModel.DataAnnotations;
+
 namespace PgLlm.InDatabase.Tests;
 
 /// <summary>A task with few attempts, for failure tests.</summary>
@@ -22,4 +24,57 @@ public sealed record CodeRow(long Id, string Input)
 {
     [LlmColumn("Code for {Input}")]
     public string? Code { get; init; }
+}
+
+/// <summary>Stored in a PostgreSQL enum column.</summary>
+public enum Verdict
+{
+    Keep,
+    Drop,
+    NeedsReview,
+}
+
+/// <summary>Stored in a jsonb column: a nested object of the answer.</summary>
+public sealed record Place(string City, int? Zip);
+
+/// <summary>One task filling columns of every kind the generator's schemas have (answer-cases.json runs answers through it).</summary>
+[LlmTable("typed_answers")]
+[LlmTask(
+    "Judge {Body}",
+    nameof(Stars), nameof(Score), nameof(Recommended), nameof(Verdict), nameof(Mood), nameof(ReviewedOn), nameof(Tags),
+    nameof(Codes), nameof(Place), nameof(Places), nameof(SeenAt), nameof(OpensAt), nameof(Ref),
+    Name = "typed")]
+public sealed record TypedAnswer
+{
+    public long Id { get; init; }
+
+    public required string Body { get; init; }
+
+    [Range(1, 5)]
+    public int Stars { get; init; }
+
+    [Range(0.0, 1.5)]
+    public decimal? Score { get; init; }
+
+    public bool? Recommended { get; init; }
+
+    public Verdict Verdict { get; init; }
+
+    public Verdict? Mood { get; init; }
+
+    public DateOnly? ReviewedOn { get; init; }
+
+    public string[]? Tags { get; init; }
+
+    public long[]? Codes { get; init; }
+
+    public Place? Place { get; init; }
+
+    public Place[]? Places { get; init; }
+
+    public DateTimeOffset? SeenAt { get; init; }
+
+    public TimeOnly? OpensAt { get; init; }
+
+    public Guid? Ref { get; init; }
 }

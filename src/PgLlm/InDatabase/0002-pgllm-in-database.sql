@@ -7,6 +7,8 @@
 -- holds no lock on llm.job or on any user row. Secrets live only in llm.worker_settings, set with
 -- llm.configure(...), readable by its owner alone.
 -- Idempotent: re-applied as a whole whenever its content changes.
+-- Answers are checked against the task's JSON schema (answer-validation.sql) and stored errors are
+-- redacted (secret-redaction.sql) by the .NET worker's rules; both files are appended to this script.
 
 DO $pgllm$
 BEGIN
@@ -155,6 +157,25 @@ AS $fn$
       FROM (SELECT least(p_base * power(2::double precision, greatest(p_attempt - 1, 0)), p_max) AS capped) AS d;
 $fn$;
 
+-- Records a failed attempt through llm.fail, the .NET worker's way: the API key and anything shaped
+-- like a token redacted from the message (secret-redaction.sql), a permanent failure at once, others
+-- after llm.retry_delay (never sooner than the endpoint's Retry-After).
+CREATE OR REPLACE FUNCTION llm.worker_fail(p_job_id bigint, p_attempt integer, p_message text, p_kind text, p_retry_after double precision DEFAULT NULL)
+RETURNS text
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $fn$
+DECLARE
+    v_settings llm.worker_settings;
+BEGIN
+    SELECT * INTO STRICT v_settings FROM llm.worker_settings;
+    RETURN llm.fail(p_job_id, p_attempt, llm.redact_secrets(p_message, v_settings.api_key),
+                    CASE WHEN p_kind = 'permanent' THEN 0
+                         ELSE llm.retry_delay(p_attempt, p_retry_after, v_settings.retry_base_seconds, v_settings.retry_max_seconds) END,
+                    p_kind);
+END
+$fn$;
+
 -- Step 1 of a job, in its own transaction: claims one job, reads its row through the task's
 -- :inputs function and renders the request. status is 'idle' (nothing due), 'settled' (skipped or
 -- failed without a call: row gone, task removed, inputs unreadable) or 'ready' (body holds the request).
@@ -200,8 +221,7 @@ BEGIN
            INTO v_inputs, inputs_hash
           USING ARRAY[v_job.id];
     EXCEPTION WHEN OTHERS THEN
-        PERFORM llm.fail(v_job.id, v_job.attempt, 'could not read the row: ' || SQLERRM,
-                         llm.retry_delay(v_job.attempt, NULL, v_settings.retry_base_seconds, v_settings.retry_max_seconds), 'transient');
+        PERFORM llm.worker_fail(v_job.id, v_job.attempt, 'could not read the row: ' || SQLERRM, 'transient');
         RETURN;
     END;
     IF v_inputs IS NULL THEN
@@ -212,7 +232,7 @@ BEGIN
     BEGIN
         v_prompt := llm.render_prompt(v_task.prompt, v_inputs);
     EXCEPTION WHEN invalid_parameter_value THEN
-        PERFORM llm.fail(v_job.id, v_job.attempt, SQLERRM, 0, 'permanent');
+        PERFORM llm.worker_fail(v_job.id, v_job.attempt, SQLERRM, 'permanent');
         RETURN;
     END;
 
@@ -317,12 +337,8 @@ DECLARE
     v_settings llm.worker_settings;
     v_task llm.task;
     v_response jsonb;
-    v_text text;
-    v_answer jsonb;
-    v_result jsonb := '{}'::jsonb;
-    v_column text;
+    v_result jsonb;
     v_message text;
-    v_excerpt text;
     v_kind text;
     v_retry_after double precision;
     v_state text;
@@ -348,8 +364,9 @@ BEGIN
         EXCEPTION WHEN OTHERS THEN
             v_message := NULL;
         END;
+        -- The first line of the detail, as the .NET worker keeps it.
         v_message := format('model endpoint returned HTTP %s: %s', p_status,
-                            coalesce(v_message, left(coalesce(p_content, ''), 200)));
+                            split_part(translate(coalesce(v_message, left(coalesce(p_content, ''), 200)), E'\r', E'\n'), E'\n', 1));
     END IF;
 
     IF v_kind IS NULL THEN
@@ -362,36 +379,13 @@ BEGIN
     END IF;
 
     IF v_kind IS NULL THEN
-        v_text := v_response #>> '{choices,0,message,content}';
-        v_excerpt := CASE WHEN length(v_text) <= 200 THEN v_text ELSE left(v_text, 200) || '...' END;
-        IF v_text IS NULL OR btrim(v_text, E' \t\r\n') = '' THEN
+        -- The task's JSON schema, checked and converted by the .NET worker's rules (answer-validation.sql).
+        SELECT c.answer, c.problem INTO v_result, v_message
+          FROM llm.check_answer(v_task.json_schema, v_task.target_columns, v_response #>> '{choices,0,message,content}') AS c;
+        IF v_message IS NOT NULL THEN
             v_kind := 'invalid';
-            v_message := 'invalid answer: the model returned an empty answer';
-        ELSE
-            BEGIN
-                v_answer := v_text::jsonb;
-            EXCEPTION WHEN OTHERS THEN
-                v_kind := 'invalid';
-                v_message := format('invalid answer: the answer is not valid JSON (%s): %s', SQLERRM, v_excerpt);
-            END;
+            v_message := 'invalid answer: ' || v_message;
         END IF;
-    END IF;
-
-    IF v_kind IS NULL AND jsonb_typeof(v_answer) <> 'object' THEN
-        v_kind := 'invalid';
-        v_message := 'invalid answer: the answer is not a JSON object: ' || v_excerpt;
-    END IF;
-
-    IF v_kind IS NULL THEN
-        -- Only the task's target columns are written, and every one of them is required.
-        FOREACH v_column IN ARRAY v_task.target_columns LOOP
-            IF NOT v_answer ? v_column THEN
-                v_kind := 'invalid';
-                v_message := format('invalid answer: the answer has no "%s": %s', v_column, v_excerpt);
-                EXIT;
-            END IF;
-            v_result := v_result || jsonb_build_object(v_column, v_answer -> v_column);
-        END LOOP;
     END IF;
 
     IF v_kind IS NULL THEN
@@ -414,9 +408,7 @@ BEGIN
         END;
     END IF;
 
-    RETURN llm.fail(p_job_id, p_attempt, v_message,
-                    llm.retry_delay(p_attempt, v_retry_after, v_settings.retry_base_seconds, v_settings.retry_max_seconds),
-                    v_kind);
+    RETURN llm.worker_fail(p_job_id, p_attempt, v_message, v_kind, v_retry_after);
 END
 $fn$;
 
@@ -499,6 +491,7 @@ BEGIN
 END
 $fn$;
 
+REVOKE ALL ON FUNCTION llm.worker_fail(bigint, integer, text, text, double precision) FROM PUBLIC;
 REVOKE ALL ON FUNCTION llm.worker_claim(text) FROM PUBLIC;
 REVOKE ALL ON FUNCTION llm.worker_call(json) FROM PUBLIC;
 REVOKE ALL ON FUNCTION llm.worker_finish(bigint, integer, text, text, integer, text, double precision, text) FROM PUBLIC;

@@ -30,7 +30,9 @@ public static class PgLlmInDatabase
             throw new ArgumentException("PgLlmInDatabaseOptions.Workers must be at least 1.", nameof(options));
         }
 
-        var scripts = new List<PgLlmScript> { Script(WorkerStream, ReadResource(WorkerStream)) };
+        // The worker, then the rules it shares with the .NET worker, in one stream (re-applied when any changes).
+        var worker = ReadResource(WorkerStream) + "\n" + ReadResource("answer-validation") + "\n" + ReadResource("secret-redaction");
+        var scripts = new List<PgLlmScript> { Script(WorkerStream, worker) };
         if (options.Schedule)
         {
             var sql = ReadResource(ScheduleStream)

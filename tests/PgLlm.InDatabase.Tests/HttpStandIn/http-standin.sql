@@ -1,6 +1,8 @@
 -- TEST STAND-IN for the pgsql-http extension. NOT the real extension, and not for production.
 --
--- pgsql-http is not packaged for Debian 12, where the tests run. This script creates, in the schema
+-- pgsql-http is not packaged for Debian 12, where the tests run: the fast tests use this stand-in, and
+-- the tests marked RealHttpFact run through the real extension, which tests/run.sh builds from the
+-- vendored source tarball. This script creates, in the schema
 -- http_standin, the part of the pgsql-http 1.7 SQL API that PgLlm's in-database worker uses, with
 -- the same names and signatures:
 --   types     http_header(field, value), http_response(status, content_type, headers, content),

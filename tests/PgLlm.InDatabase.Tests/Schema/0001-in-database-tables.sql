@@ -17,3 +17,24 @@ CREATE TABLE codes (
     input text NOT NULL,
     code  varchar(3)
 );
+
+-- Columns of every kind the generator's schemas have, for the answer cases (Data/answer-cases.json).
+CREATE TYPE verdict AS ENUM ('keep', 'drop', 'needs_review');
+
+CREATE TABLE typed_answers (
+    id          bigint PRIMARY KEY,
+    body        text NOT NULL,
+    stars       integer NOT NULL DEFAULT 0,
+    score       numeric,
+    recommended boolean,
+    verdict     verdict NOT NULL DEFAULT 'keep',
+    mood        verdict,
+    reviewed_on date,
+    tags        text[],
+    codes       bigint[],
+    place       jsonb,
+    places      jsonb,
+    seen_at     timestamptz,
+    opens_at    time,
+    ref         uuid
+);
