@@ -29,12 +29,14 @@ public sealed class RestartFaultTests
     public async Task Workers_survive_ten_database_restarts_and_every_one_claims_again_after_the_last()
     {
         await using var postgres = await LocalPostgres.StartAsync();
-        await using var model = await LocalModelServer.StartAsync(new LocalModelServerOptions { Latency = TimeSpan.FromMilliseconds(20) });
+        await using var model = await LocalModelServer.StartAsync(new LocalModelServerOptions { Latency = TimeSpan.Zero });
         var connectionString = await postgres.CreateDatabaseAsync();
         await using var db = NpgsqlDataSource.Create(connectionString);
         await new PgLlm.Migrations.PgLlmMigrator(db, PgLlmFixture.Scripts).MigrateAsync();
-        var rows = 200;
-        await db.ExecAsync("INSERT INTO flaky (id, input) SELECT g, 'item ' || g FROM generate_series(1, $1) AS g", rows);
+        // A backlog that keeps every worker claiming through the restarts (an instant model: claims back to back).
+        var rows = 1000;
+        // Two tasks per row: a claim takes jobs of both, and reads each task's inputs in turn.
+        await db.ExecAsync("INSERT INTO reviews (id, body) SELECT g, 'body ' || g FROM generate_series(1, $1) AS g", rows);
 
         var workers = Enumerable.Range(1, Workers).Select(i => WorkerProcess.Start($"fault-worker-{i}", connectionString, model)).ToList();
         try
@@ -46,18 +48,18 @@ public sealed class RestartFaultTests
                 var succeeded = await TryScalarAsync(db, "SELECT count(*) FROM llm.job WHERE state = 'succeeded'");
                 await postgres.RestartAsync(immediate: restart % 2 == 0);
                 // Jobs keep flowing: new rows after each restart, and the drain moves on.
-                await UntilAsync(async () => await TryExecAsync(db, $"INSERT INTO flaky (id, input) SELECT g, 'item ' || g FROM generate_series({rows + 1}, {rows + 50}) AS g"));
-                rows += 50;
+                await UntilAsync(async () => await TryExecAsync(db, $"INSERT INTO reviews (id, body) SELECT g, 'body ' || g FROM generate_series({rows + 1}, {rows + 300}) AS g"));
+                rows += 300;
                 await UntilAsync(async () => await TryScalarAsync(db, "SELECT count(*) FROM llm.job WHERE state = 'succeeded'") > succeeded);
                 AssertAlive(workers);
             }
 
             // After the last restart, every worker claims again: slower calls keep its jobs visibly running.
             model.Latency = TimeSpan.FromMilliseconds(300);
-            await UntilAsync(async () => await TryExecAsync(db, $"INSERT INTO flaky (id, input) SELECT g, 'item ' || g FROM generate_series({rows + 1}, {rows + 400}) AS g"));
+            await UntilAsync(async () => await TryExecAsync(db, $"INSERT INTO reviews (id, body) SELECT g, 'body ' || g FROM generate_series({rows + 1}, {rows + 400}) AS g"));
             rows += 400;
             await WaitForClaimsAsync(db, workers);
-            await UntilAsync(async () => await TryScalarAsync(db, "SELECT count(*) FROM llm.job WHERE state = 'succeeded'") == rows);
+            await UntilAsync(async () => await TryScalarAsync(db, "SELECT count(*) FROM llm.job WHERE state = 'succeeded'") == 2 * rows);
             AssertAlive(workers);
         }
         finally
@@ -68,8 +70,8 @@ public sealed class RestartFaultTests
             }
         }
 
-        Assert.Equal(rows, await db.ScalarAsync<long>("SELECT count(*) FROM llm.job"));
-        Assert.Equal(0L, await db.ScalarAsync<long>("SELECT count(*) FROM flaky WHERE output IS NULL"));
+        Assert.Equal(2L * rows, await db.ScalarAsync<long>("SELECT count(*) FROM llm.job"));
+        Assert.Equal(0L, await db.ScalarAsync<long>("SELECT count(*) FROM reviews WHERE sentiment IS NULL OR body_es IS NULL"));
         await AssertNoJobCalledBeyondItsAttemptsAsync(db, model);
     }
 
@@ -77,7 +79,9 @@ public sealed class RestartFaultTests
     private static async Task AssertNoJobCalledBeyondItsAttemptsAsync(NpgsqlDataSource db, LocalModelServer model)
     {
         var calls = model.Requests.GroupBy(r => r.LastUserText).ToDictionary(g => g.Key, g => g.Count());
-        var attempts = await db.ListAsync<string[]>("SELECT ARRAY['Echo item ' || (row_key->>'id'), attempt::text] FROM llm.job");
+        var attempts = await db.ListAsync<string[]>(
+            "SELECT ARRAY[CASE WHEN task LIKE '%:sentiment' THEN 'Sentiment of: ' ELSE 'Give the emotion and translate to Spanish: ' END " +
+            "|| 'body ' || (row_key->>'id'), attempt::text] FROM llm.job");
         var over = attempts.Where(a => calls.GetValueOrDefault(a[0]) > int.Parse(a[1], System.Globalization.CultureInfo.InvariantCulture) + 1).Select(a => a[0]).ToList();
         Assert.True(over.Count == 0, $"called more than their attempts allow: {string.Join(", ", over)}");
         Assert.All(attempts, a => Assert.True(calls.GetValueOrDefault(a[0]) >= 1, $"'{a[0]}' was never called"));
@@ -190,6 +194,8 @@ public sealed class RestartFaultTests
             start.Environment["PgLlm__Worker__Lease"] = "00:00:05";
             start.Environment["PgLlm__Worker__RescueInterval"] = "00:00:01";
             start.Environment["PgLlm__Worker__PollInterval"] = "00:00:00.500";
+            // Small claims: many of them, each reading two tasks' inputs, so restarts land between the two.
+            start.Environment["PgLlm__Worker__BatchSize"] = "4";
             start.Environment["PgLlm__Worker__RetryBaseDelay"] = "00:00:00.100";
             start.Environment["PgLlm__Worker__RetryMaxDelay"] = "00:00:01";
             start.Environment.Remove(DedicatedWorkerProcess.InlineSocketCompletionsVariable);
