@@ -48,7 +48,7 @@ public sealed class LocalPostgres : IAsyncDisposable
     /// <summary>Connection string for the <c>postgres</c> database as the <c>postgres</c> superuser (pooling on).</summary>
     public string ConnectionString { get; private set; }
 
-    /// <summary>TCP port the server listens on (on 127.0.0.1 only). Stays the same across <see cref="RestartAsync"/>.</summary>
+    /// <summary>TCP port the server listens on (on 127.0.0.1 only). Stays the same across <see cref="RestartAsync(CancellationToken)"/>.</summary>
     public int Port { get; private set; }
 
     /// <summary>The cluster's data directory (PGDATA), inside the temporary directory.</summary>
@@ -171,7 +171,7 @@ public sealed class LocalPostgres : IAsyncDisposable
         return GetConnectionString(name);
     }
 
-    /// <summary>Stops the server (<c>pg_ctl stop -m fast</c>) and keeps the data directory for <see cref="RestartAsync"/>.</summary>
+    /// <summary>Stops the server (<c>pg_ctl stop -m fast</c>) and keeps the data directory for <see cref="RestartAsync(CancellationToken)"/>.</summary>
     /// <param name="cancellationToken">Cancels waiting for the stop.</param>
     /// <returns>A task that completes when the server has stopped.</returns>
     public async Task StopAsync(CancellationToken cancellationToken = default)
@@ -203,8 +203,19 @@ public sealed class LocalPostgres : IAsyncDisposable
     /// <summary>Starts the server again on the same port and data directory after <see cref="StopAsync"/>.</summary>
     /// <param name="cancellationToken">Cancels waiting for the start.</param>
     /// <returns>A task that completes when the server accepts connections.</returns>
-    /// <remarks>Calling it while the server runs stops it first (a real restart).</remarks>
-    public async Task RestartAsync(CancellationToken cancellationToken = default)
+    /// <remarks>Calling it while the server runs stops it first (a real restart, <c>pg_ctl stop -m fast</c>).</remarks>
+    public Task RestartAsync(CancellationToken cancellationToken = default) => RestartAsync(immediate: false, cancellationToken);
+
+    /// <summary>
+    /// Restarts the server on the same port and data directory: a running server is stopped first with
+    /// <c>pg_ctl stop -m immediate</c> when <paramref name="immediate"/> (as a crash: no checkpoint, crash
+    /// recovery at the start, asynchronously committed transactions of the last moments may be lost), else
+    /// with <c>-m fast</c> (clients disconnected, a shutdown checkpoint).
+    /// </summary>
+    /// <param name="immediate">Stop as a crash would, rather than cleanly.</param>
+    /// <param name="cancellationToken">Cancels waiting for the stop and the start.</param>
+    /// <returns>A task that completes when the server accepts connections again.</returns>
+    public async Task RestartAsync(bool immediate, CancellationToken cancellationToken = default)
     {
         ObjectDisposedException.ThrowIf(_disposed != 0, this);
         await _lifecycle.WaitAsync(cancellationToken).ConfigureAwait(false);
@@ -212,7 +223,7 @@ public sealed class LocalPostgres : IAsyncDisposable
         {
             if (_running)
             {
-                var stop = await PgCtlStopAsync("fast", _options.CommandTimeout, cancellationToken).ConfigureAwait(false);
+                var stop = await PgCtlStopAsync(immediate ? "immediate" : "fast", _options.CommandTimeout, cancellationToken).ConfigureAwait(false);
                 if (!stop.Succeeded)
                 {
                     throw Failure("pg_ctl stop failed", stop);

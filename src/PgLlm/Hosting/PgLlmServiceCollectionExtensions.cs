@@ -25,7 +25,7 @@ public static class PgLlmServiceCollectionExtensions
     /// <summary>
     /// Binds <see cref="PgLlmOptions"/> (section <c>PgLlm</c>, then <c>PGLLM_*</c> variables), registers an
     /// <see cref="NpgsqlDataSource"/> unless one exists, the model client (keyed <see cref="ChatClientKey"/>,
-    /// unless registered), the worker as a hosted service, the queue monitor (<see cref="QueueMonitor"/>) and the
+    /// unless registered), the worker and its queue maintenance (rescue, pruning) as hosted services, the queue monitor (<see cref="QueueMonitor"/>) and the
     /// health check <see cref="PgLlmHealthCheck"/> (name <c>pgllm</c>). With <paramref name="scripts"/>, migrations run
     /// at start-up before the worker starts.
     /// </summary>
@@ -57,8 +57,11 @@ public static class PgLlmServiceCollectionExtensions
             sp.GetRequiredService<NpgsqlDataSource>(),
             sp.GetRequiredKeyedService<IChatClient>(ChatClientKey),
             sp.GetRequiredService<IOptions<PgLlmOptions>>(),
-            sp.GetService<ILogger<PgLlmWorker>>()));
+            sp.GetService<ILogger<PgLlmWorker>>()) { HostedMaintenance = false });
         services.AddHostedService(sp => sp.GetRequiredService<PgLlmWorker>());
+        // Rescue of expired leases and pruning of old history: a service of its own, beside the worker.
+        services.AddHostedService(sp => new QueueMaintenance(
+            sp.GetRequiredService<NpgsqlDataSource>(), sp.GetRequiredService<IOptions<PgLlmOptions>>().Value.Worker, sp.GetService<ILogger<QueueMaintenance>>()));
         services.AddHostedService(sp => new QueueMonitor(
             sp.GetRequiredService<NpgsqlDataSource>(), sp.GetRequiredService<IOptions<PgLlmOptions>>(), sp.GetService<ILogger<QueueMonitor>>()));
         services.AddHealthChecks().AddCheck<PgLlmHealthCheck>(HealthCheckName, tags: [HealthCheckName]);

@@ -144,8 +144,10 @@ internal sealed class JobQueue : IDisposable
 
             return (inputs, null);
         }
-        catch (PostgresException ex)
+        catch (PostgresException ex) when (connection.State == System.Data.ConnectionState.Open)
         {
+            // The rows' own error. A server shutting down is reported the same way but breaks the connection:
+            // that propagates (the claim loop backs off and reconnects; the jobs are rescued after their lease).
             return (null, "could not read the row: " + ex.MessageText);
         }
     }

@@ -13,6 +13,9 @@ internal sealed class TaskRegistry : IDisposable
     private volatile Dictionary<string, TaskDefinition> _tasks = new Dictionary<string, TaskDefinition>();
     private volatile bool _stale = true;
 
+    /// <summary>Set once a load completed: until then, a caller that finds the cache not stale (another is loading it) loads too.</summary>
+    private volatile bool _loaded;
+
     public TaskRegistry(NpgsqlDataSource dataSource) => _dataSource = dataSource;
 
     public void Dispose() => _loadLock.Dispose();
@@ -35,7 +38,7 @@ internal sealed class TaskRegistry : IDisposable
     /// <summary>Every registered task, reloading the registry first if it is stale.</summary>
     public async ValueTask<IReadOnlyDictionary<string, TaskDefinition>> AllAsync(CancellationToken cancellationToken)
     {
-        if (_stale)
+        if (_stale || !_loaded)
         {
             await ReloadAsync(cancellationToken).ConfigureAwait(false);
         }
@@ -76,6 +79,7 @@ internal sealed class TaskRegistry : IDisposable
             }
 
             _tasks = tasks;
+            _loaded = true;
         }
         finally
         {

@@ -4,20 +4,19 @@ using PgLlm.Queue;
 namespace PgLlm.Worker;
 
 /// <summary>
-/// One lane of model-call slots per endpoint. A job holds a slot of its task's endpoint from its claim
-/// to the end of its model call, and the worker claims for each lane with free slots only the tasks that lane's
-/// endpoint serves: a slow or failing endpoint fills its own lane and no other, so tasks on other
+/// One lane per endpoint (see <see cref="EndpointLane"/>). A job holds a slot of its task's endpoint from its claim
+/// to the end of its model call, and each lane's claim loop claims only the tasks that lane's endpoint serves: a slow or failing endpoint fills its own lane and no other, so tasks on other
 /// endpoints keep flowing. With no named endpoints there is one lane and every claim takes any task.
 /// </summary>
 internal sealed class EndpointLanes
 {
-    private readonly Lane[] _lanes;
+    private readonly EndpointLane[] _lanes;
     private readonly string? _defaultModel;
     private IReadOnlyDictionary<string, TaskDefinition>? _filtersFor;
 
     public EndpointLanes(PgLlmOptions options)
     {
-        var lanes = new List<Lane> { new(null, options.Worker.Concurrency) };
+        var lanes = new List<EndpointLane> { new(null, options.Worker.Concurrency) };
         foreach (var (name, endpoint) in options.Endpoints.OrderBy(e => e.Key, StringComparer.Ordinal))
         {
             var concurrency = endpoint.Concurrency ?? options.Worker.Concurrency;
@@ -26,7 +25,7 @@ internal sealed class EndpointLanes
                 throw new ArgumentException($"PgLlm:Endpoints:{name}:Concurrency must be at least 1.", nameof(options));
             }
 
-            lanes.Add(new Lane(name, concurrency));
+            lanes.Add(new EndpointLane(name, concurrency));
         }
 
         _lanes = [.. lanes];
@@ -34,7 +33,7 @@ internal sealed class EndpointLanes
         TotalConcurrency = lanes.Sum(l => l.Concurrency);
     }
 
-    public IReadOnlyList<Lane> All => _lanes;
+    public IReadOnlyList<EndpointLane> All => _lanes;
 
     /// <summary>The most model calls in flight at once, over all endpoints.</summary>
     public int TotalConcurrency { get; }
@@ -46,10 +45,17 @@ internal sealed class EndpointLanes
     /// </summary>
     public void Update(IReadOnlyDictionary<string, TaskDefinition> tasks)
     {
-        if (_lanes.Length == 1 || ReferenceEquals(tasks, _filtersFor))
+        lock (_lanes)
         {
-            return;
+            if (_lanes.Length > 1 && !ReferenceEquals(tasks, _filtersFor))
+            {
+                SetFilters(tasks);
+            }
         }
+    }
+
+    private void SetFilters(IReadOnlyDictionary<string, TaskDefinition> tasks)
+    {
 
         var byEndpoint = new Dictionary<string, List<string>>(StringComparer.Ordinal);
         foreach (var task in tasks.Values)
@@ -77,7 +83,7 @@ internal sealed class EndpointLanes
         var calls = 0;
         foreach (var lane in _lanes)
         {
-            calls += lane.Concurrency - lane.Calls.CurrentCount;
+            calls += lane.CallsInFlight;
         }
 
         return calls;
@@ -97,56 +103,5 @@ internal sealed class EndpointLanes
         }
 
         return false;
-    }
-
-    /// <summary>
-    /// An endpoint's slots and the tasks its claims take. A lane claims up to half its concurrency ahead
-    /// (<see cref="Ahead"/>): those jobs wait in the worker for a call slot, so a call that ends is
-    /// followed at once by the next, without a claim's round trip in between; and while jobs wait, the
-    /// lane claims only once at least half that many are wanted, so a worker whose calls end one at a
-    /// time (a slow model) claims in batches rather than one job per call: with a 200 ms model at
-    /// concurrency 128, claims of 34 jobs (17 with a quarter ahead), half the claims and inputs reads.
-    /// </summary>
-    internal sealed class Lane
-    {
-        private int _waiting;
-
-        public Lane(string? endpoint, int concurrency)
-        {
-            Endpoint = endpoint;
-            Concurrency = concurrency;
-            Ahead = concurrency < 4 ? 0 : concurrency / 2;
-            Slots = new SemaphoreSlim(concurrency + Ahead, concurrency + Ahead);
-            Calls = new CallGate(concurrency);
-        }
-
-        /// <summary>The named endpoint; null for the default one.</summary>
-        public string? Endpoint { get; }
-
-        public int Concurrency { get; }
-
-        /// <summary>Jobs claimed beyond the concurrency, waiting for a call slot: half of it, none below a concurrency of 4.</summary>
-        public int Ahead { get; }
-
-        /// <summary>Free while no claimed job holds it: taken at the claim, given back when the job's model call ends.</summary>
-        public SemaphoreSlim Slots { get; }
-
-        /// <summary>One per model call in flight: the endpoint's concurrency.</summary>
-        public CallGate Calls { get; }
-
-        /// <summary>Claimed jobs not yet holding a call slot.</summary>
-        public int Waiting => Volatile.Read(ref _waiting);
-
-        /// <summary>Whether to claim now: always when no claimed job waits, else once half the jobs ahead are wanted.</summary>
-        public bool WorthClaiming => Waiting == 0 || Slots.CurrentCount >= Math.Max(1, Ahead / 2);
-
-        public void JobClaimed() => Interlocked.Increment(ref _waiting);
-
-        public void JobLeftWaiting() => Interlocked.Decrement(ref _waiting);
-
-        public TaskFilter Filter { get; set; } = TaskFilter.Any;
-
-        /// <summary>Whether this lane's claims can match a task at all.</summary>
-        public bool CanClaim => Filter.Only is not { Length: 0 };
     }
 }

@@ -11,9 +11,12 @@ namespace PgLlm.Worker;
 /// <c>llm.complete_batch</c>, each job in its own subtransaction), so one job's failure never undoes
 /// another's result. Under load a writer waits up to <see cref="Linger"/> for more answers before it
 /// writes (see <see cref="LingerBatch"/>). A lone answer is written with the single-job statement, exactly as without
-/// batching, so an idle worker adds no latency. Every caller gets its own job's state or exception. Each
-/// writer keeps a connection of its own: a pooled one is reset (<c>DISCARD ALL</c>) on each return to the
-/// pool, which drops the plans the session cached for the write-back functions.
+/// batching, so an idle worker adds no latency. Every job's own state or exception goes to the outcome callback.
+/// Each writer keeps a connection of its own: a pooled one is reset (<c>DISCARD ALL</c>) on each return to the
+/// pool, which drops the plans the session cached for the write-back functions. A lost connection (a server
+/// restart) is not the job's failure: the write is tried again on a new connection after a backoff, so an answer
+/// already paid for is not asked for again. The queue of answers is bounded: while the database is slower than
+/// the model, runners wait to hand in their answers and start no new calls.
 /// </summary>
 internal sealed class WriteBackBatcher : IDisposable
 {
@@ -22,6 +25,9 @@ internal sealed class WriteBackBatcher : IDisposable
 
     /// <summary>Batches written at once: one can commit (WAL flush) while the next executes.</summary>
     private const int Writers = 2;
+
+    /// <summary>Tries of one write while its connection fails (about 25 s of backoff in all).</summary>
+    private const int FaultTries = 8;
 
     /// <summary>The batch gave up waiting for a lock (lock_timeout): that job is written on its own.</summary>
     private const string LockNotAvailable = "55P03";
@@ -42,9 +48,11 @@ internal sealed class WriteBackBatcher : IDisposable
     private static readonly TimeSpan Linger = TimeSpan.FromMilliseconds(50);
 
     private readonly JobQueue _queue;
+    private readonly Func<WriteBack, string?, Exception?, ValueTask> _settled;
     private readonly Func<int> _callsInFlight;
+    private readonly TimeProvider _time;
     private readonly SemaphoreSlim _collecting = new(1, 1);
-    private readonly Channel<Pending> _pending = Channel.CreateUnbounded<Pending>(new UnboundedChannelOptions { SingleReader = false, SingleWriter = false });
+    private readonly Channel<WriteBack> _pending;
     private readonly Task[] _writers;
 
     /// <summary>Set while a writer lingers: completed by the answer that fills its batch.</summary>
@@ -53,12 +61,22 @@ internal sealed class WriteBackBatcher : IDisposable
     /// <summary>How many queued answers fill the lingering writer's batch.</summary>
     private int _lingerWanted;
 
+    /// <summary>Answers handed in and not yet settled.</summary>
+    private int _backlog;
+
     /// <param name="queue">Where answers are written.</param>
+    /// <param name="settled">Told each job's outcome once its write ended: its new state, or the error.</param>
     /// <param name="callsInFlight">The worker's model calls in flight now: the answers still to come.</param>
-    public WriteBackBatcher(JobQueue queue, Func<int>? callsInFlight = null)
+    /// <param name="capacity">Answers held at most (handed in, not yet being written).</param>
+    /// <param name="time">The clock of the linger and the backoff.</param>
+    public WriteBackBatcher(
+        JobQueue queue, Func<WriteBack, string?, Exception?, ValueTask> settled, Func<int>? callsInFlight = null, int capacity = 2 * MaxBatch, TimeProvider? time = null)
     {
         _queue = queue;
+        _settled = settled;
         _callsInFlight = callsInFlight ?? (() => 0);
+        _time = time ?? TimeProvider.System;
+        _pending = Channel.CreateBounded<WriteBack>(new BoundedChannelOptions(Math.Max(capacity, 1)) { SingleReader = false, SingleWriter = false });
         _writers = new Task[Writers];
         for (var i = 0; i < Writers; i++)
         {
@@ -66,29 +84,31 @@ internal sealed class WriteBackBatcher : IDisposable
         }
     }
 
-    /// <summary>Writes one answer back; completes with the job's new state once its write committed.</summary>
-    public Task<string> CompleteAsync(WriteBack write)
+    /// <summary>Called after an outcome left no answer waiting to be written.</summary>
+    public Action? Idle { get; set; }
+
+    /// <summary>Answers handed in whose outcome is not yet settled.</summary>
+    public int Backlog => Volatile.Read(ref _backlog);
+
+    /// <summary>Answers handed in that no writer has taken yet.</summary>
+    public int Queued => _pending.Reader.Count;
+
+    /// <summary>Hands in one answer to write back; waits only while the queue of answers is full.</summary>
+    public async ValueTask SubmitAsync(WriteBack write)
     {
-        // The outcome's continuation (the rest of the job: metrics, the log line) runs on the writer's
-        // thread as the batch is settled, rather than each job waking a pool thread of its own.
-        var pending = new Pending(write, new TaskCompletionSource<string>());
-        if (!_pending.Writer.TryWrite(pending))
+        Interlocked.Increment(ref _backlog);
+        if (!_pending.Writer.TryWrite(write))
         {
-            return _queue.CompleteAsync(write, CancellationToken.None);
+            await _pending.Writer.WriteAsync(write, CancellationToken.None).ConfigureAwait(false);
         }
 
         if (Volatile.Read(ref _lingerFilled) is { } filled && _pending.Reader.Count >= Volatile.Read(ref _lingerWanted))
         {
             filled.TrySetResult();
         }
-
-        return pending.Result.Task;
     }
 
-    /// <summary>Releases the collecting lock; call after <see cref="CompleteAndDrainAsync"/>.</summary>
-    public void Dispose() => _collecting.Dispose();
-
-    /// <summary>Writes what is queued, then stops. Called after every job has handed in its answer.</summary>
+    /// <summary>Writes what is queued, then stops. Called after every runner has handed in its last answer.</summary>
     public async Task CompleteAndDrainAsync()
     {
         _pending.Writer.TryComplete();
@@ -96,34 +116,25 @@ internal sealed class WriteBackBatcher : IDisposable
         await Task.WhenAll(_writers).ConfigureAwait(false);
     }
 
+    /// <summary>Releases the collecting lock; call after <see cref="CompleteAndDrainAsync"/>.</summary>
+    public void Dispose() => _collecting.Dispose();
+
     private async Task WriteLoopAsync()
     {
-        var batch = new List<Pending>(MaxBatch);
+        var batch = new List<WriteBack>(MaxBatch);
         var reader = _pending.Reader;
         var writer = _queue.KeepConnection();
         try
         {
             while (await CollectAsync(batch, reader).ConfigureAwait(false))
             {
-                try
+                if (batch.Count == 1)
                 {
-                    if (batch.Count == 1)
-                    {
-                        await WriteAloneAsync(batch[0], writer).ConfigureAwait(false);
-                    }
-                    else if (batch.Count > 1)
-                    {
-                        await WriteBatchAsync(batch, writer).ConfigureAwait(false);
-                    }
+                    await WriteAloneAsync(batch[0], writer).ConfigureAwait(false);
                 }
-                catch (Exception ex)
+                else if (batch.Count > 1)
                 {
-                    // Never leave a job waiting for an outcome: whatever went wrong is its failed attempt.
-                    await writer.CloseAsync().ConfigureAwait(false);
-                    foreach (var pending in batch)
-                    {
-                        pending.Result.TrySetException(ex);
-                    }
+                    await WriteBatchAsync(batch, writer).ConfigureAwait(false);
                 }
             }
         }
@@ -138,7 +149,7 @@ internal sealed class WriteBackBatcher : IDisposable
     /// collects at a time (the other may be writing meanwhile), so answers that arrive while a batch is being
     /// collected join it. False once the batcher is completed and drained.
     /// </summary>
-    private async Task<bool> CollectAsync(List<Pending> batch, ChannelReader<Pending> reader)
+    private async Task<bool> CollectAsync(List<WriteBack> batch, ChannelReader<WriteBack> reader)
     {
         batch.Clear();
         await _collecting.WaitAsync(CancellationToken.None).ConfigureAwait(false);
@@ -173,7 +184,7 @@ internal sealed class WriteBackBatcher : IDisposable
     /// for each answer (a slow model's answers arrive one at a time) or looking at the queue every few
     /// milliseconds: with the 200 ms model at concurrency 128, about 17 wake-ups a second instead of 200.
     /// </summary>
-    private async Task LingerAsync(List<Pending> batch, ChannelReader<Pending> reader)
+    private async Task LingerAsync(List<WriteBack> batch, ChannelReader<WriteBack> reader)
     {
         var wanted = LingerBatch - batch.Count;
         var filled = new TaskCompletionSource();
@@ -185,7 +196,7 @@ internal sealed class WriteBackBatcher : IDisposable
             filled.TrySetResult();
         }
 
-        await filled.Task.WaitAsync(Linger).ConfigureAwait(ConfigureAwaitOptions.SuppressThrowing);
+        await filled.Task.WaitAsync(Linger, _time).ConfigureAwait(ConfigureAwaitOptions.SuppressThrowing);
         Volatile.Write(ref _lingerFilled, null);
         while (batch.Count < MaxBatch && reader.TryRead(out var next))
         {
@@ -193,23 +204,23 @@ internal sealed class WriteBackBatcher : IDisposable
         }
     }
 
-    private async Task WriteBatchAsync(List<Pending> batch, KeptConnection writer)
+    private async Task WriteBatchAsync(List<WriteBack> batch, KeptConnection writer)
     {
         IReadOnlyList<BatchOutcome> outcomes;
         try
         {
             var connection = await writer.GetAsync(CancellationToken.None).ConfigureAwait(false);
-            outcomes = await _queue.CompleteBatchAsync(batch.ConvertAll(p => p.Write), CancellationToken.None, connection).ConfigureAwait(false);
+            outcomes = await _queue.CompleteBatchAsync(batch, CancellationToken.None, connection).ConfigureAwait(false);
         }
         catch (Exception)
         {
             // The batch as a whole failed (connection lost, statement cancelled, server shutting
             // down): nothing of it was committed. Each job then gets its own transaction, as without
-            // batching, so every caller gets its own outcome.
+            // batching, so every job gets its own outcome.
             await writer.CloseAsync().ConfigureAwait(false);
-            foreach (var pending in batch)
+            foreach (var write in batch)
             {
-                await WriteAloneAsync(pending, writer).ConfigureAwait(false);
+                await WriteAloneAsync(write, writer).ConfigureAwait(false);
             }
 
             return;
@@ -217,41 +228,62 @@ internal sealed class WriteBackBatcher : IDisposable
 
         for (var i = 0; i < batch.Count; i++)
         {
-            var pending = batch[i];
-            var outcome = i < outcomes.Count && outcomes[i].JobId == pending.Write.Job.Id ? outcomes[i] : null;
+            var write = batch[i];
+            var outcome = i < outcomes.Count && outcomes[i].JobId == write.Job.Id ? outcomes[i] : null;
             if (outcome?.State is { } state)
             {
-                pending.Result.TrySetResult(state);
+                await SettleAsync(write, state, null).ConfigureAwait(false);
             }
             else if (outcome is null || outcome.ErrorCode == LockNotAvailable)
             {
-                await WriteAloneAsync(pending, writer).ConfigureAwait(false);
+                await WriteAloneAsync(write, writer).ConfigureAwait(false);
             }
             else
             {
                 // The job's own error, raised in its subtransaction: the same error the single-job
                 // statement would have thrown, so the worker classifies it the same way.
-                pending.Result.TrySetException(new PostgresException(outcome.Error ?? "write-back failed", "ERROR", "ERROR", outcome.ErrorCode ?? "XX000"));
+                await SettleAsync(write, null, new PostgresException(outcome.Error ?? "write-back failed", "ERROR", "ERROR", outcome.ErrorCode ?? "XX000")).ConfigureAwait(false);
             }
         }
     }
 
-    private async Task WriteAloneAsync(Pending pending, KeptConnection writer)
+    /// <summary>One job's write-back in its own transaction, tried again on a new connection while the connection fails.</summary>
+    private async Task WriteAloneAsync(WriteBack write, KeptConnection writer)
     {
-        try
+        var backoff = new Backoff(_time);
+        for (var attempt = 1; ; attempt++)
         {
-            var connection = await writer.GetAsync(CancellationToken.None).ConfigureAwait(false);
-            pending.Result.TrySetResult(await _queue.CompleteAsync(pending.Write, CancellationToken.None, connection).ConfigureAwait(false));
-        }
-        catch (Exception ex)
-        {
-            // The job's own error leaves the connection open; anything else (including a server
-            // shutting down, reported as a PostgresException) may have broken it.
-            await writer.CloseIfBrokenAsync(ex).ConfigureAwait(false);
+            string state;
+            try
+            {
+                var connection = await writer.GetAsync(CancellationToken.None).ConfigureAwait(false);
+                state = await _queue.CompleteAsync(write, CancellationToken.None, connection).ConfigureAwait(false);
+            }
+            catch (Exception ex) when (attempt < FaultTries && DatabaseFault.IsConnectionFault(ex))
+            {
+                await writer.CloseAsync().ConfigureAwait(false);
+                await backoff.WaitAsync(CancellationToken.None).ConfigureAwait(false);
+                continue;
+            }
+            catch (Exception ex)
+            {
+                // The job's own error leaves the connection open; anything else may have broken it.
+                await writer.CloseIfBrokenAsync(ex).ConfigureAwait(false);
+                await SettleAsync(write, null, ex).ConfigureAwait(false);
+                return;
+            }
 
-            pending.Result.TrySetException(ex);
+            await SettleAsync(write, state, null).ConfigureAwait(false);
+            return;
         }
     }
 
-    private sealed record Pending(WriteBack Write, TaskCompletionSource<string> Result);
+    private async ValueTask SettleAsync(WriteBack write, string? state, Exception? error)
+    {
+        await _settled(write, state, error).ConfigureAwait(false);
+        if (Interlocked.Decrement(ref _backlog) == 0)
+        {
+            Idle?.Invoke();
+        }
+    }
 }

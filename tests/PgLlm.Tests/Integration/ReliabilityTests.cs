@@ -309,8 +309,8 @@ public sealed class ReliabilityTests
         }).RunAsync(stop.Token);
         await WaitUntilAsync(async () => await db.ScalarAsync<long>("SELECT count(*) FROM llm.job WHERE state = 'succeeded'") >= 10);
 
+        // Down for as long as a stop and a start take: every connection the worker holds breaks.
         await postgres.StopAsync();
-        await Task.Delay(500);
         await postgres.RestartAsync();
 
         await WaitUntilAsync(async () =>

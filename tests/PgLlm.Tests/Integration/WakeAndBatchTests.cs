@@ -163,7 +163,7 @@ public sealed class WakeAndBatchTests
         await db.ExecAsync("INSERT INTO flaky (id, input) VALUES (1, 'a'), (2, 'b')");
         // A job whose row key cannot be read as the table's key: the task's inputs function fails on it.
         await db.ExecAsync("INSERT INTO llm.job (task, row_key, max_attempts, scheduled_at) VALUES ('public.flaky:output', '{\"id\": \"x\"}', 3, now() + interval '1 ms')");
-        await Task.Delay(5);
+        await WaitUntilAsync(() => db.ScalarAsync<bool>("SELECT bool_and(scheduled_at <= clock_timestamp()) FROM llm.job"));
         using var queue = new JobQueue(db);
         using var registry = new TaskRegistry(db);
 
@@ -214,18 +214,40 @@ public sealed class WakeAndBatchTests
         using var queue = new JobQueue(db);
         using var registry = new TaskRegistry(db);
         var task = (await registry.FindAsync(jobs[0].Task, CancellationToken.None))!;
-        using var batcher = new WriteBackBatcher(queue, () => callsInFlight);
+        var outcomes = new System.Collections.Concurrent.ConcurrentDictionary<long, TaskCompletionSource<string?>>();
+        TaskCompletionSource<string?> Outcome(long id) => outcomes.GetOrAdd(id, _ => new TaskCompletionSource<string?>(TaskCreationOptions.RunContinuationsAsynchronously));
+        // A clock that never moves: a lingering writer waits for the batch to fill (or the batcher to
+        // complete), however slow the machine is, so the outcome does not depend on timing.
+        using var batcher = new WriteBackBatcher(
+            queue, (write, state, error) => { Outcome(write.Job.Id).TrySetResult(error?.Message ?? state); return ValueTask.CompletedTask; }, () => callsInFlight, time: new FrozenTime());
 
-        // The second answer ends 5 ms after the first: with many calls in flight the first waits for it.
-        var first = batcher.CompleteAsync(new WriteBack(task, new ClaimedJob(jobs[0].Id, jobs[0].Task, jobs[0].Attempt, 3), jobs[0].Hash, "{\"output\":\"A\"}", 1, 1));
-        await Task.Delay(5);
-        var second = batcher.CompleteAsync(new WriteBack(task, new ClaimedJob(jobs[1].Id, jobs[1].Task, jobs[1].Attempt, 3), jobs[1].Hash, "{\"output\":\"B\"}", 1, 1));
-        Assert.Equal(["succeeded", "succeeded"], await Task.WhenAll(first, second));
+        // The second answer arrives once the writer took the first: under load it lingers and writes both
+        // together; idle, it writes the first at once, before the second exists.
+        await batcher.SubmitAsync(new WriteBack(task, new ClaimedJob(jobs[0].Id, jobs[0].Task, jobs[0].Attempt, 3), jobs[0].Hash, "{\"output\":\"A\"}", 1, 1));
+        await WaitUntilAsync(() => Task.FromResult(batcher.Queued == 0));
+        if (!together)
+        {
+            Assert.Equal("succeeded", await Outcome(jobs[0].Id).Task.WaitAsync(TimeSpan.FromSeconds(30)));
+        }
+
+        await batcher.SubmitAsync(new WriteBack(task, new ClaimedJob(jobs[1].Id, jobs[1].Task, jobs[1].Attempt, 3), jobs[1].Hash, "{\"output\":\"B\"}", 1, 1));
         await batcher.CompleteAndDrainAsync();
+        Assert.Equal(["succeeded", "succeeded"], (await Task.WhenAll(Outcome(jobs[0].Id).Task, Outcome(jobs[1].Id).Task)).Select(s => s ?? "none"));
 
         // now() is the transaction's start: one commit gives both jobs the same finished_at.
         Assert.Equal(together ? 1L : 2L, await db.ScalarAsync<long>("SELECT count(DISTINCT finished_at) FROM llm.job"));
         Assert.Equal(["A", "B"], await db.ListAsync<string?>("SELECT output FROM flaky ORDER BY id"));
+    }
+
+    /// <summary>Polls a condition every 5 ms, failing after 30 s.</summary>
+    private static async Task WaitUntilAsync(Func<Task<bool>> condition)
+    {
+        var deadline = DateTime.UtcNow + TimeSpan.FromSeconds(30);
+        while (!await condition())
+        {
+            Assert.True(DateTime.UtcNow < deadline, "condition not met within 30 s");
+            await Task.Delay(5);
+        }
     }
 
     private sealed record Claimed(long Id, string Task, int Attempt, string Hash);

@@ -148,7 +148,7 @@ public sealed class EndpointIsolationTests
         lanes.Update(tasks);
 
         Assert.Equal([null, "tiny-model", "unused"], lanes.All.Select(l => l.Endpoint));
-        Assert.Equal([options.Worker.Concurrency, 3, options.Worker.Concurrency], lanes.All.Select(l => l.Calls.CurrentCount));
+        Assert.Equal([options.Worker.Concurrency, 3, options.Worker.Concurrency], lanes.All.Select(l => l.Concurrency - l.CallsInFlight));
         // Claims go half the concurrency ahead (none below 4).
         Assert.Equal([options.Worker.Concurrency / 2, 0, options.Worker.Concurrency / 2], lanes.All.Select(l => l.Ahead));
         Assert.Equal(lanes.All.Select(l => l.Concurrency + l.Ahead), lanes.All.Select(l => l.Slots.CurrentCount));

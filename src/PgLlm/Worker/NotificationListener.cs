@@ -1,0 +1,71 @@
+using Microsoft.Extensions.Logging;
+using Npgsql;
+using PgLlm.Queue;
+
+namespace PgLlm.Worker;
+
+/// <summary>
+/// Listens on <see cref="PgLlmWorker.JobsChannel"/> (jobs enqueued while a lane sleeps) and
+/// <see cref="PgLlmWorker.TasksChannel"/> (the task registry changed: reloaded before the next claim), and wakes
+/// every lane's claim loop. On a lost connection it backs off and listens again, waking the lanes once it
+/// does (jobs may have arrived meanwhile); the claim loops poll in the meantime.
+/// </summary>
+internal sealed partial class NotificationListener(NpgsqlDataSource dataSource, TaskRegistry registry, Action wake, TimeProvider time, ILogger logger)
+{
+    public async Task RunAsync(CancellationToken cancellationToken)
+    {
+        var backoff = new Backoff(time);
+        while (!cancellationToken.IsCancellationRequested)
+        {
+            try
+            {
+                await ListenAsync(backoff, cancellationToken).ConfigureAwait(false);
+            }
+            catch (OperationCanceledException) when (cancellationToken.IsCancellationRequested)
+            {
+                return;
+            }
+            catch (Exception ex) when (!cancellationToken.IsCancellationRequested)
+            {
+                LogListenFailed(ex, backoff.Next);
+                try
+                {
+                    await backoff.WaitAsync(cancellationToken).ConfigureAwait(false);
+                }
+                catch (OperationCanceledException)
+                {
+                    return;
+                }
+            }
+        }
+    }
+
+    private async Task ListenAsync(Backoff backoff, CancellationToken cancellationToken)
+    {
+        await using var connection = await dataSource.OpenConnectionAsync(cancellationToken).ConfigureAwait(false);
+        connection.Notification += (_, e) =>
+        {
+            if (e.Channel == PgLlmWorker.TasksChannel)
+            {
+                registry.Invalidate();
+            }
+
+            wake();
+        };
+        await using (var listen = new NpgsqlCommand($"LISTEN {PgLlmWorker.JobsChannel}; LISTEN {PgLlmWorker.TasksChannel}", connection))
+        {
+            await listen.ExecuteNonQueryAsync(cancellationToken).ConfigureAwait(false);
+        }
+
+        // Jobs may have arrived while nobody was listening.
+        wake();
+        backoff.Reset();
+        while (true)
+        {
+            await connection.WaitAsync(cancellationToken).ConfigureAwait(false);
+        }
+    }
+
+    [LoggerMessage(Level = LogLevel.Warning, Message = "Lost the notification connection; listening again in {Delay}")]
+    private partial void LogListenFailed(Exception exception, TimeSpan delay);
+}

@@ -1,0 +1,98 @@
+using PgLlm.Queue;
+
+namespace PgLlm.Worker;
+
+/// <summary>
+/// One run of the worker, its stages wired together:
+/// <code>
+///   per endpoint lane:  ClaimLoop --(hand-off, bounded by the lane's slots)--> CallRunner x concurrency
+///   all lanes:          CallRunner --(answers, bounded queue)--> WriteBackBatcher (2 writers)
+///   beside them:        NotificationListener (wakes the claim loops), QueueMaintenance (rescue, prune)
+/// </code>
+/// Stopping: the claim loops stop and complete their hand-offs; runners give back the jobs not yet started and
+/// finish the calls in flight within the shutdown grace (then the jobs' token is cancelled and those jobs are
+/// given back); the last answers are written; then the listener and maintenance stop.
+/// </summary>
+internal sealed class WorkerPipeline
+{
+    private readonly PipelineContext _context;
+    private readonly EndpointLanes _lanes;
+    private readonly bool _untilIdle;
+
+    public WorkerPipeline(PipelineContext context, PgLlmOptions options, bool untilIdle)
+    {
+        _context = context;
+        _lanes = new EndpointLanes(options);
+        _untilIdle = untilIdle;
+    }
+
+    /// <summary>Runs until stopped (or, draining until idle, until nothing is left); the number of jobs run.</summary>
+    public async Task<int> RunAsync(QueueMaintenance? maintenance, CancellationToken stoppingToken)
+    {
+        // Answers past their call wait for their write-back without a slot: at most twice the concurrency
+        // of them (and at least two full batches), after which runners wait and no new calls start.
+        var capacity = Math.Max(2 * _lanes.TotalConcurrency, 2 * WriteBackBatcher.MaxBatch);
+        using var writeBacks = new WriteBackBatcher(_context.Queue, _context.Settler.WrittenAsync, _lanes.CallsInFlight, capacity, _context.Time);
+        if (_untilIdle)
+        {
+            // Draining until idle, a lane that found nothing looks at the queue again once the last answer is written.
+            writeBacks.Idle = WakeAll;
+        }
+
+        var runners = _lanes.All.SelectMany(lane => Enumerable.Range(0, lane.Concurrency).Select(_ => new CallRunner(lane, _context, writeBacks))).ToList();
+        using var jobsCancellation = new CancellationTokenSource();
+        using var besideCancellation = CancellationTokenSource.CreateLinkedTokenSource(stoppingToken);
+        var beside = new List<Task>();
+        if (!_untilIdle)
+        {
+            var listener = new NotificationListener(_context.DataSource, _context.Registry, WakeAll, _context.Time, _context.Logger);
+            beside.Add(Task.Run(() => listener.RunAsync(besideCancellation.Token), CancellationToken.None));
+        }
+
+        if (maintenance is not null)
+        {
+            beside.Add(Task.Run(() => maintenance.RunPeriodicallyAsync(besideCancellation.Token), CancellationToken.None));
+        }
+
+        var running = runners.Select(r => Task.Run(() => r.RunAsync(stoppingToken, jobsCancellation.Token), CancellationToken.None)).ToArray();
+        try
+        {
+            var claimLoops = _lanes.All.Select(lane => new ClaimLoop(lane, _lanes, _context, writeBacks, _untilIdle));
+            await Task.WhenAll(claimLoops.Select(loop => Task.Run(() => loop.RunAsync(stoppingToken), CancellationToken.None))).ConfigureAwait(false);
+        }
+        finally
+        {
+            await FinishCallsAsync(running, jobsCancellation).ConfigureAwait(false);
+            // Every runner has handed in its answer; the last write-backs commit before the worker returns.
+            await writeBacks.CompleteAndDrainAsync().ConfigureAwait(false);
+            await _context.Queue.CloseClaimConnectionAsync().ConfigureAwait(false);
+            await besideCancellation.CancelAsync().ConfigureAwait(false);
+            await Task.WhenAll(beside).ConfigureAwait(false);
+        }
+
+        return runners.Sum(r => r.Ran);
+    }
+
+    /// <summary>Lets the calls in flight finish within the shutdown grace, then cancels them (their jobs are given back).</summary>
+    private async Task FinishCallsAsync(Task[] runners, CancellationTokenSource jobsCancellation)
+    {
+        var all = Task.WhenAll(runners);
+        using var graceCancellation = new CancellationTokenSource();
+        var grace = Task.Delay(_context.Options.ShutdownGrace, _context.Time, graceCancellation.Token);
+        if (await Task.WhenAny(all, grace).ConfigureAwait(false) != all)
+        {
+            await jobsCancellation.CancelAsync().ConfigureAwait(false);
+        }
+
+        await graceCancellation.CancelAsync().ConfigureAwait(false);
+        await all.ConfigureAwait(false);
+    }
+
+    private void WakeAll()
+    {
+        foreach (var lane in _lanes.All)
+        {
+            lane.Wake();
+        }
+    }
+}
