@@ -1,3 +1,4 @@
+using PgLlm.Failures;
 using System.Text.Json;
 using System.Text.Json.Nodes;
 using Npgsql;

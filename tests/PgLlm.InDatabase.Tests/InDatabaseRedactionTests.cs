@@ -1,6 +1,6 @@
 using Npgsql;
 using PgLlm.Local;
-using PgLlm.Worker;
+using PgLlm.Failures;
 
 namespace PgLlm.InDatabase.Tests;
 

@@ -1,3 +1,4 @@
+using PgLlm.Failures;
 using Microsoft.Extensions.Logging;
 using Npgsql;
 using PgLlm.Observability;
