@@ -287,7 +287,7 @@ internal sealed class JobQueue : IDisposable
     private static string? OneTaskBatchFunction(IReadOnlyList<WriteBack> writes)
     {
         var task = writes.Count > 0 ? writes[0].Task : null;
-        if (task?.CompleteBatchFunction is null)
+        if (task is null)
         {
             return null;
         }
@@ -300,7 +300,7 @@ internal sealed class JobQueue : IDisposable
             }
         }
 
-        return task.CompleteBatchFunction;
+        return task.CompleteFunction;
     }
 
     /// <summary>

@@ -18,10 +18,8 @@ public sealed class TaskDefinition
         string completeFunction,
         double? temperature = null,
         int? maxOutputTokens = null,
-        IReadOnlyList<string>? imageColumns = null,
-        string? completeBatchFunction = null)
+        IReadOnlyList<string>? imageColumns = null)
     {
-        CompleteBatchFunction = completeBatchFunction;
         Temperature = temperature;
         MaxOutputTokens = maxOutputTokens;
         ImageColumns = imageColumns ?? [];
@@ -69,12 +67,9 @@ public sealed class TaskDefinition
     /// <summary>The generated function reading a batch of jobs' inputs, as a quoted SQL name from the registry.</summary>
     internal string InputsFunction { get; }
 
-    /// <summary>The generated function writing a job's answer back, as a quoted SQL name from the registry.</summary>
-    internal string CompleteFunction { get; }
-
     /// <summary>
-    /// The generated set-based function writing several jobs' answers back, as a quoted SQL name from the
-    /// registry; null for a task registered before it existed.
+    /// The generated function writing a batch of jobs' answers back (one answer is a batch of one), as a
+    /// quoted SQL name from the registry.
     /// </summary>
-    internal string? CompleteBatchFunction { get; }
+    internal string CompleteFunction { get; }
 }

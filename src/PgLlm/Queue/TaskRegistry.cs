@@ -73,9 +73,7 @@ internal sealed class TaskRegistry : IDisposable
                     reader.GetString(8),
                     reader.IsDBNull(9) ? null : reader.GetDouble(9),
                     reader.IsDBNull(10) ? null : reader.GetInt32(10),
-                    reader.GetFieldValue<string[]>(11),
-                    // One write-back function takes a batch of any size, one answer included.
-                    reader.GetString(8));
+                    reader.GetFieldValue<string[]>(11));
             }
 
             _tasks = tasks;
