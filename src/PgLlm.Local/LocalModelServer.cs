@@ -100,6 +100,17 @@ public sealed class LocalModelServer : IAsyncDisposable
         }
     }
 
+    /// <summary>
+    /// Back to the default behaviour for the next test on a shared server: the deterministic answers
+    /// (<see cref="Responder"/> cleared), no added <see cref="Latency"/>, and no recorded requests.
+    /// </summary>
+    public void Reset()
+    {
+        Responder = null;
+        Latency = TimeSpan.Zero;
+        ClearRequests();
+    }
+
     /// <summary>Starts a server on <c>http://127.0.0.1:0</c> (a free port).</summary>
     /// <param name="options">Server options; null for the defaults.</param>
     /// <param name="cancellationToken">Cancels the start.</param>

@@ -11,9 +11,7 @@ public sealed class InDatabaseFailureTests
     public InDatabaseFailureTests(InDatabaseFixture fixture)
     {
         _fixture = fixture;
-        fixture.Model.Responder = null;
-        fixture.Model.Latency = TimeSpan.Zero;
-        fixture.Model.ClearRequests();
+        fixture.Model.Reset();
     }
 
     [Fact]

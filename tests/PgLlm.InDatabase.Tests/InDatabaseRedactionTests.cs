@@ -16,9 +16,7 @@ public sealed class InDatabaseRedactionTests
     public InDatabaseRedactionTests(InDatabaseFixture fixture)
     {
         _fixture = fixture;
-        fixture.Model.Responder = null;
-        fixture.Model.Latency = TimeSpan.Zero;
-        fixture.Model.ClearRequests();
+        fixture.Model.Reset();
     }
 
     [RealHttpFact]

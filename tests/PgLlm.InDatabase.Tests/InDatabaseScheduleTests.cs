@@ -17,9 +17,7 @@ public sealed class InDatabaseScheduleTests
     public InDatabaseScheduleTests(InDatabaseFixture fixture)
     {
         _fixture = fixture;
-        fixture.Model.Responder = null;
-        fixture.Model.Latency = TimeSpan.Zero;
-        fixture.Model.ClearRequests();
+        fixture.Model.Reset();
     }
 
     [RealHttpFact]

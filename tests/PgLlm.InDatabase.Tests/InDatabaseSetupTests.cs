@@ -14,9 +14,7 @@ public sealed class InDatabaseSetupTests
     public InDatabaseSetupTests(InDatabaseFixture fixture)
     {
         _fixture = fixture;
-        fixture.Model.Responder = null;
-        fixture.Model.Latency = TimeSpan.Zero;
-        fixture.Model.ClearRequests();
+        fixture.Model.Reset();
     }
 
     [Fact]

@@ -16,9 +16,7 @@ public sealed class InDatabaseWorkerTests
     {
         _fixture = fixture;
         _output = output;
-        fixture.Model.Responder = null;
-        fixture.Model.Latency = TimeSpan.Zero;
-        fixture.Model.ClearRequests();
+        fixture.Model.Reset();
     }
 
     [Fact]

@@ -15,9 +15,7 @@ public sealed class TypedOutputTests
     public TypedOutputTests(PgLlmFixture fixture)
     {
         _fixture = fixture;
-        fixture.Model.Responder = null;
-        fixture.Model.Latency = TimeSpan.Zero;
-        fixture.Model.ClearRequests();
+        fixture.Model.Reset();
     }
 
     [Fact]

@@ -16,9 +16,7 @@ public sealed class AnswerCacheTests
     public AnswerCacheTests(PgLlmFixture fixture)
     {
         _fixture = fixture;
-        fixture.Model.Responder = null;
-        fixture.Model.Latency = TimeSpan.Zero;
-        fixture.Model.ClearRequests();
+        fixture.Model.Reset();
     }
 
     private static PgLlmWorker Worker(TestDatabase db, PgLlmOptions options) =>

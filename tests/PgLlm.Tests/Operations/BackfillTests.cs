@@ -15,9 +15,7 @@ public sealed class BackfillTests
     public BackfillTests(PgLlmFixture fixture)
     {
         _fixture = fixture;
-        fixture.Model.Responder = null;
-        fixture.Model.Latency = TimeSpan.Zero;
-        fixture.Model.ClearRequests();
+        fixture.Model.Reset();
     }
 
     /// <summary>Rows that predate the task: inserted, then their trigger-made jobs removed.</summary>

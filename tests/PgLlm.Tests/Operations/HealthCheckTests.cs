@@ -19,9 +19,7 @@ public sealed class HealthCheckTests
     public HealthCheckTests(PgLlmFixture fixture)
     {
         _fixture = fixture;
-        fixture.Model.Responder = null;
-        fixture.Model.Latency = TimeSpan.Zero;
-        fixture.Model.ClearRequests();
+        fixture.Model.Reset();
     }
 
     private IHost BuildHost(string connectionString, IDictionary<string, string?>? extra = null)

@@ -15,9 +15,7 @@ public sealed class RateLimitTests
     public RateLimitTests(PgLlmFixture fixture)
     {
         _fixture = fixture;
-        fixture.Model.Responder = null;
-        fixture.Model.Latency = TimeSpan.Zero;
-        fixture.Model.ClearRequests();
+        fixture.Model.Reset();
     }
 
     private IChatClient Client(Action<PgLlmRateLimitOptions> configure) =>

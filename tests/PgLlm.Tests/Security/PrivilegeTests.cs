@@ -20,9 +20,7 @@ public sealed class PrivilegeTests
     public PrivilegeTests(SecurityFixture fixture)
     {
         _fixture = fixture;
-        fixture.Model.Responder = null;
-        fixture.Model.Latency = TimeSpan.Zero;
-        fixture.Model.ClearRequests();
+        fixture.Model.Reset();
     }
 
     [Fact]

@@ -14,9 +14,7 @@ public sealed class SecretTests
     public SecretTests(SecurityFixture fixture)
     {
         _fixture = fixture;
-        fixture.Model.Responder = null;
-        fixture.Model.Latency = TimeSpan.Zero;
-        fixture.Model.ClearRequests();
+        fixture.Model.Reset();
     }
 
     [Fact]
