@@ -135,7 +135,9 @@ public sealed class SqlFolderBuildTests : IDisposable
     private async Task<string> UnpackedPackageAsync()
     {
         var feed = Path.Combine(_root.FullName, "feed");
-        var pack = await DotnetAsync(_root.FullName, "pack", Path.Combine(RepositoryRoot, "src", "PgLlm", "PgLlm.csproj"), "-c", Configuration, "--no-build", "-o", feed);
+        var pack = await DotnetAsync(_root.FullName, "pack", Path.Combine(RepositoryRoot, "src", "PgLlm", "PgLlm.csproj"), "-c", Configuration, "--no-build", "-o", feed,
+            // The .nuspec goes to this test's folder, not src/PgLlm/obj, where another pack may be writing its own.
+            $"-p:NuspecOutputPath={Path.Combine(_root.FullName, "nuspec")}{Path.DirectorySeparatorChar}");
         Assert.True(pack.ExitCode == 0, pack.Output);
         var package = Path.Combine(_root.FullName, "package");
         ZipFile.ExtractToDirectory(Directory.GetFiles(feed, "PgLlm.*.nupkg").Single(), package);
