@@ -18,7 +18,7 @@ try
 {
     lines = Run(assemblyPath, runtimePath, folder, write);
 }
-catch (Exception e) when (e is TargetInvocationException or FileNotFoundException or FileLoadException or BadImageFormatException or InvalidOperationException or IOException or UnauthorizedAccessException)
+catch (Exception e) // Whatever went wrong becomes one PGLLM101 line for the build, never a stack trace.
 {
     var inner = e is TargetInvocationException { InnerException: { } i } ? i : e;
     Console.WriteLine($"PGLLM101|{assemblyPath}|could not {(write ? "write" : "check")} the generated SQL in {display}: {OneLine(inner.Message)}");
