@@ -3,9 +3,10 @@ using PgLlm.Migrations;
 namespace PgLlm.Generators.Tests;
 
 /// <summary>
-/// The example commits its generated SQL (examples/Reviews/Sql) so it can be reviewed as SQL. This
-/// fails when the committed files drift from what the generator emits for the example's records.
-/// PGLLM_UPDATE_GOLDEN=1 rewrites them, as `dotnet run --project examples/Reviews -- --write-sql` does.
+/// The example commits its generated SQL (examples/Reviews/Sql) so it can be reviewed as SQL. Its
+/// build keeps the folder (&lt;PgLlmSqlFolder&gt;, the package's build/PgLlm.targets): a developer build
+/// rewrites it, a CI build only warns (PGLLM100). This fails whatever the build did, so a commit with
+/// stale SQL fails the tests. PGLLM_UPDATE_GOLDEN=1 rewrites the folder, as `dotnet build examples/Reviews` does.
 /// </summary>
 public sealed class ExampleSqlDriftTests
 {
