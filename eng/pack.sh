@@ -65,7 +65,7 @@ if [ "${#stale[@]}" -gt 0 ]; then
     rm -f "${stale[@]}"
 fi
 
-args=(pack "$SOLUTION" -c Release -o "$output" --nologo -v quiet -p:ContinuousIntegrationBuild=true)
+args=(pack "$SOLUTION" -c Release -o "$output" --nologo -v quiet)
 if [ -n "$version" ]; then
     args+=("-p:Version=$version")
 fi
