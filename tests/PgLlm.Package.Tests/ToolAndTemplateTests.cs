@@ -1,3 +1,6 @@
+using Npgsql;
+using PgLlm.Local;
+
 namespace PgLlm.Package.Tests;
 
 /// <summary>The command-line tool and the project template, installed from the packed feed as a user would.</summary>
@@ -55,5 +58,30 @@ public sealed class ToolAndTemplateTests(PackagesFixture packages)
         Assert.Contains("a throwaway PostgreSQL runs at", run.Output, StringComparison.Ordinal);
         // The local model's word list makes "crashes ... slow" negative: the worker wrote the model's answer into the row.
         Assert.Matches(@"Ticket #\d+ sentiment: negative", run.Output);
+
+        // Pointed at a database and an endpoint with PGLLM_*: it starts neither, and the row in that database is filled.
+        await using var database = await LocalPostgres.StartAsync();
+        await using var model = await LocalModelServer.StartAsync();
+        var configured = new Dictionary<string, string?>(packages.ConsumerEnvironment)
+        {
+            ["PGLLM_CONNECTION"] = database.ConnectionString,
+            ["PGLLM_BASE_URL"] = model.BaseUrl.ToString(),
+            ["PGLLM_API_KEY"] = model.ApiKey,
+            ["PGLLM_MODEL"] = "local-model",
+        };
+        var configuredRun = await ProcessRun.RunAsync("dotnet", ["run", "-c", "Release", "--no-build"], app, configured, Build);
+
+        Assert.True(configuredRun.ExitCode == 0, configuredRun.Describe());
+        Assert.DoesNotContain("throwaway", configuredRun.Output, StringComparison.Ordinal);
+        Assert.DoesNotContain(model.ApiKey, configuredRun.Output + configuredRun.Error, StringComparison.Ordinal);
+        await using var connection = new NpgsqlConnection(database.ConnectionString);
+        await connection.OpenAsync();
+        await using var query = new NpgsqlCommand(
+            "SELECT t.sentiment, j.state FROM public.tickets t JOIN llm.job j ON j.row_key = jsonb_build_object('id', t.id)", connection);
+        await using var reader = await query.ExecuteReaderAsync();
+        Assert.True(await reader.ReadAsync(), "no ticket with a job in the configured database");
+        Assert.Equal("negative", reader.GetString(0));
+        Assert.Equal("succeeded", reader.GetString(1));
+        Assert.True(model.RequestCount >= 1);
     }
 }
