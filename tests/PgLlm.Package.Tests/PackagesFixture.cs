@@ -62,6 +62,7 @@ public sealed class PackagesFixture : IAsyncLifetime
             "bash", [Path.Combine(RepositoryRoot, "eng", "pack.sh"), "--output", Feed], RepositoryRoot, baseEnvironment, PackTimeout);
         if (PackResult.ExitCode != 0)
         {
+            await DisposeAsync();
             throw new InvalidOperationException("eng/pack.sh failed: " + PackResult.Describe());
         }
 
