@@ -11,6 +11,8 @@ namespace PgLlm.Generators;
 internal static class DiagnosticDescriptors
 {
     private const string Category = "PgLlm";
+    // The one place the help links are made. It must start with the RepositoryUrl of Directory.Build.props, the
+    // repository the packages name (tests/PgLlm.Package.Tests checks every descriptor's link against it).
     private const string HelpBase = "https://github.com/pgllm/pgllm/blob/main/docs/diagnostics.md#";
 
     public static readonly DiagnosticDescriptor UnknownPlaceholder = Create(
