@@ -1,17 +1,24 @@
 using System.CommandLine;
 using System.Globalization;
+using System.Text;
+using System.Text.Json;
 using PgLlm.Observability;
 using Spectre.Console;
+using Spectre.Console.Rendering;
 
 namespace PgLlm.Cli;
 
 public sealed partial class PgLlmCommandLine
 {
+    private static readonly string[] StatusColumns =
+        ["task", "model", "pending", "running", "succeeded", "failed", "superseded", "skipped", "oldest pending", "tokens in", "tokens out", "cost"];
+
     private Command CreateStatusCommand()
     {
         var watch = new Option<bool>("--watch", "-w") { Description = "Refresh with a progress bar per task until Ctrl+C (while a drain or backfill runs)." };
         var interval = new Option<double>("--interval") { Description = "Seconds between refreshes with --watch.", DefaultValueFactory = _ => 2 };
         var exitWhenIdle = new Option<bool>("--exit-when-idle") { Description = "With --watch: stop once no job is pending or running." };
+        var json = new Option<bool>("--json") { Description = "Print the status as JSON (one object, stable property names) for scripts." };
         interval.Validators.Add(result =>
         {
             if (result.GetValueOrDefault<double>() is not (> 0 and <= 3600))
@@ -23,11 +30,25 @@ public sealed partial class PgLlmCommandLine
         command.Options.Add(watch);
         command.Options.Add(interval);
         command.Options.Add(exitWhenIdle);
+        command.Options.Add(json);
+        command.Validators.Add(result =>
+        {
+            if (result.GetValue(json) && result.GetValue(watch))
+            {
+                result.AddError("--json prints the status once: it does not combine with --watch.");
+            }
+        });
         SetAction(command, async (parseResult, cancellationToken) =>
         {
             var options = ReadOptions(parseResult);
             await using var dataSource = OpenDataSource(options);
             var rows = await PgLlmStatus.ReadAsync(dataSource, options.Prices, cancellationToken).ConfigureAwait(false);
+            if (parseResult.GetValue(json))
+            {
+                WriteRaw(StatusJson(rows));
+                return ExitOk;
+            }
+
             if (parseResult.GetValue(watch))
             {
                 rows = await WatchAsync(
@@ -39,12 +60,80 @@ public sealed partial class PgLlmCommandLine
             }
 
             WriteStatus(rows);
-            return 0;
+            return cancellationToken.IsCancellationRequested ? ExitInterrupted : ExitOk;
         });
         return command;
     }
 
-    /// <summary>One progress bar per task: jobs finished since the watch began out of those plus the ones still to do.</summary>
+    /// <summary>
+    /// The status as JSON: <c>{"tasks":[{"task","model","pending","running","succeeded","failed","superseded","skipped",
+    /// "oldestPendingSeconds","inputTokens","outputTokens","estimatedCost","topFailures":[{"error","count"}]}]}</c>;
+    /// <c>model</c>, <c>oldestPendingSeconds</c> and <c>estimatedCost</c> are null when unknown.
+    /// </summary>
+    internal static string StatusJson(IReadOnlyList<PgLlmTaskStatus> rows)
+    {
+        using var buffer = new MemoryStream();
+        using (var json = new Utf8JsonWriter(buffer, new JsonWriterOptions { Indented = true }))
+        {
+            json.WriteStartObject();
+            json.WriteStartArray("tasks");
+            foreach (var row in rows)
+            {
+                json.WriteStartObject();
+                json.WriteString("task", row.Task);
+                json.WriteString("model", row.Model);
+                json.WriteNumber("pending", row.Pending);
+                json.WriteNumber("running", row.Running);
+                json.WriteNumber("succeeded", row.Succeeded);
+                json.WriteNumber("failed", row.Failed);
+                json.WriteNumber("superseded", row.Superseded);
+                json.WriteNumber("skipped", row.Skipped);
+                if (row.OldestPending is { } age)
+                {
+                    json.WriteNumber("oldestPendingSeconds", Math.Round(age.TotalSeconds, 3));
+                }
+                else
+                {
+                    json.WriteNull("oldestPendingSeconds");
+                }
+
+                json.WriteNumber("inputTokens", row.InputTokens);
+                json.WriteNumber("outputTokens", row.OutputTokens);
+                if (row.EstimatedCost is { } cost)
+                {
+                    json.WriteNumber("estimatedCost", cost);
+                }
+                else
+                {
+                    json.WriteNull("estimatedCost");
+                }
+
+                json.WriteStartArray("topFailures");
+                foreach (var (error, count) in row.TopFailures)
+                {
+                    json.WriteStartObject();
+                    json.WriteString("error", error);
+                    json.WriteNumber("count", count);
+                    json.WriteEndObject();
+                }
+
+                json.WriteEndArray();
+                json.WriteEndObject();
+            }
+
+            json.WriteEndArray();
+            json.WriteEndObject();
+        }
+
+        return Encoding.UTF8.GetString(buffer.ToArray());
+    }
+
+    /// <summary>
+    /// Follows the queue until Ctrl+C (or until idle with <paramref name="exitWhenIdle"/>). On a terminal: a live
+    /// view, per task its name, a progress bar (jobs finished since the watch began out of those plus the ones
+    /// still to do) and its counts, sized to the terminal's width. Piped: one plain line per task whenever its
+    /// counts change.
+    /// </summary>
     private async Task<IReadOnlyList<PgLlmTaskStatus>> WatchAsync(
         IReadOnlyList<PgLlmTaskStatus> rows,
         Func<CancellationToken, Task<IReadOnlyList<PgLlmTaskStatus>>> read,
@@ -53,101 +142,204 @@ public sealed partial class PgLlmCommandLine
         CancellationToken cancellationToken)
     {
         var baseline = rows.ToDictionary(r => r.Task, Finished, StringComparer.Ordinal);
-        await _console.Progress()
-            .AutoClear(false)
-            .Columns(new TaskDescriptionColumn { Alignment = Justify.Left }, new ProgressBarColumn(), new PercentageColumn(), new RemainingTimeColumn())
-            .StartAsync(async context =>
+        var live = IsTerminal && _console.Profile.Capabilities.Interactive;
+        var printed = new Dictionary<string, string>(StringComparer.Ordinal);
+
+        async Task<bool> StepAsync(Action<IRenderable> show)
+        {
+            if (live)
             {
-                var bars = new Dictionary<string, ProgressTask>(StringComparer.Ordinal);
-                while (true)
+                show(WatchView(rows, baseline));
+            }
+            else
+            {
+                foreach (var row in rows)
                 {
-                    foreach (var row in rows)
+                    var line = $"{row.Task} {Counts(row)}: {Percent(row, baseline)}%";
+                    if (!printed.TryGetValue(row.Task, out var last) || last != line)
                     {
-                        var done = Math.Max(0, Finished(row) - baseline.GetValueOrDefault(row.Task));
-                        var remaining = row.Pending + row.Running;
-                        if (!bars.TryGetValue(row.Task, out var bar))
-                        {
-                            bar = bars[row.Task] = context.AddTask(Markup.Escape(row.Task), maxValue: 1);
-                        }
-
-                        bar.MaxValue = Math.Max(1, done + remaining);
-                        bar.Value = remaining == 0 ? bar.MaxValue : done;
-                        bar.Description = $"{Markup.Escape(row.Task)} [grey]{row.Pending} pending, {row.Running} running, {row.Failed} failed[/]";
-                    }
-
-                    if ((exitWhenIdle && rows.All(r => r.Pending + r.Running == 0)) || cancellationToken.IsCancellationRequested)
-                    {
-                        foreach (var bar in bars.Values)
-                        {
-                            bar.StopTask();
-                        }
-
-                        context.Refresh();
-                        return;
-                    }
-
-                    try
-                    {
-                        await Task.Delay(interval, cancellationToken).ConfigureAwait(false);
-                        rows = await read(cancellationToken).ConfigureAwait(false);
-                    }
-                    catch (OperationCanceledException) when (cancellationToken.IsCancellationRequested)
-                    {
-                        return;
+                        printed[row.Task] = line;
+                        WriteRaw(line);
                     }
                 }
+            }
+
+            if ((exitWhenIdle && rows.All(r => r.Pending + r.Running == 0)) || cancellationToken.IsCancellationRequested)
+            {
+                return false;
+            }
+
+            try
+            {
+                await Task.Delay(interval, cancellationToken).ConfigureAwait(false);
+                rows = await read(cancellationToken).ConfigureAwait(false);
+                return true;
+            }
+            catch (OperationCanceledException) when (cancellationToken.IsCancellationRequested)
+            {
+                return false;
+            }
+        }
+
+        if (live)
+        {
+            await _console.Live(WatchView(rows, baseline)).AutoClear(false).Overflow(VerticalOverflow.Ellipsis).StartAsync(async context =>
+            {
+                while (await StepAsync(view =>
+                {
+                    context.UpdateTarget(view);
+                    context.Refresh();
+                }).ConfigureAwait(false))
+                {
+                }
             }).ConfigureAwait(false);
+        }
+        else
+        {
+            while (await StepAsync(_ => { }).ConfigureAwait(false))
+            {
+            }
+        }
+
         return cancellationToken.IsCancellationRequested ? await read(CancellationToken.None).ConfigureAwait(false) : rows;
     }
 
+    /// <summary>The live view: per task its name, then a bar, its percentage and its counts (on a line of their own when narrow).</summary>
+    private Rows WatchView(IReadOnlyList<PgLlmTaskStatus> rows, Dictionary<string, long> baseline)
+    {
+        var width = Math.Max(20, _console.Profile.Width);
+        var unicode = _console.Profile.Capabilities.Unicode;
+        var lines = new List<IRenderable>();
+        foreach (var row in rows)
+        {
+            var percent = Percent(row, baseline);
+            var counts = Counts(row);
+            var barWidth = Math.Clamp(width - 2 - 6, 10, 40);
+            var filled = (int)Math.Round(barWidth * percent / 100.0);
+            var bar = unicode
+                ? $"[green]{new string('━', filled)}[/][grey]{new string('━', barWidth - filled)}[/]"
+                : $"[green]{new string('#', filled)}[/][grey]{new string('-', barWidth - filled)}[/]";
+            var percentText = string.Create(CultureInfo.InvariantCulture, $"{percent,4}%");
+            lines.Add(new Markup($"[bold]{Markup.Escape(row.Task)}[/]") { Overflow = Overflow.Ellipsis });
+            if (2 + barWidth + percentText.Length + 2 + counts.Length <= width)
+            {
+                lines.Add(new Markup($"  {bar}{percentText}  [grey]{Markup.Escape(counts)}[/]"));
+            }
+            else
+            {
+                lines.Add(new Markup($"  {bar}{percentText}"));
+                lines.Add(new Markup($"  [grey]{Markup.Escape(counts)}[/]") { Overflow = Overflow.Ellipsis });
+            }
+        }
+
+        return new Rows(lines);
+    }
+
+    private static string Counts(PgLlmTaskStatus row) =>
+        string.Create(CultureInfo.InvariantCulture, $"{row.Pending} pending, {row.Running} running, {row.Failed} failed");
+
+    /// <summary>Jobs finished since the watch began, out of those plus the ones still to do; 100 when nothing is left.</summary>
+    private static int Percent(PgLlmTaskStatus row, Dictionary<string, long> baseline)
+    {
+        var done = Math.Max(0, Finished(row) - baseline.GetValueOrDefault(row.Task));
+        var remaining = row.Pending + row.Running;
+        return remaining == 0 ? 100 : (int)(100 * done / (done + remaining));
+    }
+
+    /// <summary>
+    /// The status, in the layout that fits: one table when the output is a terminal wide enough for every
+    /// column; otherwise (a narrow terminal, a pipe, a file) one block per task, a line per figure, that never
+    /// wraps nor truncates a figure.
+    /// </summary>
     private void WriteStatus(IReadOnlyList<PgLlmTaskStatus> rows)
     {
         if (rows.Count == 0)
         {
-            _console.MarkupLine("No tasks are registered and the queue is empty (run 'pgllm migrate').");
+            Say($"No tasks are registered and the queue is empty (run 'pgllm migrate').");
             return;
         }
 
-        var table = new Table().Border(TableBorder.Rounded);
-        table.AddColumn("task");
-        table.AddColumn("model");
-        foreach (var column in new[] { "pending", "running", "succeeded", "failed", "superseded", "skipped", "oldest pending", "tokens in", "tokens out", "cost" })
+        var cells = rows.Select(Cells).ToList();
+        var tableWidth = StatusColumns.Select((header, i) => Math.Max(header.Length, cells.Max(c => c[i].Length)) + 2).Sum() + StatusColumns.Length + 1;
+        if (IsTerminal && tableWidth <= _console.Profile.Width)
         {
-            table.AddColumn(new TableColumn(column).RightAligned());
+            var table = new Table().Border(TableBorder.Rounded);
+            table.AddColumn(StatusColumns[0]);
+            table.AddColumn(StatusColumns[1]);
+            foreach (var column in StatusColumns.Skip(2))
+            {
+                table.AddColumn(new TableColumn(column).RightAligned());
+            }
+
+            foreach (var (row, cell) in rows.Zip(cells))
+            {
+                table.AddRow(cell.Select((text, i) => i == 5 && row.Failed > 0 ? $"[red]{Markup.Escape(text)}[/]" : Markup.Escape(text)).ToArray());
+            }
+
+            _console.Write(table);
+        }
+        else
+        {
+            var labelWidth = StatusColumns.Skip(1).Max(c => c.Length) + 2;
+            for (var r = 0; r < rows.Count; r++)
+            {
+                if (r > 0)
+                {
+                    WriteRaw(string.Empty);
+                }
+
+                WriteRaw(cells[r][0]);
+                for (var i = 1; i < StatusColumns.Length; i++)
+                {
+                    WriteRaw("  " + StatusColumns[i].PadRight(labelWidth) + cells[r][i]);
+                }
+            }
         }
 
-        var anyCost = false;
-        foreach (var row in rows)
+        if (rows.All(r => r.EstimatedCost is null))
         {
-            anyCost |= row.EstimatedCost is not null;
-            table.AddRow(
-                Markup.Escape(row.Task),
-                Markup.Escape(row.Model ?? "(default)"),
-                Number(row.Pending),
-                Number(row.Running),
-                Number(row.Succeeded),
-                row.Failed > 0 ? $"[red]{Number(row.Failed)}[/]" : "0",
-                Number(row.Superseded),
-                Number(row.Skipped),
-                row.OldestPending is { } age ? Age(age) : "-",
-                Number(row.InputTokens),
-                Number(row.OutputTokens),
-                row.EstimatedCost is { } cost ? cost.ToString("0.0000", CultureInfo.InvariantCulture) : "-");
-        }
-
-        _console.Write(table);
-        if (!anyCost)
-        {
-            _console.MarkupLine("[grey]No prices configured (PgLlm:Prices:<model> or llm.model_price): cost not estimated.[/]");
+            Say($"No prices configured (PgLlm:Prices:<model> or llm.model_price): cost not estimated.");
         }
 
         foreach (var row in rows.Where(r => r.TopFailures.Count > 0))
         {
-            _console.MarkupLineInterpolated($"[red]Top failures of {row.Task}[/] (re-drive with 'pgllm retry --task {row.Task}'):");
+            Say($"Top failures of {row.Task} (re-drive with 'pgllm retry --task {row.Task}'):");
             foreach (var (error, count) in row.TopFailures)
             {
-                _console.MarkupLineInterpolated($"  {count} x {error}");
+                Say($"  {count} x {error}");
             }
+        }
+    }
+
+    private static string[] Cells(PgLlmTaskStatus row) =>
+    [
+        row.Task,
+        row.Model ?? "(default)",
+        Number(row.Pending),
+        Number(row.Running),
+        Number(row.Succeeded),
+        Number(row.Failed),
+        Number(row.Superseded),
+        Number(row.Skipped),
+        row.OldestPending is { } age ? Age(age) : "-",
+        Number(row.InputTokens),
+        Number(row.OutputTokens),
+        row.EstimatedCost is { } cost ? cost.ToString("0.0000", CultureInfo.InvariantCulture) : "-",
+    ];
+
+    /// <summary>A line of markup: through the console on a terminal; as plain text (no wrapping, no markup) otherwise.</summary>
+    private void Say(FormattableString text)
+    {
+        if (IsTerminal)
+        {
+            _console.MarkupLineInterpolated(text);
+        }
+        else
+        {
+            var arguments = text.GetArguments()
+                .Select(a => (object)Markup.Escape(a is IFormattable formattable ? formattable.ToString(null, CultureInfo.InvariantCulture) : a?.ToString() ?? string.Empty))
+                .ToArray();
+            WriteRaw(Markup.Remove(string.Format(CultureInfo.InvariantCulture, text.Format, arguments)));
         }
     }
 
