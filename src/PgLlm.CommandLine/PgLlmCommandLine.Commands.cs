@@ -280,7 +280,12 @@ public sealed partial class PgLlmCommandLine
             PgLlmBackfillBatch? last = null;
             await _console.Progress()
                 .AutoClear(false)
-                .Columns(new TaskDescriptionColumn(), new ProgressBarColumn(), new PercentageColumn(), new RemainingTimeColumn())
+                // The bar takes what the task's name, the percentage and the time leave of the line (80 columns too).
+                .Columns(
+                    new TaskDescriptionColumn(),
+                    new ProgressBarColumn { Width = Math.Clamp(_console.Profile.Width - name.Length - 20, 10, 40) },
+                    new PercentageColumn(),
+                    new RemainingTimeColumn())
                 .StartAsync(async context =>
                 {
                     var bar = context.AddTask(Markup.Escape(name), maxValue: Math.Max(1, total));

@@ -298,7 +298,7 @@ public sealed partial class PgLlmCommandLine
 
         if (rows.All(r => r.EstimatedCost is null))
         {
-            Say($"No prices configured (PgLlm:Prices:<model> or llm.model_price): cost not estimated.");
+            Say($"No prices configured (PgLlm:Prices or llm.model_price): cost not estimated.");
         }
 
         foreach (var row in rows.Where(r => r.TopFailures.Count > 0))

@@ -101,7 +101,9 @@ public sealed partial class PgLlmCommandLine
                 WriteError(error.Message);
             }
 
-            var command = string.Join(' ', parseResult.CommandResult.Command is RootCommand ? ["pgllm"] : new[] { "pgllm", parseResult.CommandResult.Command.Name });
+            // "pgllm" for the tool; the application's name when it runs the commands itself.
+            var root = RootCommand.HelpName ?? RootCommand.Name;
+            var command = parseResult.CommandResult.Command is RootCommand ? root : root + " " + parseResult.CommandResult.Command.Name;
             _error.WriteLine($"Run '{command} --help' for usage.");
             _error.Flush();
             return ExitUsage;
