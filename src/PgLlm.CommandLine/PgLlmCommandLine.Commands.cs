@@ -193,7 +193,7 @@ public sealed partial class PgLlmCommandLine
         using var host = builder.Build();
         Say($"Worker {host.Services.GetRequiredService<PgLlmWorker>().WorkerId} draining the queue; Ctrl+C stops it.");
         await host.RunAsync(cancellationToken).ConfigureAwait(false);
-        return cancellationToken.IsCancellationRequested ? ExitInterrupted : ExitOk;
+        return StoppedExitCode(cancellationToken);
     }
 
     private Command CreateRetryCommand()

@@ -74,7 +74,7 @@ public sealed partial class PgLlmCommandLine
             }
 
             Say($"Stopping the database and the model.");
-            return ExitInterrupted;
+            return StoppedExitCode(cancellationToken);
         });
         return command;
     }

@@ -60,7 +60,7 @@ public sealed partial class PgLlmCommandLine
             }
 
             WriteStatus(rows);
-            return cancellationToken.IsCancellationRequested ? ExitInterrupted : ExitOk;
+            return StoppedExitCode(cancellationToken);
         });
         return command;
     }

@@ -1,5 +1,6 @@
 using System.CommandLine;
 using System.CommandLine.Invocation;
+using System.Runtime.InteropServices;
 using Microsoft.Extensions.Configuration;
 using Npgsql;
 using PgLlm.Hosting;
@@ -18,7 +19,9 @@ namespace PgLlm.Cli;
 /// <remarks>
 /// Exit codes: <see cref="ExitOk"/> 0, <see cref="ExitError"/> 1 (one line on the error writer),
 /// <see cref="ExitUsage"/> 2 (a bad command line), <see cref="ExitJobsFailed"/> 3 (<c>worker --until-idle</c>:
-/// a job of the run ended failed), <see cref="ExitInterrupted"/> 130 (Ctrl+C, SIGINT or SIGTERM).
+/// a job of the run ended failed), <see cref="ExitInterrupted"/> 130 (Ctrl+C, SIGINT). SIGTERM stops a command the
+/// same way; the commands that run until stopped (<c>worker</c>, <c>dev</c>, <c>status --watch</c>) then exit 0, as a
+/// service manager expects of a clean stop.
 /// </remarks>
 public sealed partial class PgLlmCommandLine
 {
@@ -34,13 +37,14 @@ public sealed partial class PgLlmCommandLine
     /// <summary><c>worker --until-idle</c> drained the queue, but at least one job of the run ended failed (a dead letter).</summary>
     public const int ExitJobsFailed = 3;
 
-    /// <summary>Stopped by Ctrl+C (SIGINT) or SIGTERM.</summary>
+    /// <summary>Stopped by Ctrl+C (SIGINT), or a command that does not run until stopped ended by SIGTERM.</summary>
     public const int ExitInterrupted = 130;
 
     private readonly IAnsiConsole _console;
     private readonly TextWriter _error;
     private readonly IReadOnlyList<PgLlmScript>? _scripts;
     private readonly IConfiguration _configuration;
+    private volatile bool _terminated;
 
     private readonly Option<string?> _connection = new("--connection", "-c")
     {
@@ -109,14 +113,19 @@ public sealed partial class PgLlmCommandLine
             return ExitUsage;
         }
 
+        // Ctrl+C (SIGINT) and SIGTERM cancel the command's token; which one came decides the exit code of a
+        // command that runs until stopped (a service manager's SIGTERM to a worker is a clean stop). A second
+        // signal is left to its default action: the process ends at once.
+        using var stop = CancellationTokenSource.CreateLinkedTokenSource(cancellationToken);
+        using var interrupt = OnSignal(PosixSignal.SIGINT, stop);
+        using var terminate = OnSignal(PosixSignal.SIGTERM, stop);
         var configuration = new InvocationConfiguration
         {
             Output = _console.Profile.Out.Writer,
             Error = _error,
-            // Ctrl+C cancels the command's token; a worker gets the host's usual time to finish its calls.
-            ProcessTerminationTimeout = TimeSpan.FromSeconds(30),
+            ProcessTerminationTimeout = null,
         };
-        return await parseResult.InvokeAsync(configuration, cancellationToken).ConfigureAwait(false);
+        return await parseResult.InvokeAsync(configuration, stop.Token).ConfigureAwait(false);
     }
 
     /// <summary>Runs <c>pgllm</c> with <paramref name="args"/> on the terminal; <paramref name="scripts"/> are the host application's migration scripts.</summary>
@@ -144,6 +153,32 @@ public sealed partial class PgLlmCommandLine
                 return ExitError;
             }
         });
+    }
+
+    /// <summary>The exit code of a command that runs until stopped: 0 when it ended by itself or by SIGTERM, 130 after Ctrl+C.</summary>
+    private int StoppedExitCode(CancellationToken cancellationToken) =>
+        cancellationToken.IsCancellationRequested && !_terminated ? ExitInterrupted : ExitOk;
+
+    private PosixSignalRegistration? OnSignal(PosixSignal signal, CancellationTokenSource stop)
+    {
+        try
+        {
+            return PosixSignalRegistration.Create(signal, context =>
+            {
+                if (stop.IsCancellationRequested)
+                {
+                    return;
+                }
+
+                context.Cancel = true;
+                _terminated = context.Signal == PosixSignal.SIGTERM;
+                stop.Cancel();
+            });
+        }
+        catch (PlatformNotSupportedException)
+        {
+            return null;
+        }
     }
 
     /// <summary>Writes <c>error: message</c> as one line on the error writer, whatever the terminal's width.</summary>

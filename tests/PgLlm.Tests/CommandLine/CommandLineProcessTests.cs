@@ -52,6 +52,19 @@ public sealed partial class CommandLineProcessTests
     }
 
     [Fact]
+    public async Task The_worker_stopped_by_sigterm_exits_0_as_a_service_manager_expects()
+    {
+        await using var db = await Ops.CreateDatabaseAsync(_fixture);
+        await using var process = CliProcess.Start(["worker", "--connection", db.ConnectionString], ModelEnvironment());
+        await process.WaitForOutputAsync(o => o.Contains("draining the queue; Ctrl+C stops it", StringComparison.Ordinal), Patience);
+
+        process.Terminate();
+        var exit = await process.WaitForExitAsync(Patience);
+
+        Assert.True(exit == 0, $"exit {exit}: {process.Output} {process.Errors}");
+    }
+
+    [Fact]
     public async Task Dev_prints_how_to_connect_and_ctrl_c_stops_the_database_and_the_model()
     {
         await using var process = CliProcess.Start(["dev"]);
