@@ -117,25 +117,37 @@ public sealed class CommandLineOutputTests
 
         Assert.Equal(0, exit);
         Assert.All(lines, line => Assert.True(line.Length <= 80, $"wider than 80 columns: '{line}'"));
-        // The bar, its percentage and the counts share a line at 80 columns: first empty, at last full.
-        Assert.Contains(lines, l => l.Contains(new string('━', 30), StringComparison.Ordinal) && l.Contains("0%  12 pending, 0 running, 0 failed", StringComparison.Ordinal));
-        Assert.Contains(lines, l => l.Contains(new string('━', 30), StringComparison.Ordinal) && l.Contains("100%  0 pending, 0 running, 0 failed", StringComparison.Ordinal));
+        // Under the task's name, its bar, percentage and counts share a line at 80 columns: first empty, at last full.
+        var bars = lines.Select((line, i) => (line, i)).Where(l => l.line.TrimEnd() == Flaky && l.i + 1 < lines.Length).Select(l => lines[l.i + 1]).Where(next => next.Contains('━')).ToList();
+        Assert.True(bars.Count >= 2, writer.ToString());
+        Assert.All(bars, bar => Assert.Contains(new string('━', 40), bar, StringComparison.Ordinal));
+        Assert.EndsWith("   0%  12 pending, 0 running, 0 failed", bars[0].TrimEnd(), StringComparison.Ordinal);
+        Assert.EndsWith(" 100%  0 pending, 0 running, 0 failed", bars[^1].TrimEnd(), StringComparison.Ordinal);
         Assert.Equal("12", CliConsoles.Block(writer.ToString(), Flaky)["succeeded"]);
     }
 
     [Fact]
     public async Task Errors_go_to_stderr_as_one_line_whatever_their_length()
     {
+        await using var db = await Ops.CreateDatabaseAsync(_fixture);
         var port = Ops.FreePort();
-        var database = new string('d', 120);
-        await using var unreachable = CliProcess.Start(["status", "--connection", $"Host=127.0.0.1;Port={port};Username=x;Database={database};Timeout=5"]);
+        await using var unknownTask = CliProcess.Start(["backfill", "--task", "public.nope:x", "--connection", db.ConnectionString]);
+        await using var unreachable = CliProcess.Start(["status", "--connection", $"Host=127.0.0.1;Port={port};Username=x;Timeout=5"]);
         await using var usage = CliProcess.Start(["status", "--interval", "0"]);
         await using var unknown = CliProcess.Start(["statsu"]);
 
+        var unknownTaskExit = await unknownTask.WaitForExitAsync(TimeSpan.FromMinutes(1));
         var unreachableExit = await unreachable.WaitForExitAsync(TimeSpan.FromMinutes(1));
         var usageExit = await usage.WaitForExitAsync(TimeSpan.FromMinutes(1));
         var unknownExit = await unknown.WaitForExitAsync(TimeSpan.FromMinutes(1));
 
+        // Far wider than 80 columns (it lists every known task), and still one line.
+        Assert.Equal(1, unknownTaskExit);
+        Assert.Equal(string.Empty, unknownTask.Output);
+        var known = Assert.Single(unknownTask.Errors.Split('\n', StringSplitOptions.RemoveEmptyEntries));
+        Assert.StartsWith("error: unknown task 'public.nope:x'. Known tasks: ", known, StringComparison.Ordinal);
+        Assert.Contains(Flaky, known, StringComparison.Ordinal);
+        Assert.True(known.Length > 160, known);
         Assert.Equal(1, unreachableExit);
         Assert.Equal(string.Empty, unreachable.Output);
         var line = Assert.Single(unreachable.Errors.Split('\n', StringSplitOptions.RemoveEmptyEntries));
