@@ -30,16 +30,16 @@ public sealed partial class PgLlmCommandLine
             var result = await new PgLlmMigrator(dataSource, scripts).MigrateAsync(cancellationToken).ConfigureAwait(false);
             if (result.Applied.Count == 0)
             {
-                _console.MarkupLineInterpolated($"[green]Up to date[/]: {result.ScriptCount} scripts, nothing to apply.");
+                Say($"[green]Up to date[/]: {result.ScriptCount} scripts, nothing to apply.");
             }
             else
             {
                 foreach (var name in result.Applied)
                 {
-                    _console.MarkupLineInterpolated($"applied [blue]{name}[/]");
+                    Say($"applied [blue]{name}[/]");
                 }
 
-                _console.MarkupLineInterpolated($"[green]Migrated[/]: {result.Applied.Count} of {result.ScriptCount} scripts applied.");
+                Say($"[green]Migrated[/]: {result.Applied.Count} of {result.ScriptCount} scripts applied.");
             }
 
             return 0;
@@ -60,10 +60,10 @@ public sealed partial class PgLlmCommandLine
             PgLlmScriptFolder.Write(folder.FullName, scripts);
             foreach (var script in scripts)
             {
-                _console.MarkupLineInterpolated($"wrote [blue]{script.FileName}[/]");
+                Say($"wrote [blue]{script.FileName}[/]");
             }
 
-            _console.MarkupLineInterpolated($"[green]{scripts.Count} scripts[/] in {folder.FullName}");
+            Say($"[green]{scripts.Count} scripts[/] in {folder.FullName}");
             return Task.FromResult(0);
         });
         return command;
@@ -106,30 +106,94 @@ public sealed partial class PgLlmCommandLine
             }
 
             await ProbeEndpointAsync(options, cancellationToken).ConfigureAwait(false);
-            _console.MarkupLineInterpolated($"{tasks.Count} tasks; model endpoint {options.BaseUrl} reachable.");
+            Say($"{tasks.Count} tasks; model endpoint {options.BaseUrl} reachable.");
 
             if (parseResult.GetValue(untilIdle))
             {
-                using var chatClient = ChatClientFactory.Create(options, dataSource);
-                using var worker = new PgLlmWorker(dataSource, chatClient, Microsoft.Extensions.Options.Options.Create(options));
-                var ran = await worker.RunUntilIdleAsync(cancellationToken).ConfigureAwait(false);
-                _console.MarkupLineInterpolated($"[green]Drained[/]: {ran} jobs run.");
-                return 0;
+                return await DrainAsync(dataSource, options, cancellationToken).ConfigureAwait(false);
             }
 
-            var builder = Host.CreateApplicationBuilder(new HostApplicationBuilderSettings { Configuration = new ConfigurationManager() });
-            builder.Configuration.AddConfiguration(_configuration);
-            builder.Configuration[PgLlmOptions.SectionName + ":ConnectionString"] = options.ConnectionString;
-            builder.Configuration["PGLLM_CONNECTION"] = options.ConnectionString;
-            builder.Configuration[PgLlmOptions.SectionName + ":Worker:Concurrency"] = options.Worker.Concurrency.ToString(CultureInfo.InvariantCulture);
-            builder.Logging.SetMinimumLevel(LogLevel.Information);
-            builder.Services.AddPgLlm(builder.Configuration);
-            using var host = builder.Build();
-            _console.MarkupLineInterpolated($"Worker {host.Services.GetRequiredService<PgLlmWorker>().WorkerId} draining the queue; Ctrl+C stops it.");
-            await host.RunAsync(cancellationToken).ConfigureAwait(false);
-            return 0;
+            return await RunWorkerHostAsync(options, cancellationToken).ConfigureAwait(false);
         });
         return command;
+    }
+
+    /// <summary>
+    /// Drains the queue once, then lists every job of the run that ended failed (id, task, error) on the error
+    /// writer and exits with <see cref="ExitJobsFailed"/> when there is any.
+    /// </summary>
+    private async Task<int> DrainAsync(NpgsqlDataSource dataSource, PgLlmOptions options, CancellationToken cancellationToken)
+    {
+        DateTime startedAt;
+        await using (var clock = dataSource.CreateCommand("SELECT clock_timestamp()"))
+        {
+            startedAt = (DateTime)(await clock.ExecuteScalarAsync(cancellationToken).ConfigureAwait(false))!;
+        }
+
+        using var chatClient = ChatClientFactory.Create(options, dataSource);
+        using var worker = new PgLlmWorker(dataSource, chatClient, Microsoft.Extensions.Options.Options.Create(options));
+        var ran = await worker.RunUntilIdleAsync(cancellationToken).ConfigureAwait(false);
+
+        var failures = new List<(long Id, string Task, string? Error)>();
+        await using (var failed = dataSource.CreateCommand(
+            "SELECT id, task, last_error FROM llm.job WHERE state = 'failed' AND finished_at >= $1 ORDER BY id"))
+        {
+            failed.Parameters.Add(new NpgsqlParameter<DateTime> { TypedValue = startedAt });
+            await using var reader = await failed.ExecuteReaderAsync(cancellationToken).ConfigureAwait(false);
+            while (await reader.ReadAsync(cancellationToken).ConfigureAwait(false))
+            {
+                failures.Add((reader.GetInt64(0), reader.GetString(1), reader.IsDBNull(2) ? null : reader.GetString(2)));
+            }
+        }
+
+        foreach (var (id, task, error) in failures)
+        {
+            WriteError(string.Create(CultureInfo.InvariantCulture, $"job {id} of {task} failed: {error ?? "(no error recorded)"}"));
+        }
+
+        if (failures.Count == 0)
+        {
+            Say($"[green]Drained[/]: {ran} jobs run, 0 failed.");
+            return ExitOk;
+        }
+
+        Say(
+            $"[red]Drained[/]: {ran} jobs run, {failures.Count} failed (dead letters: see 'pgllm status', re-drive with 'pgllm retry').");
+        return ExitJobsFailed;
+    }
+
+    /// <summary>Runs the worker as a host until Ctrl+C (or <paramref name="cancellationToken"/>).</summary>
+    private async Task<int> RunWorkerHostAsync(PgLlmOptions options, CancellationToken cancellationToken)
+    {
+        var builder = Host.CreateApplicationBuilder(new HostApplicationBuilderSettings { Configuration = new ConfigurationManager() });
+        builder.Configuration.AddConfiguration(_configuration);
+        builder.Configuration[PgLlmOptions.SectionName + ":ConnectionString"] = options.ConnectionString;
+        builder.Configuration["PGLLM_CONNECTION"] = options.ConnectionString;
+        builder.Configuration[PgLlmOptions.SectionName + ":Worker:Concurrency"] = options.Worker.Concurrency.ToString(CultureInfo.InvariantCulture);
+        if (options.BaseUrl is not null)
+        {
+            builder.Configuration[PgLlmOptions.SectionName + ":BaseUrl"] = options.BaseUrl;
+            builder.Configuration["PGLLM_BASE_URL"] = options.BaseUrl;
+        }
+
+        if (options.ApiKey is not null)
+        {
+            builder.Configuration[PgLlmOptions.SectionName + ":ApiKey"] = options.ApiKey;
+            builder.Configuration["PGLLM_API_KEY"] = options.ApiKey;
+        }
+
+        if (options.Model is not null)
+        {
+            builder.Configuration[PgLlmOptions.SectionName + ":Model"] = options.Model;
+            builder.Configuration["PGLLM_MODEL"] = options.Model;
+        }
+
+        builder.Logging.SetMinimumLevel(LogLevel.Information);
+        builder.Services.AddPgLlm(builder.Configuration);
+        using var host = builder.Build();
+        Say($"Worker {host.Services.GetRequiredService<PgLlmWorker>().WorkerId} draining the queue; Ctrl+C stops it.");
+        await host.RunAsync(cancellationToken).ConfigureAwait(false);
+        return StoppedExitCode(cancellationToken);
     }
 
     private Command CreateRetryCommand()
@@ -172,7 +236,7 @@ public sealed partial class PgLlmCommandLine
             }
 
             var count = await new PgLlmQueueAdmin(dataSource).RetryFailedAsync(taskName, jobId, cancellationToken).ConfigureAwait(false);
-            _console.MarkupLineInterpolated($"[green]Re-drove {count} failed jobs[/].");
+            Say($"[green]Re-drove {count} failed jobs[/].");
             return 0;
         });
         return command;
@@ -210,13 +274,18 @@ public sealed partial class PgLlmCommandLine
             var resumedFrom = parseResult.GetValue(restart) ? 0 : await ResumePointAsync(dataSource, name, onlyEmpty, cancellationToken).ConfigureAwait(false);
             if (resumedFrom > 0)
             {
-                _console.MarkupLineInterpolated($"Resuming the backfill of {name} after {resumedFrom} rows.");
+                Say($"Resuming the backfill of {name} after {resumedFrom} rows.");
             }
 
             PgLlmBackfillBatch? last = null;
             await _console.Progress()
                 .AutoClear(false)
-                .Columns(new TaskDescriptionColumn(), new ProgressBarColumn(), new PercentageColumn(), new RemainingTimeColumn())
+                // The bar takes what the task's name, the percentage and the time leave of the line (80 columns too).
+                .Columns(
+                    new TaskDescriptionColumn(),
+                    new ProgressBarColumn { Width = Math.Clamp(_console.Profile.Width - name.Length - 20, 10, 40) },
+                    new PercentageColumn(),
+                    new RemainingTimeColumn())
                 .StartAsync(async context =>
                 {
                     var bar = context.AddTask(Markup.Escape(name), maxValue: Math.Max(1, total));
@@ -239,12 +308,12 @@ public sealed partial class PgLlmCommandLine
 
             if (last is null || !last.Done)
             {
-                _console.MarkupLineInterpolated(
+                Say(
                     $"[yellow]Interrupted[/] after {last?.TotalScanned ?? resumedFrom} rows ({last?.TotalEnqueued ?? 0} jobs enqueued); run the same command again to resume.");
-                return 130;
+                return ExitInterrupted;
             }
 
-            _console.MarkupLineInterpolated($"[green]Backfilled {name}[/]: {last.TotalScanned} rows scanned, {last.TotalEnqueued} jobs enqueued.");
+            Say($"[green]Backfilled {name}[/]: {last.TotalScanned} rows scanned, {last.TotalEnqueued} jobs enqueued.");
             return 0;
         });
         return command;
