@@ -108,7 +108,10 @@ internal static class TableCheck
         var at = new[] { table.Schema, table.Table };
         if (relkind is null)
         {
-            problems.Add(new Problem(at, "table is missing", CreateTable(table)));
+            // Without the columns' types (the worker knows only the registry's names) no CREATE TABLE is guessed.
+            problems.Add(table.Columns.Count == 0
+                ? new Problem(at, "table is missing (dropped or renamed since it was migrated?)", [])
+                : new Problem(at, "table is missing", CreateTable(table)));
             return;
         }
 
