@@ -124,7 +124,7 @@ internal static class TableCheck
         var typeOf = table.Columns.ToDictionary(c => c.Name, c => c.SqlType, StringComparer.Ordinal);
         foreach (var key in table.KeyColumns.Where(k => !columns.ContainsKey(k)))
         {
-            problems.Add(new Problem(at, $"key column {{0}} is missing", [AddColumn(key, typeOf.GetValueOrDefault(key, "text"))], [key]));
+            problems.Add(new Problem(at, $"key column {{0}} is missing", [AddColumn(typeOf.GetValueOrDefault(key, "text"))], [key]));
         }
 
         var readers = table.Tasks
@@ -136,7 +136,7 @@ internal static class TableCheck
         {
             var tasks = read.Select(r => r.Task).Distinct().ToList();
             problems.Add(new Problem(at, $"column {{0}} (read by task{(tasks.Count > 1 ? "s" : string.Empty)} {string.Join(", ", tasks)}) is missing",
-                [AddColumn(read.Key, typeOf.GetValueOrDefault(read.Key, "text"))], [read.Key]));
+                [AddColumn(typeOf.GetValueOrDefault(read.Key, "text"))], [read.Key]));
         }
 
         foreach (var task in table.Tasks)
@@ -146,7 +146,7 @@ internal static class TableCheck
                 var what = $"column {{0}} (target of task {task.Name}, {target.Kind})";
                 if (!columns.TryGetValue(target.Column, out var column))
                 {
-                    problems.Add(new Problem(at, what + " is missing", [AddColumn(target.Column, SqlTypeOf(target.Kind))], [target.Column]));
+                    problems.Add(new Problem(at, what + " is missing", [AddColumn(SqlTypeOf(target.Kind))], [target.Column]));
                 }
                 else if (!Holds(column, target.Kind))
                 {
@@ -214,7 +214,8 @@ internal static class TableCheck
 
     private static string Article(string kind) => kind[0] is 'a' or 'e' or 'i' or 'o' or 'u' ? "an " + kind : "a " + kind;
 
-    private static string AddColumn(string column, string type) => "ADD COLUMN {0} " + type;
+    /// <summary>An <c>ALTER TABLE</c> action adding the problem's column (<c>{0}</c>).</summary>
+    private static string AddColumn(string type) => "ADD COLUMN {0} " + type;
 
     /// <summary>A CREATE TABLE of the record's columns: the keys, the columns read, the targets.</summary>
     private static Fix CreateTable(PgLlmTableShape table)
