@@ -316,10 +316,10 @@ public sealed partial class LlmGenerator
                 targetSchemas.ToEquatableArray());
         }
 
-        /// <summary>The keys and the columns tasks read (targets are typed by their kind), with their PostgreSQL types, in declaration order.</summary>
+        /// <summary>The keys, the columns tasks read and their targets, with their PostgreSQL types, in declaration order.</summary>
         private static EquatableArray<ColumnSpec> UsedColumns(IReadOnlyList<ColumnInfo> columns, IReadOnlyList<string> keyColumns, IReadOnlyList<TaskSpec> tasks) =>
             columns
-                .Where(c => keyColumns.Contains(c.ColumnName) || tasks.Any(t => t.ReadColumns.Contains(c.ColumnName)))
+                .Where(c => keyColumns.Contains(c.ColumnName) || tasks.Any(t => t.ReadColumns.Contains(c.ColumnName) || t.Targets.Any(x => x.Column == c.ColumnName)))
                 .Select(c => new ColumnSpec(c.ColumnName, Sql.SqlTypes.For(c.Type)))
                 .ToEquatableArray();
 

@@ -12,7 +12,7 @@ internal sealed record TableSpec(
     EquatableArray<TaskSpec> Tasks,
     EquatableArray<ColumnSpec> Columns);
 
-/// <summary>A key or read column and the PostgreSQL type its property maps to (for the DDL a table check suggests).</summary>
+/// <summary>A key, read or target column and the PostgreSQL type its property maps to (for the DDL a table check suggests).</summary>
 internal sealed record ColumnSpec(string Name, string SqlType);
 
 /// <summary>One model call that fills one or more columns of a row.</summary>

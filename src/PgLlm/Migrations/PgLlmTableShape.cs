@@ -9,7 +9,10 @@ namespace PgLlm.Migrations;
 /// <param name="Schema">The table's schema.</param>
 /// <param name="Table">The table's name.</param>
 /// <param name="KeyColumns">The key columns, which identify a job's row.</param>
-/// <param name="Columns">The key and read columns, with the PostgreSQL type their properties map to (for the DDL a check suggests).</param>
+/// <param name="Columns">
+/// The key, read and target columns, with the PostgreSQL type their properties map to (for the DDL a check
+/// suggests); empty when the shape comes from the task registry, which knows no types.
+/// </param>
 /// <param name="Tasks">The table's tasks.</param>
 public sealed record PgLlmTableShape(
     string Schema,
@@ -18,7 +21,7 @@ public sealed record PgLlmTableShape(
     IReadOnlyList<PgLlmColumnShape> Columns,
     IReadOnlyList<PgLlmTaskShape> Tasks);
 
-/// <summary>A key or read column and the PostgreSQL type its property maps to.</summary>
+/// <summary>A key, read or target column and the PostgreSQL type its property maps to.</summary>
 /// <param name="Name">The column.</param>
 /// <param name="SqlType">A PostgreSQL type for it, e.g. <c>text</c> or <c>bigint</c>.</param>
 public sealed record PgLlmColumnShape(string Name, string SqlType);

@@ -144,13 +144,14 @@ internal static class TableCheck
             foreach (var target in task.Targets)
             {
                 var what = $"column {{0}} (target of task {task.Name}, {target.Kind})";
+                // The property's own type when the generator gave it (a long is a bigint), else the kind's.
+                var type = typeOf.GetValueOrDefault(target.Column) ?? SqlTypeOf(target.Kind);
                 if (!columns.TryGetValue(target.Column, out var column))
                 {
-                    problems.Add(new Problem(at, what + " is missing", [AddColumn(SqlTypeOf(target.Kind))], [target.Column]));
+                    problems.Add(new Problem(at, what + " is missing", [AddColumn(type)], [target.Column]));
                 }
                 else if (!Holds(column, target.Kind))
                 {
-                    var type = SqlTypeOf(target.Kind);
                     problems.Add(new Problem(at, $"{what} is {column.Format}, which cannot hold {Article(target.Kind)} answer",
                         [$"ALTER COLUMN {{0}} TYPE {type} USING {{0}}::{type}"], [target.Column]));
                 }
@@ -244,7 +245,7 @@ internal static class TableCheck
 
         foreach (var target in table.Tasks.SelectMany(t => t.Targets))
         {
-            Add(target.Column, SqlTypeOf(target.Kind));
+            Add(target.Column, typeOf.GetValueOrDefault(target.Column) ?? SqlTypeOf(target.Kind));
         }
 
         if (table.KeyColumns.Count > 1)

@@ -180,7 +180,7 @@ SELECT llm.forget_undeclared_tasks('Sales ""EU""', 'Order Lines', ARRAY['Sales "
 ")
         {
             Table = new global::PgLlm.Migrations.PgLlmTableShape(@"Sales ""EU""", @"Order Lines", new string[] { @"tenant_id", @"line_no" },
-                new global::PgLlm.Migrations.PgLlmColumnShape[] { new(@"tenant_id", @"integer"), new(@"line_no", @"bigint"), new(@"Item Name", @"text"), new(@"quantity", @"integer") },
+                new global::PgLlm.Migrations.PgLlmColumnShape[] { new(@"tenant_id", @"integer"), new(@"line_no", @"bigint"), new(@"Item Name", @"text"), new(@"quantity", @"integer"), new(@"Category's ""Label""", @"text"), new(@"shelf_days", @"integer") },
                 new global::PgLlm.Migrations.PgLlmTaskShape[] {
                     new(@"category", new string[] { @"Item Name", @"quantity" }, new global::PgLlm.Migrations.PgLlmTargetShape[] { new(@"Category's ""Label""", @"string") }),
                     new(@"shelf_days", new string[] { @"Item Name" }, new global::PgLlm.Migrations.PgLlmTargetShape[] { new(@"shelf_days", @"integer") }) }),

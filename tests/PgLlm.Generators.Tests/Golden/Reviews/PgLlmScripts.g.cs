@@ -181,7 +181,7 @@ SELECT llm.forget_undeclared_tasks('public', 'user_reviews', ARRAY['public.user_
 ")
         {
             Table = new global::PgLlm.Migrations.PgLlmTableShape(@"public", @"user_reviews", new string[] { @"id" },
-                new global::PgLlm.Migrations.PgLlmColumnShape[] { new(@"id", @"bigint"), new(@"review_text", @"text"), new(@"user_review_og", @"text") },
+                new global::PgLlm.Migrations.PgLlmColumnShape[] { new(@"id", @"bigint"), new(@"review_text", @"text"), new(@"sentiment", @"text"), new(@"user_review_og", @"text"), new(@"emotion", @"text"), new(@"user_review_es", @"text") },
                 new global::PgLlm.Migrations.PgLlmTaskShape[] {
                     new(@"sentiment", new string[] { @"review_text" }, new global::PgLlm.Migrations.PgLlmTargetShape[] { new(@"sentiment", @"string") }),
                     new(@"emotion+user_review_es", new string[] { @"user_review_og" }, new global::PgLlm.Migrations.PgLlmTargetShape[] { new(@"emotion", @"string"), new(@"user_review_es", @"string") }) }),

@@ -743,7 +743,7 @@ SELECT llm.forget_undeclared_tasks('public', 'receipts', ARRAY['public.receipts:
 ")
         {
             Table = new global::PgLlm.Migrations.PgLlmTableShape(@"public", @"receipts", new string[] { @"id" },
-                new global::PgLlm.Migrations.PgLlmColumnShape[] { new(@"id", @"bigint"), new(@"image_url", @"text"), new(@"scan", @"bytea"), new(@"note", @"text") },
+                new global::PgLlm.Migrations.PgLlmColumnShape[] { new(@"id", @"bigint"), new(@"image_url", @"text"), new(@"scan", @"bytea"), new(@"note", @"text"), new(@"total", @"numeric"), new(@"taxes", @"numeric"), new(@"currency", @"text"), new(@"paid_on", @"date"), new(@"note_mood", @"text"), new(@"stars", @"integer"), new(@"tags", @"text[]"), new(@"codes", @"integer[]"), new(@"origin", @"jsonb"), new(@"is_refund", @"boolean"), new(@"written_at", @"timestamptz"), new(@"scan_text", @"text") },
                 new global::PgLlm.Migrations.PgLlmTaskShape[] {
                     new(@"note_mood", new string[] { @"note" }, new global::PgLlm.Migrations.PgLlmTargetShape[] { new(@"note_mood", @"enum") }),
                     new(@"stars", new string[] { @"note" }, new global::PgLlm.Migrations.PgLlmTargetShape[] { new(@"stars", @"integer") }),
