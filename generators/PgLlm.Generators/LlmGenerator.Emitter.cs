@@ -30,7 +30,7 @@ public sealed partial class LlmGenerator
             foreach (var table in tables)
             {
                 var member = UniqueMember(table.TypeDisplayName.Split('.').Last(), used);
-                AppendScript(code, member, "Tasks of table " + table.Schema + "." + table.Table + ".", TableStream(table), TableScriptEmitter.Emit(table), "Table");
+                AppendScript(code, member, "Tasks of table " + table.Schema + "." + table.Table + ".", TableStream(table), TableScriptEmitter.Emit(table), "Table", Shape(table));
                 members.Add(member);
             }
 
@@ -56,7 +56,21 @@ public sealed partial class LlmGenerator
             return code.ToString();
         }
 
-        private static void AppendScript(StringBuilder code, string member, string summary, string stream, string sql, string kind)
+        /// <summary>The table's <c>PgLlmTableShape</c>: what the runtime checks against the database before applying anything.</summary>
+        private static string Shape(TableSpec table)
+        {
+            const string Ns = "global::PgLlm.Migrations.";
+            var tasks = table.Tasks.Select(t => "new(" + Verbatim(t.Name) + ", " + Strings(t.ReadColumns) + ", new " + Ns + "PgLlmTargetShape[] { "
+                + string.Join(", ", t.Targets.Select(x => "new(" + Verbatim(x.Column) + ", " + Verbatim(x.Kind) + ")")) + " })");
+            return "new " + Ns + "PgLlmTableShape(" + Verbatim(table.Schema) + ", " + Verbatim(table.Table) + ", " + Strings(table.KeyColumns) + ",\n"
+                + "                new " + Ns + "PgLlmColumnShape[] { " + string.Join(", ", table.Columns.Select(c => "new(" + Verbatim(c.Name) + ", " + Verbatim(c.SqlType) + ")")) + " },\n"
+                + "                new " + Ns + "PgLlmTaskShape[] {\n"
+                + string.Join(",\n", tasks.Select(t => "                    " + t)) + " })";
+        }
+
+        private static string Strings(System.Collections.Generic.IEnumerable<string> values) => "new string[] { " + string.Join(", ", values.Select(Verbatim)) + " }";
+
+        private static void AppendScript(StringBuilder code, string member, string summary, string stream, string sql, string kind, string shape)
         {
             sql = SqlWriter.NormalizeNewlines(sql);
             code.Append("        /// <summary>").Append(Xml(summary)).Append("</summary>\n");
@@ -64,7 +78,8 @@ public sealed partial class LlmGenerator
             code.Append("            ").Append(Verbatim(stream)).Append(",\n");
             code.Append("            ").Append(Verbatim(SqlWriter.Hash(sql).Substring(0, 12))).Append(",\n");
             code.Append("            global::PgLlm.Migrations.PgLlmScriptKind.").Append(kind).Append(",\n");
-            code.Append("            ").Append(Verbatim(sql)).Append(");\n\n");
+            code.Append("            ").Append(Verbatim(sql)).Append(")\n");
+            code.Append("        {\n            Table = ").Append(shape).Append(",\n        };\n\n");
         }
 
         private static string UniqueMember(string raw, HashSet<string> used)

@@ -143,7 +143,8 @@ public sealed partial class LlmGenerator
                 schema,
                 table!,
                 keyColumns.ToEquatableArray(),
-                tasks.ToEquatableArray());
+                tasks.ToEquatableArray(),
+                UsedColumns(columns, keyColumns, tasks));
             return new ParseResult(spec, claim, diagnostics.ToEquatableArray());
         }
 
@@ -267,7 +268,7 @@ public sealed partial class LlmGenerator
                 }
                 else
                 {
-                    targetSchemas.Add(new TargetSpec(column.ColumnName, schema));
+                    targetSchemas.Add(new TargetSpec(column.ColumnName, schema, Sql.SqlTypes.KindOf(column.Type)));
                 }
 
                 if (reads.Any(r => r.ColumnName == target))
@@ -314,6 +315,13 @@ public sealed partial class LlmGenerator
                 reads.Where(r => r.IsImage).Select(r => r.ColumnName).ToEquatableArray(),
                 targetSchemas.ToEquatableArray());
         }
+
+        /// <summary>The keys, the columns tasks read and their targets, with their PostgreSQL types, in declaration order.</summary>
+        private static EquatableArray<ColumnSpec> UsedColumns(IReadOnlyList<ColumnInfo> columns, IReadOnlyList<string> keyColumns, IReadOnlyList<TaskSpec> tasks) =>
+            columns
+                .Where(c => keyColumns.Contains(c.ColumnName) || tasks.Any(t => t.ReadColumns.Contains(c.ColumnName) || t.Targets.Any(x => x.Column == c.ColumnName)))
+                .Select(c => new ColumnSpec(c.ColumnName, Sql.SqlTypes.For(c.Type)))
+                .ToEquatableArray();
 
         /// <summary>[LlmImage] belongs on a string (a URL) or a byte[] (bytea) property.</summary>
         private static void CheckImages(IReadOnlyList<ColumnInfo> columns, string typeName, List<DiagnosticInfo> diagnostics, CancellationToken cancellationToken)

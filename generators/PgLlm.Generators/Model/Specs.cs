@@ -9,7 +9,11 @@ internal sealed record TableSpec(
     string Schema,
     string Table,
     EquatableArray<string> KeyColumns,
-    EquatableArray<TaskSpec> Tasks);
+    EquatableArray<TaskSpec> Tasks,
+    EquatableArray<ColumnSpec> Columns);
+
+/// <summary>A key, read or target column and the PostgreSQL type its property maps to (for the DDL a table check suggests).</summary>
+internal sealed record ColumnSpec(string Name, string SqlType);
 
 /// <summary>One model call that fills one or more columns of a row.</summary>
 /// <param name="Name">Short name, unique on the table (the target column, or the task's Name).</param>
@@ -31,7 +35,8 @@ internal sealed record TaskSpec(
     EquatableArray<TargetSpec> Targets);
 
 /// <summary>A column the model's answer fills, with the JSON schema (a compact JSON text) its value must match.</summary>
-internal sealed record TargetSpec(string Column, string Schema);
+/// <param name="Kind">What the answer is, as the runtime's table check names it (<c>string</c>, <c>integer</c>, <c>array of string</c>...).</param>
+internal sealed record TargetSpec(string Column, string Schema, string Kind);
 
 /// <summary>A diagnostic to report, held without Roslyn objects except its descriptor.</summary>
 internal sealed record DiagnosticInfo(string Id, LocationInfo? Location, EquatableArray<string> Arguments);

@@ -19,7 +19,9 @@ public sealed record PgLlmMigrationResult(IReadOnlyList<string> Applied)
 /// <summary>
 /// Applies PgLlm's scripts (and the application's own, if given) with DbUp, one transaction per
 /// script, journaled in <c>llm.migration</c>: the application's scripts, then the queue's numbered
-/// migrations (<see cref="PgLlmQueueMigrations"/>, always added), then the runtime's add-ons, then the tables'. Safe to run at every start-up and from several
+/// migrations (<see cref="PgLlmQueueMigrations"/>, always added), then the runtime's add-ons, then the tables'.
+/// Between the application's scripts and the rest, every declared table is compared with the database
+/// (<see cref="PgLlmScript.Table"/>): a mismatch stops the run with nothing of PgLlm's applied. Safe to run at every start-up and from several
 /// processes at once: runs are serialized by an advisory lock, and an up-to-date database is left untouched.
 /// </summary>
 public sealed partial class PgLlmMigrator
@@ -81,8 +83,14 @@ public sealed partial class PgLlmMigrator
             // The opt-in in-database worker names a missing extension before anything is applied.
             await InDatabase.PgLlmInDatabase.VerifyRequirementsAsync(lockConnection, Scripts, cancellationToken).ConfigureAwait(false);
 
-            // DbUp is synchronous; keep it off the caller's thread.
-            return await Task.Run(Upgrade, cancellationToken).ConfigureAwait(false);
+            // The application's own scripts first (they may create the tables), then the tables are
+            // checked, and only then is anything of PgLlm's applied. DbUp is synchronous; keep it off the caller's thread.
+            var scripts = Scripts;
+            var application = scripts.Where(s => s.Kind == PgLlmScriptKind.Application).ToList();
+            var appliedFirst = application.Count == 0 ? [] : await Task.Run(() => Upgrade(application), cancellationToken).ConfigureAwait(false);
+            await VerifyTablesAsync(lockConnection, cancellationToken).ConfigureAwait(false);
+            var applied = await Task.Run(() => Upgrade(scripts), cancellationToken).ConfigureAwait(false);
+            return new PgLlmMigrationResult([.. appliedFirst, .. applied]) { ScriptCount = scripts.Count };
         }
         finally
         {
@@ -106,10 +114,23 @@ public sealed partial class PgLlmMigrator
         }
     }
 
-    private PgLlmMigrationResult Upgrade()
+    /// <summary>
+    /// Compares every declared table with the database (<see cref="TableCheck"/>); any problem stops the run
+    /// before the queue's and tables' scripts, with one line per problem and the DDL that fixes it.
+    /// </summary>
+    private async Task VerifyTablesAsync(NpgsqlConnection connection, CancellationToken cancellationToken)
+    {
+        var tables = _given.Select(s => s.Table).OfType<PgLlmTableShape>().ToList();
+        var problems = await TableCheck.ProblemsAsync(connection, tables, cancellationToken).ConfigureAwait(false);
+        if (problems.Count > 0)
+        {
+            throw new PgLlmMigrationException(string.Join("\n", problems), null) { Problems = problems };
+        }
+    }
+
+    private List<string> Upgrade(IReadOnlyList<PgLlmScript> scripts)
     {
         var upgradeLog = new LoggerUpgradeLog(_logger);
-        var scripts = Scripts;
         var builder = DeployChanges.To
             .PostgresqlDatabase(new PostgresqlConnectionManager(_dataSource))
             .WithScripts(scripts.Select(s => new SqlScript(s.Name, s.Sql, new SqlScriptOptions { RunGroupOrder = RunOrder(s.Kind) })))
@@ -130,7 +151,7 @@ public sealed partial class PgLlmMigrator
             LogApplied(_logger, name);
         }
 
-        return new PgLlmMigrationResult(applied) { ScriptCount = scripts.Count };
+        return applied;
     }
 
     /// <summary>DbUp's run group of a kind of script: application, queue, the runtime's add-ons, tables.</summary>
@@ -184,7 +205,10 @@ public sealed partial class PgLlmMigrator
     }
 }
 
-/// <summary>A migration script failed.</summary>
+/// <summary>
+/// A migration could not run: the server is too old, a declared table does not match what its tasks need
+/// (<see cref="Problems"/>, one line each; nothing of PgLlm's was applied), or a script failed.
+/// </summary>
 public sealed class PgLlmMigrationException : Exception
 {
     /// <summary>Creates the exception.</summary>
@@ -192,4 +216,7 @@ public sealed class PgLlmMigrationException : Exception
         : base(message, inner)
     {
     }
+
+    /// <summary>The tables' problems, one readable line each with the DDL that fixes it; empty when the migration failed otherwise.</summary>
+    public IReadOnlyList<string> Problems { get; init; } = [];
 }

@@ -30,6 +30,12 @@ public enum PgLlmScriptKind
 /// <param name="Sql">The SQL.</param>
 public sealed record PgLlmScript(string Stream, string Hash, PgLlmScriptKind Kind, string Sql)
 {
+    /// <summary>
+    /// For a table's generated script, what it expects of the table, checked against the database before
+    /// any script is applied; null for other scripts.
+    /// </summary>
+    public PgLlmTableShape? Table { get; init; }
+
     /// <summary>The name the migration journal records: <c>stream@hash</c>, or the stream alone.</summary>
     public string Name => Hash.Length == 0 ? Stream : Stream + "@" + Hash;
 

@@ -19,9 +19,10 @@ internal sealed record TaskFilter(string[]? Only, string[]? Except)
 
 /// <summary>
 /// A claimed job with its inputs: none when the row is gone or a required input is null, or when they
-/// could not be read (<paramref name="InputsError"/>).
+/// could not be read (<paramref name="InputsError"/>), or when its table is not as its task expects
+/// (<paramref name="TableProblem"/>, the table check's lines: the job fails for good without a model call).
 /// </summary>
-internal sealed record ClaimedWork(ClaimedJob Job, JobInputs? Inputs, string? InputsError);
+internal sealed record ClaimedWork(ClaimedJob Job, JobInputs? Inputs, string? InputsError, string? TableProblem = null);
 
 /// <summary>A model's answer to write back to a job's row, with what the stale-write check compares.</summary>
 internal sealed record WriteBack(TaskDefinition Task, ClaimedJob Job, string InputsHash, string ResultJson, int? InputTokens, int? OutputTokens);
@@ -43,11 +44,15 @@ internal sealed class JobQueue : IDisposable
     private readonly KeptConnection _claimConnection;
     private NpgsqlCommand? _claimCommand;
 
-    public JobQueue(NpgsqlDataSource dataSource)
+    public JobQueue(NpgsqlDataSource dataSource, TimeProvider? time = null)
     {
         _dataSource = dataSource;
         _claimConnection = new KeptConnection(dataSource);
+        Tables = new TableGate(time ?? TimeProvider.System);
     }
+
+    /// <summary>The table check between a claim and its model calls (also asked again when a write-back fails for a schema reason).</summary>
+    public TableGate Tables { get; }
 
     public void Dispose()
     {
@@ -93,10 +98,10 @@ internal sealed class JobQueue : IDisposable
             var claimed = new List<ClaimedWork>(jobs.Count);
             foreach (var group in jobs.GroupBy(j => j.Task, StringComparer.Ordinal))
             {
-                var (inputs, error) = await ReadInputsAsync(connection, group.Key, group.Select(j => j.Id).ToArray(), findTask).ConfigureAwait(false);
+                var (inputs, error, problem) = await ReadInputsAsync(connection, group.Key, group.Select(j => j.Id).ToArray(), findTask).ConfigureAwait(false);
                 foreach (var job in group)
                 {
-                    claimed.Add(new ClaimedWork(job, error is null ? inputs!.GetValueOrDefault(job.Id) : null, error));
+                    claimed.Add(new ClaimedWork(job, error is null && problem is null ? inputs!.GetValueOrDefault(job.Id) : null, error, problem));
                 }
             }
 
@@ -116,15 +121,22 @@ internal sealed class JobQueue : IDisposable
 
     /// <summary>
     /// One task's claimed jobs' inputs, by its generated inputs function: none for a job whose row is gone
-    /// or lacks an input; an error when they cannot be read.
+    /// or lacks an input; an error when they cannot be read; the table check's problem when the task's
+    /// table is not as the task expects (checked first, from the gate's cached verdict, and again when the
+    /// read fails for a schema reason).
     /// </summary>
-    private static async Task<(Dictionary<long, JobInputs>? Inputs, string? Error)> ReadInputsAsync(
+    private async Task<(Dictionary<long, JobInputs>? Inputs, string? Error, string? TableProblem)> ReadInputsAsync(
         NpgsqlConnection connection, string taskName, long[] ids, Func<string, CancellationToken, ValueTask<TaskDefinition?>> findTask)
     {
         var task = await findTask(taskName, CancellationToken.None).ConfigureAwait(false);
         if (task is null)
         {
-            return (null, $"task '{taskName.Replace("'", "''", StringComparison.Ordinal)}' is not in llm.task (removed from the declarations?)");
+            return (null, $"task '{taskName.Replace("'", "''", StringComparison.Ordinal)}' is not in llm.task (removed from the declarations?)", null);
+        }
+
+        if (await Tables.ProblemAsync(connection, task, CancellationToken.None).ConfigureAwait(false) is { } problem)
+        {
+            return (null, null, problem);
         }
 
         try
@@ -142,13 +154,23 @@ internal sealed class JobQueue : IDisposable
                 inputs[id] = new JobInputs(id, document.RootElement.Clone(), reader.GetString(2));
             }
 
-            return (inputs, null);
+            return (inputs, null, null);
         }
         catch (PostgresException ex) when (connection.State == System.Data.ConnectionState.Open)
         {
             // The rows' own error. A server shutting down is reported the same way but breaks the connection:
             // that propagates (the claim loop backs off and reconnects; the jobs are rescued after their lease).
-            return (null, "could not read the row: " + ex.MessageText);
+            if (TableGate.IsSchemaError(ex))
+            {
+                // A column or the table gone since the last check: the jobs fail for good with what to fix.
+                Tables.Forget(task.Name);
+                if (await Tables.ProblemAsync(connection, task, CancellationToken.None).ConfigureAwait(false) is { } drifted)
+                {
+                    return (null, null, drifted);
+                }
+            }
+
+            return (null, "could not read the row: " + ex.MessageText, null);
         }
     }
 

@@ -1,4 +1,5 @@
 using System.Text.Json;
+using PgLlm.Migrations;
 using PgLlm.Templates;
 
 namespace PgLlm.Queue;
@@ -63,6 +64,13 @@ public sealed class TaskDefinition
 
     /// <summary>The columns the answer fills (the keys of the answer object).</summary>
     public IReadOnlyList<string> TargetColumns { get; }
+
+    /// <summary>
+    /// What the task expects of its table (its key, the columns it reads, its targets and the kind of answer
+    /// each receives), as the registry records it: what the worker checks before the task's model calls.
+    /// Null when built without the registry's table columns.
+    /// </summary>
+    internal PgLlmTableShape? Table { get; init; }
 
     /// <summary>The generated function reading a batch of jobs' inputs, as a quoted SQL name from the registry.</summary>
     internal string InputsFunction { get; }

@@ -1,6 +1,7 @@
 using System.Collections.Concurrent;
 using System.Text.Json;
 using Npgsql;
+using PgLlm.Migrations;
 using PgLlm.Templates;
 
 namespace PgLlm.Queue;
@@ -46,6 +47,20 @@ internal sealed class TaskRegistry : IDisposable
         return _tasks;
     }
 
+    /// <summary>
+    /// The table's shape as one task sees it (the registry knows no SQL types of read columns: a missing
+    /// one is suggested as <c>text</c>); each target's kind comes from its property in the JSON schema.
+    /// </summary>
+    private static PgLlmTableShape ShapeOf(string name, string schema, string table, string[] keys, string[] reads, string[] targets, JsonElement jsonSchema)
+    {
+        var prefix = schema + "." + table + ":";
+        var shortName = name.StartsWith(prefix, StringComparison.Ordinal) ? name[prefix.Length..] : name;
+        var properties = jsonSchema.TryGetProperty("properties", out var p) ? p : default;
+        var shapes = targets.Select(t => new PgLlmTargetShape(
+            t, properties.ValueKind == JsonValueKind.Object && properties.TryGetProperty(t, out var property) ? TableCheck.KindOf(property) : "string")).ToList();
+        return new PgLlmTableShape(schema, table, keys, [], [new PgLlmTaskShape(shortName, reads, shapes)]);
+    }
+
     public async Task ReloadAsync(CancellationToken cancellationToken)
     {
         await _loadLock.WaitAsync(cancellationToken).ConfigureAwait(false);
@@ -55,7 +70,8 @@ internal sealed class TaskRegistry : IDisposable
             var tasks = new Dictionary<string, TaskDefinition>(StringComparer.Ordinal);
             await using var command = _dataSource.CreateCommand(
                 "SELECT name, prompt, system_prompt, json_schema::text, model, max_attempts, target_columns, " +
-                "inputs_function::text, complete_function::text, temperature, max_output_tokens, image_columns FROM llm.task");
+                "inputs_function::text, complete_function::text, temperature, max_output_tokens, image_columns, " +
+                "table_schema, table_name, key_columns, read_columns FROM llm.task");
             await using var reader = await command.ExecuteReaderAsync(cancellationToken).ConfigureAwait(false);
             while (await reader.ReadAsync(cancellationToken).ConfigureAwait(false))
             {
@@ -73,7 +89,11 @@ internal sealed class TaskRegistry : IDisposable
                     reader.GetString(8),
                     reader.IsDBNull(9) ? null : reader.GetDouble(9),
                     reader.IsDBNull(10) ? null : reader.GetInt32(10),
-                    reader.GetFieldValue<string[]>(11));
+                    reader.GetFieldValue<string[]>(11))
+                {
+                    Table = ShapeOf(name, reader.GetString(12), reader.GetString(13), reader.GetFieldValue<string[]>(14), reader.GetFieldValue<string[]>(15),
+                        reader.GetFieldValue<string[]>(6), schema.RootElement),
+                };
             }
 
             _tasks = tasks;

@@ -11,17 +11,24 @@ namespace PgLlm.Worker;
 /// failed attempt (retried with backoff), gives a job back unstarted; and reports each outcome (metrics,
 /// log). If the database cannot be reached, the job is left running: its lease expires and it is rescued.
 /// </summary>
-internal sealed partial class JobSettler(JobQueue queue, TaskRegistry registry, SecretRedactor redactor, PgLlmWorkerOptions options, ILogger logger)
+internal sealed partial class JobSettler(NpgsqlDataSource dataSource, JobQueue queue, TaskRegistry registry, SecretRedactor redactor, PgLlmWorkerOptions options, ILogger logger)
 {
     /// <summary>Pairs claimed jobs with their tasks and inputs; settles the jobs that have nothing to do.</summary>
     public async Task<List<CallWork>> PrepareAsync(IReadOnlyList<ClaimedWork> claimed)
     {
         var work = new List<CallWork>(claimed.Count);
-        foreach (var (job, inputs, inputsError) in claimed)
+        foreach (var (job, inputs, inputsError, tableProblem) in claimed)
         {
             // The claim is committed: these jobs are the worker's whatever a stop request says.
             var task = await registry.FindAsync(job.Task, CancellationToken.None).ConfigureAwait(false);
-            if (task is null)
+            if (tableProblem is not null)
+            {
+                // The table drifted from what the task was migrated for: no model call can be written back.
+                var state = await SettleQuietlyAsync(() => queue.FailAsync(job, tableProblem, TimeSpan.Zero, FailureKind.Permanent, CancellationToken.None), job).ConfigureAwait(false);
+                PgLlmMetrics.RecordSettled(job.Task, state);
+                LogAttemptFailed(job.Id, job.Task, job.Attempt, job.MaxAttempts, state ?? "unknown", tableProblem);
+            }
+            else if (task is null)
             {
                 await SettleQuietlyAsync(() => queue.SkipAsync(job, $"task '{job.Task}' is not in llm.task (removed from the declarations?)", CancellationToken.None), job).ConfigureAwait(false);
             }
@@ -59,6 +66,15 @@ internal sealed partial class JobSettler(JobQueue queue, TaskRegistry registry, 
     /// <summary>The write-back's outcome for one job: its new state, or the error that makes it a failed attempt.</summary>
     public async ValueTask WrittenAsync(WriteBack write, string? state, Exception? error)
     {
+        if (error is not null && TableGate.IsSchemaError(error) && await TableProblemAsync(write.Task).ConfigureAwait(false) is { } problem)
+        {
+            // The write-back failed because the table drifted: not transient, and not the answer's fault.
+            var failed = await SettleQuietlyAsync(() => queue.FailAsync(write.Job, problem, TimeSpan.Zero, FailureKind.Permanent, CancellationToken.None), write.Job).ConfigureAwait(false);
+            PgLlmMetrics.RecordSettled(write.Job.Task, failed);
+            LogAttemptFailed(write.Job.Id, write.Job.Task, write.Job.Attempt, write.Job.MaxAttempts, failed ?? "unknown", problem);
+            return;
+        }
+
         if (error is not null)
         {
             await FailAsync(write.Job, error).ConfigureAwait(false);
@@ -67,6 +83,21 @@ internal sealed partial class JobSettler(JobQueue queue, TaskRegistry registry, 
 
         PgLlmMetrics.RecordSettled(write.Job.Task, state);
         LogCompleted(write.Job.Id, write.Job.Task, state);
+    }
+
+    /// <summary>The task's table checked again now (its verdict forgotten); null when it matches or cannot be checked.</summary>
+    private async Task<string?> TableProblemAsync(TaskDefinition task)
+    {
+        queue.Tables.Forget(task.Name);
+        try
+        {
+            await using var connection = await dataSource.OpenConnectionAsync(CancellationToken.None).ConfigureAwait(false);
+            return await queue.Tables.ProblemAsync(connection, task, CancellationToken.None).ConfigureAwait(false);
+        }
+        catch (Exception ex) when (ex is NpgsqlException || DatabaseFault.IsConnectionFault(ex))
+        {
+            return null;
+        }
     }
 
     /// <summary>Settles a job; if the database cannot be reached, the lease expires and the job is rescued later.</summary>

@@ -98,7 +98,8 @@ public sealed class ReliabilityTests
     public async Task An_answer_of_the_wrong_type_for_the_column_writes_nothing_and_counts_as_invalid()
     {
         await using var db = await _fixture.CreateDatabaseAsync();
-        await db.ExecAsync("ALTER TABLE flaky ALTER COLUMN output TYPE integer USING NULL");
+        // A column that holds strings, but not this one (a column that cannot hold strings at all fails the table check instead).
+        await db.ExecAsync("ALTER TABLE flaky ALTER COLUMN output TYPE varchar(3)");
         _fixture.Model.Responder = _ => ModelReply.Json("{\"output\": \"four\"}");
         await db.ExecAsync("INSERT INTO flaky (id, input) VALUES (1, 'x')");
 
@@ -108,7 +109,7 @@ public sealed class ReliabilityTests
         Assert.Equal("failed", await db.ScalarAsync<string>("SELECT state FROM llm.job"));
         Assert.Equal(["invalid"], (await db.ListAsync<string>("SELECT DISTINCT e->>'kind' FROM llm.job, jsonb_array_elements(errors) AS e")));
         Assert.Contains("does not fit the columns", await db.ScalarAsync<string>("SELECT last_error FROM llm.job"), StringComparison.Ordinal);
-        Assert.Null(await db.ScalarAsync<int?>("SELECT output FROM flaky"));
+        Assert.Null(await db.ScalarAsync<string?>("SELECT output FROM flaky"));
     }
 
     [Fact]

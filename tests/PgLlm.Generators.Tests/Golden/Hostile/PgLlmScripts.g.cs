@@ -177,7 +177,14 @@ CREATE OR REPLACE TRIGGER ""pgllm:shelf_days:update"" AFTER UPDATE OF ""Item Nam
     EXECUTE FUNCTION ""llm"".""Sales """"EU"""".Order Lines:shelf_days:enqueue""();
 
 SELECT llm.forget_undeclared_tasks('Sales ""EU""', 'Order Lines', ARRAY['Sales ""EU"".Order Lines:category', 'Sales ""EU"".Order Lines:shelf_days']::text[]);
-");
+")
+        {
+            Table = new global::PgLlm.Migrations.PgLlmTableShape(@"Sales ""EU""", @"Order Lines", new string[] { @"tenant_id", @"line_no" },
+                new global::PgLlm.Migrations.PgLlmColumnShape[] { new(@"tenant_id", @"integer"), new(@"line_no", @"bigint"), new(@"Item Name", @"text"), new(@"quantity", @"integer"), new(@"Category's ""Label""", @"text"), new(@"shelf_days", @"integer") },
+                new global::PgLlm.Migrations.PgLlmTaskShape[] {
+                    new(@"category", new string[] { @"Item Name", @"quantity" }, new global::PgLlm.Migrations.PgLlmTargetShape[] { new(@"Category's ""Label""", @"string") }),
+                    new(@"shelf_days", new string[] { @"Item Name" }, new global::PgLlm.Migrations.PgLlmTargetShape[] { new(@"shelf_days", @"integer") }) }),
+        };
 
         /// <summary>Every table's script (the migrator adds the queue's own migrations before them).</summary>
         public static global::System.Collections.Generic.IReadOnlyList<global::PgLlm.Migrations.PgLlmScript> All { get; } =

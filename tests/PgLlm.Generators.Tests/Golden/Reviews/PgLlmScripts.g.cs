@@ -178,7 +178,14 @@ CREATE OR REPLACE TRIGGER ""pgllm:emotion+user_review_es:update"" AFTER UPDATE O
     EXECUTE FUNCTION ""llm"".""public.user_reviews:emotion+user_review_es:enqueue""();
 
 SELECT llm.forget_undeclared_tasks('public', 'user_reviews', ARRAY['public.user_reviews:sentiment', 'public.user_reviews:emotion+user_review_es']::text[]);
-");
+")
+        {
+            Table = new global::PgLlm.Migrations.PgLlmTableShape(@"public", @"user_reviews", new string[] { @"id" },
+                new global::PgLlm.Migrations.PgLlmColumnShape[] { new(@"id", @"bigint"), new(@"review_text", @"text"), new(@"sentiment", @"text"), new(@"user_review_og", @"text"), new(@"emotion", @"text"), new(@"user_review_es", @"text") },
+                new global::PgLlm.Migrations.PgLlmTaskShape[] {
+                    new(@"sentiment", new string[] { @"review_text" }, new global::PgLlm.Migrations.PgLlmTargetShape[] { new(@"sentiment", @"string") }),
+                    new(@"emotion+user_review_es", new string[] { @"user_review_og" }, new global::PgLlm.Migrations.PgLlmTargetShape[] { new(@"emotion", @"string"), new(@"user_review_es", @"string") }) }),
+        };
 
         /// <summary>Every table's script (the migrator adds the queue's own migrations before them).</summary>
         public static global::System.Collections.Generic.IReadOnlyList<global::PgLlm.Migrations.PgLlmScript> All { get; } =

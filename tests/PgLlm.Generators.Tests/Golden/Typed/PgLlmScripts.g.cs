@@ -740,7 +740,21 @@ CREATE OR REPLACE TRIGGER ""pgllm:totals:update"" AFTER UPDATE OF ""image_url"",
     EXECUTE FUNCTION ""llm"".""public.receipts:totals:enqueue""();
 
 SELECT llm.forget_undeclared_tasks('public', 'receipts', ARRAY['public.receipts:note_mood', 'public.receipts:stars', 'public.receipts:tags', 'public.receipts:codes', 'public.receipts:origin', 'public.receipts:is_refund', 'public.receipts:written_at', 'public.receipts:scan_text', 'public.receipts:totals']::text[]);
-");
+")
+        {
+            Table = new global::PgLlm.Migrations.PgLlmTableShape(@"public", @"receipts", new string[] { @"id" },
+                new global::PgLlm.Migrations.PgLlmColumnShape[] { new(@"id", @"bigint"), new(@"image_url", @"text"), new(@"scan", @"bytea"), new(@"note", @"text"), new(@"total", @"numeric"), new(@"taxes", @"numeric"), new(@"currency", @"text"), new(@"paid_on", @"date"), new(@"note_mood", @"text"), new(@"stars", @"integer"), new(@"tags", @"text[]"), new(@"codes", @"integer[]"), new(@"origin", @"jsonb"), new(@"is_refund", @"boolean"), new(@"written_at", @"timestamptz"), new(@"scan_text", @"text") },
+                new global::PgLlm.Migrations.PgLlmTaskShape[] {
+                    new(@"note_mood", new string[] { @"note" }, new global::PgLlm.Migrations.PgLlmTargetShape[] { new(@"note_mood", @"enum") }),
+                    new(@"stars", new string[] { @"note" }, new global::PgLlm.Migrations.PgLlmTargetShape[] { new(@"stars", @"integer") }),
+                    new(@"tags", new string[] { @"note" }, new global::PgLlm.Migrations.PgLlmTargetShape[] { new(@"tags", @"array of string") }),
+                    new(@"codes", new string[] { @"note" }, new global::PgLlm.Migrations.PgLlmTargetShape[] { new(@"codes", @"array of integer") }),
+                    new(@"origin", new string[] { @"note" }, new global::PgLlm.Migrations.PgLlmTargetShape[] { new(@"origin", @"object") }),
+                    new(@"is_refund", new string[] { @"note" }, new global::PgLlm.Migrations.PgLlmTargetShape[] { new(@"is_refund", @"boolean") }),
+                    new(@"written_at", new string[] { @"note" }, new global::PgLlm.Migrations.PgLlmTargetShape[] { new(@"written_at", @"date-time") }),
+                    new(@"scan_text", new string[] { @"scan", @"note" }, new global::PgLlm.Migrations.PgLlmTargetShape[] { new(@"scan_text", @"string") }),
+                    new(@"totals", new string[] { @"image_url" }, new global::PgLlm.Migrations.PgLlmTargetShape[] { new(@"total", @"number"), new(@"taxes", @"number"), new(@"currency", @"string"), new(@"paid_on", @"date") }) }),
+        };
 
         /// <summary>Every table's script (the migrator adds the queue's own migrations before them).</summary>
         public static global::System.Collections.Generic.IReadOnlyList<global::PgLlm.Migrations.PgLlmScript> All { get; } =
