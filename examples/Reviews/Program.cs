@@ -4,11 +4,12 @@
 //
 //   dotnet run --project examples/Reviews              demo: migrate, insert reviews, drain, print, exit
 //   dotnet run --project examples/Reviews -- --serve   migrate, then run the worker until Ctrl+C
-//   dotnet run --project examples/Reviews -- --write-sql [folder]   write the generated SQL (default: ./Sql)
+//   dotnet run --project examples/Reviews -- --write-sql [folder]   write the generated SQL (default: examples/Reviews/Sql)
 //
 // With nothing configured it starts a throwaway PostgreSQL and PgLlm's deterministic local model
 // endpoint. Set PGLLM_CONNECTION to use your database, and PGLLM_BASE_URL, PGLLM_API_KEY and
 // PGLLM_MODEL to use a real OpenAI-compatible provider.
+using System.Reflection;
 using Microsoft.Extensions.DependencyInjection;
 using Microsoft.Extensions.Hosting;
 using Microsoft.Extensions.Logging;
@@ -22,7 +23,15 @@ using Reviews;
 
 if (args is ["--write-sql", ..])
 {
-    var folder = args.Length > 1 ? args[1] : Path.Combine(Directory.GetCurrentDirectory(), ReviewsSchema.GeneratedSqlFolder);
+    // The project's own Sql folder, wherever the command runs from (the build records the project folder).
+    var project = typeof(ReviewsSchema).Assembly.GetCustomAttributes<AssemblyMetadataAttribute>().FirstOrDefault(a => a.Key == "ProjectDirectory")?.Value;
+    if (args.Length < 2 && !Directory.Exists(project))
+    {
+        Console.Error.WriteLine("error: the example's project folder is not where it was built; name the folder: --write-sql path/to/Sql");
+        return 2;
+    }
+
+    var folder = Path.GetFullPath(args.Length > 1 ? args[1] : Path.Combine(project!, ReviewsSchema.GeneratedSqlFolder));
     PgLlmScriptFolder.Write(folder, PgLlm.Generated.PgLlmScripts.All);
     Console.WriteLine($"Wrote {PgLlm.Generated.PgLlmScripts.All.Count} scripts to {folder}");
     return 0;
@@ -58,13 +67,38 @@ using var host = builder.Build();
 
 if (serve)
 {
+    if (localDatabase is not null)
+    {
+        var database = new NpgsqlConnectionStringBuilder(localDatabase.ConnectionString);
+        Console.WriteLine($"""
+            The throwaway database, while this runs:
+              connection string: {localDatabase.ConnectionString}
+              psql:              psql "host={database.Host} port={database.Port} dbname={database.Database} user={database.Username}"
+            Try, in psql or any client:
+              INSERT INTO public.user_reviews (review_text) VALUES ('The soup was cold but the staff were lovely.');
+              SELECT id, review_text, sentiment FROM public.user_reviews ORDER BY id DESC LIMIT 5;
+            """);
+    }
+
     Console.WriteLine("Migrating, then draining the queue until Ctrl+C.");
+    // A setting or a database that does not work is logged as one line, and the exit code is then 1.
     await host.RunAsync();
-    return 0;
+    return Environment.ExitCode;
 }
 
-var dataSource = host.Services.GetRequiredService<NpgsqlDataSource>();
-var migrated = await new PgLlmMigrator(dataSource, ReviewsSchema.All).MigrateAsync();
+NpgsqlDataSource dataSource;
+PgLlmMigrationResult migrated;
+try
+{
+    dataSource = host.Services.GetRequiredService<NpgsqlDataSource>();
+    migrated = await new PgLlmMigrator(dataSource, ReviewsSchema.All).MigrateAsync();
+}
+catch (Exception ex) when (ex is PgLlmConfigurationException or PgLlmMigrationException or NpgsqlException)
+{
+    Console.Error.WriteLine("error: " + ex.Message.ReplaceLineEndings(" "));
+    return 1;
+}
+
 Console.WriteLine($"Migrations: {migrated.Applied.Count} scripts applied" + (migrated.Applied.Count == 0 ? " (database already up to date)." : "."));
 
 var reviews = new (string ReviewText, string OriginalReview, string? FullName, string? ImageUrl)[]

@@ -23,6 +23,12 @@ public static class PgLlmServiceCollectionExtensions
     public const string HealthCheckName = "pgllm";
 
     /// <summary>
+    /// The process's exit code when PgLlm's start fails (a setting is missing or unreadable, the database cannot be
+    /// reached, a migration stops): the reason is logged as one critical line and the application stops.
+    /// </summary>
+    public const int StartFailedExitCode = 1;
+
+    /// <summary>
     /// Binds <see cref="PgLlmOptions"/> (section <c>PgLlm</c>, then <c>PGLLM_*</c> variables), registers an
     /// <see cref="NpgsqlDataSource"/> unless one exists, the model client (keyed <see cref="ChatClientKey"/>,
     /// unless registered), the worker and its queue maintenance (rescue, pruning) as hosted services, the queue monitor (<see cref="QueueMonitor"/>) and the
@@ -35,22 +41,20 @@ public static class PgLlmServiceCollectionExtensions
         ArgumentNullException.ThrowIfNull(configuration);
         services.AddOptions<PgLlmOptions>().Configure(options => Bind(configuration, options));
         services.TryAddSingleton(sp =>
-        {
-            var options = sp.GetRequiredService<IOptions<PgLlmOptions>>().Value;
-            if (string.IsNullOrWhiteSpace(options.ConnectionString))
-            {
-                throw new InvalidOperationException("PgLlm needs a connection string (PgLlm:ConnectionString or PGLLM_CONNECTION).");
-            }
-
-            return new NpgsqlDataSourceBuilder(options.ConnectionString).Build();
-        });
+            new NpgsqlDataSourceBuilder(PgLlmConnectionString.ToNpgsql(sp.GetRequiredService<IOptions<PgLlmOptions>>().Value.ConnectionString)).Build());
         services.TryAddKeyedSingleton<IChatClient>(ChatClientKey, (sp, _) =>
             ChatClientFactory.Create(sp.GetRequiredService<IOptions<PgLlmOptions>>().Value, sp.GetRequiredService<NpgsqlDataSource>()));
+
+        // First: a start that cannot work ends as one line and a non-zero exit code, and the services below stay idle.
+        services.TryAddSingleton(sp => new PgLlmStartup(sp, sp.GetRequiredService<IHostApplicationLifetime>(), sp.GetService<ILogger<PgLlmStartup>>()));
+        services.AddHostedService(sp => sp.GetRequiredService<PgLlmStartup>());
         if (scripts is not null)
         {
             var list = scripts.ToList();
-            services.AddHostedService(sp => new MigrationService(
-                new PgLlmMigrator(sp.GetRequiredService<NpgsqlDataSource>(), list, sp.GetService<ILogger<PgLlmMigrator>>())));
+            AddGuarded(services, sp => sp.GetRequiredService<PgLlmStartup>().Guard(() => new MigrationService(
+                new PgLlmMigrator(sp.GetRequiredService<NpgsqlDataSource>(), list, sp.GetService<ILogger<PgLlmMigrator>>()),
+                sp.GetRequiredService<PgLlmStartup>(),
+                sp.GetRequiredService<NpgsqlDataSource>().ConnectionString)));
         }
 
         services.TryAddSingleton(sp => new PgLlmWorker(
@@ -58,15 +62,24 @@ public static class PgLlmServiceCollectionExtensions
             sp.GetRequiredKeyedService<IChatClient>(ChatClientKey),
             sp.GetRequiredService<IOptions<PgLlmOptions>>(),
             sp.GetService<ILogger<PgLlmWorker>>()) { HostedMaintenance = false });
-        services.AddHostedService(sp => sp.GetRequiredService<PgLlmWorker>());
+        AddGuarded(services, sp => sp.GetRequiredService<PgLlmStartup>().Guard(() => sp.GetRequiredService<PgLlmWorker>()));
         // Rescue of expired leases and pruning of old history: a service of its own, beside the worker.
-        services.AddHostedService(sp => new QueueMaintenance(
-            sp.GetRequiredService<NpgsqlDataSource>(), sp.GetRequiredService<IOptions<PgLlmOptions>>().Value.Worker, sp.GetService<ILogger<QueueMaintenance>>()));
-        services.AddHostedService(sp => new QueueMonitor(
-            sp.GetRequiredService<NpgsqlDataSource>(), sp.GetRequiredService<IOptions<PgLlmOptions>>(), sp.GetService<ILogger<QueueMonitor>>()));
+        AddGuarded(services, sp => sp.GetRequiredService<PgLlmStartup>().Guard(() => new QueueMaintenance(
+            sp.GetRequiredService<NpgsqlDataSource>(), sp.GetRequiredService<IOptions<PgLlmOptions>>().Value.Worker, sp.GetService<ILogger<QueueMaintenance>>())));
+        AddGuarded(services, sp => sp.GetRequiredService<PgLlmStartup>().Guard(() => new QueueMonitor(
+            sp.GetRequiredService<NpgsqlDataSource>(), sp.GetRequiredService<IOptions<PgLlmOptions>>(), sp.GetService<ILogger<QueueMonitor>>())));
+        AddGuarded(services, sp => sp.GetRequiredService<PgLlmStartup>().Guard(() => new ActivitySummary(
+            sp.GetRequiredService<IOptions<PgLlmOptions>>().Value.Monitoring, sp.GetService<ILogger<ActivitySummary>>(), sp.GetService<TimeProvider>())));
         services.AddHealthChecks().AddCheck<PgLlmHealthCheck>(HealthCheckName, tags: [HealthCheckName]);
         return services;
     }
+
+    /// <summary>
+    /// Adds a hosted service made by <paramref name="create"/>. Not <c>AddHostedService</c>: it keeps one service per
+    /// implementation type, and these factories all return <see cref="IHostedService"/>.
+    /// </summary>
+    private static void AddGuarded(IServiceCollection services, Func<IServiceProvider, IHostedService> create) =>
+        services.AddSingleton(create);
 
     /// <summary>Binds the section, then lets the <c>PGLLM_*</c> environment variables override it.</summary>
     public static void Bind(IConfiguration configuration, PgLlmOptions options)
@@ -74,15 +87,36 @@ public static class PgLlmServiceCollectionExtensions
         ArgumentNullException.ThrowIfNull(configuration);
         ArgumentNullException.ThrowIfNull(options);
         configuration.GetSection(PgLlmOptions.SectionName).Bind(options);
-        options.ConnectionString = configuration["PGLLM_CONNECTION"] ?? options.ConnectionString;
+        // A postgres:// URL becomes Npgsql's keywords; one that cannot be read is kept and reported when it is used.
+        options.ConnectionString = PgLlmConnectionString.TryToNpgsql(configuration["PGLLM_CONNECTION"] ?? options.ConnectionString);
         options.BaseUrl = configuration["PGLLM_BASE_URL"] ?? options.BaseUrl;
         options.ApiKey = configuration["PGLLM_API_KEY"] ?? options.ApiKey;
         options.Model = configuration["PGLLM_MODEL"] ?? options.Model;
     }
 
-    private sealed class MigrationService(PgLlmMigrator migrator) : IHostedService
+    /// <summary>Migrates at start-up; a migration that stops ends the start with its message (see <see cref="PgLlmStartup"/>).</summary>
+    private sealed class MigrationService(PgLlmMigrator migrator, PgLlmStartup startup, string connectionString) : IHostedService
     {
-        public Task StartAsync(CancellationToken cancellationToken) => migrator.MigrateAsync(cancellationToken);
+        public async Task StartAsync(CancellationToken cancellationToken)
+        {
+            if (startup.Failed || cancellationToken.IsCancellationRequested)
+            {
+                return;
+            }
+
+            try
+            {
+                await migrator.MigrateAsync(cancellationToken).ConfigureAwait(false);
+            }
+            catch (OperationCanceledException) when (cancellationToken.IsCancellationRequested)
+            {
+                // The host is stopping.
+            }
+            catch (Exception ex) when (PgLlmStartup.DescribeDatabaseFailure(ex, connectionString) is { } message)
+            {
+                startup.Fail(message);
+            }
+        }
 
         public Task StopAsync(CancellationToken cancellationToken) => Task.CompletedTask;
     }
