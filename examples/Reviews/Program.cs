@@ -32,8 +32,12 @@ if (args is ["--write-sql", ..])
     }
 
     var folder = Path.GetFullPath(args.Length > 1 ? args[1] : Path.Combine(project!, ReviewsSchema.GeneratedSqlFolder));
-    PgLlmScriptFolder.Write(folder, PgLlm.Generated.PgLlmScripts.All);
-    Console.WriteLine($"Wrote {PgLlm.Generated.PgLlmScripts.All.Count} scripts to {folder}");
+    // Only what changed is rewritten: a committed file that is already right is left alone.
+    var changed = PgLlm.Generated.PgLlmScripts.All
+        .Where(s => !File.Exists(Path.Combine(folder, s.FileName)) || File.ReadAllText(Path.Combine(folder, s.FileName)).ReplaceLineEndings("\n") != s.Sql)
+        .ToList();
+    PgLlmScriptFolder.Write(folder, changed);
+    Console.WriteLine($"Wrote {changed.Count} of {PgLlm.Generated.PgLlmScripts.All.Count} scripts to {folder} (the others were up to date)");
     return 0;
 }
 

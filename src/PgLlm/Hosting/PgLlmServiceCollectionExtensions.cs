@@ -52,7 +52,7 @@ public static class PgLlmServiceCollectionExtensions
         {
             var list = scripts.ToList();
             AddGuarded(services, sp => sp.GetRequiredService<PgLlmStartup>().Guard(() => new MigrationService(
-                new PgLlmMigrator(sp.GetRequiredService<NpgsqlDataSource>(), list, sp.GetService<ILogger<PgLlmMigrator>>()),
+                new PgLlmMigrator(sp.GetRequiredService<NpgsqlDataSource>(), list, ErrorsAsDebug.Wrap(sp.GetService<ILogger<PgLlmMigrator>>())),
                 sp.GetRequiredService<PgLlmStartup>(),
                 sp.GetRequiredService<NpgsqlDataSource>().ConnectionString)));
         }
@@ -119,5 +119,26 @@ public static class PgLlmServiceCollectionExtensions
         }
 
         public Task StopAsync(CancellationToken cancellationToken) => Task.CompletedTask;
+    }
+
+    /// <summary>
+    /// The migrator's log with DbUp's errors at Debug: DbUp logs a failed script several times with its exception, and
+    /// the start already reports the failure, once, as one critical line (<see cref="PgLlmStartup.Fail"/>).
+    /// </summary>
+    private sealed class ErrorsAsDebug(ILogger inner) : ILogger<PgLlmMigrator>
+    {
+        public static ErrorsAsDebug? Wrap(ILogger<PgLlmMigrator>? logger) => logger is null ? null : new ErrorsAsDebug(logger);
+
+        public IDisposable? BeginScope<TState>(TState state)
+            where TState : notnull => inner.BeginScope(state);
+
+        public bool IsEnabled(LogLevel logLevel) => inner.IsEnabled(Demote(logLevel));
+
+#pragma warning disable CA1873 // A pass-through: the message is formatted only if the inner logger writes it.
+        public void Log<TState>(LogLevel logLevel, EventId eventId, TState state, Exception? exception, Func<TState, Exception?, string> formatter) =>
+            inner.Log(Demote(logLevel), eventId, state, exception, formatter);
+#pragma warning restore CA1873
+
+        private static LogLevel Demote(LogLevel level) => level is LogLevel.Error or LogLevel.Critical ? LogLevel.Debug : level;
     }
 }
