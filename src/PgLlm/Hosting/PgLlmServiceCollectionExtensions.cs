@@ -31,10 +31,18 @@ public static class PgLlmServiceCollectionExtensions
     /// <summary>
     /// Binds <see cref="PgLlmOptions"/> (section <c>PgLlm</c>, then <c>PGLLM_*</c> variables), registers an
     /// <see cref="NpgsqlDataSource"/> unless one exists, the model client (keyed <see cref="ChatClientKey"/>,
-    /// unless registered), the worker and its queue maintenance (rescue, pruning) as hosted services, the queue monitor (<see cref="QueueMonitor"/>) and the
-    /// health check <see cref="PgLlmHealthCheck"/> (name <c>pgllm</c>). With <paramref name="scripts"/>, migrations run
-    /// at start-up before the worker starts.
+    /// unless registered), the worker and its queue maintenance (rescue, pruning) as hosted services, the queue monitor
+    /// (<see cref="QueueMonitor"/>), a summary of the activity logged every <see cref="PgLlmMonitoringOptions.SummaryInterval"/>
+    /// and the health check <see cref="PgLlmHealthCheck"/> (name <c>pgllm</c>). With <paramref name="scripts"/>, migrations
+    /// run at start-up before the worker starts.
     /// </summary>
+    /// <remarks>
+    /// At start-up the host logs one block saying what it serves (endpoints and models, tasks, concurrency, database;
+    /// never a key or a password). A start that cannot work (a missing or unreadable setting, a database that cannot
+    /// be reached, a migration that stops) is logged as one critical line, the application stops, and the process
+    /// exits with <see cref="StartFailedExitCode"/> (through <see cref="Environment.ExitCode"/>, so
+    /// <c>await builder.Build().RunAsync();</c> needs nothing more).
+    /// </remarks>
     public static IServiceCollection AddPgLlm(this IServiceCollection services, IConfiguration configuration, IEnumerable<PgLlmScript>? scripts = null)
     {
         ArgumentNullException.ThrowIfNull(services);
