@@ -90,16 +90,22 @@ if (serve)
     return Environment.ExitCode;
 }
 
+// Settings that cannot work, an unreachable database or a failed migration: one line and exit code 1.
 NpgsqlDataSource dataSource;
+PgLlmWorker worker;
 PgLlmMigrationResult migrated;
 try
 {
     dataSource = host.Services.GetRequiredService<NpgsqlDataSource>();
+    worker = host.Services.GetRequiredService<PgLlmWorker>();
     migrated = await new PgLlmMigrator(dataSource, ReviewsSchema.All).MigrateAsync();
 }
-catch (Exception ex) when (ex is PgLlmConfigurationException or PgLlmMigrationException or NpgsqlException)
+catch (Exception ex) when (ex is InvalidOperationException or PgLlmMigrationException or NpgsqlException)
 {
-    Console.Error.WriteLine("error: " + ex.Message.ReplaceLineEndings(" "));
+    var message = ex is NpgsqlException { InnerException: { } cause } and not PostgresException
+        ? $"cannot reach PostgreSQL at {PgLlmConnectionString.Describe(builder.Configuration["PgLlm:ConnectionString"] ?? configured.ConnectionString)}: {cause.Message}"
+        : ex.Message;
+    Console.Error.WriteLine("error: " + message.ReplaceLineEndings(" "));
     return 1;
 }
 
@@ -137,7 +143,6 @@ await using (var batch = dataSource.CreateBatch())
 }
 
 Console.WriteLine($"Inserted {reviews.Length} reviews and {receipts.Length} receipts; the inserts returned at once, the model columns are still empty.");
-var worker = host.Services.GetRequiredService<PgLlmWorker>();
 using var timeout = new CancellationTokenSource(TimeSpan.FromMinutes(2));
 var settled = await worker.RunUntilIdleAsync(timeout.Token);
 Console.WriteLine($"The worker ran {settled} jobs. The rows now read:");

@@ -191,6 +191,60 @@ public sealed partial class HostStartupTests
         }
     }
 
+    [Fact]
+    public async Task The_example_serving_its_own_database_says_how_to_connect_and_the_insert_it_suggests_gets_filled()
+    {
+        var start = ExampleStart(Directory.GetCurrentDirectory(), ["--serve"]);
+        start.Environment.Remove("PGLLM_CONNECTION");
+        start.Environment["PGLLM_BASE_URL"] = _fixture.Model.BaseUrl.ToString();
+        start.Environment["PGLLM_API_KEY"] = _fixture.Model.ApiKey;
+        start.Environment["PGLLM_MODEL"] = "test-model";
+        using var process = Process.Start(start)!;
+        var output = new ConcurrentQueue<string>();
+        process.OutputDataReceived += (_, e) => { if (e.Data is not null) { output.Enqueue(e.Data); } };
+        process.ErrorDataReceived += (_, e) => { if (e.Data is not null) { output.Enqueue(e.Data); } };
+        process.BeginOutputReadLine();
+        process.BeginErrorReadLine();
+        try
+        {
+            await WaitUntilAsync(() => output.Any(l => l.Contains("started on", StringComparison.Ordinal)), output);
+            var connection = output.Select(l => Regex.Match(l, "^  connection string: (.+)$")).Single(m => m.Success).Groups[1].Value;
+            var database = new NpgsqlConnectionStringBuilder(connection);
+            var insert = output.Single(l => l.TrimStart().StartsWith("INSERT INTO public.user_reviews", StringComparison.Ordinal)).Trim();
+
+            Assert.Contains($"  psql:              psql \"host=127.0.0.1 port={database.Port} dbname={database.Database} user={database.Username}\"", output);
+            await using var db = NpgsqlDataSource.Create(connection);
+            await db.ExecAsync(insert);
+            await WaitUntilAsync(async () => await db.ScalarAsync<long>("SELECT count(*) FROM public.user_reviews WHERE sentiment IS NOT NULL") == 1, output);
+        }
+        finally
+        {
+            // SIGTERM, as a service manager stops it: the host stops and the throwaway database with it.
+            using (var term = Process.Start("kill", ["-TERM", process.Id.ToString(CultureInfo.InvariantCulture)]))
+            {
+                await term.WaitForExitAsync();
+            }
+
+            using var timeout = new CancellationTokenSource(Bound);
+            await process.WaitForExitAsync(timeout.Token);
+        }
+
+        Assert.Equal(0, process.ExitCode);
+    }
+
+    private static async Task WaitUntilAsync(Func<bool> condition, IEnumerable<string> output) =>
+        await WaitUntilAsync(() => Task.FromResult(condition()), output);
+
+    private static async Task WaitUntilAsync(Func<Task<bool>> condition, IEnumerable<string> output)
+    {
+        var deadline = DateTime.UtcNow + Bound;
+        while (!await condition())
+        {
+            Assert.True(DateTime.UtcNow < deadline, "not within the bound; the example wrote:\n" + string.Join('\n', output));
+            await Task.Delay(50);
+        }
+    }
+
     private static long Count(Match summary, string group) => long.Parse(summary.Groups[group].Value, CultureInfo.InvariantCulture);
 
     [GeneratedRegex(@"^PgLlm in the last \d+ s: (?<succeeded>\d+) jobs succeeded, \d+ retried, \d+ failed, \d+ discarded; (?<tokens>\d+) tokens \(\d+ input, \d+ output\)")]
@@ -236,7 +290,7 @@ public sealed partial class HostStartupTests
             ["PGLLM_MODEL"] = "test-model",
         });
 
-    private static async Task<ProcessRun> RunProcessAsync(string workingDirectory, string[] args, IDictionary<string, string?> environment)
+    private static ProcessStartInfo ExampleStart(string workingDirectory, string[] args)
     {
         var configuration = new DirectoryInfo(AppContext.BaseDirectory).Parent!.Name;
         var example = Path.Combine(RepositoryRoot(), "examples", "Reviews", "bin", configuration, "net10.0", "Reviews.dll");
@@ -254,6 +308,12 @@ public sealed partial class HostStartupTests
             start.ArgumentList.Add(arg);
         }
 
+        return start;
+    }
+
+    private static async Task<ProcessRun> RunProcessAsync(string workingDirectory, string[] args, IDictionary<string, string?> environment)
+    {
+        var start = ExampleStart(workingDirectory, args);
         foreach (var (key, value) in environment)
         {
             start.Environment[key] = value;
