@@ -144,7 +144,7 @@ public static class PgLlmConnectionString
             var userInfo = rest[..at];
             rest = rest[(at + 1)..];
             var colon = userInfo.IndexOf(':', StringComparison.Ordinal);
-            var user = Decode(colon < 0 ? userInfo : userInfo[..colon], "user name");
+            var user = Decode(colon < 0 ? userInfo : userInfo[..colon]);
             if (user.Length > 0)
             {
                 builder.Username = user;
@@ -152,14 +152,14 @@ public static class PgLlmConnectionString
 
             if (colon >= 0)
             {
-                builder.Password = Decode(userInfo[(colon + 1)..], "password");
+                builder.Password = Decode(userInfo[(colon + 1)..]);
             }
         }
 
         SetHosts(builder, rest);
         if (!string.IsNullOrEmpty(path))
         {
-            builder.Database = Decode(path, "database name");
+            builder.Database = Decode(path);
         }
 
         if (!string.IsNullOrEmpty(query))
@@ -169,11 +169,11 @@ public static class PgLlmConnectionString
                 var equals = pair.IndexOf('=', StringComparison.Ordinal);
                 if (equals <= 0)
                 {
-                    throw Invalid($"the parameter '{Decode(pair, "parameter")}' has no value");
+                    throw Invalid($"the parameter '{Decode(pair)}' has no value");
                 }
 
-                var name = Decode(pair[..equals], "parameter name");
-                var value = Decode(pair[(equals + 1)..], "parameter value");
+                var name = Decode(pair[..equals]);
+                var value = Decode(pair[(equals + 1)..]);
                 SetParameter(builder, name, value);
             }
         }
@@ -221,7 +221,7 @@ public static class PgLlmConnectionString
             else
             {
                 var colon = entry.LastIndexOf(':');
-                host = Decode(colon < 0 ? entry : entry[..colon], "host");
+                host = Decode(colon < 0 ? entry : entry[..colon]);
                 port = colon < 0 ? null : entry[(colon + 1)..];
             }
 
@@ -280,17 +280,8 @@ public static class PgLlmConnectionString
         }
     }
 
-    private static string Decode(string text, string what)
-    {
-        try
-        {
-            return Uri.UnescapeDataString(text);
-        }
-        catch (UriFormatException)
-        {
-            throw Invalid($"the {what} is not percent-encoded correctly");
-        }
-    }
+    /// <summary>Percent-decodes a part of the URL; an invalid escape is kept as written, as libpq does.</summary>
+    private static string Decode(string text) => Uri.UnescapeDataString(text);
 
     private static PgLlmConfigurationException Invalid(string why) =>
         new($"The connection URL (PGLLM_CONNECTION or PgLlm:ConnectionString) is not valid: {why} ({Expected}, password and names percent-encoded).");

@@ -120,9 +120,10 @@ public static class PgLlmServiceCollectionExtensions
             {
                 // The host is stopping.
             }
-            catch (Exception ex) when (PgLlmStartup.DescribeDatabaseFailure(ex, connectionString) is { } message)
+            catch (Exception ex) when (ex is not OperationCanceledException)
             {
-                startup.Fail(message);
+                // Whatever stopped the migration (nothing of a failed script is applied), the start ends on its message.
+                startup.Fail(PgLlmStartup.DescribeDatabaseFailure(ex, connectionString) ?? "PgLlm could not migrate the database: " + ex.Message, ex);
             }
         }
 

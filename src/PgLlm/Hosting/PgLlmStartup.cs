@@ -53,10 +53,17 @@ internal sealed partial class PgLlmStartup : IHostedLifecycleService
     public IHostedService Guard(Func<IHostedService> create) => ConfigurationError is null ? create() : Idle.Instance;
 
     /// <summary>Ends the start: one critical line, the exit code, and the application stops.</summary>
-    public void Fail(string message)
+    /// <param name="message">What went wrong, for the user: one line (a migration's several problems: one line each).</param>
+    /// <param name="exception">The exception behind it, logged at Debug only: the message says what to fix.</param>
+    public void Fail(string message, Exception? exception = null)
     {
         _failed = true;
         LogStartFailed(message);
+        if (exception is not null)
+        {
+            LogStartFailedDetails(exception);
+        }
+
         Environment.ExitCode = PgLlmServiceCollectionExtensions.StartFailedExitCode;
         _lifetime.StopApplication();
     }
@@ -102,7 +109,7 @@ internal sealed partial class PgLlmStartup : IHostedLifecycleService
         }
         catch (Exception ex) when (DescribeDatabaseFailure(ex is OperationCanceledException ? new TimeoutException("no answer within " + ReachTimeout.TotalSeconds + " s") : ex, dataSource.ConnectionString) is { } message)
         {
-            Fail(message);
+            Fail(message, ex);
         }
     }
 
@@ -204,6 +211,9 @@ internal sealed partial class PgLlmStartup : IHostedLifecycleService
 
     [LoggerMessage(Level = LogLevel.Critical, Message = "{Message}")]
     private partial void LogStartFailed(string message);
+
+    [LoggerMessage(Level = LogLevel.Debug, Message = "The start failed with this exception")]
+    private partial void LogStartFailedDetails(Exception exception);
 
     [LoggerMessage(Level = LogLevel.Information, Message = "PgLlm worker {WorkerId} started on {Database}\n{Endpoints}\n  {Tasks}\n  concurrency: {Concurrency} model calls at once per endpoint, claims of up to {BatchSize} jobs")]
     private partial void LogServing(string workerId, string database, string endpoints, string tasks, int concurrency, int batchSize);
