@@ -13,6 +13,7 @@ using System.Reflection;
 using Microsoft.Extensions.DependencyInjection;
 using Microsoft.Extensions.Hosting;
 using Microsoft.Extensions.Logging;
+using Microsoft.Extensions.Logging.Console;
 using Npgsql;
 using PgLlm;
 using PgLlm.Hosting;
@@ -44,6 +45,8 @@ if (args is ["--write-sql", ..])
 var serve = args.Contains("--serve");
 var builder = Host.CreateApplicationBuilder(args);
 builder.Logging.SetMinimumLevel(serve ? LogLevel.Information : LogLevel.Warning);
+// Warnings and errors on stderr, the rest on stdout.
+builder.Services.Configure<ConsoleLoggerOptions>(o => o.LogToStandardErrorThreshold = LogLevel.Warning);
 var configured = new PgLlmOptions();
 PgLlmServiceCollectionExtensions.Bind(builder.Configuration, configured);
 

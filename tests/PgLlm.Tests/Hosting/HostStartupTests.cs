@@ -272,8 +272,8 @@ public sealed partial class HostStartupTests
     private static void AssertOneLineFailure(ProcessRun run, string expected)
     {
         Assert.Equal(PgLlmServiceCollectionExtensions.StartFailedExitCode, run.ExitCode);
-        Assert.Contains(expected, run.Output, StringComparison.Ordinal);
-        // The problem is one critical log line; the rest is the example's and the host's own few lines.
+        Assert.Contains(expected, run.Errors, StringComparison.Ordinal);
+        // The problem is one critical log line (on stderr: the example sends warnings and errors there); the rest is the example's and the host's own few lines.
         Assert.Single(run.Output.Split('\n'), l => l.StartsWith("crit:", StringComparison.Ordinal));
         Assert.True(run.Output.Split('\n').Length < 20, run.Output);
         Assert.DoesNotMatch(@"(?m)^\s+at \S+\(", run.Output);
@@ -321,8 +321,16 @@ public sealed partial class HostStartupTests
 
         using var process = Process.Start(start)!;
         var output = new ConcurrentQueue<string>();
+        var errors = new ConcurrentQueue<string>();
         process.OutputDataReceived += (_, e) => { if (e.Data is not null) { output.Enqueue(e.Data); } };
-        process.ErrorDataReceived += (_, e) => { if (e.Data is not null) { output.Enqueue(e.Data); } };
+        process.ErrorDataReceived += (_, e) =>
+        {
+            if (e.Data is not null)
+            {
+                output.Enqueue(e.Data);
+                errors.Enqueue(e.Data);
+            }
+        };
         process.BeginOutputReadLine();
         process.BeginErrorReadLine();
         using var timeout = new CancellationTokenSource(Bound);
@@ -337,7 +345,7 @@ public sealed partial class HostStartupTests
         }
 
         process.WaitForExit();
-        return new ProcessRun(process.ExitCode, string.Join('\n', output));
+        return new ProcessRun(process.ExitCode, string.Join('\n', output), string.Join('\n', errors));
     }
 
     private static string RepositoryRoot() =>
@@ -352,7 +360,8 @@ public sealed partial class HostStartupTests
         return port;
     }
 
-    private sealed record ProcessRun(int ExitCode, string Output);
+    /// <summary>A finished run: its exit code, everything it wrote, and what of it went to stderr.</summary>
+    private sealed record ProcessRun(int ExitCode, string Output, string Errors);
 
     private sealed record LogEvent(string Category, LogLevel Level, string Message);
 
