@@ -4,14 +4,16 @@
 //
 //   dotnet run --project examples/Reviews              demo: migrate, insert reviews, drain, print, exit
 //   dotnet run --project examples/Reviews -- --serve   migrate, then run the worker until Ctrl+C
-//   dotnet run --project examples/Reviews -- --write-sql [folder]   write the generated SQL (default: ./Sql)
+//   dotnet run --project examples/Reviews -- --write-sql [folder]   write the generated SQL (default: examples/Reviews/Sql)
 //
 // With nothing configured it starts a throwaway PostgreSQL and PgLlm's deterministic local model
 // endpoint. Set PGLLM_CONNECTION to use your database, and PGLLM_BASE_URL, PGLLM_API_KEY and
 // PGLLM_MODEL to use a real OpenAI-compatible provider.
+using System.Reflection;
 using Microsoft.Extensions.DependencyInjection;
 using Microsoft.Extensions.Hosting;
 using Microsoft.Extensions.Logging;
+using Microsoft.Extensions.Logging.Console;
 using Npgsql;
 using PgLlm;
 using PgLlm.Hosting;
@@ -22,15 +24,29 @@ using Reviews;
 
 if (args is ["--write-sql", ..])
 {
-    var folder = args.Length > 1 ? args[1] : Path.Combine(Directory.GetCurrentDirectory(), ReviewsSchema.GeneratedSqlFolder);
-    PgLlmScriptFolder.Write(folder, PgLlm.Generated.PgLlmScripts.All);
-    Console.WriteLine($"Wrote {PgLlm.Generated.PgLlmScripts.All.Count} scripts to {folder}");
+    // The project's own Sql folder, wherever the command runs from (the build records the project folder).
+    var project = typeof(ReviewsSchema).Assembly.GetCustomAttributes<AssemblyMetadataAttribute>().FirstOrDefault(a => a.Key == "ProjectDirectory")?.Value;
+    if (args.Length < 2 && !Directory.Exists(project))
+    {
+        Console.Error.WriteLine("error: the example's project folder is not where it was built; name the folder: --write-sql path/to/Sql");
+        return 2;
+    }
+
+    var folder = Path.GetFullPath(args.Length > 1 ? args[1] : Path.Combine(project!, ReviewsSchema.GeneratedSqlFolder));
+    // Only what changed is rewritten: a committed file that is already right is left alone.
+    var changed = PgLlm.Generated.PgLlmScripts.All
+        .Where(s => !File.Exists(Path.Combine(folder, s.FileName)) || File.ReadAllText(Path.Combine(folder, s.FileName)).ReplaceLineEndings("\n") != s.Sql)
+        .ToList();
+    PgLlmScriptFolder.Write(folder, changed);
+    Console.WriteLine($"Wrote {changed.Count} of {PgLlm.Generated.PgLlmScripts.All.Count} scripts to {folder} (the others were up to date)");
     return 0;
 }
 
 var serve = args.Contains("--serve");
 var builder = Host.CreateApplicationBuilder(args);
 builder.Logging.SetMinimumLevel(serve ? LogLevel.Information : LogLevel.Warning);
+// Warnings and errors on stderr, the rest on stdout.
+builder.Services.Configure<ConsoleLoggerOptions>(o => o.LogToStandardErrorThreshold = LogLevel.Warning);
 var configured = new PgLlmOptions();
 PgLlmServiceCollectionExtensions.Bind(builder.Configuration, configured);
 
@@ -58,13 +74,44 @@ using var host = builder.Build();
 
 if (serve)
 {
+    if (localDatabase is not null)
+    {
+        var database = new NpgsqlConnectionStringBuilder(localDatabase.ConnectionString);
+        Console.WriteLine($"""
+            The throwaway database, while this runs:
+              connection string: {localDatabase.ConnectionString}
+              psql:              psql "host={database.Host} port={database.Port} dbname={database.Database} user={database.Username}"
+            Try, in psql or any client:
+              INSERT INTO public.user_reviews (review_text) VALUES ('The soup was cold but the staff were lovely.');
+              SELECT id, review_text, sentiment FROM public.user_reviews ORDER BY id DESC LIMIT 5;
+            """);
+    }
+
     Console.WriteLine("Migrating, then draining the queue until Ctrl+C.");
+    // A setting or a database that does not work is logged as one line, and the exit code is then 1.
     await host.RunAsync();
-    return 0;
+    return Environment.ExitCode;
 }
 
-var dataSource = host.Services.GetRequiredService<NpgsqlDataSource>();
-var migrated = await new PgLlmMigrator(dataSource, ReviewsSchema.All).MigrateAsync();
+// Settings that cannot work, an unreachable database or a failed migration: one line and exit code 1.
+NpgsqlDataSource dataSource;
+PgLlmWorker worker;
+PgLlmMigrationResult migrated;
+try
+{
+    dataSource = host.Services.GetRequiredService<NpgsqlDataSource>();
+    worker = host.Services.GetRequiredService<PgLlmWorker>();
+    migrated = await new PgLlmMigrator(dataSource, ReviewsSchema.All).MigrateAsync();
+}
+catch (Exception ex) when (ex is InvalidOperationException or PgLlmMigrationException or NpgsqlException)
+{
+    var message = ex is NpgsqlException { InnerException: { } cause } and not PostgresException
+        ? $"cannot reach PostgreSQL at {PgLlmConnectionString.Describe(builder.Configuration["PgLlm:ConnectionString"] ?? configured.ConnectionString)}: {cause.Message}"
+        : ex.Message;
+    Console.Error.WriteLine("error: " + message.ReplaceLineEndings(" "));
+    return 1;
+}
+
 Console.WriteLine($"Migrations: {migrated.Applied.Count} scripts applied" + (migrated.Applied.Count == 0 ? " (database already up to date)." : "."));
 
 var reviews = new (string ReviewText, string OriginalReview, string? FullName, string? ImageUrl)[]
@@ -99,7 +146,6 @@ await using (var batch = dataSource.CreateBatch())
 }
 
 Console.WriteLine($"Inserted {reviews.Length} reviews and {receipts.Length} receipts; the inserts returned at once, the model columns are still empty.");
-var worker = host.Services.GetRequiredService<PgLlmWorker>();
 using var timeout = new CancellationTokenSource(TimeSpan.FromMinutes(2));
 var settled = await worker.RunUntilIdleAsync(timeout.Token);
 Console.WriteLine($"The worker ran {settled} jobs. The rows now read:");

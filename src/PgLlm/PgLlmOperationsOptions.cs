@@ -38,6 +38,12 @@ public sealed class PgLlmMonitoringOptions
     /// <summary>How often the hosted monitor counts the queue for the <c>pgllm.queue.depth</c> gauge.</summary>
     public TimeSpan QueueSampleInterval { get; set; } = TimeSpan.FromSeconds(15);
 
+    /// <summary>
+    /// How often a hosted app logs a summary of what it did (jobs succeeded, retried, failed, tokens) at Information, when
+    /// it did anything; null or zero turns it off. One minute by default.
+    /// </summary>
+    public TimeSpan? SummaryInterval { get; set; } = TimeSpan.FromMinutes(1);
+
     /// <summary>Pending jobs above which the health check reports Degraded; null never does.</summary>
     public long? DegradedQueueDepth { get; set; }
 

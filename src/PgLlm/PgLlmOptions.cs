@@ -9,7 +9,10 @@ public sealed class PgLlmOptions
     /// <summary>The configuration section bound to these options.</summary>
     public const string SectionName = "PgLlm";
 
-    /// <summary>The PostgreSQL connection string (<c>PGLLM_CONNECTION</c>).</summary>
+    /// <summary>
+    /// The PostgreSQL connection string (<c>PGLLM_CONNECTION</c>): Npgsql's keywords (<c>Host=db;Database=app;Username=app</c>)
+    /// or a URL (<c>postgres://user:password@host:5432/app?sslmode=require</c>, see <see cref="Hosting.PgLlmConnectionString"/>).
+    /// </summary>
     public string? ConnectionString { get; set; }
 
     /// <summary>The OpenAI-compatible endpoint's base URL, e.g. <c>https://api.openai.com/v1</c> (<c>PGLLM_BASE_URL</c>).</summary>

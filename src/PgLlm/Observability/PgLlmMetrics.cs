@@ -21,22 +21,34 @@ public static class PgLlmMetrics
     /// <summary>The tag holding a task's name.</summary>
     public const string TaskTag = "pgllm.task";
 
+    /// <summary>The counter of jobs whose answer was written.</summary>
+    public const string SucceededName = "pgllm.jobs.succeeded";
+
+    /// <summary>The counter of failed attempts that will be retried.</summary>
+    public const string RetriedName = "pgllm.jobs.retried";
+
+    /// <summary>The counter of jobs that failed for good.</summary>
+    public const string FailedName = "pgllm.jobs.failed";
+
+    /// <summary>The counter of jobs that ended without writing (superseded, skipped).</summary>
+    public const string DiscardedName = "pgllm.jobs.discarded";
+
     private static readonly Meter Meter = new(MeterName, typeof(PgLlmMetrics).Assembly.GetName().Version?.ToString());
 
     private static readonly Counter<long> Claimed = Meter.CreateCounter<long>(
         "pgllm.jobs.claimed", "{job}", "Jobs claimed by a worker (each claim is one attempt).");
 
     private static readonly Counter<long> Succeeded = Meter.CreateCounter<long>(
-        "pgllm.jobs.succeeded", "{job}", "Jobs whose answer was written to the row.");
+        SucceededName, "{job}", "Jobs whose answer was written to the row.");
 
     private static readonly Counter<long> Retried = Meter.CreateCounter<long>(
-        "pgllm.jobs.retried", "{job}", "Failed attempts that will be retried.");
+        RetriedName, "{job}", "Failed attempts that will be retried.");
 
     private static readonly Counter<long> Failed = Meter.CreateCounter<long>(
-        "pgllm.jobs.failed", "{job}", "Jobs that failed for good (dead letters).");
+        FailedName, "{job}", "Jobs that failed for good (dead letters).");
 
     private static readonly Counter<long> Discarded = Meter.CreateCounter<long>(
-        "pgllm.jobs.discarded", "{job}", "Jobs that ended without writing: superseded by newer inputs, or skipped.");
+        DiscardedName, "{job}", "Jobs that ended without writing: superseded by newer inputs, or skipped.");
 
     private static readonly Counter<long> RateLimitWaits = Meter.CreateCounter<long>(
         "pgllm.rate_limit.throttled", "{response}", "HTTP 429 responses that paused the worker's model calls.");

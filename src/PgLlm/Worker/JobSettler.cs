@@ -82,7 +82,8 @@ internal sealed partial class JobSettler(NpgsqlDataSource dataSource, JobQueue q
         }
 
         PgLlmMetrics.RecordSettled(write.Job.Task, state);
-        LogCompleted(write.Job.Id, write.Job.Task, state);
+        // Debug: the generated method returns at once when Debug is off, so the hot path allocates nothing for it.
+        LogCompleted(write.Job.Id, write.Job.Task, state, write.InputTokens, write.OutputTokens);
     }
 
     /// <summary>The task's table checked again now (its verdict forgotten); null when it matches or cannot be checked.</summary>
@@ -126,8 +127,8 @@ internal sealed partial class JobSettler(NpgsqlDataSource dataSource, JobQueue q
         return retryAfter is { } minimum && minimum > delay ? minimum : delay;
     }
 
-    [LoggerMessage(Level = LogLevel.Debug, Message = "Job {JobId} of task {Task} finished as {State}")]
-    private partial void LogCompleted(long jobId, string task, string? state);
+    [LoggerMessage(Level = LogLevel.Debug, Message = "Job {JobId} of task {Task} finished as {State} ({InputTokens} input and {OutputTokens} output tokens)")]
+    private partial void LogCompleted(long jobId, string task, string? state, int? inputTokens, int? outputTokens);
 
     [LoggerMessage(Level = LogLevel.Warning, Message = "Job {JobId} of task {Task}, attempt {Attempt} of {MaxAttempts}, failed ({State}): {Error}")]
     private partial void LogAttemptFailed(long jobId, string task, int attempt, int maxAttempts, string state, string error);
