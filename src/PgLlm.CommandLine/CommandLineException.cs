@@ -17,6 +17,7 @@ public sealed class CommandLineException : Exception
     {
         CommandLineException cli => cli.Message,
         PgLlm.Migrations.PgLlmMigrationException migration => migration.Message,
+        PgLlm.Hosting.PgLlmConfigurationException configuration => configuration.Message,
         PostgresException { SqlState: "3F000" or "42P01" or "42883" } pg when pg.MessageText.Contains("llm", StringComparison.Ordinal) =>
             $"the database has no PgLlm schema, or an older one ({pg.MessageText}): run 'pgllm migrate' first.",
         PostgresException { SqlState: "28P01" or "28000" } pg => $"PostgreSQL refused the login: {pg.MessageText}.",

@@ -147,6 +147,16 @@ public sealed partial class PgLlmCommandLine
                 _error.Flush();
                 return ExitInterrupted;
             }
+            catch (PgLlmMigrationException ex) when (ex.Problems.Count > 0)
+            {
+                // The table check: one line per problem, each with the DDL that fixes it.
+                foreach (var problem in ex.Problems)
+                {
+                    WriteError(problem);
+                }
+
+                return ExitError;
+            }
             catch (Exception ex) when (CommandLineException.Describe(ex, parseResult.GetValue(_connection) ?? ReadOptions(null).ConnectionString) is { } message)
             {
                 WriteError(message);
@@ -207,7 +217,7 @@ public sealed partial class PgLlmCommandLine
         PgLlmServiceCollectionExtensions.Bind(_configuration, options);
         if (parseResult?.GetValue(_connection) is { Length: > 0 } connection)
         {
-            options.ConnectionString = connection;
+            options.ConnectionString = PgLlmConnectionString.TryToNpgsql(connection);
         }
 
         return options;
@@ -222,7 +232,11 @@ public sealed partial class PgLlmCommandLine
 
         try
         {
-            return new NpgsqlDataSourceBuilder(options.ConnectionString).Build();
+            return new NpgsqlDataSourceBuilder(PgLlmConnectionString.ToNpgsql(options.ConnectionString)).Build();
+        }
+        catch (PgLlmConfigurationException ex)
+        {
+            throw new CommandLineException(ex.Message, ex);
         }
         catch (ArgumentException ex)
         {

@@ -7,8 +7,9 @@ namespace PgLlm.Package.Tests;
 
 /// <summary>
 /// Every C# block a user would copy from README.md and docs/*.md compiles against the packed PgLlm package, with its
-/// generator running. All the compiled blocks of one file form one console app (one project: each block its own
-/// file; at most one block with top-level statements); no implicit usings; a block right after the line
+/// generator running. The declaration blocks of one file (types) are compiled with each of its blocks that have
+/// top-level statements, one console app per such block (each block its own file); no implicit usings; ASP.NET Core
+/// is referenced; a block right after the line
 /// <c>&lt;!-- snippet: ignore --&gt;</c> is a fragment and is skipped.
 /// </summary>
 [Collection(PackedPackages.Name)]
@@ -69,31 +70,40 @@ public sealed partial class DocSnippetTests(PackagesFixture packages)
         Assert.Single(failure.Split('\n'), l => l.Contains("error", StringComparison.OrdinalIgnoreCase) || l.Contains(": CS", StringComparison.Ordinal));
     }
 
-    /// <summary>Builds the compiled blocks of one Markdown text as one app against the packed packages; null when it builds, else the failure.</summary>
+    /// <summary>
+    /// Builds the compiled blocks of one Markdown text against the packed packages: the declaration blocks (types) with
+    /// each block that has top-level statements, one app per such block (a library when there is none); null when all
+    /// build, else every failure.
+    /// </summary>
     private async Task<string?> CompileAsync(string document, string markdown)
     {
         var blocks = MarkdownSnippets.Read(markdown).Where(b => !b.Ignored).ToList();
-        var programs = blocks.Where(HasTopLevelStatements).ToList();
-        if (programs.Count > 1)
+        var declarations = blocks.Where(b => !HasTopLevelStatements(b)).ToList();
+        var programs = blocks.Where(HasTopLevelStatements).Select(p => (CodeBlock?)p).DefaultIfEmpty(null).ToList();
+        var failures = new List<string>();
+        foreach (var program in programs)
         {
-            return $"{document}: blocks at lines {string.Join(", ", programs.Select(b => b.Line))} all have top-level statements; one app has one " +
-                   $"(mark the others with {MarkdownSnippets.IgnoreMarker} or make them declarations).";
+            var name = document.Replace('/', '_').Replace(".md", string.Empty, StringComparison.Ordinal) + (program is null ? string.Empty : $"_L{program.Line}");
+            var project = Path.Combine(packages.Root, "snippets", name);
+            Directory.CreateDirectory(project);
+            File.WriteAllText(Path.Combine(project, "Snippets.csproj"), ProjectFile(program is null ? "Library" : "Exe"));
+            foreach (var block in program is null ? declarations : [.. declarations, program])
+            {
+                File.WriteAllText(Path.Combine(project, BlockFileName(block.Line)), block.Code);
+            }
+
+            var build = await packages.DotnetAsync(project, TimeSpan.FromMinutes(4), "build", "-c", "Release", "-nologo", "-clp:NoSummary");
+            if (build.ExitCode != 0)
+            {
+                failures.AddRange(Errors(document, build));
+            }
         }
 
-        var project = Path.Combine(packages.Root, "snippets", document.Replace('/', '_').Replace(".md", string.Empty, StringComparison.Ordinal));
-        Directory.CreateDirectory(project);
-        File.WriteAllText(Path.Combine(project, "Snippets.csproj"), ProjectFile(programs.Count == 1 ? "Exe" : "Library"));
-        foreach (var block in blocks)
-        {
-            File.WriteAllText(Path.Combine(project, BlockFileName(block.Line)), block.Code);
-        }
-
-        var build = await packages.DotnetAsync(project, TimeSpan.FromMinutes(4), "build", "-c", "Release", "-nologo", "-clp:NoSummary");
-        return build.ExitCode == 0
+        return failures.Count == 0
             ? null
             : $"{document}: its C# blocks do not compile against the packed PgLlm {packages.Version} " +
               $"(mark a fragment with {MarkdownSnippets.IgnoreMarker} on the line before its fence):{Environment.NewLine}" +
-              string.Join(Environment.NewLine, Errors(document, build));
+              string.Join(Environment.NewLine, failures.Distinct());
     }
 
     [Fact]
@@ -149,6 +159,7 @@ public sealed partial class DocSnippetTests(PackagesFixture packages)
                 <RootNamespace>Snippets</RootNamespace>
               </PropertyGroup>
               <ItemGroup>
+                <FrameworkReference Include="Microsoft.AspNetCore.App" />
                 <PackageReference Include="PgLlm" Version="{packages.Version}" />
                 <PackageReference Include="PgLlm.Local" Version="{packages.Version}" />
                 {commandLine}
