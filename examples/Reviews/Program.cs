@@ -33,11 +33,9 @@ if (args is ["--write-sql", ..])
     }
 
     var folder = Path.GetFullPath(args.Length > 1 ? args[1] : Path.Combine(project!, ReviewsSchema.GeneratedSqlFolder));
-    // Only what changed is rewritten: a committed file that is already right is left alone.
-    var changed = PgLlm.Generated.PgLlmScripts.All
-        .Where(s => !File.Exists(Path.Combine(folder, s.FileName)) || File.ReadAllText(Path.Combine(folder, s.FileName)).ReplaceLineEndings("\n") != s.Sql)
-        .ToList();
-    PgLlmScriptFolder.Write(folder, changed);
+    // Only what changed is rewritten (a committed file that is already right keeps its timestamp), and only
+    // PgLlm's own stale files are deleted.
+    var changed = PgLlmScriptFolder.Write(folder, PgLlm.Generated.PgLlmScripts.All);
     Console.WriteLine($"Wrote {changed.Count} of {PgLlm.Generated.PgLlmScripts.All.Count} scripts to {folder} (the others were up to date)");
     return 0;
 }

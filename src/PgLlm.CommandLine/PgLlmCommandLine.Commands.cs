@@ -57,13 +57,13 @@ public sealed partial class PgLlmCommandLine
         {
             var scripts = Scripts(parseResult);
             var folder = parseResult.GetValue(output)!;
-            PgLlmScriptFolder.Write(folder.FullName, scripts);
-            foreach (var script in scripts)
+            // Only files that changed are written, and only PgLlm's own stale files deleted: one line each.
+            foreach (var change in PgLlmScriptFolder.Write(folder.FullName, scripts))
             {
-                Say($"wrote [blue]{script.FileName}[/]");
+                Say($"{change}");
             }
 
-            Say($"[green]{scripts.Count} scripts[/] in {folder.FullName}");
+            Say($"[green]{scripts.Count} scripts[/] in {folder.FullName} (the others were up to date)");
             return Task.FromResult(0);
         });
         return command;

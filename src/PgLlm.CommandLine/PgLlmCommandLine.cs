@@ -232,7 +232,10 @@ public sealed partial class PgLlmCommandLine
 
         try
         {
-            return new NpgsqlDataSourceBuilder(PgLlmConnectionString.ToNpgsql(options.ConnectionString)).Build();
+            var connectionString = PgLlmConnectionString.IsUrl(options.ConnectionString)
+                ? PgLlmConnectionString.ToNpgsql(options.ConnectionString)
+                : options.ConnectionString;
+            return new NpgsqlDataSourceBuilder(connectionString).Build();
         }
         catch (PgLlmConfigurationException ex)
         {

@@ -14,7 +14,11 @@ public sealed class WorkerTableCheckTests
     private static readonly TimeSpan Bound = TimeSpan.FromSeconds(60);
     private readonly PgLlmFixture _fixture;
 
-    public WorkerTableCheckTests(PgLlmFixture fixture) => _fixture = fixture;
+    public WorkerTableCheckTests(PgLlmFixture fixture)
+    {
+        _fixture = fixture;
+        fixture.Model.Reset();
+    }
 
     [Fact]
     public async Task A_dropped_target_column_fails_the_jobs_for_good_without_a_model_call()
