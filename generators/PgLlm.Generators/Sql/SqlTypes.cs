@@ -39,14 +39,7 @@ internal static class SqlTypes
                 return "double precision";
         }
 
-        var kind = KindOf(type);
-        return kind switch
-        {
-            "object" => "jsonb",
-            "array of object" or "array of array" => "jsonb",
-            _ when kind.StartsWith("array of ", System.StringComparison.Ordinal) => ForKind(kind.Substring("array of ".Length)) + "[]",
-            _ => ForKind(kind),
-        };
+        return PgLlm.Migrations.AnswerKinds.SqlTypeOf(KindOf(type));
     }
 
     /// <summary>The kind of answer a target of this C# type receives: its JSON type, refined by format (<c>date-time</c>, <c>date</c>, <c>time</c>, <c>uuid</c>) or <c>enum</c>.</summary>
@@ -99,20 +92,6 @@ internal static class SqlTypes
 
         return "object";
     }
-
-    /// <summary>The PostgreSQL type a column for answers of a kind is given (the runtime's TableCheck maps kinds the same way).</summary>
-    private static string ForKind(string kind) => kind switch
-    {
-        "boolean" => "boolean",
-        "integer" => "integer",
-        "number" => "numeric",
-        "date-time" => "timestamptz",
-        "date" => "date",
-        "time" => "time",
-        "uuid" => "uuid",
-        "object" => "jsonb",
-        _ => "text",
-    };
 
     private static string ElementKind(ITypeSymbol element)
     {

@@ -13,7 +13,7 @@ namespace PgLlm.Migrations;
 /// </summary>
 internal static class TableCheck
 {
-    private const string ArrayOf = "array of ";
+    private const string ArrayOf = AnswerKinds.ArrayOf;
 
     /// <summary>
     /// One query for all tables: each table's relkind (null when missing) and its columns with their type
@@ -145,7 +145,7 @@ internal static class TableCheck
             {
                 var what = $"column {{0}} (target of task {task.Name}, {target.Kind})";
                 // The property's own type when the generator gave it (a long is a bigint), else the kind's.
-                var type = typeOf.GetValueOrDefault(target.Column) ?? SqlTypeOf(target.Kind);
+                var type = typeOf.GetValueOrDefault(target.Column) ?? AnswerKinds.SqlTypeOf(target.Kind);
                 if (!columns.TryGetValue(target.Column, out var column))
                 {
                     problems.Add(new Problem(at, what + " is missing", [AddColumn(type)], [target.Column]));
@@ -190,29 +190,6 @@ internal static class TableCheck
         };
     }
 
-    /// <summary>The PostgreSQL type a column for answers of a kind is given (the generator maps kinds the same way).</summary>
-    internal static string SqlTypeOf(string kind)
-    {
-        if (kind.StartsWith(ArrayOf, StringComparison.Ordinal))
-        {
-            var element = kind[ArrayOf.Length..];
-            return element is "object" or "array" ? "jsonb" : SqlTypeOf(element) + "[]";
-        }
-
-        return kind switch
-        {
-            "boolean" => "boolean",
-            "integer" => "integer",
-            "number" => "numeric",
-            "date-time" => "timestamptz",
-            "date" => "date",
-            "time" => "time",
-            "uuid" => "uuid",
-            "object" => "jsonb",
-            _ => "text",
-        };
-    }
-
     private static string Article(string kind) => kind[0] is 'a' or 'e' or 'i' or 'o' or 'u' ? "an " + kind : "a " + kind;
 
     /// <summary>An <c>ALTER TABLE</c> action adding the problem's column (<c>{0}</c>).</summary>
@@ -245,7 +222,7 @@ internal static class TableCheck
 
         foreach (var target in table.Tasks.SelectMany(t => t.Targets))
         {
-            Add(target.Column, typeOf.GetValueOrDefault(target.Column) ?? SqlTypeOf(target.Kind));
+            Add(target.Column, typeOf.GetValueOrDefault(target.Column) ?? AnswerKinds.SqlTypeOf(target.Kind));
         }
 
         if (table.KeyColumns.Count > 1)

@@ -19,9 +19,7 @@ public sealed class CommandLineOutputTests
     public CommandLineOutputTests(PgLlmFixture fixture)
     {
         _fixture = fixture;
-        fixture.Model.Responder = null;
-        fixture.Model.Latency = TimeSpan.Zero;
-        fixture.Model.ClearRequests();
+        fixture.Model.Reset();
     }
 
     [Fact]

@@ -2,7 +2,6 @@ using System.Collections.Concurrent;
 using System.Diagnostics;
 using System.Globalization;
 using System.Net;
-using System.Net.Sockets;
 using System.Text.RegularExpressions;
 using Microsoft.Extensions.DependencyInjection;
 using Microsoft.Extensions.Hosting;
@@ -10,6 +9,7 @@ using Microsoft.Extensions.Logging;
 using Npgsql;
 using PgLlm.Hosting;
 using PgLlm.Tests.Integration;
+using PgLlm.Tests.Operations;
 
 namespace PgLlm.Tests.Hosting;
 
@@ -51,7 +51,7 @@ public sealed partial class HostStartupTests
     [Fact]
     public async Task An_unreachable_database_is_one_line_and_exit_code_1()
     {
-        var port = ClosedPort();
+        var port = Ops.FreePort();
 
         var run = await RunExampleAsync($"postgres://app:hunter2@127.0.0.1:{port}/reviews");
 
@@ -61,7 +61,7 @@ public sealed partial class HostStartupTests
     [Fact]
     public async Task A_bad_endpoint_url_is_one_line_and_exit_code_1()
     {
-        var run = await RunExampleAsync($"Host=127.0.0.1;Port={ClosedPort()};Username=app;Password=hunter2", baseUrl: "not a url");
+        var run = await RunExampleAsync($"Host=127.0.0.1;Port={Ops.FreePort()};Username=app;Password=hunter2", baseUrl: "not a url");
 
         AssertOneLineFailure(run, "PgLlm needs the model endpoint's base URL (PgLlm:BaseUrl or PGLLM_BASE_URL)");
     }
@@ -350,15 +350,6 @@ public sealed partial class HostStartupTests
 
     private static string RepositoryRoot() =>
         Path.GetFullPath(Path.Combine(AppContext.BaseDirectory, "..", "..", "..", "..", ".."));
-
-    private static int ClosedPort()
-    {
-        using var listener = new TcpListener(IPAddress.Loopback, 0);
-        listener.Start();
-        var port = ((IPEndPoint)listener.LocalEndpoint).Port;
-        listener.Stop();
-        return port;
-    }
 
     /// <summary>A finished run: its exit code, everything it wrote, and what of it went to stderr.</summary>
     private sealed record ProcessRun(int ExitCode, string Output, string Errors);

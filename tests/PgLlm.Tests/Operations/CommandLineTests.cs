@@ -16,9 +16,7 @@ public sealed class CommandLineTests
     public CommandLineTests(PgLlmFixture fixture)
     {
         _fixture = fixture;
-        fixture.Model.Responder = null;
-        fixture.Model.Latency = TimeSpan.Zero;
-        fixture.Model.ClearRequests();
+        fixture.Model.Reset();
     }
 
     [Fact]
