@@ -33,10 +33,16 @@ if (args is ["--write-sql", ..])
     }
 
     var folder = Path.GetFullPath(args.Length > 1 ? args[1] : Path.Combine(project!, ReviewsSchema.GeneratedSqlFolder));
-    // Only what changed is rewritten (a committed file that is already right keeps its timestamp), and only
-    // PgLlm's own stale files are deleted.
-    var changed = PgLlmScriptFolder.Write(folder, PgLlm.Generated.PgLlmScripts.All);
-    Console.WriteLine($"Wrote {changed.Count} of {PgLlm.Generated.PgLlmScripts.All.Count} scripts to {folder} (the others were up to date)");
+    // Only what changed is rewritten: a committed file that is already right is left alone. Write is given
+    // every script, as it deletes the folder's generated files that no script produces (tables removed).
+    var changes = PgLlmScriptFolder.Write(folder, PgLlm.Generated.PgLlmScripts.All);
+    var written = changes.Count(c => c.EndsWith(": written", StringComparison.Ordinal));
+    Console.WriteLine($"Wrote {written} of {PgLlm.Generated.PgLlmScripts.All.Count} scripts to {folder} (the others were up to date)");
+    foreach (var deleted in changes.Where(c => c.EndsWith(": deleted", StringComparison.Ordinal)))
+    {
+        Console.WriteLine("Deleted " + deleted[..^": deleted".Length] + " (no table declares it any more)");
+    }
+
     return 0;
 }
 

@@ -6,6 +6,7 @@ namespace Reviews;
 /// <summary>
 /// A photographed receipt: one call reads the image and fills the total and the taxes, as numbers,
 /// into <c>numeric</c> columns. An answer that is not a number (or does not fit the column) writes nothing.
+/// The model must answer a total; it may answer null for the taxes (AllowNull), as some receipts show none.
 /// </summary>
 [LlmTable("receipts", Schema = "public")]
 [LlmTask(
@@ -13,6 +14,7 @@ namespace Reviews;
     nameof(Total),
     nameof(Taxes),
     Name = "total_and_taxes",
+    AllowNull = [nameof(Taxes)],
     SystemPrompt = "You read receipts. Answer with the amounts as printed, without currency symbols.",
     Temperature = 0)]
 public sealed record Receipt
@@ -29,6 +31,6 @@ public sealed record Receipt
     public decimal? Total { get; init; }
 
     /// <summary>The taxes included in the total; filled by the worker.</summary>
-    [Description("The taxes included in the total (VAT, sales tax)")]
+    [Description("The taxes included in the total (VAT, sales tax), or null when the receipt shows none")]
     public decimal? Taxes { get; init; }
 }

@@ -55,8 +55,9 @@ public sealed record UserReview
     [LlmImage]
     public string? AttachedImageUrl { get; init; }
 
-    /// <summary>All text in the attached image.</summary>
-    [LlmColumn("Extract all text from this image: {AttachedImageUrl}")]
+    /// <summary>All text in the attached image, or null when it shows none.</summary>
+    /// <remarks>The only target of this table the model may answer null for: its task says AllowNull.</remarks>
+    [LlmColumn("Extract all text from this image: {AttachedImageUrl}", AllowNull = true)]
     public string? ImageDescription { get; init; }
 
     /// <summary>A review in its original language.</summary>

@@ -99,11 +99,24 @@ internal static class DiagnosticDescriptors
         "{0}",
         DiagnosticSeverity.Error);
 
+    public static readonly DiagnosticDescriptor AllowNullNotATarget = Create(
+        "PGLLM015",
+        "AllowNull names something that is not a target",
+        "Task '{0}' allows null for '{1}', which is not one of its targets ({2})",
+        DiagnosticSeverity.Error);
+
+    public static readonly DiagnosticDescriptor AllowNullOnNonNullable = Create(
+        "PGLLM016",
+        "AllowNull on a property that cannot hold null",
+        "Task '{0}' allows null for '{1}', but its type '{2}' cannot hold null: make the property nullable or take it out of AllowNull",
+        DiagnosticSeverity.Warning);
+
     private static readonly Dictionary<string, DiagnosticDescriptor> ById = new[]
     {
         UnknownPlaceholder, TaskReadsItsTarget, NoKey, UnknownTarget, MalformedTemplate,
         NoPlaceholder, DuplicateTaskName, TargetIsKey, InvalidArgument, UnmappableType,
-        DuplicateTable, InvalidIdentifier, ReadsAnotherTasksTarget, InvalidImage,
+        DuplicateTable, InvalidIdentifier, ReadsAnotherTasksTarget, InvalidImage, AllowNullNotATarget,
+        AllowNullOnNonNullable,
     }.ToDictionary(d => d.Id);
 
     public static DiagnosticDescriptor Get(string id) => ById[id];

@@ -13,7 +13,10 @@ namespace PgLlm.Generators;
 /// <summary>
 /// The JSON schema of a target property, decided by its C# type. The schemas are written for strict
 /// structured outputs: every object lists all its properties as required and allows no others, and a
-/// nullable value is a type array with "null" (an enum also lists null among its values).
+/// value that may be null is a type array with "null" (an enum also lists null among its values).
+/// A target itself may be null only when its task says so (AllowNull), whatever its C# type: a column is
+/// nullable because it is empty until filled, not because the model may decline. Inside a target (a
+/// record's properties, an array's items) the C# nullability decides, as there is no declaration to ask.
 /// </summary>
 internal static class JsonSchemas
 {
@@ -24,9 +27,17 @@ internal static class JsonSchemas
     private static readonly Regex TagPattern = new("<[^>]+>", RegexOptions.CultureInvariant);
     private static readonly Regex SpacePattern = new("\\s+", RegexOptions.CultureInvariant);
 
-    /// <summary>The schema of a property, or null with a reason when its type has no mapping.</summary>
-    public static string? ForProperty(ITypeSymbol type, bool nullable, string? description, ImmutableArray<AttributeData> attributes, out string? problem) =>
-        For(type, nullable, description, RangeOf(attributes), new List<ITypeSymbol>(), 0, out problem);
+    /// <summary>The schema of a target property, or null with a reason when its type has no mapping.</summary>
+    /// <param name="allowNull">Whether the task allows null for this target (AllowNull); the type's nullability does not count.</param>
+    public static string? ForTarget(ITypeSymbol type, bool allowNull, string? description, ImmutableArray<AttributeData> attributes, out string? problem)
+    {
+        if (type is INamedTypeSymbol { OriginalDefinition.SpecialType: SpecialType.System_Nullable_T } wrapped)
+        {
+            type = wrapped.TypeArguments[0];
+        }
+
+        return For(type, allowNull, description, RangeOf(attributes), new List<ITypeSymbol>(), 0, out problem);
+    }
 
     /// <summary>[Range(1, 5)] on a number: the schema's minimum and maximum, checked again before the write.</summary>
     private static string? RangeOf(ImmutableArray<AttributeData> attributes)

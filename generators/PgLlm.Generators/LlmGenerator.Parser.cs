@@ -248,6 +248,13 @@ public sealed partial class LlmGenerator
             }
 
             var targetLocation = Is(attribute, LlmTaskAttribute) ? ArgumentLocation(attribute, 1, cancellationToken) : AttributeLocation(attribute, cancellationToken);
+            var allowNull = AllowNullOf(attribute, name, columns, targetColumns, diagnostics, cancellationToken);
+            if (allowNull is null)
+            {
+                ok = false;
+                allowNull = new HashSet<string>();
+            }
+
             var targetSchemas = new List<TargetSpec>();
             foreach (var target in targetColumns)
             {
@@ -259,7 +266,7 @@ public sealed partial class LlmGenerator
                     ok = false;
                 }
 
-                var schema = JsonSchemas.ForProperty(column.Type, column.Nullable, column.Description, column.Attributes, out var problem);
+                var schema = JsonSchemas.ForTarget(column.Type, allowNull.Contains(target), column.Description, column.Attributes, out var problem);
                 if (schema is null)
                 {
                     diagnostics.Add(Diagnostic(DiagnosticDescriptors.UnmappableType, targetLocation, column.PropertyName,
@@ -314,6 +321,60 @@ public sealed partial class LlmGenerator
                 reads.Select(r => r.ColumnName).ToEquatableArray(),
                 reads.Where(r => r.IsImage).Select(r => r.ColumnName).ToEquatableArray(),
                 targetSchemas.ToEquatableArray());
+        }
+
+        /// <summary>
+        /// The target columns the task allows null for: [LlmColumn(AllowNull = true)], or the targets [LlmTask(AllowNull = [...])]
+        /// names. Null after an error (a name that is not a target); a warning for a property whose type cannot hold null.
+        /// </summary>
+        private static HashSet<string>? AllowNullOf(
+            AttributeData attribute,
+            string taskName,
+            IReadOnlyList<ColumnInfo> columns,
+            IReadOnlyList<string> targetColumns,
+            List<DiagnosticInfo> diagnostics,
+            CancellationToken cancellationToken)
+        {
+            var result = new HashSet<string>();
+            var argument = attribute.NamedArguments.Where(a => a.Key == "AllowNull").Select(a => (TypedConstant?)a.Value).FirstOrDefault();
+            if (argument is not { } value)
+            {
+                return result;
+            }
+
+            var location = NamedArgumentLocation(attribute, "AllowNull", cancellationToken);
+            var ok = true;
+            if (Is(attribute, LlmColumnAttribute))
+            {
+                if (value.Value is true)
+                {
+                    result.Add(targetColumns[0]);
+                }
+            }
+            else if (value.Kind == TypedConstantKind.Array && !value.IsNull)
+            {
+                foreach (var name in value.Values.Select(v => v.Value as string ?? string.Empty))
+                {
+                    var column = Resolve(columns, name);
+                    if (column is null || !targetColumns.Contains(column.ColumnName))
+                    {
+                        diagnostics.Add(Diagnostic(DiagnosticDescriptors.AllowNullNotATarget, location, taskName, name,
+                            string.Join(", ", targetColumns.Select(t => columns.First(c => c.ColumnName == t).PropertyName))));
+                        ok = false;
+                        continue;
+                    }
+
+                    result.Add(column.ColumnName);
+                }
+            }
+
+            foreach (var column in columns.Where(c => result.Contains(c.ColumnName) && c.CannotHoldNull))
+            {
+                diagnostics.Add(Diagnostic(DiagnosticDescriptors.AllowNullOnNonNullable, location, taskName, column.PropertyName,
+                    column.Type.ToDisplayString(SymbolDisplayFormat.MinimallyQualifiedFormat)));
+            }
+
+            return ok ? result : null;
         }
 
         /// <summary>The keys, the columns tasks read and their targets, with their PostgreSQL types, in declaration order.</summary>
@@ -430,7 +491,7 @@ public sealed partial class LlmGenerator
                         attributes.Any(a => Is(a, KeyAttribute)),
                         attributes.Any(a => Is(a, LlmImageAttribute)),
                         property.Type,
-                        JsonSchemas.IsNullable(property.Type, property.NullableAnnotation),
+                        CannotHoldNull(property.Type, property.NullableAnnotation),
                         JsonSchemas.DescriptionOf(property, attributes, cancellationToken),
                         property.Locations.FirstOrDefault(),
                         attributes));
@@ -439,6 +500,12 @@ public sealed partial class LlmGenerator
 
             return result;
         }
+
+        /// <summary>A value type other than <c>Nullable&lt;T&gt;</c>, or a reference type declared not nullable (<c>string</c> under <c>#nullable enable</c>).</summary>
+        private static bool CannotHoldNull(ITypeSymbol type, NullableAnnotation annotation) =>
+            type.IsValueType
+                ? type is not INamedTypeSymbol { OriginalDefinition.SpecialType: SpecialType.System_Nullable_T }
+                : annotation == NullableAnnotation.NotAnnotated;
 
         /// <summary>ReviewText -> review_text, ImageURL -> image_url, Item2Name -> item2_name.</summary>
         internal static string SnakeCase(string name)
@@ -525,7 +592,7 @@ public sealed partial class LlmGenerator
             bool IsKey,
             bool IsImage,
             ITypeSymbol Type,
-            bool Nullable,
+            bool CannotHoldNull,
             string? Description,
             Location? Declaration,
             ImmutableArray<AttributeData> Attributes);

@@ -330,6 +330,89 @@ public sealed class DiagnosticTests
         Assert.Contains("an image is an input", diagnostic.GetMessage(System.Globalization.CultureInfo.InvariantCulture), StringComparison.Ordinal);
     }
 
+    [Theory]
+    [InlineData("nameof(Body)", "'Body'")]
+    [InlineData("\"Sumary\"", "'Sumary'")]
+    public void PGLLM015_allow_null_naming_something_that_is_not_a_target(string name, string shown)
+    {
+        var (diagnostic, source) = Single($$"""
+            [LlmTable("t")]
+            [LlmTask("Summarize {Body}", nameof(Summary), nameof(Mood), AllowNull = [nameof(Mood), {{name}}])]
+            public sealed record T(long Id, string Body, string? Summary, string? Mood);
+            """, "PGLLM015");
+
+        Assert.Equal(DiagnosticSeverity.Error, diagnostic.Severity);
+        Assert.Equal($"AllowNull = [nameof(Mood), {name}]", SourceOf(diagnostic, source));
+        Assert.Equal($"Task 'summary+mood' allows null for {shown}, which is not one of its targets (Summary, Mood)",
+            diagnostic.GetMessage(System.Globalization.CultureInfo.InvariantCulture));
+    }
+
+    [Fact]
+    public void PGLLM015_stops_the_table_from_generating()
+    {
+        var result = GeneratorHarness.Run(Wrap("""
+            [LlmTable("t")]
+            [LlmTask("Summarize {Body}", nameof(Summary), AllowNull = ["Nope"])]
+            public sealed record T(long Id, string Body, string? Summary);
+            """));
+
+        Assert.Contains(result.Diagnostics, d => d.Id == "PGLLM015");
+        Assert.DoesNotContain("public.t:summary", result.GeneratedSource ?? string.Empty, StringComparison.Ordinal);
+    }
+
+    [Fact]
+    public void PGLLM016_allow_null_on_a_property_that_cannot_hold_null_is_a_warning_and_the_schema_follows_the_declaration()
+    {
+        var (diagnostic, source) = Single("""
+            [LlmTable("t")]
+            public sealed record T(long Id, string Body)
+            {
+                [LlmColumn("Rate {Body}", AllowNull = true)] public int Stars { get; init; }
+            }
+            """, "PGLLM016");
+
+        Assert.Equal(DiagnosticSeverity.Warning, diagnostic.Severity);
+        Assert.Equal("AllowNull = true", SourceOf(diagnostic, source));
+        Assert.Equal("Task 'stars' allows null for 'Stars', but its type 'int' cannot hold null: make the property nullable or take it out of AllowNull",
+            diagnostic.GetMessage(System.Globalization.CultureInfo.InvariantCulture));
+        Assert.Contains("\"stars\":{\"type\":[\"integer\",\"null\"]}", Sql(GeneratorHarness.Run(source)), StringComparison.Ordinal);
+    }
+
+    [Fact]
+    public void PGLLM016_on_a_task_target_declared_not_nullable()
+    {
+        var (diagnostic, _) = Single("""
+            [LlmTable("t")]
+            [LlmTask("Summarize {Body}", nameof(Summary), nameof(Mood), AllowNull = [nameof(Summary), nameof(Mood)])]
+            public sealed record T(long Id, string Body, string Summary, string? Mood);
+            """, "PGLLM016");
+
+        Assert.Contains("'Summary', but its type 'string' cannot hold null", diagnostic.GetMessage(System.Globalization.CultureInfo.InvariantCulture), StringComparison.Ordinal);
+    }
+
+    [Fact]
+    public void A_nullable_target_without_allow_null_needs_a_value_and_reports_nothing()
+    {
+        var result = GeneratorHarness.Run(Wrap("""
+            [LlmTable("t")]
+            [LlmTask("Read {Body}", nameof(Total), nameof(Taxes), AllowNull = [nameof(Taxes)])]
+            public sealed record T(long Id, string Body, decimal? Total, decimal? Taxes)
+            {
+                [LlmColumn("Summarize {Body}")] public string? Summary { get; init; }
+                [LlmColumn("Title of {Body}", AllowNull = true)] public string? Title { get; init; }
+                [LlmColumn("Topic of {Body}", AllowNull = false)] public string? Topic { get; init; }
+            }
+            """));
+
+        Assert.Empty(result.Diagnostics);
+        var generated = Sql(result);
+        Assert.Contains("\"total\":{\"type\":\"number\"}", generated, StringComparison.Ordinal);
+        Assert.Contains("\"taxes\":{\"type\":[\"number\",\"null\"]}", generated, StringComparison.Ordinal);
+        Assert.Contains("\"summary\":{\"type\":\"string\"}", generated, StringComparison.Ordinal);
+        Assert.Contains("\"title\":{\"type\":[\"string\",\"null\"]}", generated, StringComparison.Ordinal);
+        Assert.Contains("\"topic\":{\"type\":\"string\"}", generated, StringComparison.Ordinal);
+    }
+
     [Fact]
     public void A_type_with_an_error_generates_no_script_for_its_table()
     {
@@ -393,6 +476,9 @@ public sealed class DiagnosticTests
         var span = diagnostic.Location.SourceSpan;
         return source.Substring(span.Start, span.Length);
     }
+
+    /// <summary>The SQL of every generated script.</summary>
+    private static string Sql(GeneratorResult result) => string.Concat(GeneratorHarness.LoadScripts(result.Output).Select(s => s.Sql));
 
     private static string Wrap(string declarations) => "using PgLlm;\nnamespace Test;\n" + declarations;
 }

@@ -3,7 +3,10 @@ using PgLlm.Migrations;
 
 namespace PgLlm.Generators.Tests;
 
-/// <summary>The C# type of a target decides its JSON schema; images and model options reach the registry.</summary>
+/// <summary>
+/// The C# type of a target decides its JSON schema, null only where the task allows it (AllowNull: taxes, currency,
+/// origin; inside origin the C# type decides); images and model options reach the registry.
+/// </summary>
 public sealed class TypedOutputTests
 {
     internal const string Typed = """
@@ -22,7 +25,7 @@ public sealed class TypedOutputTests
 
         [LlmTable("receipts")]
         [LlmTask("Read the receipt: {ImageUrl}", nameof(Total), nameof(Taxes), nameof(Currency), nameof(PaidOn), Name = "totals",
-                 SystemPrompt = "You read receipts.", Temperature = 0.2, MaxOutputTokens = 200)]
+                 SystemPrompt = "You read receipts.", Temperature = 0.2, MaxOutputTokens = 200, AllowNull = [nameof(Taxes), "currency"])]
         public sealed record Receipt
         {
             public long Id { get; init; }
@@ -58,7 +61,7 @@ public sealed class TypedOutputTests
             [LlmColumn("Codes in {Note}")]
             public List<long>? Codes { get; init; }
 
-            [LlmColumn("Where was {Note} written?")]
+            [LlmColumn("Where was {Note} written?", AllowNull = true)]
             public Address? Origin { get; init; }
 
             [LlmColumn("Is {Note} a refund?")]
@@ -86,17 +89,17 @@ public sealed class TypedOutputTests
     }
 
     [Theory]
-    [InlineData("total", """{"type":["number","null"],"description":"The amount paid, taxes included"}""")]
+    [InlineData("total", """{"type":"number","description":"The amount paid, taxes included"}""")]
     [InlineData("taxes", """{"type":["number","null"],"description":"Taxes on the receipt, as a Decimal amount."}""")]
     [InlineData("currency", """{"type":["string","null"]}""")]
-    [InlineData("paid_on", """{"type":["string","null"],"format":"date"}""")]
-    [InlineData("note_mood", """{"type":["string","null"],"enum":["positive","negative","neutral","very_mixed",null]}""")]
+    [InlineData("paid_on", """{"type":"string","format":"date"}""")]
+    [InlineData("note_mood", """{"type":"string","enum":["positive","negative","neutral","very_mixed"]}""")]
     [InlineData("stars", """{"type":"integer","minimum":1,"maximum":5}""")]
-    [InlineData("tags", """{"type":["array","null"],"items":{"type":"string"}}""")]
-    [InlineData("codes", """{"type":["array","null"],"items":{"type":"integer"}}""")]
+    [InlineData("tags", """{"type":"array","items":{"type":"string"}}""")]
+    [InlineData("codes", """{"type":"array","items":{"type":"integer"}}""")]
     [InlineData("origin", """{"type":["object","null"],"properties":{"City":{"type":"string","description":"The city, as written on the note."},"Country":{"type":"string","description":"ISO 3166 code"},"Zip":{"type":["integer","null"]}},"required":["City","Country","Zip"],"additionalProperties":false}""")]
     [InlineData("is_refund", """{"type":"boolean"}""")]
-    [InlineData("written_at", """{"type":["string","null"],"format":"date-time"}""")]
+    [InlineData("written_at", """{"type":"string","format":"date-time"}""")]
     public void The_property_type_decides_the_schema(string column, string schema)
     {
         var schemas = Registry().Select(r => JsonDocument.Parse(r.Schema).RootElement).ToList();
@@ -138,7 +141,8 @@ public sealed class TypedOutputTests
 
         Assert.NotEqual(before, Script(Typed.Replace("The amount paid, taxes included", "The amount paid", StringComparison.Ordinal)));
         Assert.NotEqual(before, Script(Typed.Replace("Temperature = 0.2", "Temperature = 0.3", StringComparison.Ordinal)));
-        Assert.NotEqual(before, Script(Typed.Replace("public int Stars", "public long? Stars", StringComparison.Ordinal)));
+        Assert.NotEqual(before, Script(Typed.Replace("public int Stars", "public decimal Stars", StringComparison.Ordinal)));
+        Assert.NotEqual(before, Script(Typed.Replace("AllowNull = true", "AllowNull = false", StringComparison.Ordinal)));
     }
 
     private static string Script(string source) =>

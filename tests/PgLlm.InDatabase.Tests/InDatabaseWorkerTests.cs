@@ -48,7 +48,7 @@ public sealed class InDatabaseWorkerTests
         Assert.Equal("Summarize {in one line}: The meeting moved to Friday.", note.UserText);
         Assert.Equal("Answer briefly.", note.SystemText);
         Assert.Equal(
-            """{"type":"object","properties":{"summary":{"type":["string","null"]}},"required":["summary"],"additionalProperties":false}""",
+            """{"type":"object","properties":{"summary":{"type":"string"}},"required":["summary"],"additionalProperties":false}""",
             note.Schema!.Value.GetRawText());
         Assert.Equal(AnswerOf(note, "summary"), await db.ScalarAsync<string>("SELECT summary FROM notes WHERE id = 1"));
 

@@ -37,13 +37,18 @@ public enum Verdict
 /// <summary>Stored in a jsonb column: a nested object of the answer.</summary>
 public sealed record Place(string City, int? Zip);
 
-/// <summary>One task filling columns of every kind the generator's schemas have (answer-cases.json runs answers through it).</summary>
+/// <summary>
+/// One task filling columns of every kind the generator's schemas have (answer-cases.json runs answers through it).
+/// Every nullable target allows null but Ref, whose null answer is an invalid one.
+/// </summary>
 [LlmTable("typed_answers")]
 [LlmTask(
     "Judge {Body}",
     nameof(Stars), nameof(Score), nameof(Recommended), nameof(Verdict), nameof(Mood), nameof(ReviewedOn), nameof(Tags),
     nameof(Codes), nameof(Place), nameof(Places), nameof(SeenAt), nameof(OpensAt), nameof(Ref),
-    Name = "typed")]
+    Name = "typed",
+    AllowNull = [nameof(Score), nameof(Recommended), nameof(Mood), nameof(ReviewedOn), nameof(Tags), nameof(Codes), nameof(Place),
+                 nameof(Places), nameof(SeenAt), nameof(OpensAt)])]
 public sealed record TypedAnswer
 {
     public long Id { get; init; }

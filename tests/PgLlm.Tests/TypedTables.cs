@@ -14,12 +14,13 @@ public enum Mood
 /// <summary>Stored in a jsonb column.</summary>
 public sealed record Origin(string City, [property: Description("ISO 3166 country code")] string Country);
 
-/// <summary>One task filling columns of many types; stars has a CHECK constraint (1 to 5).</summary>
+/// <summary>One task filling columns of many types; stars has a CHECK constraint (1 to 5); only mood may be answered null.</summary>
 [LlmTable("typed_reviews")]
 [LlmTask(
     "Rate and tag this review: {Body}",
     nameof(Stars), nameof(Score), nameof(Recommended), nameof(Mood), nameof(ReviewedOn), nameof(Tags), nameof(Codes), nameof(Origin), nameof(SeenAt),
     Name = "typed",
+    AllowNull = [nameof(Mood)],
     Temperature = 0.3,
     MaxOutputTokens = 300,
     MaxAttempts = 5)]

@@ -72,10 +72,10 @@ SELECT llm.register_task('public.receipts:total_and_taxes', 'public', 'receipts'
     target_columns => ARRAY['total', 'taxes']::text[], image_columns => ARRAY['image_url']::text[],
     prompt => 'Extract the total amount and the taxes from this receipt: {image_url}',
     system_prompt => 'You read receipts. Answer with the amounts as printed, without currency symbols.',
-    json_schema => '{"type":"object","properties":{"total":{"type":["number","null"],"description":"The amount paid, taxes included"},"taxes":{"type":["number","null"],"description":"The taxes included in the total (VAT, sales tax)"}},"required":["total","taxes"],"additionalProperties":false}'::json,
+    json_schema => '{"type":"object","properties":{"total":{"type":"number","description":"The amount paid, taxes included"},"taxes":{"type":["number","null"],"description":"The taxes included in the total (VAT, sales tax), or null when the receipt shows none"}},"required":["total","taxes"],"additionalProperties":false}'::json,
     model => NULL, max_attempts => 5, temperature => 0, max_output_tokens => NULL,
     enqueue_function => '"llm"."public.receipts:total_and_taxes:enqueue"', inputs_function => '"llm"."public.receipts:total_and_taxes:inputs"',
-    complete_function => '"llm"."public.receipts:total_and_taxes:write_back"', definition_hash => '888c182afe02098b');
+    complete_function => '"llm"."public.receipts:total_and_taxes:write_back"', definition_hash => '3ee000174ed82329');
 CREATE OR REPLACE TRIGGER "pgllm:total_and_taxes:insert" AFTER INSERT ON "public"."receipts" FOR EACH ROW
     WHEN (NEW."image_url" IS NOT NULL)
     EXECUTE FUNCTION "llm"."public.receipts:total_and_taxes:enqueue"();

@@ -71,10 +71,10 @@ SELECT llm.register_task('public.user_reviews:sentiment', 'public', 'user_review
     target_columns => ARRAY['sentiment']::text[], image_columns => ARRAY[]::text[],
     prompt => 'Analyze the sentiment of this text. Text: {review_text}',
     system_prompt => NULL,
-    json_schema => '{"type":"object","properties":{"sentiment":{"type":["string","null"],"enum":["positive","negative","neutral",null],"description":"The overall sentiment of the review."}},"required":["sentiment"],"additionalProperties":false}'::json,
+    json_schema => '{"type":"object","properties":{"sentiment":{"type":"string","enum":["positive","negative","neutral"],"description":"The overall sentiment of the review."}},"required":["sentiment"],"additionalProperties":false}'::json,
     model => NULL, max_attempts => 5, temperature => 0, max_output_tokens => NULL,
     enqueue_function => '"llm"."public.user_reviews:sentiment:enqueue"', inputs_function => '"llm"."public.user_reviews:sentiment:inputs"',
-    complete_function => '"llm"."public.user_reviews:sentiment:write_back"', definition_hash => 'a50a82b2203a686b');
+    complete_function => '"llm"."public.user_reviews:sentiment:write_back"', definition_hash => 'e0bee5357b983d2b');
 CREATE OR REPLACE TRIGGER "pgllm:sentiment:insert" AFTER INSERT ON "public"."user_reviews" FOR EACH ROW
     WHEN (NEW."review_text" IS NOT NULL)
     EXECUTE FUNCTION "llm"."public.user_reviews:sentiment:enqueue"();
@@ -151,10 +151,10 @@ SELECT llm.register_task('public.user_reviews:review_text_es', 'public', 'user_r
     target_columns => ARRAY['review_text_es']::text[], image_columns => ARRAY[]::text[],
     prompt => 'Translate the following text to Spanish (es). Only return the Spanish text with no additional text. Text: {review_text}',
     system_prompt => NULL,
-    json_schema => '{"type":"object","properties":{"review_text_es":{"type":["string","null"],"description":"The Spanish translation of the review text, and nothing else."}},"required":["review_text_es"],"additionalProperties":false}'::json,
+    json_schema => '{"type":"object","properties":{"review_text_es":{"type":"string","description":"The Spanish translation of the review text, and nothing else."}},"required":["review_text_es"],"additionalProperties":false}'::json,
     model => NULL, max_attempts => 5, temperature => NULL, max_output_tokens => NULL,
     enqueue_function => '"llm"."public.user_reviews:review_text_es:enqueue"', inputs_function => '"llm"."public.user_reviews:review_text_es:inputs"',
-    complete_function => '"llm"."public.user_reviews:review_text_es:write_back"', definition_hash => 'd6c7e8cade5bc150');
+    complete_function => '"llm"."public.user_reviews:review_text_es:write_back"', definition_hash => '0c2ac2d6d7e56b9a');
 CREATE OR REPLACE TRIGGER "pgllm:review_text_es:insert" AFTER INSERT ON "public"."user_reviews" FOR EACH ROW
     WHEN (NEW."review_text" IS NOT NULL)
     EXECUTE FUNCTION "llm"."public.user_reviews:review_text_es:enqueue"();
@@ -231,10 +231,10 @@ SELECT llm.register_task('public.user_reviews:user_background', 'public', 'user_
     target_columns => ARRAY['user_background']::text[], image_columns => ARRAY[]::text[],
     prompt => 'Give a summary background on {full_name}.',
     system_prompt => NULL,
-    json_schema => '{"type":"object","properties":{"user_background":{"type":["string","null"],"description":"A short background summary of the customer."}},"required":["user_background"],"additionalProperties":false}'::json,
+    json_schema => '{"type":"object","properties":{"user_background":{"type":"string","description":"A short background summary of the customer."}},"required":["user_background"],"additionalProperties":false}'::json,
     model => NULL, max_attempts => 5, temperature => NULL, max_output_tokens => 300,
     enqueue_function => '"llm"."public.user_reviews:user_background:enqueue"', inputs_function => '"llm"."public.user_reviews:user_background:inputs"',
-    complete_function => '"llm"."public.user_reviews:user_background:write_back"', definition_hash => '5034f71758e6574e');
+    complete_function => '"llm"."public.user_reviews:user_background:write_back"', definition_hash => '9aed45a48c9cd5b8');
 CREATE OR REPLACE TRIGGER "pgllm:user_background:insert" AFTER INSERT ON "public"."user_reviews" FOR EACH ROW
     WHEN (NEW."full_name" IS NOT NULL)
     EXECUTE FUNCTION "llm"."public.user_reviews:user_background:enqueue"();
@@ -311,10 +311,10 @@ SELECT llm.register_task('public.user_reviews:image_description', 'public', 'use
     target_columns => ARRAY['image_description']::text[], image_columns => ARRAY['attached_image_url']::text[],
     prompt => 'Extract all text from this image: {attached_image_url}',
     system_prompt => NULL,
-    json_schema => '{"type":"object","properties":{"image_description":{"type":["string","null"],"description":"All text in the attached image."}},"required":["image_description"],"additionalProperties":false}'::json,
+    json_schema => '{"type":"object","properties":{"image_description":{"type":["string","null"],"description":"All text in the attached image, or null when it shows none."}},"required":["image_description"],"additionalProperties":false}'::json,
     model => NULL, max_attempts => 5, temperature => NULL, max_output_tokens => NULL,
     enqueue_function => '"llm"."public.user_reviews:image_description:enqueue"', inputs_function => '"llm"."public.user_reviews:image_description:inputs"',
-    complete_function => '"llm"."public.user_reviews:image_description:write_back"', definition_hash => '5351093df7cb54e5');
+    complete_function => '"llm"."public.user_reviews:image_description:write_back"', definition_hash => 'e27a858d81109578');
 CREATE OR REPLACE TRIGGER "pgllm:image_description:insert" AFTER INSERT ON "public"."user_reviews" FOR EACH ROW
     WHEN (NEW."attached_image_url" IS NOT NULL)
     EXECUTE FUNCTION "llm"."public.user_reviews:image_description:enqueue"();
@@ -392,10 +392,10 @@ SELECT llm.register_task('public.user_reviews:analyze_and_translate', 'public', 
     target_columns => ARRAY['emotion', 'user_review_es']::text[], image_columns => ARRAY[]::text[],
     prompt => 'Analyze the sentiment and translate the following review to Spanish. Text: {user_review_og}',
     system_prompt => NULL,
-    json_schema => '{"type":"object","properties":{"emotion":{"type":["string","null"],"description":"The emotion the review expresses, in one word."},"user_review_es":{"type":["string","null"],"description":"The review translated to Spanish."}},"required":["emotion","user_review_es"],"additionalProperties":false}'::json,
+    json_schema => '{"type":"object","properties":{"emotion":{"type":"string","description":"The emotion the review expresses, in one word."},"user_review_es":{"type":"string","description":"The review translated to Spanish."}},"required":["emotion","user_review_es"],"additionalProperties":false}'::json,
     model => NULL, max_attempts => 5, temperature => NULL, max_output_tokens => NULL,
     enqueue_function => '"llm"."public.user_reviews:analyze_and_translate:enqueue"', inputs_function => '"llm"."public.user_reviews:analyze_and_translate:inputs"',
-    complete_function => '"llm"."public.user_reviews:analyze_and_translate:write_back"', definition_hash => '54c01c42e5b06083');
+    complete_function => '"llm"."public.user_reviews:analyze_and_translate:write_back"', definition_hash => '66fbfac5ad93fc12');
 CREATE OR REPLACE TRIGGER "pgllm:analyze_and_translate:insert" AFTER INSERT ON "public"."user_reviews" FOR EACH ROW
     WHEN (NEW."user_review_og" IS NOT NULL)
     EXECUTE FUNCTION "llm"."public.user_reviews:analyze_and_translate:enqueue"();

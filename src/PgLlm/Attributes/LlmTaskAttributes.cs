@@ -41,6 +41,13 @@ public sealed class LlmColumnAttribute : LlmTaskBaseAttribute
         : base(prompt)
     {
     }
+
+    /// <summary>
+    /// Whether the model may answer <c>null</c> (and leave the column NULL). False by default: the answer's schema
+    /// then requires a value even when the property's type is nullable (<c>string?</c>, <c>decimal?</c>, as a
+    /// column filled later must be), and a <c>null</c> answer is an invalid answer, retried and then failed.
+    /// </summary>
+    public bool AllowNull { get; set; }
 }
 
 /// <summary>One model call fills several columns: the answer is a JSON object keyed by the target columns.</summary>
@@ -55,4 +62,14 @@ public sealed class LlmTaskAttribute : LlmTaskBaseAttribute
 
     /// <summary>The properties (or columns) the answer fills.</summary>
     public IReadOnlyList<string> Targets { get; }
+
+    /// <summary>
+    /// The targets the model may answer with <c>null</c> (leaving their columns NULL), e.g.
+    /// <c>AllowNull = [nameof(Taxes)]</c>; each must be one of <see cref="Targets"/>. Empty by default: every
+    /// target then requires a value even when its property's type is nullable (<c>string?</c>, <c>decimal?</c>,
+    /// as a column filled later must be), and a <c>null</c> answer is an invalid answer, retried and then failed.
+    /// </summary>
+#pragma warning disable CA1819 // An attribute argument can only be an array.
+    public string[] AllowNull { get; set; } = [];
+#pragma warning restore CA1819
 }

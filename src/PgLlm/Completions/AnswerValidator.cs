@@ -10,7 +10,8 @@ namespace PgLlm.Completions;
 /// <summary>
 /// Checks a model's answer against the task's JSON schema (which the generator derived from the C#
 /// property types) and converts it exactly for the write-back. A mismatch names the field and the value,
-/// e.g. <c>expected integer for "stars", got "four"</c>, and nothing is written.
+/// e.g. <c>expected integer for "stars", got "four"</c>, and nothing is written. A target answered
+/// <c>null</c> where its schema does not allow it (the task did not declare AllowNull) says so.
 /// </summary>
 internal static partial class AnswerValidator
 {
@@ -70,7 +71,15 @@ internal static partial class AnswerValidator
         var (types, nullable) = TypesOf(schema);
         if (value is null)
         {
-            return nullable || types.Count == 0 ? null : throw Mismatch(Expected(types, schema), path, null);
+            if (nullable || types.Count == 0)
+            {
+                return null;
+            }
+
+            // A target may be null only when its task says so (the generator's schema allows null only then).
+            throw depth == 0
+                ? new InvalidAnswerException($"\"{path}\" is null, and the task does not allow null (AllowNull)")
+                : Mismatch(Expected(types, schema), path, null);
         }
 
         if (schema.TryGetProperty("enum", out var values) && values.ValueKind == JsonValueKind.Array)

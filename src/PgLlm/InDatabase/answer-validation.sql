@@ -1,8 +1,9 @@
 -- PgLlm in-database worker: checks a model's answer against the task's JSON schema and converts it
 -- for the write-back, by the rules of the .NET worker's AnswerValidator (src/PgLlm/Completions):
 -- every target column present; types, enums (exact, then trimmed and case-insensitive), minimum and
--- maximum, string formats (date, date-time, time, uuid), null only where the schema allows it, arrays
--- item by item and nested objects property by property (every property required, extra keys dropped).
+-- maximum, string formats (date, date-time, time, uuid), null only where the schema allows it (a target
+-- answered null without AllowNull says so), arrays item by item and nested objects property by property
+-- (every property required, extra keys dropped).
 -- A mismatch names the field and the value, e.g. expected integer for "stars", got "four", with the
 -- same words as the .NET worker (tests/PgLlm.InDatabase.Tests/Data/answer-cases.json runs the same
 -- cases through both). The answer is handled as json, not jsonb: key order and number text are kept.
@@ -266,6 +267,10 @@ BEGIN
     IF v_kind = 'null' THEN
         IF v_nullable OR cardinality(v_types) = 0 THEN
             RETURN 'null'::jsonb;
+        END IF;
+        -- A target may be null only when its task says so (the generator's schema allows null only then).
+        IF p_depth = 0 THEN
+            RAISE EXCEPTION '"%" is null, and the task does not allow null (AllowNull)', p_path USING ERRCODE = 'PGLV1';
         END IF;
         PERFORM llm.answer_mismatch(CASE WHEN v_has_enum THEN 'one of ' || llm.answer_enum_list(p_schema -> 'enum')
                                          ELSE array_to_string(v_types, ' or ') END, p_path, NULL);

@@ -78,7 +78,7 @@ public sealed class TypedAnswerTests
     [InlineData("stars", "\"four\"", "expected integer for \"stars\", got \"four\"")]
     [InlineData("stars", "4.5", "expected integer for \"stars\", got 4.5")]
     [InlineData("stars", "\"4\"", "expected integer for \"stars\", got \"4\"")]
-    [InlineData("stars", "null", "expected integer for \"stars\", got null")]
+    [InlineData("stars", "null", "\"stars\" is null, and the task does not allow null (AllowNull)")]
     [InlineData("stars", "1e30", "expected integer for \"stars\", got 1e30")]
     [InlineData("stars", "9", "expected integer from 1 to 5 for \"stars\", got 9")]
     [InlineData("stars", "0.0", "expected integer from 1 to 5 for \"stars\", got 0")]

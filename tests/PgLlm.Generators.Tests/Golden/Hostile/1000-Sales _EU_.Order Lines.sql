@@ -71,10 +71,10 @@ SELECT llm.register_task('Sales "EU".Order Lines:category', 'Sales "EU"', 'Order
     target_columns => ARRAY['Category''s "Label"']::text[], image_columns => ARRAY[]::text[],
     prompt => 'Classify {Item Name} (x{quantity}) as {{food|tool}}: {Item Name}',
     system_prompt => 'Answer with one word.',
-    json_schema => '{"type":"object","properties":{"Category''s \"Label\"":{"type":["string","null"]}},"required":["Category''s \"Label\""],"additionalProperties":false}'::json,
+    json_schema => '{"type":"object","properties":{"Category''s \"Label\"":{"type":"string"}},"required":["Category''s \"Label\""],"additionalProperties":false}'::json,
     model => 'small-model', max_attempts => 3, temperature => NULL, max_output_tokens => NULL,
     enqueue_function => '"llm"."Sales ""EU"".Order Lines:category:enqueue"', inputs_function => '"llm"."Sales ""EU"".Order Lines:category:inputs"',
-    complete_function => '"llm"."Sales ""EU"".Order Lines:category:write_back"', definition_hash => '1f0b8b8de9d5a948');
+    complete_function => '"llm"."Sales ""EU"".Order Lines:category:write_back"', definition_hash => '6dda43cdd5263bd6');
 CREATE OR REPLACE TRIGGER "pgllm:category:insert" AFTER INSERT ON "Sales ""EU"""."Order Lines" FOR EACH ROW
     WHEN (NEW."Item Name" IS NOT NULL AND NEW."quantity" IS NOT NULL)
     EXECUTE FUNCTION "llm"."Sales ""EU"".Order Lines:category:enqueue"();
@@ -151,10 +151,10 @@ SELECT llm.register_task('Sales "EU".Order Lines:shelf_days', 'Sales "EU"', 'Ord
     target_columns => ARRAY['shelf_days']::text[], image_columns => ARRAY[]::text[],
     prompt => 'How many days does {Item Name} keep?',
     system_prompt => NULL,
-    json_schema => '{"type":"object","properties":{"shelf_days":{"type":["integer","null"]}},"required":["shelf_days"],"additionalProperties":false}'::json,
+    json_schema => '{"type":"object","properties":{"shelf_days":{"type":"integer"}},"required":["shelf_days"],"additionalProperties":false}'::json,
     model => NULL, max_attempts => 5, temperature => NULL, max_output_tokens => NULL,
     enqueue_function => '"llm"."Sales ""EU"".Order Lines:shelf_days:enqueue"', inputs_function => '"llm"."Sales ""EU"".Order Lines:shelf_days:inputs"',
-    complete_function => '"llm"."Sales ""EU"".Order Lines:shelf_days:write_back"', definition_hash => 'b91b6ddb3f2d81c9');
+    complete_function => '"llm"."Sales ""EU"".Order Lines:shelf_days:write_back"', definition_hash => '04d2414ab4439307');
 CREATE OR REPLACE TRIGGER "pgllm:shelf_days:insert" AFTER INSERT ON "Sales ""EU"""."Order Lines" FOR EACH ROW
     WHEN (NEW."Item Name" IS NOT NULL)
     EXECUTE FUNCTION "llm"."Sales ""EU"".Order Lines:shelf_days:enqueue"();

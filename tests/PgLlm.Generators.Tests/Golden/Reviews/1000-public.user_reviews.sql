@@ -71,10 +71,10 @@ SELECT llm.register_task('public.user_reviews:sentiment', 'public', 'user_review
     target_columns => ARRAY['sentiment']::text[], image_columns => ARRAY[]::text[],
     prompt => 'Analyze the sentiment of this text. Text: {review_text}',
     system_prompt => NULL,
-    json_schema => '{"type":"object","properties":{"sentiment":{"type":["string","null"]}},"required":["sentiment"],"additionalProperties":false}'::json,
+    json_schema => '{"type":"object","properties":{"sentiment":{"type":"string"}},"required":["sentiment"],"additionalProperties":false}'::json,
     model => NULL, max_attempts => 5, temperature => NULL, max_output_tokens => NULL,
     enqueue_function => '"llm"."public.user_reviews:sentiment:enqueue"', inputs_function => '"llm"."public.user_reviews:sentiment:inputs"',
-    complete_function => '"llm"."public.user_reviews:sentiment:write_back"', definition_hash => 'c247b72a92f87237');
+    complete_function => '"llm"."public.user_reviews:sentiment:write_back"', definition_hash => 'eee02c2d73e0414d');
 CREATE OR REPLACE TRIGGER "pgllm:sentiment:insert" AFTER INSERT ON "public"."user_reviews" FOR EACH ROW
     WHEN (NEW."review_text" IS NOT NULL)
     EXECUTE FUNCTION "llm"."public.user_reviews:sentiment:enqueue"();
@@ -152,10 +152,10 @@ SELECT llm.register_task('public.user_reviews:emotion+user_review_es', 'public',
     target_columns => ARRAY['emotion', 'user_review_es']::text[], image_columns => ARRAY[]::text[],
     prompt => 'Analyze the sentiment and translate the following review to Spanish. Text: {user_review_og}',
     system_prompt => NULL,
-    json_schema => '{"type":"object","properties":{"emotion":{"type":["string","null"]},"user_review_es":{"type":["string","null"]}},"required":["emotion","user_review_es"],"additionalProperties":false}'::json,
+    json_schema => '{"type":"object","properties":{"emotion":{"type":"string"},"user_review_es":{"type":"string"}},"required":["emotion","user_review_es"],"additionalProperties":false}'::json,
     model => NULL, max_attempts => 5, temperature => NULL, max_output_tokens => NULL,
     enqueue_function => '"llm"."public.user_reviews:emotion+user_review_es:enqueue"', inputs_function => '"llm"."public.user_reviews:emotion+user_review_es:inputs"',
-    complete_function => '"llm"."public.user_reviews:emotion+user_review_es:write_back"', definition_hash => '9bebc6491fd3cb33');
+    complete_function => '"llm"."public.user_reviews:emotion+user_review_es:write_back"', definition_hash => '8388243348435883');
 CREATE OR REPLACE TRIGGER "pgllm:emotion+user_review_es:insert" AFTER INSERT ON "public"."user_reviews" FOR EACH ROW
     WHEN (NEW."user_review_og" IS NOT NULL)
     EXECUTE FUNCTION "llm"."public.user_reviews:emotion+user_review_es:enqueue"();

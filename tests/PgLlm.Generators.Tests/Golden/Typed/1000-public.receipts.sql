@@ -71,10 +71,10 @@ SELECT llm.register_task('public.receipts:note_mood', 'public', 'receipts',
     target_columns => ARRAY['note_mood']::text[], image_columns => ARRAY[]::text[],
     prompt => 'Mood of {note}',
     system_prompt => NULL,
-    json_schema => '{"type":"object","properties":{"note_mood":{"type":["string","null"],"enum":["positive","negative","neutral","very_mixed",null]}},"required":["note_mood"],"additionalProperties":false}'::json,
+    json_schema => '{"type":"object","properties":{"note_mood":{"type":"string","enum":["positive","negative","neutral","very_mixed"]}},"required":["note_mood"],"additionalProperties":false}'::json,
     model => NULL, max_attempts => 5, temperature => NULL, max_output_tokens => NULL,
     enqueue_function => '"llm"."public.receipts:note_mood:enqueue"', inputs_function => '"llm"."public.receipts:note_mood:inputs"',
-    complete_function => '"llm"."public.receipts:note_mood:write_back"', definition_hash => 'c028add4aa2344e1');
+    complete_function => '"llm"."public.receipts:note_mood:write_back"', definition_hash => '7b3341446e84be9a');
 CREATE OR REPLACE TRIGGER "pgllm:note_mood:insert" AFTER INSERT ON "public"."receipts" FOR EACH ROW
     WHEN (NEW."note" IS NOT NULL)
     EXECUTE FUNCTION "llm"."public.receipts:note_mood:enqueue"();
@@ -231,10 +231,10 @@ SELECT llm.register_task('public.receipts:tags', 'public', 'receipts',
     target_columns => ARRAY['tags']::text[], image_columns => ARRAY[]::text[],
     prompt => 'Tags and codes of {note}',
     system_prompt => NULL,
-    json_schema => '{"type":"object","properties":{"tags":{"type":["array","null"],"items":{"type":"string"}}},"required":["tags"],"additionalProperties":false}'::json,
+    json_schema => '{"type":"object","properties":{"tags":{"type":"array","items":{"type":"string"}}},"required":["tags"],"additionalProperties":false}'::json,
     model => NULL, max_attempts => 5, temperature => NULL, max_output_tokens => NULL,
     enqueue_function => '"llm"."public.receipts:tags:enqueue"', inputs_function => '"llm"."public.receipts:tags:inputs"',
-    complete_function => '"llm"."public.receipts:tags:write_back"', definition_hash => 'b56cc93e9f031e4f');
+    complete_function => '"llm"."public.receipts:tags:write_back"', definition_hash => '159c8a758fe8d34c');
 CREATE OR REPLACE TRIGGER "pgllm:tags:insert" AFTER INSERT ON "public"."receipts" FOR EACH ROW
     WHEN (NEW."note" IS NOT NULL)
     EXECUTE FUNCTION "llm"."public.receipts:tags:enqueue"();
@@ -311,10 +311,10 @@ SELECT llm.register_task('public.receipts:codes', 'public', 'receipts',
     target_columns => ARRAY['codes']::text[], image_columns => ARRAY[]::text[],
     prompt => 'Codes in {note}',
     system_prompt => NULL,
-    json_schema => '{"type":"object","properties":{"codes":{"type":["array","null"],"items":{"type":"integer"}}},"required":["codes"],"additionalProperties":false}'::json,
+    json_schema => '{"type":"object","properties":{"codes":{"type":"array","items":{"type":"integer"}}},"required":["codes"],"additionalProperties":false}'::json,
     model => NULL, max_attempts => 5, temperature => NULL, max_output_tokens => NULL,
     enqueue_function => '"llm"."public.receipts:codes:enqueue"', inputs_function => '"llm"."public.receipts:codes:inputs"',
-    complete_function => '"llm"."public.receipts:codes:write_back"', definition_hash => '38e53d941f378d6e');
+    complete_function => '"llm"."public.receipts:codes:write_back"', definition_hash => '0f1368e80b0ce0d8');
 CREATE OR REPLACE TRIGGER "pgllm:codes:insert" AFTER INSERT ON "public"."receipts" FOR EACH ROW
     WHEN (NEW."note" IS NOT NULL)
     EXECUTE FUNCTION "llm"."public.receipts:codes:enqueue"();
@@ -551,10 +551,10 @@ SELECT llm.register_task('public.receipts:written_at', 'public', 'receipts',
     target_columns => ARRAY['written_at']::text[], image_columns => ARRAY[]::text[],
     prompt => 'When was {note} written?',
     system_prompt => NULL,
-    json_schema => '{"type":"object","properties":{"written_at":{"type":["string","null"],"format":"date-time"}},"required":["written_at"],"additionalProperties":false}'::json,
+    json_schema => '{"type":"object","properties":{"written_at":{"type":"string","format":"date-time"}},"required":["written_at"],"additionalProperties":false}'::json,
     model => NULL, max_attempts => 5, temperature => NULL, max_output_tokens => NULL,
     enqueue_function => '"llm"."public.receipts:written_at:enqueue"', inputs_function => '"llm"."public.receipts:written_at:inputs"',
-    complete_function => '"llm"."public.receipts:written_at:write_back"', definition_hash => 'c8cb265ff8b6b54d');
+    complete_function => '"llm"."public.receipts:written_at:write_back"', definition_hash => 'c01064b00a9e1ed6');
 CREATE OR REPLACE TRIGGER "pgllm:written_at:insert" AFTER INSERT ON "public"."receipts" FOR EACH ROW
     WHEN (NEW."note" IS NOT NULL)
     EXECUTE FUNCTION "llm"."public.receipts:written_at:enqueue"();
@@ -631,10 +631,10 @@ SELECT llm.register_task('public.receipts:scan_text', 'public', 'receipts',
     target_columns => ARRAY['scan_text']::text[], image_columns => ARRAY['scan']::text[],
     prompt => 'Describe {scan} with {note}',
     system_prompt => NULL,
-    json_schema => '{"type":"object","properties":{"scan_text":{"type":["string","null"]}},"required":["scan_text"],"additionalProperties":false}'::json,
+    json_schema => '{"type":"object","properties":{"scan_text":{"type":"string"}},"required":["scan_text"],"additionalProperties":false}'::json,
     model => NULL, max_attempts => 5, temperature => NULL, max_output_tokens => NULL,
     enqueue_function => '"llm"."public.receipts:scan_text:enqueue"', inputs_function => '"llm"."public.receipts:scan_text:inputs"',
-    complete_function => '"llm"."public.receipts:scan_text:write_back"', definition_hash => 'd99ad232b3c8fff7');
+    complete_function => '"llm"."public.receipts:scan_text:write_back"', definition_hash => 'de3a6155ba0fdaeb');
 CREATE OR REPLACE TRIGGER "pgllm:scan_text:insert" AFTER INSERT ON "public"."receipts" FOR EACH ROW
     WHEN (NEW."scan" IS NOT NULL AND NEW."note" IS NOT NULL)
     EXECUTE FUNCTION "llm"."public.receipts:scan_text:enqueue"();
@@ -714,10 +714,10 @@ SELECT llm.register_task('public.receipts:totals', 'public', 'receipts',
     target_columns => ARRAY['total', 'taxes', 'currency', 'paid_on']::text[], image_columns => ARRAY['image_url']::text[],
     prompt => 'Read the receipt: {image_url}',
     system_prompt => 'You read receipts.',
-    json_schema => '{"type":"object","properties":{"total":{"type":["number","null"],"description":"The amount paid, taxes included"},"taxes":{"type":["number","null"],"description":"Taxes on the receipt, as a Decimal amount."},"currency":{"type":["string","null"]},"paid_on":{"type":["string","null"],"format":"date"}},"required":["total","taxes","currency","paid_on"],"additionalProperties":false}'::json,
+    json_schema => '{"type":"object","properties":{"total":{"type":"number","description":"The amount paid, taxes included"},"taxes":{"type":["number","null"],"description":"Taxes on the receipt, as a Decimal amount."},"currency":{"type":["string","null"]},"paid_on":{"type":"string","format":"date"}},"required":["total","taxes","currency","paid_on"],"additionalProperties":false}'::json,
     model => NULL, max_attempts => 5, temperature => 0.2, max_output_tokens => 200,
     enqueue_function => '"llm"."public.receipts:totals:enqueue"', inputs_function => '"llm"."public.receipts:totals:inputs"',
-    complete_function => '"llm"."public.receipts:totals:write_back"', definition_hash => 'a4544033694772ad');
+    complete_function => '"llm"."public.receipts:totals:write_back"', definition_hash => '49de1c18ec1ea687');
 CREATE OR REPLACE TRIGGER "pgllm:totals:insert" AFTER INSERT ON "public"."receipts" FOR EACH ROW
     WHEN (NEW."image_url" IS NOT NULL)
     EXECUTE FUNCTION "llm"."public.receipts:totals:enqueue"();
