@@ -45,7 +45,7 @@ public sealed partial class PgLlmCommandLine
             var rows = await PgLlmStatus.ReadAsync(dataSource, options.Prices, cancellationToken).ConfigureAwait(false);
             if (parseResult.GetValue(json))
             {
-                WriteRaw(StatusJson(rows));
+                WriteRaw(StatusJson(rows, await EndpointStatus.ReadAllAsync(dataSource, cancellationToken).ConfigureAwait(false)));
                 return ExitOk;
             }
 
@@ -60,6 +60,7 @@ public sealed partial class PgLlmCommandLine
             }
 
             WriteStatus(rows);
+            WriteEndpoints(await EndpointStatus.ReadAllAsync(dataSource, CancellationToken.None).ConfigureAwait(false));
             return StoppedExitCode(cancellationToken);
         });
         return command;
@@ -67,10 +68,11 @@ public sealed partial class PgLlmCommandLine
 
     /// <summary>
     /// The status as JSON: <c>{"tasks":[{"task","model","pending","running","succeeded","failed","superseded","skipped",
-    /// "oldestPendingSeconds","inputTokens","outputTokens","estimatedCost","topFailures":[{"error","count"}]}]}</c>;
+    /// "oldestPendingSeconds","inputTokens","outputTokens","estimatedCost","topFailures":[{"error","count"}]}],
+    /// "endpoints":[{"endpoint","state","reason","since","consecutiveFailures","nextProbeAt"}]}</c>;
     /// <c>model</c>, <c>oldestPendingSeconds</c> and <c>estimatedCost</c> are null when unknown.
     /// </summary>
-    internal static string StatusJson(IReadOnlyList<PgLlmTaskStatus> rows)
+    internal static string StatusJson(IReadOnlyList<PgLlmTaskStatus> rows, IReadOnlyList<EndpointStatus>? endpoints = null)
     {
         using var buffer = new MemoryStream();
         using (var json = new Utf8JsonWriter(buffer, new JsonWriterOptions { Indented = true }))
@@ -122,6 +124,7 @@ public sealed partial class PgLlmCommandLine
             }
 
             json.WriteEndArray();
+            WriteEndpointsJson(json, endpoints ?? []);
             json.WriteEndObject();
         }
 

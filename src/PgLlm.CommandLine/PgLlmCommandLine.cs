@@ -10,7 +10,7 @@ using Spectre.Console;
 namespace PgLlm.Cli;
 
 /// <summary>
-/// The <c>pgllm</c> commands: <c>migrate</c>, <c>worker</c>, <c>status</c>, <c>retry</c>, <c>backfill</c>,
+/// The <c>pgllm</c> commands: <c>migrate</c>, <c>worker</c>, <c>status</c>, <c>retry</c>, <c>endpoint</c>, <c>backfill</c>,
 /// <c>script</c> and <c>dev</c>. The dotnet tool runs them with scripts loaded from <c>--assembly</c>; a host
 /// application can run them in-process with its own scripts (<c>PgLlmCommandLine.RunAsync(args, PgLlmScripts.All)</c>).
 /// Settings come from <c>appsettings.json</c> in the current folder, the environment (<c>PGLLM_*</c>,
@@ -82,6 +82,7 @@ public sealed partial class PgLlmCommandLine
         RootCommand.Subcommands.Add(CreateWorkerCommand());
         RootCommand.Subcommands.Add(CreateStatusCommand());
         RootCommand.Subcommands.Add(CreateRetryCommand());
+        RootCommand.Subcommands.Add(CreateEndpointCommand());
         RootCommand.Subcommands.Add(CreateBackfillCommand());
         RootCommand.Subcommands.Add(CreateScriptCommand());
         RootCommand.Subcommands.Add(CreateDevCommand());

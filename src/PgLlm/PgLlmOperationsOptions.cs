@@ -89,3 +89,32 @@ public sealed class PgLlmEndpointOptions
     /// </summary>
     public int? Concurrency { get; set; }
 }
+
+/// <summary>
+/// The endpoint governor (section <c>PgLlm:Governor</c>), whose state every worker of the database shares in
+/// <c>llm.endpoint_state</c>. An endpoint that fails <see cref="FailureThreshold"/> calls in a row (unreachable,
+/// timed out, 408 or 5xx) within <see cref="FailureWindow"/> opens: its jobs wait without spending attempts and
+/// one worker at a time probes it with one job, after <see cref="ProbeInterval"/>, doubled after each failed
+/// probe up to <see cref="MaxProbeInterval"/>. A 401, 403 or out-of-quota 429 stops it until
+/// <c>pgllm endpoint resume</c> or a changed configuration.
+/// </summary>
+public sealed class PgLlmGovernorOptions
+{
+    /// <summary>Whether the governor acts; on by default. Off, every failure is the job's failed attempt, as before.</summary>
+    public bool Enabled { get; set; } = true;
+
+    /// <summary>Consecutive failed calls that open the endpoint's breaker.</summary>
+    public int FailureThreshold { get; set; } = 5;
+
+    /// <summary>The window those failures must fall in (counted from the first).</summary>
+    public TimeSpan FailureWindow { get; set; } = TimeSpan.FromSeconds(30);
+
+    /// <summary>The wait before the first probe of an open endpoint.</summary>
+    public TimeSpan ProbeInterval { get; set; } = TimeSpan.FromSeconds(2);
+
+    /// <summary>The longest wait between probes.</summary>
+    public TimeSpan MaxProbeInterval { get; set; } = TimeSpan.FromMinutes(1);
+
+    /// <summary>How often each worker reads the endpoints' shared state (a state change reaches the others within it).</summary>
+    public TimeSpan RefreshInterval { get; set; } = TimeSpan.FromSeconds(1);
+}

@@ -41,6 +41,9 @@ public sealed class PgLlmOptions
 
     /// <summary>Named endpoints besides the default one; a task's <c>Model</c> may name one (see <see cref="PgLlmEndpointOptions"/>).</summary>
     public Dictionary<string, PgLlmEndpointOptions> Endpoints { get; set; } = new(StringComparer.Ordinal);
+
+    /// <summary>The endpoint governor: circuit breaker and stop on auth or quota errors, shared by every worker (section <c>Governor</c>).</summary>
+    public PgLlmGovernorOptions Governor { get; set; } = new();
 }
 
 /// <summary>How the worker drains the queue.</summary>

@@ -163,6 +163,13 @@ public sealed class RateLimitingChatClient : DelegatingChatClient
     /// <summary>Whether the endpoint said "too many requests", and when it said to come back.</summary>
     internal static bool IsThrottled(Exception exception, out TimeSpan? retryAfter)
     {
+        if (FailureClassifier.EndpointFaultOf(exception) == EndpointFault.Quota)
+        {
+            // Out of quota: no pause helps; the endpoint governor stops the endpoint.
+            retryAfter = null;
+            return false;
+        }
+
         switch (exception)
         {
             case ModelEndpointException { Status: 429 } endpoint:

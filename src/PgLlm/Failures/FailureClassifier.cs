@@ -1,4 +1,5 @@
 using System.ClientModel;
+using System.Globalization;
 using Npgsql;
 using PgLlm.Completions;
 
@@ -23,6 +24,50 @@ internal static class FailureClassifier
         // A user-supplied OpenAI SDK client reports statuses this way.
         ClientResultException client => FromStatus(client),
         _ => new(FailureKind.Transient, $"{exception.GetType().Name}: {exception.Message}", null),
+    };
+
+    /// <summary>What <paramref name="exception"/> says about the endpoint rather than the job (see <see cref="EndpointFault"/>).</summary>
+    public static EndpointFault EndpointFaultOf(Exception exception) => exception switch
+    {
+        TimeoutException => EndpointFault.Outage,
+        HttpRequestException { StatusCode: null } => EndpointFault.Outage,
+        HttpRequestException { StatusCode: { } code } => FaultOf((int)code, exception.Message),
+        ModelEndpointException endpoint => FaultOf(endpoint.Status, endpoint.ResponseBody ?? endpoint.Detail),
+        ClientResultException { Status: 0 } => EndpointFault.Outage,
+        ClientResultException client => FaultOf(client.Status, client.Message),
+        _ => EndpointFault.None,
+    };
+
+    /// <summary>The provider's reason for an endpoint fault, for the endpoint's state: e.g. <c>unauthorized: Incorrect API key provided</c>.</summary>
+    public static string EndpointReason(EndpointFault fault, Exception exception)
+    {
+        var detail = exception switch
+        {
+            ModelEndpointException endpoint => string.Create(CultureInfo.InvariantCulture, $"HTTP {endpoint.Status}: {FirstLine(endpoint.Detail)}"),
+            _ => Classify(exception).Message,
+        };
+        return fault switch
+        {
+            EndpointFault.Unauthorized => "unauthorized: " + detail,
+            EndpointFault.Quota => "quota exceeded: " + detail,
+            _ => detail,
+        };
+    }
+
+    /// <summary>Whether an HTTP 429's body speaks of quota or billing rather than of a rate.</summary>
+    internal static bool IsQuota(string? body) =>
+        body is not null
+        && (body.Contains("insufficient_quota", StringComparison.OrdinalIgnoreCase)
+            || body.Contains("quota_exceeded", StringComparison.OrdinalIgnoreCase)
+            || body.Contains("billing", StringComparison.OrdinalIgnoreCase)
+            || body.Contains("exceeded your current quota", StringComparison.OrdinalIgnoreCase));
+
+    private static EndpointFault FaultOf(int status, string? body) => status switch
+    {
+        401 or 403 => EndpointFault.Unauthorized,
+        429 when IsQuota(body) => EndpointFault.Quota,
+        408 or >= 500 => EndpointFault.Outage,
+        _ => EndpointFault.None,
     };
 
     private static Failure FromStatus(ClientResultException exception) =>

@@ -11,7 +11,9 @@ namespace PgLlm.Hosting;
 /// Reports the queue depth and whether this process's worker is alive: Unhealthy when the database
 /// cannot be reached, the worker stopped, or it has not asked the queue for work for longer than
 /// <see cref="PgLlmMonitoringOptions.WorkerStallAfter"/>; Degraded while the worker has not started or
-/// when pending jobs exceed <see cref="PgLlmMonitoringOptions.DegradedQueueDepth"/>.
+/// when pending jobs exceed <see cref="PgLlmMonitoringOptions.DegradedQueueDepth"/>. An endpoint the governor stopped
+/// (401/403, out of quota) makes it Unhealthy ("endpoint default stopped: unauthorized: ..."), one whose circuit
+/// breaker is open Degraded.
 /// Registered by <see cref="PgLlmServiceCollectionExtensions.AddPgLlm"/> under the name <c>pgllm</c>.
 /// </summary>
 public sealed class PgLlmHealthCheck : IHealthCheck
@@ -41,9 +43,11 @@ public sealed class PgLlmHealthCheck : IHealthCheck
     public async Task<HealthCheckResult> CheckHealthAsync(HealthCheckContext context, CancellationToken cancellationToken = default)
     {
         QueueDepth depth;
+        IReadOnlyList<EndpointStatus> endpoints;
         try
         {
             depth = await PgLlmStatus.ReadDepthAsync(_dataSource, cancellationToken).ConfigureAwait(false);
+            endpoints = await EndpointStatus.ReadAllAsync(_dataSource, cancellationToken).ConfigureAwait(false);
         }
         catch (Exception ex) when (ex is NpgsqlException or TimeoutException or InvalidOperationException)
         {
@@ -82,6 +86,23 @@ public sealed class PgLlmHealthCheck : IHealthCheck
                 return HealthCheckResult.Unhealthy(
                     string.Create(CultureInfo.InvariantCulture, $"the worker has not asked for work for {(DateTimeOffset.UtcNow - last).TotalSeconds:0} s; {summary}"), data: data);
             }
+        }
+
+        // Only the endpoints this application configures: a row left by a removed endpoint says nothing.
+        var mine = endpoints.Where(e => e.Endpoint == EndpointStatus.DefaultEndpoint || _options.Endpoints.ContainsKey(e.Endpoint)).ToList();
+        foreach (var endpoint in mine)
+        {
+            data["endpoint." + endpoint.Endpoint] = endpoint.State;
+        }
+
+        if (mine.FirstOrDefault(e => e.State == "stopped") is { } stopped)
+        {
+            return HealthCheckResult.Unhealthy($"endpoint {stopped.Endpoint} stopped: {stopped.Reason}; {summary}", data: data);
+        }
+
+        if (mine.FirstOrDefault(e => e.State == "open") is { } open)
+        {
+            return HealthCheckResult.Degraded($"endpoint {open.Endpoint} open (circuit breaker): {open.Reason}; {summary}", data: data);
         }
 
         if (_options.Monitoring.DegradedQueueDepth is { } limit && depth.Pending > limit)

@@ -71,7 +71,17 @@ public static class PgLlmMetrics
             },
             "{job}",
             "Jobs in the queue by state, as last sampled.");
+        Meter.CreateObservableGauge(
+            "pgllm.endpoint.state",
+            () => EndpointStates.Select(e => new Measurement<int>(e.Value, new KeyValuePair<string, object?>("pgllm.endpoint", e.Key))),
+            "{state}",
+            "Each endpoint's governor state as this process last saw it: 0 closed, 1 open (circuit breaker), 2 stopped (auth or quota).");
     }
+
+    private static readonly ConcurrentDictionary<string, int> EndpointStates = new(StringComparer.Ordinal);
+
+    /// <summary>Records an endpoint's governor state for the <c>pgllm.endpoint.state</c> gauge (0 closed, 1 open, 2 stopped).</summary>
+    internal static void RecordEndpointState(string endpoint, int state) => EndpointStates[endpoint] = state;
 
     /// <summary>The queue depth last sampled by <see cref="QueueMonitor"/>.</summary>
     public static QueueDepth LastQueueDepth => Volatile.Read(ref _queueDepth);

@@ -12,7 +12,7 @@ namespace PgLlm.Worker;
 /// failed attempt. Once the worker stops, jobs not yet started are given back; calls in flight run on until
 /// the jobs' token is cancelled (after the shutdown grace), and their jobs are given back too.
 /// </summary>
-internal sealed class CallRunner(EndpointLane lane, PipelineContext context, WriteBackBatcher writeBacks)
+internal sealed class CallRunner(EndpointLane lane, PipelineContext context, WriteBackBatcher writeBacks, EndpointGovernor governor)
 {
     private int _ran;
 
@@ -60,6 +60,14 @@ internal sealed class CallRunner(EndpointLane lane, PipelineContext context, Wri
     private async Task RunAsync(CallWork work, CancellationToken jobsToken)
     {
         var (job, task, inputs) = work;
+        if (!governor.Allows(lane, job.Id))
+        {
+            // Claimed before the endpoint was stopped or opened: given back without a call or a spent attempt.
+            await context.Settler.ReleaseAsync(job).ConfigureAwait(false);
+            lane.Slots.Release();
+            return;
+        }
+
         ModelAnswer answer;
         lane.CallStarted();
         try
@@ -75,11 +83,22 @@ internal sealed class CallRunner(EndpointLane lane, PipelineContext context, Wri
         catch (Exception ex)
         {
             // The slot is given back once the failure is recorded, so a drain until idle sees the job settled.
-            await context.Settler.FailAsync(job, ex).ConfigureAwait(false);
+            // A failure of the endpoint (stopped, or its breaker open) gives the job back without spending its attempt.
+            if (await governor.FailedAsync(lane, job.Id, ex).ConfigureAwait(false))
+            {
+                await context.Settler.ReleaseAsync(job).ConfigureAwait(false);
+            }
+            else
+            {
+                await context.Settler.FailAsync(job, ex).ConfigureAwait(false);
+            }
+
             lane.CallEnded();
             return;
         }
 
+        // Free unless failures were counted or this was a probe (then the endpoint's breaker closes).
+        await governor.SucceededAsync(lane, job.Id).ConfigureAwait(false);
         // The slot is the endpoint's: freed as soon as the call ends, so the next claim overlaps this job's write-back.
         lane.CallEnded();
         await writeBacks.SubmitAsync(new WriteBack(task, job, inputs.Hash, answer.Json, answer.InputTokens, answer.OutputTokens)).ConfigureAwait(false);

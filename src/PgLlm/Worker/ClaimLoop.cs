@@ -20,12 +20,14 @@ internal sealed partial class ClaimLoop
     private readonly EndpointLanes _lanes;
     private readonly PipelineContext _context;
     private readonly WriteBackBatcher _writeBacks;
+    private readonly EndpointGovernor _governor;
     private readonly bool _untilIdle;
     private readonly SleepAdvertisement _sleep;
     private readonly ILogger _logger;
 
-    public ClaimLoop(EndpointLane lane, EndpointLanes lanes, PipelineContext context, WriteBackBatcher writeBacks, bool untilIdle)
+    public ClaimLoop(EndpointLane lane, EndpointLanes lanes, PipelineContext context, WriteBackBatcher writeBacks, EndpointGovernor governor, bool untilIdle)
     {
+        _governor = governor;
         _lane = lane;
         _lanes = lanes;
         _context = context;
@@ -80,14 +82,37 @@ internal sealed partial class ClaimLoop
             _lanes.Update(await _context.Registry.AllAsync(cancellationToken).ConfigureAwait(false));
         }
 
-        if (!_lane.WorthClaiming || !_lane.CanClaim)
+        var probe = false;
+        if (!_governor.ClaimsFreely(_lane))
+        {
+            // The endpoint is open or stopped (a read of memory, not of the database): its jobs wait unclaimed,
+            // but for one probe at a time across all workers while it is open.
+            if (_lane.Busy == 0 && _lane.CanClaim && await _governor.TryProbeAsync(_lane, cancellationToken).ConfigureAwait(false))
+            {
+                probe = true;
+            }
+            else
+            {
+                if (_untilIdle && _lane.Gate.State == GateState.Stopped && _lane.Busy == 0)
+                {
+                    // Draining until idle, nothing more can be done for a stopped endpoint: its jobs wait for a resume.
+                    LogLaneStopped(_lane.Gate.Name);
+                    return false;
+                }
+
+                await _lane.WaitAsync(Min(poll, _governor.RefreshInterval), _context.Time, cancellationToken).ConfigureAwait(false);
+                return true;
+            }
+        }
+
+        if (!probe && (!_lane.WorthClaiming || !_lane.CanClaim))
         {
             // Woken by a call that ends (or a notification: the task registry may have changed).
             await _lane.WaitAsync(poll, _context.Time, cancellationToken).ConfigureAwait(false);
             return true;
         }
 
-        var (claimed, asked) = await ClaimAsync(cancellationToken).ConfigureAwait(false);
+        var (claimed, asked) = await ClaimAsync(probe, cancellationToken).ConfigureAwait(false);
         if (claimed == 0)
         {
             return await NothingClaimedAsync(cancellationToken).ConfigureAwait(false);
@@ -98,10 +123,11 @@ internal sealed partial class ClaimLoop
     }
 
     /// <summary>Takes the lane's free slots (up to a batch), claims that many jobs and hands them to the runners.</summary>
-    private async Task<(int Claimed, int Asked)> ClaimAsync(CancellationToken cancellationToken)
+    private async Task<(int Claimed, int Asked)> ClaimAsync(bool probe, CancellationToken cancellationToken)
     {
         var asked = 0;
-        while (asked < _context.Options.BatchSize && _lane.Slots.Wait(0, CancellationToken.None))
+        var most = probe ? 1 : _context.Options.BatchSize;
+        while (asked < most && _lane.Slots.Wait(0, CancellationToken.None))
         {
             asked++;
         }
@@ -113,7 +139,21 @@ internal sealed partial class ClaimLoop
             var jobs = await _context.Queue.ClaimAsync(
                 _context.WorkerId, asked, _context.Options.Lease, _lane.Filter, _context.Registry.FindAsync, cancellationToken).ConfigureAwait(false);
             PgLlmMetrics.RecordClaimed(_context.WorkerId, jobs);
-            foreach (var work in await _context.Settler.PrepareAsync(jobs).ConfigureAwait(false))
+            var prepared = await _context.Settler.PrepareAsync(jobs).ConfigureAwait(false);
+            if (probe)
+            {
+                if (prepared.Count > 0)
+                {
+                    // Marked before the hand-off: a waiting runner may start it on this thread.
+                    _lane.Gate.StartProbe(prepared[0].Job.Id);
+                }
+                else
+                {
+                    await _governor.ProbeUnusedAsync(_lane).ConfigureAwait(false);
+                }
+            }
+
+            foreach (var work in prepared)
             {
                 // Never full (the slots bound it); a waiting runner starts the job on this thread.
                 handed++;
@@ -216,6 +256,9 @@ internal sealed partial class ClaimLoop
     }
 
     private static TimeSpan Min(TimeSpan a, TimeSpan b) => a < b ? a : b;
+
+    [LoggerMessage(Level = LogLevel.Warning, Message = "Endpoint {Endpoint} is stopped: its jobs wait for `pgllm endpoint resume {Endpoint}`; this drain ends for it")]
+    private partial void LogLaneStopped(string endpoint);
 
     [LoggerMessage(Level = LogLevel.Warning, Message = "Database unavailable; retrying in {Delay}")]
     private partial void LogDatabaseError(Exception exception, TimeSpan delay);

@@ -22,9 +22,10 @@ internal sealed class EndpointLane
 
     private int _calls;
 
-    public EndpointLane(string? endpoint, int concurrency)
+    public EndpointLane(string? endpoint, int concurrency, string configHash = "")
     {
         Endpoint = endpoint;
+        Gate = new EndpointGate(EndpointGovernor.NameOf(endpoint), configHash);
         Concurrency = concurrency;
         Ahead = concurrency < 4 ? 0 : concurrency / 2;
         Slots = new SemaphoreSlim(concurrency + Ahead, concurrency + Ahead);
@@ -39,6 +40,9 @@ internal sealed class EndpointLane
 
     /// <summary>The named endpoint; null for the default one.</summary>
     public string? Endpoint { get; }
+
+    /// <summary>This worker's view of the endpoint's shared state (see <see cref="EndpointGovernor"/>).</summary>
+    public EndpointGate Gate { get; }
 
     /// <summary>Model calls in flight at once: the number of call runners.</summary>
     public int Concurrency { get; }

@@ -16,7 +16,7 @@ internal sealed class EndpointLanes
 
     public EndpointLanes(PgLlmOptions options)
     {
-        var lanes = new List<EndpointLane> { new(null, options.Worker.Concurrency) };
+        var lanes = new List<EndpointLane> { new(null, options.Worker.Concurrency, EndpointGovernor.ConfigHash(options.BaseUrl, options.ApiKey, options.Model)) };
         foreach (var (name, endpoint) in options.Endpoints.OrderBy(e => e.Key, StringComparer.Ordinal))
         {
             var concurrency = endpoint.Concurrency ?? options.Worker.Concurrency;
@@ -25,7 +25,7 @@ internal sealed class EndpointLanes
                 throw new ArgumentException($"PgLlm:Endpoints:{name}:Concurrency must be at least 1.", nameof(options));
             }
 
-            lanes.Add(new EndpointLane(name, concurrency));
+            lanes.Add(new EndpointLane(name, concurrency, EndpointGovernor.ConfigHash(endpoint.BaseUrl, endpoint.ApiKey, endpoint.Model)));
         }
 
         _lanes = [.. lanes];

@@ -60,7 +60,7 @@ public sealed class PgLlmWorker : BackgroundService
         var queue = new JobQueue(dataSource);
         var registry = new TaskRegistry(dataSource);
         var workerId = worker.WorkerId ?? $"{Environment.MachineName}:{Environment.ProcessId}:{Guid.NewGuid().ToString("N")[..8]}";
-        var settler = new JobSettler(dataSource, queue, registry, new SecretRedactor(_allOptions.ApiKey), worker, log);
+        var settler = new JobSettler(dataSource, queue, registry, WorkerPipeline.SecretRedactorOf(_allOptions), worker, log);
         var model = new ModelCaller(ChatClientFactory.WithTelemetry(chatClient), _allOptions.Model, worker.MaxPromptBytes);
         _context = new PipelineContext(dataSource, queue, registry, model, settler, worker, workerId, TimeProvider.System, log);
         _maintenance = new QueueMaintenance(dataSource, worker, log);

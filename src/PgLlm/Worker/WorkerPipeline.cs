@@ -1,3 +1,4 @@
+using PgLlm.Failures;
 using PgLlm.Queue;
 
 namespace PgLlm.Worker;
@@ -18,13 +19,19 @@ internal sealed class WorkerPipeline
     private readonly PipelineContext _context;
     private readonly EndpointLanes _lanes;
     private readonly bool _untilIdle;
+    private readonly EndpointGovernor _governor;
 
     public WorkerPipeline(PipelineContext context, PgLlmOptions options, bool untilIdle)
     {
         _context = context;
         _lanes = new EndpointLanes(options);
         _untilIdle = untilIdle;
+        _governor = new EndpointGovernor(context.DataSource, options, SecretRedactorOf(options), _lanes.All, context.WorkerId, context.Time, context.Logger);
     }
+
+    /// <summary>A redactor of every configured key: the default endpoint's and the named ones'.</summary>
+    internal static SecretRedactor SecretRedactorOf(PgLlmOptions options) =>
+        new([options.ApiKey, .. options.Endpoints.Values.Select(e => e.ApiKey)]);
 
     /// <summary>Runs until stopped (or, draining until idle, until nothing is left); the number of jobs run.</summary>
     public async Task<int> RunAsync(QueueMaintenance? maintenance, CancellationToken stoppingToken)
@@ -39,7 +46,9 @@ internal sealed class WorkerPipeline
             writeBacks.Idle = WakeAll;
         }
 
-        var runners = _lanes.All.SelectMany(lane => Enumerable.Range(0, lane.Concurrency).Select(_ => new CallRunner(lane, _context, writeBacks))).ToList();
+        var runners = _lanes.All.SelectMany(lane => Enumerable.Range(0, lane.Concurrency).Select(_ => new CallRunner(lane, _context, writeBacks, _governor))).ToList();
+        // The endpoints' shared state is read before the first claim (a stopped endpoint is not claimed for at all).
+        await _governor.StartAsync(stoppingToken).ConfigureAwait(false);
         using var jobsCancellation = new CancellationTokenSource();
         using var besideCancellation = CancellationTokenSource.CreateLinkedTokenSource(stoppingToken);
         var beside = new List<Task>();
@@ -49,6 +58,7 @@ internal sealed class WorkerPipeline
             beside.Add(Task.Run(() => listener.RunAsync(besideCancellation.Token), CancellationToken.None));
         }
 
+        beside.Add(Task.Run(() => _governor.RunAsync(besideCancellation.Token), CancellationToken.None));
         if (maintenance is not null)
         {
             beside.Add(Task.Run(() => maintenance.RunPeriodicallyAsync(besideCancellation.Token), CancellationToken.None));
@@ -57,7 +67,7 @@ internal sealed class WorkerPipeline
         var running = runners.Select(r => Task.Run(() => r.RunAsync(stoppingToken, jobsCancellation.Token), CancellationToken.None)).ToArray();
         try
         {
-            var claimLoops = _lanes.All.Select(lane => new ClaimLoop(lane, _lanes, _context, writeBacks, _untilIdle));
+            var claimLoops = _lanes.All.Select(lane => new ClaimLoop(lane, _lanes, _context, writeBacks, _governor, _untilIdle));
             await Task.WhenAll(claimLoops.Select(loop => Task.Run(() => loop.RunAsync(stoppingToken), CancellationToken.None))).ConfigureAwait(false);
         }
         finally
