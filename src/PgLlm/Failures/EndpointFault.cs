@@ -12,6 +12,6 @@ internal enum EndpointFault
     /// <summary>HTTP 429 whose body speaks of quota or billing (<c>insufficient_quota</c>): the endpoint stops until resumed or reconfigured.</summary>
     Quota,
 
-    /// <summary>The endpoint cannot be reached, timed out, or answered 408 or 5xx: counts toward opening its circuit breaker.</summary>
+    /// <summary>The endpoint cannot be reached, timed out, or answered 408, 502, 503, 504 or 529: counts toward opening its circuit breaker.</summary>
     Outage,
 }

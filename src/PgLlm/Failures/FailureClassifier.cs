@@ -66,7 +66,9 @@ internal static class FailureClassifier
     {
         401 or 403 => EndpointFault.Unauthorized,
         429 when IsQuota(body) => EndpointFault.Quota,
-        408 or >= 500 => EndpointFault.Outage,
+        // The endpoint (or the gateway before it) is down or overloaded. A plain 500 is left to the job: a
+        // request of its own can make a server fail, and a poison job must not hold up the endpoint.
+        408 or 502 or 503 or 504 or 529 => EndpointFault.Outage,
         _ => EndpointFault.None,
     };
 

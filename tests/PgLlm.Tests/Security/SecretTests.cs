@@ -28,7 +28,8 @@ public sealed class SecretTests
             1 => ModelReply.Error(500, $"upstream failed for request with Authorization: Bearer {key}"),
             // An answer is quoted in the error when it is not valid JSON.
             2 => ModelReply.Json($"I cannot answer. Your key is {key}; header Authorization: Bearer {key}"),
-            _ => ModelReply.Error(401, $"Incorrect API key provided: {key}. Find your key at https://example.invalid/keys"),
+            // A 401 would stop the endpoint (see the governor tests); a 404 fails the job, its message stored.
+            _ => ModelReply.Error(404, $"The model does not exist for the key {key}. Find your key at https://example.invalid/keys"),
         };
         await db.App.ExecAsync("INSERT INTO flaky (id, input) VALUES (1, 'x')");
         var logger = new CapturingLogger<PgLlmWorker>();
@@ -40,7 +41,7 @@ public sealed class SecretTests
         Assert.Equal("failed", await db.Superuser.ScalarAsync<string>("SELECT state FROM llm.job"));
         var stored = await db.Superuser.ScalarAsync<string>("SELECT errors::text || last_error FROM llm.job");
         Assert.Contains("HTTP 500", stored, StringComparison.Ordinal);
-        Assert.Contains("HTTP 401", stored, StringComparison.Ordinal);
+        Assert.Contains("HTTP 404", stored, StringComparison.Ordinal);
         Assert.Contains("I cannot answer. Your key is [redacted]; header Authorization: Bearer [redacted]", stored, StringComparison.Ordinal);
         Assert.Contains(SecretRedactor.Mask, stored, StringComparison.Ordinal);
         Assert.DoesNotContain(key, stored, StringComparison.Ordinal);
