@@ -15,7 +15,7 @@ namespace PgLlm.Tests.Governor;
 [Collection(IntegrationGroup.Name)]
 public sealed class OutageTests
 {
-    private const int Rows = 1500;
+    private const int Rows = 3000;
     private const int Threshold = 3;
     private static readonly TimeSpan Bound = TimeSpan.FromMinutes(2);
     private static readonly TimeSpan ProbeInterval = TimeSpan.FromMilliseconds(400);
@@ -26,7 +26,7 @@ public sealed class OutageTests
     [Fact]
     public async Task An_outage_during_a_drain_by_two_workers_spends_no_attempts_dead_letters_nothing_and_the_drain_resumes_after_it()
     {
-        await using var model = await LocalModelServer.StartAsync(new LocalModelServerOptions { Latency = TimeSpan.FromMilliseconds(20) });
+        await using var model = await LocalModelServer.StartAsync(new LocalModelServerOptions { Latency = TimeSpan.FromMilliseconds(50) });
         var outage = 0;
         model.Responder = request => Volatile.Read(ref outage) == 1
             ? ModelReply.Error(503, "The service is temporarily unavailable.")
@@ -40,7 +40,8 @@ public sealed class OutageTests
         try
         {
             // Mid-drain: both workers have answered jobs, many are left.
-            await UntilAsync(async () => await db.DataSource.ScalarAsync<long>("SELECT count(DISTINCT locked_by) FROM llm.job WHERE state = 'succeeded'") == 2, workers);
+            await UntilAsync(async () => await db.DataSource.ScalarAsync<bool>(
+                "SELECT count(DISTINCT locked_by) FILTER (WHERE state = 'running') = 2 AND count(*) FILTER (WHERE state = 'succeeded') >= 100 FROM llm.job"), workers);
             var before = await db.DataSource.ScalarAsync<long>("SELECT count(*) FROM llm.job WHERE state = 'succeeded'");
             Assert.True(before < Rows / 2, $"the drain ended too soon for an outage in its middle ({before} done)");
 
