@@ -6,7 +6,9 @@ namespace PgLlm.Completions;
 /// <summary>
 /// The model endpoint answered with a status other than 2xx (thrown by <see cref="OpenAiCompatibleChatClient"/>).
 /// The worker retries 408, 429 and 5xx (after <see cref="RetryAfter"/> when the endpoint gave one) and fails
-/// the job on any other status.
+/// the job on any other status; but 401, 403 and an out-of-quota 429 (<c>insufficient_quota</c> in
+/// <see cref="ResponseBody"/>) stop the endpoint without spending the job's attempt, and 408, 502, 503 and 504
+/// count toward its circuit breaker (the endpoint governor, see docs/operations.md).
 /// </summary>
 public sealed class ModelEndpointException : Exception
 {
