@@ -11,6 +11,7 @@ using Npgsql;
 using PgLlm.Completions;
 using PgLlm.Hosting;
 using PgLlm.Migrations;
+using PgLlm.Observability;
 using PgLlm.Queue;
 using PgLlm.Worker;
 using Spectre.Console;
@@ -149,6 +150,21 @@ public sealed partial class PgLlmCommandLine
         foreach (var (id, task, error) in failures)
         {
             WriteError(string.Create(CultureInfo.InvariantCulture, $"job {id} of {task} failed: {error ?? "(no error recorded)"}"));
+        }
+
+        // A stopped endpoint (wrong key, no quota) left its jobs waiting: the drain could not do its work.
+        var stopped = (await EndpointStatus.ReadAllAsync(dataSource, cancellationToken).ConfigureAwait(false))
+            .Where(e => e.State == "stopped" && (e.Endpoint == EndpointStatus.DefaultEndpoint || options.Endpoints.ContainsKey(e.Endpoint)))
+            .ToList();
+        foreach (var endpoint in stopped)
+        {
+            WriteError($"endpoint {endpoint.Endpoint} is stopped ({endpoint.Reason}): its jobs wait; fix it, then run 'pgllm endpoint resume {endpoint.Endpoint}'.");
+        }
+
+        if (stopped.Count > 0 && failures.Count == 0)
+        {
+            Say($"[red]Not drained[/]: {ran} jobs run, 0 failed; a stopped endpoint's jobs wait (see 'pgllm endpoint list').");
+            return ExitError;
         }
 
         if (failures.Count == 0)

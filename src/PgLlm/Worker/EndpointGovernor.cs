@@ -1,6 +1,7 @@
 using System.Globalization;
 using System.Security.Cryptography;
 using System.Text;
+using System.Threading.Channels;
 using Microsoft.Extensions.Logging;
 using Npgsql;
 using PgLlm.Failures;
@@ -76,6 +77,11 @@ internal sealed class EndpointGate(string name, string configHash)
 /// </summary>
 internal sealed partial class EndpointGovernor
 {
+    /// <summary>The channel the governor's functions notify when an endpoint stops, opens or closes.</summary>
+    public const string EndpointsChannel = "pgllm_endpoints";
+
+    /// <summary>A pending request to read the shared state now (a notification came); at most one.</summary>
+    private readonly Channel<bool> _nudge = Channel.CreateBounded<bool>(new BoundedChannelOptions(1) { FullMode = BoundedChannelFullMode.DropWrite });
     private readonly NpgsqlDataSource _dataSource;
     private readonly PgLlmGovernorOptions _options;
     private readonly TimeSpan _probeLease;
@@ -146,7 +152,7 @@ internal sealed partial class EndpointGovernor
         {
             while (_enabled)
             {
-                await Task.Delay(_options.RefreshInterval, _time, cancellationToken).ConfigureAwait(false);
+                await NextRefreshAsync(cancellationToken).ConfigureAwait(false);
                 try
                 {
                     await RefreshAsync(cancellationToken).ConfigureAwait(false);
@@ -159,6 +165,29 @@ internal sealed partial class EndpointGovernor
         }
         catch (OperationCanceledException) when (cancellationToken.IsCancellationRequested)
         {
+        }
+    }
+
+    /// <summary>Has the state read at once (an endpoint's state changed: another worker stopped, opened or closed it).</summary>
+    public void Nudge() => _nudge.Writer.TryWrite(true);
+
+    /// <summary>Waits for a nudge or the refresh interval, whichever comes first.</summary>
+    private async Task NextRefreshAsync(CancellationToken cancellationToken)
+    {
+        if (_nudge.Reader.TryRead(out _))
+        {
+            return;
+        }
+
+        using var timer = new CancellationTokenSource(_options.RefreshInterval, _time);
+        using var either = CancellationTokenSource.CreateLinkedTokenSource(timer.Token, cancellationToken);
+        try
+        {
+            await _nudge.Reader.ReadAsync(either.Token).ConfigureAwait(false);
+        }
+        catch (OperationCanceledException) when (!cancellationToken.IsCancellationRequested)
+        {
+            // The interval passed.
         }
     }
 

@@ -7,10 +7,11 @@ namespace PgLlm.Worker;
 /// <summary>
 /// Listens on <see cref="PgLlmWorker.JobsChannel"/> (jobs enqueued while a lane sleeps) and
 /// <see cref="PgLlmWorker.TasksChannel"/> (the task registry changed: reloaded before the next claim), and wakes
-/// every lane's claim loop. On a lost connection it backs off and listens again, waking the lanes once it
+/// every lane's claim loop; and on <see cref="EndpointGovernor.EndpointsChannel"/> (an endpoint stopped, opened or
+/// closed), has the endpoint governor read the shared state at once. On a lost connection it backs off and listens again, waking the lanes once it
 /// does (jobs may have arrived meanwhile); the claim loops poll in the meantime.
 /// </summary>
-internal sealed partial class NotificationListener(NpgsqlDataSource dataSource, TaskRegistry registry, Action wake, TimeProvider time, ILogger logger)
+internal sealed partial class NotificationListener(NpgsqlDataSource dataSource, TaskRegistry registry, Action wake, TimeProvider time, ILogger logger, Action? endpointsChanged = null)
 {
     public async Task RunAsync(CancellationToken cancellationToken)
     {
@@ -45,6 +46,12 @@ internal sealed partial class NotificationListener(NpgsqlDataSource dataSource, 
         await using var connection = await dataSource.OpenConnectionAsync(cancellationToken).ConfigureAwait(false);
         connection.Notification += (_, e) =>
         {
+            if (e.Channel == EndpointGovernor.EndpointsChannel)
+            {
+                endpointsChanged?.Invoke();
+                return;
+            }
+
             if (e.Channel == PgLlmWorker.TasksChannel)
             {
                 registry.Invalidate();
@@ -52,7 +59,7 @@ internal sealed partial class NotificationListener(NpgsqlDataSource dataSource, 
 
             wake();
         };
-        await using (var listen = new NpgsqlCommand($"LISTEN {PgLlmWorker.JobsChannel}; LISTEN {PgLlmWorker.TasksChannel}", connection))
+        await using (var listen = new NpgsqlCommand($"LISTEN {PgLlmWorker.JobsChannel}; LISTEN {PgLlmWorker.TasksChannel}; LISTEN {EndpointGovernor.EndpointsChannel}", connection))
         {
             await listen.ExecuteNonQueryAsync(cancellationToken).ConfigureAwait(false);
         }

@@ -54,7 +54,7 @@ internal sealed class WorkerPipeline
         var beside = new List<Task>();
         if (!_untilIdle)
         {
-            var listener = new NotificationListener(_context.DataSource, _context.Registry, WakeAll, _context.Time, _context.Logger);
+            var listener = new NotificationListener(_context.DataSource, _context.Registry, WakeAll, _context.Time, _context.Logger, _governor.Nudge);
             beside.Add(Task.Run(() => listener.RunAsync(besideCancellation.Token), CancellationToken.None));
         }
 

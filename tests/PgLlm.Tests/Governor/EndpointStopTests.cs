@@ -58,6 +58,14 @@ public sealed class EndpointStopTests
 
         Assert.InRange(model.RequestCount, 1, Concurrency);
 
+        // `pgllm worker --until-idle` says so and exits 1: its drain could not do the work.
+        var wrongCli = Ops.Configuration(_fixture, new Dictionary<string, string?> { ["PgLlm:BaseUrl"] = model.BaseUrl.ToString(), ["PgLlm:ApiKey"] = WrongKey });
+        var (drainExit, drain) = await Ops.RunAsync(wrongCli, db.ConnectionString, "worker", "--until-idle");
+        Assert.Equal(1, drainExit);
+        Assert.Contains("error: endpoint default is stopped (unauthorized: HTTP 401: Incorrect API key provided: [redacted]", drain, StringComparison.Ordinal);
+        Assert.DoesNotContain(WrongKey, drain, StringComparison.Ordinal);
+        Assert.InRange(model.RequestCount, 1, Concurrency);
+
         // Visible: the health check, status (text and JSON) and the endpoint list, the key redacted everywhere.
         var health = await new PgLlmHealthCheck(db.DataSource, Microsoft.Extensions.Options.Options.Create(wrong)).CheckHealthAsync(new HealthCheckContext());
         Assert.Equal(HealthStatus.Unhealthy, health.Status);
