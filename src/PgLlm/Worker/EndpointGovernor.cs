@@ -104,9 +104,22 @@ internal sealed partial class EndpointGovernor
         _time = time;
         _logger = logger;
         _enabled = _options.Enabled;
-        if (_options.FailureThreshold < 1)
+        Validate(_options);
+    }
+
+    /// <summary>Throws when a governor setting cannot work.</summary>
+    public static void Validate(PgLlmGovernorOptions options)
+    {
+        if (options.FailureThreshold < 1)
         {
             throw new ArgumentException("PgLlm:Governor:FailureThreshold must be at least 1.", nameof(options));
+        }
+
+        if (options.RefreshInterval <= TimeSpan.Zero || options.FailureWindow <= TimeSpan.Zero
+            || options.ProbeInterval <= TimeSpan.Zero || options.MaxProbeInterval < options.ProbeInterval)
+        {
+            throw new ArgumentException(
+                "PgLlm:Governor:RefreshInterval, FailureWindow and ProbeInterval must be positive, and MaxProbeInterval at least ProbeInterval.", nameof(options));
         }
     }
 

@@ -54,8 +54,9 @@ public sealed class PgLlmWorker : BackgroundService
             throw new ArgumentException("PgLlm:Worker:MaxPromptBytes must be at least 1.", nameof(options));
         }
 
-        // Checks each endpoint's concurrency now rather than at the first run.
+        // Checks each endpoint's concurrency and the governor's settings now rather than at the first run.
         _ = new EndpointLanes(_allOptions);
+        EndpointGovernor.Validate(_allOptions.Governor);
         var log = (ILogger?)logger ?? NullLogger.Instance;
         var queue = new JobQueue(dataSource);
         var registry = new TaskRegistry(dataSource);
