@@ -41,6 +41,9 @@ public sealed class ModelEndpointException : Exception
     /// <summary>The first 500 characters of the response body, or null when it was empty.</summary>
     public string? ResponseBody { get; }
 
+    /// <summary>The <c>error.code</c> (else <c>error.type</c>) of an OpenAI-style error body, e.g. <c>insufficient_quota</c> or <c>invalid_api_key</c>; null when none.</summary>
+    public string? ErrorCode { get; init; }
+
     /// <summary>
     /// Reads a wait from <c>retry-after-ms</c> (milliseconds) or else <c>Retry-After</c> (seconds or an HTTP
     /// date; a date in the past is no wait). Null when neither is present and valid.

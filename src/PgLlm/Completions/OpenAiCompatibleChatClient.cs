@@ -468,7 +468,64 @@ public sealed class OpenAiCompatibleChatClient : IChatClient
         }
 
         var retryAfter = ModelEndpointException.ParseRetryAfter(response.Headers, DateTimeOffset.UtcNow);
-        return new ModelEndpointException(status, detail, retryAfter, excerpt.Length > 0 ? excerpt : null);
+        return new ModelEndpointException(status, detail, retryAfter, excerpt.Length > 0 ? excerpt : null) { ErrorCode = ErrorCodeOf(body) };
+    }
+
+    /// <summary><c>error.code</c>, else <c>error.type</c>, of an OpenAI-style error body (e.g. <c>insufficient_quota</c>); null for anything else.</summary>
+    private static string? ErrorCodeOf(ReadOnlySpan<byte> body)
+    {
+        try
+        {
+            var reader = new Utf8JsonReader(body);
+            if (!reader.Read() || reader.TokenType != JsonTokenType.StartObject)
+            {
+                return null;
+            }
+
+            while (reader.Read() && reader.TokenType == JsonTokenType.PropertyName)
+            {
+                if (!reader.ValueTextEquals("error"u8))
+                {
+                    reader.Skip();
+                    continue;
+                }
+
+                reader.Read();
+                if (reader.TokenType != JsonTokenType.StartObject)
+                {
+                    return null;
+                }
+
+                string? type = null;
+                while (reader.Read() && reader.TokenType == JsonTokenType.PropertyName)
+                {
+                    var isCode = reader.ValueTextEquals("code"u8);
+                    var isType = reader.ValueTextEquals("type"u8);
+                    reader.Read();
+                    if (isCode && reader.TokenType == JsonTokenType.String)
+                    {
+                        return reader.GetString();
+                    }
+
+                    if (isType && reader.TokenType == JsonTokenType.String)
+                    {
+                        type = reader.GetString();
+                    }
+                    else
+                    {
+                        reader.Skip();
+                    }
+                }
+
+                return type;
+            }
+        }
+        catch (JsonException)
+        {
+            // Not JSON: no code.
+        }
+
+        return null;
     }
 
     /// <summary><c>error.message</c> (or a string <c>error</c>) of an OpenAI-style error body; null for anything else.</summary>

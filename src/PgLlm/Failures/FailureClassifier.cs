@@ -32,7 +32,7 @@ internal static class FailureClassifier
         TimeoutException => EndpointFault.Outage,
         HttpRequestException { StatusCode: null } => EndpointFault.Outage,
         HttpRequestException { StatusCode: { } code } => FaultOf((int)code, exception.Message),
-        ModelEndpointException endpoint => FaultOf(endpoint.Status, endpoint.ResponseBody ?? endpoint.Detail),
+        ModelEndpointException endpoint => FaultOf(endpoint.Status, endpoint.ErrorCode + " " + (endpoint.ResponseBody ?? endpoint.Detail)),
         ClientResultException { Status: 0 } => EndpointFault.Outage,
         ClientResultException client => FaultOf(client.Status, client.Message),
         _ => EndpointFault.None,

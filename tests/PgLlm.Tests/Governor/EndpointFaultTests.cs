@@ -26,6 +26,20 @@ public sealed class EndpointFaultTests
         Assert.Equal(expected, FailureClassifier.EndpointFaultOf(new ModelEndpointException(status, "detail", responseBody: body)).ToString());
 
     [Fact]
+    public async Task The_client_reads_the_error_code_of_an_out_of_quota_429()
+    {
+        await using var server = await PgLlm.Local.LocalModelServer.StartAsync();
+        server.Responder = _ => PgLlm.Local.ModelReply.Raw(429, QuotaBody);
+        using var client = new OpenAiCompatibleChatClient(server.BaseUrl, server.ApiKey, "m");
+
+        var error = await Assert.ThrowsAsync<ModelEndpointException>(() => client.GetResponseAsync([new Microsoft.Extensions.AI.ChatMessage(Microsoft.Extensions.AI.ChatRole.User, "x")]));
+
+        Assert.Equal("insufficient_quota", error.ErrorCode);
+        Assert.Equal(EndpointFault.Quota, FailureClassifier.EndpointFaultOf(error));
+        Assert.Equal("quota exceeded: HTTP 429: You exceeded your current quota, please check your plan and billing details.", FailureClassifier.EndpointReason(EndpointFault.Quota, error));
+    }
+
+    [Fact]
     public void Transport_failures_and_timeouts_are_outages_and_a_bad_answer_is_the_jobs_own()
     {
         Assert.Equal(EndpointFault.Outage, FailureClassifier.EndpointFaultOf(new HttpRequestException("Connection refused (127.0.0.1:1)")));
