@@ -80,12 +80,6 @@ public sealed class PgLlmHealthCheck : IHealthCheck
             {
                 return HealthCheckResult.Unhealthy($"the worker stopped; {summary}", _worker.ExecuteTask.Exception, data);
             }
-
-            if (lastClaim is { } last && DateTimeOffset.UtcNow - last > StallAfter)
-            {
-                return HealthCheckResult.Unhealthy(
-                    string.Create(CultureInfo.InvariantCulture, $"the worker has not asked for work for {(DateTimeOffset.UtcNow - last).TotalSeconds:0} s; {summary}"), data: data);
-            }
         }
 
         // Only the endpoints this application configures: a row left by a removed endpoint says nothing.
@@ -103,6 +97,13 @@ public sealed class PgLlmHealthCheck : IHealthCheck
         if (mine.FirstOrDefault(e => e.State == "open") is { } open)
         {
             return HealthCheckResult.Degraded($"endpoint {open.Endpoint} open (circuit breaker): {open.Reason}; {summary}", data: data);
+        }
+
+        // After the endpoints: a worker whose only endpoint is stopped or open claims nothing, and says why above.
+        if (_worker is not null && PgLlmMetrics.LastClaimAt(_worker.WorkerId) is { } last && DateTimeOffset.UtcNow - last > StallAfter)
+        {
+            return HealthCheckResult.Unhealthy(
+                string.Create(CultureInfo.InvariantCulture, $"the worker has not asked for work for {(DateTimeOffset.UtcNow - last).TotalSeconds:0} s; {summary}"), data: data);
         }
 
         if (_options.Monitoring.DegradedQueueDepth is { } limit && depth.Pending > limit)
