@@ -148,7 +148,7 @@ internal sealed partial class EndpointGovernor
         {
             await RefreshAsync(cancellationToken).ConfigureAwait(false);
         }
-        catch (Exception ex) when (ex is NpgsqlException || DatabaseFault.IsConnectionFault(ex))
+        catch (Exception ex) when (ex is not OperationCanceledException || !cancellationToken.IsCancellationRequested)
         {
             // The claims meet the same fault and back off; the refresh loop tries again.
             LogRefreshFailed(ex);
@@ -170,8 +170,9 @@ internal sealed partial class EndpointGovernor
                 {
                     await RefreshAsync(cancellationToken).ConfigureAwait(false);
                 }
-                catch (Exception ex) when ((ex is NpgsqlException || DatabaseFault.IsConnectionFault(ex)) && !cancellationToken.IsCancellationRequested)
+                catch (Exception ex) when (ex is not OperationCanceledException || !cancellationToken.IsCancellationRequested)
                 {
+                    // Whatever it was, the gates keep their last state and the next refresh tries again.
                     LogRefreshFailed(ex);
                 }
             }
@@ -316,7 +317,9 @@ internal sealed partial class EndpointGovernor
             var state = (string?)await command.ExecuteScalarAsync(CancellationToken.None).ConfigureAwait(false);
             Apply(lane, state ?? "closed", state is null or "closed" ? "a call succeeded" : lane.Gate.Reason);
         }
-        catch (Exception ex) when (ex is NpgsqlException || DatabaseFault.IsConnectionFault(ex))
+#pragma warning disable CA1031 // A report that cannot be made must not end the runner: the job is settled as if it failed on its own.
+        catch (Exception ex)
+#pragma warning restore CA1031
         {
             lane.Gate.FailuresCounted = true;
             LogRefreshFailed(ex);
@@ -365,11 +368,14 @@ internal sealed partial class EndpointGovernor
             command.Parameters.Add(new NpgsqlParameter { Value = _options.MaxProbeInterval.TotalSeconds });
             state = (string?)await command.ExecuteScalarAsync(CancellationToken.None).ConfigureAwait(false) ?? "closed";
         }
-        catch (Exception ex) when (ex is NpgsqlException || DatabaseFault.IsConnectionFault(ex))
+#pragma warning disable CA1031 // A report that cannot be made must not end the runner: the job is settled as if it failed on its own.
+        catch (Exception ex)
+#pragma warning restore CA1031
         {
-            // The job's settlement meets the same fault: its lease expires and it is rescued.
+            // Not recorded: the failure is the job's attempt, as without the governor (never a release that
+            // could repeat forever). If the database is down, the settlement fails too and the lease expires.
             LogRefreshFailed(ex);
-            return fault != EndpointFault.Outage;
+            return false;
         }
 
         gate.FailuresCounted = true;
