@@ -144,9 +144,11 @@ public sealed partial class PgLlmCommandLine
             }
             catch (OperationCanceledException) when (cancellationToken.IsCancellationRequested)
             {
-                _error.WriteLine("Interrupted.");
+                // Stopped before the command finished (also while a host was still starting): 130 after Ctrl+C,
+                // 0 after SIGTERM, as for a command stopped while it ran.
+                _error.WriteLine(_terminated ? "Stopped." : "Interrupted.");
                 _error.Flush();
-                return ExitInterrupted;
+                return StoppedExitCode(cancellationToken);
             }
             catch (PgLlmMigrationException ex) when (ex.Problems.Count > 0)
             {

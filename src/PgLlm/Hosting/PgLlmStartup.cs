@@ -123,7 +123,17 @@ internal sealed partial class PgLlmStartup : IHostedLifecycleService
         var options = _services.GetRequiredService<IOptions<PgLlmOptions>>().Value;
         var dataSource = _services.GetRequiredService<NpgsqlDataSource>();
         var worker = _services.GetService<PgLlmWorker>();
-        var tasks = await ReadTasksAsync(dataSource, cancellationToken).ConfigureAwait(false);
+        string tasks;
+        try
+        {
+            tasks = await ReadTasksAsync(dataSource, cancellationToken).ConfigureAwait(false);
+        }
+        catch (OperationCanceledException) when (cancellationToken.IsCancellationRequested)
+        {
+            // Stopped while starting (Ctrl+C, SIGTERM): a requested stop, not a failed start.
+            return;
+        }
+
         var database = PgLlmConnectionString.Describe(dataSource.ConnectionString);
         var endpoints = DescribeEndpoints(options);
         LogServing(worker?.WorkerId ?? "(none)", database, endpoints, tasks, options.Worker.Concurrency, options.Worker.BatchSize);
