@@ -192,19 +192,87 @@ BEGIN
 END
 $fn$;
 
--- Step 2's llm.complete_batch with each answer's record (llm.record_answers) set first. The former
--- signature stays, without the record, for callers that do not know it.
+-- Step 2's llm.complete_batch, with each answer's model and cache hit: the batch's record (llm.record_answers)
+-- is set first, so each job's record is written by its write-back's own UPDATE.
 CREATE FUNCTION llm.complete_batch(p_tasks text[], p_job_ids bigint[], p_attempts integer[], p_inputs_hashes text[],
                                    p_results jsonb[], p_input_tokens integer[], p_output_tokens integer[],
                                    p_models text[], p_cache_hits boolean[])
 RETURNS TABLE (job_id bigint, state text, error text, error_code text)
 LANGUAGE plpgsql
 SET search_path = pg_catalog, pg_temp
+SET plan_cache_mode = force_generic_plan
 AS $fn$
+DECLARE
+    v_count integer := coalesce(array_length(p_job_ids, 1), 0);
+    v_states text[] := array_fill(NULL::text, ARRAY[v_count]);
+    v_errors text[] := array_fill(NULL::text, ARRAY[v_count]);
+    v_codes text[] := array_fill(NULL::text, ARRAY[v_count]);
+    v_task text;
+    v_function regproc;
+    v_call text;
+    v_at integer[];
+    v_task_states text[];
+    k integer;
 BEGIN
+    PERFORM set_config('lock_timeout', '20ms', true);
+    -- The worker's own commits do not wait for their WAL flush (see docs/queue.md).
+    PERFORM set_config('synchronous_commit', 'off', true);
+    -- Each answer's record, read by the write-backs' llm.settle_answers.
     PERFORM llm.record_answers(p_job_ids, p_results, p_models, p_cache_hits);
-    RETURN QUERY SELECT * FROM llm.complete_batch(p_tasks, p_job_ids, p_attempts, p_inputs_hashes, p_results, p_input_tokens, p_output_tokens);
+    FOR v_task IN SELECT DISTINCT t FROM unnest(p_tasks) AS t LOOP
+        v_at := ARRAY(SELECT i FROM generate_subscripts(p_job_ids, 1) AS i WHERE p_tasks[i] IS NOT DISTINCT FROM v_task ORDER BY i);
+        v_task_states := NULL;
+        SELECT t.complete_function INTO v_function FROM llm.task AS t WHERE t.name = v_task;
+        IF NOT FOUND THEN
+            FOREACH k IN ARRAY v_at LOOP
+                v_errors[k] := format('task %L is not in llm.task', v_task);
+                v_codes[k] := 'P0002';
+            END LOOP;
+            CONTINUE;
+        END IF;
+        v_call := format('SELECT %s($1, $2, $3, $4, $5, $6)', v_function);
+        BEGIN
+            EXECUTE v_call INTO v_task_states
+              USING ARRAY(SELECT p_job_ids[a.i] FROM unnest(v_at) WITH ORDINALITY AS a(i, n) ORDER BY a.n),
+                    ARRAY(SELECT p_attempts[a.i] FROM unnest(v_at) WITH ORDINALITY AS a(i, n) ORDER BY a.n),
+                    ARRAY(SELECT p_inputs_hashes[a.i] FROM unnest(v_at) WITH ORDINALITY AS a(i, n) ORDER BY a.n),
+                    ARRAY(SELECT p_results[a.i] FROM unnest(v_at) WITH ORDINALITY AS a(i, n) ORDER BY a.n),
+                    ARRAY(SELECT p_input_tokens[a.i] FROM unnest(v_at) WITH ORDINALITY AS a(i, n) ORDER BY a.n),
+                    ARRAY(SELECT p_output_tokens[a.i] FROM unnest(v_at) WITH ORDINALITY AS a(i, n) ORDER BY a.n);
+            FOR n IN 1 .. cardinality(v_at) LOOP
+                v_states[v_at[n]] := v_task_states[n];
+            END LOOP;
+        EXCEPTION WHEN OTHERS THEN
+            -- Undone as a whole: each job of the task on its own.
+            FOREACH k IN ARRAY v_at LOOP
+                BEGIN
+                    EXECUTE v_call INTO v_task_states
+                      USING ARRAY[p_job_ids[k]], ARRAY[p_attempts[k]], ARRAY[p_inputs_hashes[k]], ARRAY[p_results[k]],
+                            ARRAY[p_input_tokens[k]], ARRAY[p_output_tokens[k]];
+                    v_states[k] := v_task_states[1];
+                EXCEPTION WHEN OTHERS THEN
+                    v_errors[k] := SQLERRM;
+                    v_codes[k] := SQLSTATE;
+                END;
+            END LOOP;
+        END;
+    END LOOP;
+    RETURN QUERY
+        SELECT p_job_ids[i], v_states[i], v_errors[i], v_codes[i]
+          FROM generate_subscripts(p_job_ids, 1) AS i
+         ORDER BY i;
 END
+$fn$;
+
+-- The former signature: the answers are recorded, without their model or cache hit.
+CREATE OR REPLACE FUNCTION llm.complete_batch(p_tasks text[], p_job_ids bigint[], p_attempts integer[], p_inputs_hashes text[],
+                                              p_results jsonb[], p_input_tokens integer[], p_output_tokens integer[])
+RETURNS TABLE (job_id bigint, state text, error text, error_code text)
+LANGUAGE sql
+SET search_path = pg_catalog, pg_temp
+AS $fn$
+    SELECT * FROM llm.complete_batch(p_tasks, p_job_ids, p_attempts, p_inputs_hashes, p_results, p_input_tokens, p_output_tokens,
+                                     NULL::text[], NULL::boolean[]);
 $fn$;
 
 -- Step 1's llm.settle, with what the attempt's answer cost when there was one (p_usage: input_tokens,
