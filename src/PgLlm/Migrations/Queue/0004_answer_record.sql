@@ -24,7 +24,7 @@ COMMENT ON COLUMN llm.job.task_hash IS 'llm.task.definition_hash of the task whe
 COMMENT ON COLUMN llm.job.cache_hit IS 'Whether the answer cache (llm.answer_cache) gave the latest answer instead of the model.';
 COMMENT ON COLUMN llm.job.input_tokens IS 'Input tokens of every attempt of the job that the provider reported usage for, failed ones included.';
 COMMENT ON COLUMN llm.job.output_tokens IS 'Output tokens of every attempt of the job that the provider reported usage for, failed ones included.';
-COMMENT ON COLUMN llm.job.estimated_cost IS 'The cost of the job''s tokens, each attempt priced by llm.model_price (the task''s model, else ''*'') when it was settled; NULL when no price was known.';
+COMMENT ON COLUMN llm.job.estimated_cost IS 'The cost of the job''s tokens, each attempt priced by llm.model_price (the task''s model, else ''*'') when it was settled, to 10 decimals; NULL when no price was known.';
 
 -- The price of a task's tokens, per million: its model's row of llm.model_price, else the row '*' (as
 -- llm.usage_daily prices them). No row: NULLs.
@@ -85,8 +85,8 @@ BEGIN
            output_tokens = CASE WHEN b.output_tokens IS NULL THEN j.output_tokens ELSE coalesce(j.output_tokens, 0) + b.output_tokens END,
            estimated_cost = CASE WHEN v_price.input_per_million IS NULL OR (b.input_tokens IS NULL AND b.output_tokens IS NULL) THEN j.estimated_cost
                                  ELSE coalesce(j.estimated_cost, 0)
-                                    + (coalesce(b.input_tokens, 0) * v_price.input_per_million
-                                     + coalesce(b.output_tokens, 0) * v_price.output_per_million) / 1000000 END,
+                                    + round((coalesce(b.input_tokens, 0) * v_price.input_per_million
+                                           + coalesce(b.output_tokens, 0) * v_price.output_per_million) / 1000000, 10) END,
            answer = nullif(v_record -> b.id::text -> 'a', 'null'::jsonb),
            model = coalesce(v_record -> b.id::text ->> 'm', j.model),
            cache_hit = coalesce((v_record -> b.id::text ->> 'c')::boolean, j.cache_hit),
@@ -167,8 +167,8 @@ BEGIN
                input_tokens = j.input_tokens - coalesce(u.input_tokens, 0),
                output_tokens = j.output_tokens - coalesce(u.output_tokens, 0),
                estimated_cost = CASE WHEN v_price.input_per_million IS NULL OR (u.input_tokens IS NULL AND u.output_tokens IS NULL) THEN j.estimated_cost
-                                     ELSE j.estimated_cost - (coalesce(u.input_tokens, 0) * v_price.input_per_million
-                                                            + coalesce(u.output_tokens, 0) * v_price.output_per_million) / 1000000 END
+                                     ELSE j.estimated_cost - round((coalesce(u.input_tokens, 0) * v_price.input_per_million
+                                                                  + coalesce(u.output_tokens, 0) * v_price.output_per_million) / 1000000, 10) END
           FROM (SELECT p_job_ids[w] AS id, p_input_tokens[w] AS input_tokens, p_output_tokens[w] AS output_tokens
                   FROM unnest(v_unwritten) AS w) AS u
          WHERE j.id = u.id;
@@ -299,7 +299,7 @@ BEGIN
     END IF;
     IF v_input IS NOT NULL OR v_output IS NOT NULL THEN
         SELECT * INTO v_price FROM llm.task_price(v_job.task);
-        v_cost := (coalesce(v_input, 0) * v_price.input_per_million + coalesce(v_output, 0) * v_price.output_per_million) / 1000000;
+        v_cost := round((coalesce(v_input, 0) * v_price.input_per_million + coalesce(v_output, 0) * v_price.output_per_million) / 1000000, 10);
     END IF;
     v_entry := CASE WHEN p_error IS NULL THEN NULL
                     ELSE jsonb_strip_nulls(jsonb_build_object('attempt', p_attempt, 'at', now(), 'kind', p_kind, 'error', p_error)
