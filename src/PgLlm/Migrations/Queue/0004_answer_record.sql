@@ -29,36 +29,43 @@ COMMENT ON COLUMN llm.job.estimated_cost IS 'The cost of the job''s tokens, each
 -- The price of a task's tokens, per million: its model's row of llm.model_price, else the row '*' (as
 -- llm.usage_daily prices them). No row: NULLs.
 CREATE FUNCTION llm.task_price(p_task text, OUT definition_hash text, OUT input_per_million numeric, OUT output_per_million numeric)
-LANGUAGE sql
+LANGUAGE plpgsql
 STABLE
 SET search_path = pg_catalog, pg_temp
 AS $fn$
-    SELECT t.definition_hash, p.input_per_million, p.output_per_million
-      FROM (SELECT p_task AS name) AS q
-      LEFT JOIN llm.task AS t ON t.name = q.name
-      LEFT JOIN LATERAL (SELECT mp.input_per_million, mp.output_per_million
-                           FROM llm.model_price AS mp
-                          WHERE mp.model = coalesce(t.model, '*') OR mp.model = '*'
-                          ORDER BY mp.model = '*'
-                          LIMIT 1) AS p ON true;
+BEGIN
+    -- PL/pgSQL so that its plan is cached: it runs in every write-back (an SQL function is planned at every call).
+    SELECT t.definition_hash INTO definition_hash FROM llm.task AS t WHERE t.name = p_task;
+    SELECT mp.input_per_million, mp.output_per_million INTO input_per_million, output_per_million
+      FROM llm.model_price AS mp
+     WHERE mp.model = coalesce((SELECT t.model FROM llm.task AS t WHERE t.name = p_task), '*') OR mp.model = '*'
+     ORDER BY mp.model = '*'
+     LIMIT 1;
+END
 $fn$;
 
 -- What the caller of a batch's write-back knows of each answer and the write-back functions do not take:
 -- the answer (also passed to the write-back, which writes only the target columns from it), the model that
 -- gave it and whether the answer cache did. Kept for the rest of the transaction in the setting
--- pgllm.answer_record (a JSON object by job id), where llm.settle_answers, called by the write-back, reads
--- it: the record is written by the write-back's own UPDATE of the jobs, in the same statement and round
--- trip, not by a second pass. A write-back called without it records no answer, model or cache hit.
+-- pgllm.answer_record (a JSON object: job id -> [answer, model, cache hit]), where llm.settle_answers,
+-- called by the write-back, reads it: the record is written by the write-back's own UPDATE of the jobs, in
+-- the same statement and round trip, not by a second pass (a second UPDATE would write each job's row
+-- twice). The generated write-back functions keep their signature, so the tables' scripts need not be
+-- generated again. A write-back called without it records no answer, model or cache hit.
+-- Measured with 64-job batches: about 4 to 10 microseconds more per job than the write-back without it.
 CREATE FUNCTION llm.record_answers(p_job_ids bigint[], p_results jsonb[], p_models text[], p_cache_hits boolean[])
 RETURNS void
-LANGUAGE sql
+LANGUAGE plpgsql
 SET search_path = pg_catalog, pg_temp
 AS $fn$
-    SELECT set_config('pgllm.answer_record',
-                      coalesce((SELECT jsonb_object_agg(u.id, jsonb_build_object('a', u.answer, 'm', u.model, 'c', u.cache_hit))
-                                  FROM unnest(p_job_ids, p_results, p_models, p_cache_hits) AS u(id, answer, model, cache_hit)
-                                 WHERE u.id IS NOT NULL)::text, ''),
-                      true);
+BEGIN
+    -- PL/pgSQL so that its plan is cached (an SQL function is planned at every call).
+    PERFORM set_config('pgllm.answer_record',
+                       coalesce((SELECT jsonb_object_agg(u.id, jsonb_build_array(u.answer, u.model, u.cache_hit))
+                                   FROM unnest(p_job_ids, p_results, p_models, p_cache_hits) AS u(id, answer, model, cache_hit)
+                                  WHERE u.id IS NOT NULL)::text, ''),
+                       true);
+END
 $fn$;
 
 -- Step 2's llm.settle_answers, recording the answer (from pgllm.answer_record) and adding the attempt's
@@ -87,12 +94,14 @@ BEGIN
                                  ELSE coalesce(j.estimated_cost, 0)
                                     + round((coalesce(b.input_tokens, 0) * v_price.input_per_million
                                            + coalesce(b.output_tokens, 0) * v_price.output_per_million) / 1000000, 10) END,
-           answer = nullif(v_record -> b.id::text -> 'a', 'null'::jsonb),
-           model = coalesce(v_record -> b.id::text ->> 'm', j.model),
-           cache_hit = coalesce((v_record -> b.id::text ->> 'c')::boolean, j.cache_hit),
+           answer = nullif(r.record -> 0, 'null'::jsonb),
+           model = coalesce(r.record ->> 1, j.model),
+           cache_hit = coalesce((r.record ->> 2)::boolean, j.cache_hit),
            task_hash = v_price.definition_hash
       FROM unnest(p_job_ids, p_attempts, p_inputs_hashes, p_input_tokens, p_output_tokens)
            WITH ORDINALITY AS b(id, attempt, inputs_hash, input_tokens, output_tokens, n)
+           -- The job's record, looked up once: [answer, model, cache hit].
+           CROSS JOIN LATERAL (SELECT v_record -> b.id::text AS record) AS r
      WHERE j.id = b.id AND j.task = p_task
        AND j.state IS NOT DISTINCT FROM 'running' AND j.attempt = b.attempt
  RETURNING b.n::integer, j.row_key;
