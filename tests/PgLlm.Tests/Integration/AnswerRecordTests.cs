@@ -96,6 +96,26 @@ public sealed class AnswerRecordTests
     }
 
     [Fact]
+    public async Task An_answer_the_columns_refuse_counts_its_tokens_and_records_no_answer()
+    {
+        await using var db = await _fixture.CreateDatabaseAsync();
+        await db.ExecAsync("ALTER TABLE flaky ADD CONSTRAINT output_not_bad CHECK (output <> 'bad')");
+        var calls = 0;
+        _fixture.Model.Responder = _ => Interlocked.Increment(ref calls) == 1
+            ? Completion("{\"output\": \"bad\"}", ReportedModel, 40, 2)
+            : Completion("{\"output\": \"good\"}", ReportedModel, 40, 3);
+        await db.ExecAsync("INSERT INTO flaky (id, input) VALUES (1, 'x')");
+
+        using var timeout = new CancellationTokenSource(Bound);
+        await _fixture.CreateWorker(db).RunUntilIdleAsync(timeout.Token);
+
+        Assert.Equal("succeeded|80|5|good|invalid|40|2", await db.ScalarAsync<string>(
+            "SELECT concat_ws('|', state, input_tokens, output_tokens, answer->>'output', errors->0->>'kind', " +
+            "errors->0->>'input_tokens', errors->0->>'output_tokens') FROM llm.job"));
+        Assert.Contains("23514", await db.ScalarAsync<string>("SELECT errors->0->>'error' FROM llm.job"), StringComparison.Ordinal);
+    }
+
+    [Fact]
     public async Task Tokens_of_a_failed_attempt_count_while_the_job_waits_for_its_next_one()
     {
         await using var db = await _fixture.CreateDatabaseAsync();
