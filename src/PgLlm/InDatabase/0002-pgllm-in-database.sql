@@ -402,12 +402,12 @@ BEGIN
 
     IF v_kind IS NULL THEN
         BEGIN
-            -- The task's write-back function takes a batch: this answer as a batch of one, with its record
-            -- (the answer and model the job keeps, see llm.record_answers).
-            PERFORM llm.record_answers(ARRAY[p_job_id], ARRAY[v_result], ARRAY[v_model], ARRAY[false]);
-            EXECUTE format('SELECT (%s(ARRAY[$1], ARRAY[$2], ARRAY[$3], ARRAY[$4], ARRAY[$5], ARRAY[$6]))[1]', v_task.complete_function)
+            -- The task's write-back function takes a batch: this answer as a batch of one, with the model
+            -- that gave it (the job keeps the answer and model; the answer cache is the .NET worker's).
+            EXECUTE llm.write_back_call(v_task.complete_function, true)
                INTO v_state
-              USING p_job_id, p_attempt, p_inputs_hash, v_result, v_input, v_output;
+              USING ARRAY[p_job_id], ARRAY[p_attempt], ARRAY[p_inputs_hash], ARRAY[v_result], ARRAY[v_input], ARRAY[v_output],
+                    ARRAY[v_model], ARRAY[false];
             RETURN v_state;
         EXCEPTION
             -- The answer does not fit the columns (type, length, CHECK, NOT NULL...): an invalid answer.

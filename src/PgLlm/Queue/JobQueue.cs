@@ -227,16 +227,18 @@ internal sealed class JobQueue : IDisposable
 
     /// <summary>
     /// Writes the answer back (if the inputs are unchanged) and settles the job, in its own transaction,
-    /// through the task's write-back function as a batch of one, with the answer's record (<c>llm.record_answers</c>,
-    /// set first). Returns its new state.
+    /// through the task's write-back function as a batch of one, with the answer's model and cache hit (which the
+    /// job records). Returns its new state.
     /// </summary>
     public async Task<string> CompleteAsync(WriteBack write, CancellationToken cancellationToken, NpgsqlConnection? connection = null)
     {
         // Committed without waiting for the WAL flush, like the batched write-back. The settings' subquery is a
         // plan node of its own (OFFSET 0), evaluated before the function runs.
+        var record = write.Task.WriteBackTakesRecord;
         await using var command = Command(
-            "SELECT (" + write.Task.CompleteFunction + "(ARRAY[$1], ARRAY[$2], ARRAY[$3], ARRAY[$4], ARRAY[$5], ARRAY[$6]))[1] " +
-            "FROM (SELECT set_config('synchronous_commit', 'off', true), llm.record_answers(ARRAY[$1], ARRAY[$4], ARRAY[$7], ARRAY[$8]) OFFSET 0) AS settings",
+            "SELECT (" + write.Task.CompleteFunction + "(ARRAY[$1], ARRAY[$2], ARRAY[$3], ARRAY[$4], ARRAY[$5], ARRAY[$6]" +
+            (record ? ", ARRAY[$7], ARRAY[$8]" : string.Empty) + "))[1] " +
+            "FROM (SELECT set_config('synchronous_commit', 'off', true) OFFSET 0) AS settings",
             connection);
         command.Parameters.Add(new NpgsqlParameter<long> { TypedValue = write.Job.Id });
         command.Parameters.Add(new NpgsqlParameter<int> { TypedValue = write.Job.Attempt });
@@ -244,8 +246,12 @@ internal sealed class JobQueue : IDisposable
         command.Parameters.Add(new NpgsqlParameter<string> { TypedValue = write.ResultJson, NpgsqlDbType = NpgsqlDbType.Jsonb });
         command.Parameters.Add(new NpgsqlParameter { Value = (object?)write.InputTokens ?? DBNull.Value, NpgsqlDbType = NpgsqlDbType.Integer });
         command.Parameters.Add(new NpgsqlParameter { Value = (object?)write.OutputTokens ?? DBNull.Value, NpgsqlDbType = NpgsqlDbType.Integer });
-        command.Parameters.Add(new NpgsqlParameter { Value = (object?)write.Model ?? DBNull.Value, NpgsqlDbType = NpgsqlDbType.Text });
-        command.Parameters.Add(new NpgsqlParameter<bool> { TypedValue = write.CacheHit });
+        if (record)
+        {
+            command.Parameters.Add(new NpgsqlParameter { Value = (object?)write.Model ?? DBNull.Value, NpgsqlDbType = NpgsqlDbType.Text });
+            command.Parameters.Add(new NpgsqlParameter<bool> { TypedValue = write.CacheHit });
+        }
+
         return (string)(await command.ExecuteScalarAsync(cancellationToken).ConfigureAwait(false))!;
     }
 
@@ -281,11 +287,11 @@ internal sealed class JobQueue : IDisposable
             cacheHits[i] = write.CacheHit;
         }
 
-        if (OneTaskBatchFunction(writes) is { } batchFunction)
+        if (OneTaskBatch(writes) is { } task)
         {
             try
             {
-                return await CompleteOneTaskBatchAsync(batchFunction, ids, attempts, hashes, results, inputTokens, outputTokens, models, cacheHits, connection, cancellationToken).ConfigureAwait(false);
+                return await CompleteOneTaskBatchAsync(task, ids, attempts, hashes, results, inputTokens, outputTokens, models, cacheHits, connection, cancellationToken).ConfigureAwait(false);
             }
             catch (PostgresException)
             {
@@ -324,15 +330,15 @@ internal sealed class JobQueue : IDisposable
         command.Parameters.Add(new NpgsqlParameter<int?[]> { TypedValue = outputTokens });
     }
 
-    /// <summary>The answers' record that the write-back functions do not take (see <c>llm.record_answers</c>): models and cache hits.</summary>
+    /// <summary>The answers' models and cache hits, which each job records: the write-back's last two arrays.</summary>
     private static void AddRecordArrays(NpgsqlCommand command, string?[] models, bool[] cacheHits)
     {
         command.Parameters.Add(new NpgsqlParameter<string?[]> { TypedValue = models, NpgsqlDbType = NpgsqlDbType.Array | NpgsqlDbType.Text });
         command.Parameters.Add(new NpgsqlParameter<bool[]> { TypedValue = cacheHits });
     }
 
-    /// <summary>The task's set-based write-back function when every write is of that one task.</summary>
-    private static string? OneTaskBatchFunction(IReadOnlyList<WriteBack> writes)
+    /// <summary>The task when every write is of that one task.</summary>
+    private static TaskDefinition? OneTaskBatch(IReadOnlyList<WriteBack> writes)
     {
         var task = writes.Count > 0 ? writes[0].Task : null;
         if (task is null)
@@ -348,7 +354,7 @@ internal sealed class JobQueue : IDisposable
             }
         }
 
-        return task.CompleteFunction;
+        return task;
     }
 
     /// <summary>
@@ -359,17 +365,20 @@ internal sealed class JobQueue : IDisposable
     /// waiting for its WAL flush. Throws <see cref="PostgresException"/> when the batch is undone as a whole.
     /// </summary>
     private async Task<IReadOnlyList<BatchOutcome>> CompleteOneTaskBatchAsync(
-        string batchFunction, long[] ids, int[] attempts, string[] hashes, string[] results, int?[] inputTokens, int?[] outputTokens,
+        TaskDefinition task, long[] ids, int[] attempts, string[] hashes, string[] results, int?[] inputTokens, int?[] outputTokens,
         string?[] models, bool[] cacheHits, NpgsqlConnection? connection, CancellationToken cancellationToken)
     {
-        // The settings' subquery is a plan node of its own (OFFSET 0), evaluated before the function runs; it also sets
-        // the answers' record, which the write-back's own UPDATE of the jobs reads (no second statement).
+        // The settings' subquery is a plan node of its own (OFFSET 0), evaluated before the function runs.
+        var record = task.WriteBackTakesRecord;
         await using var command = Command(
-            "SELECT " + batchFunction + "($1, $2, $3, $4, $5, $6) FROM (SELECT set_config('lock_timeout', '20ms', true), set_config('synchronous_commit', 'off', true), " +
-            "llm.record_answers($1, $4, $7, $8) OFFSET 0) AS settings",
+            "SELECT " + task.CompleteFunction + "($1, $2, $3, $4, $5, $6" + (record ? ", $7, $8" : string.Empty) + ") " +
+            "FROM (SELECT set_config('lock_timeout', '20ms', true), set_config('synchronous_commit', 'off', true) OFFSET 0) AS settings",
             connection);
         AddWriteBackArrays(command, ids, attempts, hashes, results, inputTokens, outputTokens);
-        AddRecordArrays(command, models, cacheHits);
+        if (record)
+        {
+            AddRecordArrays(command, models, cacheHits);
+        }
         if (connection is not null)
         {
             // Kept by the writer's session: parsed and planned once, not at every batch.

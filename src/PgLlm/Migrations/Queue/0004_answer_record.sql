@@ -25,6 +25,8 @@ COMMENT ON COLUMN llm.job.cache_hit IS 'Whether the answer cache (llm.answer_cac
 COMMENT ON COLUMN llm.job.input_tokens IS 'Input tokens of every attempt of the job that the provider reported usage for, failed ones included.';
 COMMENT ON COLUMN llm.job.output_tokens IS 'Output tokens of every attempt of the job that the provider reported usage for, failed ones included.';
 COMMENT ON COLUMN llm.job.estimated_cost IS 'The cost of the job''s tokens, each attempt priced by llm.model_price (the task''s model, else ''*'') when it was settled, to 10 decimals; NULL when no price was known.';
+COMMENT ON COLUMN llm.task.complete_function IS
+    'The task''s :write_back function: (job ids, attempts, inputs hashes, results, input tokens, output tokens, models, cache hits) arrays in, each job''s new state out; one generated before step 4 takes the first six.';
 
 -- The price of a task's tokens, per million: its model's row of llm.model_price, else the row '*' (as
 -- llm.usage_daily prices them). No row: NULLs.
@@ -44,34 +46,13 @@ BEGIN
 END
 $fn$;
 
--- What the caller of a batch's write-back knows of each answer and the write-back functions do not take:
--- the answer (also passed to the write-back, which writes only the target columns from it), the model that
--- gave it and whether the answer cache did. Kept for the rest of the transaction in the setting
--- pgllm.answer_record (a JSON object: job id -> [answer, model, cache hit]), where llm.settle_answers,
--- called by the write-back, reads it: the record is written by the write-back's own UPDATE of the jobs, in
--- the same statement and round trip, not by a second pass (a second UPDATE would write each job's row
--- twice). The generated write-back functions keep their signature, so the tables' scripts need not be
--- generated again. A write-back called without it records no answer, model or cache hit.
--- Measured with 64-job batches: about 4 to 10 microseconds more per job than the write-back without it.
-CREATE FUNCTION llm.record_answers(p_job_ids bigint[], p_results jsonb[], p_models text[], p_cache_hits boolean[])
-RETURNS void
-LANGUAGE plpgsql
-SET search_path = pg_catalog, pg_temp
-AS $fn$
-BEGIN
-    -- PL/pgSQL so that its plan is cached (an SQL function is planned at every call).
-    PERFORM set_config('pgllm.answer_record',
-                       coalesce((SELECT jsonb_object_agg(u.id, jsonb_build_array(u.answer, u.model, u.cache_hit))
-                                   FROM unnest(p_job_ids, p_results, p_models, p_cache_hits) AS u(id, answer, model, cache_hit)
-                                  WHERE u.id IS NOT NULL)::text, ''),
-                       true);
-END
-$fn$;
-
--- Step 2's llm.settle_answers, recording the answer (from pgllm.answer_record) and adding the attempt's
--- tokens and their cost to the job's, in the same UPDATE. The task's hash and price are read once per call.
-CREATE OR REPLACE FUNCTION llm.settle_answers(p_task text, p_job_ids bigint[], p_attempts integer[], p_inputs_hashes text[],
-                                              p_input_tokens integer[], p_output_tokens integer[])
+-- Step 2's llm.settle_answers, with each answer's record: the answer written (p_results), the model that
+-- gave it and whether the answer cache did, passed by the task's write-back (which takes them from its
+-- caller), written by the same UPDATE that settles the jobs, with the attempt's tokens and their cost added
+-- to the job's. The task's hash and price are read once per call.
+CREATE FUNCTION llm.settle_answers(p_task text, p_job_ids bigint[], p_attempts integer[], p_inputs_hashes text[],
+                                   p_input_tokens integer[], p_output_tokens integer[],
+                                   p_results jsonb[], p_models text[], p_cache_hits boolean[])
 RETURNS TABLE (n integer, row_key jsonb)
 LANGUAGE plpgsql
 ROWS 10
@@ -80,9 +61,9 @@ SET enable_seqscan = off
 SET plan_cache_mode = force_generic_plan
 AS $fn$
 DECLARE
-    v_record jsonb := nullif(current_setting('pgllm.answer_record', true), '')::jsonb;
     v_price record;
 BEGIN
+    -- PL/pgSQL so that its plans are cached (an SQL function is planned at every call).
     SELECT * INTO v_price FROM llm.task_price(p_task);
     RETURN QUERY
     UPDATE llm.job AS j
@@ -94,18 +75,30 @@ BEGIN
                                  ELSE coalesce(j.estimated_cost, 0)
                                     + round((coalesce(b.input_tokens, 0) * v_price.input_per_million
                                            + coalesce(b.output_tokens, 0) * v_price.output_per_million) / 1000000, 10) END,
-           answer = nullif(r.record -> 0, 'null'::jsonb),
-           model = coalesce(r.record ->> 1, j.model),
-           cache_hit = coalesce((r.record ->> 2)::boolean, j.cache_hit),
+           answer = b.answer,
+           model = coalesce(b.model, j.model),
+           cache_hit = coalesce(b.cache_hit, j.cache_hit),
            task_hash = v_price.definition_hash
-      FROM unnest(p_job_ids, p_attempts, p_inputs_hashes, p_input_tokens, p_output_tokens)
-           WITH ORDINALITY AS b(id, attempt, inputs_hash, input_tokens, output_tokens, n)
-           -- The job's record, looked up once: [answer, model, cache hit].
-           CROSS JOIN LATERAL (SELECT v_record -> b.id::text AS record) AS r
+      -- A NULL array of the record (a caller without it) unnests as NULLs.
+      FROM unnest(p_job_ids, p_attempts, p_inputs_hashes, p_input_tokens, p_output_tokens, p_results, p_models, p_cache_hits)
+           WITH ORDINALITY AS b(id, attempt, inputs_hash, input_tokens, output_tokens, answer, model, cache_hit, n)
      WHERE j.id = b.id AND j.task = p_task
        AND j.state IS NOT DISTINCT FROM 'running' AND j.attempt = b.attempt
  RETURNING b.n::integer, j.row_key;
 END
+$fn$;
+
+-- The former signature, called by the write-back functions of steps 2 and 3 until the tables' scripts are
+-- applied again: the tokens and their cost are added, no answer, model or cache hit is recorded.
+CREATE OR REPLACE FUNCTION llm.settle_answers(p_task text, p_job_ids bigint[], p_attempts integer[], p_inputs_hashes text[],
+                                              p_input_tokens integer[], p_output_tokens integer[])
+RETURNS TABLE (n integer, row_key jsonb)
+LANGUAGE sql
+ROWS 10
+SET search_path = pg_catalog, pg_temp
+AS $fn$
+    SELECT * FROM llm.settle_answers(p_task, p_job_ids, p_attempts, p_inputs_hashes, p_input_tokens, p_output_tokens,
+                                     NULL::jsonb[], NULL::text[], NULL::boolean[]);
 $fn$;
 
 -- Step 2's llm.supersede: the answer was not written, so the job records none (its tokens stay counted).
@@ -144,11 +137,29 @@ BEGIN
 END
 $fn$;
 
--- Step 2's llm.settle_unwritten. A job of a batch that goes through the write-back again on its own gives
--- back the tokens and cost llm.settle_answers added for it (they are added again, once); a skipped job
--- records no answer.
-CREATE OR REPLACE FUNCTION llm.settle_unwritten(p_task text, p_job_ids bigint[], p_attempts integer[], p_inputs_hashes text[], p_results jsonb[],
-                                                p_input_tokens integer[], p_output_tokens integer[], p_settled integer[], p_written integer[])
+-- The statement calling a task's write-back, with $1 to $8 bound to (job ids, attempts, inputs hashes,
+-- results, input tokens, output tokens, models, cache hits) and, when p_first, only the first job's state
+-- returned. A write-back generated before step 4 (six arguments, until its table's script is applied
+-- again) is called without the models and cache hits.
+CREATE FUNCTION llm.write_back_call(p_function regproc, p_first boolean)
+RETURNS text
+LANGUAGE sql
+STABLE
+SET search_path = pg_catalog, pg_temp
+AS $fn$
+    SELECT format(CASE WHEN p_first THEN 'SELECT (%s(%s))[1]' ELSE 'SELECT %s(%s)' END, p_function,
+                  CASE WHEN p.pronargs >= 8 THEN '$1, $2, $3, $4, $5, $6, $7, $8' ELSE '$1, $2, $3, $4, $5, $6' END)
+      FROM pg_catalog.pg_proc AS p
+     WHERE p.oid = p_function;
+$fn$;
+
+-- Step 2's llm.settle_unwritten, with the answers' models and cache hits (p_models, p_cache_hits, passed on
+-- to the write-back). A job of a batch that goes through the write-back again on its own gives back the
+-- tokens and cost llm.settle_answers added for it (they are added again, once); a skipped job records no
+-- answer.
+CREATE FUNCTION llm.settle_unwritten(p_task text, p_job_ids bigint[], p_attempts integer[], p_inputs_hashes text[], p_results jsonb[],
+                                     p_input_tokens integer[], p_output_tokens integer[], p_settled integer[], p_written integer[],
+                                     p_models text[], p_cache_hits boolean[])
 RETURNS text[]
 LANGUAGE plpgsql
 SET search_path = pg_catalog, pg_temp
@@ -157,6 +168,7 @@ DECLARE
     v_states text[];
     v_unwritten integer[];
     v_task llm.task;
+    v_call text;
     v_price record;
     v_state text;
     v_hash text;
@@ -181,10 +193,11 @@ BEGIN
           FROM (SELECT p_job_ids[w] AS id, p_input_tokens[w] AS input_tokens, p_output_tokens[w] AS output_tokens
                   FROM unnest(v_unwritten) AS w) AS u
          WHERE j.id = u.id;
+        v_call := llm.write_back_call(v_task.complete_function, true);
         FOREACH n IN ARRAY v_unwritten LOOP
-            EXECUTE format('SELECT (%s(ARRAY[$1], ARRAY[$2], ARRAY[$3], ARRAY[$4], ARRAY[$5], ARRAY[$6]))[1]', v_task.complete_function)
-               INTO v_state
-              USING p_job_ids[n], p_attempts[n], p_inputs_hashes[n], p_results[n], p_input_tokens[n], p_output_tokens[n];
+            EXECUTE v_call INTO v_state
+              USING ARRAY[p_job_ids[n]], ARRAY[p_attempts[n]], ARRAY[p_inputs_hashes[n]], ARRAY[p_results[n]],
+                    ARRAY[p_input_tokens[n]], ARRAY[p_output_tokens[n]], ARRAY[p_models[n]], ARRAY[p_cache_hits[n]];
             v_states[n] := v_state;
         END LOOP;
         RETURN v_states;
@@ -201,8 +214,19 @@ BEGIN
 END
 $fn$;
 
--- Step 2's llm.complete_batch, with each answer's model and cache hit: the batch's record (llm.record_answers)
--- is set first, so each job's record is written by its write-back's own UPDATE.
+-- The former signature, called by the write-back functions generated before step 4: no model or cache hit.
+CREATE OR REPLACE FUNCTION llm.settle_unwritten(p_task text, p_job_ids bigint[], p_attempts integer[], p_inputs_hashes text[], p_results jsonb[],
+                                                p_input_tokens integer[], p_output_tokens integer[], p_settled integer[], p_written integer[])
+RETURNS text[]
+LANGUAGE sql
+SET search_path = pg_catalog, pg_temp
+AS $fn$
+    SELECT llm.settle_unwritten(p_task, p_job_ids, p_attempts, p_inputs_hashes, p_results, p_input_tokens, p_output_tokens,
+                                p_settled, p_written, NULL::text[], NULL::boolean[]);
+$fn$;
+
+-- Step 2's llm.complete_batch, with each answer's model and cache hit, passed to the task's write-back with
+-- its answer (the write-back's own UPDATE of the jobs records them).
 CREATE FUNCTION llm.complete_batch(p_tasks text[], p_job_ids bigint[], p_attempts integer[], p_inputs_hashes text[],
                                    p_results jsonb[], p_input_tokens integer[], p_output_tokens integer[],
                                    p_models text[], p_cache_hits boolean[])
@@ -226,8 +250,6 @@ BEGIN
     PERFORM set_config('lock_timeout', '20ms', true);
     -- The worker's own commits do not wait for their WAL flush (see docs/queue.md).
     PERFORM set_config('synchronous_commit', 'off', true);
-    -- Each answer's record, read by the write-backs' llm.settle_answers.
-    PERFORM llm.record_answers(p_job_ids, p_results, p_models, p_cache_hits);
     FOR v_task IN SELECT DISTINCT t FROM unnest(p_tasks) AS t LOOP
         v_at := ARRAY(SELECT i FROM generate_subscripts(p_job_ids, 1) AS i WHERE p_tasks[i] IS NOT DISTINCT FROM v_task ORDER BY i);
         v_task_states := NULL;
@@ -239,7 +261,7 @@ BEGIN
             END LOOP;
             CONTINUE;
         END IF;
-        v_call := format('SELECT %s($1, $2, $3, $4, $5, $6)', v_function);
+        v_call := llm.write_back_call(v_function, false);
         BEGIN
             EXECUTE v_call INTO v_task_states
               USING ARRAY(SELECT p_job_ids[a.i] FROM unnest(v_at) WITH ORDINALITY AS a(i, n) ORDER BY a.n),
@@ -247,7 +269,9 @@ BEGIN
                     ARRAY(SELECT p_inputs_hashes[a.i] FROM unnest(v_at) WITH ORDINALITY AS a(i, n) ORDER BY a.n),
                     ARRAY(SELECT p_results[a.i] FROM unnest(v_at) WITH ORDINALITY AS a(i, n) ORDER BY a.n),
                     ARRAY(SELECT p_input_tokens[a.i] FROM unnest(v_at) WITH ORDINALITY AS a(i, n) ORDER BY a.n),
-                    ARRAY(SELECT p_output_tokens[a.i] FROM unnest(v_at) WITH ORDINALITY AS a(i, n) ORDER BY a.n);
+                    ARRAY(SELECT p_output_tokens[a.i] FROM unnest(v_at) WITH ORDINALITY AS a(i, n) ORDER BY a.n),
+                    ARRAY(SELECT p_models[a.i] FROM unnest(v_at) WITH ORDINALITY AS a(i, n) ORDER BY a.n),
+                    ARRAY(SELECT p_cache_hits[a.i] FROM unnest(v_at) WITH ORDINALITY AS a(i, n) ORDER BY a.n);
             FOR n IN 1 .. cardinality(v_at) LOOP
                 v_states[v_at[n]] := v_task_states[n];
             END LOOP;
@@ -257,7 +281,7 @@ BEGIN
                 BEGIN
                     EXECUTE v_call INTO v_task_states
                       USING ARRAY[p_job_ids[k]], ARRAY[p_attempts[k]], ARRAY[p_inputs_hashes[k]], ARRAY[p_results[k]],
-                            ARRAY[p_input_tokens[k]], ARRAY[p_output_tokens[k]];
+                            ARRAY[p_input_tokens[k]], ARRAY[p_output_tokens[k]], ARRAY[p_models[k]], ARRAY[p_cache_hits[k]];
                     v_states[k] := v_task_states[1];
                 EXCEPTION WHEN OTHERS THEN
                     v_errors[k] := SQLERRM;
@@ -473,13 +497,15 @@ $fn$;
 -- llm.fail with an attempt's usage. The settling functions stay the owner's (called by the generated
 -- write-back functions, which run with the owner's rights).
 REVOKE ALL ON FUNCTION llm.task_price(text),
-                       llm.settle(bigint, integer, text, text, double precision, text, jsonb)
+                       llm.settle(bigint, integer, text, text, double precision, text, jsonb),
+                       llm.settle_answers(text, bigint[], integer[], text[], integer[], integer[], jsonb[], text[], boolean[]),
+                       llm.settle_unwritten(text, bigint[], integer[], text[], jsonb[], integer[], integer[], integer[], integer[], text[], boolean[])
   FROM PUBLIC;
-REVOKE ALL ON FUNCTION llm.record_answers(bigint[], jsonb[], text[], boolean[]),
+REVOKE ALL ON FUNCTION llm.write_back_call(regproc, boolean),
                        llm.complete_batch(text[], bigint[], integer[], text[], jsonb[], integer[], integer[], text[], boolean[]),
                        llm.fail(bigint, integer, text, double precision, text, integer, integer, text, boolean)
   FROM PUBLIC;
-GRANT EXECUTE ON FUNCTION llm.record_answers(bigint[], jsonb[], text[], boolean[]),
+GRANT EXECUTE ON FUNCTION llm.write_back_call(regproc, boolean),
                           llm.complete_batch(text[], bigint[], integer[], text[], jsonb[], integer[], integer[], text[], boolean[]),
                           llm.fail(bigint, integer, text, double precision, text, integer, integer, text, boolean)
   TO pgllm_worker;
