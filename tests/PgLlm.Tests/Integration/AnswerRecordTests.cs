@@ -223,6 +223,108 @@ public sealed class AnswerRecordTests
             await db.ListAsync<string>("SELECT concat_ws('|', state, answer::text, input_tokens, output_tokens) FROM llm.row_history('flaky', '{\"id\": 1}')"));
     }
 
+    [Fact]
+    public async Task A_write_back_of_the_former_signature_keeps_working_until_its_table_script_replaces_it()
+    {
+        await using var db = await _fixture.CreateDatabaseAsync();
+        // The task's write-back as the table scripts of queue steps 2 and 3 made it: six arrays, no record.
+        await db.ExecAsync("""
+            DROP FUNCTION "llm"."public.flaky:output:write_back"(bigint[], integer[], text[], jsonb[], integer[], integer[], text[], boolean[]);
+            CREATE FUNCTION "llm"."public.flaky:output:write_back"(p_job_ids bigint[], p_attempts integer[], p_inputs_hashes text[],
+                p_results jsonb[], p_input_tokens integer[], p_output_tokens integer[]) RETURNS text[]
+            LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $pgllm$
+            DECLARE
+                v_settled integer[];
+                v_written integer[];
+            BEGIN
+                WITH j AS (SELECT * FROM llm.settle_answers('public.flaky:output', p_job_ids, p_attempts, p_inputs_hashes, p_input_tokens, p_output_tokens)),
+                     w AS (UPDATE "public"."flaky" AS t
+                              SET "output" = r."output"
+                             FROM (SELECT DISTINCT ON (j.row_key) j.row_key, j.n FROM j ORDER BY j.row_key, j.n) AS j
+                            CROSS JOIN LATERAL jsonb_populate_record(NULL::"public"."flaky", j.row_key) AS k
+                            CROSS JOIN LATERAL jsonb_populate_record(NULL::"public"."flaky", p_results[j.n]) AS r
+                            WHERE t."id" = k."id"
+                              AND md5(jsonb_build_object('input', t."input")::text) = p_inputs_hashes[j.n]
+                        RETURNING j.n)
+                SELECT (SELECT array_agg(j.n) FROM j), (SELECT array_agg(w.n) FROM w) INTO v_settled, v_written;
+                RETURN llm.settle_unwritten('public.flaky:output', p_job_ids, p_attempts, p_inputs_hashes, p_results, p_input_tokens, p_output_tokens,
+                                            v_settled, v_written);
+            END
+            $pgllm$;
+            GRANT EXECUTE ON FUNCTION "llm"."public.flaky:output:write_back"(bigint[], integer[], text[], jsonb[], integer[], integer[]) TO pgllm_worker;
+            UPDATE llm.task SET complete_function = '"llm"."public.flaky:output:write_back"' WHERE name = 'public.flaky:output';
+            INSERT INTO flaky (id, input) SELECT g, 'in ' || g FROM generate_series(1, 3) AS g;
+            """);
+        _fixture.Model.Responder = request => Completion($"{{\"output\": \"for {request.UserText}\"}}", ReportedModel, 7, 2);
+        using (var timeout = new CancellationTokenSource(Bound))
+        {
+            await _fixture.CreateWorker(db).RunUntilIdleAsync(timeout.Token);
+        }
+
+        // Written and counted; nothing recorded (the former write-back does not take the record).
+        Assert.Equal(
+            ["for Echo in 1|succeeded|7|2|", "for Echo in 2|succeeded|7|2|", "for Echo in 3|succeeded|7|2|"],
+            await db.ListAsync<string>(
+                "SELECT concat_ws('|', f.output, j.state, j.input_tokens, j.output_tokens, coalesce(j.answer::text, j.model, j.cache_hit::text, '')) " +
+                "FROM llm.job AS j JOIN flaky AS f ON f.id = (j.row_key->>'id')::bigint ORDER BY j.id"));
+
+        // llm.complete_batch calls the former write-back with its six arrays; a job whose row changed goes
+        // through it again on its own (llm.settle_unwritten).
+        await db.ExecAsync("UPDATE flaky SET input = 'again ' || id WHERE id IN (1, 2)");
+        await using (var queue = new JobQueueScope(db))
+        {
+            var claimed = await queue.Queue.ClaimAsync("test", 10, TimeSpan.FromMinutes(1), TaskFilter.Any, queue.Registry.FindAsync, CancellationToken.None);
+            Assert.Equal(2, claimed.Count);
+            await db.ExecAsync("UPDATE flaky SET input = 'changed' WHERE id = 2");
+            await using var connection = await db.OpenConnectionAsync();
+            await using var command = new NpgsqlCommand(
+                "SELECT string_agg(state, ',' ORDER BY job_id) FROM llm.complete_batch($1, $2, $3, $4, $5::jsonb[], $6, $7, $8, $9)", connection);
+            var ordered = claimed.OrderBy(c => c.Job.Id).ToList();
+            command.Parameters.Add(new NpgsqlParameter { Value = ordered.Select(_ => "public.flaky:output").ToArray() });
+            command.Parameters.Add(new NpgsqlParameter { Value = ordered.Select(c => c.Job.Id).ToArray() });
+            command.Parameters.Add(new NpgsqlParameter { Value = ordered.Select(c => c.Job.Attempt).ToArray() });
+            command.Parameters.Add(new NpgsqlParameter { Value = ordered.Select(c => c.Inputs!.Hash).ToArray() });
+            command.Parameters.Add(new NpgsqlParameter { Value = ordered.Select(c => "{\"output\": \"batch\"}").ToArray() });
+            command.Parameters.Add(new NpgsqlParameter { Value = ordered.Select(_ => 5).ToArray() });
+            command.Parameters.Add(new NpgsqlParameter { Value = ordered.Select(_ => 1).ToArray() });
+            command.Parameters.Add(new NpgsqlParameter { Value = ordered.Select(_ => "model-b").ToArray() });
+            command.Parameters.Add(new NpgsqlParameter { Value = ordered.Select(_ => false).ToArray() });
+            Assert.Equal("succeeded,superseded", await command.ExecuteScalarAsync());
+        }
+
+        // The table's script applied again: the former overload is dropped, the new one registered and recording;
+        // a call with six arrays (a worker of the former version) finds the new one.
+        var script = PgLlm.Generated.PgLlmScripts.All.Single(s => s.Sql.Contains("\"public.flaky:output:write_back\"", StringComparison.Ordinal));
+        await db.ExecAsync(script.Sql);
+        Assert.Equal(
+            ["bigint[], integer[], text[], jsonb[], integer[], integer[], text[], boolean[]"],
+            await db.ListAsync<string>("SELECT oidvectortypes(p.proargtypes) FROM pg_proc AS p WHERE p.proname = 'public.flaky:output:write_back'"));
+        await db.ExecAsync("UPDATE flaky SET input = 'third ' || id WHERE id = 3");
+        using (var timeout = new CancellationTokenSource(Bound))
+        {
+            await _fixture.CreateWorker(db).RunUntilIdleAsync(timeout.Token);
+        }
+
+        await db.ExecAsync("UPDATE flaky SET input = 'fourth' WHERE id = 3");
+        await using (var queue = new JobQueueScope(db))
+        {
+            var job = Assert.Single(await queue.Queue.ClaimAsync("test", 10, TimeSpan.FromMinutes(1), TaskFilter.Any, queue.Registry.FindAsync, CancellationToken.None));
+            await using var connection = await db.OpenConnectionAsync();
+            await using var command = new NpgsqlCommand(
+                "SELECT (\"llm\".\"public.flaky:output:write_back\"(ARRAY[$1], ARRAY[$2], ARRAY[$3], ARRAY['{\"output\": \"former worker\"}'::jsonb], ARRAY[3], ARRAY[1]))[1]",
+                connection);
+            command.Parameters.Add(new NpgsqlParameter { Value = job.Job.Id });
+            command.Parameters.Add(new NpgsqlParameter { Value = job.Job.Attempt });
+            command.Parameters.Add(new NpgsqlParameter { Value = job.Inputs!.Hash });
+            Assert.Equal("succeeded", await command.ExecuteScalarAsync());
+        }
+
+        Assert.Equal(
+            ["succeeded|for Echo third 3|" + ReportedModel + "|7|2", "succeeded|former worker|-|3|1"],
+            await db.ListAsync<string>(
+                "SELECT concat_ws('|', state, answer->>'output', coalesce(model, '-'), input_tokens, output_tokens) FROM llm.row_history('flaky', '{\"id\": 3}') WHERE job_id > (SELECT min(job_id) FROM llm.row_history('flaky', '{\"id\": 3}'))"));
+    }
+
     /// <summary>A chat completion as an OpenAI-compatible endpoint sends it, naming <paramref name="model"/> and reporting usage.</summary>
     private static ModelReply Completion(string content, string model, int promptTokens, int completionTokens) =>
         ModelReply.Raw(200, JsonSerializer.Serialize(new
