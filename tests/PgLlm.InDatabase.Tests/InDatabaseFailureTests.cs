@@ -76,6 +76,11 @@ public sealed class InDatabaseFailureTests
         Assert.Equal("invalid", await db.ScalarAsync<string>("SELECT errors->0->>'kind' FROM llm.job"));
         Assert.Contains(expectedError, await db.ScalarAsync<string>("SELECT errors->0->>'error' FROM llm.job"), StringComparison.Ordinal);
         Assert.Equal(InDatabaseWorkerTests.AnswerOf(_fixture.Model.Requests[1], "output"), await db.ScalarAsync<string>("SELECT output FROM items"));
+        // Both calls' tokens count in the job's (the bad answer's entry carries its own); the record holds the answer written.
+        Assert.True(await db.ScalarAsync<bool>(
+            "SELECT input_tokens = 2 * (errors->0->>'input_tokens')::integer AND output_tokens > (errors->0->>'output_tokens')::integer " +
+            "AND errors->0->>'model' = 'test-model' AND model = 'test-model' FROM llm.job"));
+        Assert.Equal(await db.ScalarAsync<string>("SELECT output FROM items"), await db.ScalarAsync<string>("SELECT answer->>'output' FROM llm.job"));
     }
 
     [Fact]

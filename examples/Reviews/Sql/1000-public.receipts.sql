@@ -41,15 +41,18 @@ BEGIN
 END
 $pgllm$;
 
+DROP FUNCTION IF EXISTS "llm"."public.receipts:total_and_taxes:write_back"(bigint[], integer[], text[], jsonb[], integer[], integer[]);
 CREATE OR REPLACE FUNCTION "llm"."public.receipts:total_and_taxes:write_back"(p_job_ids bigint[], p_attempts integer[], p_inputs_hashes text[],
-    p_results jsonb[], p_input_tokens integer[], p_output_tokens integer[]) RETURNS text[]
+    p_results jsonb[], p_input_tokens integer[], p_output_tokens integer[],
+    p_models text[] DEFAULT NULL, p_cache_hits boolean[] DEFAULT NULL) RETURNS text[]
 LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp
 SET enable_seqscan = off SET plan_cache_mode = force_generic_plan AS $pgllm$
 DECLARE
     v_settled integer[];
     v_written integer[];
 BEGIN
-    WITH j AS (SELECT * FROM llm.settle_answers('public.receipts:total_and_taxes', p_job_ids, p_attempts, p_inputs_hashes, p_input_tokens, p_output_tokens)),
+    WITH j AS (SELECT * FROM llm.settle_answers('public.receipts:total_and_taxes', p_job_ids, p_attempts, p_inputs_hashes, p_input_tokens, p_output_tokens,
+                                                p_results, p_models, p_cache_hits)),
          w AS (UPDATE "public"."receipts" AS t
                   SET "total" = r."total",
                       "taxes" = r."taxes"
@@ -61,12 +64,12 @@ BEGIN
             RETURNING j.n)
     SELECT (SELECT array_agg(j.n) FROM j), (SELECT array_agg(w.n) FROM w) INTO v_settled, v_written;
     RETURN llm.settle_unwritten('public.receipts:total_and_taxes', p_job_ids, p_attempts, p_inputs_hashes, p_results, p_input_tokens, p_output_tokens,
-                                v_settled, v_written);
+                                v_settled, v_written, p_models, p_cache_hits);
 END
 $pgllm$;
 
-REVOKE ALL ON FUNCTION "llm"."public.receipts:total_and_taxes:enqueue"(), "llm"."public.receipts:total_and_taxes:inputs"(bigint[]), "llm"."public.receipts:total_and_taxes:write_back"(bigint[], integer[], text[], jsonb[], integer[], integer[]) FROM PUBLIC;
-GRANT EXECUTE ON FUNCTION "llm"."public.receipts:total_and_taxes:inputs"(bigint[]), "llm"."public.receipts:total_and_taxes:write_back"(bigint[], integer[], text[], jsonb[], integer[], integer[]) TO pgllm_worker;
+REVOKE ALL ON FUNCTION "llm"."public.receipts:total_and_taxes:enqueue"(), "llm"."public.receipts:total_and_taxes:inputs"(bigint[]), "llm"."public.receipts:total_and_taxes:write_back"(bigint[], integer[], text[], jsonb[], integer[], integer[], text[], boolean[]) FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION "llm"."public.receipts:total_and_taxes:inputs"(bigint[]), "llm"."public.receipts:total_and_taxes:write_back"(bigint[], integer[], text[], jsonb[], integer[], integer[], text[], boolean[]) TO pgllm_worker;
 SELECT llm.register_task('public.receipts:total_and_taxes', 'public', 'receipts',
     key_columns => ARRAY['id']::text[], read_columns => ARRAY['image_url']::text[],
     target_columns => ARRAY['total', 'taxes']::text[], image_columns => ARRAY['image_url']::text[],

@@ -21,7 +21,10 @@ internal static class TableScriptEmitter
     public const string WorkerRole = "pgllm_worker";
 
     /// <summary>The write-back function's parameters: one array element per answer of the batch.</summary>
-    private const string WriteBackSignature = "bigint[], integer[], text[], jsonb[], integer[], integer[]";
+    private const string WriteBackSignature = "bigint[], integer[], text[], jsonb[], integer[], integer[], text[], boolean[]";
+
+    /// <summary>The parameters of the write-back functions generated before queue step 4 (without the models and cache hits).</summary>
+    private const string FormerWriteBackSignature = "bigint[], integer[], text[], jsonb[], integer[], integer[]";
 
     /// <summary>
     /// The steps of <c>llm.wake_workers</c> (queue migration 0001; a test keeps the two the same) as
@@ -135,6 +138,9 @@ internal static class TableScriptEmitter
     /// then each row is written once, by its first job given, if its inputs are still the ones the model
     /// saw; only the task's target columns are set. llm.settle_unwritten settles the jobs not written (each
     /// through this function again on its own, as one by one) and returns each job's state in the order given.
+    /// Each job keeps its answer, the model that gave it and whether the answer cache did (p_models and
+    /// p_cache_hits; NULL for a caller without them, e.g. a worker of an earlier version). The function of
+    /// the former signature (six arrays) is dropped first: a call with six arrays then finds this one.
     /// </summary>
     private static string WriteBackFunction(TaskSql t)
     {
@@ -144,7 +150,8 @@ internal static class TableScriptEmitter
                 v_settled integer[];
                 v_written integer[];
             BEGIN
-                WITH j AS (SELECT * FROM llm.settle_answers({{Literal(t.Name)}}, p_job_ids, p_attempts, p_inputs_hashes, p_input_tokens, p_output_tokens)),
+                WITH j AS (SELECT * FROM llm.settle_answers({{Literal(t.Name)}}, p_job_ids, p_attempts, p_inputs_hashes, p_input_tokens, p_output_tokens,
+                                                            p_results, p_models, p_cache_hits)),
                      w AS (UPDATE {{t.Target}} AS t
                               SET {{t.SetList}}
                              FROM (SELECT DISTINCT ON (j.row_key) j.row_key, j.n FROM j ORDER BY j.row_key, j.n) AS j
@@ -155,13 +162,15 @@ internal static class TableScriptEmitter
                         RETURNING j.n)
                 SELECT (SELECT array_agg(j.n) FROM j), (SELECT array_agg(w.n) FROM w) INTO v_settled, v_written;
                 RETURN llm.settle_unwritten({{Literal(t.Name)}}, p_job_ids, p_attempts, p_inputs_hashes, p_results, p_input_tokens, p_output_tokens,
-                                            v_settled, v_written);
+                                            v_settled, v_written, p_models, p_cache_hits);
             END
 
             """;
         return $"""
+            DROP FUNCTION IF EXISTS {t.WriteBack}({FormerWriteBackSignature});
             CREATE OR REPLACE FUNCTION {t.WriteBack}(p_job_ids bigint[], p_attempts integer[], p_inputs_hashes text[],
-                p_results jsonb[], p_input_tokens integer[], p_output_tokens integer[]) RETURNS text[]
+                p_results jsonb[], p_input_tokens integer[], p_output_tokens integer[],
+                p_models text[] DEFAULT NULL, p_cache_hits boolean[] DEFAULT NULL) RETURNS text[]
             LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp
             SET enable_seqscan = off SET plan_cache_mode = force_generic_plan AS {DollarQuote(body)};
 

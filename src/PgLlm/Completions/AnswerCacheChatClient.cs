@@ -18,6 +18,9 @@ namespace PgLlm.Completions;
 /// </summary>
 public sealed class AnswerCacheChatClient : CachingChatClient
 {
+    /// <summary>The key of <see cref="ChatResponse.AdditionalProperties"/> that marks an answer read from the cache.</summary>
+    private const string CacheHitProperty = "pgllm.cache_hit";
+
     private readonly NpgsqlDataSource _dataSource;
     private readonly PgLlmAnswerCacheOptions _options;
 
@@ -59,8 +62,13 @@ public sealed class AnswerCacheChatClient : CachingChatClient
         {
             ModelId = reader.IsDBNull(1) ? null : reader.GetString(1),
             Usage = new UsageDetails { InputTokenCount = 0, OutputTokenCount = 0, TotalTokenCount = 0 },
+            AdditionalProperties = new AdditionalPropertiesDictionary { [CacheHitProperty] = true },
         };
     }
+
+    /// <summary>Whether <paramref name="response"/> was read from the answer cache rather than asked of the model.</summary>
+    internal static bool IsCacheHit(ChatResponse response) =>
+        response.AdditionalProperties?.TryGetValue(CacheHitProperty, out var hit) == true && hit is true;
 
     /// <inheritdoc />
     protected override async Task<IReadOnlyList<ChatResponseUpdate>?> ReadCacheStreamingAsync(string key, CancellationToken cancellationToken) =>

@@ -36,8 +36,24 @@ internal sealed class ModelCaller
         messages.Add(new ChatMessage(ChatRole.User, PromptContent.Build(task, inputs, _maxPromptBytes)));
         var options = _options.GetValue(task, _buildOptions);
         var response = await _chatClient.GetResponseAsync(messages, options, cancellationToken).ConfigureAwait(false);
-        var json = Validate(task, response.Text);
-        return new ModelAnswer(json, ToInt(response.Usage?.InputTokenCount), ToInt(response.Usage?.OutputTokenCount));
+        var usage = new ModelUsage(
+            ToInt(response.Usage?.InputTokenCount),
+            ToInt(response.Usage?.OutputTokenCount),
+            response.ModelId ?? options.ModelId,
+            AnswerCacheChatClient.IsCacheHit(response));
+        string json;
+        try
+        {
+            json = Validate(task, response.Text);
+        }
+        catch (InvalidAnswerException ex)
+        {
+            // The answer is not written, but the call was made (and may be billed): its tokens count in the job's.
+            ex.Usage = usage;
+            throw;
+        }
+
+        return new ModelAnswer(json, usage.InputTokens, usage.OutputTokens, usage.Model, usage.CacheHit);
     }
 
     /// <summary>

@@ -159,8 +159,12 @@ $fn$;
 
 -- Records a failed attempt through llm.fail, the .NET worker's way: the API key and anything shaped
 -- like a token redacted from the message (secret-redaction.sql), a permanent failure at once, others
--- after llm.retry_delay (never sooner than the endpoint's Retry-After).
-CREATE OR REPLACE FUNCTION llm.worker_fail(p_job_id bigint, p_attempt integer, p_message text, p_kind text, p_retry_after double precision DEFAULT NULL)
+-- after llm.retry_delay (never sooner than the endpoint's Retry-After). When the model answered (an
+-- invalid answer, one that did not fit the columns), its usage (tokens, model) counts in the job's.
+-- The signature before the answer record (no usage) is replaced by this one.
+DROP FUNCTION IF EXISTS llm.worker_fail(bigint, integer, text, text, double precision);
+CREATE OR REPLACE FUNCTION llm.worker_fail(p_job_id bigint, p_attempt integer, p_message text, p_kind text, p_retry_after double precision DEFAULT NULL,
+                                           p_input_tokens integer DEFAULT NULL, p_output_tokens integer DEFAULT NULL, p_model text DEFAULT NULL)
 RETURNS text
 LANGUAGE plpgsql
 SET search_path = pg_catalog, pg_temp
@@ -172,7 +176,7 @@ BEGIN
     RETURN llm.fail(p_job_id, p_attempt, llm.redact_secrets(p_message, v_settings.api_key),
                     CASE WHEN p_kind = 'permanent' THEN 0
                          ELSE llm.retry_delay(p_attempt, p_retry_after, v_settings.retry_base_seconds, v_settings.retry_max_seconds) END,
-                    p_kind);
+                    p_kind, p_input_tokens, p_output_tokens, p_model, false);
 END
 $fn$;
 
@@ -342,6 +346,9 @@ DECLARE
     v_kind text;
     v_retry_after double precision;
     v_state text;
+    v_input integer;
+    v_output integer;
+    v_model text;
 BEGIN
     SELECT * INTO STRICT v_settings FROM llm.worker_settings;
     SELECT * INTO v_task FROM llm.task AS t WHERE t.name = p_task;
@@ -379,6 +386,11 @@ BEGIN
     END IF;
 
     IF v_kind IS NULL THEN
+        -- What the call cost and who answered (the model the endpoint names, else the one asked): counted in
+        -- the job's whether or not the answer is written.
+        v_input := (v_response #>> '{usage,prompt_tokens}')::integer;
+        v_output := (v_response #>> '{usage,completion_tokens}')::integer;
+        v_model := coalesce(v_response ->> 'model', v_task.model, v_settings.model);
         -- The task's JSON schema, checked and converted by the .NET worker's rules (answer-validation.sql).
         SELECT c.answer, c.problem INTO v_result, v_message
           FROM llm.check_answer(v_task.json_schema, v_task.target_columns, v_response #>> '{choices,0,message,content}') AS c;
@@ -390,12 +402,12 @@ BEGIN
 
     IF v_kind IS NULL THEN
         BEGIN
-            -- The task's write-back function takes a batch: this answer as a batch of one.
-            EXECUTE format('SELECT (%s(ARRAY[$1], ARRAY[$2], ARRAY[$3], ARRAY[$4], ARRAY[$5], ARRAY[$6]))[1]', v_task.complete_function)
+            -- The task's write-back function takes a batch: this answer as a batch of one, with the model
+            -- that gave it (the job keeps the answer and model; the answer cache is the .NET worker's).
+            EXECUTE llm.write_back_call(v_task.complete_function, true)
                INTO v_state
-              USING p_job_id, p_attempt, p_inputs_hash, v_result,
-                    (v_response #>> '{usage,prompt_tokens}')::integer,
-                    (v_response #>> '{usage,completion_tokens}')::integer;
+              USING ARRAY[p_job_id], ARRAY[p_attempt], ARRAY[p_inputs_hash], ARRAY[v_result], ARRAY[v_input], ARRAY[v_output],
+                    ARRAY[v_model], ARRAY[false];
             RETURN v_state;
         EXCEPTION
             -- The answer does not fit the columns (type, length, CHECK, NOT NULL...): an invalid answer.
@@ -408,7 +420,7 @@ BEGIN
         END;
     END IF;
 
-    RETURN llm.worker_fail(p_job_id, p_attempt, v_message, v_kind, v_retry_after);
+    RETURN llm.worker_fail(p_job_id, p_attempt, v_message, v_kind, v_retry_after, v_input, v_output, v_model);
 END
 $fn$;
 
@@ -491,7 +503,7 @@ BEGIN
 END
 $fn$;
 
-REVOKE ALL ON FUNCTION llm.worker_fail(bigint, integer, text, text, double precision) FROM PUBLIC;
+REVOKE ALL ON FUNCTION llm.worker_fail(bigint, integer, text, text, double precision, integer, integer, text) FROM PUBLIC;
 REVOKE ALL ON FUNCTION llm.worker_claim(text) FROM PUBLIC;
 REVOKE ALL ON FUNCTION llm.worker_call(json) FROM PUBLIC;
 REVOKE ALL ON FUNCTION llm.worker_finish(bigint, integer, text, text, integer, text, double precision, text) FROM PUBLIC;

@@ -13,8 +13,8 @@ namespace PgLlm.Observability;
 /// <param name="Superseded">Jobs whose row changed while the model answered.</param>
 /// <param name="Skipped">Jobs whose row was gone.</param>
 /// <param name="OldestPending">Age of the oldest pending job; null when none is pending.</param>
-/// <param name="InputTokens">Input tokens of the kept jobs.</param>
-/// <param name="OutputTokens">Output tokens of the kept jobs.</param>
+/// <param name="InputTokens">Input tokens of the kept jobs: every attempt the provider reported usage for, failed ones too.</param>
+/// <param name="OutputTokens">Output tokens of the kept jobs: every attempt the provider reported usage for, failed ones too.</param>
 /// <param name="EstimatedCost">The cost of those tokens, when a price is known for the task's model.</param>
 /// <param name="TopFailures">The most frequent last errors of failed jobs, with their counts.</param>
 public sealed record PgLlmTaskStatus(

@@ -1,6 +1,7 @@
 using System.Text.Json;
 using Npgsql;
 using NpgsqlTypes;
+using PgLlm.Completions;
 using PgLlm.Failures;
 
 namespace PgLlm.Queue;
@@ -24,8 +25,16 @@ internal sealed record TaskFilter(string[]? Only, string[]? Except)
 /// </summary>
 internal sealed record ClaimedWork(ClaimedJob Job, JobInputs? Inputs, string? InputsError, string? TableProblem = null);
 
-/// <summary>A model's answer to write back to a job's row, with what the stale-write check compares.</summary>
-internal sealed record WriteBack(TaskDefinition Task, ClaimedJob Job, string InputsHash, string ResultJson, int? InputTokens, int? OutputTokens);
+/// <summary>
+/// A model's answer to write back to a job's row, with what the stale-write check compares and what the job's answer
+/// record keeps: the call's tokens, the model that answered and whether the answer cache did.
+/// </summary>
+internal sealed record WriteBack(
+    TaskDefinition Task, ClaimedJob Job, string InputsHash, string ResultJson, int? InputTokens, int? OutputTokens, string? Model = null, bool CacheHit = false)
+{
+    /// <summary>The call's usage, counted in the job's should the write-back fail.</summary>
+    public ModelUsage Usage => new(InputTokens, OutputTokens, Model, CacheHit);
+}
 
 /// <summary>One job's outcome in a batched write-back: its new state, or the error its own subtransaction raised.</summary>
 internal sealed record BatchOutcome(long JobId, string? State, string? Error, string? ErrorCode);
@@ -218,13 +227,18 @@ internal sealed class JobQueue : IDisposable
 
     /// <summary>
     /// Writes the answer back (if the inputs are unchanged) and settles the job, in its own transaction,
-    /// through the task's write-back function as a batch of one. Returns its new state.
+    /// through the task's write-back function as a batch of one, with the answer's model and cache hit (which the
+    /// job records). Returns its new state.
     /// </summary>
     public async Task<string> CompleteAsync(WriteBack write, CancellationToken cancellationToken, NpgsqlConnection? connection = null)
     {
-        // Committed without waiting for the WAL flush, like the batched write-back.
+        // Committed without waiting for the WAL flush, like the batched write-back. The settings' subquery is a
+        // plan node of its own (OFFSET 0), evaluated before the function runs.
+        var record = write.Task.WriteBackTakesRecord;
         await using var command = Command(
-            "SELECT (" + write.Task.CompleteFunction + "(ARRAY[$1], ARRAY[$2], ARRAY[$3], ARRAY[$4], ARRAY[$5], ARRAY[$6]))[1], set_config('synchronous_commit', 'off', true)",
+            "SELECT (" + write.Task.CompleteFunction + "(ARRAY[$1], ARRAY[$2], ARRAY[$3], ARRAY[$4], ARRAY[$5], ARRAY[$6]" +
+            (record ? ", ARRAY[$7], ARRAY[$8]" : string.Empty) + "))[1] " +
+            "FROM (SELECT set_config('synchronous_commit', 'off', true) OFFSET 0) AS settings",
             connection);
         command.Parameters.Add(new NpgsqlParameter<long> { TypedValue = write.Job.Id });
         command.Parameters.Add(new NpgsqlParameter<int> { TypedValue = write.Job.Attempt });
@@ -232,6 +246,12 @@ internal sealed class JobQueue : IDisposable
         command.Parameters.Add(new NpgsqlParameter<string> { TypedValue = write.ResultJson, NpgsqlDbType = NpgsqlDbType.Jsonb });
         command.Parameters.Add(new NpgsqlParameter { Value = (object?)write.InputTokens ?? DBNull.Value, NpgsqlDbType = NpgsqlDbType.Integer });
         command.Parameters.Add(new NpgsqlParameter { Value = (object?)write.OutputTokens ?? DBNull.Value, NpgsqlDbType = NpgsqlDbType.Integer });
+        if (record)
+        {
+            command.Parameters.Add(new NpgsqlParameter { Value = (object?)write.Model ?? DBNull.Value, NpgsqlDbType = NpgsqlDbType.Text });
+            command.Parameters.Add(new NpgsqlParameter<bool> { TypedValue = write.CacheHit });
+        }
+
         return (string)(await command.ExecuteScalarAsync(cancellationToken).ConfigureAwait(false))!;
     }
 
@@ -251,6 +271,8 @@ internal sealed class JobQueue : IDisposable
         var results = new string[count];
         var inputTokens = new int?[count];
         var outputTokens = new int?[count];
+        var models = new string?[count];
+        var cacheHits = new bool[count];
         for (var i = 0; i < count; i++)
         {
             var write = writes[i];
@@ -261,13 +283,15 @@ internal sealed class JobQueue : IDisposable
             results[i] = write.ResultJson;
             inputTokens[i] = write.InputTokens;
             outputTokens[i] = write.OutputTokens;
+            models[i] = write.Model;
+            cacheHits[i] = write.CacheHit;
         }
 
-        if (OneTaskBatchFunction(writes) is { } batchFunction)
+        if (OneTaskBatch(writes) is { } task)
         {
             try
             {
-                return await CompleteOneTaskBatchAsync(batchFunction, ids, attempts, hashes, results, inputTokens, outputTokens, connection, cancellationToken).ConfigureAwait(false);
+                return await CompleteOneTaskBatchAsync(task, ids, attempts, hashes, results, inputTokens, outputTokens, models, cacheHits, connection, cancellationToken).ConfigureAwait(false);
             }
             catch (PostgresException)
             {
@@ -276,9 +300,10 @@ internal sealed class JobQueue : IDisposable
             }
         }
 
-        await using var command = Command("SELECT job_id, state, error, error_code FROM llm.complete_batch($1, $2, $3, $4, $5, $6, $7)", connection);
+        await using var command = Command("SELECT job_id, state, error, error_code FROM llm.complete_batch($1, $2, $3, $4, $5, $6, $7, $8, $9)", connection);
         command.Parameters.Add(new NpgsqlParameter<string[]> { TypedValue = tasks });
         AddWriteBackArrays(command, ids, attempts, hashes, results, inputTokens, outputTokens);
+        AddRecordArrays(command, models, cacheHits);
         var outcomes = new List<BatchOutcome>(count);
         await using var reader = await command.ExecuteReaderAsync(cancellationToken).ConfigureAwait(false);
         while (await reader.ReadAsync(cancellationToken).ConfigureAwait(false))
@@ -305,8 +330,15 @@ internal sealed class JobQueue : IDisposable
         command.Parameters.Add(new NpgsqlParameter<int?[]> { TypedValue = outputTokens });
     }
 
-    /// <summary>The task's set-based write-back function when every write is of that one task.</summary>
-    private static string? OneTaskBatchFunction(IReadOnlyList<WriteBack> writes)
+    /// <summary>The answers' models and cache hits, which each job records: the write-back's last two arrays.</summary>
+    private static void AddRecordArrays(NpgsqlCommand command, string?[] models, bool[] cacheHits)
+    {
+        command.Parameters.Add(new NpgsqlParameter<string?[]> { TypedValue = models, NpgsqlDbType = NpgsqlDbType.Array | NpgsqlDbType.Text });
+        command.Parameters.Add(new NpgsqlParameter<bool[]> { TypedValue = cacheHits });
+    }
+
+    /// <summary>The task when every write is of that one task.</summary>
+    private static TaskDefinition? OneTaskBatch(IReadOnlyList<WriteBack> writes)
     {
         var task = writes.Count > 0 ? writes[0].Task : null;
         if (task is null)
@@ -322,7 +354,7 @@ internal sealed class JobQueue : IDisposable
             }
         }
 
-        return task.CompleteFunction;
+        return task;
     }
 
     /// <summary>
@@ -333,14 +365,20 @@ internal sealed class JobQueue : IDisposable
     /// waiting for its WAL flush. Throws <see cref="PostgresException"/> when the batch is undone as a whole.
     /// </summary>
     private async Task<IReadOnlyList<BatchOutcome>> CompleteOneTaskBatchAsync(
-        string batchFunction, long[] ids, int[] attempts, string[] hashes, string[] results, int?[] inputTokens, int?[] outputTokens,
-        NpgsqlConnection? connection, CancellationToken cancellationToken)
+        TaskDefinition task, long[] ids, int[] attempts, string[] hashes, string[] results, int?[] inputTokens, int?[] outputTokens,
+        string?[] models, bool[] cacheHits, NpgsqlConnection? connection, CancellationToken cancellationToken)
     {
         // The settings' subquery is a plan node of its own (OFFSET 0), evaluated before the function runs.
+        var record = task.WriteBackTakesRecord;
         await using var command = Command(
-            "SELECT " + batchFunction + "($1, $2, $3, $4, $5, $6) FROM (SELECT set_config('lock_timeout', '20ms', true), set_config('synchronous_commit', 'off', true) OFFSET 0) AS settings",
+            "SELECT " + task.CompleteFunction + "($1, $2, $3, $4, $5, $6" + (record ? ", $7, $8" : string.Empty) + ") " +
+            "FROM (SELECT set_config('lock_timeout', '20ms', true), set_config('synchronous_commit', 'off', true) OFFSET 0) AS settings",
             connection);
         AddWriteBackArrays(command, ids, attempts, hashes, results, inputTokens, outputTokens);
+        if (record)
+        {
+            AddRecordArrays(command, models, cacheHits);
+        }
         if (connection is not null)
         {
             // Kept by the writer's session: parsed and planned once, not at every batch.
@@ -357,15 +395,26 @@ internal sealed class JobQueue : IDisposable
         return outcomes;
     }
 
-    /// <summary>Records a failed attempt: retried after <paramref name="retryIn"/> while the rules for its kind allow.</summary>
-    public async Task<string> FailAsync(ClaimedJob job, string error, TimeSpan retryIn, FailureKind kind, CancellationToken cancellationToken)
+    /// <summary>
+    /// Records a failed attempt: retried after <paramref name="retryIn"/> while the rules for its kind allow. When the
+    /// model answered (<paramref name="usage"/>: an invalid answer, a write-back that failed), its tokens count in the job's.
+    /// </summary>
+    public async Task<string> FailAsync(ClaimedJob job, string error, TimeSpan retryIn, FailureKind kind, CancellationToken cancellationToken, ModelUsage? usage = null)
     {
-        await using var command = _dataSource.CreateCommand("SELECT llm.fail($1, $2, $3, $4, $5)");
+        await using var command = _dataSource.CreateCommand(usage is null ? "SELECT llm.fail($1, $2, $3, $4, $5)" : "SELECT llm.fail($1, $2, $3, $4, $5, $6, $7, $8, $9)");
         command.Parameters.Add(new NpgsqlParameter<long> { TypedValue = job.Id });
         command.Parameters.Add(new NpgsqlParameter<int> { TypedValue = job.Attempt });
         command.Parameters.Add(new NpgsqlParameter<string> { TypedValue = error });
         command.Parameters.Add(new NpgsqlParameter<double> { TypedValue = retryIn.TotalSeconds });
         command.Parameters.Add(new NpgsqlParameter<string> { TypedValue = kind.ToSql() });
+        if (usage is not null)
+        {
+            command.Parameters.Add(new NpgsqlParameter { Value = (object?)usage.InputTokens ?? DBNull.Value, NpgsqlDbType = NpgsqlDbType.Integer });
+            command.Parameters.Add(new NpgsqlParameter { Value = (object?)usage.OutputTokens ?? DBNull.Value, NpgsqlDbType = NpgsqlDbType.Integer });
+            command.Parameters.Add(new NpgsqlParameter { Value = (object?)usage.Model ?? DBNull.Value, NpgsqlDbType = NpgsqlDbType.Text });
+            command.Parameters.Add(new NpgsqlParameter<bool> { TypedValue = usage.CacheHit });
+        }
+
         return (string)(await command.ExecuteScalarAsync(cancellationToken).ConfigureAwait(false))!;
     }
 

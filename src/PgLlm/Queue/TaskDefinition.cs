@@ -80,4 +80,10 @@ public sealed class TaskDefinition
     /// quoted SQL name from the registry.
     /// </summary>
     internal string CompleteFunction { get; }
+
+    /// <summary>
+    /// Whether <see cref="CompleteFunction"/> takes the answers' models and cache hits (its last two arrays):
+    /// false for a write-back generated before queue step 4, until its table's script is applied again.
+    /// </summary>
+    internal bool WriteBackTakesRecord { get; init; } = true;
 }

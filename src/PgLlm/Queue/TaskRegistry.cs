@@ -71,7 +71,8 @@ internal sealed class TaskRegistry : IDisposable
             await using var command = _dataSource.CreateCommand(
                 "SELECT name, prompt, system_prompt, json_schema::text, model, max_attempts, target_columns, " +
                 "inputs_function::text, complete_function::text, temperature, max_output_tokens, image_columns, " +
-                "table_schema, table_name, key_columns, read_columns FROM llm.task");
+                "table_schema, table_name, key_columns, read_columns, " +
+                "coalesce((SELECT p.pronargs >= 8 FROM pg_catalog.pg_proc AS p WHERE p.oid = complete_function), true) FROM llm.task");
             await using var reader = await command.ExecuteReaderAsync(cancellationToken).ConfigureAwait(false);
             while (await reader.ReadAsync(cancellationToken).ConfigureAwait(false))
             {
@@ -93,6 +94,7 @@ internal sealed class TaskRegistry : IDisposable
                 {
                     Table = ShapeOf(name, reader.GetString(12), reader.GetString(13), reader.GetFieldValue<string[]>(14), reader.GetFieldValue<string[]>(15),
                         reader.GetFieldValue<string[]>(6), schema.RootElement),
+                    WriteBackTakesRecord = reader.GetBoolean(16),
                 };
             }
 

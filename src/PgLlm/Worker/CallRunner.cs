@@ -101,7 +101,7 @@ internal sealed class CallRunner(EndpointLane lane, PipelineContext context, Wri
         await governor.SucceededAsync(lane, job.Id).ConfigureAwait(false);
         // The slot is the endpoint's: freed as soon as the call ends, so the next claim overlaps this job's write-back.
         lane.CallEnded();
-        await writeBacks.SubmitAsync(new WriteBack(task, job, inputs.Hash, answer.Json, answer.InputTokens, answer.OutputTokens)).ConfigureAwait(false);
+        await writeBacks.SubmitAsync(new WriteBack(task, job, inputs.Hash, answer.Json, answer.InputTokens, answer.OutputTokens, answer.Model, answer.CacheHit)).ConfigureAwait(false);
     }
 
     private async Task<ModelAnswer> CallAsync(TaskDefinition task, JobInputs inputs, CancellationToken jobsToken)

@@ -1,3 +1,4 @@
+using PgLlm.Completions;
 using PgLlm.Failures;
 using Microsoft.Extensions.Logging;
 using Npgsql;
@@ -52,13 +53,17 @@ internal sealed partial class JobSettler(NpgsqlDataSource dataSource, JobQueue q
     /// <summary>Gives a job back without spending its attempt (the worker stops).</summary>
     public Task ReleaseAsync(ClaimedJob job) => SettleQuietlyAsync(() => queue.ReleaseAsync(job, CancellationToken.None), job);
 
-    /// <summary>Records a failed attempt: classified, its message redacted, retried after a backoff while its kind allows.</summary>
-    public async Task FailAsync(ClaimedJob job, Exception exception)
+    /// <summary>
+    /// Records a failed attempt: classified, its message redacted, retried after a backoff while its kind allows. The
+    /// tokens of a call that answered (<paramref name="usage"/>, or an invalid answer's own) count in the job's.
+    /// </summary>
+    public async Task FailAsync(ClaimedJob job, Exception exception, ModelUsage? usage = null)
     {
         var failure = FailureClassifier.Classify(exception);
         failure = failure with { Message = redactor.Redact(failure.Message) };
         var delay = RetryDelay(job.Attempt, failure.RetryAfter);
-        var state = await SettleQuietlyAsync(() => queue.FailAsync(job, failure.Message, delay, failure.Kind, CancellationToken.None), job).ConfigureAwait(false);
+        usage ??= (exception as InvalidAnswerException)?.Usage;
+        var state = await SettleQuietlyAsync(() => queue.FailAsync(job, failure.Message, delay, failure.Kind, CancellationToken.None, usage), job).ConfigureAwait(false);
         PgLlmMetrics.RecordSettled(job.Task, state);
         LogAttemptFailed(job.Id, job.Task, job.Attempt, job.MaxAttempts, state ?? "unknown", failure.Message);
     }
@@ -69,7 +74,7 @@ internal sealed partial class JobSettler(NpgsqlDataSource dataSource, JobQueue q
         if (error is not null && TableGate.IsSchemaError(error) && await TableProblemAsync(write.Task).ConfigureAwait(false) is { } problem)
         {
             // The write-back failed because the table drifted: not transient, and not the answer's fault.
-            var failed = await SettleQuietlyAsync(() => queue.FailAsync(write.Job, problem, TimeSpan.Zero, FailureKind.Permanent, CancellationToken.None), write.Job).ConfigureAwait(false);
+            var failed = await SettleQuietlyAsync(() => queue.FailAsync(write.Job, problem, TimeSpan.Zero, FailureKind.Permanent, CancellationToken.None, write.Usage), write.Job).ConfigureAwait(false);
             PgLlmMetrics.RecordSettled(write.Job.Task, failed);
             LogAttemptFailed(write.Job.Id, write.Job.Task, write.Job.Attempt, write.Job.MaxAttempts, failed ?? "unknown", problem);
             return;
@@ -77,7 +82,8 @@ internal sealed partial class JobSettler(NpgsqlDataSource dataSource, JobQueue q
 
         if (error is not null)
         {
-            await FailAsync(write.Job, error).ConfigureAwait(false);
+            // The answer was paid for: its tokens count in the job's even though it was not written.
+            await FailAsync(write.Job, error, write.Usage).ConfigureAwait(false);
             return;
         }
 

@@ -10,7 +10,9 @@ namespace PgLlm.Tests.Integration;
 [Collection(IntegrationGroup.Name)]
 public sealed class QueueUpgradeTests
 {
-    private const string Jobs = "SELECT to_jsonb(j)::text FROM llm.job AS j ORDER BY j.id";
+    // The columns the first step made: later steps add columns (step 4 the answer record), never change these.
+    private const string Jobs =
+        "SELECT (to_jsonb(j) - ARRAY['answer', 'model', 'task_hash', 'cache_hit', 'estimated_cost'])::text FROM llm.job AS j ORDER BY j.id";
 
     private readonly PgLlmFixture _fixture;
 
@@ -42,11 +44,25 @@ public sealed class QueueUpgradeTests
             PgLlmQueueMigrations.All.Select(m => m.Name),
             await db.ListAsync<string>("SELECT script_name FROM llm.migration WHERE stream ~ '^[0-9]{4}_' ORDER BY id"));
 
+        // The answer record came after these jobs: nothing recorded, their tokens as they were.
+        Assert.Equal(
+            ["1|||||||", "2|||||||", "3||||||120|8", "4|||||||", "5||||||100|5", "6|||||||"],
+            await db.ListAsync<string>(
+                "SELECT concat(row_key->>'id', '|', answer, '|', model, '|', task_hash, '|', cache_hit, '|', estimated_cost, '|', input_tokens, '|', output_tokens) " +
+                "FROM llm.job ORDER BY id"));
+
         // The kept jobs still work: the pending one is claimed, the failed one re-driven with its history.
         await db.ExecAsync("UPDATE llm.job SET scheduled_at = now() WHERE state = 'pending'");
         Assert.Equal(["{\"id\": 1}"], await db.ListAsync<string>("SELECT row_key::text FROM llm.claim('after', 10, 60)"));
         Assert.Equal(1, await db.ScalarAsync<int>("SELECT llm.retry_failed()"));
         Assert.Equal(4, await db.ScalarAsync<int>("SELECT jsonb_array_length(errors) FROM llm.job WHERE row_key = '{\"id\": 4}'"));
+
+        // The job running since before the upgrade is rescued through the new settling functions, and its usage
+        // (none recorded) is still that of its day.
+        await db.ExecAsync("UPDATE llm.job SET lease_until = now() - interval '1 s' WHERE row_key = '{\"id\": 2}'");
+        Assert.Equal(1, await db.ScalarAsync<int>("SELECT llm.rescue()"));
+        Assert.Equal("pending|", await db.ScalarAsync<string>("SELECT concat(state, '|', answer) FROM llm.job WHERE row_key = '{\"id\": 2}'"));
+        Assert.Equal(0L, await db.ScalarAsync<long>("SELECT count(*) FROM llm.usage_daily WHERE day > '2026-01-01'"));
     }
 
     /// <summary>Migrates with the application's scripts and the first <paramref name="steps"/> queue migrations; the names applied.</summary>

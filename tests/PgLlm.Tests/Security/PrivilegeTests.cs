@@ -79,9 +79,10 @@ public sealed class PrivilegeTests
             await AssertDeniedAsync(db.App, sql);
         }
 
-        // Not just the functions above: nothing in llm is executable or writable by the role.
+        // Not just the functions above: nothing in llm is executable or writable by the role, but the read of a
+        // row's history (with the caller's rights, through llm.job_status).
         Assert.True(await db.Superuser.ScalarAsync<long>("SELECT count(*) FROM pg_proc WHERE pronamespace = 'llm'::regnamespace") >= 15);
-        Assert.Empty(await db.Superuser.ListAsync<string>(
+        Assert.Equal(["llm.row_history(regclass,jsonb)"], await db.Superuser.ListAsync<string>(
             "SELECT oid::regprocedure::text FROM pg_proc WHERE pronamespace = 'llm'::regnamespace AND has_function_privilege($1, oid, 'EXECUTE')",
             SecurityFixture.App));
         Assert.Equal(["job_status"], await db.Superuser.ListAsync<string>(
@@ -116,6 +117,10 @@ public sealed class PrivilegeTests
         Assert.Equal(4L, await db.Superuser.ScalarAsync<long>("SELECT count(*) FROM llm.job_status"));
         Assert.Equal(["reviews", "reviews"], await db.App.ListAsync<string>("SELECT table_name FROM llm.job_status ORDER BY task"));
         Assert.Equal(0L, await db.Outsider.ScalarAsync<long>("SELECT count(*) FROM llm.job_status"));
+        // A row's history is the same view's: the role that may read the table sees it, another role nothing.
+        Assert.Equal(2L, await db.App.ScalarAsync<long>("SELECT count(*) FROM llm.row_history('reviews', (SELECT row_key FROM llm.job_status LIMIT 1))"));
+        Assert.Equal(0L, await db.Outsider.ScalarAsync<long>("SELECT count(*) FROM llm.row_history('reviews', '{\"id\": 1}')"));
+        Assert.Equal(0L, await db.App.ScalarAsync<long>("SELECT count(*) FROM llm.row_history('line_items', '{\"order_id\": 4242, \"line_no\": 1}')"));
 
         // A function of the caller's own in WHERE runs only on rows the view's filter let through.
         foreach (var (source, visible) in new[] { (db.App, 2), (db.Outsider, 0) })
@@ -266,11 +271,12 @@ public sealed class PrivilegeTests
             "   OR p.oid::regproc::text IN ('llm.claim', 'llm.fail', 'llm.skip', 'llm.release', 'llm.rescue', 'llm.retry_failed', 'llm.prune') " +
             "ORDER BY 1");
         var taskCount = await db.Superuser.ScalarAsync<long>("SELECT count(*) FROM llm.task");
-        // 7 functions, llm.claim in two signatures (with and without task filters).
-        Assert.Equal((int)(3 * taskCount) + 8, owned.Count);
+        // 7 functions, llm.claim in two signatures (with and without task filters), llm.fail in two (with and without
+        // the failed attempt's usage).
+        Assert.Equal((int)(3 * taskCount) + 9, owned.Count);
         Assert.All(owned, f => Assert.EndsWith(" true false", f, StringComparison.Ordinal));
-        Assert.Equal("false false", await db.Superuser.ScalarAsync<string>(
-            "SELECT prosecdef || ' ' || (prosrc ~* '\\mEXECUTE\\M') FROM pg_proc WHERE oid = 'llm.settle'::regproc"));
+        Assert.Equal(["false false", "false false"], await db.Superuser.ListAsync<string>(
+            "SELECT prosecdef || ' ' || (prosrc ~* '\\mEXECUTE\\M') FROM pg_proc WHERE pronamespace = 'llm'::regnamespace AND proname = 'settle'"));
     }
 
     [Fact]

@@ -41,15 +41,18 @@ BEGIN
 END
 $pgllm$;
 
+DROP FUNCTION IF EXISTS "llm"."Sales ""EU"".Order Lines:category:write_back"(bigint[], integer[], text[], jsonb[], integer[], integer[]);
 CREATE OR REPLACE FUNCTION "llm"."Sales ""EU"".Order Lines:category:write_back"(p_job_ids bigint[], p_attempts integer[], p_inputs_hashes text[],
-    p_results jsonb[], p_input_tokens integer[], p_output_tokens integer[]) RETURNS text[]
+    p_results jsonb[], p_input_tokens integer[], p_output_tokens integer[],
+    p_models text[] DEFAULT NULL, p_cache_hits boolean[] DEFAULT NULL) RETURNS text[]
 LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp
 SET enable_seqscan = off SET plan_cache_mode = force_generic_plan AS $pgllm$
 DECLARE
     v_settled integer[];
     v_written integer[];
 BEGIN
-    WITH j AS (SELECT * FROM llm.settle_answers('Sales "EU".Order Lines:category', p_job_ids, p_attempts, p_inputs_hashes, p_input_tokens, p_output_tokens)),
+    WITH j AS (SELECT * FROM llm.settle_answers('Sales "EU".Order Lines:category', p_job_ids, p_attempts, p_inputs_hashes, p_input_tokens, p_output_tokens,
+                                                p_results, p_models, p_cache_hits)),
          w AS (UPDATE "Sales ""EU"""."Order Lines" AS t
                   SET "Category's ""Label""" = r."Category's ""Label"""
                  FROM (SELECT DISTINCT ON (j.row_key) j.row_key, j.n FROM j ORDER BY j.row_key, j.n) AS j
@@ -60,12 +63,12 @@ BEGIN
             RETURNING j.n)
     SELECT (SELECT array_agg(j.n) FROM j), (SELECT array_agg(w.n) FROM w) INTO v_settled, v_written;
     RETURN llm.settle_unwritten('Sales "EU".Order Lines:category', p_job_ids, p_attempts, p_inputs_hashes, p_results, p_input_tokens, p_output_tokens,
-                                v_settled, v_written);
+                                v_settled, v_written, p_models, p_cache_hits);
 END
 $pgllm$;
 
-REVOKE ALL ON FUNCTION "llm"."Sales ""EU"".Order Lines:category:enqueue"(), "llm"."Sales ""EU"".Order Lines:category:inputs"(bigint[]), "llm"."Sales ""EU"".Order Lines:category:write_back"(bigint[], integer[], text[], jsonb[], integer[], integer[]) FROM PUBLIC;
-GRANT EXECUTE ON FUNCTION "llm"."Sales ""EU"".Order Lines:category:inputs"(bigint[]), "llm"."Sales ""EU"".Order Lines:category:write_back"(bigint[], integer[], text[], jsonb[], integer[], integer[]) TO pgllm_worker;
+REVOKE ALL ON FUNCTION "llm"."Sales ""EU"".Order Lines:category:enqueue"(), "llm"."Sales ""EU"".Order Lines:category:inputs"(bigint[]), "llm"."Sales ""EU"".Order Lines:category:write_back"(bigint[], integer[], text[], jsonb[], integer[], integer[], text[], boolean[]) FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION "llm"."Sales ""EU"".Order Lines:category:inputs"(bigint[]), "llm"."Sales ""EU"".Order Lines:category:write_back"(bigint[], integer[], text[], jsonb[], integer[], integer[], text[], boolean[]) TO pgllm_worker;
 SELECT llm.register_task('Sales "EU".Order Lines:category', 'Sales "EU"', 'Order Lines',
     key_columns => ARRAY['tenant_id', 'line_no']::text[], read_columns => ARRAY['Item Name', 'quantity']::text[],
     target_columns => ARRAY['Category''s "Label"']::text[], image_columns => ARRAY[]::text[],
@@ -121,15 +124,18 @@ BEGIN
 END
 $pgllm$;
 
+DROP FUNCTION IF EXISTS "llm"."Sales ""EU"".Order Lines:shelf_days:write_back"(bigint[], integer[], text[], jsonb[], integer[], integer[]);
 CREATE OR REPLACE FUNCTION "llm"."Sales ""EU"".Order Lines:shelf_days:write_back"(p_job_ids bigint[], p_attempts integer[], p_inputs_hashes text[],
-    p_results jsonb[], p_input_tokens integer[], p_output_tokens integer[]) RETURNS text[]
+    p_results jsonb[], p_input_tokens integer[], p_output_tokens integer[],
+    p_models text[] DEFAULT NULL, p_cache_hits boolean[] DEFAULT NULL) RETURNS text[]
 LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp
 SET enable_seqscan = off SET plan_cache_mode = force_generic_plan AS $pgllm$
 DECLARE
     v_settled integer[];
     v_written integer[];
 BEGIN
-    WITH j AS (SELECT * FROM llm.settle_answers('Sales "EU".Order Lines:shelf_days', p_job_ids, p_attempts, p_inputs_hashes, p_input_tokens, p_output_tokens)),
+    WITH j AS (SELECT * FROM llm.settle_answers('Sales "EU".Order Lines:shelf_days', p_job_ids, p_attempts, p_inputs_hashes, p_input_tokens, p_output_tokens,
+                                                p_results, p_models, p_cache_hits)),
          w AS (UPDATE "Sales ""EU"""."Order Lines" AS t
                   SET "shelf_days" = r."shelf_days"
                  FROM (SELECT DISTINCT ON (j.row_key) j.row_key, j.n FROM j ORDER BY j.row_key, j.n) AS j
@@ -140,12 +146,12 @@ BEGIN
             RETURNING j.n)
     SELECT (SELECT array_agg(j.n) FROM j), (SELECT array_agg(w.n) FROM w) INTO v_settled, v_written;
     RETURN llm.settle_unwritten('Sales "EU".Order Lines:shelf_days', p_job_ids, p_attempts, p_inputs_hashes, p_results, p_input_tokens, p_output_tokens,
-                                v_settled, v_written);
+                                v_settled, v_written, p_models, p_cache_hits);
 END
 $pgllm$;
 
-REVOKE ALL ON FUNCTION "llm"."Sales ""EU"".Order Lines:shelf_days:enqueue"(), "llm"."Sales ""EU"".Order Lines:shelf_days:inputs"(bigint[]), "llm"."Sales ""EU"".Order Lines:shelf_days:write_back"(bigint[], integer[], text[], jsonb[], integer[], integer[]) FROM PUBLIC;
-GRANT EXECUTE ON FUNCTION "llm"."Sales ""EU"".Order Lines:shelf_days:inputs"(bigint[]), "llm"."Sales ""EU"".Order Lines:shelf_days:write_back"(bigint[], integer[], text[], jsonb[], integer[], integer[]) TO pgllm_worker;
+REVOKE ALL ON FUNCTION "llm"."Sales ""EU"".Order Lines:shelf_days:enqueue"(), "llm"."Sales ""EU"".Order Lines:shelf_days:inputs"(bigint[]), "llm"."Sales ""EU"".Order Lines:shelf_days:write_back"(bigint[], integer[], text[], jsonb[], integer[], integer[], text[], boolean[]) FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION "llm"."Sales ""EU"".Order Lines:shelf_days:inputs"(bigint[]), "llm"."Sales ""EU"".Order Lines:shelf_days:write_back"(bigint[], integer[], text[], jsonb[], integer[], integer[], text[], boolean[]) TO pgllm_worker;
 SELECT llm.register_task('Sales "EU".Order Lines:shelf_days', 'Sales "EU"', 'Order Lines',
     key_columns => ARRAY['tenant_id', 'line_no']::text[], read_columns => ARRAY['Item Name']::text[],
     target_columns => ARRAY['shelf_days']::text[], image_columns => ARRAY[]::text[],

@@ -41,15 +41,18 @@ BEGIN
 END
 $pgllm$;
 
+DROP FUNCTION IF EXISTS "llm"."public.user_reviews:sentiment:write_back"(bigint[], integer[], text[], jsonb[], integer[], integer[]);
 CREATE OR REPLACE FUNCTION "llm"."public.user_reviews:sentiment:write_back"(p_job_ids bigint[], p_attempts integer[], p_inputs_hashes text[],
-    p_results jsonb[], p_input_tokens integer[], p_output_tokens integer[]) RETURNS text[]
+    p_results jsonb[], p_input_tokens integer[], p_output_tokens integer[],
+    p_models text[] DEFAULT NULL, p_cache_hits boolean[] DEFAULT NULL) RETURNS text[]
 LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp
 SET enable_seqscan = off SET plan_cache_mode = force_generic_plan AS $pgllm$
 DECLARE
     v_settled integer[];
     v_written integer[];
 BEGIN
-    WITH j AS (SELECT * FROM llm.settle_answers('public.user_reviews:sentiment', p_job_ids, p_attempts, p_inputs_hashes, p_input_tokens, p_output_tokens)),
+    WITH j AS (SELECT * FROM llm.settle_answers('public.user_reviews:sentiment', p_job_ids, p_attempts, p_inputs_hashes, p_input_tokens, p_output_tokens,
+                                                p_results, p_models, p_cache_hits)),
          w AS (UPDATE "public"."user_reviews" AS t
                   SET "sentiment" = r."sentiment"
                  FROM (SELECT DISTINCT ON (j.row_key) j.row_key, j.n FROM j ORDER BY j.row_key, j.n) AS j
@@ -60,12 +63,12 @@ BEGIN
             RETURNING j.n)
     SELECT (SELECT array_agg(j.n) FROM j), (SELECT array_agg(w.n) FROM w) INTO v_settled, v_written;
     RETURN llm.settle_unwritten('public.user_reviews:sentiment', p_job_ids, p_attempts, p_inputs_hashes, p_results, p_input_tokens, p_output_tokens,
-                                v_settled, v_written);
+                                v_settled, v_written, p_models, p_cache_hits);
 END
 $pgllm$;
 
-REVOKE ALL ON FUNCTION "llm"."public.user_reviews:sentiment:enqueue"(), "llm"."public.user_reviews:sentiment:inputs"(bigint[]), "llm"."public.user_reviews:sentiment:write_back"(bigint[], integer[], text[], jsonb[], integer[], integer[]) FROM PUBLIC;
-GRANT EXECUTE ON FUNCTION "llm"."public.user_reviews:sentiment:inputs"(bigint[]), "llm"."public.user_reviews:sentiment:write_back"(bigint[], integer[], text[], jsonb[], integer[], integer[]) TO pgllm_worker;
+REVOKE ALL ON FUNCTION "llm"."public.user_reviews:sentiment:enqueue"(), "llm"."public.user_reviews:sentiment:inputs"(bigint[]), "llm"."public.user_reviews:sentiment:write_back"(bigint[], integer[], text[], jsonb[], integer[], integer[], text[], boolean[]) FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION "llm"."public.user_reviews:sentiment:inputs"(bigint[]), "llm"."public.user_reviews:sentiment:write_back"(bigint[], integer[], text[], jsonb[], integer[], integer[], text[], boolean[]) TO pgllm_worker;
 SELECT llm.register_task('public.user_reviews:sentiment', 'public', 'user_reviews',
     key_columns => ARRAY['id']::text[], read_columns => ARRAY['review_text']::text[],
     target_columns => ARRAY['sentiment']::text[], image_columns => ARRAY[]::text[],
@@ -121,15 +124,18 @@ BEGIN
 END
 $pgllm$;
 
+DROP FUNCTION IF EXISTS "llm"."public.user_reviews:emotion+user_review_es:write_back"(bigint[], integer[], text[], jsonb[], integer[], integer[]);
 CREATE OR REPLACE FUNCTION "llm"."public.user_reviews:emotion+user_review_es:write_back"(p_job_ids bigint[], p_attempts integer[], p_inputs_hashes text[],
-    p_results jsonb[], p_input_tokens integer[], p_output_tokens integer[]) RETURNS text[]
+    p_results jsonb[], p_input_tokens integer[], p_output_tokens integer[],
+    p_models text[] DEFAULT NULL, p_cache_hits boolean[] DEFAULT NULL) RETURNS text[]
 LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp
 SET enable_seqscan = off SET plan_cache_mode = force_generic_plan AS $pgllm$
 DECLARE
     v_settled integer[];
     v_written integer[];
 BEGIN
-    WITH j AS (SELECT * FROM llm.settle_answers('public.user_reviews:emotion+user_review_es', p_job_ids, p_attempts, p_inputs_hashes, p_input_tokens, p_output_tokens)),
+    WITH j AS (SELECT * FROM llm.settle_answers('public.user_reviews:emotion+user_review_es', p_job_ids, p_attempts, p_inputs_hashes, p_input_tokens, p_output_tokens,
+                                                p_results, p_models, p_cache_hits)),
          w AS (UPDATE "public"."user_reviews" AS t
                   SET "emotion" = r."emotion",
                       "user_review_es" = r."user_review_es"
@@ -141,12 +147,12 @@ BEGIN
             RETURNING j.n)
     SELECT (SELECT array_agg(j.n) FROM j), (SELECT array_agg(w.n) FROM w) INTO v_settled, v_written;
     RETURN llm.settle_unwritten('public.user_reviews:emotion+user_review_es', p_job_ids, p_attempts, p_inputs_hashes, p_results, p_input_tokens, p_output_tokens,
-                                v_settled, v_written);
+                                v_settled, v_written, p_models, p_cache_hits);
 END
 $pgllm$;
 
-REVOKE ALL ON FUNCTION "llm"."public.user_reviews:emotion+user_review_es:enqueue"(), "llm"."public.user_reviews:emotion+user_review_es:inputs"(bigint[]), "llm"."public.user_reviews:emotion+user_review_es:write_back"(bigint[], integer[], text[], jsonb[], integer[], integer[]) FROM PUBLIC;
-GRANT EXECUTE ON FUNCTION "llm"."public.user_reviews:emotion+user_review_es:inputs"(bigint[]), "llm"."public.user_reviews:emotion+user_review_es:write_back"(bigint[], integer[], text[], jsonb[], integer[], integer[]) TO pgllm_worker;
+REVOKE ALL ON FUNCTION "llm"."public.user_reviews:emotion+user_review_es:enqueue"(), "llm"."public.user_reviews:emotion+user_review_es:inputs"(bigint[]), "llm"."public.user_reviews:emotion+user_review_es:write_back"(bigint[], integer[], text[], jsonb[], integer[], integer[], text[], boolean[]) FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION "llm"."public.user_reviews:emotion+user_review_es:inputs"(bigint[]), "llm"."public.user_reviews:emotion+user_review_es:write_back"(bigint[], integer[], text[], jsonb[], integer[], integer[], text[], boolean[]) TO pgllm_worker;
 SELECT llm.register_task('public.user_reviews:emotion+user_review_es', 'public', 'user_reviews',
     key_columns => ARRAY['id']::text[], read_columns => ARRAY['user_review_og']::text[],
     target_columns => ARRAY['emotion', 'user_review_es']::text[], image_columns => ARRAY[]::text[],

@@ -41,15 +41,18 @@ BEGIN
 END
 $pgllm$;
 
+DROP FUNCTION IF EXISTS "llm"."public.receipts:note_mood:write_back"(bigint[], integer[], text[], jsonb[], integer[], integer[]);
 CREATE OR REPLACE FUNCTION "llm"."public.receipts:note_mood:write_back"(p_job_ids bigint[], p_attempts integer[], p_inputs_hashes text[],
-    p_results jsonb[], p_input_tokens integer[], p_output_tokens integer[]) RETURNS text[]
+    p_results jsonb[], p_input_tokens integer[], p_output_tokens integer[],
+    p_models text[] DEFAULT NULL, p_cache_hits boolean[] DEFAULT NULL) RETURNS text[]
 LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp
 SET enable_seqscan = off SET plan_cache_mode = force_generic_plan AS $pgllm$
 DECLARE
     v_settled integer[];
     v_written integer[];
 BEGIN
-    WITH j AS (SELECT * FROM llm.settle_answers('public.receipts:note_mood', p_job_ids, p_attempts, p_inputs_hashes, p_input_tokens, p_output_tokens)),
+    WITH j AS (SELECT * FROM llm.settle_answers('public.receipts:note_mood', p_job_ids, p_attempts, p_inputs_hashes, p_input_tokens, p_output_tokens,
+                                                p_results, p_models, p_cache_hits)),
          w AS (UPDATE "public"."receipts" AS t
                   SET "note_mood" = r."note_mood"
                  FROM (SELECT DISTINCT ON (j.row_key) j.row_key, j.n FROM j ORDER BY j.row_key, j.n) AS j
@@ -60,12 +63,12 @@ BEGIN
             RETURNING j.n)
     SELECT (SELECT array_agg(j.n) FROM j), (SELECT array_agg(w.n) FROM w) INTO v_settled, v_written;
     RETURN llm.settle_unwritten('public.receipts:note_mood', p_job_ids, p_attempts, p_inputs_hashes, p_results, p_input_tokens, p_output_tokens,
-                                v_settled, v_written);
+                                v_settled, v_written, p_models, p_cache_hits);
 END
 $pgllm$;
 
-REVOKE ALL ON FUNCTION "llm"."public.receipts:note_mood:enqueue"(), "llm"."public.receipts:note_mood:inputs"(bigint[]), "llm"."public.receipts:note_mood:write_back"(bigint[], integer[], text[], jsonb[], integer[], integer[]) FROM PUBLIC;
-GRANT EXECUTE ON FUNCTION "llm"."public.receipts:note_mood:inputs"(bigint[]), "llm"."public.receipts:note_mood:write_back"(bigint[], integer[], text[], jsonb[], integer[], integer[]) TO pgllm_worker;
+REVOKE ALL ON FUNCTION "llm"."public.receipts:note_mood:enqueue"(), "llm"."public.receipts:note_mood:inputs"(bigint[]), "llm"."public.receipts:note_mood:write_back"(bigint[], integer[], text[], jsonb[], integer[], integer[], text[], boolean[]) FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION "llm"."public.receipts:note_mood:inputs"(bigint[]), "llm"."public.receipts:note_mood:write_back"(bigint[], integer[], text[], jsonb[], integer[], integer[], text[], boolean[]) TO pgllm_worker;
 SELECT llm.register_task('public.receipts:note_mood', 'public', 'receipts',
     key_columns => ARRAY['id']::text[], read_columns => ARRAY['note']::text[],
     target_columns => ARRAY['note_mood']::text[], image_columns => ARRAY[]::text[],
@@ -121,15 +124,18 @@ BEGIN
 END
 $pgllm$;
 
+DROP FUNCTION IF EXISTS "llm"."public.receipts:stars:write_back"(bigint[], integer[], text[], jsonb[], integer[], integer[]);
 CREATE OR REPLACE FUNCTION "llm"."public.receipts:stars:write_back"(p_job_ids bigint[], p_attempts integer[], p_inputs_hashes text[],
-    p_results jsonb[], p_input_tokens integer[], p_output_tokens integer[]) RETURNS text[]
+    p_results jsonb[], p_input_tokens integer[], p_output_tokens integer[],
+    p_models text[] DEFAULT NULL, p_cache_hits boolean[] DEFAULT NULL) RETURNS text[]
 LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp
 SET enable_seqscan = off SET plan_cache_mode = force_generic_plan AS $pgllm$
 DECLARE
     v_settled integer[];
     v_written integer[];
 BEGIN
-    WITH j AS (SELECT * FROM llm.settle_answers('public.receipts:stars', p_job_ids, p_attempts, p_inputs_hashes, p_input_tokens, p_output_tokens)),
+    WITH j AS (SELECT * FROM llm.settle_answers('public.receipts:stars', p_job_ids, p_attempts, p_inputs_hashes, p_input_tokens, p_output_tokens,
+                                                p_results, p_models, p_cache_hits)),
          w AS (UPDATE "public"."receipts" AS t
                   SET "stars" = r."stars"
                  FROM (SELECT DISTINCT ON (j.row_key) j.row_key, j.n FROM j ORDER BY j.row_key, j.n) AS j
@@ -140,12 +146,12 @@ BEGIN
             RETURNING j.n)
     SELECT (SELECT array_agg(j.n) FROM j), (SELECT array_agg(w.n) FROM w) INTO v_settled, v_written;
     RETURN llm.settle_unwritten('public.receipts:stars', p_job_ids, p_attempts, p_inputs_hashes, p_results, p_input_tokens, p_output_tokens,
-                                v_settled, v_written);
+                                v_settled, v_written, p_models, p_cache_hits);
 END
 $pgllm$;
 
-REVOKE ALL ON FUNCTION "llm"."public.receipts:stars:enqueue"(), "llm"."public.receipts:stars:inputs"(bigint[]), "llm"."public.receipts:stars:write_back"(bigint[], integer[], text[], jsonb[], integer[], integer[]) FROM PUBLIC;
-GRANT EXECUTE ON FUNCTION "llm"."public.receipts:stars:inputs"(bigint[]), "llm"."public.receipts:stars:write_back"(bigint[], integer[], text[], jsonb[], integer[], integer[]) TO pgllm_worker;
+REVOKE ALL ON FUNCTION "llm"."public.receipts:stars:enqueue"(), "llm"."public.receipts:stars:inputs"(bigint[]), "llm"."public.receipts:stars:write_back"(bigint[], integer[], text[], jsonb[], integer[], integer[], text[], boolean[]) FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION "llm"."public.receipts:stars:inputs"(bigint[]), "llm"."public.receipts:stars:write_back"(bigint[], integer[], text[], jsonb[], integer[], integer[], text[], boolean[]) TO pgllm_worker;
 SELECT llm.register_task('public.receipts:stars', 'public', 'receipts',
     key_columns => ARRAY['id']::text[], read_columns => ARRAY['note']::text[],
     target_columns => ARRAY['stars']::text[], image_columns => ARRAY[]::text[],
@@ -201,15 +207,18 @@ BEGIN
 END
 $pgllm$;
 
+DROP FUNCTION IF EXISTS "llm"."public.receipts:tags:write_back"(bigint[], integer[], text[], jsonb[], integer[], integer[]);
 CREATE OR REPLACE FUNCTION "llm"."public.receipts:tags:write_back"(p_job_ids bigint[], p_attempts integer[], p_inputs_hashes text[],
-    p_results jsonb[], p_input_tokens integer[], p_output_tokens integer[]) RETURNS text[]
+    p_results jsonb[], p_input_tokens integer[], p_output_tokens integer[],
+    p_models text[] DEFAULT NULL, p_cache_hits boolean[] DEFAULT NULL) RETURNS text[]
 LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp
 SET enable_seqscan = off SET plan_cache_mode = force_generic_plan AS $pgllm$
 DECLARE
     v_settled integer[];
     v_written integer[];
 BEGIN
-    WITH j AS (SELECT * FROM llm.settle_answers('public.receipts:tags', p_job_ids, p_attempts, p_inputs_hashes, p_input_tokens, p_output_tokens)),
+    WITH j AS (SELECT * FROM llm.settle_answers('public.receipts:tags', p_job_ids, p_attempts, p_inputs_hashes, p_input_tokens, p_output_tokens,
+                                                p_results, p_models, p_cache_hits)),
          w AS (UPDATE "public"."receipts" AS t
                   SET "tags" = r."tags"
                  FROM (SELECT DISTINCT ON (j.row_key) j.row_key, j.n FROM j ORDER BY j.row_key, j.n) AS j
@@ -220,12 +229,12 @@ BEGIN
             RETURNING j.n)
     SELECT (SELECT array_agg(j.n) FROM j), (SELECT array_agg(w.n) FROM w) INTO v_settled, v_written;
     RETURN llm.settle_unwritten('public.receipts:tags', p_job_ids, p_attempts, p_inputs_hashes, p_results, p_input_tokens, p_output_tokens,
-                                v_settled, v_written);
+                                v_settled, v_written, p_models, p_cache_hits);
 END
 $pgllm$;
 
-REVOKE ALL ON FUNCTION "llm"."public.receipts:tags:enqueue"(), "llm"."public.receipts:tags:inputs"(bigint[]), "llm"."public.receipts:tags:write_back"(bigint[], integer[], text[], jsonb[], integer[], integer[]) FROM PUBLIC;
-GRANT EXECUTE ON FUNCTION "llm"."public.receipts:tags:inputs"(bigint[]), "llm"."public.receipts:tags:write_back"(bigint[], integer[], text[], jsonb[], integer[], integer[]) TO pgllm_worker;
+REVOKE ALL ON FUNCTION "llm"."public.receipts:tags:enqueue"(), "llm"."public.receipts:tags:inputs"(bigint[]), "llm"."public.receipts:tags:write_back"(bigint[], integer[], text[], jsonb[], integer[], integer[], text[], boolean[]) FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION "llm"."public.receipts:tags:inputs"(bigint[]), "llm"."public.receipts:tags:write_back"(bigint[], integer[], text[], jsonb[], integer[], integer[], text[], boolean[]) TO pgllm_worker;
 SELECT llm.register_task('public.receipts:tags', 'public', 'receipts',
     key_columns => ARRAY['id']::text[], read_columns => ARRAY['note']::text[],
     target_columns => ARRAY['tags']::text[], image_columns => ARRAY[]::text[],
@@ -281,15 +290,18 @@ BEGIN
 END
 $pgllm$;
 
+DROP FUNCTION IF EXISTS "llm"."public.receipts:codes:write_back"(bigint[], integer[], text[], jsonb[], integer[], integer[]);
 CREATE OR REPLACE FUNCTION "llm"."public.receipts:codes:write_back"(p_job_ids bigint[], p_attempts integer[], p_inputs_hashes text[],
-    p_results jsonb[], p_input_tokens integer[], p_output_tokens integer[]) RETURNS text[]
+    p_results jsonb[], p_input_tokens integer[], p_output_tokens integer[],
+    p_models text[] DEFAULT NULL, p_cache_hits boolean[] DEFAULT NULL) RETURNS text[]
 LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp
 SET enable_seqscan = off SET plan_cache_mode = force_generic_plan AS $pgllm$
 DECLARE
     v_settled integer[];
     v_written integer[];
 BEGIN
-    WITH j AS (SELECT * FROM llm.settle_answers('public.receipts:codes', p_job_ids, p_attempts, p_inputs_hashes, p_input_tokens, p_output_tokens)),
+    WITH j AS (SELECT * FROM llm.settle_answers('public.receipts:codes', p_job_ids, p_attempts, p_inputs_hashes, p_input_tokens, p_output_tokens,
+                                                p_results, p_models, p_cache_hits)),
          w AS (UPDATE "public"."receipts" AS t
                   SET "codes" = r."codes"
                  FROM (SELECT DISTINCT ON (j.row_key) j.row_key, j.n FROM j ORDER BY j.row_key, j.n) AS j
@@ -300,12 +312,12 @@ BEGIN
             RETURNING j.n)
     SELECT (SELECT array_agg(j.n) FROM j), (SELECT array_agg(w.n) FROM w) INTO v_settled, v_written;
     RETURN llm.settle_unwritten('public.receipts:codes', p_job_ids, p_attempts, p_inputs_hashes, p_results, p_input_tokens, p_output_tokens,
-                                v_settled, v_written);
+                                v_settled, v_written, p_models, p_cache_hits);
 END
 $pgllm$;
 
-REVOKE ALL ON FUNCTION "llm"."public.receipts:codes:enqueue"(), "llm"."public.receipts:codes:inputs"(bigint[]), "llm"."public.receipts:codes:write_back"(bigint[], integer[], text[], jsonb[], integer[], integer[]) FROM PUBLIC;
-GRANT EXECUTE ON FUNCTION "llm"."public.receipts:codes:inputs"(bigint[]), "llm"."public.receipts:codes:write_back"(bigint[], integer[], text[], jsonb[], integer[], integer[]) TO pgllm_worker;
+REVOKE ALL ON FUNCTION "llm"."public.receipts:codes:enqueue"(), "llm"."public.receipts:codes:inputs"(bigint[]), "llm"."public.receipts:codes:write_back"(bigint[], integer[], text[], jsonb[], integer[], integer[], text[], boolean[]) FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION "llm"."public.receipts:codes:inputs"(bigint[]), "llm"."public.receipts:codes:write_back"(bigint[], integer[], text[], jsonb[], integer[], integer[], text[], boolean[]) TO pgllm_worker;
 SELECT llm.register_task('public.receipts:codes', 'public', 'receipts',
     key_columns => ARRAY['id']::text[], read_columns => ARRAY['note']::text[],
     target_columns => ARRAY['codes']::text[], image_columns => ARRAY[]::text[],
@@ -361,15 +373,18 @@ BEGIN
 END
 $pgllm$;
 
+DROP FUNCTION IF EXISTS "llm"."public.receipts:origin:write_back"(bigint[], integer[], text[], jsonb[], integer[], integer[]);
 CREATE OR REPLACE FUNCTION "llm"."public.receipts:origin:write_back"(p_job_ids bigint[], p_attempts integer[], p_inputs_hashes text[],
-    p_results jsonb[], p_input_tokens integer[], p_output_tokens integer[]) RETURNS text[]
+    p_results jsonb[], p_input_tokens integer[], p_output_tokens integer[],
+    p_models text[] DEFAULT NULL, p_cache_hits boolean[] DEFAULT NULL) RETURNS text[]
 LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp
 SET enable_seqscan = off SET plan_cache_mode = force_generic_plan AS $pgllm$
 DECLARE
     v_settled integer[];
     v_written integer[];
 BEGIN
-    WITH j AS (SELECT * FROM llm.settle_answers('public.receipts:origin', p_job_ids, p_attempts, p_inputs_hashes, p_input_tokens, p_output_tokens)),
+    WITH j AS (SELECT * FROM llm.settle_answers('public.receipts:origin', p_job_ids, p_attempts, p_inputs_hashes, p_input_tokens, p_output_tokens,
+                                                p_results, p_models, p_cache_hits)),
          w AS (UPDATE "public"."receipts" AS t
                   SET "origin" = r."origin"
                  FROM (SELECT DISTINCT ON (j.row_key) j.row_key, j.n FROM j ORDER BY j.row_key, j.n) AS j
@@ -380,12 +395,12 @@ BEGIN
             RETURNING j.n)
     SELECT (SELECT array_agg(j.n) FROM j), (SELECT array_agg(w.n) FROM w) INTO v_settled, v_written;
     RETURN llm.settle_unwritten('public.receipts:origin', p_job_ids, p_attempts, p_inputs_hashes, p_results, p_input_tokens, p_output_tokens,
-                                v_settled, v_written);
+                                v_settled, v_written, p_models, p_cache_hits);
 END
 $pgllm$;
 
-REVOKE ALL ON FUNCTION "llm"."public.receipts:origin:enqueue"(), "llm"."public.receipts:origin:inputs"(bigint[]), "llm"."public.receipts:origin:write_back"(bigint[], integer[], text[], jsonb[], integer[], integer[]) FROM PUBLIC;
-GRANT EXECUTE ON FUNCTION "llm"."public.receipts:origin:inputs"(bigint[]), "llm"."public.receipts:origin:write_back"(bigint[], integer[], text[], jsonb[], integer[], integer[]) TO pgllm_worker;
+REVOKE ALL ON FUNCTION "llm"."public.receipts:origin:enqueue"(), "llm"."public.receipts:origin:inputs"(bigint[]), "llm"."public.receipts:origin:write_back"(bigint[], integer[], text[], jsonb[], integer[], integer[], text[], boolean[]) FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION "llm"."public.receipts:origin:inputs"(bigint[]), "llm"."public.receipts:origin:write_back"(bigint[], integer[], text[], jsonb[], integer[], integer[], text[], boolean[]) TO pgllm_worker;
 SELECT llm.register_task('public.receipts:origin', 'public', 'receipts',
     key_columns => ARRAY['id']::text[], read_columns => ARRAY['note']::text[],
     target_columns => ARRAY['origin']::text[], image_columns => ARRAY[]::text[],
@@ -441,15 +456,18 @@ BEGIN
 END
 $pgllm$;
 
+DROP FUNCTION IF EXISTS "llm"."public.receipts:is_refund:write_back"(bigint[], integer[], text[], jsonb[], integer[], integer[]);
 CREATE OR REPLACE FUNCTION "llm"."public.receipts:is_refund:write_back"(p_job_ids bigint[], p_attempts integer[], p_inputs_hashes text[],
-    p_results jsonb[], p_input_tokens integer[], p_output_tokens integer[]) RETURNS text[]
+    p_results jsonb[], p_input_tokens integer[], p_output_tokens integer[],
+    p_models text[] DEFAULT NULL, p_cache_hits boolean[] DEFAULT NULL) RETURNS text[]
 LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp
 SET enable_seqscan = off SET plan_cache_mode = force_generic_plan AS $pgllm$
 DECLARE
     v_settled integer[];
     v_written integer[];
 BEGIN
-    WITH j AS (SELECT * FROM llm.settle_answers('public.receipts:is_refund', p_job_ids, p_attempts, p_inputs_hashes, p_input_tokens, p_output_tokens)),
+    WITH j AS (SELECT * FROM llm.settle_answers('public.receipts:is_refund', p_job_ids, p_attempts, p_inputs_hashes, p_input_tokens, p_output_tokens,
+                                                p_results, p_models, p_cache_hits)),
          w AS (UPDATE "public"."receipts" AS t
                   SET "is_refund" = r."is_refund"
                  FROM (SELECT DISTINCT ON (j.row_key) j.row_key, j.n FROM j ORDER BY j.row_key, j.n) AS j
@@ -460,12 +478,12 @@ BEGIN
             RETURNING j.n)
     SELECT (SELECT array_agg(j.n) FROM j), (SELECT array_agg(w.n) FROM w) INTO v_settled, v_written;
     RETURN llm.settle_unwritten('public.receipts:is_refund', p_job_ids, p_attempts, p_inputs_hashes, p_results, p_input_tokens, p_output_tokens,
-                                v_settled, v_written);
+                                v_settled, v_written, p_models, p_cache_hits);
 END
 $pgllm$;
 
-REVOKE ALL ON FUNCTION "llm"."public.receipts:is_refund:enqueue"(), "llm"."public.receipts:is_refund:inputs"(bigint[]), "llm"."public.receipts:is_refund:write_back"(bigint[], integer[], text[], jsonb[], integer[], integer[]) FROM PUBLIC;
-GRANT EXECUTE ON FUNCTION "llm"."public.receipts:is_refund:inputs"(bigint[]), "llm"."public.receipts:is_refund:write_back"(bigint[], integer[], text[], jsonb[], integer[], integer[]) TO pgllm_worker;
+REVOKE ALL ON FUNCTION "llm"."public.receipts:is_refund:enqueue"(), "llm"."public.receipts:is_refund:inputs"(bigint[]), "llm"."public.receipts:is_refund:write_back"(bigint[], integer[], text[], jsonb[], integer[], integer[], text[], boolean[]) FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION "llm"."public.receipts:is_refund:inputs"(bigint[]), "llm"."public.receipts:is_refund:write_back"(bigint[], integer[], text[], jsonb[], integer[], integer[], text[], boolean[]) TO pgllm_worker;
 SELECT llm.register_task('public.receipts:is_refund', 'public', 'receipts',
     key_columns => ARRAY['id']::text[], read_columns => ARRAY['note']::text[],
     target_columns => ARRAY['is_refund']::text[], image_columns => ARRAY[]::text[],
@@ -521,15 +539,18 @@ BEGIN
 END
 $pgllm$;
 
+DROP FUNCTION IF EXISTS "llm"."public.receipts:written_at:write_back"(bigint[], integer[], text[], jsonb[], integer[], integer[]);
 CREATE OR REPLACE FUNCTION "llm"."public.receipts:written_at:write_back"(p_job_ids bigint[], p_attempts integer[], p_inputs_hashes text[],
-    p_results jsonb[], p_input_tokens integer[], p_output_tokens integer[]) RETURNS text[]
+    p_results jsonb[], p_input_tokens integer[], p_output_tokens integer[],
+    p_models text[] DEFAULT NULL, p_cache_hits boolean[] DEFAULT NULL) RETURNS text[]
 LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp
 SET enable_seqscan = off SET plan_cache_mode = force_generic_plan AS $pgllm$
 DECLARE
     v_settled integer[];
     v_written integer[];
 BEGIN
-    WITH j AS (SELECT * FROM llm.settle_answers('public.receipts:written_at', p_job_ids, p_attempts, p_inputs_hashes, p_input_tokens, p_output_tokens)),
+    WITH j AS (SELECT * FROM llm.settle_answers('public.receipts:written_at', p_job_ids, p_attempts, p_inputs_hashes, p_input_tokens, p_output_tokens,
+                                                p_results, p_models, p_cache_hits)),
          w AS (UPDATE "public"."receipts" AS t
                   SET "written_at" = r."written_at"
                  FROM (SELECT DISTINCT ON (j.row_key) j.row_key, j.n FROM j ORDER BY j.row_key, j.n) AS j
@@ -540,12 +561,12 @@ BEGIN
             RETURNING j.n)
     SELECT (SELECT array_agg(j.n) FROM j), (SELECT array_agg(w.n) FROM w) INTO v_settled, v_written;
     RETURN llm.settle_unwritten('public.receipts:written_at', p_job_ids, p_attempts, p_inputs_hashes, p_results, p_input_tokens, p_output_tokens,
-                                v_settled, v_written);
+                                v_settled, v_written, p_models, p_cache_hits);
 END
 $pgllm$;
 
-REVOKE ALL ON FUNCTION "llm"."public.receipts:written_at:enqueue"(), "llm"."public.receipts:written_at:inputs"(bigint[]), "llm"."public.receipts:written_at:write_back"(bigint[], integer[], text[], jsonb[], integer[], integer[]) FROM PUBLIC;
-GRANT EXECUTE ON FUNCTION "llm"."public.receipts:written_at:inputs"(bigint[]), "llm"."public.receipts:written_at:write_back"(bigint[], integer[], text[], jsonb[], integer[], integer[]) TO pgllm_worker;
+REVOKE ALL ON FUNCTION "llm"."public.receipts:written_at:enqueue"(), "llm"."public.receipts:written_at:inputs"(bigint[]), "llm"."public.receipts:written_at:write_back"(bigint[], integer[], text[], jsonb[], integer[], integer[], text[], boolean[]) FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION "llm"."public.receipts:written_at:inputs"(bigint[]), "llm"."public.receipts:written_at:write_back"(bigint[], integer[], text[], jsonb[], integer[], integer[], text[], boolean[]) TO pgllm_worker;
 SELECT llm.register_task('public.receipts:written_at', 'public', 'receipts',
     key_columns => ARRAY['id']::text[], read_columns => ARRAY['note']::text[],
     target_columns => ARRAY['written_at']::text[], image_columns => ARRAY[]::text[],
@@ -601,15 +622,18 @@ BEGIN
 END
 $pgllm$;
 
+DROP FUNCTION IF EXISTS "llm"."public.receipts:scan_text:write_back"(bigint[], integer[], text[], jsonb[], integer[], integer[]);
 CREATE OR REPLACE FUNCTION "llm"."public.receipts:scan_text:write_back"(p_job_ids bigint[], p_attempts integer[], p_inputs_hashes text[],
-    p_results jsonb[], p_input_tokens integer[], p_output_tokens integer[]) RETURNS text[]
+    p_results jsonb[], p_input_tokens integer[], p_output_tokens integer[],
+    p_models text[] DEFAULT NULL, p_cache_hits boolean[] DEFAULT NULL) RETURNS text[]
 LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp
 SET enable_seqscan = off SET plan_cache_mode = force_generic_plan AS $pgllm$
 DECLARE
     v_settled integer[];
     v_written integer[];
 BEGIN
-    WITH j AS (SELECT * FROM llm.settle_answers('public.receipts:scan_text', p_job_ids, p_attempts, p_inputs_hashes, p_input_tokens, p_output_tokens)),
+    WITH j AS (SELECT * FROM llm.settle_answers('public.receipts:scan_text', p_job_ids, p_attempts, p_inputs_hashes, p_input_tokens, p_output_tokens,
+                                                p_results, p_models, p_cache_hits)),
          w AS (UPDATE "public"."receipts" AS t
                   SET "scan_text" = r."scan_text"
                  FROM (SELECT DISTINCT ON (j.row_key) j.row_key, j.n FROM j ORDER BY j.row_key, j.n) AS j
@@ -620,12 +644,12 @@ BEGIN
             RETURNING j.n)
     SELECT (SELECT array_agg(j.n) FROM j), (SELECT array_agg(w.n) FROM w) INTO v_settled, v_written;
     RETURN llm.settle_unwritten('public.receipts:scan_text', p_job_ids, p_attempts, p_inputs_hashes, p_results, p_input_tokens, p_output_tokens,
-                                v_settled, v_written);
+                                v_settled, v_written, p_models, p_cache_hits);
 END
 $pgllm$;
 
-REVOKE ALL ON FUNCTION "llm"."public.receipts:scan_text:enqueue"(), "llm"."public.receipts:scan_text:inputs"(bigint[]), "llm"."public.receipts:scan_text:write_back"(bigint[], integer[], text[], jsonb[], integer[], integer[]) FROM PUBLIC;
-GRANT EXECUTE ON FUNCTION "llm"."public.receipts:scan_text:inputs"(bigint[]), "llm"."public.receipts:scan_text:write_back"(bigint[], integer[], text[], jsonb[], integer[], integer[]) TO pgllm_worker;
+REVOKE ALL ON FUNCTION "llm"."public.receipts:scan_text:enqueue"(), "llm"."public.receipts:scan_text:inputs"(bigint[]), "llm"."public.receipts:scan_text:write_back"(bigint[], integer[], text[], jsonb[], integer[], integer[], text[], boolean[]) FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION "llm"."public.receipts:scan_text:inputs"(bigint[]), "llm"."public.receipts:scan_text:write_back"(bigint[], integer[], text[], jsonb[], integer[], integer[], text[], boolean[]) TO pgllm_worker;
 SELECT llm.register_task('public.receipts:scan_text', 'public', 'receipts',
     key_columns => ARRAY['id']::text[], read_columns => ARRAY['scan', 'note']::text[],
     target_columns => ARRAY['scan_text']::text[], image_columns => ARRAY['scan']::text[],
@@ -681,15 +705,18 @@ BEGIN
 END
 $pgllm$;
 
+DROP FUNCTION IF EXISTS "llm"."public.receipts:totals:write_back"(bigint[], integer[], text[], jsonb[], integer[], integer[]);
 CREATE OR REPLACE FUNCTION "llm"."public.receipts:totals:write_back"(p_job_ids bigint[], p_attempts integer[], p_inputs_hashes text[],
-    p_results jsonb[], p_input_tokens integer[], p_output_tokens integer[]) RETURNS text[]
+    p_results jsonb[], p_input_tokens integer[], p_output_tokens integer[],
+    p_models text[] DEFAULT NULL, p_cache_hits boolean[] DEFAULT NULL) RETURNS text[]
 LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp
 SET enable_seqscan = off SET plan_cache_mode = force_generic_plan AS $pgllm$
 DECLARE
     v_settled integer[];
     v_written integer[];
 BEGIN
-    WITH j AS (SELECT * FROM llm.settle_answers('public.receipts:totals', p_job_ids, p_attempts, p_inputs_hashes, p_input_tokens, p_output_tokens)),
+    WITH j AS (SELECT * FROM llm.settle_answers('public.receipts:totals', p_job_ids, p_attempts, p_inputs_hashes, p_input_tokens, p_output_tokens,
+                                                p_results, p_models, p_cache_hits)),
          w AS (UPDATE "public"."receipts" AS t
                   SET "total" = r."total",
                       "taxes" = r."taxes",
@@ -703,12 +730,12 @@ BEGIN
             RETURNING j.n)
     SELECT (SELECT array_agg(j.n) FROM j), (SELECT array_agg(w.n) FROM w) INTO v_settled, v_written;
     RETURN llm.settle_unwritten('public.receipts:totals', p_job_ids, p_attempts, p_inputs_hashes, p_results, p_input_tokens, p_output_tokens,
-                                v_settled, v_written);
+                                v_settled, v_written, p_models, p_cache_hits);
 END
 $pgllm$;
 
-REVOKE ALL ON FUNCTION "llm"."public.receipts:totals:enqueue"(), "llm"."public.receipts:totals:inputs"(bigint[]), "llm"."public.receipts:totals:write_back"(bigint[], integer[], text[], jsonb[], integer[], integer[]) FROM PUBLIC;
-GRANT EXECUTE ON FUNCTION "llm"."public.receipts:totals:inputs"(bigint[]), "llm"."public.receipts:totals:write_back"(bigint[], integer[], text[], jsonb[], integer[], integer[]) TO pgllm_worker;
+REVOKE ALL ON FUNCTION "llm"."public.receipts:totals:enqueue"(), "llm"."public.receipts:totals:inputs"(bigint[]), "llm"."public.receipts:totals:write_back"(bigint[], integer[], text[], jsonb[], integer[], integer[], text[], boolean[]) FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION "llm"."public.receipts:totals:inputs"(bigint[]), "llm"."public.receipts:totals:write_back"(bigint[], integer[], text[], jsonb[], integer[], integer[], text[], boolean[]) TO pgllm_worker;
 SELECT llm.register_task('public.receipts:totals', 'public', 'receipts',
     key_columns => ARRAY['id']::text[], read_columns => ARRAY['image_url']::text[],
     target_columns => ARRAY['total', 'taxes', 'currency', 'paid_on']::text[], image_columns => ARRAY['image_url']::text[],
