@@ -459,7 +459,8 @@ public sealed class OpenAiCompatibleChatClient : IChatClient
         var status = (int)response.StatusCode;
         var text = Encoding.UTF8.GetString(body.Length > 4 * ModelEndpointException.MaxBodyLength ? body[..(4 * ModelEndpointException.MaxBodyLength)] : body);
         var excerpt = text.Length > ModelEndpointException.MaxBodyLength ? text[..ModelEndpointException.MaxBodyLength] : text;
-        var detail = ErrorMessageOf(body) is { Length: > 0 } message ? message
+        var (message, code) = EndpointErrorOf(body);
+        var detail = message is { Length: > 0 } ? message
             : excerpt.Trim() is { Length: > 0 } trimmed ? trimmed
             : response.ReasonPhrase ?? "no body";
         if (detail.Length > ModelEndpointException.MaxBodyLength)
@@ -468,116 +469,39 @@ public sealed class OpenAiCompatibleChatClient : IChatClient
         }
 
         var retryAfter = ModelEndpointException.ParseRetryAfter(response.Headers, DateTimeOffset.UtcNow);
-        return new ModelEndpointException(status, detail, retryAfter, excerpt.Length > 0 ? excerpt : null) { ErrorCode = ErrorCodeOf(body) };
+        return new ModelEndpointException(status, detail, retryAfter, excerpt.Length > 0 ? excerpt : null) { ErrorCode = code };
     }
 
-    /// <summary><c>error.code</c>, else <c>error.type</c>, of an OpenAI-style error body (e.g. <c>insufficient_quota</c>); null for anything else.</summary>
-    private static string? ErrorCodeOf(ReadOnlySpan<byte> body)
+    /// <summary>
+    /// The <c>error</c> of an OpenAI-style error body: its <c>message</c> (or the string <c>error</c>) and its
+    /// <c>code</c>, else <c>type</c> (e.g. <c>insufficient_quota</c>); nulls for anything else (the caller quotes
+    /// the body). A failure path, and bodies are short: one parse.
+    /// </summary>
+    private static (string? Message, string? Code) EndpointErrorOf(ReadOnlySpan<byte> body)
     {
         try
         {
             var reader = new Utf8JsonReader(body);
-            if (!reader.Read() || reader.TokenType != JsonTokenType.StartObject)
+            using var document = JsonDocument.ParseValue(ref reader);
+            if (document.RootElement.ValueKind != JsonValueKind.Object || !document.RootElement.TryGetProperty("error", out var error))
             {
-                return null;
+                return (null, null);
             }
 
-            while (reader.Read() && reader.TokenType == JsonTokenType.PropertyName)
+            return error.ValueKind switch
             {
-                if (!reader.ValueTextEquals("error"u8))
-                {
-                    reader.Skip();
-                    continue;
-                }
-
-                reader.Read();
-                if (reader.TokenType != JsonTokenType.StartObject)
-                {
-                    return null;
-                }
-
-                string? type = null;
-                while (reader.Read() && reader.TokenType == JsonTokenType.PropertyName)
-                {
-                    var isCode = reader.ValueTextEquals("code"u8);
-                    var isType = reader.ValueTextEquals("type"u8);
-                    reader.Read();
-                    if (isCode && reader.TokenType == JsonTokenType.String)
-                    {
-                        return reader.GetString();
-                    }
-
-                    if (isType && reader.TokenType == JsonTokenType.String)
-                    {
-                        type = reader.GetString();
-                    }
-                    else
-                    {
-                        reader.Skip();
-                    }
-                }
-
-                return type;
-            }
+                JsonValueKind.String => (error.GetString(), null),
+                JsonValueKind.Object => (StringOf(error, "message"), StringOf(error, "code") ?? StringOf(error, "type")),
+                _ => (null, null),
+            };
         }
         catch (JsonException)
         {
-            // Not JSON: no code.
+            return (null, null);
         }
 
-        return null;
-    }
-
-    /// <summary><c>error.message</c> (or a string <c>error</c>) of an OpenAI-style error body; null for anything else.</summary>
-    private static string? ErrorMessageOf(ReadOnlySpan<byte> body)
-    {
-        try
-        {
-            var reader = new Utf8JsonReader(body);
-            if (!reader.Read() || reader.TokenType != JsonTokenType.StartObject)
-            {
-                return null;
-            }
-
-            while (reader.Read() && reader.TokenType == JsonTokenType.PropertyName)
-            {
-                if (!reader.ValueTextEquals("error"u8))
-                {
-                    reader.Skip();
-                    continue;
-                }
-
-                reader.Read();
-                if (reader.TokenType == JsonTokenType.String)
-                {
-                    return reader.GetString();
-                }
-
-                if (reader.TokenType != JsonTokenType.StartObject)
-                {
-                    return null;
-                }
-
-                while (reader.Read() && reader.TokenType == JsonTokenType.PropertyName)
-                {
-                    if (reader.ValueTextEquals("message"u8))
-                    {
-                        reader.Read();
-                        return reader.TokenType == JsonTokenType.String ? reader.GetString() : null;
-                    }
-
-                    reader.Skip();
-                }
-
-                return null;
-            }
-        }
-        catch (JsonException)
-        {
-            // Not JSON: the caller quotes the body.
-        }
-
-        return null;
+        static string? StringOf(JsonElement error, string name) =>
+            error.TryGetProperty(name, out var value) && value.ValueKind == JsonValueKind.String ? value.GetString() : null;
     }
 
     /// <summary>Reads a chat completion: the first choice's message and finish reason, usage, id, model and creation time.</summary>
