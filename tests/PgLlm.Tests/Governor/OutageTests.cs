@@ -1,6 +1,4 @@
 using System.Diagnostics;
-using System.Text;
-using PgLlm.Hosting;
 using PgLlm.Local;
 using PgLlm.Tests.Integration;
 using PgLlm.Tests.Operations;
@@ -15,6 +13,20 @@ namespace PgLlm.Tests.Governor;
 [Collection(IntegrationGroup.Name)]
 public sealed class OutageTests
 {
+    /// <summary>Short timings, so the outage, the probes and the recovery fit the test's bound.</summary>
+    private static readonly Dictionary<string, string> WorkerSettings = new()
+    {
+        ["Worker__PollInterval"] = "00:00:00.500",
+        ["Worker__BatchSize"] = "8",
+        ["Worker__ModelTimeout"] = "00:00:05",
+        ["Worker__RetryBaseDelay"] = "00:00:00.100",
+        ["Worker__RetryMaxDelay"] = "00:00:00.500",
+        ["Governor__FailureThreshold"] = Threshold.ToString(System.Globalization.CultureInfo.InvariantCulture),
+        ["Governor__ProbeInterval"] = "00:00:00.400",
+        ["Governor__MaxProbeInterval"] = "00:00:01",
+        ["Governor__RefreshInterval"] = "00:00:00.200",
+    };
+
     private const int Rows = 3000;
     private const int Threshold = 3;
     private static readonly TimeSpan Bound = TimeSpan.FromMinutes(2);
@@ -36,7 +48,7 @@ public sealed class OutageTests
         await db.DataSource.ExecAsync($"INSERT INTO flaky (id, input) SELECT g, 'job ' || g FROM generate_series(1, {Rows}) AS g");
 
         var baseUrl = forwarder.BaseUrlFor(model.BaseUrl);
-        var workers = Enumerable.Range(1, 2).Select(i => WorkerProcess.Start($"outage-worker-{i}", db.ConnectionString, baseUrl, model.ApiKey)).ToList();
+        var workers = Enumerable.Range(1, 2).Select(i => WorkerProcess.Start($"outage-worker-{i}", db.ConnectionString, baseUrl, model.ApiKey, 8, WorkerSettings)).ToList();
         try
         {
             // Mid-drain: both workers have answered jobs, many are left.
@@ -107,84 +119,4 @@ public sealed class OutageTests
     }
 
     /// <summary>One <c>pgllm worker</c> process with short breaker timings, its output kept for the failure message.</summary>
-    private sealed class WorkerProcess : IDisposable
-    {
-        private readonly StringBuilder _output = new();
-
-        private WorkerProcess(string id, Process process)
-        {
-            Id = id;
-            Process = process;
-        }
-
-        public string Id { get; }
-
-        public Process Process { get; }
-
-        public string Output
-        {
-            get
-            {
-                lock (_output)
-                {
-                    var text = _output.ToString();
-                    return text.Length > 3000 ? text[^3000..] : text;
-                }
-            }
-        }
-
-        public static WorkerProcess Start(string id, string connectionString, Uri baseUrl, string apiKey)
-        {
-            var start = new ProcessStartInfo("dotnet") { RedirectStandardOutput = true, RedirectStandardError = true, UseShellExecute = false };
-            foreach (var arg in new[] { Path.Combine(AppContext.BaseDirectory, "PgLlm.Cli.dll"), "worker", "--concurrency", "8", "--connection", connectionString })
-            {
-                start.ArgumentList.Add(arg);
-            }
-
-            start.Environment["PgLlm__BaseUrl"] = baseUrl.ToString();
-            start.Environment["PgLlm__ApiKey"] = apiKey;
-            start.Environment["PgLlm__Model"] = "test-model";
-            start.Environment["PgLlm__Worker__WorkerId"] = id;
-            start.Environment["PgLlm__Worker__PollInterval"] = "00:00:00.500";
-            start.Environment["PgLlm__Worker__BatchSize"] = "8";
-            start.Environment["PgLlm__Worker__ModelTimeout"] = "00:00:05";
-            start.Environment["PgLlm__Worker__RetryBaseDelay"] = "00:00:00.100";
-            start.Environment["PgLlm__Worker__RetryMaxDelay"] = "00:00:00.500";
-            start.Environment["PgLlm__Governor__FailureThreshold"] = Threshold.ToString(System.Globalization.CultureInfo.InvariantCulture);
-            start.Environment["PgLlm__Governor__ProbeInterval"] = "00:00:00.400";
-            start.Environment["PgLlm__Governor__MaxProbeInterval"] = "00:00:01";
-            start.Environment["PgLlm__Governor__RefreshInterval"] = "00:00:00.200";
-            start.Environment.Remove(DedicatedWorkerProcess.InlineSocketCompletionsVariable);
-            var worker = new WorkerProcess(id, Process.Start(start)!);
-            worker.Process.OutputDataReceived += (_, e) => worker.Append(e.Data);
-            worker.Process.ErrorDataReceived += (_, e) => worker.Append(e.Data);
-            worker.Process.BeginOutputReadLine();
-            worker.Process.BeginErrorReadLine();
-            return worker;
-        }
-
-        public void Dispose()
-        {
-            if (!Process.HasExited)
-            {
-                Process.Kill(entireProcessTree: true);
-                Process.WaitForExit(10_000);
-            }
-
-            Process.Dispose();
-        }
-
-        private void Append(string? line)
-        {
-            if (line is null)
-            {
-                return;
-            }
-
-            lock (_output)
-            {
-                _output.AppendLine(line);
-            }
-        }
-    }
 }

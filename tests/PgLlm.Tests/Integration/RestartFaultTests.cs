@@ -1,7 +1,5 @@
 using System.Diagnostics;
-using System.Text;
 using Npgsql;
-using PgLlm.Hosting;
 using PgLlm.Local;
 
 namespace PgLlm.Tests.Integration;
@@ -21,6 +19,20 @@ namespace PgLlm.Tests.Integration;
 [Collection(IntegrationGroup.Name)]
 public sealed class RestartFaultTests
 {
+    /// <summary>
+    /// Short leases, so a job claimed just before a restart whose inputs could not be read is rescued soon. Small
+    /// claims, so there are many of them, each reading two tasks' inputs, and restarts land between the two.
+    /// </summary>
+    private static readonly Dictionary<string, string> WorkerSettings = new()
+    {
+        ["Worker__Lease"] = "00:00:05",
+        ["Worker__RescueInterval"] = "00:00:01",
+        ["Worker__PollInterval"] = "00:00:00.500",
+        ["Worker__BatchSize"] = "4",
+        ["Worker__RetryBaseDelay"] = "00:00:00.100",
+        ["Worker__RetryMaxDelay"] = "00:00:01",
+    };
+
     private const int Workers = 4;
     private const int Restarts = 10;
     private static readonly TimeSpan Bound = TimeSpan.FromMinutes(3);
@@ -38,7 +50,7 @@ public sealed class RestartFaultTests
         // Two tasks per row: a claim takes jobs of both, and reads each task's inputs in turn.
         await db.ExecAsync("INSERT INTO reviews (id, body) SELECT g, 'body ' || g FROM generate_series(1, $1) AS g", rows);
 
-        var workers = Enumerable.Range(1, Workers).Select(i => WorkerProcess.Start($"fault-worker-{i}", connectionString, model)).ToList();
+        var workers = Enumerable.Range(1, Workers).Select(i => WorkerProcess.Start($"fault-worker-{i}", connectionString, model.BaseUrl, model.ApiKey, 16, WorkerSettings)).ToList();
         try
         {
             // Every worker is up and claiming before the first restart.
@@ -152,83 +164,4 @@ public sealed class RestartFaultTests
     }
 
     /// <summary>One <c>pgllm worker</c> process, its output kept for the failure message.</summary>
-    private sealed class WorkerProcess : IDisposable
-    {
-        private readonly StringBuilder _output = new();
-
-        private WorkerProcess(string id, Process process)
-        {
-            Id = id;
-            Process = process;
-        }
-
-        public string Id { get; }
-
-        public Process Process { get; }
-
-        public string Output
-        {
-            get
-            {
-                lock (_output)
-                {
-                    var text = _output.ToString();
-                    return text.Length > 4000 ? text[^4000..] : text;
-                }
-            }
-        }
-
-        public static WorkerProcess Start(string id, string connectionString, LocalModelServer model)
-        {
-            var start = new ProcessStartInfo("dotnet") { RedirectStandardOutput = true, RedirectStandardError = true, UseShellExecute = false };
-            foreach (var arg in new[] { Path.Combine(AppContext.BaseDirectory, "PgLlm.Cli.dll"), "worker", "--concurrency", "16", "--connection", connectionString })
-            {
-                start.ArgumentList.Add(arg);
-            }
-
-            start.Environment["PgLlm__BaseUrl"] = model.BaseUrl.ToString();
-            start.Environment["PgLlm__ApiKey"] = model.ApiKey;
-            start.Environment["PgLlm__Model"] = "test-model";
-            start.Environment["PgLlm__Worker__WorkerId"] = id;
-            // Short leases: a job claimed just before a restart, whose inputs could not be read, is rescued soon.
-            start.Environment["PgLlm__Worker__Lease"] = "00:00:05";
-            start.Environment["PgLlm__Worker__RescueInterval"] = "00:00:01";
-            start.Environment["PgLlm__Worker__PollInterval"] = "00:00:00.500";
-            // Small claims: many of them, each reading two tasks' inputs, so restarts land between the two.
-            start.Environment["PgLlm__Worker__BatchSize"] = "4";
-            start.Environment["PgLlm__Worker__RetryBaseDelay"] = "00:00:00.100";
-            start.Environment["PgLlm__Worker__RetryMaxDelay"] = "00:00:01";
-            start.Environment.Remove(DedicatedWorkerProcess.InlineSocketCompletionsVariable);
-            var worker = new WorkerProcess(id, Process.Start(start)!);
-            worker.Process.OutputDataReceived += (_, e) => worker.Append(e.Data);
-            worker.Process.ErrorDataReceived += (_, e) => worker.Append(e.Data);
-            worker.Process.BeginOutputReadLine();
-            worker.Process.BeginErrorReadLine();
-            return worker;
-        }
-
-        public void Dispose()
-        {
-            if (!Process.HasExited)
-            {
-                Process.Kill(entireProcessTree: true);
-                Process.WaitForExit(10_000);
-            }
-
-            Process.Dispose();
-        }
-
-        private void Append(string? line)
-        {
-            if (line is null)
-            {
-                return;
-            }
-
-            lock (_output)
-            {
-                _output.AppendLine(line);
-            }
-        }
-    }
 }
