@@ -82,24 +82,12 @@ public sealed class PgLlmHealthCheck : IHealthCheck
             }
         }
 
-        // Only the endpoints this application configures: a row left by a removed endpoint says nothing.
-        var mine = endpoints.Where(e => e.Endpoint == EndpointStatus.DefaultEndpoint || _options.Endpoints.ContainsKey(e.Endpoint)).ToList();
-        foreach (var endpoint in mine)
+        if (EndpointsVerdict(endpoints, data, summary) is { } endpointVerdict)
         {
-            data["endpoint." + endpoint.Endpoint] = endpoint.State;
+            return endpointVerdict;
         }
 
-        if (mine.FirstOrDefault(e => e.State == "stopped") is { } stopped)
-        {
-            return HealthCheckResult.Unhealthy($"endpoint {stopped.Endpoint} stopped: {stopped.Reason}; {summary}", data: data);
-        }
-
-        if (mine.FirstOrDefault(e => e.State == "open") is { } open)
-        {
-            return HealthCheckResult.Degraded($"endpoint {open.Endpoint} open (circuit breaker): {open.Reason}; {summary}", data: data);
-        }
-
-        // After the endpoints: a worker whose only endpoint is stopped or open claims nothing, and says why above.
+        // After the endpoints: a worker whose only endpoint is stopped or open claims nothing, and says why there.
         if (_worker is not null && PgLlmMetrics.LastClaimAt(_worker.WorkerId) is { } last && DateTimeOffset.UtcNow - last > StallAfter)
         {
             return HealthCheckResult.Unhealthy(
@@ -112,6 +100,28 @@ public sealed class PgLlmHealthCheck : IHealthCheck
         }
 
         return HealthCheckResult.Healthy(summary, data);
+    }
+
+    /// <summary>
+    /// The endpoints this application configures (a row left by a removed endpoint says nothing), added to
+    /// <paramref name="data"/>: Unhealthy when one is stopped, Degraded when one's breaker is open, else null.
+    /// </summary>
+    private HealthCheckResult? EndpointsVerdict(IReadOnlyList<EndpointStatus> endpoints, Dictionary<string, object> data, string summary)
+    {
+        var mine = endpoints.Where(e => e.Endpoint == EndpointStatus.DefaultEndpoint || _options.Endpoints.ContainsKey(e.Endpoint)).ToList();
+        foreach (var endpoint in mine)
+        {
+            data["endpoint." + endpoint.Endpoint] = endpoint.State;
+        }
+
+        if (mine.FirstOrDefault(e => e.State == "stopped") is { } stopped)
+        {
+            return HealthCheckResult.Unhealthy($"endpoint {stopped.Endpoint} stopped: {stopped.Reason}; {summary}", data: data);
+        }
+
+        return mine.FirstOrDefault(e => e.State == "open") is { } open
+            ? HealthCheckResult.Degraded($"endpoint {open.Endpoint} open (circuit breaker): {open.Reason}; {summary}", data: data)
+            : null;
     }
 
     private static TimeSpan Max(TimeSpan a, TimeSpan b) => a > b ? a : b;
