@@ -64,6 +64,9 @@ internal sealed class WriteBackBatcher : IDisposable
     /// <summary>Answers handed in and not yet settled.</summary>
     private int _backlog;
 
+    /// <summary>1 once <see cref="CompleteAndDrainAsync"/> was called: no answer is coming, so no writer lingers.</summary>
+    private int _completing;
+
     /// <param name="queue">Where answers are written.</param>
     /// <param name="settled">Told each job's outcome once its write ended: its new state, or the error.</param>
     /// <param name="callsInFlight">The worker's model calls in flight now: the answers still to come.</param>
@@ -112,6 +115,10 @@ internal sealed class WriteBackBatcher : IDisposable
     public async Task CompleteAndDrainAsync()
     {
         _pending.Writer.TryComplete();
+        // Full fences on both sides (here and where a writer publishes its signal): either this sees the
+        // lingering writer's signal, or that writer sees the flag. The channel's own completion is no help:
+        // a completed reader only reports it once the last answer was read.
+        Interlocked.Exchange(ref _completing, 1);
         Volatile.Read(ref _lingerFilled)?.TrySetResult();
         await Task.WhenAll(_writers).ConfigureAwait(false);
     }
@@ -189,9 +196,9 @@ internal sealed class WriteBackBatcher : IDisposable
         var wanted = LingerBatch - batch.Count;
         var filled = new TaskCompletionSource();
         Volatile.Write(ref _lingerWanted, wanted);
-        Volatile.Write(ref _lingerFilled, filled);
+        Interlocked.Exchange(ref _lingerFilled, filled);
         // An answer queued, or the batcher completed, before the signal was published.
-        if (reader.Count >= wanted || reader.Completion.IsCompleted)
+        if (reader.Count >= wanted || Volatile.Read(ref _completing) == 1)
         {
             filled.TrySetResult();
         }

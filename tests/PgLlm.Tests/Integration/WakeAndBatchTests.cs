@@ -231,11 +231,51 @@ public sealed class WakeAndBatchTests
         }
 
         await batcher.SubmitAsync(new WriteBack(task, new ClaimedJob(jobs[1].Id, jobs[1].Task, jobs[1].Attempt, 3), jobs[1].Hash, "{\"output\":\"B\"}", 1, 1));
-        await batcher.CompleteAndDrainAsync();
-        Assert.Equal(["succeeded", "succeeded"], (await Task.WhenAll(Outcome(jobs[0].Id).Task, Outcome(jobs[1].Id).Task)).Select(s => s ?? "none"));
+        await batcher.CompleteAndDrainAsync().WaitAsync(TimeSpan.FromSeconds(30));
+        Assert.Equal(["succeeded", "succeeded"], (await Task.WhenAll(Outcome(jobs[0].Id).Task, Outcome(jobs[1].Id).Task).WaitAsync(TimeSpan.FromSeconds(30))).Select(s => s ?? "none"));
 
         // now() is the transaction's start: one commit gives both jobs the same finished_at.
         Assert.Equal(together ? 1L : 2L, await db.ScalarAsync<long>("SELECT count(DISTINCT finished_at) FROM llm.job"));
+        Assert.Equal(["A", "B"], await db.ListAsync<string?>("SELECT output FROM flaky ORDER BY id"));
+    }
+
+    [Fact]
+    public async Task A_batcher_completed_while_a_writer_is_about_to_linger_writes_what_is_queued_and_stops()
+    {
+        await using var db = await _fixture.CreateDatabaseAsync();
+        await db.ExecAsync("INSERT INTO flaky (id, input) VALUES (1, 'a'), (2, 'b')");
+        var jobs = await ClaimAsync(db);
+        using var queue = new JobQueue(db);
+        using var registry = new TaskRegistry(db);
+        var task = (await registry.FindAsync(jobs[0].Task, CancellationToken.None))!;
+        WriteBack Answer(int i, string output) => new(task, new ClaimedJob(jobs[i].Id, jobs[i].Task, jobs[i].Attempt, 3), jobs[i].Hash, "{\"output\":\"" + output + "\"}", 1, 1);
+
+        // The writer asks how many calls are in flight after it took the first answer and before it lingers:
+        // that is where the second answer arrives and the batcher is completed. The clock never moves, so a
+        // writer that missed the completion would linger for ever.
+        WriteBackBatcher? batcher = null;
+        Task? drained = null;
+        var settled = new System.Collections.Concurrent.ConcurrentDictionary<long, string?>();
+        int CallsInFlight()
+        {
+            if (drained is null && batcher is not null)
+            {
+                batcher.SubmitAsync(Answer(1, "B")).AsTask().Wait(TimeSpan.FromSeconds(30));
+                drained = batcher.CompleteAndDrainAsync();
+            }
+
+            return 100;
+        }
+
+        using (batcher = new WriteBackBatcher(
+            queue, (write, state, error) => { settled[write.Job.Id] = error?.Message ?? state; return ValueTask.CompletedTask; }, CallsInFlight, time: new FrozenTime()))
+        {
+            await batcher.SubmitAsync(Answer(0, "A"));
+            await WaitUntilAsync(() => Task.FromResult(drained is not null));
+            await drained!.WaitAsync(TimeSpan.FromSeconds(30));
+        }
+
+        Assert.Equal(["succeeded", "succeeded"], jobs.Select(j => settled.GetValueOrDefault(j.Id) ?? "none"));
         Assert.Equal(["A", "B"], await db.ListAsync<string?>("SELECT output FROM flaky ORDER BY id"));
     }
 
