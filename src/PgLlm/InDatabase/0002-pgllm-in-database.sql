@@ -180,6 +180,49 @@ BEGIN
 END
 $fn$;
 
+-- The .NET worker's table check, in short: a task whose table is gone, or lacks a column the task keys on,
+-- reads or fills, can only fail after a paid call, so its jobs fail at once as permanent, with no call. (The
+-- .NET check also compares the targets' types with the answers; `pgllm migrate` runs it and prints the DDL.)
+-- One catalog lookup per job: nothing next to an HTTP call. NULL when the table is as the task expects.
+CREATE OR REPLACE FUNCTION llm.table_problem(p_task llm.task)
+RETURNS text
+LANGUAGE sql
+STABLE
+SET search_path = pg_catalog, pg_temp
+AS $fn$
+    WITH t AS (
+        SELECT p_task.table_schema || '.' || p_task.table_name AS label,
+               to_regclass(format('%I.%I', p_task.table_schema, p_task.table_name)) AS relation,
+               split_part(p_task.name, ':', 2) AS task
+    ), wanted AS (
+        SELECT c.name, min(c.role) AS role
+          FROM (SELECT unnest(p_task.key_columns) AS name, 1 AS role
+                UNION ALL SELECT unnest(p_task.read_columns), 2
+                UNION ALL SELECT unnest(p_task.target_columns), 3) AS c
+         GROUP BY c.name
+    )
+    SELECT CASE WHEN t.relation IS NULL THEN t.label || ': table is missing (dropped or renamed since it was migrated?)'
+           ELSE (SELECT string_agg(format('%s: column %s (%s) is missing', t.label, w.name,
+                                          CASE w.role WHEN 1 THEN 'key' WHEN 2 THEN 'read by task ' || t.task
+                                                      ELSE 'target of task ' || t.task END), '; ' ORDER BY w.role, w.name)
+                        || '; `pgllm migrate` prints the DDL that fixes it'
+                   FROM wanted AS w
+                  WHERE NOT EXISTS (SELECT 1 FROM pg_catalog.pg_attribute AS a
+                                     WHERE a.attrelid = t.relation AND a.attname = w.name AND a.attnum > 0 AND NOT a.attisdropped)) END
+      FROM t;
+$fn$;
+
+-- The SQLSTATEs of a statement that met a table unlike the one it was written for (the .NET worker's
+-- TableGate.IsSchemaError): an undefined column or table, a type mismatch.
+CREATE OR REPLACE FUNCTION llm.is_schema_error(p_sqlstate text)
+RETURNS boolean
+LANGUAGE sql
+IMMUTABLE
+SET search_path = pg_catalog, pg_temp
+AS $fn$
+    SELECT p_sqlstate IN ('42703', '42P01', '42804');
+$fn$;
+
 -- Step 1 of a job, in its own transaction: claims one job, reads its row through the task's
 -- :inputs function and renders the request. status is 'idle' (nothing due), 'settled' (skipped or
 -- failed without a call: row gone, task removed, inputs unreadable) or 'ready' (body holds the request).
@@ -202,6 +245,7 @@ DECLARE
     v_inputs jsonb;
     v_prompt text;
     v_messages json;
+    v_problem text;
 BEGIN
     SELECT * INTO STRICT v_settings FROM llm.worker_settings;
     SELECT c.id, c.task, c.attempt INTO v_job FROM llm.claim(p_worker, 1, v_settings.lease_seconds) AS c;
@@ -220,12 +264,19 @@ BEGIN
         RETURN;
     END IF;
 
+    v_problem := llm.table_problem(v_task);
+    IF v_problem IS NOT NULL THEN
+        PERFORM llm.worker_fail(v_job.id, v_job.attempt, v_problem, 'permanent');
+        RETURN;
+    END IF;
+
     BEGIN
         EXECUTE format('SELECT i.inputs, i.inputs_hash FROM %s($1) AS i', v_task.inputs_function)
            INTO v_inputs, inputs_hash
           USING ARRAY[v_job.id];
     EXCEPTION WHEN OTHERS THEN
-        PERFORM llm.worker_fail(v_job.id, v_job.attempt, 'could not read the row: ' || SQLERRM, 'transient');
+        PERFORM llm.worker_fail(v_job.id, v_job.attempt, 'could not read the row: ' || SQLERRM,
+                                CASE WHEN llm.is_schema_error(SQLSTATE) THEN 'permanent' ELSE 'transient' END);
         RETURN;
     END;
     IF v_inputs IS NULL THEN
@@ -414,9 +465,11 @@ BEGIN
             WHEN data_exception OR integrity_constraint_violation THEN
                 v_kind := 'invalid';
                 v_message := format('the answer does not fit the columns: %s (%s)', SQLERRM, SQLSTATE);
+            -- The table changed while the model answered: no later call could be written either.
             WHEN OTHERS THEN
-                v_kind := 'transient';
-                v_message := 'database error: ' || SQLERRM;
+                v_kind := CASE WHEN llm.is_schema_error(SQLSTATE) THEN 'permanent' ELSE 'transient' END;
+                v_message := CASE WHEN v_kind = 'permanent' THEN 'the table no longer fits the task: ' ELSE 'database error: ' END
+                             || SQLERRM || ' (' || SQLSTATE || ')';
         END;
     END IF;
 
