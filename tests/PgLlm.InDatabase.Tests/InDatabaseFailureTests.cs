@@ -161,20 +161,6 @@ public sealed class InDatabaseFailureTests
     }
 
     [Fact]
-    public async Task A_wrong_api_key_is_a_permanent_failure()
-    {
-        await using var db = await _fixture.CreateDatabaseAsync();
-        await db.ExecAsync("UPDATE llm.worker_settings SET api_key = 'wrong-key'");
-        await db.ExecAsync("INSERT INTO items (id, input) VALUES (1, 'x')");
-
-        Assert.Equal(1, await InDatabaseFixture.RunWorkerAsync(db));
-
-        Assert.Equal(0, _fixture.Model.RequestCount);
-        Assert.Contains("HTTP 401", await db.ScalarAsync<string>("SELECT last_error FROM llm.job"), StringComparison.Ordinal);
-        Assert.Equal("failed", await db.ScalarAsync<string>("SELECT state FROM llm.job"));
-    }
-
-    [Fact]
     public async Task A_value_the_column_rejects_is_an_invalid_answer_and_fails_after_three()
     {
         await using var db = await _fixture.CreateDatabaseAsync();

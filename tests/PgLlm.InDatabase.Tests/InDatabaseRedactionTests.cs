@@ -34,18 +34,27 @@ public sealed class InDatabaseRedactionTests
         await PgLlmInDatabase.ConfigureAsync(db, model.BaseUrl.ToString(), key, "test-model");
         await db.ExecAsync("INSERT INTO items (id, input) VALUES (1, 'x')");
 
-        // A wrong key cannot succeed on a retry: one call, and the job fails at once.
+        // A wrong key cannot succeed on a retry: one call, and the endpoint stops; the job waits, spending nothing.
         Assert.Equal(1, await InDatabaseFixture.RunWorkerAsync(db));
         Assert.Equal(1, model.RequestCount);
+        Assert.Equal(
+            "unauthorized: HTTP 401: Incorrect API key provided: [redacted]. You can find your API key at https://platform.openai.com/account/api-keys.",
+            await db.ScalarAsync<string>("SELECT reason FROM llm.endpoint_state WHERE endpoint = 'in-database' AND state = 'stopped'"));
+        Assert.Equal("pending", await db.ScalarAsync<string>("SELECT state FROM llm.job"));
 
+        // With the governor off, the job fails at once with the error redacted.
+        await db.ExecAsync("UPDATE llm.worker_settings SET governor = false");
+        Assert.Equal(1, await InDatabaseFixture.RunWorkerAsync(db));
+        Assert.Equal(2, model.RequestCount);
         Assert.Equal("failed", await db.ScalarAsync<string>("SELECT state FROM llm.job"));
         Assert.Equal(
             "model endpoint returned HTTP 401: Incorrect API key provided: [redacted]. You can find your API key at https://platform.openai.com/account/api-keys.",
             await db.ScalarAsync<string>("SELECT last_error FROM llm.job"));
         Assert.Equal("permanent", await db.ScalarAsync<string>("SELECT errors->0->>'kind' FROM llm.job"));
-        // Nowhere in the queue: not in the job's row (errors included), not in what application roles see.
+        // Nowhere in the queue: not in the job's row (errors included), not in what application roles see, not in the endpoint's state.
         Assert.Equal(0, await db.ScalarAsync<long>("SELECT count(*) FROM llm.job AS j WHERE strpos(j::text, $1) > 0", key));
         Assert.Equal(0, await db.ScalarAsync<long>("SELECT count(*) FROM llm.job_status AS s WHERE strpos(s::text, $1) > 0", key));
+        Assert.Equal(0, await db.ScalarAsync<long>("SELECT count(*) FROM llm.endpoint_state AS s WHERE strpos(s::text, $1) > 0", key));
         Assert.Equal(1, await db.ScalarAsync<long>("SELECT count(*) FROM llm.job_status AS s WHERE strpos(s::text, '[redacted]') > 0"));
     }
 

@@ -47,6 +47,14 @@ CREATE TABLE IF NOT EXISTS llm.worker_settings (
     CONSTRAINT worker_settings_lease_check CHECK (lease_seconds > timeout_seconds)
 );
 REVOKE ALL ON TABLE llm.worker_settings FROM PUBLIC;
+-- The endpoint governor's settings (PgLlm:Governor in the .NET worker): the in-database worker reports to
+-- llm.endpoint_state as the endpoint 'in-database', so a stop or an open breaker holds for its runs too.
+ALTER TABLE llm.worker_settings
+    ADD COLUMN IF NOT EXISTS governor               boolean NOT NULL DEFAULT true,
+    ADD COLUMN IF NOT EXISTS failure_threshold      integer NOT NULL DEFAULT 5 CHECK (failure_threshold >= 1),
+    ADD COLUMN IF NOT EXISTS failure_window_seconds double precision NOT NULL DEFAULT 30 CHECK (failure_window_seconds > 0),
+    ADD COLUMN IF NOT EXISTS probe_seconds          double precision NOT NULL DEFAULT 2 CHECK (probe_seconds > 0),
+    ADD COLUMN IF NOT EXISTS max_probe_seconds      double precision NOT NULL DEFAULT 60 CHECK (max_probe_seconds > 0);
 
 -- Sets the endpoint, key and model (and optionally timings). Call it with bind parameters from a
 -- client so that the key never appears in a statement's text (pg_stat_activity, server logs).
@@ -221,6 +229,134 @@ IMMUTABLE
 SET search_path = pg_catalog, pg_temp
 AS $fn$
     SELECT p_sqlstate IN ('42703', '42P01', '42804');
+$fn$;
+
+-- The first line of an error response's message (an OpenAI-style error.message, else the body's start),
+-- as the .NET worker keeps it.
+CREATE OR REPLACE FUNCTION llm.error_detail(p_content text)
+RETURNS text
+LANGUAGE plpgsql
+IMMUTABLE
+SET search_path = pg_catalog, pg_temp
+AS $fn$
+DECLARE
+    v_message text;
+BEGIN
+    BEGIN
+        v_message := p_content::jsonb #>> '{error,message}';
+    EXCEPTION WHEN OTHERS THEN
+        v_message := NULL;
+    END;
+    RETURN split_part(translate(coalesce(v_message, left(coalesce(p_content, ''), 200)), E'\r', E'\n'), E'\n', 1);
+END
+$fn$;
+
+-- Whether a failed call is its endpoint's fault, by the .NET worker's rule (FailureClassifier.EndpointFaultOf):
+-- 'stop' for 401/403 and a 429 that speaks of quota or billing, 'outage' for an unreachable endpoint, a
+-- timeout, 408, 502, 503, 504 and 529 (a plain 500 is left to the job: a poison request must not hold up the
+-- endpoint); NULL otherwise. reason is what llm.endpoint_state shows (not yet redacted).
+CREATE OR REPLACE FUNCTION llm.endpoint_fault(p_status integer, p_content text, p_error text, OUT kind text, OUT reason text)
+LANGUAGE plpgsql
+IMMUTABLE
+SET search_path = pg_catalog, pg_temp
+AS $fn$
+DECLARE
+    v_detail text := format('HTTP %s: %s', p_status, llm.error_detail(p_content));
+BEGIN
+    IF p_error IS NOT NULL THEN
+        kind := 'outage';
+        reason := p_error;
+    ELSIF p_status IN (401, 403) THEN
+        kind := 'stop';
+        reason := 'unauthorized: ' || v_detail;
+    ELSIF p_status = 429 AND (p_content ILIKE '%insufficient_quota%' OR p_content ILIKE '%quota_exceeded%'
+                              OR p_content ILIKE '%billing%' OR p_content ILIKE '%exceeded your current quota%') THEN
+        kind := 'stop';
+        reason := 'quota exceeded: ' || v_detail;
+    ELSIF p_status IN (408, 502, 503, 504, 529) THEN
+        kind := 'outage';
+        reason := v_detail;
+    END IF;
+END
+$fn$;
+
+-- The in-database worker's endpoint in llm.endpoint_state, and a hash of its configuration as the .NET
+-- worker makes it (base URL, key, model): a changed configuration ends a stop.
+CREATE OR REPLACE FUNCTION llm.worker_endpoint(OUT endpoint text, OUT config_hash text)
+LANGUAGE sql
+STABLE
+SET search_path = pg_catalog, pg_temp
+AS $fn$
+    SELECT 'in-database',
+           encode(sha256(convert_to(s.base_url || E'\n' || coalesce(s.api_key, '') || E'\n' || s.model, 'UTF8')), 'hex')
+      FROM llm.worker_settings AS s;
+$fn$;
+
+-- Before each claim: 'claim' (calls flow, or the governor is off), 'probe' (the breaker is open and this
+-- worker holds the probe lease: one job tests the endpoint), 'wait' (open, another worker probes or the
+-- probe is not due) or 'stopped' (401/403 or out of quota: jobs wait for llm.endpoint_resume('in-database')).
+CREATE OR REPLACE FUNCTION llm.worker_gate(p_worker text)
+RETURNS text
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $fn$
+DECLARE
+    v_settings llm.worker_settings;
+    v_state text;
+BEGIN
+    SELECT * INTO STRICT v_settings FROM llm.worker_settings;
+    IF NOT v_settings.governor THEN
+        RETURN 'claim';
+    END IF;
+    SELECT s.state INTO v_state FROM llm.endpoint_state AS s WHERE s.endpoint = (SELECT e.endpoint FROM llm.worker_endpoint() AS e);
+    IF v_state IS NULL OR v_state = 'closed' THEN
+        RETURN 'claim';
+    ELSIF v_state = 'stopped' THEN
+        RETURN 'stopped';
+    ELSIF llm.endpoint_probe('in-database', p_worker, v_settings.lease_seconds) THEN
+        RETURN 'probe';
+    END IF;
+    RETURN 'wait';
+END
+$fn$;
+
+-- After a call: reports it to the governor. A failure that is the endpoint's (llm.endpoint_fault) stops it or
+-- counts toward its breaker; when the endpoint is then stopped or open, the job is given back without
+-- spending its attempt (true). A success, or a probe the endpoint answered, closes a breaker that counted
+-- failures. False: settle the job as usual (llm.worker_finish).
+CREATE OR REPLACE FUNCTION llm.worker_report(p_worker text, p_job_id bigint, p_attempt integer, p_probe boolean,
+                                             p_status integer, p_content text, p_error text)
+RETURNS boolean
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $fn$
+DECLARE
+    v_settings llm.worker_settings;
+    v_endpoint record;
+    v_fault record;
+    v_state text;
+BEGIN
+    SELECT * INTO STRICT v_settings FROM llm.worker_settings;
+    IF NOT v_settings.governor THEN
+        RETURN false;
+    END IF;
+    SELECT * INTO v_endpoint FROM llm.worker_endpoint();
+    SELECT * INTO v_fault FROM llm.endpoint_fault(p_status, p_content, p_error);
+    IF v_fault.kind IS NULL THEN
+        IF p_probe OR EXISTS (SELECT 1 FROM llm.endpoint_state AS s WHERE s.endpoint = v_endpoint.endpoint AND (s.failures > 0 OR s.state = 'open')) THEN
+            PERFORM llm.endpoint_success(v_endpoint.endpoint);
+        END IF;
+        RETURN false;
+    END IF;
+    v_state := llm.endpoint_failure(v_endpoint.endpoint, v_fault.kind, llm.redact_secrets(v_fault.reason, v_settings.api_key),
+                                    v_endpoint.config_hash, p_worker, v_settings.failure_threshold,
+                                    v_settings.failure_window_seconds, v_settings.probe_seconds, v_settings.max_probe_seconds);
+    IF v_state = 'closed' THEN
+        RETURN false;
+    END IF;
+    PERFORM llm.release(p_job_id, p_attempt);
+    RETURN true;
+END
 $fn$;
 
 -- Step 1 of a job, in its own transaction: claims one job, reads its row through the task's
@@ -417,14 +553,7 @@ BEGIN
         v_kind := 'permanent';
     END IF;
     IF v_kind IS NOT NULL AND v_message IS NULL THEN
-        BEGIN
-            v_message := p_content::jsonb #>> '{error,message}';
-        EXCEPTION WHEN OTHERS THEN
-            v_message := NULL;
-        END;
-        -- The first line of the detail, as the .NET worker keeps it.
-        v_message := format('model endpoint returned HTTP %s: %s', p_status,
-                            split_part(translate(coalesce(v_message, left(coalesce(p_content, ''), 200)), E'\r', E'\n'), E'\n', 1));
+        v_message := format('model endpoint returned HTTP %s: %s', p_status, llm.error_detail(p_content));
     END IF;
 
     IF v_kind IS NULL THEN
@@ -499,6 +628,7 @@ DECLARE
     v_call record;
     v_wait double precision;
     v_next_due double precision;
+    v_gate text;
 BEGIN
     p_jobs := 0;
     SELECT * INTO v_settings FROM llm.worker_settings;
@@ -509,6 +639,10 @@ BEGIN
     v_worker := 'in-database:' || pg_catalog.pg_backend_pid() || ':' || pg_catalog.left(pg_catalog.md5(pg_catalog.random()::text), 8);
     v_deadline := pg_catalog.clock_timestamp()
                 + pg_catalog.make_interval(secs => coalesce(p_run_seconds, v_settings.run_seconds));
+    IF v_settings.governor THEN
+        -- A changed base URL, key or model ends a stop, as when a .NET worker starts with a new configuration.
+        PERFORM llm.endpoint_configure(e.endpoint, e.config_hash) FROM llm.worker_endpoint() AS e;
+    END IF;
     COMMIT;
 
     WHILE pg_catalog.clock_timestamp() < v_deadline LOOP
@@ -521,8 +655,27 @@ BEGIN
             v_next_maintenance := pg_catalog.clock_timestamp() + interval '30 seconds';
         END IF;
 
+        v_gate := llm.worker_gate(v_worker);
+        COMMIT;
+        IF v_gate = 'stopped' THEN
+            RAISE WARNING 'PgLlm in-database worker: endpoint in-database is stopped (%); its jobs wait for llm.endpoint_resume(''in-database'')',
+                (SELECT s.reason FROM llm.endpoint_state AS s WHERE s.endpoint = 'in-database');
+            EXIT;
+        ELSIF v_gate = 'wait' THEN
+            -- The breaker is open: the jobs wait, spending nothing, until a probe (this worker's or another's) closes it.
+            PERFORM pg_catalog.pg_sleep(LEAST(v_settings.idle_poll_seconds,
+                                              GREATEST(EXTRACT(epoch FROM v_deadline - pg_catalog.clock_timestamp())::double precision, 0)));
+            COMMIT;
+            CONTINUE;
+        END IF;
+
         SELECT * INTO v_job FROM llm.worker_claim(v_worker);
         COMMIT;
+
+        IF v_gate = 'probe' AND v_job.status <> 'ready' THEN
+            PERFORM llm.endpoint_probe_unused('in-database', v_worker);
+            COMMIT;
+        END IF;
 
         IF v_job.status = 'idle' THEN
             SELECT EXTRACT(epoch FROM pg_catalog.min(j.scheduled_at) - pg_catalog.now())::double precision
@@ -547,17 +700,27 @@ BEGIN
 
         SELECT * INTO v_call FROM llm.worker_call(v_job.body);
         COMMIT;
+        p_jobs := p_jobs + 1;
+
+        IF llm.worker_report(v_worker, v_job.job_id, v_job.attempt, v_gate = 'probe', v_call.status, v_call.content, v_call.error) THEN
+            -- The endpoint's fault, and it is now stopped or open: the job went back without spending its attempt.
+            COMMIT;
+            CONTINUE;
+        END IF;
+        COMMIT;
 
         PERFORM llm.worker_finish(v_job.job_id, v_job.attempt, v_job.task, v_job.inputs_hash,
                                   v_call.status, v_call.content, v_call.retry_after, v_call.error);
         COMMIT;
-        p_jobs := p_jobs + 1;
     END LOOP;
 END
 $fn$;
 
 REVOKE ALL ON FUNCTION llm.worker_fail(bigint, integer, text, text, double precision, integer, integer, text) FROM PUBLIC;
 REVOKE ALL ON FUNCTION llm.worker_claim(text) FROM PUBLIC;
+REVOKE ALL ON FUNCTION llm.worker_gate(text) FROM PUBLIC;
+REVOKE ALL ON FUNCTION llm.worker_report(text, bigint, integer, boolean, integer, text, text) FROM PUBLIC;
+REVOKE ALL ON FUNCTION llm.worker_endpoint() FROM PUBLIC;
 REVOKE ALL ON FUNCTION llm.worker_call(json) FROM PUBLIC;
 REVOKE ALL ON FUNCTION llm.worker_finish(bigint, integer, text, text, integer, text, double precision, text) FROM PUBLIC;
 REVOKE ALL ON PROCEDURE llm.run_worker(double precision, boolean, integer) FROM PUBLIC;
