@@ -19,9 +19,18 @@ internal static class TableCheck
     /// One query for all tables: each table's relkind (null when missing) and its columns with their type
     /// (a domain's base type) and, for an array, its element type.
     /// </summary>
+    /// <remarks>
+    /// The last column says whether the declared key is unique: a primary key or a valid, whole-table unique index (no
+    /// expression, no predicate) whose columns are all key columns. Without it one answer could be written to several rows.
+    /// </remarks>
     private const string CatalogQuery = """
         SELECT s.ord, c.relkind::text, a.attname::text, format_type(a.atttypid, a.atttypmod),
-               bt.typname::text, bt.typcategory::text, et.typname::text, et.typcategory::text
+               bt.typname::text, bt.typcategory::text, et.typname::text, et.typcategory::text,
+               EXISTS (SELECT 1 FROM pg_catalog.pg_index AS i
+                        WHERE i.indrelid = c.oid AND i.indisunique AND i.indisvalid AND i.indpred IS NULL AND i.indexprs IS NULL
+                          AND (SELECT array_agg(ka.attname::text) FROM unnest(i.indkey::int2[]) AS ik(n)
+                                 JOIN pg_catalog.pg_attribute AS ka ON ka.attrelid = c.oid AND ka.attnum = ik.n)
+                              <@ ARRAY(SELECT k.name FROM unnest($3::text[], $4::bigint[]) AS k(name, ord) WHERE k.ord = s.ord))
           FROM unnest($1::text[], $2::text[]) WITH ORDINALITY AS s(schema_name, table_name, ord)
           LEFT JOIN pg_catalog.pg_namespace AS n ON n.nspname = s.schema_name
           LEFT JOIN pg_catalog.pg_class AS c ON c.relnamespace = n.oid AND c.relname = s.table_name
@@ -39,11 +48,14 @@ internal static class TableCheck
             return [];
         }
 
-        var found = tables.Select(_ => (Kind: (string?)null, Columns: new Dictionary<string, Column>(StringComparer.Ordinal))).ToArray();
+        var found = tables.Select(_ => (Kind: (string?)null, UniqueKey: false, Columns: new Dictionary<string, Column>(StringComparer.Ordinal))).ToArray();
         await using (var command = new NpgsqlCommand(CatalogQuery, connection))
         {
             command.Parameters.Add(new NpgsqlParameter<string[]> { TypedValue = tables.Select(t => t.Schema).ToArray() });
             command.Parameters.Add(new NpgsqlParameter<string[]> { TypedValue = tables.Select(t => t.Table).ToArray() });
+            // Each table's key columns, flattened: the names, and the ordinal of the table each belongs to.
+            command.Parameters.Add(new NpgsqlParameter<string[]> { TypedValue = tables.SelectMany(t => t.KeyColumns).ToArray() });
+            command.Parameters.Add(new NpgsqlParameter<long[]> { TypedValue = tables.SelectMany((t, i) => t.KeyColumns.Select(_ => (long)i + 1)).ToArray() });
             await using var reader = await command.ExecuteReaderAsync(cancellationToken).ConfigureAwait(false);
             while (await reader.ReadAsync(cancellationToken).ConfigureAwait(false))
             {
@@ -54,6 +66,7 @@ internal static class TableCheck
                 }
 
                 found[index].Kind = reader.GetString(1);
+                found[index].UniqueKey = reader.GetBoolean(8);
                 if (!reader.IsDBNull(2))
                 {
                     found[index].Columns[reader.GetString(2)] = new Column(
@@ -66,7 +79,7 @@ internal static class TableCheck
         var problems = new List<Problem>();
         for (var i = 0; i < tables.Count; i++)
         {
-            Check(tables[i], found[i].Kind, found[i].Columns, problems);
+            Check(tables[i], found[i].Kind, found[i].UniqueKey, found[i].Columns, problems);
         }
 
         return problems.Count == 0 ? [] : await WriteAsync(connection, problems, cancellationToken).ConfigureAwait(false);
@@ -103,7 +116,7 @@ internal static class TableCheck
         }
     }
 
-    private static void Check(PgLlmTableShape table, string? relkind, Dictionary<string, Column> columns, List<Problem> problems)
+    private static void Check(PgLlmTableShape table, string? relkind, bool uniqueKey, Dictionary<string, Column> columns, List<Problem> problems)
     {
         var at = new[] { table.Schema, table.Table };
         if (relkind is null)
@@ -125,6 +138,14 @@ internal static class TableCheck
         foreach (var key in table.KeyColumns.Where(k => !columns.ContainsKey(k)))
         {
             problems.Add(new Problem(at, $"key column {{0}} is missing", [AddColumn(typeOf.GetValueOrDefault(key, "text"))], [key]));
+        }
+
+        if (!uniqueKey && table.KeyColumns.All(columns.ContainsKey))
+        {
+            var names = table.KeyColumns.ToArray();
+            var list = string.Join(", ", names.Select((_, i) => "{" + i + "}"));
+            problems.Add(new Problem(at, $"key ({list}) is not unique (no primary key or unique index on it), so one answer could be written to several rows",
+                [$"ADD PRIMARY KEY ({list})"], names));
         }
 
         var readers = table.Tasks

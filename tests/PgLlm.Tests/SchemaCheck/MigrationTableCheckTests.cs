@@ -55,6 +55,33 @@ public sealed class MigrationTableCheckTests
         await AssertNothingAppliedButTheApplicationScriptAsync(db);
     }
 
+    [Theory]
+    [InlineData("CREATE TABLE flaky (id bigint, input text NOT NULL, output text)")]
+    [InlineData("CREATE TABLE flaky (id bigint, input text NOT NULL, output text); CREATE UNIQUE INDEX ON flaky (id) WHERE id > 0")]
+    [InlineData("CREATE TABLE flaky (id bigint, input text NOT NULL, output text); CREATE UNIQUE INDEX ON flaky (id, input)")]
+    public async Task A_key_without_a_primary_key_or_whole_unique_index_on_it_is_refused(string ddl)
+    {
+        await using var db = await EmptyDatabaseAsync();
+
+        var error = await MigrateFailingAsync(db, ddl);
+
+        Assert.Equal(
+            "public.flaky: key (id) is not unique (no primary key or unique index on it), so one answer could be written to several rows: " +
+            "ALTER TABLE public.flaky ADD PRIMARY KEY (id);",
+            error.Message);
+        await AssertNothingAppliedButTheApplicationScriptAsync(db);
+    }
+
+    [Fact]
+    public async Task A_unique_index_on_the_key_is_enough()
+    {
+        await using var db = await EmptyDatabaseAsync();
+
+        await new PgLlmMigrator(db, [Application("CREATE TABLE flaky (id bigint NOT NULL, input text NOT NULL, output text); CREATE UNIQUE INDEX ON flaky (id)"), PgLlmScripts.Flaky]).MigrateAsync();
+
+        Assert.True(await db.ScalarAsync<bool>("SELECT to_regclass('llm.job') IS NOT NULL"));
+    }
+
     [Fact]
     public async Task A_missing_read_column_is_named_with_the_task_that_reads_it()
     {
