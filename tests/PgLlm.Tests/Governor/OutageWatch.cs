@@ -28,6 +28,7 @@ internal sealed class OutageWatch(NpgsqlDataSource db, IReadOnlyList<WorkerProce
 
     private readonly Dictionary<string, long> _peakConnections = [];
     private bool _started;
+    private bool _ended;
     private bool _opened;
     private int _checks;
 
@@ -37,7 +38,7 @@ internal sealed class OutageWatch(NpgsqlDataSource db, IReadOnlyList<WorkerProce
     /// <summary>How often the invariants were checked.</summary>
     public int Checks => _checks;
 
-    /// <summary>The most connections each worker held at once, as sampled.</summary>
+    /// <summary>The most connections each worker held at once, as sampled, before, during and after the outage (key: worker and phase).</summary>
     public IReadOnlyDictionary<string, long> PeakConnections => _peakConnections;
 
     /// <summary>Starts the outage's clock, runs <paramref name="outage"/>, then records which jobs were pending.</summary>
@@ -60,6 +61,7 @@ internal sealed class OutageWatch(NpgsqlDataSource db, IReadOnlyList<WorkerProce
     public void End()
     {
         _started = false;
+        _ended = true;
         _opened = false;
     }
 
@@ -130,7 +132,7 @@ internal sealed class OutageWatch(NpgsqlDataSource db, IReadOnlyList<WorkerProce
         await using var reader = await command.ExecuteReaderAsync();
         while (await reader.ReadAsync())
         {
-            var name = reader.GetString(0);
+            var name = $"{reader.GetString(0)} {(_ended ? "after" : _started ? "during" : "before")}";
             _peakConnections[name] = Math.Max(reader.GetInt64(1), _peakConnections.GetValueOrDefault(name));
         }
     }
