@@ -256,26 +256,7 @@ internal sealed partial class EndpointGovernor
             await using var reader = await command.ExecuteReaderAsync(cancellationToken).ConfigureAwait(false);
             while (await reader.ReadAsync(cancellationToken).ConfigureAwait(false))
             {
-                var name = reader.GetString(0);
-                foreach (var lane in _lanes)
-                {
-                    if (lane.Gate.Name == name)
-                    {
-                        lane.Gate.NextProbeAt = reader.IsDBNull(3) ? null : reader.GetFieldValue<DateTimeOffset>(3);
-                        if (reader.GetInt32(4) > 0)
-                        {
-                            lane.Gate.FailuresCounted = true;
-                        }
-
-                        if (!reader.IsDBNull(5) && reader.GetDouble(5) > 0)
-                        {
-                            // Another worker met a 429: this one's calls wait as long (from now, whatever the clocks say).
-                            lane.Gate.PauseUntil(_time.GetUtcNow() + TimeSpan.FromSeconds(reader.GetDouble(5)));
-                        }
-
-                        Apply(lane, reader.GetString(1), reader.IsDBNull(2) ? null : reader.GetString(2));
-                    }
-                }
+                ApplyRow(reader);
             }
         }
         catch (PostgresException ex) when (ex.SqlState is PostgresErrorCodes.UndefinedColumn && _limitsShared)
@@ -290,6 +271,33 @@ internal sealed partial class EndpointGovernor
             // The queue was migrated by an older PgLlm: every failure is the job's, as before.
             _enabled = false;
             LogGovernorOff(ex.MessageText);
+        }
+    }
+
+    /// <summary>Brings the gate of the endpoint in <paramref name="reader"/>'s row in step with it.</summary>
+    private void ApplyRow(NpgsqlDataReader reader)
+    {
+        var name = reader.GetString(0);
+        foreach (var lane in _lanes)
+        {
+            if (lane.Gate.Name != name)
+            {
+                continue;
+            }
+
+            lane.Gate.NextProbeAt = reader.IsDBNull(3) ? null : reader.GetFieldValue<DateTimeOffset>(3);
+            if (reader.GetInt32(4) > 0)
+            {
+                lane.Gate.FailuresCounted = true;
+            }
+
+            if (!reader.IsDBNull(5) && reader.GetDouble(5) > 0)
+            {
+                // A worker met a 429: this one's calls wait as long (from now, whatever the clocks say).
+                lane.Gate.PauseUntil(_time.GetUtcNow() + TimeSpan.FromSeconds(reader.GetDouble(5)));
+            }
+
+            Apply(lane, reader.GetString(1), reader.IsDBNull(2) ? null : reader.GetString(2));
         }
     }
 
