@@ -12,7 +12,7 @@ public sealed partial class PgLlmCommandLine
     private Command CreateEndpointCommand()
     {
         var command = new Command("endpoint", "Show the model endpoints' states (closed, open: circuit breaker, stopped: auth or quota) and resume a stopped one.");
-        var list = new Command("list", "Show each endpoint's state, why, and since when.");
+        var list = new Command("list", "Show each endpoint's state, why and since when, and its shared rate limits with their use in the last minute.");
         SetAction(list, async (parseResult, cancellationToken) =>
         {
             await using var dataSource = OpenDataSource(ReadOptions(parseResult));
@@ -76,6 +76,23 @@ public sealed partial class PgLlmCommandLine
                 _ => "green",
             };
             Say($"Endpoint {endpoint.Endpoint}: [{colour}]{endpoint.State}[/] since {since} UTC{probe}{why}{hint}");
+            WriteRateLimits(endpoint);
+        }
+    }
+
+    /// <summary>Under an endpoint: its shared rate limits, each with what the workers were granted in the last minute, and a 429 pause.</summary>
+    private void WriteRateLimits(EndpointStatus endpoint)
+    {
+        foreach (var limit in endpoint.RateLimits)
+        {
+            var perMinute = limit.PerMinute.ToString("N0", CultureInfo.InvariantCulture);
+            var used = limit.UsedLastMinute.ToString("N0", CultureInfo.InvariantCulture);
+            Say($"  rate limit: {perMinute} {limit.Kind}/min, {used} granted in the last minute");
+        }
+
+        if (endpoint.PausedUntil is { } until)
+        {
+            Say($"  [yellow]paused[/] after a 429 until {until.UtcDateTime.ToString("HH:mm:ss", CultureInfo.InvariantCulture)} UTC");
         }
     }
 
@@ -98,6 +115,27 @@ public sealed partial class PgLlmCommandLine
             {
                 json.WriteNull("nextProbeAt");
             }
+
+            if (endpoint.PausedUntil is { } until)
+            {
+                json.WriteString("pausedUntil", until);
+            }
+            else
+            {
+                json.WriteNull("pausedUntil");
+            }
+
+            json.WriteStartArray("rateLimits");
+            foreach (var limit in endpoint.RateLimits)
+            {
+                json.WriteStartObject();
+                json.WriteString("kind", limit.Kind);
+                json.WriteNumber("perMinute", limit.PerMinute);
+                json.WriteNumber("usedLastMinute", limit.UsedLastMinute);
+                json.WriteEndObject();
+            }
+
+            json.WriteEndArray();
 
             json.WriteEndObject();
         }

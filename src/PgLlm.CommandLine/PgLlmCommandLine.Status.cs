@@ -69,7 +69,8 @@ public sealed partial class PgLlmCommandLine
     /// <summary>
     /// The status as JSON: <c>{"tasks":[{"task","model","pending","running","succeeded","failed","superseded","skipped",
     /// "oldestPendingSeconds","inputTokens","outputTokens","estimatedCost","topFailures":[{"error","count"}]}],
-    /// "endpoints":[{"endpoint","state","reason","since","consecutiveFailures","nextProbeAt"}]}</c>;
+    /// "endpoints":[{"endpoint","state","reason","since","consecutiveFailures","nextProbeAt","pausedUntil",
+    /// "rateLimits":[{"kind","perMinute","usedLastMinute"}]}]}</c>;
     /// <c>model</c>, <c>oldestPendingSeconds</c> and <c>estimatedCost</c> are null when unknown.
     /// </summary>
     internal static string StatusJson(IReadOnlyList<PgLlmTaskStatus> rows, IReadOnlyList<EndpointStatus>? endpoints = null)

@@ -57,6 +57,13 @@ internal sealed class ModelCaller
     }
 
     /// <summary>
+    /// The rate limiter of an endpoint's calls (null: the default endpoint), when the model access has one
+    /// (every client <see cref="ChatClientFactory"/> builds does).
+    /// </summary>
+    public RateLimitingChatClient? RateLimiterOf(string? endpoint) =>
+        _chatClient.GetService(typeof(RateLimitingChatClient), endpoint) as RateLimitingChatClient;
+
+    /// <summary>
     /// A task's request options, built once per task definition (the registry makes a new definition
     /// when a migration changes the task) and shared by its concurrent calls: building the JSON-schema
     /// response format per call was a measurable share of the worker's CPU per job. Middleware that

@@ -16,16 +16,19 @@ namespace PgLlm.Completions;
 /// caller's token (the model timeout) ends, the 429 is passed on to the worker as a failed attempt.
 /// The per-minute limits are System.Threading.RateLimiting's <see cref="SlidingWindowRateLimiter"/> (requests)
 /// and <see cref="TokenBucketRateLimiter"/> (tokens); only the pause on the endpoint's own 429 is PgLlm's, as no
-/// framework limiter takes a wait from the server. Added by <see cref="PgLlmChatClientBuilderExtensions.UsePgLlmRateLimiting"/>.
+/// framework limiter takes a wait from the server. A worker whose endpoint governor is on shares both with every
+/// worker of its database (<see cref="ShareLimits"/>): the permits then come in slices from one budget per endpoint
+/// (<see cref="SharedBudgetRateLimiter"/>), and a 429 pauses every worker. Added by
+/// <see cref="PgLlmChatClientBuilderExtensions.UsePgLlmRateLimiting"/>.
 /// </summary>
 public sealed class RateLimitingChatClient : DelegatingChatClient
 {
     private readonly PgLlmRateLimitOptions _options;
     private readonly string? _endpointName;
     private readonly TimeProvider _time;
-    private readonly RateLimiter? _requests;
-    private readonly TokenBucketRateLimiter? _tokens;
+    private readonly Limiters _local;
     private readonly int _tokenLimit;
+    private Limiters _active;
     private long _pausedUntilTicks;
     private int _consecutiveThrottles;
 
@@ -41,10 +44,12 @@ public sealed class RateLimitingChatClient : DelegatingChatClient
         _options = options;
         _endpointName = endpointName;
         _time = timeProvider ?? TimeProvider.System;
+        RateLimiter? requests = null;
+        RateLimiter? tokens = null;
         if (options.RequestsPerMinute is { } rpm)
         {
             ArgumentOutOfRangeException.ThrowIfLessThan(rpm, 1, "RequestsPerMinute");
-            _requests = new SlidingWindowRateLimiter(new SlidingWindowRateLimiterOptions
+            requests = new SlidingWindowRateLimiter(new SlidingWindowRateLimiterOptions
             {
                 PermitLimit = rpm,
                 Window = TimeSpan.FromMinutes(1),
@@ -60,7 +65,7 @@ public sealed class RateLimitingChatClient : DelegatingChatClient
             ArgumentOutOfRangeException.ThrowIfLessThan(tpm, 1, "TokensPerMinute");
             // Refilled every second, so the budget flows evenly instead of in one burst per minute.
             _tokenLimit = tpm;
-            _tokens = new TokenBucketRateLimiter(new TokenBucketRateLimiterOptions
+            tokens = new TokenBucketRateLimiter(new TokenBucketRateLimiterOptions
             {
                 TokenLimit = tpm,
                 TokensPerPeriod = Math.Max(1, tpm / 60),
@@ -70,50 +75,62 @@ public sealed class RateLimitingChatClient : DelegatingChatClient
                 AutoReplenishment = true,
             });
         }
+
+        _local = new Limiters(requests, tokens, null);
+        _active = _local;
     }
 
-    /// <summary>Until when calls are paused after a 429; null when they are not.</summary>
-    public DateTimeOffset? PausedUntil
+    /// <summary>Until when calls are paused after a 429 (this worker's, or, shared, any worker's); null when they are not.</summary>
+    public DateTimeOffset? PausedUntil => PausedUntilOf(Volatile.Read(ref _active).Shared);
+
+    /// <summary>Permits (requests, and tokens) that calls wait for in the limiters' queues.</summary>
+    internal long QueuedPermits
     {
         get
         {
-            var until = new DateTimeOffset(Interlocked.Read(ref _pausedUntilTicks), TimeSpan.Zero);
-            return until > _time.GetUtcNow() ? until : null;
+            var limits = Volatile.Read(ref _active);
+            return (limits.Requests?.GetStatistics()?.CurrentQueuedCount ?? 0) + (limits.Tokens?.GetStatistics()?.CurrentQueuedCount ?? 0);
         }
     }
 
-    /// <summary>Permits (requests, and tokens) that calls wait for in the limiters' queues.</summary>
-    internal long QueuedPermits =>
-        (_requests?.GetStatistics()?.CurrentQueuedCount ?? 0) + (_tokens?.GetStatistics()?.CurrentQueuedCount ?? 0);
+    /// <summary>
+    /// Takes the permits from <paramref name="shared"/> (a budget every worker of the database shares) instead of this
+    /// client's own limiters, and reports and honours the shared 429 pause, until the returned handle is disposed.
+    /// </summary>
+    internal IDisposable ShareLimits(ISharedRateLimits shared)
+    {
+        ArgumentNullException.ThrowIfNull(shared);
+        var limits = new Limiters(
+            _options.RequestsPerMinute is { } rpm ? new SharedBudgetRateLimiter(shared, SharedRateKind.Requests, rpm, _time) : null,
+            _options.TokensPerMinute is { } tpm ? new SharedBudgetRateLimiter(shared, SharedRateKind.Tokens, tpm, _time) : null,
+            shared);
+        Volatile.Write(ref _active, limits);
+        return new Sharing(this, limits);
+    }
 
     /// <inheritdoc />
     public override async Task<ChatResponse> GetResponseAsync(IEnumerable<ChatMessage> messages, ChatOptions? options = null, CancellationToken cancellationToken = default)
     {
         var list = messages as IReadOnlyCollection<ChatMessage> ?? messages.ToList();
+        // The limiters of this call: a worker that starts or stops sharing them does not change them mid-call.
+        var limits = Volatile.Read(ref _active);
         // Without a token budget nothing reads the estimate: skip building each message's text.
-        var estimate = _tokens is null ? 0 : EstimateTokens(list, options);
+        var estimate = limits.Tokens is null ? 0 : EstimateTokens(list, options);
         for (var resends = 0; ; resends++)
         {
-            await WaitOutPauseAsync(cancellationToken).ConfigureAwait(false);
-            using var request = await AcquireAsync(_requests, 1, cancellationToken).ConfigureAwait(false);
-            using var tokens = await AcquireAsync(_tokens, Math.Min(estimate, _tokenLimit), cancellationToken).ConfigureAwait(false);
+            await WaitOutPauseAsync(limits.Shared, cancellationToken).ConfigureAwait(false);
+            using var request = await AcquireAsync(limits.Requests, 1, cancellationToken).ConfigureAwait(false);
+            using var tokens = await AcquireAsync(limits.Tokens, Math.Min(estimate, _tokenLimit), cancellationToken).ConfigureAwait(false);
             try
             {
                 var response = await base.GetResponseAsync(list, options, cancellationToken).ConfigureAwait(false);
                 Interlocked.Exchange(ref _consecutiveThrottles, 0);
-                var used = response.Usage?.TotalTokenCount ?? ((response.Usage?.InputTokenCount ?? 0) + (response.Usage?.OutputTokenCount ?? 0));
-                if (_tokens is not null && used > estimate)
-                {
-                    // The call used more than it reserved: take the difference from the budget now,
-                    // which delays the next calls rather than this one.
-                    _ = PayDebtAsync((int)Math.Min(used - estimate, _tokenLimit));
-                }
-
+                SettleTokens(limits.Tokens, response.Usage, estimate);
                 return response;
             }
             catch (Exception ex) when (IsThrottled(ex, out var retryAfter) && resends < _options.ThrottleRetries && !cancellationToken.IsCancellationRequested)
             {
-                Pause(retryAfter);
+                Pause(retryAfter, limits.Shared);
             }
         }
     }
@@ -126,10 +143,11 @@ public sealed class RateLimitingChatClient : DelegatingChatClient
     {
         // A stream cannot be resent once it started; it only waits for its share of the limits.
         var list = messages as IReadOnlyCollection<ChatMessage> ?? messages.ToList();
-        await WaitOutPauseAsync(cancellationToken).ConfigureAwait(false);
-        using var request = await AcquireAsync(_requests, 1, cancellationToken).ConfigureAwait(false);
-        using var tokens = _tokens is null ? null
-            : await AcquireAsync(_tokens, Math.Min(EstimateTokens(list, options), _tokenLimit), cancellationToken).ConfigureAwait(false);
+        var limits = Volatile.Read(ref _active);
+        await WaitOutPauseAsync(limits.Shared, cancellationToken).ConfigureAwait(false);
+        using var request = await AcquireAsync(limits.Requests, 1, cancellationToken).ConfigureAwait(false);
+        using var tokens = limits.Tokens is null ? null
+            : await AcquireAsync(limits.Tokens, Math.Min(EstimateTokens(list, options), _tokenLimit), cancellationToken).ConfigureAwait(false);
         await foreach (var update in base.GetStreamingResponseAsync(list, options, cancellationToken).ConfigureAwait(false))
         {
             yield return update;
@@ -141,8 +159,8 @@ public sealed class RateLimitingChatClient : DelegatingChatClient
     {
         if (disposing)
         {
-            _requests?.Dispose();
-            _tokens?.Dispose();
+            _local.Requests?.Dispose();
+            _local.Tokens?.Dispose();
         }
 
         base.Dispose(disposing);
@@ -187,25 +205,40 @@ public sealed class RateLimitingChatClient : DelegatingChatClient
         }
     }
 
-    private void Pause(TimeSpan? retryAfter)
+    private void Pause(TimeSpan? retryAfter, ISharedRateLimits? shared)
     {
         var throttles = Interlocked.Increment(ref _consecutiveThrottles);
         var backoff = TimeSpan.FromTicks((long)Math.Min(
             _options.ThrottleBackoff.Ticks * Math.Pow(2, Math.Min(throttles - 1, 30)),
             _options.MaxThrottleBackoff.Ticks));
-        var until = (_time.GetUtcNow() + (retryAfter ?? backoff)).UtcTicks;
+        var pause = retryAfter ?? backoff;
+        var until = (_time.GetUtcNow() + pause).UtcTicks;
         long current;
         do
         {
             current = Interlocked.Read(ref _pausedUntilTicks);
         }
         while (until > current && Interlocked.CompareExchange(ref _pausedUntilTicks, until, current) != current);
+        // Shared, every worker of the database pauses too (this one already does).
+        shared?.Pause(pause);
         PgLlmMetrics.RecordThrottled(_endpointName);
     }
 
-    private async Task WaitOutPauseAsync(CancellationToken cancellationToken)
+    /// <summary>The later of this client's pause and the shared one; null when neither holds.</summary>
+    private DateTimeOffset? PausedUntilOf(ISharedRateLimits? shared)
     {
-        while (PausedUntil is { } until)
+        var until = new DateTimeOffset(Interlocked.Read(ref _pausedUntilTicks), TimeSpan.Zero);
+        if (shared?.PausedUntil is { } sharedUntil && sharedUntil > until)
+        {
+            until = sharedUntil;
+        }
+
+        return until > _time.GetUtcNow() ? until : null;
+    }
+
+    private async Task WaitOutPauseAsync(ISharedRateLimits? shared, CancellationToken cancellationToken)
+    {
+        while (PausedUntilOf(shared) is { } until)
         {
             var wait = until - _time.GetUtcNow();
             if (wait > TimeSpan.Zero)
@@ -232,15 +265,50 @@ public sealed class RateLimitingChatClient : DelegatingChatClient
         return lease;
     }
 
-    private async Task PayDebtAsync(int tokens)
+    /// <summary>Settles a call's tokens: what it used beyond its reservation is taken from the budget, which delays the next calls rather than this one.</summary>
+    private void SettleTokens(RateLimiter? limiter, UsageDetails? usage, int estimate)
+    {
+        if (limiter is null || usage is null)
+        {
+            return;
+        }
+
+        var used = usage.TotalTokenCount ?? ((usage.InputTokenCount ?? 0) + (usage.OutputTokenCount ?? 0));
+        if (limiter is SharedBudgetRateLimiter shared)
+        {
+            // Shared, the difference goes both ways: a debt carries to the next slice, what was not used goes to the next calls.
+            shared.Settle(used - Math.Max(1, Math.Min(estimate, _tokenLimit)));
+        }
+        else if (used > estimate)
+        {
+            _ = PayDebtAsync(limiter, (int)Math.Min(used - estimate, _tokenLimit));
+        }
+    }
+
+    private static async Task PayDebtAsync(RateLimiter tokens, int debt)
     {
         try
         {
-            using var lease = await _tokens!.AcquireAsync(tokens, CancellationToken.None).ConfigureAwait(false);
+            using var lease = await tokens.AcquireAsync(debt, CancellationToken.None).ConfigureAwait(false);
         }
         catch (ObjectDisposedException)
         {
             // The client was disposed (the worker stopped): nothing left to slow down.
+        }
+    }
+
+    /// <summary>The limiters calls take their permits from, and the shared budget they come from (null: this worker's own).</summary>
+    private sealed record Limiters(RateLimiter? Requests, RateLimiter? Tokens, ISharedRateLimits? Shared);
+
+    /// <summary>Ends sharing: the client's own limiters again, the shared ones disposed.</summary>
+    private sealed class Sharing(RateLimitingChatClient client, Limiters limits) : IDisposable
+    {
+        public void Dispose()
+        {
+            // Another worker of this process may share the client since: then its limiters stay.
+            Interlocked.CompareExchange(ref client._active, client._local, limits);
+            limits.Requests?.Dispose();
+            limits.Tokens?.Dispose();
         }
     }
 }

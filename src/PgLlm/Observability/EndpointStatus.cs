@@ -16,6 +16,12 @@ public sealed record EndpointStatus(string Endpoint, string State, string? Reaso
     /// <summary>The name of the unnamed endpoint (<c>PgLlm:BaseUrl</c>, <c>PgLlm:ApiKey</c>, <c>PgLlm:Model</c>).</summary>
     public const string DefaultEndpoint = "default";
 
+    /// <summary>The endpoint's rate limits shared by the workers, with their use in the last minute; empty when none is configured (or none was used yet).</summary>
+    public IReadOnlyList<EndpointRateLimit> RateLimits { get; init; } = [];
+
+    /// <summary>Until when every worker's calls of the endpoint wait after a 429; null when they do not.</summary>
+    public DateTimeOffset? PausedUntil { get; init; }
+
     /// <summary>Every endpoint's state; empty when no worker has run yet or the queue predates the governor.</summary>
     public static async Task<IReadOnlyList<EndpointStatus>> ReadAllAsync(NpgsqlDataSource dataSource, CancellationToken cancellationToken = default)
     {
@@ -40,9 +46,47 @@ public sealed record EndpointStatus(string Endpoint, string State, string? Reaso
         catch (PostgresException ex) when (ex.SqlState is PostgresErrorCodes.UndefinedTable or PostgresErrorCodes.InsufficientPrivilege)
         {
             // The queue predates the governor, or the role may not read it: nothing to show.
+            return all;
         }
 
-        return all;
+        return await WithRateLimitsAsync(dataSource, all, cancellationToken).ConfigureAwait(false);
+    }
+
+    /// <summary>The endpoints with their shared rate limits and pauses (migration 0006), as far as the queue has them.</summary>
+    private static async Task<IReadOnlyList<EndpointStatus>> WithRateLimitsAsync(NpgsqlDataSource dataSource, List<EndpointStatus> all, CancellationToken cancellationToken)
+    {
+        var limits = new Dictionary<string, List<EndpointRateLimit>>(StringComparer.Ordinal);
+        var paused = new Dictionary<string, DateTimeOffset>(StringComparer.Ordinal);
+        try
+        {
+            await using var command = dataSource.CreateCommand(
+                "SELECT endpoint, kind, per_minute, used_last_minute, NULL::timestamptz FROM llm.endpoint_budget_use " +
+                "UNION ALL SELECT endpoint, NULL, NULL, NULL, paused_until FROM llm.endpoint_state WHERE paused_until > clock_timestamp() ORDER BY 1, 2");
+            await using var reader = await command.ExecuteReaderAsync(cancellationToken).ConfigureAwait(false);
+            while (await reader.ReadAsync(cancellationToken).ConfigureAwait(false))
+            {
+                var endpoint = reader.GetString(0);
+                if (!reader.IsDBNull(4))
+                {
+                    paused[endpoint] = reader.GetFieldValue<DateTimeOffset>(4);
+                    continue;
+                }
+
+                (limits.TryGetValue(endpoint, out var list) ? list : limits[endpoint] = [])
+                    .Add(new EndpointRateLimit(reader.GetString(1), reader.GetInt32(2), reader.GetInt64(3)));
+            }
+        }
+        catch (PostgresException ex) when (ex.SqlState is PostgresErrorCodes.UndefinedTable or PostgresErrorCodes.UndefinedColumn or PostgresErrorCodes.InsufficientPrivilege)
+        {
+            // The queue predates shared rate limits: the states alone.
+            return all;
+        }
+
+        return all.Select(e => e with
+        {
+            RateLimits = limits.TryGetValue(e.Endpoint, out var list) ? list : [],
+            PausedUntil = paused.TryGetValue(e.Endpoint, out var until) ? until : null,
+        }).ToList();
     }
 
     /// <summary>Ends a stop (or an open breaker) by hand; the state it left, or null when no endpoint has that name.</summary>

@@ -53,6 +53,9 @@ public static class PgLlmMetrics
     private static readonly Counter<long> RateLimitWaits = Meter.CreateCounter<long>(
         "pgllm.rate_limit.throttled", "{response}", "HTTP 429 responses that paused the worker's model calls.");
 
+    private static readonly Counter<long> RateLimitGranted = Meter.CreateCounter<long>(
+        "pgllm.rate_limit.granted", "{permit}", "Permits (requests, tokens) this worker took from its endpoints' shared rate limits, tagged pgllm.endpoint and pgllm.rate_limit.kind.");
+
     private static readonly Counter<long> CacheLookups = Meter.CreateCounter<long>(
         "pgllm.cache.lookups", "{request}", "Answer cache lookups, tagged pgllm.cache.hit = true or false.");
 
@@ -128,6 +131,15 @@ public static class PgLlmMetrics
     /// <summary>An endpoint answered HTTP 429 and the calls through it paused.</summary>
     internal static void RecordThrottled(string? endpoint) =>
         RateLimitWaits.Add(1, new KeyValuePair<string, object?>("server.address", endpoint));
+
+    /// <summary>This worker took <paramref name="permits"/> of an endpoint's shared rate limit (<paramref name="kind"/>: requests or tokens).</summary>
+    internal static void RecordGranted(string endpoint, string kind, int permits)
+    {
+        if (permits > 0)
+        {
+            RateLimitGranted.Add(permits, new KeyValuePair<string, object?>("pgllm.endpoint", endpoint), new KeyValuePair<string, object?>("pgllm.rate_limit.kind", kind));
+        }
+    }
 
     /// <summary>An answer cache lookup found (or did not find) an answer.</summary>
     internal static void RecordCache(bool hit) =>

@@ -26,6 +26,7 @@ internal sealed class EndpointGate(string name, string configHash)
 {
     private int _state;
     private long _probeJob = -1;
+    private long _pausedUntilTicks;
     private volatile bool _failuresCounted;
 
     /// <summary>The endpoint's name in <c>llm.endpoint_state</c>.</summary>
@@ -57,6 +58,28 @@ internal sealed class EndpointGate(string name, string configHash)
 
     /// <summary>Whether <paramref name="jobId"/> was this worker's probe (which it no longer is).</summary>
     public bool EndProbe(long jobId) => Interlocked.CompareExchange(ref _probeJob, -1, jobId) == jobId;
+
+    /// <summary>Until when every worker's calls of the endpoint wait (a 429 that one of them met); null when never paused.</summary>
+    public DateTimeOffset? PausedUntil
+    {
+        get
+        {
+            var ticks = Interlocked.Read(ref _pausedUntilTicks);
+            return ticks == 0 ? null : new DateTimeOffset(ticks, TimeSpan.Zero);
+        }
+    }
+
+    /// <summary>Pauses the endpoint's calls until <paramref name="until"/>, unless a longer pause holds.</summary>
+    public void PauseUntil(DateTimeOffset until)
+    {
+        var ticks = until.UtcTicks;
+        long current;
+        do
+        {
+            current = Interlocked.Read(ref _pausedUntilTicks);
+        }
+        while (ticks > current && Interlocked.CompareExchange(ref _pausedUntilTicks, ticks, current) != current);
+    }
 
     /// <summary>Sets the state; the previous one.</summary>
     public GateState Set(GateState state, string? reason)
@@ -92,6 +115,7 @@ internal sealed partial class EndpointGovernor
     private readonly ILogger _logger;
     private bool _configured;
     private volatile bool _enabled;
+    private volatile bool _limitsShared = true;
 
     public EndpointGovernor(NpgsqlDataSource dataSource, PgLlmOptions options, SecretRedactor redactor, IReadOnlyList<EndpointLane> lanes, string workerId, TimeProvider time, ILogger logger)
     {
@@ -128,6 +152,9 @@ internal sealed partial class EndpointGovernor
 
     /// <summary>Whether the governor acts (it is off by configuration, or when the queue predates it).</summary>
     public bool Enabled => _enabled;
+
+    /// <summary>Whether the endpoints' rate limits and 429 pauses are shared through the database (the governor acts and the queue has them).</summary>
+    public bool SharesLimits => _enabled && _limitsShared;
 
     /// <summary>A hash of what identifies an endpoint's account: base URL, key, model (the key never leaves the hash).</summary>
     public static string ConfigHash(string? baseUrl, string? apiKey, string? model) =>
@@ -222,33 +249,55 @@ internal sealed partial class EndpointGovernor
                 _configured = true;
             }
 
-            await using var command = _dataSource.CreateCommand(
-                "SELECT endpoint, state, reason, next_probe_at, failures FROM llm.endpoint_state WHERE endpoint = ANY($1)");
+            await using var command = _dataSource.CreateCommand(_limitsShared
+                ? "SELECT endpoint, state, reason, next_probe_at, failures, extract(epoch FROM paused_until - clock_timestamp())::float8 FROM llm.endpoint_state WHERE endpoint = ANY($1)"
+                : "SELECT endpoint, state, reason, next_probe_at, failures, NULL::float8 FROM llm.endpoint_state WHERE endpoint = ANY($1)");
             command.Parameters.Add(new NpgsqlParameter { Value = _lanes.Select(l => l.Gate.Name).ToArray() });
             await using var reader = await command.ExecuteReaderAsync(cancellationToken).ConfigureAwait(false);
             while (await reader.ReadAsync(cancellationToken).ConfigureAwait(false))
             {
-                var name = reader.GetString(0);
-                foreach (var lane in _lanes)
-                {
-                    if (lane.Gate.Name == name)
-                    {
-                        lane.Gate.NextProbeAt = reader.IsDBNull(3) ? null : reader.GetFieldValue<DateTimeOffset>(3);
-                        if (reader.GetInt32(4) > 0)
-                        {
-                            lane.Gate.FailuresCounted = true;
-                        }
-
-                        Apply(lane, reader.GetString(1), reader.IsDBNull(2) ? null : reader.GetString(2));
-                    }
-                }
+                ApplyRow(reader);
             }
+        }
+        catch (PostgresException ex) when (ex.SqlState is PostgresErrorCodes.UndefinedColumn && _limitsShared)
+        {
+            // The queue predates shared rate limits (migration 0006): each worker keeps its own, as before.
+            _limitsShared = false;
+            LogLimitsNotShared(ex.MessageText);
+            await RefreshAsync(cancellationToken).ConfigureAwait(false);
         }
         catch (PostgresException ex) when (ex.SqlState is PostgresErrorCodes.UndefinedTable or PostgresErrorCodes.UndefinedFunction)
         {
             // The queue was migrated by an older PgLlm: every failure is the job's, as before.
             _enabled = false;
             LogGovernorOff(ex.MessageText);
+        }
+    }
+
+    /// <summary>Brings the gate of the endpoint in <paramref name="reader"/>'s row in step with it.</summary>
+    private void ApplyRow(NpgsqlDataReader reader)
+    {
+        var name = reader.GetString(0);
+        foreach (var lane in _lanes)
+        {
+            if (lane.Gate.Name != name)
+            {
+                continue;
+            }
+
+            lane.Gate.NextProbeAt = reader.IsDBNull(3) ? null : reader.GetFieldValue<DateTimeOffset>(3);
+            if (reader.GetInt32(4) > 0)
+            {
+                lane.Gate.FailuresCounted = true;
+            }
+
+            if (!reader.IsDBNull(5) && reader.GetDouble(5) > 0)
+            {
+                // A worker met a 429: this one's calls wait as long (from now, whatever the clocks say).
+                lane.Gate.PauseUntil(_time.GetUtcNow() + TimeSpan.FromSeconds(reader.GetDouble(5)));
+            }
+
+            Apply(lane, reader.GetString(1), reader.IsDBNull(2) ? null : reader.GetString(2));
         }
     }
 
@@ -439,6 +488,9 @@ internal sealed partial class EndpointGovernor
 
     [LoggerMessage(Level = LogLevel.Warning, Message = "Could not read or report the endpoints' shared state")]
     private partial void LogRefreshFailed(Exception exception);
+
+    [LoggerMessage(Level = LogLevel.Warning, Message = "Rate limits are not shared between workers: the queue predates them ({Detail}); run the migrations")]
+    private partial void LogLimitsNotShared(string detail);
 
     [LoggerMessage(Level = LogLevel.Warning, Message = "The endpoint governor is off: the queue predates it ({Detail}); run the migrations")]
     private partial void LogGovernorOff(string detail);

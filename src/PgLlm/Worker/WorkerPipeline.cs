@@ -49,6 +49,8 @@ internal sealed class WorkerPipeline
         var runners = _lanes.All.SelectMany(lane => Enumerable.Range(0, lane.Concurrency).Select(_ => new CallRunner(lane, _context, writeBacks, _governor))).ToList();
         // The endpoints' shared state is read before the first claim (a stopped endpoint is not claimed for at all).
         await _governor.StartAsync(stoppingToken).ConfigureAwait(false);
+        // With the governor, the endpoints' rate limits and 429 pauses are every worker's of the database together.
+        var sharing = _governor.SharesLimits ? ShareLimits() : [];
         using var jobsCancellation = new CancellationTokenSource();
         using var besideCancellation = CancellationTokenSource.CreateLinkedTokenSource(stoppingToken);
         var beside = new List<Task>();
@@ -78,6 +80,7 @@ internal sealed class WorkerPipeline
             await _context.Queue.CloseClaimConnectionAsync().ConfigureAwait(false);
             await besideCancellation.CancelAsync().ConfigureAwait(false);
             await Task.WhenAll(beside).ConfigureAwait(false);
+            sharing.ForEach(s => s.Dispose());
         }
 
         return runners.Sum(r => r.Ran);
@@ -96,6 +99,21 @@ internal sealed class WorkerPipeline
 
         await graceCancellation.CancelAsync().ConfigureAwait(false);
         await all.ConfigureAwait(false);
+    }
+
+    /// <summary>Has each endpoint's rate limiter take its permits from the database (see <see cref="SharedEndpointLimits"/>); the handles that end it.</summary>
+    private List<IDisposable> ShareLimits()
+    {
+        var sharing = new List<IDisposable>();
+        foreach (var lane in _lanes.All)
+        {
+            if (_context.Model.RateLimiterOf(lane.Endpoint) is { } limiter)
+            {
+                sharing.Add(limiter.ShareLimits(new SharedEndpointLimits(_context.DataSource, lane.Gate, _context.Time, _context.Logger)));
+            }
+        }
+
+        return sharing;
     }
 
     private void WakeAll()
