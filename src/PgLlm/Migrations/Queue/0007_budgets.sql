@@ -242,7 +242,7 @@ BEGIN
     INSERT INTO llm.budget_reservation AS r (job_id, attempt, day, task, endpoint, tokens_before, cost_before, est_tokens, est_cost)
     SELECT j.id, j.attempt, v_day, j.task, p_endpoint,
            coalesce(j.input_tokens, 0) + coalesce(j.output_tokens, 0), coalesce(j.estimated_cost, 0),
-           ceil(a.tokens)::bigint, a.cost
+           ceil(a.tokens)::bigint, round(a.cost, 10)
       FROM llm.job AS j
       LEFT JOIN LATERAL llm.budget_average('task', j.task, v_day) AS a ON true
      WHERE j.id = ANY (v_ids)
@@ -315,16 +315,21 @@ BEGIN
     END IF;
     LOCK TABLE llm.budget IN SHARE ROW EXCLUSIVE MODE;
     IF NOT EXISTS (SELECT 1 FROM llm.budget) THEN
-        -- No count ran while no budget existed: today's spend is read from the jobs, once.
-        DELETE FROM llm.budget_reservation;
-        DELETE FROM llm.budget_spend AS s WHERE s.day = v_day;
-        INSERT INTO llm.budget_spend (day, task, endpoint, tokens, cost, attempts)
+        -- No count ran while no budget existed: today's spend is read from the jobs finished today, once, and kept
+        -- where it is more than what was counted before (which also has the tokens of failed attempts whose jobs
+        -- wait for a retry). Reservations whose attempt ended meanwhile are in that read: dropped.
+        DELETE FROM llm.budget_reservation AS r
+         WHERE NOT EXISTS (SELECT 1 FROM llm.job AS j WHERE j.id = r.job_id AND j.state = 'running' AND j.attempt = r.attempt);
+        INSERT INTO llm.budget_spend AS s (day, task, endpoint, tokens, cost, attempts)
         SELECT v_day, j.task, llm.budget_endpoint_of(j.task),
                sum(coalesce(j.input_tokens, 0) + coalesce(j.output_tokens, 0)), coalesce(sum(j.estimated_cost), 0), count(*)
           FROM llm.job AS j
          WHERE j.state IN ('succeeded', 'failed', 'superseded', 'skipped')
            AND j.finished_at >= (v_day::timestamp AT TIME ZONE 'UTC')
-         GROUP BY j.task;
+         GROUP BY j.task
+        ON CONFLICT (day, task, endpoint) DO UPDATE
+           SET tokens = greatest(s.tokens, excluded.tokens), cost = greatest(s.cost, excluded.cost),
+               attempts = greatest(s.attempts, excluded.attempts);
     END IF;
     INSERT INTO llm.budget AS b (scope, name, daily_tokens, daily_cost)
     VALUES (p_scope, p_name, p_daily_tokens, p_daily_cost)
