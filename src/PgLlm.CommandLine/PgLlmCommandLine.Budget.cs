@@ -46,16 +46,13 @@ public sealed partial class PgLlmCommandLine
         set.Validators.Add(result =>
         {
             ValidateScope(result, task, endpoint);
-            var (dailyTokens, dailyCost) = (result.GetValue(tokens), result.GetValue(cost));
-            if (dailyTokens is null && dailyCost is null)
+            if (result.GetResult(tokens) is null && result.GetResult(cost) is null)
             {
                 result.AddError("give --daily-tokens and/or --daily-cost ('pgllm budget clear' removes a budget).");
             }
-            else if (dailyTokens < 0 || dailyCost < 0)
-            {
-                result.AddError("--daily-tokens and --daily-cost cannot be negative.");
-            }
         });
+        tokens.Validators.Add(result => NotNegative(result, () => result.GetValueOrDefault<long?>() < 0));
+        cost.Validators.Add(result => NotNegative(result, () => result.GetValueOrDefault<decimal?>() < 0));
         SetAction(set, async (parseResult, cancellationToken) =>
         {
             var (scope, name) = ScopeOf(parseResult, task, endpoint);
@@ -101,6 +98,22 @@ public sealed partial class PgLlmCommandLine
             return ExitOk;
         });
         return clear;
+    }
+
+    /// <summary>A cap's own check: not negative (a value that is no number is the parser's error, said once).</summary>
+    private static void NotNegative(OptionResult result, Func<bool> negative)
+    {
+        try
+        {
+            if (negative())
+            {
+                result.AddError($"{result.Option.Name} cannot be negative.");
+            }
+        }
+        catch (InvalidOperationException)
+        {
+            // Not a number: the parser says so.
+        }
     }
 
     private static (Option<string> Task, Option<string> Endpoint) BudgetScopeOptions() =>
