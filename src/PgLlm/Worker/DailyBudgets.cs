@@ -45,7 +45,11 @@ internal sealed partial class DailyBudgets
     public string? EndpointFor(EndpointLane lane) => _view.Active ? lane.Gate.Name : null;
 
     /// <summary>Whether the lane's endpoint waits at its cap (a read of memory): its claims would find nothing.</summary>
-    public bool Waits(EndpointLane lane) => _view.Waiting.Contains("endpoint " + lane.Gate.Name);
+    public bool Waits(EndpointLane lane)
+    {
+        var view = _view;
+        return view.Waiting.Count > 0 && view.Waiting.Contains("endpoint " + lane.Gate.Name);
+    }
 
     /// <summary>Why the lane's endpoint waits, for the log.</summary>
     public string? WhyWaits(EndpointLane lane) => _view.Reasons.GetValueOrDefault("endpoint " + lane.Gate.Name);

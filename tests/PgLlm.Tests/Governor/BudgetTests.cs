@@ -129,6 +129,9 @@ public sealed class BudgetTests
         }
 
         Assert.Equal(20L, await db.DataSource.ScalarAsync<long>("SELECT count(*) FROM llm.job WHERE state = 'succeeded' AND attempt = 1"));
+        // With no budget left, the worker claimed as without budgets: nothing reserved, nothing counted.
+        Assert.Equal("0|" + spent, await db.DataSource.ScalarAsync<string>(
+            "SELECT (SELECT count(*) FROM llm.budget_reservation) || '|' || (SELECT sum(tokens) FROM llm.budget_spend)"));
     }
 
     [Theory]
