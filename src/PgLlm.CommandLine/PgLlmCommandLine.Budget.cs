@@ -73,9 +73,32 @@ public sealed partial class PgLlmCommandLine
                 dailyCost is { } c ? "cost " + BudgetStatus.FormatCost(c) : null,
             }.Where(s => s is not null));
             Say($"[green]Budget of {scope} {name} set[/]: at most {caps} per UTC day.");
+            await WarnOfBudgetGapsAsync(dataSource, scope, name, dailyCost is not null, cancellationToken).ConfigureAwait(false);
             return ExitOk;
         });
         return set;
+    }
+
+    /// <summary>What would make a budget count nothing: an endpoint no worker has registered, a cost cap without prices.</summary>
+    private async Task WarnOfBudgetGapsAsync(NpgsqlDataSource dataSource, string scope, string name, bool costCap, CancellationToken cancellationToken)
+    {
+        if (scope == "endpoint")
+        {
+            var known = await EndpointStatus.ReadAllAsync(dataSource, cancellationToken).ConfigureAwait(false);
+            if (known.Count > 0 && known.All(e => e.Endpoint != name))
+            {
+                Say($"[yellow]Note[/]: no worker has registered an endpoint '{name}' yet (known: {string.Join(", ", known.Select(e => e.Endpoint))}).");
+            }
+        }
+
+        if (costCap)
+        {
+            await using var prices = dataSource.CreateCommand("SELECT count(*) FROM llm.model_price");
+            if (await prices.ExecuteScalarAsync(cancellationToken).ConfigureAwait(false) is 0L)
+            {
+                Say($"[yellow]Note[/]: no prices in llm.model_price yet: a cost cap counts nothing until there are (PgLlm:Prices, written by the worker).");
+            }
+        }
     }
 
     private Command CreateBudgetClearCommand()

@@ -152,6 +152,27 @@ public sealed class BudgetTests
         Assert.Equal(0L, await db.DataSource.ScalarAsync<long>("SELECT count(*) FROM llm.budget"));
     }
 
+    [Fact]
+    public async Task Setting_a_budget_that_would_count_nothing_says_so_and_list_and_clear_work()
+    {
+        await using var db = await Ops.CreateDatabaseAsync(_fixture);
+        await db.DataSource.ExecAsync("SELECT llm.endpoint_configure('default', 'h')");
+        var configuration = Ops.Configuration(_fixture);
+        var (exit, output) = await Ops.RunAsync(configuration, db.ConnectionString, "budget", "set", "--endpoint", "typo", "--daily-cost", "2.5");
+        Assert.Equal(0, exit);
+        Assert.Contains("Budget of endpoint typo set: at most cost 2.50 per UTC day.", output, StringComparison.Ordinal);
+        Assert.Contains("no worker has registered an endpoint 'typo' yet (known: default)", output, StringComparison.Ordinal);
+        Assert.Contains("no prices in llm.model_price yet", output, StringComparison.Ordinal);
+        var (_, list) = await Ops.RunAsync(configuration, db.ConnectionString, "budget", "list");
+        Assert.Contains("Budget endpoint typo (", list, StringComparison.Ordinal);
+        Assert.Contains("cost 0.00 spent + 0.00 reserved of 2.50, 2.50 left: open", list, StringComparison.Ordinal);
+        var (clearExit, cleared) = await Ops.RunAsync(configuration, db.ConnectionString, "budget", "clear", "--endpoint", "typo");
+        Assert.Equal(0, clearExit);
+        Assert.Contains("Budget of endpoint typo cleared", cleared, StringComparison.Ordinal);
+        var (_, none) = await Ops.RunAsync(configuration, db.ConnectionString, "budget", "list");
+        Assert.Contains("No budget is set", none, StringComparison.Ordinal);
+    }
+
     private static async Task<LocalModelServer> StartModelAsync()
     {
         var model = await LocalModelServer.StartAsync();
