@@ -125,6 +125,7 @@ internal sealed partial class DailyBudgets
             budgets.Where(b => b.Waiting).ToFrozenDictionary(b => b.Scope + " " + b.Name, b => b.Reason ?? "cap reached", StringComparer.Ordinal));
         var before = _view;
         _view = next;
+        PgLlmMetrics.RecordBudgets([.. budgets.Select(b => (b.Scope + " " + b.Name, b.Waiting))]);
         var resumed = false;
         foreach (var (key, reason) in next.Reasons)
         {
