@@ -62,12 +62,19 @@ public sealed class BudgetSqlTests
         await SettleRunningAsync(sql, fail: false);
         Assert.Equal(0L, await sql.ScalarAsync<long>(Claim, 10));
 
-        // A task budget at its cap leaves the task out of the claim, whatever the endpoint's room.
+        // A task budget near its cap: the claim keeps only what the task's remainder affords (240 tokens: 2 jobs)
+        // and gives the others back unspent; at its cap the task is left out of the claim.
         await sql.ExecAsync("SELECT llm.budget_clear('endpoint', 'default')");
-        await sql.ExecAsync("SELECT llm.budget_set('task', $1, 840, NULL)", Task);
-        Assert.Equal("true|daily token cap 840 reached|840", await sql.ScalarAsync<string>(
+        await sql.ExecAsync("SELECT llm.budget_set('task', $1, 1080, NULL)", Task);
+        Assert.Equal(2L, await sql.ScalarAsync<long>(Claim, 10));
+        Assert.Equal("2|11|2", await sql.ScalarAsync<string>(
+            "SELECT (SELECT count(*) FROM llm.job WHERE state = 'running') || '|' || (SELECT count(*) FROM llm.job WHERE state = 'pending' AND attempt = 0) " +
+            "|| '|' || (SELECT count(*) FROM llm.budget_reservation)"));
+        await SettleRunningAsync(sql, fail: false);
+        Assert.Equal("true|daily token cap 1080 reached|1080", await sql.ScalarAsync<string>(
             "SELECT waiting || '|' || reason || '|' || spent_tokens FROM llm.budget_state()"));
         Assert.Equal(0L, await sql.ScalarAsync<long>(Claim, 10));
+        Assert.Equal(0L, await sql.ScalarAsync<long>("SELECT count(*) FROM llm.job WHERE state = 'failed'"));
         Assert.True(await sql.ScalarAsync<bool>("SELECT llm.budget_clear('task', $1)", Task));
         Assert.False(await sql.ScalarAsync<bool>("SELECT llm.budget_clear('task', $1)", Task));
         Assert.Equal(0L, await sql.ScalarAsync<long>("SELECT count(*) FROM llm.budget_state()"));

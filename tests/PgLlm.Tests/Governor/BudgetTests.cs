@@ -57,9 +57,10 @@ public sealed class BudgetTests
             await AtCapAsync(db.DataSource);
             var spent = await db.DataSource.ScalarAsync<decimal>("SELECT spent_cost FROM llm.budget_state()");
             var succeeded = await db.DataSource.ScalarAsync<long>("SELECT count(*) FROM llm.job WHERE state = 'succeeded'");
-            _output.WriteLine($"task cost cap 0.01: spent {spent} in {succeeded} jobs, overshoot {spent - 0.01m} (bound {OneClaim * CostPerJob})");
-            // Reached, and overshot by at most one claim's worth; the spend is the jobs' own cost.
-            Assert.InRange(spent, 0.01m, 0.01m + (OneClaim * CostPerJob));
+            _output.WriteLine($"task cost cap 0.01: spent {spent} in {succeeded} jobs, overshoot {spent - 0.01m} (bound {CostPerJob}; one claim would be {OneClaim * CostPerJob})");
+            // Reached, and overshot by at most one job's worth (a claim keeps no more of the task's jobs than its
+            // remainder affords at its average); the spend is the jobs' own cost.
+            Assert.InRange(spent, 0.01m, 0.01m + CostPerJob);
             Assert.Equal(spent, await db.DataSource.ScalarAsync<decimal>("SELECT sum(estimated_cost) FROM llm.job"));
             Assert.Equal(succeeded * CostPerJob, spent);
             Assert.Equal(Rows - succeeded, await db.DataSource.ScalarAsync<long>("SELECT count(*) FROM llm.job WHERE state = 'pending' AND attempt = 0 AND input_tokens IS NULL"));

@@ -156,7 +156,6 @@ $fn$;
 
 -- How many more jobs a budget admits now: 0 at its cap; otherwise what its remainder affords at the scope's
 -- average per attempt (at least 1), or, no attempt of it settled yet, 1 while none is in flight (0 else).
--- NULL: no limit of its own (a task's budget limits the claim only by excluding the task at its cap).
 CREATE FUNCTION llm.budget_room(p_budget llm.budget, p_day date)
 RETURNS integer
 LANGUAGE plpgsql
@@ -182,19 +181,34 @@ BEGIN
                                   WHERE r.day = p_day AND CASE p_budget.scope WHEN 'task' THEN r.task ELSE r.endpoint END = p_budget.name)
                     THEN 0 ELSE 1 END;
     END IF;
-    IF p_budget.scope = 'task' THEN
-        RETURN NULL;
-    END IF;
     -- An average of zero (nothing spent per attempt) limits nothing: least() passes over the NULLs.
     RETURN greatest(1, least(ceil(v_left_tokens / nullif(v_avg.tokens, 0)), ceil(v_left_cost / nullif(v_avg.cost, 0)), 2147483647))::integer;
 END
 $fn$;
 
+-- Gives back, unspent, the jobs a claim took of a task beyond its room (p_rooms, per task of p_trim): the jobs
+-- claimed first are kept. They go back to pending through llm.release (their attempt not counted), scheduled now.
+-- Returns the ids given back.
+CREATE FUNCTION llm.budget_trim(p_ids bigint[], p_tasks text[], p_attempts integer[], p_trim text[], p_rooms integer[])
+RETURNS bigint[]
+LANGUAGE sql
+SET search_path = pg_catalog, pg_temp
+AS $fn$
+    WITH extra AS (
+        SELECT c.id, c.attempt
+          FROM (SELECT c.*, row_number() OVER (PARTITION BY c.task ORDER BY c.n) AS k
+                  FROM unnest(p_ids, p_tasks, p_attempts) WITH ORDINALITY AS c(id, task, attempt, n)) AS c
+          JOIN unnest(p_trim, p_rooms) AS t(task, room) ON t.task = c.task
+         WHERE c.k > t.room),
+    released AS (SELECT e.id, llm.release(e.id, e.attempt) AS state FROM extra AS e)
+    SELECT coalesce(array_agg(r.id), '{}') FROM released AS r;
+$fn$;
+
 -- llm.claim, for a worker while any budget exists (it passes the lane's endpoint): settles what is over, locks
 -- the budgets the claim counts against (the endpoint's, and the tasks' it may take: budgeted claims of the same
 -- scopes take turns, so two workers never both spend the same remainder), leaves out the tasks at their cap,
--- takes no more jobs than the endpoint's remainder affords (none at its cap), and reserves an estimate for each
--- job taken. Same result as llm.claim.
+-- takes no more jobs than the endpoint's remainder affords (none at its cap), gives back (unspent) the jobs of a
+-- task beyond what its remainder affords, and reserves an estimate for each job kept. Same result as llm.claim.
 CREATE FUNCTION llm.claim_budgeted(p_worker text, p_limit integer, p_lease_seconds double precision,
                                    p_only text[], p_except text[], p_endpoint text)
 RETURNS TABLE (id bigint, task text, row_key jsonb, attempt integer, max_attempts integer)
@@ -209,6 +223,9 @@ DECLARE
     v_except text[] := p_except;
     v_budget llm.budget;
     v_room integer;
+    v_trim text[] := '{}';
+    v_rooms integer[] := '{}';
+    v_released bigint[];
     v_ids bigint[];
     v_tasks text[];
     v_keys jsonb[];
@@ -228,6 +245,10 @@ BEGIN
             v_limit := least(v_limit, v_room);
         ELSIF v_room = 0 THEN
             v_except := coalesce(v_except, '{}') || v_budget.name;
+        ELSIF v_room < v_limit THEN
+            -- Near its cap: the claim may take other tasks' jobs freely, but no more of this one than it affords.
+            v_trim := v_trim || v_budget.name;
+            v_rooms := v_rooms || v_room;
         END IF;
     END LOOP;
     IF v_limit <= 0 THEN
@@ -238,6 +259,19 @@ BEGIN
       FROM llm.claim(p_worker, v_limit, p_lease_seconds, p_only, v_except) AS c;
     IF v_ids IS NULL THEN
         RETURN;
+    END IF;
+    IF cardinality(v_trim) > 0 THEN
+        v_released := llm.budget_trim(v_ids, v_tasks, v_attempts, v_trim, v_rooms);
+        IF cardinality(v_released) > 0 THEN
+            SELECT array_agg(c.id ORDER BY c.n), array_agg(c.task ORDER BY c.n), array_agg(c.row_key ORDER BY c.n),
+                   array_agg(c.attempt ORDER BY c.n), array_agg(c.max_attempts ORDER BY c.n)
+              INTO v_ids, v_tasks, v_keys, v_attempts, v_max
+              FROM unnest(v_ids, v_tasks, v_keys, v_attempts, v_max) WITH ORDINALITY AS c(id, task, row_key, attempt, max_attempts, n)
+             WHERE c.id <> ALL (v_released);
+            IF v_ids IS NULL THEN
+                RETURN;
+            END IF;
+        END IF;
     END IF;
     INSERT INTO llm.budget_reservation AS r (job_id, attempt, day, task, endpoint, tokens_before, cost_before, est_tokens, est_cost)
     SELECT j.id, j.attempt, v_day, j.task, p_endpoint,
@@ -363,6 +397,7 @@ REVOKE ALL ON FUNCTION llm.budget_day(),
                        llm.budget_usage(text, text, date),
                        llm.budget_average(text, text, date),
                        llm.budget_room(llm.budget, date),
+                       llm.budget_trim(bigint[], text[], integer[], text[], integer[]),
                        llm.claim_budgeted(text, integer, double precision, text[], text[], text),
                        llm.budget_state(),
                        llm.budget_set(text, text, bigint, numeric),
