@@ -9,8 +9,9 @@
 --     takes (the task's recent average per attempt) in llm.budget_reservation, and once the job's attempt is over
 --     (it is no longer running at that attempt) the reservation is settled: the tokens and cost the attempt added
 --     to the job (failed attempts included) move to llm.budget_spend, on the day of the claim. A claim is admitted
---     while spent + reserved is under the cap, and an endpoint's claim takes only as many jobs as its remainder
---     affords, so a cap is overshot by at most one claim's worth.
+--     while spent + reserved is under the cap, and takes (for an endpoint) or keeps (of a task's jobs) only as
+--     many jobs as the remainder affords at the average, so a cap is overshot by the estimate's error: about one
+--     job with steady usage, never more than one claim's worth.
 --   * No budget, no cost: the worker claims with llm.claim as before and nothing here runs.
 
 CREATE TABLE IF NOT EXISTS llm.budget (
