@@ -10,8 +10,8 @@
 --     (it is no longer running at that attempt) the reservation is settled: the tokens and cost the attempt added
 --     to the job (failed attempts included) move to llm.budget_spend, on the day of the claim. A claim is admitted
 --     while spent + reserved is under the cap, and takes (for an endpoint) or keeps (of a task's jobs) only as
---     many jobs as the remainder affords at the average, so a cap is overshot by the estimate's error: about one
---     job with steady usage, never more than one claim's worth.
+--     many jobs as the remainder affords at the average, so a cap is overshot by the estimate's error on the
+--     attempts in flight when it is reached: about one job with steady usage.
 --   * No budget, no cost: the worker claims with llm.claim as before and nothing here runs.
 
 CREATE TABLE IF NOT EXISTS llm.budget (
