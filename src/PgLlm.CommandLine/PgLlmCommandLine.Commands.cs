@@ -161,6 +161,7 @@ public sealed partial class PgLlmCommandLine
             WriteError($"endpoint {endpoint.Endpoint} is stopped ({endpoint.Reason}): its jobs wait; fix it, then run 'pgllm endpoint resume {endpoint.Endpoint}'.");
         }
 
+        await SayBudgetsWaitingAsync(dataSource, cancellationToken).ConfigureAwait(false);
         if (stopped.Count > 0 && failures.Count == 0)
         {
             Say($"[red]Not drained[/]: {ran} jobs run, 0 failed; a stopped endpoint's jobs wait (see 'pgllm endpoint list').");
@@ -176,6 +177,18 @@ public sealed partial class PgLlmCommandLine
         Say(
             $"[red]Drained[/]: {ran} jobs run, {failures.Count} failed (dead letters: see 'pgllm status', re-drive with 'pgllm retry').");
         return ExitJobsFailed;
+    }
+
+    /// <summary>After a drain: one line per daily budget at its cap (its jobs wait, by design: no error, the exit code is unchanged).</summary>
+    private async Task SayBudgetsWaitingAsync(NpgsqlDataSource dataSource, CancellationToken cancellationToken)
+    {
+        foreach (var budget in await BudgetStatus.ReadAllAsync(dataSource, cancellationToken).ConfigureAwait(false))
+        {
+            if (budget.Waiting)
+            {
+                Say($"[yellow]Budget {budget.Scope} {budget.Name} {budget.Describe()}[/]: its jobs wait (see 'pgllm budget list').");
+            }
+        }
     }
 
     /// <summary>Runs the worker as a host until Ctrl+C (or <paramref name="cancellationToken"/>).</summary>

@@ -45,7 +45,10 @@ public sealed partial class PgLlmCommandLine
             var rows = await PgLlmStatus.ReadAsync(dataSource, options.Prices, cancellationToken).ConfigureAwait(false);
             if (parseResult.GetValue(json))
             {
-                WriteRaw(StatusJson(rows, await EndpointStatus.ReadAllAsync(dataSource, cancellationToken).ConfigureAwait(false)));
+                WriteRaw(StatusJson(
+                    rows,
+                    await EndpointStatus.ReadAllAsync(dataSource, cancellationToken).ConfigureAwait(false),
+                    await BudgetStatus.ReadAllAsync(dataSource, cancellationToken).ConfigureAwait(false)));
                 return ExitOk;
             }
 
@@ -61,6 +64,7 @@ public sealed partial class PgLlmCommandLine
 
             WriteStatus(rows);
             WriteEndpoints(await EndpointStatus.ReadAllAsync(dataSource, CancellationToken.None).ConfigureAwait(false));
+            WriteBudgets(await BudgetStatus.ReadAllAsync(dataSource, CancellationToken.None).ConfigureAwait(false));
             return StoppedExitCode(cancellationToken);
         });
         return command;
@@ -70,10 +74,12 @@ public sealed partial class PgLlmCommandLine
     /// The status as JSON: <c>{"tasks":[{"task","model","pending","running","succeeded","failed","superseded","skipped",
     /// "oldestPendingSeconds","inputTokens","outputTokens","estimatedCost","topFailures":[{"error","count"}]}],
     /// "endpoints":[{"endpoint","state","reason","since","consecutiveFailures","nextProbeAt","pausedUntil",
-    /// "rateLimits":[{"kind","perMinute","usedLastMinute"}]}]}</c>;
+    /// "rateLimits":[{"kind","perMinute","usedLastMinute"}]}],
+    /// "budgets":[{"scope","name","day","dailyTokens","dailyCost","spentTokens","spentCost","reservedTokens","reservedCost",
+    /// "tokensLeft","costLeft","state","reason"}]}</c>;
     /// <c>model</c>, <c>oldestPendingSeconds</c> and <c>estimatedCost</c> are null when unknown.
     /// </summary>
-    internal static string StatusJson(IReadOnlyList<PgLlmTaskStatus> rows, IReadOnlyList<EndpointStatus>? endpoints = null)
+    internal static string StatusJson(IReadOnlyList<PgLlmTaskStatus> rows, IReadOnlyList<EndpointStatus>? endpoints = null, IReadOnlyList<BudgetStatus>? budgets = null)
     {
         using var buffer = new MemoryStream();
         using (var json = new Utf8JsonWriter(buffer, new JsonWriterOptions { Indented = true }))
@@ -126,6 +132,7 @@ public sealed partial class PgLlmCommandLine
 
             json.WriteEndArray();
             WriteEndpointsJson(json, endpoints ?? []);
+            WriteBudgetsJson(json, budgets ?? []);
             json.WriteEndObject();
         }
 

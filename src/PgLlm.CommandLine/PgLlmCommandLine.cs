@@ -83,6 +83,7 @@ public sealed partial class PgLlmCommandLine
         RootCommand.Subcommands.Add(CreateStatusCommand());
         RootCommand.Subcommands.Add(CreateRetryCommand());
         RootCommand.Subcommands.Add(CreateEndpointCommand());
+        RootCommand.Subcommands.Add(CreateBudgetCommand());
         RootCommand.Subcommands.Add(CreateBackfillCommand());
         RootCommand.Subcommands.Add(CreateScriptCommand());
         RootCommand.Subcommands.Add(CreateDevCommand());

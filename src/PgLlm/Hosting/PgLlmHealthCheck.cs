@@ -44,10 +44,12 @@ public sealed class PgLlmHealthCheck : IHealthCheck
     {
         QueueDepth depth;
         IReadOnlyList<EndpointStatus> endpoints;
+        IReadOnlyList<BudgetStatus> budgets;
         try
         {
             depth = await PgLlmStatus.ReadDepthAsync(_dataSource, cancellationToken).ConfigureAwait(false);
             endpoints = await EndpointStatus.ReadAllAsync(_dataSource, cancellationToken).ConfigureAwait(false);
+            budgets = await BudgetStatus.ReadAllAsync(_dataSource, cancellationToken).ConfigureAwait(false);
         }
         catch (Exception ex) when (ex is NpgsqlException or TimeoutException or InvalidOperationException)
         {
@@ -87,8 +89,16 @@ public sealed class PgLlmHealthCheck : IHealthCheck
             return endpointVerdict;
         }
 
+        // A daily budget at its cap is no fault: still healthy, with what waits on it said (and no stall: a worker
+        // whose only endpoint waits on its budget claims nothing).
+        var waiting = BudgetsWaiting(budgets, data);
+        if (waiting is not null)
+        {
+            summary = waiting + "; " + summary;
+        }
+
         // After the endpoints: a worker whose only endpoint is stopped or open claims nothing, and says why there.
-        if (_worker is not null && PgLlmMetrics.LastClaimAt(_worker.WorkerId) is { } last && DateTimeOffset.UtcNow - last > StallAfter)
+        if (waiting is null && _worker is not null && PgLlmMetrics.LastClaimAt(_worker.WorkerId) is { } last && DateTimeOffset.UtcNow - last > StallAfter)
         {
             return HealthCheckResult.Unhealthy(
                 string.Create(CultureInfo.InvariantCulture, $"the worker has not asked for work for {(DateTimeOffset.UtcNow - last).TotalSeconds:0} s; {summary}"), data: data);
@@ -122,6 +132,21 @@ public sealed class PgLlmHealthCheck : IHealthCheck
         return mine.FirstOrDefault(e => e.State == "open") is { } open
             ? HealthCheckResult.Degraded($"endpoint {open.Endpoint} open (circuit breaker): {open.Reason}; {summary}", data: data)
             : null;
+    }
+
+    /// <summary>
+    /// The daily budgets waiting at their cap, added to <paramref name="data"/> (<c>budget.task.NAME</c>: why); a
+    /// line naming them (<c>budget task T waiting: daily cost cap 5.00 reached, ...</c>), or null when none waits.
+    /// </summary>
+    private static string? BudgetsWaiting(IReadOnlyList<BudgetStatus> budgets, Dictionary<string, object> data)
+    {
+        var waiting = budgets.Where(b => b.Waiting).ToList();
+        foreach (var budget in waiting)
+        {
+            data["budget." + budget.Scope + "." + budget.Name] = budget.Describe();
+        }
+
+        return waiting.Count == 0 ? null : string.Join("; ", waiting.Select(b => $"budget {b.Scope} {b.Name} {b.Describe()}"));
     }
 
     private static TimeSpan Max(TimeSpan a, TimeSpan b) => a > b ? a : b;

@@ -79,6 +79,30 @@ public static class PgLlmMetrics
             () => EndpointStates.Select(e => new Measurement<int>(e.Value, new KeyValuePair<string, object?>("pgllm.endpoint", e.Key))),
             "{state}",
             "Each endpoint's governor state as this process last saw it: 0 closed, 1 open (circuit breaker), 2 stopped (auth or quota).");
+        Meter.CreateObservableGauge(
+            "pgllm.budget.waiting",
+            () => BudgetStates.Select(b => new Measurement<int>(b.Value, new KeyValuePair<string, object?>("pgllm.budget", b.Key))),
+            "{budget}",
+            "Each daily budget as this process last read it: 1 while its jobs wait at its cap, 0 otherwise.");
+    }
+
+    private static readonly ConcurrentDictionary<string, int> BudgetStates = new(StringComparer.Ordinal);
+
+    /// <summary>
+    /// Records the daily budgets for the <c>pgllm.budget.waiting</c> gauge: each by <c>scope name</c>, 1 when it waits at
+    /// its cap; budgets no longer set are dropped.
+    /// </summary>
+    internal static void RecordBudgets(IReadOnlyCollection<(string Budget, bool Waiting)> budgets)
+    {
+        foreach (var (budget, waiting) in budgets)
+        {
+            BudgetStates[budget] = waiting ? 1 : 0;
+        }
+
+        foreach (var gone in BudgetStates.Keys.Where(k => !budgets.Any(b => b.Budget == k)).ToList())
+        {
+            BudgetStates.TryRemove(gone, out _);
+        }
     }
 
     private static readonly ConcurrentDictionary<string, int> EndpointStates = new(StringComparer.Ordinal);

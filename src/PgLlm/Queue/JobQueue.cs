@@ -52,6 +52,7 @@ internal sealed class JobQueue : IDisposable
     private readonly SemaphoreSlim _claimLock = new(1, 1);
     private readonly KeptConnection _claimConnection;
     private NpgsqlCommand? _claimCommand;
+    private NpgsqlCommand? _budgetedClaimCommand;
 
     public JobQueue(NpgsqlDataSource dataSource, TimeProvider? time = null)
     {
@@ -66,6 +67,7 @@ internal sealed class JobQueue : IDisposable
     public void Dispose()
     {
         _claimCommand?.Dispose();
+        _budgetedClaimCommand?.Dispose();
         _claimConnection.Dispose();
         _claimLock.Dispose();
     }
@@ -79,20 +81,30 @@ internal sealed class JobQueue : IDisposable
     /// Claims run on a connection of their own with the statements prepared: a pooled connection is reset
     /// (<c>DISCARD ALL</c>) each time it returns to the pool, which drops every plan the session cached,
     /// so each claim was planned again from scratch (about 1 ms of the pickup path). One claim at a time.
+    /// With <paramref name="budgetEndpoint"/> (daily budgets exist: the lane's endpoint), the same statement calls
+    /// <c>llm.claim_budgeted</c> instead, which admits and reserves against the budgets in the same round trip.
     /// </summary>
     public async Task<IReadOnlyList<ClaimedWork>> ClaimAsync(
-        string workerId, int limit, TimeSpan lease, TaskFilter filter, Func<string, CancellationToken, ValueTask<TaskDefinition?>> findTask, CancellationToken cancellationToken)
+        string workerId, int limit, TimeSpan lease, TaskFilter filter, Func<string, CancellationToken, ValueTask<TaskDefinition?>> findTask, CancellationToken cancellationToken,
+        string? budgetEndpoint = null)
     {
         await _claimLock.WaitAsync(cancellationToken).ConfigureAwait(false);
         try
         {
             var connection = await _claimConnection.GetAsync(cancellationToken).ConfigureAwait(false);
-            var command = _claimCommand?.Connection == connection ? _claimCommand : await PrepareClaimAsync(connection, cancellationToken).ConfigureAwait(false);
+            var command = budgetEndpoint is null
+                ? (_claimCommand?.Connection == connection ? _claimCommand : await PrepareClaimAsync(connection, budgeted: false, cancellationToken).ConfigureAwait(false))
+                : (_budgetedClaimCommand?.Connection == connection ? _budgetedClaimCommand : await PrepareClaimAsync(connection, budgeted: true, cancellationToken).ConfigureAwait(false));
             command.Parameters[0].Value = workerId;
             command.Parameters[1].Value = limit;
             command.Parameters[2].Value = lease.TotalSeconds;
             command.Parameters[3].Value = (object?)filter.Only ?? DBNull.Value;
             command.Parameters[4].Value = (object?)filter.Except ?? DBNull.Value;
+            if (budgetEndpoint is not null)
+            {
+                command.Parameters[5].Value = budgetEndpoint;
+            }
+
             var jobs = new List<ClaimedJob>(limit);
             await using (var reader = await command.ExecuteReaderAsync(cancellationToken).ConfigureAwait(false))
             {
@@ -204,24 +216,49 @@ internal sealed class JobQueue : IDisposable
         }
     }
 
-    /// <summary>The claim statement, prepared on <paramref name="connection"/> (again after the connection was replaced).</summary>
-    private async Task<NpgsqlCommand> PrepareClaimAsync(NpgsqlConnection connection, CancellationToken cancellationToken)
+    /// <summary>
+    /// The claim statement (<c>llm.claim</c>, or <c>llm.claim_budgeted</c> when <paramref name="budgeted"/>), prepared on
+    /// <paramref name="connection"/> (again after the connection was replaced).
+    /// </summary>
+    private async Task<NpgsqlCommand> PrepareClaimAsync(NpgsqlConnection connection, bool budgeted, CancellationToken cancellationToken)
     {
-        _claimCommand?.Dispose();
-        _claimCommand = null;
+        if (budgeted)
+        {
+            _budgetedClaimCommand?.Dispose();
+            _budgetedClaimCommand = null;
+        }
+        else
+        {
+            _claimCommand?.Dispose();
+            _claimCommand = null;
+        }
+
         // The claim commits without waiting for its WAL flush (see docs/queue.md): set in a subquery of its
         // own, before the commit.
         var command = new NpgsqlCommand(
             "SELECT c.id, c.task, c.attempt, c.max_attempts FROM (SELECT set_config('synchronous_commit', 'off', true) OFFSET 0) AS settings, " +
-            "llm.claim($1, $2, $3, $4, $5) AS c",
+            (budgeted ? "llm.claim_budgeted($1, $2, $3, $4, $5, $6) AS c" : "llm.claim($1, $2, $3, $4, $5) AS c"),
             connection);
         command.Parameters.Add(new NpgsqlParameter { NpgsqlDbType = NpgsqlDbType.Text });
         command.Parameters.Add(new NpgsqlParameter { NpgsqlDbType = NpgsqlDbType.Integer });
         command.Parameters.Add(new NpgsqlParameter { NpgsqlDbType = NpgsqlDbType.Double });
         command.Parameters.Add(new NpgsqlParameter { NpgsqlDbType = NpgsqlDbType.Array | NpgsqlDbType.Text });
         command.Parameters.Add(new NpgsqlParameter { NpgsqlDbType = NpgsqlDbType.Array | NpgsqlDbType.Text });
+        if (budgeted)
+        {
+            command.Parameters.Add(new NpgsqlParameter { NpgsqlDbType = NpgsqlDbType.Text });
+        }
+
         await command.PrepareAsync(cancellationToken).ConfigureAwait(false);
-        _claimCommand = command;
+        if (budgeted)
+        {
+            _budgetedClaimCommand = command;
+        }
+        else
+        {
+            _claimCommand = command;
+        }
+
         return command;
     }
 

@@ -21,13 +21,15 @@ internal sealed partial class ClaimLoop
     private readonly PipelineContext _context;
     private readonly WriteBackBatcher _writeBacks;
     private readonly EndpointGovernor _governor;
+    private readonly DailyBudgets _budgets;
     private readonly bool _untilIdle;
     private readonly SleepAdvertisement _sleep;
     private readonly ILogger _logger;
 
-    public ClaimLoop(EndpointLane lane, EndpointLanes lanes, PipelineContext context, WriteBackBatcher writeBacks, EndpointGovernor governor, bool untilIdle)
+    public ClaimLoop(EndpointLane lane, EndpointLanes lanes, PipelineContext context, WriteBackBatcher writeBacks, EndpointGovernor governor, DailyBudgets budgets, bool untilIdle)
     {
         _governor = governor;
+        _budgets = budgets;
         _lane = lane;
         _lanes = lanes;
         _context = context;
@@ -105,6 +107,20 @@ internal sealed partial class ClaimLoop
             }
         }
 
+        if (!probe && _budgets.Waits(_lane))
+        {
+            // The endpoint is at its daily budget (a read of memory): its jobs wait, pending, until the cap is
+            // raised or cleared or the UTC day ends (the budgets' refresh wakes the lane).
+            if (_untilIdle && _lane.Busy == 0)
+            {
+                LogLaneBudget(_lane.Gate.Name, _budgets.WhyWaits(_lane) ?? "cap reached");
+                return false;
+            }
+
+            await _lane.WaitAsync(Min(poll, _governor.RefreshInterval), _context.Time, cancellationToken).ConfigureAwait(false);
+            return true;
+        }
+
         if (!probe && (!_lane.WorthClaiming || !_lane.CanClaim))
         {
             // Woken by a call that ends (or a notification: the task registry may have changed).
@@ -137,8 +153,14 @@ internal sealed partial class ClaimLoop
         try
         {
             var jobs = await _context.Queue.ClaimAsync(
-                _context.WorkerId, asked, _context.Options.Lease, _lane.Filter, _context.Registry.FindAsync, cancellationToken).ConfigureAwait(false);
+                _context.WorkerId, asked, _context.Options.Lease, _lane.Filter, _context.Registry.FindAsync, cancellationToken, _budgets.EndpointFor(_lane)).ConfigureAwait(false);
             PgLlmMetrics.RecordClaimed(_context.WorkerId, jobs);
+            if (jobs.Count == 0 && _budgets.Active)
+            {
+                // Perhaps a cap was reached: the budgets are read again now rather than at the next refresh.
+                _budgets.Nudge();
+            }
+
             var prepared = await _context.Settler.PrepareAsync(jobs).ConfigureAwait(false);
             if (probe)
             {
@@ -191,6 +213,13 @@ internal sealed partial class ClaimLoop
                 var (anyRunning, nextDue) = await _context.Queue.PeekAsync(cancellationToken).ConfigureAwait(false);
                 if (!anyRunning && nextDue is null)
                 {
+                    return false;
+                }
+
+                if (!anyRunning && _budgets.AnyWaiting)
+                {
+                    // What is left waits on a daily budget (until it is raised or the UTC day ends): this drain ends.
+                    LogDrainBudget();
                     return false;
                 }
 
@@ -259,6 +288,12 @@ internal sealed partial class ClaimLoop
 
     [LoggerMessage(Level = LogLevel.Warning, Message = "Endpoint {Endpoint} is stopped: its jobs wait for `pgllm endpoint resume {Endpoint}`; this drain ends for it")]
     private partial void LogLaneStopped(string endpoint);
+
+    [LoggerMessage(Level = LogLevel.Warning, Message = "Endpoint {Endpoint} waits on its daily budget ({Reason}): its jobs wait for 00:00 UTC or a raised cap; this drain ends for it")]
+    private partial void LogLaneBudget(string endpoint, string reason);
+
+    [LoggerMessage(Level = LogLevel.Warning, Message = "The jobs left wait on a daily budget (see `pgllm budget list`): this drain ends")]
+    private partial void LogDrainBudget();
 
     [LoggerMessage(Level = LogLevel.Warning, Message = "Database unavailable; retrying in {Delay}")]
     private partial void LogDatabaseError(Exception exception, TimeSpan delay);

@@ -1,5 +1,6 @@
 using Microsoft.Extensions.Logging;
 using Npgsql;
+using PgLlm.Observability;
 using PgLlm.Queue;
 
 namespace PgLlm.Worker;
@@ -8,10 +9,11 @@ namespace PgLlm.Worker;
 /// Listens on <see cref="PgLlmWorker.JobsChannel"/> (jobs enqueued while a lane sleeps) and
 /// <see cref="PgLlmWorker.TasksChannel"/> (the task registry changed: reloaded before the next claim), and wakes
 /// every lane's claim loop; and on <see cref="EndpointGovernor.EndpointsChannel"/> (an endpoint stopped, opened or
-/// closed), has the endpoint governor read the shared state at once. On a lost connection it backs off and listens again, waking the lanes once it
+/// closed), has the endpoint governor read the shared state at once; and on <see cref="BudgetStatus.Channel"/> (a daily
+/// budget set, raised or cleared), has the budgets read at once. On a lost connection it backs off and listens again, waking the lanes once it
 /// does (jobs may have arrived meanwhile); the claim loops poll in the meantime.
 /// </summary>
-internal sealed partial class NotificationListener(NpgsqlDataSource dataSource, TaskRegistry registry, Action wake, TimeProvider time, ILogger logger, Action? endpointsChanged = null)
+internal sealed partial class NotificationListener(NpgsqlDataSource dataSource, TaskRegistry registry, Action wake, TimeProvider time, ILogger logger, Action? endpointsChanged = null, Action? budgetsChanged = null)
 {
     public async Task RunAsync(CancellationToken cancellationToken)
     {
@@ -52,6 +54,13 @@ internal sealed partial class NotificationListener(NpgsqlDataSource dataSource, 
                 return;
             }
 
+            if (e.Channel == BudgetStatus.Channel)
+            {
+                // Read at once; the refresh wakes the lanes whose budget has room again.
+                budgetsChanged?.Invoke();
+                return;
+            }
+
             if (e.Channel == PgLlmWorker.TasksChannel)
             {
                 registry.Invalidate();
@@ -59,7 +68,7 @@ internal sealed partial class NotificationListener(NpgsqlDataSource dataSource, 
 
             wake();
         };
-        await using (var listen = new NpgsqlCommand($"LISTEN {PgLlmWorker.JobsChannel}; LISTEN {PgLlmWorker.TasksChannel}; LISTEN {EndpointGovernor.EndpointsChannel}", connection))
+        await using (var listen = new NpgsqlCommand($"LISTEN {PgLlmWorker.JobsChannel}; LISTEN {PgLlmWorker.TasksChannel}; LISTEN {EndpointGovernor.EndpointsChannel}; LISTEN {BudgetStatus.Channel}", connection))
         {
             await listen.ExecuteNonQueryAsync(cancellationToken).ConfigureAwait(false);
         }

@@ -8,7 +8,8 @@ namespace PgLlm.Worker;
 /// <code>
 ///   per endpoint lane:  ClaimLoop --(hand-off, bounded by the lane's slots)--> CallRunner x concurrency
 ///   all lanes:          CallRunner --(answers, bounded queue)--> WriteBackBatcher (2 writers)
-///   beside them:        NotificationListener (wakes the claim loops), QueueMaintenance (rescue, prune)
+///   beside them:        NotificationListener (wakes the claim loops), QueueMaintenance (rescue, prune),
+///                       EndpointGovernor and DailyBudgets (refresh the endpoints' and budgets' shared state)
 /// </code>
 /// Stopping: the claim loops stop and complete their hand-offs; runners give back the jobs not yet started and
 /// finish the calls in flight within the shutdown grace (then the jobs' token is cancelled and those jobs are
@@ -20,6 +21,7 @@ internal sealed class WorkerPipeline
     private readonly EndpointLanes _lanes;
     private readonly bool _untilIdle;
     private readonly EndpointGovernor _governor;
+    private readonly DailyBudgets _budgets;
 
     public WorkerPipeline(PipelineContext context, PgLlmOptions options, bool untilIdle)
     {
@@ -27,6 +29,7 @@ internal sealed class WorkerPipeline
         _lanes = new EndpointLanes(options);
         _untilIdle = untilIdle;
         _governor = new EndpointGovernor(context.DataSource, options, SecretRedactorOf(options), _lanes.All, context.WorkerId, context.Time, context.Logger);
+        _budgets = new DailyBudgets(context.DataSource, _lanes.All, options.Governor.RefreshInterval, context.Time, context.Logger);
     }
 
     /// <summary>A redactor of every configured key: the default endpoint's and the named ones'.</summary>
@@ -49,6 +52,7 @@ internal sealed class WorkerPipeline
         var runners = _lanes.All.SelectMany(lane => Enumerable.Range(0, lane.Concurrency).Select(_ => new CallRunner(lane, _context, writeBacks, _governor))).ToList();
         // The endpoints' shared state is read before the first claim (a stopped endpoint is not claimed for at all).
         await _governor.StartAsync(stoppingToken).ConfigureAwait(false);
+        await _budgets.StartAsync(stoppingToken).ConfigureAwait(false);
         // With the governor, the endpoints' rate limits and 429 pauses are every worker's of the database together.
         var sharing = _governor.SharesLimits ? ShareLimits() : [];
         using var jobsCancellation = new CancellationTokenSource();
@@ -56,11 +60,12 @@ internal sealed class WorkerPipeline
         var beside = new List<Task>();
         if (!_untilIdle)
         {
-            var listener = new NotificationListener(_context.DataSource, _context.Registry, WakeAll, _context.Time, _context.Logger, _governor.Nudge);
+            var listener = new NotificationListener(_context.DataSource, _context.Registry, WakeAll, _context.Time, _context.Logger, _governor.Nudge, _budgets.Nudge);
             beside.Add(Task.Run(() => listener.RunAsync(besideCancellation.Token), CancellationToken.None));
         }
 
         beside.Add(Task.Run(() => _governor.RunAsync(besideCancellation.Token), CancellationToken.None));
+        beside.Add(Task.Run(() => _budgets.RunAsync(besideCancellation.Token), CancellationToken.None));
         if (maintenance is not null)
         {
             beside.Add(Task.Run(() => maintenance.RunPeriodicallyAsync(besideCancellation.Token), CancellationToken.None));
@@ -69,7 +74,7 @@ internal sealed class WorkerPipeline
         var running = runners.Select(r => Task.Run(() => r.RunAsync(stoppingToken, jobsCancellation.Token), CancellationToken.None)).ToArray();
         try
         {
-            var claimLoops = _lanes.All.Select(lane => new ClaimLoop(lane, _lanes, _context, writeBacks, _governor, _untilIdle));
+            var claimLoops = _lanes.All.Select(lane => new ClaimLoop(lane, _lanes, _context, writeBacks, _governor, _budgets, _untilIdle));
             await Task.WhenAll(claimLoops.Select(loop => Task.Run(() => loop.RunAsync(stoppingToken), CancellationToken.None))).ConfigureAwait(false);
         }
         finally
