@@ -3,7 +3,7 @@ namespace PgLlm.Completions;
 /// <summary>
 /// An endpoint's rate limits and 429 pause as held outside this process, for every process that calls the
 /// endpoint together (the worker keeps them in PostgreSQL). <see cref="RateLimitingChatClient"/> takes its permits
-/// from it in slices (<see cref="SharedBudgetRateLimiter"/>) instead of from its own per-process limiters.
+/// from it in slices (<see cref="SharedBucketRateLimiter"/>) instead of from its own per-process limiters.
 /// </summary>
 internal interface ISharedRateLimits
 {
@@ -11,14 +11,14 @@ internal interface ISharedRateLimits
     DateTimeOffset? PausedUntil { get; }
 
     /// <summary>
-    /// Takes up to <paramref name="wanted"/> permits of <paramref name="kind"/> (fewer, or none, when the shared budget
+    /// Takes up to <paramref name="wanted"/> permits of <paramref name="kind"/> (fewer, or none, when the shared bucket
     /// holds fewer), after settling <paramref name="debt"/> (permits used beyond those taken; negative: taken and unused).
     /// </summary>
     /// <param name="kind">Requests or tokens.</param>
     /// <param name="wanted">The permits wanted.</param>
     /// <param name="debt">The permits to settle first.</param>
     /// <param name="perMinute">The configured limit per minute.</param>
-    /// <param name="burst">The most permits the budget holds.</param>
+    /// <param name="burst">The most permits the bucket holds.</param>
     /// <param name="cancellationToken">Ends the wait for the answer.</param>
     ValueTask<SharedRateGrant> TakeAsync(SharedRateKind kind, int wanted, long debt, int perMinute, int burst, CancellationToken cancellationToken);
 

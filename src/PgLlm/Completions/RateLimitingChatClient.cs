@@ -17,8 +17,8 @@ namespace PgLlm.Completions;
 /// The per-minute limits are System.Threading.RateLimiting's <see cref="SlidingWindowRateLimiter"/> (requests)
 /// and <see cref="TokenBucketRateLimiter"/> (tokens); only the pause on the endpoint's own 429 is PgLlm's, as no
 /// framework limiter takes a wait from the server. A worker whose endpoint governor is on shares both with every
-/// worker of its database (<see cref="ShareLimits"/>): the permits then come in slices from one budget per endpoint
-/// (<see cref="SharedBudgetRateLimiter"/>), and a 429 pauses every worker. Added by
+/// worker of its database (<see cref="ShareLimits"/>): the permits then come in slices from one bucket per endpoint
+/// (<see cref="SharedBucketRateLimiter"/>), and a 429 pauses every worker. Added by
 /// <see cref="PgLlmChatClientBuilderExtensions.UsePgLlmRateLimiting"/>.
 /// </summary>
 public sealed class RateLimitingChatClient : DelegatingChatClient
@@ -94,15 +94,15 @@ public sealed class RateLimitingChatClient : DelegatingChatClient
     }
 
     /// <summary>
-    /// Takes the permits from <paramref name="shared"/> (a budget every worker of the database shares) instead of this
+    /// Takes the permits from <paramref name="shared"/> (a bucket every worker of the database shares) instead of this
     /// client's own limiters, and reports and honours the shared 429 pause, until the returned handle is disposed.
     /// </summary>
     internal IDisposable ShareLimits(ISharedRateLimits shared)
     {
         ArgumentNullException.ThrowIfNull(shared);
         var limits = new Limiters(
-            _options.RequestsPerMinute is { } rpm ? new SharedBudgetRateLimiter(shared, SharedRateKind.Requests, rpm, _time) : null,
-            _options.TokensPerMinute is { } tpm ? new SharedBudgetRateLimiter(shared, SharedRateKind.Tokens, tpm, _time) : null,
+            _options.RequestsPerMinute is { } rpm ? new SharedBucketRateLimiter(shared, SharedRateKind.Requests, rpm, _time) : null,
+            _options.TokensPerMinute is { } tpm ? new SharedBucketRateLimiter(shared, SharedRateKind.Tokens, tpm, _time) : null,
             shared);
         Volatile.Write(ref _active, limits);
         return new Sharing(this, limits);
@@ -265,7 +265,7 @@ public sealed class RateLimitingChatClient : DelegatingChatClient
         return lease;
     }
 
-    /// <summary>Settles a call's tokens: what it used beyond its reservation is taken from the budget, which delays the next calls rather than this one.</summary>
+    /// <summary>Settles a call's tokens: what it used beyond its reservation is taken from the bucket, which delays the next calls rather than this one.</summary>
     private void SettleTokens(RateLimiter? limiter, UsageDetails? usage, int estimate)
     {
         if (limiter is null || usage is null)
@@ -274,7 +274,7 @@ public sealed class RateLimitingChatClient : DelegatingChatClient
         }
 
         var used = usage.TotalTokenCount ?? ((usage.InputTokenCount ?? 0) + (usage.OutputTokenCount ?? 0));
-        if (limiter is SharedBudgetRateLimiter shared)
+        if (limiter is SharedBucketRateLimiter shared)
         {
             // Shared, the difference goes both ways: a debt carries to the next slice, what was not used goes to the next calls.
             shared.Settle(used - Math.Max(1, Math.Min(estimate, _tokenLimit)));
@@ -297,7 +297,7 @@ public sealed class RateLimitingChatClient : DelegatingChatClient
         }
     }
 
-    /// <summary>The limiters calls take their permits from, and the shared budget they come from (null: this worker's own).</summary>
+    /// <summary>The limiters calls take their permits from, and the shared bucket they come from (null: this worker's own).</summary>
     private sealed record Limiters(RateLimiter? Requests, RateLimiter? Tokens, ISharedRateLimits? Shared);
 
     /// <summary>Ends sharing: the client's own limiters again, the shared ones disposed.</summary>

@@ -1,7 +1,7 @@
 namespace PgLlm.Observability;
 
 /// <summary>
-/// One of an endpoint's rate limits as the workers of the database share it (table <c>llm.endpoint_budget</c>):
+/// One of an endpoint's rate limits as the workers of the database share it (table <c>llm.endpoint_bucket</c>):
 /// the limit they were configured with, and what they were granted in about the last minute.
 /// </summary>
 /// <param name="Kind"><c>requests</c> or <c>tokens</c>.</param>

@@ -60,7 +60,7 @@ public sealed record EndpointStatus(string Endpoint, string State, string? Reaso
         try
         {
             await using var command = dataSource.CreateCommand(
-                "SELECT endpoint, kind, per_minute, used_last_minute, NULL::timestamptz FROM llm.endpoint_budget_use " +
+                "SELECT endpoint, kind, per_minute, used_last_minute, NULL::timestamptz FROM llm.endpoint_bucket_use " +
                 "UNION ALL SELECT endpoint, NULL, NULL, NULL, paused_until FROM llm.endpoint_state WHERE paused_until > clock_timestamp() ORDER BY 1, 2");
             await using var reader = await command.ExecuteReaderAsync(cancellationToken).ConfigureAwait(false);
             while (await reader.ReadAsync(cancellationToken).ConfigureAwait(false))

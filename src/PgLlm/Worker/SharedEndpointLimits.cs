@@ -7,7 +7,7 @@ namespace PgLlm.Worker;
 
 /// <summary>
 /// One endpoint's rate limits and 429 pause as every worker of the database shares them (migration 0006): permits
-/// are taken in slices from the endpoint's buckets in <c>llm.endpoint_budget</c> (<c>llm.endpoint_take</c>, one
+/// are taken in slices from the endpoint's buckets in <c>llm.endpoint_bucket</c> (<c>llm.endpoint_take</c>, one
 /// round trip per slice), a 429 is reported with <c>llm.endpoint_pause</c>, and the pause other workers reported
 /// reaches <see cref="EndpointGate.PausedUntil"/> through the governor's refresh (at once on its notification).
 /// Plugged into the endpoint's <see cref="RateLimitingChatClient"/> by the worker pipeline while the governor acts.

@@ -59,7 +59,7 @@ public sealed class SharedRateLimitSqlTests
         await using var db = await Ops.CreateDatabaseAsync(_fixture);
         // 100 a second, 150 at most at once; full at the start.
         await TakeAsync(db.DataSource, "requests", 0, 6000, 150);
-        await db.DataSource.ExecAsync("UPDATE llm.endpoint_budget SET level = 150, updated_at = clock_timestamp()");
+        await db.DataSource.ExecAsync("UPDATE llm.endpoint_bucket SET level = 150, updated_at = clock_timestamp()");
         var clock = Stopwatch.StartNew();
         var totals = await Task.WhenAll(Enumerable.Range(0, 4).Select(async taker =>
         {
@@ -78,8 +78,8 @@ public sealed class SharedRateLimitSqlTests
         var sum = totals.Sum();
         Assert.InRange(sum, 150 + (100 * elapsed * 0.8), 150 + (100 * (elapsed + 0.1)));
         Assert.All(totals, total => Assert.True(total > 0, "every taker was granted some"));
-        Assert.Equal(sum, await db.DataSource.ScalarAsync<long>("SELECT used_last_minute FROM llm.endpoint_budget_use WHERE endpoint = 'e' AND kind = 'requests'"));
-        Assert.Equal(6000, await db.DataSource.ScalarAsync<int>("SELECT per_minute FROM llm.endpoint_budget_use WHERE endpoint = 'e'"));
+        Assert.Equal(sum, await db.DataSource.ScalarAsync<long>("SELECT used_last_minute FROM llm.endpoint_bucket_use WHERE endpoint = 'e' AND kind = 'requests'"));
+        Assert.Equal(6000, await db.DataSource.ScalarAsync<int>("SELECT per_minute FROM llm.endpoint_bucket_use WHERE endpoint = 'e'"));
     }
 
     [Fact]
@@ -88,7 +88,7 @@ public sealed class SharedRateLimitSqlTests
         await using var db = await Ops.CreateDatabaseAsync(_fixture);
         var sql = db.DataSource;
         await TakeAsync(sql, "tokens", 0, 6000, 150);
-        await sql.ExecAsync("UPDATE llm.endpoint_budget SET level = 150, updated_at = clock_timestamp()");
+        await sql.ExecAsync("UPDATE llm.endpoint_bucket SET level = 150, updated_at = clock_timestamp()");
 
         await using var listener = await sql.OpenConnectionAsync();
         var notified = new List<string>();
@@ -115,14 +115,14 @@ public sealed class SharedRateLimitSqlTests
         Assert.InRange(wait, 4.5, 4.6);
         // Tokens reserved and not used come back, up to the burst.
         await TakeAsync(sql, "tokens", 0, 6000, 150, debt: -1000);
-        Assert.Equal(150.0, await sql.ScalarAsync<double>("SELECT level FROM llm.endpoint_budget WHERE kind = 'tokens'"));
+        Assert.Equal(150.0, await sql.ScalarAsync<double>("SELECT level FROM llm.endpoint_bucket WHERE kind = 'tokens'"));
 
         var error = await Assert.ThrowsAsync<PostgresException>(() => TakeAsync(sql, "bytes", 1, 60, 1));
         Assert.Equal(PostgresErrorCodes.InvalidParameterValue, error.SqlState);
         Assert.True(await sql.ScalarAsync<bool>(
             "SELECT has_function_privilege('pgllm_worker', 'llm.endpoint_take(text, text, integer, integer, integer, bigint)', 'EXECUTE') " +
             "AND has_function_privilege('pgllm_worker', 'llm.endpoint_pause(text, double precision)', 'EXECUTE') " +
-            "AND has_table_privilege('pgllm_worker', 'llm.endpoint_budget_use', 'SELECT')"));
+            "AND has_table_privilege('pgllm_worker', 'llm.endpoint_bucket_use', 'SELECT')"));
     }
 
     /// <summary>The most grants in any window of 60 s (each window starting at a grant).</summary>
@@ -147,7 +147,7 @@ public sealed class SharedRateLimitSqlTests
 
     /// <summary>Moves the bucket's clock <paramref name="seconds"/> back, as if that much time had passed.</summary>
     private static Task ShiftAsync(NpgsqlDataSource sql, double seconds) => sql.ExecAsync(
-        "UPDATE llm.endpoint_budget SET updated_at = updated_at - make_interval(secs => $1), window_start = window_start - make_interval(secs => $1)", seconds);
+        "UPDATE llm.endpoint_bucket SET updated_at = updated_at - make_interval(secs => $1), window_start = window_start - make_interval(secs => $1)", seconds);
 
     private static async Task<(int Granted, double Wait)> TakeAsync(NpgsqlDataSource sql, string kind, int wanted, int perMinute, int burst, long debt = 0)
     {

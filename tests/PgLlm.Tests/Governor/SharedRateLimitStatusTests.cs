@@ -26,7 +26,7 @@ public sealed class SharedRateLimitStatusTests
         // The workers took 12 requests of 600 a minute and 4,200 tokens of 200,000 (with 200 more settled) from default.
         await sql.ExecAsync("SELECT llm.endpoint_take('default', 'requests', 0, 600, 15)");
         await sql.ExecAsync("SELECT llm.endpoint_take('default', 'tokens', 0, 200000, 5000)");
-        await sql.ExecAsync("UPDATE llm.endpoint_budget SET level = burst, updated_at = clock_timestamp()");
+        await sql.ExecAsync("UPDATE llm.endpoint_bucket SET level = burst, updated_at = clock_timestamp()");
         await sql.ExecAsync("SELECT llm.endpoint_take('default', 'requests', 12, 600, 15)");
         await sql.ExecAsync("SELECT llm.endpoint_take('default', 'tokens', 4000, 200000, 5000, 200)");
         await sql.ExecAsync("SELECT llm.endpoint_pause('default', 30)");

@@ -8,7 +8,7 @@
 
 ALTER TABLE llm.endpoint_state ADD COLUMN IF NOT EXISTS paused_until timestamptz;
 
-CREATE TABLE IF NOT EXISTS llm.endpoint_budget (
+CREATE TABLE IF NOT EXISTS llm.endpoint_bucket (
     endpoint          text NOT NULL,
     kind              text NOT NULL CHECK (kind IN ('requests', 'tokens')),
     per_minute        integer NOT NULL CHECK (per_minute > 0),
@@ -34,7 +34,7 @@ SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
 AS $fn$
 DECLARE
-    v_row llm.endpoint_budget;
+    v_row llm.endpoint_bucket;
     v_now timestamptz;
     v_rate double precision := p_per_minute / 60.0;
     v_level double precision;
@@ -46,9 +46,9 @@ BEGIN
         RAISE EXCEPTION 'llm.endpoint_take: bad arguments (kind %, wanted %, per minute %, burst %)', p_kind, p_wanted, p_per_minute, p_burst
             USING ERRCODE = 'invalid_parameter_value';
     END IF;
-    INSERT INTO llm.endpoint_budget AS b (endpoint, kind, per_minute, burst) VALUES (p_endpoint, p_kind, p_per_minute, p_burst)
+    INSERT INTO llm.endpoint_bucket AS b (endpoint, kind, per_minute, burst) VALUES (p_endpoint, p_kind, p_per_minute, p_burst)
     ON CONFLICT (endpoint, kind) DO NOTHING;
-    SELECT * INTO v_row FROM llm.endpoint_budget AS b WHERE b.endpoint = p_endpoint AND b.kind = p_kind FOR UPDATE;
+    SELECT * INTO v_row FROM llm.endpoint_bucket AS b WHERE b.endpoint = p_endpoint AND b.kind = p_kind FOR UPDATE;
     -- The clock after the lock: a taker that waited for it refills only for the time since the last take.
     v_now := clock_timestamp();
     v_level := least(p_burst::double precision,
@@ -65,7 +65,7 @@ BEGIN
         wait_seconds := CASE WHEN v_need <= 0 THEN 0 ELSE greatest(0, (v_need - v_level) / v_rate) END;
     END IF;
     v_minutes := floor(extract(epoch FROM v_now - v_row.window_start) / 60);
-    UPDATE llm.endpoint_budget AS b
+    UPDATE llm.endpoint_bucket AS b
        SET per_minute = p_per_minute, burst = p_burst, level = v_level, updated_at = v_now,
            window_start = CASE WHEN v_minutes >= 1 THEN b.window_start + make_interval(mins => v_minutes::integer) ELSE b.window_start END,
            previous_granted = CASE WHEN v_minutes = 1 THEN b.window_granted WHEN v_minutes > 1 THEN 0 ELSE b.previous_granted END,
@@ -99,19 +99,19 @@ $fn$;
 
 -- What each bucket granted in about the last minute (the current minute, plus the part of the previous one
 -- that the last 60 seconds still cover), with its configured limit: for `pgllm status` and `pgllm endpoint list`.
-CREATE OR REPLACE VIEW llm.endpoint_budget_use AS
+CREATE OR REPLACE VIEW llm.endpoint_bucket_use AS
 SELECT b.endpoint, b.kind, b.per_minute, b.burst,
        greatest(0, round(CASE WHEN e.seconds < 60 THEN b.window_granted + b.previous_granted * (1 - e.seconds / 60)
                               WHEN e.seconds < 120 THEN b.window_granted * (2 - e.seconds / 60)
                               ELSE 0 END))::bigint AS used_last_minute
-  FROM llm.endpoint_budget AS b
+  FROM llm.endpoint_bucket AS b
  CROSS JOIN LATERAL (SELECT extract(epoch FROM clock_timestamp() - b.window_start)::double precision AS seconds) AS e;
 
-REVOKE ALL ON llm.endpoint_budget, llm.endpoint_budget_use FROM PUBLIC;
+REVOKE ALL ON llm.endpoint_bucket, llm.endpoint_bucket_use FROM PUBLIC;
 REVOKE ALL ON FUNCTION llm.endpoint_take(text, text, integer, integer, integer, bigint),
                        llm.endpoint_pause(text, double precision)
    FROM PUBLIC;
-GRANT SELECT ON llm.endpoint_budget, llm.endpoint_budget_use TO pgllm_worker;
+GRANT SELECT ON llm.endpoint_bucket, llm.endpoint_bucket_use TO pgllm_worker;
 GRANT EXECUTE ON FUNCTION llm.endpoint_take(text, text, integer, integer, integer, bigint),
                           llm.endpoint_pause(text, double precision)
    TO pgllm_worker;

@@ -3,22 +3,22 @@ using System.Threading.RateLimiting;
 namespace PgLlm.Completions;
 
 /// <summary>
-/// A <see cref="RateLimiter"/> whose permits come from a budget shared by every process that calls the endpoint
+/// A <see cref="RateLimiter"/> whose permits come from a bucket shared by every process that calls the endpoint
 /// (<see cref="ISharedRateLimits"/>), taken in slices: when a call waits, one ask takes up to a burst's worth
 /// (more when more permits are queued) and the calls of this process are served from it in order, so the
-/// budget sees one round trip per slice, not per call. Only one ask is out at a time; while calls still wait
-/// it asks again when the budget says enough has come in. Permits granted and not handed to a call within
-/// <see cref="HoldFor"/> are dropped, so every call starts within that of its permit's grant: with the budget's
+/// bucket sees one round trip per slice, not per call. Only one ask is out at a time; while calls still wait
+/// it asks again when the bucket says enough has come in. Permits granted and not handed to a call within
+/// <see cref="HoldFor"/> are dropped, so every call starts within that of its permit's grant: with the bucket's
 /// <see cref="BurstOf">burst</see> of 2.5 % of the limit, any rolling minute sees at most the limit + 2.5 % +
-/// 1/60 (one second's worth) of it. Used for the tokens budget too, where calls also settle what they used
+/// 1/60 (one second's worth) of it. Used for the tokens bucket too, where calls also settle what they used
 /// against what they reserved (<see cref="Settle"/>); the difference is carried to the next ask.
 /// </summary>
-internal sealed class SharedBudgetRateLimiter : RateLimiter
+internal sealed class SharedBucketRateLimiter : RateLimiter
 {
     /// <summary>How long granted permits not yet handed to a call are kept.</summary>
     internal static readonly TimeSpan HoldFor = TimeSpan.FromSeconds(1);
 
-    /// <summary>The wait before asking again when the budget could not be reached.</summary>
+    /// <summary>The wait before asking again when the bucket could not be reached.</summary>
     private static readonly TimeSpan RetryAfterFault = TimeSpan.FromSeconds(1);
 
     /// <summary>The shortest wait between two asks while calls wait.</summary>
@@ -26,7 +26,7 @@ internal sealed class SharedBudgetRateLimiter : RateLimiter
 
     private readonly Lock _lock = new();
     private readonly LinkedList<Waiter> _waiters = new();
-    private readonly ISharedRateLimits _budget;
+    private readonly ISharedRateLimits _bucket;
     private readonly SharedRateKind _kind;
     private readonly int _perMinute;
     private readonly TimeProvider _time;
@@ -40,22 +40,22 @@ internal sealed class SharedBudgetRateLimiter : RateLimiter
     private bool _disposed;
 
     /// <summary>Creates the limiter.</summary>
-    /// <param name="budget">The shared budget.</param>
-    /// <param name="kind">Which of the endpoint's budgets.</param>
+    /// <param name="bucket">The shared bucket.</param>
+    /// <param name="kind">Which of the endpoint's buckets.</param>
     /// <param name="perMinute">The configured limit per minute.</param>
     /// <param name="time">The clock; the system clock when null.</param>
-    public SharedBudgetRateLimiter(ISharedRateLimits budget, SharedRateKind kind, int perMinute, TimeProvider? time = null)
+    public SharedBucketRateLimiter(ISharedRateLimits bucket, SharedRateKind kind, int perMinute, TimeProvider? time = null)
     {
-        ArgumentNullException.ThrowIfNull(budget);
+        ArgumentNullException.ThrowIfNull(bucket);
         ArgumentOutOfRangeException.ThrowIfLessThan(perMinute, 1);
-        _budget = budget;
+        _bucket = bucket;
         _kind = kind;
         _perMinute = perMinute;
         _time = time ?? TimeProvider.System;
         Burst = BurstOf(perMinute);
     }
 
-    /// <summary>The most permits the shared budget holds, and the size of a slice.</summary>
+    /// <summary>The most permits the shared bucket holds, and the size of a slice.</summary>
     public int Burst { get; }
 
     /// <inheritdoc />
@@ -153,7 +153,7 @@ internal sealed class SharedBudgetRateLimiter : RateLimiter
         {
             waiter.Registration = cancellationToken.Register(static state =>
             {
-                var (limiter, cancelled, token) = ((SharedBudgetRateLimiter, Waiter, CancellationToken))state!;
+                var (limiter, cancelled, token) = ((SharedBucketRateLimiter, Waiter, CancellationToken))state!;
                 limiter.Cancel(cancelled, token);
             }, (this, waiter, cancellationToken));
         }
@@ -176,7 +176,7 @@ internal sealed class SharedBudgetRateLimiter : RateLimiter
                 _disposed = true;
                 foreach (var waiter in _waiters)
                 {
-                    waiter.Completion.TrySetException(new ObjectDisposedException(nameof(SharedBudgetRateLimiter)));
+                    waiter.Completion.TrySetException(new ObjectDisposedException(nameof(SharedBucketRateLimiter)));
                 }
 
                 _waiters.Clear();
@@ -187,7 +187,7 @@ internal sealed class SharedBudgetRateLimiter : RateLimiter
         base.Dispose(disposing);
     }
 
-    /// <summary>Asks the budget for permits while calls wait; one loop at a time.</summary>
+    /// <summary>Asks the bucket for permits while calls wait; one loop at a time.</summary>
     private async Task TakeLoopAsync()
     {
         while (true)
@@ -211,9 +211,9 @@ internal sealed class SharedBudgetRateLimiter : RateLimiter
             SharedRateGrant grant;
             try
             {
-                grant = await _budget.TakeAsync(_kind, wanted, debt, _perMinute, Burst, CancellationToken.None).ConfigureAwait(false);
+                grant = await _bucket.TakeAsync(_kind, wanted, debt, _perMinute, Burst, CancellationToken.None).ConfigureAwait(false);
             }
-#pragma warning disable CA1031 // Whatever kept the budget out of reach (the database restarting), the calls wait and the loop asks again.
+#pragma warning disable CA1031 // Whatever kept the bucket out of reach (the database restarting), the calls wait and the loop asks again.
             catch (Exception)
 #pragma warning restore CA1031
             {

@@ -8,7 +8,7 @@ namespace PgLlm.Tests.Completions;
 /// order, permits not handed out within a second dropped, debts carried to the next ask. The budget here is an
 /// in-memory one (the PostgreSQL one is <c>SharedRateLimitSqlTests</c>'s).
 /// </summary>
-public sealed class SharedBudgetRateLimiterTests
+public sealed class SharedBucketRateLimiterTests
 {
     private static readonly TimeSpan Bound = TimeSpan.FromSeconds(30);
 
@@ -16,7 +16,7 @@ public sealed class SharedBudgetRateLimiterTests
     public async Task Waiting_calls_are_served_from_slices_with_one_ask_per_slice()
     {
         var budget = new Budget(available: 1000);
-        using var limiter = new SharedBudgetRateLimiter(budget, SharedRateKind.Requests, 600);
+        using var limiter = new SharedBucketRateLimiter(budget, SharedRateKind.Requests, 600);
         Assert.Equal(15, limiter.Burst);
         using var timeout = new CancellationTokenSource(Bound);
 
@@ -33,7 +33,7 @@ public sealed class SharedBudgetRateLimiterTests
     {
         var budget = new Budget(available: 1000);
         var time = new ManualTime();
-        using var limiter = new SharedBudgetRateLimiter(budget, SharedRateKind.Tokens, 6000, time);
+        using var limiter = new SharedBucketRateLimiter(budget, SharedRateKind.Tokens, 6000, time);
         using var timeout = new CancellationTokenSource(Bound);
 
         using (var first = await limiter.AcquireAsync(10, timeout.Token))
@@ -54,7 +54,7 @@ public sealed class SharedBudgetRateLimiterTests
         Assert.True(limiter.AttemptAcquire(1).IsAcquired);
 
         // More than a second later, what was left of the slice is gone: the next call asks again.
-        time.Advance(SharedBudgetRateLimiter.HoldFor + TimeSpan.FromMilliseconds(1));
+        time.Advance(SharedBucketRateLimiter.HoldFor + TimeSpan.FromMilliseconds(1));
         Assert.False(limiter.AttemptAcquire(1).IsAcquired);
         Assert.Equal(0, limiter.GetStatistics()!.CurrentAvailablePermits);
     }
@@ -63,7 +63,7 @@ public sealed class SharedBudgetRateLimiterTests
     public async Task A_call_waits_while_the_budget_is_empty_and_is_served_once_it_refills()
     {
         var budget = new Budget(available: 0);
-        using var limiter = new SharedBudgetRateLimiter(budget, SharedRateKind.Requests, 60);
+        using var limiter = new SharedBucketRateLimiter(budget, SharedRateKind.Requests, 60);
         using var timeout = new CancellationTokenSource(Bound);
 
         var waiting = limiter.AcquireAsync(1, timeout.Token).AsTask();
