@@ -115,7 +115,7 @@ public sealed class PgLlmGovernorOptions
     public TimeSpan ProbeInterval { get; set; } = TimeSpan.FromSeconds(2);
 
     /// <summary>The longest wait between probes.</summary>
-    public TimeSpan MaxProbeInterval { get; set; } = TimeSpan.FromMinutes(1);
+    public TimeSpan MaxProbeInterval { get; set; } = TimeSpan.FromSeconds(3);
 
     /// <summary>How often each worker reads the endpoints' shared state (a state change reaches the others within it).</summary>
     public TimeSpan RefreshInterval { get; set; } = TimeSpan.FromSeconds(1);

@@ -54,7 +54,7 @@ ALTER TABLE llm.worker_settings
     ADD COLUMN IF NOT EXISTS failure_threshold      integer NOT NULL DEFAULT 5 CHECK (failure_threshold >= 1),
     ADD COLUMN IF NOT EXISTS failure_window_seconds double precision NOT NULL DEFAULT 30 CHECK (failure_window_seconds > 0),
     ADD COLUMN IF NOT EXISTS probe_seconds          double precision NOT NULL DEFAULT 2 CHECK (probe_seconds > 0),
-    ADD COLUMN IF NOT EXISTS max_probe_seconds      double precision NOT NULL DEFAULT 60 CHECK (max_probe_seconds > 0);
+    ADD COLUMN IF NOT EXISTS max_probe_seconds      double precision NOT NULL DEFAULT 3 CHECK (max_probe_seconds > 0);
 
 -- Sets the endpoint, key and model (and optionally timings). Call it with bind parameters from a
 -- client so that the key never appears in a statement's text (pg_stat_activity, server logs).

@@ -27,14 +27,12 @@ public sealed class OutageTests
     private const int Flowing = 100;
 
     /// <summary>
-    /// The governor's default timings (threshold 5 in 30 s, first probe after 2 s, state read every second) but for the
-    /// probes' backoff, capped at its first interval: with the default cap (1 minute) the next probe may come up to a
-    /// minute after the endpoint is back. The model timeout is shortened so that nothing can hang the test for long.
+    /// The governor's default timings (threshold 5 in 30 s, first probe after 2 s, probes at most 3 s apart, state read
+    /// every second). The model timeout is shortened so that nothing can hang the test for long.
     /// </summary>
     private static readonly Dictionary<string, string> WorkerSettings = new()
     {
         ["Worker__ModelTimeout"] = "00:00:10",
-        ["Governor__MaxProbeInterval"] = "00:00:02",
     };
 
     private static readonly TimeSpan Refused = TimeSpan.FromSeconds(45);
