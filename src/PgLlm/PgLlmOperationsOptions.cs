@@ -2,7 +2,7 @@ namespace PgLlm;
 
 /// <summary>
 /// The endpoint's limits (section <c>PgLlm:RateLimit</c>). With the endpoint governor on (the default) they hold for
-/// every worker process of the database together: each takes its permits in slices from one budget per endpoint in
+/// every worker process of the database together: each takes its permits in slices from one bucket per endpoint in
 /// PostgreSQL, so in any rolling minute the endpoint receives at most the limit + 5 %; configure the provider's
 /// limits as they are on every worker. With the governor off they hold for each worker process alone.
 /// </summary>
