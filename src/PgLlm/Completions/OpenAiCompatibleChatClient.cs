@@ -507,112 +507,135 @@ public sealed class OpenAiCompatibleChatClient : IChatClient
     /// <summary>Reads a chat completion: the first choice's message and finish reason, usage, id, model and creation time.</summary>
     internal static ChatResponse Parse(ReadOnlySpan<byte> body)
     {
-        string? id = null, model = null, content = null, refusal = null, finishReason = null;
-        long? created = null, promptTokens = null, completionTokens = null, totalTokens = null, cachedTokens = null, reasoningTokens = null;
-        var sawChoice = false;
+        var completion = default(CompletionFields);
         try
         {
-            var reader = new Utf8JsonReader(body);
-            if (!reader.Read() || reader.TokenType != JsonTokenType.StartObject)
-            {
-                throw new InvalidOperationException("The model endpoint's answer is not a chat completion (not a JSON object): " + Excerpt(body));
-            }
-
-            while (reader.Read() && reader.TokenType == JsonTokenType.PropertyName)
-            {
-                if (reader.ValueTextEquals("id"u8))
-                {
-                    id = ReadString(ref reader);
-                }
-                else if (reader.ValueTextEquals("model"u8))
-                {
-                    model = ReadString(ref reader);
-                }
-                else if (reader.ValueTextEquals("created"u8))
-                {
-                    created = ReadInt64(ref reader);
-                }
-                else if (reader.ValueTextEquals("choices"u8))
-                {
-                    reader.Read();
-                    if (reader.TokenType != JsonTokenType.StartArray)
-                    {
-                        reader.Skip();
-                        continue;
-                    }
-
-                    while (reader.Read() && reader.TokenType != JsonTokenType.EndArray)
-                    {
-                        if (sawChoice || reader.TokenType != JsonTokenType.StartObject)
-                        {
-                            reader.Skip();
-                            continue;
-                        }
-
-                        sawChoice = true;
-                        ReadChoice(ref reader, ref content, ref refusal, ref finishReason);
-                    }
-                }
-                else if (reader.ValueTextEquals("usage"u8))
-                {
-                    ReadUsage(ref reader, ref promptTokens, ref completionTokens, ref totalTokens, ref cachedTokens, ref reasoningTokens);
-                }
-                else if (reader.ValueTextEquals("error"u8))
-                {
-                    throw new InvalidOperationException("The model endpoint answered with an error: " + Excerpt(body));
-                }
-                else
-                {
-                    reader.Skip();
-                }
-            }
+            ReadCompletion(body, ref completion);
         }
         catch (JsonException ex)
         {
             throw new InvalidOperationException($"The model endpoint's answer is not valid JSON ({ex.Message}): {Excerpt(body)}", ex);
         }
 
-        if (!sawChoice)
+        if (!completion.SawChoice)
         {
             throw new InvalidOperationException("The model endpoint's answer has no choices: " + Excerpt(body));
         }
 
-        var message = new ChatMessage(ChatRole.Assistant, (IList<AIContent>?)null) { MessageId = id };
-        if (content is not null)
+        return ToResponse(completion);
+    }
+
+    /// <summary>What <see cref="Parse"/> takes from a chat completion's JSON.</summary>
+    private struct CompletionFields
+    {
+        public string? Id, Model, Content, Refusal, FinishReason;
+        public long? Created, PromptTokens, CompletionTokens, TotalTokens, CachedTokens, ReasoningTokens;
+        public bool SawChoice;
+    }
+
+    private static void ReadCompletion(ReadOnlySpan<byte> body, ref CompletionFields completion)
+    {
+        var reader = new Utf8JsonReader(body);
+        if (!reader.Read() || reader.TokenType != JsonTokenType.StartObject)
         {
-            message.Contents.Add(new TextContent(content));
+            throw new InvalidOperationException("The model endpoint's answer is not a chat completion (not a JSON object): " + Excerpt(body));
         }
-        else if (refusal is not null)
+
+        while (reader.Read() && reader.TokenType == JsonTokenType.PropertyName)
+        {
+            if (reader.ValueTextEquals("id"u8))
+            {
+                completion.Id = ReadString(ref reader);
+            }
+            else if (reader.ValueTextEquals("model"u8))
+            {
+                completion.Model = ReadString(ref reader);
+            }
+            else if (reader.ValueTextEquals("created"u8))
+            {
+                completion.Created = ReadInt64(ref reader);
+            }
+            else if (reader.ValueTextEquals("choices"u8))
+            {
+                ReadChoices(ref reader, ref completion);
+            }
+            else if (reader.ValueTextEquals("usage"u8))
+            {
+                ReadUsage(ref reader, ref completion.PromptTokens, ref completion.CompletionTokens, ref completion.TotalTokens,
+                    ref completion.CachedTokens, ref completion.ReasoningTokens);
+            }
+            else if (reader.ValueTextEquals("error"u8))
+            {
+                throw new InvalidOperationException("The model endpoint answered with an error: " + Excerpt(body));
+            }
+            else
+            {
+                reader.Skip();
+            }
+        }
+    }
+
+    /// <summary>The first choice of <c>choices</c> (the others are skipped); anything but an array is skipped.</summary>
+    private static void ReadChoices(ref Utf8JsonReader reader, ref CompletionFields completion)
+    {
+        reader.Read();
+        if (reader.TokenType != JsonTokenType.StartArray)
+        {
+            reader.Skip();
+            return;
+        }
+
+        while (reader.Read() && reader.TokenType != JsonTokenType.EndArray)
+        {
+            if (completion.SawChoice || reader.TokenType != JsonTokenType.StartObject)
+            {
+                reader.Skip();
+                continue;
+            }
+
+            completion.SawChoice = true;
+            ReadChoice(ref reader, ref completion.Content, ref completion.Refusal, ref completion.FinishReason);
+        }
+    }
+
+    private static ChatResponse ToResponse(in CompletionFields completion)
+    {
+        var message = new ChatMessage(ChatRole.Assistant, (IList<AIContent>?)null) { MessageId = completion.Id };
+        if (completion.Content is not null)
+        {
+            message.Contents.Add(new TextContent(completion.Content));
+        }
+        else if (completion.Refusal is not null)
         {
             // Kept as the text, so the answer's check quotes why the model refused.
-            message.Contents.Add(new TextContent(refusal));
-            (message.AdditionalProperties ??= [])["refusal"] = refusal;
+            message.Contents.Add(new TextContent(completion.Refusal));
+            (message.AdditionalProperties ??= [])["refusal"] = completion.Refusal;
         }
 
         var response = new ChatResponse(message)
         {
-            ResponseId = id,
-            ModelId = model,
-            CreatedAt = created is { } seconds ? DateTimeOffset.FromUnixTimeSeconds(seconds) : null,
-            FinishReason = finishReason switch
+            ResponseId = completion.Id,
+            ModelId = completion.Model,
+            CreatedAt = completion.Created is { } seconds ? DateTimeOffset.FromUnixTimeSeconds(seconds) : null,
+            FinishReason = completion.FinishReason switch
             {
                 null => null,
                 "stop" => ChatFinishReason.Stop,
                 "length" => ChatFinishReason.Length,
                 "content_filter" => ChatFinishReason.ContentFilter,
                 "tool_calls" or "function_call" => ChatFinishReason.ToolCalls,
-                _ => new ChatFinishReason(finishReason),
+                var other => new ChatFinishReason(other),
             },
         };
-        if (promptTokens is not null || completionTokens is not null || totalTokens is not null)
+        if (completion.PromptTokens is not null || completion.CompletionTokens is not null || completion.TotalTokens is not null)
         {
             response.Usage = new UsageDetails
             {
-                InputTokenCount = promptTokens,
-                OutputTokenCount = completionTokens,
-                TotalTokenCount = totalTokens ?? (promptTokens ?? 0) + (completionTokens ?? 0),
-                CachedInputTokenCount = cachedTokens,
-                ReasoningTokenCount = reasoningTokens,
+                InputTokenCount = completion.PromptTokens,
+                OutputTokenCount = completion.CompletionTokens,
+                TotalTokenCount = completion.TotalTokens ?? (completion.PromptTokens ?? 0) + (completion.CompletionTokens ?? 0),
+                CachedInputTokenCount = completion.CachedTokens,
+                ReasoningTokenCount = completion.ReasoningTokens,
             };
         }
 

@@ -115,45 +115,15 @@ public static class PgLlmConnectionString
     private static string FromUrl(string url)
     {
         var rest = url[(url.IndexOf("://", StringComparison.Ordinal) + 3)..];
-        var hash = rest.IndexOf('#', StringComparison.Ordinal);
-        if (hash >= 0)
-        {
-            rest = rest[..hash];
-        }
-
-        string? query = null;
-        var question = rest.IndexOf('?', StringComparison.Ordinal);
-        if (question >= 0)
-        {
-            query = rest[(question + 1)..];
-            rest = rest[..question];
-        }
-
-        string? path = null;
-        var slash = rest.IndexOf('/', StringComparison.Ordinal);
-        if (slash >= 0)
-        {
-            path = rest[(slash + 1)..];
-            rest = rest[..slash];
-        }
-
+        rest = Cut(rest, '#', out _);
+        rest = Cut(rest, '?', out var query);
+        rest = Cut(rest, '/', out var path);
         var builder = new NpgsqlConnectionStringBuilder();
         var at = rest.LastIndexOf('@');
         if (at >= 0)
         {
-            var userInfo = rest[..at];
+            SetUserInfo(builder, rest[..at]);
             rest = rest[(at + 1)..];
-            var colon = userInfo.IndexOf(':', StringComparison.Ordinal);
-            var user = Decode(colon < 0 ? userInfo : userInfo[..colon]);
-            if (user.Length > 0)
-            {
-                builder.Username = user;
-            }
-
-            if (colon >= 0)
-            {
-                builder.Password = Decode(userInfo[(colon + 1)..]);
-            }
         }
 
         SetHosts(builder, rest);
@@ -164,18 +134,7 @@ public static class PgLlmConnectionString
 
         if (!string.IsNullOrEmpty(query))
         {
-            foreach (var pair in query.Split('&', StringSplitOptions.RemoveEmptyEntries))
-            {
-                var equals = pair.IndexOf('=', StringComparison.Ordinal);
-                if (equals <= 0)
-                {
-                    throw Invalid($"the parameter '{Decode(pair)}' has no value");
-                }
-
-                var name = Decode(pair[..equals]);
-                var value = Decode(pair[(equals + 1)..]);
-                SetParameter(builder, name, value);
-            }
+            SetQuery(builder, query);
         }
 
         if (string.IsNullOrEmpty(builder.Host))
@@ -184,6 +143,45 @@ public static class PgLlmConnectionString
         }
 
         return builder.ConnectionString;
+    }
+
+    /// <summary>The part of <paramref name="text"/> before the first <paramref name="separator"/>, and what follows it (null without one).</summary>
+    private static string Cut(string text, char separator, out string? after)
+    {
+        var at = text.IndexOf(separator, StringComparison.Ordinal);
+        after = at >= 0 ? text[(at + 1)..] : null;
+        return at >= 0 ? text[..at] : text;
+    }
+
+    /// <summary><c>user</c>, <c>user:password</c> or <c>:password</c>, percent-decoded.</summary>
+    private static void SetUserInfo(NpgsqlConnectionStringBuilder builder, string userInfo)
+    {
+        var colon = userInfo.IndexOf(':', StringComparison.Ordinal);
+        var user = Decode(colon < 0 ? userInfo : userInfo[..colon]);
+        if (user.Length > 0)
+        {
+            builder.Username = user;
+        }
+
+        if (colon >= 0)
+        {
+            builder.Password = Decode(userInfo[(colon + 1)..]);
+        }
+    }
+
+    /// <summary>The URL's <c>name=value&amp;...</c> parameters, each a connection string keyword.</summary>
+    private static void SetQuery(NpgsqlConnectionStringBuilder builder, string query)
+    {
+        foreach (var pair in query.Split('&', StringSplitOptions.RemoveEmptyEntries))
+        {
+            var equals = pair.IndexOf('=', StringComparison.Ordinal);
+            if (equals <= 0)
+            {
+                throw Invalid($"the parameter '{Decode(pair)}' has no value");
+            }
+
+            SetParameter(builder, Decode(pair[..equals]), Decode(pair[(equals + 1)..]));
+        }
     }
 
     /// <summary>One host (<c>host</c>, <c>host:port</c>, <c>[::1]:port</c>) or several separated by commas.</summary>

@@ -64,24 +64,9 @@ public sealed class PgLlmHealthCheck : IHealthCheck
             ["failed"] = depth.Failed,
         };
         var summary = string.Create(CultureInfo.InvariantCulture, $"{depth.Pending} pending, {depth.Running} running, {depth.Failed} failed");
-        if (_worker is not null)
+        if (WorkerVerdict(data, summary) is { } workerVerdict)
         {
-            data["worker"] = _worker.WorkerId;
-            var lastClaim = PgLlmMetrics.LastClaimAt(_worker.WorkerId);
-            if (lastClaim is { } at)
-            {
-                data["lastClaimAt"] = at;
-            }
-
-            if (_worker.ExecuteTask is null)
-            {
-                return HealthCheckResult.Degraded($"the worker has not started; {summary}", data: data);
-            }
-
-            if (_worker.ExecuteTask.IsCompleted)
-            {
-                return HealthCheckResult.Unhealthy($"the worker stopped; {summary}", _worker.ExecuteTask.Exception, data);
-            }
+            return workerVerdict;
         }
 
         if (EndpointsVerdict(endpoints, data, summary) is { } endpointVerdict)
@@ -110,6 +95,30 @@ public sealed class PgLlmHealthCheck : IHealthCheck
         }
 
         return HealthCheckResult.Healthy(summary, data);
+    }
+
+    /// <summary>The hosted worker's own state (not started, stopped), with its id and last claim in the data; null when it runs or there is none.</summary>
+    private HealthCheckResult? WorkerVerdict(Dictionary<string, object> data, string summary)
+    {
+        if (_worker is null)
+        {
+            return null;
+        }
+
+        data["worker"] = _worker.WorkerId;
+        if (PgLlmMetrics.LastClaimAt(_worker.WorkerId) is { } at)
+        {
+            data["lastClaimAt"] = at;
+        }
+
+        if (_worker.ExecuteTask is null)
+        {
+            return HealthCheckResult.Degraded($"the worker has not started; {summary}", data: data);
+        }
+
+        return _worker.ExecuteTask.IsCompleted
+            ? HealthCheckResult.Unhealthy($"the worker stopped; {summary}", _worker.ExecuteTask.Exception, data)
+            : null;
     }
 
     /// <summary>
