@@ -1,5 +1,4 @@
 using System.Collections.Frozen;
-using System.Threading.Channels;
 using Microsoft.Extensions.Logging;
 using Npgsql;
 using PgLlm.Observability;
@@ -18,11 +17,9 @@ namespace PgLlm.Worker;
 /// </summary>
 internal sealed partial class DailyBudgets
 {
-    private readonly Channel<bool> _nudge = Channel.CreateBounded<bool>(new BoundedChannelOptions(1) { FullMode = BoundedChannelFullMode.DropWrite });
     private readonly NpgsqlDataSource _dataSource;
     private readonly IReadOnlyList<EndpointLane> _lanes;
-    private readonly TimeSpan _refreshInterval;
-    private readonly TimeProvider _time;
+    private readonly RefreshLoop _refresh;
     private readonly ILogger _logger;
     private volatile View _view = View.None;
 
@@ -30,9 +27,8 @@ internal sealed partial class DailyBudgets
     {
         _dataSource = dataSource;
         _lanes = lanes;
-        _refreshInterval = refreshInterval;
-        _time = time;
         _logger = logger;
+        _refresh = new RefreshLoop(RefreshAsync, refreshInterval, time, LogRefreshFailed);
     }
 
     /// <summary>Whether any budget exists (as last read): claims then reserve against the budgets.</summary>
@@ -55,66 +51,14 @@ internal sealed partial class DailyBudgets
     public string? WhyWaits(EndpointLane lane) => _view.Reasons.GetValueOrDefault("endpoint " + lane.Gate.Name);
 
     /// <summary>Has the budgets read at once (one was set or cleared, or a claim found a cap).</summary>
-    public void Nudge() => _nudge.Writer.TryWrite(true);
+    public void Nudge() => _refresh.Nudge();
 
     /// <summary>Reads the budgets before the first claim; a failure leaves the view empty (the refresh loop tries again).</summary>
-    public async Task StartAsync(CancellationToken cancellationToken)
-    {
-        try
-        {
-            await RefreshAsync(cancellationToken).ConfigureAwait(false);
-        }
-        catch (Exception ex) when (ex is not OperationCanceledException || !cancellationToken.IsCancellationRequested)
-        {
-            LogRefreshFailed(ex);
-        }
-        catch (OperationCanceledException) when (cancellationToken.IsCancellationRequested)
-        {
-        }
-    }
+    public Task StartAsync(CancellationToken cancellationToken) => _refresh.FirstAsync(cancellationToken);
 
-    /// <summary>Reads the budgets every refresh interval, or at once when nudged, until stopped.</summary>
-    public async Task RunAsync(CancellationToken cancellationToken)
-    {
-        try
-        {
-            while (!cancellationToken.IsCancellationRequested)
-            {
-                await NextRefreshAsync(cancellationToken).ConfigureAwait(false);
-                try
-                {
-                    await RefreshAsync(cancellationToken).ConfigureAwait(false);
-                }
-                catch (Exception ex) when (ex is not OperationCanceledException || !cancellationToken.IsCancellationRequested)
-                {
-                    // The view keeps its last state; the budgeted claim checks the caps itself anyway.
-                    LogRefreshFailed(ex);
-                }
-            }
-        }
-        catch (OperationCanceledException) when (cancellationToken.IsCancellationRequested)
-        {
-        }
-    }
-
-    private async Task NextRefreshAsync(CancellationToken cancellationToken)
-    {
-        if (_nudge.Reader.TryRead(out _))
-        {
-            return;
-        }
-
-        using var timer = new CancellationTokenSource(_refreshInterval, _time);
-        using var either = CancellationTokenSource.CreateLinkedTokenSource(timer.Token, cancellationToken);
-        try
-        {
-            await _nudge.Reader.ReadAsync(either.Token).ConfigureAwait(false);
-        }
-        catch (OperationCanceledException) when (!cancellationToken.IsCancellationRequested)
-        {
-            // The interval passed.
-        }
-    }
+    /// <summary>Reads the budgets every refresh interval, or at once when nudged, until stopped (a failed read keeps the
+    /// view's last state: the budgeted claim checks the caps itself anyway).</summary>
+    public Task RunAsync(CancellationToken cancellationToken) => _refresh.RunAsync(cancellationToken);
 
     /// <summary>Reads <c>llm.budget_state()</c> (which settles finished attempts first) and logs what changed.</summary>
     private async Task RefreshAsync(CancellationToken cancellationToken)

@@ -1,7 +1,6 @@
 using System.Globalization;
 using System.Security.Cryptography;
 using System.Text;
-using System.Threading.Channels;
 using Microsoft.Extensions.Logging;
 using Npgsql;
 using PgLlm.Failures;
@@ -103,8 +102,6 @@ internal sealed partial class EndpointGovernor
     /// <summary>The channel the governor's functions notify when an endpoint stops, opens or closes.</summary>
     public const string EndpointsChannel = "pgllm_endpoints";
 
-    /// <summary>A pending request to read the shared state now (a notification came); at most one.</summary>
-    private readonly Channel<bool> _nudge = Channel.CreateBounded<bool>(new BoundedChannelOptions(1) { FullMode = BoundedChannelFullMode.DropWrite });
     private readonly NpgsqlDataSource _dataSource;
     private readonly PgLlmGovernorOptions _options;
     private readonly TimeSpan _probeLease;
@@ -113,6 +110,7 @@ internal sealed partial class EndpointGovernor
     private readonly string _workerId;
     private readonly TimeProvider _time;
     private readonly ILogger _logger;
+    private readonly RefreshLoop _refresh;
     private bool _configured;
     private volatile bool _enabled;
     private volatile bool _limitsShared = true;
@@ -129,6 +127,8 @@ internal sealed partial class EndpointGovernor
         _logger = logger;
         _enabled = _options.Enabled;
         Validate(_options);
+        // Off by configuration, or turned off by a read that finds the queue predates the governor: no more reads.
+        _refresh = new RefreshLoop(RefreshAsync, _options.RefreshInterval, time, LogRefreshFailed, () => _enabled);
     }
 
     /// <summary>Throws when a governor setting cannot work.</summary>
@@ -163,74 +163,16 @@ internal sealed partial class EndpointGovernor
     /// <summary>The gate's name for a lane's endpoint: its name, or <c>default</c>.</summary>
     public static string NameOf(string? endpoint) => endpoint ?? EndpointStatus.DefaultEndpoint;
 
-    /// <summary>Registers this worker's configuration of each endpoint and reads their states; before the first claim.</summary>
-    public async Task StartAsync(CancellationToken cancellationToken)
-    {
-        if (!_enabled)
-        {
-            return;
-        }
+    /// <summary>Registers this worker's configuration of each endpoint and reads their states; before the first claim
+    /// (a failure is logged: the claims meet the same fault and back off, and the refresh loop tries again).</summary>
+    public Task StartAsync(CancellationToken cancellationToken) => _refresh.FirstAsync(cancellationToken);
 
-        try
-        {
-            await RefreshAsync(cancellationToken).ConfigureAwait(false);
-        }
-        catch (Exception ex) when (ex is not OperationCanceledException || !cancellationToken.IsCancellationRequested)
-        {
-            // The claims meet the same fault and back off; the refresh loop tries again.
-            LogRefreshFailed(ex);
-        }
-        catch (OperationCanceledException) when (cancellationToken.IsCancellationRequested)
-        {
-        }
-    }
-
-    /// <summary>Reads the shared states every <see cref="PgLlmGovernorOptions.RefreshInterval"/> until stopped.</summary>
-    public async Task RunAsync(CancellationToken cancellationToken)
-    {
-        try
-        {
-            while (_enabled)
-            {
-                await NextRefreshAsync(cancellationToken).ConfigureAwait(false);
-                try
-                {
-                    await RefreshAsync(cancellationToken).ConfigureAwait(false);
-                }
-                catch (Exception ex) when (ex is not OperationCanceledException || !cancellationToken.IsCancellationRequested)
-                {
-                    // Whatever it was, the gates keep their last state and the next refresh tries again.
-                    LogRefreshFailed(ex);
-                }
-            }
-        }
-        catch (OperationCanceledException) when (cancellationToken.IsCancellationRequested)
-        {
-        }
-    }
+    /// <summary>Reads the shared states every <see cref="PgLlmGovernorOptions.RefreshInterval"/>, or at once when nudged,
+    /// until stopped; a failed read leaves the gates in their last state.</summary>
+    public Task RunAsync(CancellationToken cancellationToken) => _refresh.RunAsync(cancellationToken);
 
     /// <summary>Has the state read at once (an endpoint's state changed: another worker stopped, opened or closed it).</summary>
-    public void Nudge() => _nudge.Writer.TryWrite(true);
-
-    /// <summary>Waits for a nudge or the refresh interval, whichever comes first.</summary>
-    private async Task NextRefreshAsync(CancellationToken cancellationToken)
-    {
-        if (_nudge.Reader.TryRead(out _))
-        {
-            return;
-        }
-
-        using var timer = new CancellationTokenSource(_options.RefreshInterval, _time);
-        using var either = CancellationTokenSource.CreateLinkedTokenSource(timer.Token, cancellationToken);
-        try
-        {
-            await _nudge.Reader.ReadAsync(either.Token).ConfigureAwait(false);
-        }
-        catch (OperationCanceledException) when (!cancellationToken.IsCancellationRequested)
-        {
-            // The interval passed.
-        }
-    }
+    public void Nudge() => _refresh.Nudge();
 
     private async Task RefreshAsync(CancellationToken cancellationToken)
     {
