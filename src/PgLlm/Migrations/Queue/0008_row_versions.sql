@@ -70,29 +70,25 @@ SELECT DISTINCT ON (j.task, j.row_key) j.task, j.row_key, j.task_hash, j.finishe
  WHERE j.state = 'succeeded' AND j.task IN (SELECT t.name FROM llm.task AS t)
  ORDER BY j.task, j.row_key, j.id DESC;
 
--- Step 4's llm.settle_unwritten, which every write-back calls with the jobs it settled and the ones whose
--- rows it wrote: it now records, first, the version of each row written (the definition the answer was
--- settled under, llm.job.task_hash). A batch writes a row once (the write-back's UPDATE takes one job per
--- row), and a job settled again on its own records its row in that call.
-CREATE OR REPLACE FUNCTION llm.settle_unwritten(p_task text, p_job_ids bigint[], p_attempts integer[], p_inputs_hashes text[], p_results jsonb[],
-                                                p_input_tokens integer[], p_output_tokens integer[], p_settled integer[], p_written integer[],
-                                                p_models text[], p_cache_hits boolean[])
+-- Every write-back ends with llm.settle_unwritten (the jobs it settled, the ones whose rows it wrote). Step 4's
+-- function keeps its body under a new name, llm.settle_rest; llm.settle_unwritten now records, first, the
+-- version of each row written (the definition its answer was settled under, llm.job.task_hash), then hands
+-- everything to it. A batch writes a row once (the write-back's UPDATE takes one job per row); a job settled
+-- again on its own records its row in that call.
+ALTER FUNCTION llm.settle_unwritten(text, bigint[], integer[], text[], jsonb[], integer[], integer[], integer[], integer[], text[], boolean[])
+    RENAME TO settle_rest;
+
+CREATE FUNCTION llm.settle_unwritten(p_task text, p_job_ids bigint[], p_attempts integer[], p_inputs_hashes text[], p_results jsonb[],
+                                     p_input_tokens integer[], p_output_tokens integer[], p_settled integer[], p_written integer[],
+                                     p_models text[], p_cache_hits boolean[])
 RETURNS text[]
 LANGUAGE plpgsql
 SET search_path = pg_catalog, pg_temp
 SET enable_seqscan = off
 SET plan_cache_mode = force_generic_plan
 AS $fn$
-DECLARE
-    v_states text[];
-    v_unwritten integer[];
-    v_task llm.task;
-    v_call text;
-    v_price record;
-    v_state text;
-    v_hash text;
-    n integer;
 BEGIN
+    -- PL/pgSQL so that the plan is cached: it runs in every write-back.
     IF cardinality(p_written) > 0 THEN
         INSERT INTO llm.row_version AS v (task, row_key, definition_hash, written_at, job_id)
         SELECT DISTINCT ON (j.row_key) p_task, j.row_key, j.task_hash, now(), j.id
@@ -102,49 +98,15 @@ BEGIN
         ON CONFLICT (task, row_key) DO UPDATE
            SET definition_hash = excluded.definition_hash, written_at = excluded.written_at, job_id = excluded.job_id;
     END IF;
-    v_states := ARRAY(SELECT CASE WHEN i = ANY (p_settled) THEN 'succeeded' ELSE 'lost' END
-                        FROM generate_subscripts(p_job_ids, 1) AS i ORDER BY i);
-    IF coalesce(cardinality(p_settled), 0) = coalesce(cardinality(p_written), 0) THEN
-        RETURN v_states;
-    END IF;
-    v_unwritten := ARRAY(SELECT s.n FROM unnest(p_settled) AS s(n) WHERE s.n <> ALL (coalesce(p_written, '{}')) ORDER BY s.n);
-    SELECT * INTO STRICT v_task FROM llm.task AS t WHERE t.name = p_task;
-    IF cardinality(p_job_ids) > 1 THEN
-        SELECT * INTO v_price FROM llm.task_price(p_task);
-        UPDATE llm.job AS j
-           SET state = 'running', finished_at = NULL,
-               input_tokens = j.input_tokens - coalesce(u.input_tokens, 0),
-               output_tokens = j.output_tokens - coalesce(u.output_tokens, 0),
-               estimated_cost = CASE WHEN v_price.input_per_million IS NULL OR (u.input_tokens IS NULL AND u.output_tokens IS NULL) THEN j.estimated_cost
-                                     ELSE j.estimated_cost - round((coalesce(u.input_tokens, 0) * v_price.input_per_million
-                                                                  + coalesce(u.output_tokens, 0) * v_price.output_per_million) / 1000000, 10) END
-          FROM (SELECT p_job_ids[w] AS id, p_input_tokens[w] AS input_tokens, p_output_tokens[w] AS output_tokens
-                  FROM unnest(v_unwritten) AS w) AS u
-         WHERE j.id = u.id;
-        v_call := llm.write_back_call(v_task.complete_function, true);
-        FOREACH n IN ARRAY v_unwritten LOOP
-            EXECUTE v_call INTO v_state
-              USING ARRAY[p_job_ids[n]], ARRAY[p_attempts[n]], ARRAY[p_inputs_hashes[n]], ARRAY[p_results[n]],
-                    ARRAY[p_input_tokens[n]], ARRAY[p_output_tokens[n]], ARRAY[p_models[n]], ARRAY[p_cache_hits[n]];
-            v_states[n] := v_state;
-        END LOOP;
-        RETURN v_states;
-    END IF;
-    EXECUTE format('SELECT i.inputs_hash FROM %s($1) AS i', v_task.inputs_function) INTO v_hash USING p_job_ids;
-    IF v_hash IS NULL THEN
-        UPDATE llm.job AS j
-           SET state = 'skipped', answer = NULL,
-               last_error = 'the row was deleted (or an input the prompt needs became null) while the model was answering'
-         WHERE j.id = p_job_ids[1];
-        RETURN ARRAY['skipped'];
-    END IF;
-    RETURN ARRAY[llm.supersede(p_job_ids[1], v_hash)];
+    RETURN llm.settle_rest(p_task, p_job_ids, p_attempts, p_inputs_hashes, p_results, p_input_tokens, p_output_tokens,
+                           p_settled, p_written, p_models, p_cache_hits);
 END
 $fn$;
 
--- The FROM of a task's rows with their version: the task's table (t) joined to its versions (v) by key,
--- and the condition that some target holds a value (any_target). Shared by llm.task_rows and llm.plan_rows.
-CREATE FUNCTION llm.task_rows_source(p_task text, OUT from_clause text, OUT any_target text, OUT current_hash text)
+-- The FROM of a task's rows with their version: the task's table (t) joined to its versions (v) by key
+-- (key_object: the row's key as jobs key it), and the condition that some target holds a value
+-- (any_target). Shared by llm.task_rows and llm.plan_rows.
+CREATE FUNCTION llm.task_rows_source(p_task text, OUT from_clause text, OUT key_object text, OUT any_target text, OUT current_hash text)
 LANGUAGE plpgsql
 STABLE
 SET search_path = pg_catalog, pg_temp
@@ -156,9 +118,10 @@ BEGIN
     IF NOT FOUND THEN
         RAISE EXCEPTION 'task % is not declared (llm.task has no such row)', p_task USING ERRCODE = 'P0002';
     END IF;
-    from_clause := format('%I.%I AS t LEFT JOIN llm.row_version AS v ON v.task = %L AND v.row_key = jsonb_build_object(%s)',
-                          v_task.table_schema, v_task.table_name, p_task,
-                          (SELECT string_agg(format('%L, t.%I', k, k), ', ' ORDER BY o) FROM unnest(v_task.key_columns) WITH ORDINALITY AS c(k, o)));
+    key_object := format('jsonb_build_object(%s)',
+                         (SELECT string_agg(format('%L, t.%I', k, k), ', ' ORDER BY o) FROM unnest(v_task.key_columns) WITH ORDINALITY AS c(k, o)));
+    from_clause := format('%I.%I AS t LEFT JOIN llm.row_version AS v ON v.task = %L AND v.row_key = %s',
+                          v_task.table_schema, v_task.table_name, p_task, key_object);
     any_target := (SELECT string_agg(format('t.%I IS NOT NULL', c), ' OR ') FROM unnest(v_task.target_columns) AS c);
     current_hash := v_task.definition_hash;
 END
@@ -207,14 +170,12 @@ BEGIN
         RAISE EXCEPTION 'which rows: ''stale'' or ''never_filled'', not %', coalesce(quote_literal(p_which), 'NULL') USING ERRCODE = '22023';
     END IF;
     RETURN QUERY EXECUTE format(
-        'SELECT jsonb_build_object(%s), v.definition_hash FROM %s WHERE %s ORDER BY 1 LIMIT $2',
-        (SELECT string_agg(format('%L, t.%I', k, k), ', ' ORDER BY o)
-           FROM llm.task AS tk CROSS JOIN LATERAL unnest(tk.key_columns) WITH ORDINALITY AS c(k, o) WHERE tk.name = p_task),
-        v_source.from_clause, v_where)
+        'SELECT %s, v.definition_hash FROM %s WHERE %s ORDER BY 1 LIMIT $2', v_source.key_object, v_source.from_clause, v_where)
       USING v_source.current_hash, p_limit;
 END
 $fn$;
 
-REVOKE ALL ON FUNCTION llm.task_history(), llm.task_rows_source(text), llm.task_rows(text), llm.plan_rows(text, text, bigint) FROM PUBLIC;
+REVOKE ALL ON FUNCTION llm.settle_unwritten(text, bigint[], integer[], text[], jsonb[], integer[], integer[], integer[], integer[], text[], boolean[]),
+                       llm.task_history(), llm.task_rows_source(text), llm.task_rows(text), llm.plan_rows(text, text, bigint) FROM PUBLIC;
 -- Read like llm.job; written only through the tasks' write-backs (SECURITY DEFINER).
 GRANT SELECT ON llm.row_version, llm.task_definition TO pgllm_worker;
