@@ -109,6 +109,33 @@ public sealed class EditedCellTests
         Assert.Equal(0L, await MarksAsync(db));
     }
 
+    [Fact]
+    public async Task Marks_and_their_release_work_with_names_that_need_quoting()
+    {
+        await using var db = await _fixture.CreateDatabaseAsync();
+        await db.Owner.ExecAsync($"GRANT USAGE ON SCHEMA llm TO {SecurityFixture.App}");
+        const string Table = SecurityFixture.HostileTable;
+        const string Key = "\"Kéy ID\"";
+        const string Summary = "\"Summary 'Σ'\"";
+        await db.App.ExecAsync($"INSERT INTO {Table} ({Key}, \"Body \"\"Text\"\"\") VALUES (7, 'a note'), (8, 'another')");
+        await DrainAsync(db);
+        await db.App.ExecAsync($"UPDATE {Table} SET {Summary} = 'by hand', \"Untouched ✓\" = 'x'");
+
+        Assert.Equal(
+            ["Sécurité 'Q'|Ünïcödé \"Notes\"|{\"Kéy ID\": 7}|Summary 'Σ'", "Sécurité 'Q'|Ünïcödé \"Notes\"|{\"Kéy ID\": 8}|Summary 'Σ'"],
+            await db.Superuser.ListAsync<string>("SELECT concat_ws('|', table_schema, table_name, row_key::text, column_name) FROM llm.edited_cell ORDER BY row_key"));
+        Assert.True(await db.App.ScalarAsync<bool>("SELECT llm.release_cell($1::regclass, $2::jsonb, $3)", Table, "{\"Kéy ID\": 8}", "Summary 'Σ'"));
+        await db.App.ExecAsync($"UPDATE {Table} SET \"Body \"\"Text\"\"\" = 'changed'");
+        await DrainAsync(db);
+        var answer = await db.Superuser.ScalarAsync<string>(
+            "SELECT answer ->> 'Summary ''Σ''' FROM llm.job WHERE state = 'succeeded' AND row_key = '{\"Kéy ID\": 8}' ORDER BY id DESC LIMIT 1");
+        Assert.Equal(["7|by hand", "8|" + answer], await db.App.ListAsync<string>($"SELECT {Key} || '|' || {Summary} FROM {Table} ORDER BY 1"));
+        Assert.NotEqual("by hand", answer);
+
+        await db.App.ExecAsync($"DELETE FROM {Table} WHERE {Key} = 7");
+        Assert.Equal(0L, await MarksAsync(db));
+    }
+
     private static Task<long> MarksAsync(SecureDatabase db) => db.Superuser.ScalarAsync<long>("SELECT count(*) FROM llm.edited_cell");
 
     private static Task<List<string>> NotesAsync(SecureDatabase db) =>
