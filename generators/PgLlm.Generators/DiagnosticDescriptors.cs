@@ -111,12 +111,18 @@ internal static class DiagnosticDescriptors
         "Task '{0}' allows null for '{1}', but its type '{2}' cannot hold null: make the property nullable or take it out of AllowNull",
         DiagnosticSeverity.Warning);
 
+    public static readonly DiagnosticDescriptor OverwriteNotATarget = Create(
+        "PGLLM018",
+        "OverwriteAlways or OverwriteNever names something that is not a target",
+        "Task '{0}' lists '{2}' in {1}, {3}",
+        DiagnosticSeverity.Error);
+
     private static readonly Dictionary<string, DiagnosticDescriptor> ById = new[]
     {
         UnknownPlaceholder, TaskReadsItsTarget, NoKey, UnknownTarget, MalformedTemplate,
         NoPlaceholder, DuplicateTaskName, TargetIsKey, InvalidArgument, UnmappableType,
         DuplicateTable, InvalidIdentifier, ReadsAnotherTasksTarget, InvalidImage, AllowNullNotATarget,
-        AllowNullOnNonNullable,
+        AllowNullOnNonNullable, OverwriteNotATarget,
     }.ToDictionary(d => d.Id);
 
     public static DiagnosticDescriptor Get(string id) => ById[id];

@@ -255,6 +255,13 @@ public sealed partial class LlmGenerator
                 allowNull = new HashSet<string>();
             }
 
+            var overwrite = OverwriteOf(attribute, name, typeName, columns, targetColumns, diagnostics, cancellationToken);
+            if (overwrite is null)
+            {
+                ok = false;
+                overwrite = new Dictionary<string, OverwriteMode>();
+            }
+
             var targetSchemas = new List<TargetSpec>();
             foreach (var target in targetColumns)
             {
@@ -275,7 +282,8 @@ public sealed partial class LlmGenerator
                 }
                 else
                 {
-                    targetSchemas.Add(new TargetSpec(column.ColumnName, schema, Sql.SqlTypes.KindOf(column.Type)));
+                    targetSchemas.Add(new TargetSpec(column.ColumnName, schema, Sql.SqlTypes.KindOf(column.Type),
+                        overwrite.TryGetValue(target, out var mode) ? mode : OverwriteMode.IfUnedited));
                 }
 
                 if (reads.Any(r => r.ColumnName == target))
@@ -372,6 +380,64 @@ public sealed partial class LlmGenerator
             {
                 diagnostics.Add(Diagnostic(DiagnosticDescriptors.AllowNullOnNonNullable, location, taskName, column.PropertyName,
                     column.Type.ToDisplayString(SymbolDisplayFormat.MinimallyQualifiedFormat)));
+            }
+
+            return ok ? result : null;
+        }
+
+        /// <summary>
+        /// The targets whose write-back is not the default (IfUnedited): [LlmColumn(Overwrite = ...)], or the targets
+        /// [LlmTask(OverwriteAlways = [...], OverwriteNever = [...])] name. Null after an error (a name that is not a
+        /// target, a target in both lists, a value that is not an LlmOverwrite).
+        /// </summary>
+        private static Dictionary<string, OverwriteMode>? OverwriteOf(
+            AttributeData attribute,
+            string taskName,
+            string typeName,
+            IReadOnlyList<ColumnInfo> columns,
+            IReadOnlyList<string> targetColumns,
+            List<DiagnosticInfo> diagnostics,
+            CancellationToken cancellationToken)
+        {
+            var result = new Dictionary<string, OverwriteMode>();
+            if (Is(attribute, LlmColumnAttribute))
+            {
+                var value = NamedInt(attribute, "Overwrite") ?? (int)OverwriteMode.IfUnedited;
+                if (value is < (int)OverwriteMode.IfUnedited or > (int)OverwriteMode.Always)
+                {
+                    diagnostics.Add(Diagnostic(DiagnosticDescriptors.InvalidArgument, NamedArgumentLocation(attribute, "Overwrite", cancellationToken),
+                        $"Task '{taskName}' on '{typeName}': Overwrite must be LlmOverwrite.IfUnedited, Never or Always"));
+                    return null;
+                }
+
+                result[targetColumns[0]] = (OverwriteMode)value;
+                return result;
+            }
+
+            var ok = true;
+            foreach (var (list, mode) in new[] { ("OverwriteAlways", OverwriteMode.Always), ("OverwriteNever", OverwriteMode.Never) })
+            {
+                var argument = attribute.NamedArguments.Where(a => a.Key == list).Select(a => (TypedConstant?)a.Value).FirstOrDefault();
+                if (argument is not { Kind: TypedConstantKind.Array, IsNull: false } value)
+                {
+                    continue;
+                }
+
+                foreach (var name in value.Values.Select(v => v.Value as string ?? string.Empty))
+                {
+                    var column = Resolve(columns, name);
+                    var problem = column is null || !targetColumns.Contains(column.ColumnName)
+                        ? "which is not one of its targets (" + string.Join(", ", targetColumns.Select(t => columns.First(c => c.ColumnName == t).PropertyName)) + ")"
+                        : result.TryGetValue(column.ColumnName, out var other) && other != mode ? "which OverwriteAlways names too: name it in one list" : null;
+                    if (problem is not null)
+                    {
+                        diagnostics.Add(Diagnostic(DiagnosticDescriptors.OverwriteNotATarget, NamedArgumentLocation(attribute, list, cancellationToken), taskName, list, name, problem));
+                        ok = false;
+                        continue;
+                    }
+
+                    result[column!.ColumnName] = mode;
+                }
             }
 
             return ok ? result : null;

@@ -11,7 +11,7 @@ namespace PgLlm.Cli;
 public sealed partial class PgLlmCommandLine
 {
     private static readonly string[] StatusColumns =
-        ["task", "model", "pending", "running", "succeeded", "failed", "superseded", "skipped", "oldest pending", "tokens in", "tokens out", "cost"];
+        ["task", "model", "pending", "running", "succeeded", "failed", "superseded", "skipped", "oldest pending", "tokens in", "tokens out", "cost", "edited"];
 
     private Command CreateStatusCommand()
     {
@@ -26,7 +26,7 @@ public sealed partial class PgLlmCommandLine
                 result.AddError("--interval must be between 0 and 3600 seconds.");
             }
         });
-        var command = new Command("status", "Show each task's jobs by state, the oldest pending job's age, the most frequent failures, tokens used and their estimated cost.");
+        var command = new Command("status", "Show each task's jobs by state, the oldest pending job's age, the most frequent failures, tokens used, their estimated cost and the cells people edited.");
         command.Options.Add(watch);
         command.Options.Add(interval);
         command.Options.Add(exitWhenIdle);
@@ -72,7 +72,7 @@ public sealed partial class PgLlmCommandLine
 
     /// <summary>
     /// The status as JSON: <c>{"tasks":[{"task","model","pending","running","succeeded","failed","superseded","skipped",
-    /// "oldestPendingSeconds","inputTokens","outputTokens","estimatedCost","topFailures":[{"error","count"}]}],
+    /// "oldestPendingSeconds","inputTokens","outputTokens","estimatedCost","editedCells","topFailures":[{"error","count"}]}],
     /// "endpoints":[{"endpoint","state","reason","since","consecutiveFailures","nextProbeAt","pausedUntil",
     /// "rateLimits":[{"kind","perMinute","usedLastMinute"}]}],
     /// "budgets":[{"scope","name","day","dailyTokens","dailyCost","spentTokens","spentCost","reservedTokens","reservedCost",
@@ -117,6 +117,7 @@ public sealed partial class PgLlmCommandLine
                     json.WriteNull("estimatedCost");
                 }
 
+                json.WriteNumber("editedCells", row.EditedCells);
                 json.WriteStartArray("topFailures");
                 foreach (var (error, count) in row.TopFailures)
                 {
@@ -336,6 +337,7 @@ public sealed partial class PgLlmCommandLine
         Number(row.InputTokens),
         Number(row.OutputTokens),
         row.EstimatedCost is { } cost ? cost.ToString("0.0000", CultureInfo.InvariantCulture) : "-",
+        Number(row.EditedCells),
     ];
 
     /// <summary>A line of markup: through the console on a terminal; as plain text (no wrapping, no markup) otherwise.</summary>

@@ -413,6 +413,70 @@ public sealed class DiagnosticTests
         Assert.Contains("\"topic\":{\"type\":\"string\"}", generated, StringComparison.Ordinal);
     }
 
+    [Theory]
+    [InlineData("OverwriteAlways = [nameof(Body)]", "Task 'summary+mood' lists 'Body' in OverwriteAlways, which is not one of its targets (Summary, Mood)")]
+    [InlineData("OverwriteNever = [\"Sumary\"]", "Task 'summary+mood' lists 'Sumary' in OverwriteNever, which is not one of its targets (Summary, Mood)")]
+    [InlineData("OverwriteAlways = [nameof(Mood)], OverwriteNever = [nameof(Mood)]",
+        "Task 'summary+mood' lists 'Mood' in OverwriteNever, which OverwriteAlways names too: name it in one list")]
+    public void PGLLM018_overwrite_naming_something_that_is_not_a_target_or_a_target_twice(string option, string message)
+    {
+        var source = Wrap($$"""
+            [LlmTable("t")]
+            [LlmTask("Summarize {Body}", nameof(Summary), nameof(Mood), {{option}})]
+            public sealed record T(long Id, string Body, string? Summary, string? Mood);
+            """);
+        var result = GeneratorHarness.Run(source);
+
+        var diagnostic = Assert.Single(result.Diagnostics, d => d.Id == "PGLLM018");
+        Assert.Equal(DiagnosticSeverity.Error, diagnostic.Severity);
+        Assert.Equal(message, diagnostic.GetMessage(System.Globalization.CultureInfo.InvariantCulture));
+        Assert.DoesNotContain("public.t:summary", result.GeneratedSource ?? string.Empty, StringComparison.Ordinal);
+    }
+
+    [Fact]
+    public void Overwrite_per_target_sets_how_the_write_back_treats_an_edited_or_filled_cell()
+    {
+        var result = GeneratorHarness.Run(Wrap("""
+            [LlmTable("t")]
+            [LlmTask("Read {Body}", nameof(Label), nameof(Tag), nameof(Memo), OverwriteAlways = [nameof(Tag)], OverwriteNever = ["memo"])]
+            public sealed record T(long Id, string Body, string? Label, string? Tag, string? Memo)
+            {
+                [LlmColumn("Title of {Body}", Overwrite = LlmOverwrite.Always)] public string? Title { get; init; }
+                [LlmColumn("Topic of {Body}", Overwrite = LlmOverwrite.Never)] public string? Topic { get; init; }
+                [LlmColumn("Mood of {Body}")] public string? Mood { get; init; }
+            }
+            """));
+
+        Assert.Empty(result.Diagnostics);
+        var generated = Sql(result);
+        Assert.Contains("\"label\" = CASE WHEN 'label' = ANY (e.columns) THEN t.\"label\" ELSE r.\"label\" END", generated, StringComparison.Ordinal);
+        Assert.Contains("\"tag\" = r.\"tag\"", generated, StringComparison.Ordinal);
+        Assert.Contains("\"memo\" = coalesce(t.\"memo\", r.\"memo\")", generated, StringComparison.Ordinal);
+        Assert.Contains("\"title\" = r.\"title\"", generated, StringComparison.Ordinal);
+        Assert.Contains("\"topic\" = coalesce(t.\"topic\", r.\"topic\")", generated, StringComparison.Ordinal);
+        Assert.Contains("\"mood\" = CASE WHEN 'mood' = ANY (e.columns) THEN t.\"mood\" ELSE r.\"mood\" END", generated, StringComparison.Ordinal);
+        // Only the targets that keep an edit are watched, in one trigger for the table; a task with none looks nothing up.
+        var watched = generated.Split('\n').Single(l => l.StartsWith("CREATE OR REPLACE TRIGGER \"pgllm:edited\" ", StringComparison.Ordinal));
+        Assert.Equal(["\"label\"", "\"mood\""], watched.Split(" AFTER UPDATE OF ")[1].Split(" ON ")[0].Split(", ").Order(StringComparer.Ordinal));
+        Assert.Equal(2, generated.Split("FROM llm.edited_cell AS e").Length - 1);
+    }
+
+    [Fact]
+    public void A_table_whose_targets_all_overwrite_drops_its_edit_triggers()
+    {
+        var generated = Sql(GeneratorHarness.Run(Wrap("""
+            [LlmTable("t")]
+            public sealed record T(long Id, string Body)
+            {
+                [LlmColumn("Title of {Body}", Overwrite = LlmOverwrite.Always)] public string? Title { get; init; }
+            }
+            """)));
+
+        Assert.DoesNotContain("llm.edited_cell", generated, StringComparison.Ordinal);
+        Assert.Contains("DROP TRIGGER IF EXISTS \"pgllm:edited\" ON \"public\".\"t\";", generated, StringComparison.Ordinal);
+        Assert.Contains("DROP TRIGGER IF EXISTS \"pgllm:edited:delete\" ON \"public\".\"t\";", generated, StringComparison.Ordinal);
+    }
+
     [Fact]
     public void A_type_with_an_error_generates_no_script_for_its_table()
     {

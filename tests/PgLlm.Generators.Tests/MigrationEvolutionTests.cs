@@ -30,7 +30,7 @@ public sealed class MigrationEvolutionTests : IAsyncLifetime
         Assert.Equal(["1000-public.notes"], (await MigrateAsync(db, b)).Select(PgLlmScript.StreamOf));
         Assert.Equal("Summarize {title}: {body}", await db.ScalarAsync<string>("SELECT prompt FROM llm.task"));
         Assert.Equal("title,body", await db.ScalarAsync<string>("SELECT array_to_string(read_columns, ',') FROM llm.task"));
-        Assert.Equal(2L, await db.ScalarAsync<long>("SELECT count(*) FROM pg_trigger WHERE tgname LIKE 'pgllm:%'"));
+        Assert.Equal(2L, await db.ScalarAsync<long>("SELECT count(*) FROM pg_trigger WHERE tgname LIKE 'pgllm:%' AND tgname NOT LIKE 'pgllm:edited%'"));
 
         // Back to A: a name journal would think A is applied already; the stream journal applies it again.
         Assert.Equal(["1000-public.notes"], (await MigrateAsync(db, a)).Select(PgLlmScript.StreamOf));
@@ -58,7 +58,7 @@ public sealed class MigrationEvolutionTests : IAsyncLifetime
         await MigrateAsync(db, Notes("Summarize {Body}"));
 
         Assert.Equal(["public.notes:summary"], await db.ListAsync<string>("SELECT name FROM llm.task"));
-        Assert.Equal(2L, await db.ScalarAsync<long>("SELECT count(*) FROM pg_trigger WHERE tgname LIKE 'pgllm:%'"));
+        Assert.Equal(2L, await db.ScalarAsync<long>("SELECT count(*) FROM pg_trigger WHERE tgname LIKE 'pgllm:%' AND tgname NOT LIKE 'pgllm:edited%'"));
         Assert.Equal(0L, await db.ScalarAsync<long>("SELECT count(*) FROM pg_proc WHERE proname LIKE 'public.notes:mood:%'"));
         Assert.Equal("skipped", await db.ScalarAsync<string>("SELECT state FROM llm.job WHERE task = 'public.notes:mood'"));
     }

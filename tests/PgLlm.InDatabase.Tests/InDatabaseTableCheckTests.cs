@@ -24,7 +24,8 @@ public sealed class InDatabaseTableCheckTests
     {
         await using var db = await _fixture.CreateDatabaseAsync();
         await db.ExecAsync("INSERT INTO items (id, input) VALUES (1, 'a')");
-        await db.ExecAsync("ALTER TABLE items DROP COLUMN output");
+        // The table's edit trigger depends on its targets: it goes with the column (a migration puts it back).
+        await db.ExecAsync("ALTER TABLE items DROP COLUMN output CASCADE");
 
         await AssertFailedWithoutCallsAsync(db,
             "public.items: column output (target of task output) is missing; `pgllm migrate` prints the DDL that fixes it");
@@ -57,10 +58,11 @@ public sealed class InDatabaseTableCheckTests
     {
         await using var db = await _fixture.CreateDatabaseAsync();
         await db.ExecAsync("INSERT INTO items (id, input) VALUES (1, 'a')");
-        // The column goes while the model answers: the claim's check passed, the write-back cannot succeed.
+        // The column goes while the model answers (with the edit trigger that depends on it): the claim's check passed,
+        // the write-back cannot succeed.
         _fixture.Model.Responder = request =>
         {
-            db.ExecAsync("ALTER TABLE items DROP COLUMN output").GetAwaiter().GetResult();
+            db.ExecAsync("ALTER TABLE items DROP COLUMN output CASCADE").GetAwaiter().GetResult();
             return ModelReply.Json(DeterministicModel.Answer(request));
         };
 

@@ -53,3 +53,16 @@ public sealed record Flaky(long Id, string Input)
     [LlmColumn("Echo {Input}", MaxAttempts = 3)]
     public string? Output { get; init; }
 }
+
+/// <summary>One task whose targets treat a value someone else wrote three ways: kept if edited, never replaced, always replaced.</summary>
+[LlmTable("triage_notes")]
+[LlmTask("Label, tag and memo for: {Body}", nameof(Label), nameof(Tag), nameof(Memo), Name = "triage",
+    OverwriteAlways = [nameof(Tag)], OverwriteNever = [nameof(Memo)])]
+public sealed record TriageNote(long Id, string Body)
+{
+    public string? Label { get; init; }
+
+    public string? Tag { get; init; }
+
+    public string? Memo { get; init; }
+}

@@ -51,18 +51,23 @@ DECLARE
     v_settled integer[];
     v_written integer[];
 BEGIN
+    -- Not an edit (the table's "pgllm:edited" trigger): an edited cell of an IfUnedited target is kept.
+    PERFORM set_config('pgllm.write_back', 'on', true);
     WITH j AS (SELECT * FROM llm.settle_answers('public.receipts:total_and_taxes', p_job_ids, p_attempts, p_inputs_hashes, p_input_tokens, p_output_tokens,
                                                 p_results, p_models, p_cache_hits)),
          w AS (UPDATE "public"."receipts" AS t
-                  SET "total" = r."total",
-                      "taxes" = r."taxes"
+                  SET "total" = CASE WHEN 'total' = ANY (e.columns) THEN t."total" ELSE r."total" END,
+                      "taxes" = CASE WHEN 'taxes' = ANY (e.columns) THEN t."taxes" ELSE r."taxes" END
                  FROM (SELECT DISTINCT ON (j.row_key) j.row_key, j.n FROM j ORDER BY j.row_key, j.n) AS j
                 CROSS JOIN LATERAL jsonb_populate_record(NULL::"public"."receipts", j.row_key) AS k
                 CROSS JOIN LATERAL jsonb_populate_record(NULL::"public"."receipts", p_results[j.n]) AS r
+                CROSS JOIN LATERAL (SELECT array_agg(e.column_name) AS columns FROM llm.edited_cell AS e
+                                     WHERE e.table_schema = 'public' AND e.table_name = 'receipts' AND e.row_key = j.row_key) AS e
                 WHERE t."id" = k."id"
                   AND md5(jsonb_build_object('image_url', t."image_url")::text) = p_inputs_hashes[j.n]
             RETURNING j.n)
     SELECT (SELECT array_agg(j.n) FROM j), (SELECT array_agg(w.n) FROM w) INTO v_settled, v_written;
+    PERFORM set_config('pgllm.write_back', '', true);
     RETURN llm.settle_unwritten('public.receipts:total_and_taxes', p_job_ids, p_attempts, p_inputs_hashes, p_results, p_input_tokens, p_output_tokens,
                                 v_settled, v_written, p_models, p_cache_hits);
 END
@@ -85,5 +90,13 @@ CREATE OR REPLACE TRIGGER "pgllm:total_and_taxes:insert" AFTER INSERT ON "public
 CREATE OR REPLACE TRIGGER "pgllm:total_and_taxes:update" AFTER UPDATE OF "image_url", "id" ON "public"."receipts" FOR EACH ROW
     WHEN ((OLD."image_url" IS DISTINCT FROM NEW."image_url" OR OLD."id" IS DISTINCT FROM NEW."id") AND NEW."image_url" IS NOT NULL)
     EXECUTE FUNCTION "llm"."public.receipts:total_and_taxes:enqueue"();
+
+CREATE OR REPLACE TRIGGER "pgllm:edited" AFTER UPDATE OF "total", "taxes" ON "public"."receipts" FOR EACH ROW
+    WHEN (current_setting('pgllm.write_back', true) IS DISTINCT FROM 'on' AND (OLD."total" IS DISTINCT FROM NEW."total" OR OLD."taxes" IS DISTINCT FROM NEW."taxes"))
+    EXECUTE FUNCTION llm.mark_edited('1', 'id', 'total', 'taxes');
+CREATE OR REPLACE TRIGGER "pgllm:edited:delete" AFTER DELETE ON "public"."receipts" REFERENCING OLD TABLE AS pgllm_old FOR EACH STATEMENT
+    EXECUTE FUNCTION llm.mark_edited('1', 'id');
+CREATE OR REPLACE TRIGGER "pgllm:edited:truncate" AFTER TRUNCATE ON "public"."receipts" FOR EACH STATEMENT
+    EXECUTE FUNCTION llm.mark_edited('1', 'id');
 
 SELECT llm.forget_undeclared_tasks('public', 'receipts', ARRAY['public.receipts:total_and_taxes']::text[]);

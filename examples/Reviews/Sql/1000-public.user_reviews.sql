@@ -51,17 +51,22 @@ DECLARE
     v_settled integer[];
     v_written integer[];
 BEGIN
+    -- Not an edit (the table's "pgllm:edited" trigger): an edited cell of an IfUnedited target is kept.
+    PERFORM set_config('pgllm.write_back', 'on', true);
     WITH j AS (SELECT * FROM llm.settle_answers('public.user_reviews:sentiment', p_job_ids, p_attempts, p_inputs_hashes, p_input_tokens, p_output_tokens,
                                                 p_results, p_models, p_cache_hits)),
          w AS (UPDATE "public"."user_reviews" AS t
-                  SET "sentiment" = r."sentiment"
+                  SET "sentiment" = CASE WHEN 'sentiment' = ANY (e.columns) THEN t."sentiment" ELSE r."sentiment" END
                  FROM (SELECT DISTINCT ON (j.row_key) j.row_key, j.n FROM j ORDER BY j.row_key, j.n) AS j
                 CROSS JOIN LATERAL jsonb_populate_record(NULL::"public"."user_reviews", j.row_key) AS k
                 CROSS JOIN LATERAL jsonb_populate_record(NULL::"public"."user_reviews", p_results[j.n]) AS r
+                CROSS JOIN LATERAL (SELECT array_agg(e.column_name) AS columns FROM llm.edited_cell AS e
+                                     WHERE e.table_schema = 'public' AND e.table_name = 'user_reviews' AND e.row_key = j.row_key) AS e
                 WHERE t."id" = k."id"
                   AND md5(jsonb_build_object('review_text', t."review_text")::text) = p_inputs_hashes[j.n]
             RETURNING j.n)
     SELECT (SELECT array_agg(j.n) FROM j), (SELECT array_agg(w.n) FROM w) INTO v_settled, v_written;
+    PERFORM set_config('pgllm.write_back', '', true);
     RETURN llm.settle_unwritten('public.user_reviews:sentiment', p_job_ids, p_attempts, p_inputs_hashes, p_results, p_input_tokens, p_output_tokens,
                                 v_settled, v_written, p_models, p_cache_hits);
 END
@@ -134,17 +139,22 @@ DECLARE
     v_settled integer[];
     v_written integer[];
 BEGIN
+    -- Not an edit (the table's "pgllm:edited" trigger): an edited cell of an IfUnedited target is kept.
+    PERFORM set_config('pgllm.write_back', 'on', true);
     WITH j AS (SELECT * FROM llm.settle_answers('public.user_reviews:review_text_es', p_job_ids, p_attempts, p_inputs_hashes, p_input_tokens, p_output_tokens,
                                                 p_results, p_models, p_cache_hits)),
          w AS (UPDATE "public"."user_reviews" AS t
-                  SET "review_text_es" = r."review_text_es"
+                  SET "review_text_es" = CASE WHEN 'review_text_es' = ANY (e.columns) THEN t."review_text_es" ELSE r."review_text_es" END
                  FROM (SELECT DISTINCT ON (j.row_key) j.row_key, j.n FROM j ORDER BY j.row_key, j.n) AS j
                 CROSS JOIN LATERAL jsonb_populate_record(NULL::"public"."user_reviews", j.row_key) AS k
                 CROSS JOIN LATERAL jsonb_populate_record(NULL::"public"."user_reviews", p_results[j.n]) AS r
+                CROSS JOIN LATERAL (SELECT array_agg(e.column_name) AS columns FROM llm.edited_cell AS e
+                                     WHERE e.table_schema = 'public' AND e.table_name = 'user_reviews' AND e.row_key = j.row_key) AS e
                 WHERE t."id" = k."id"
                   AND md5(jsonb_build_object('review_text', t."review_text")::text) = p_inputs_hashes[j.n]
             RETURNING j.n)
     SELECT (SELECT array_agg(j.n) FROM j), (SELECT array_agg(w.n) FROM w) INTO v_settled, v_written;
+    PERFORM set_config('pgllm.write_back', '', true);
     RETURN llm.settle_unwritten('public.user_reviews:review_text_es', p_job_ids, p_attempts, p_inputs_hashes, p_results, p_input_tokens, p_output_tokens,
                                 v_settled, v_written, p_models, p_cache_hits);
 END
@@ -217,17 +227,22 @@ DECLARE
     v_settled integer[];
     v_written integer[];
 BEGIN
+    -- Not an edit (the table's "pgllm:edited" trigger): an edited cell of an IfUnedited target is kept.
+    PERFORM set_config('pgllm.write_back', 'on', true);
     WITH j AS (SELECT * FROM llm.settle_answers('public.user_reviews:user_background', p_job_ids, p_attempts, p_inputs_hashes, p_input_tokens, p_output_tokens,
                                                 p_results, p_models, p_cache_hits)),
          w AS (UPDATE "public"."user_reviews" AS t
-                  SET "user_background" = r."user_background"
+                  SET "user_background" = CASE WHEN 'user_background' = ANY (e.columns) THEN t."user_background" ELSE r."user_background" END
                  FROM (SELECT DISTINCT ON (j.row_key) j.row_key, j.n FROM j ORDER BY j.row_key, j.n) AS j
                 CROSS JOIN LATERAL jsonb_populate_record(NULL::"public"."user_reviews", j.row_key) AS k
                 CROSS JOIN LATERAL jsonb_populate_record(NULL::"public"."user_reviews", p_results[j.n]) AS r
+                CROSS JOIN LATERAL (SELECT array_agg(e.column_name) AS columns FROM llm.edited_cell AS e
+                                     WHERE e.table_schema = 'public' AND e.table_name = 'user_reviews' AND e.row_key = j.row_key) AS e
                 WHERE t."id" = k."id"
                   AND md5(jsonb_build_object('full_name', t."full_name")::text) = p_inputs_hashes[j.n]
             RETURNING j.n)
     SELECT (SELECT array_agg(j.n) FROM j), (SELECT array_agg(w.n) FROM w) INTO v_settled, v_written;
+    PERFORM set_config('pgllm.write_back', '', true);
     RETURN llm.settle_unwritten('public.user_reviews:user_background', p_job_ids, p_attempts, p_inputs_hashes, p_results, p_input_tokens, p_output_tokens,
                                 v_settled, v_written, p_models, p_cache_hits);
 END
@@ -300,17 +315,22 @@ DECLARE
     v_settled integer[];
     v_written integer[];
 BEGIN
+    -- Not an edit (the table's "pgllm:edited" trigger): an edited cell of an IfUnedited target is kept.
+    PERFORM set_config('pgllm.write_back', 'on', true);
     WITH j AS (SELECT * FROM llm.settle_answers('public.user_reviews:image_description', p_job_ids, p_attempts, p_inputs_hashes, p_input_tokens, p_output_tokens,
                                                 p_results, p_models, p_cache_hits)),
          w AS (UPDATE "public"."user_reviews" AS t
-                  SET "image_description" = r."image_description"
+                  SET "image_description" = CASE WHEN 'image_description' = ANY (e.columns) THEN t."image_description" ELSE r."image_description" END
                  FROM (SELECT DISTINCT ON (j.row_key) j.row_key, j.n FROM j ORDER BY j.row_key, j.n) AS j
                 CROSS JOIN LATERAL jsonb_populate_record(NULL::"public"."user_reviews", j.row_key) AS k
                 CROSS JOIN LATERAL jsonb_populate_record(NULL::"public"."user_reviews", p_results[j.n]) AS r
+                CROSS JOIN LATERAL (SELECT array_agg(e.column_name) AS columns FROM llm.edited_cell AS e
+                                     WHERE e.table_schema = 'public' AND e.table_name = 'user_reviews' AND e.row_key = j.row_key) AS e
                 WHERE t."id" = k."id"
                   AND md5(jsonb_build_object('attached_image_url', t."attached_image_url")::text) = p_inputs_hashes[j.n]
             RETURNING j.n)
     SELECT (SELECT array_agg(j.n) FROM j), (SELECT array_agg(w.n) FROM w) INTO v_settled, v_written;
+    PERFORM set_config('pgllm.write_back', '', true);
     RETURN llm.settle_unwritten('public.user_reviews:image_description', p_job_ids, p_attempts, p_inputs_hashes, p_results, p_input_tokens, p_output_tokens,
                                 v_settled, v_written, p_models, p_cache_hits);
 END
@@ -383,18 +403,23 @@ DECLARE
     v_settled integer[];
     v_written integer[];
 BEGIN
+    -- Not an edit (the table's "pgllm:edited" trigger): an edited cell of an IfUnedited target is kept.
+    PERFORM set_config('pgllm.write_back', 'on', true);
     WITH j AS (SELECT * FROM llm.settle_answers('public.user_reviews:analyze_and_translate', p_job_ids, p_attempts, p_inputs_hashes, p_input_tokens, p_output_tokens,
                                                 p_results, p_models, p_cache_hits)),
          w AS (UPDATE "public"."user_reviews" AS t
-                  SET "emotion" = r."emotion",
-                      "user_review_es" = r."user_review_es"
+                  SET "emotion" = CASE WHEN 'emotion' = ANY (e.columns) THEN t."emotion" ELSE r."emotion" END,
+                      "user_review_es" = CASE WHEN 'user_review_es' = ANY (e.columns) THEN t."user_review_es" ELSE r."user_review_es" END
                  FROM (SELECT DISTINCT ON (j.row_key) j.row_key, j.n FROM j ORDER BY j.row_key, j.n) AS j
                 CROSS JOIN LATERAL jsonb_populate_record(NULL::"public"."user_reviews", j.row_key) AS k
                 CROSS JOIN LATERAL jsonb_populate_record(NULL::"public"."user_reviews", p_results[j.n]) AS r
+                CROSS JOIN LATERAL (SELECT array_agg(e.column_name) AS columns FROM llm.edited_cell AS e
+                                     WHERE e.table_schema = 'public' AND e.table_name = 'user_reviews' AND e.row_key = j.row_key) AS e
                 WHERE t."id" = k."id"
                   AND md5(jsonb_build_object('user_review_og', t."user_review_og")::text) = p_inputs_hashes[j.n]
             RETURNING j.n)
     SELECT (SELECT array_agg(j.n) FROM j), (SELECT array_agg(w.n) FROM w) INTO v_settled, v_written;
+    PERFORM set_config('pgllm.write_back', '', true);
     RETURN llm.settle_unwritten('public.user_reviews:analyze_and_translate', p_job_ids, p_attempts, p_inputs_hashes, p_results, p_input_tokens, p_output_tokens,
                                 v_settled, v_written, p_models, p_cache_hits);
 END
@@ -417,5 +442,13 @@ CREATE OR REPLACE TRIGGER "pgllm:analyze_and_translate:insert" AFTER INSERT ON "
 CREATE OR REPLACE TRIGGER "pgllm:analyze_and_translate:update" AFTER UPDATE OF "user_review_og", "id" ON "public"."user_reviews" FOR EACH ROW
     WHEN ((OLD."user_review_og" IS DISTINCT FROM NEW."user_review_og" OR OLD."id" IS DISTINCT FROM NEW."id") AND NEW."user_review_og" IS NOT NULL)
     EXECUTE FUNCTION "llm"."public.user_reviews:analyze_and_translate:enqueue"();
+
+CREATE OR REPLACE TRIGGER "pgllm:edited" AFTER UPDATE OF "sentiment", "review_text_es", "user_background", "image_description", "emotion", "user_review_es" ON "public"."user_reviews" FOR EACH ROW
+    WHEN (current_setting('pgllm.write_back', true) IS DISTINCT FROM 'on' AND (OLD."sentiment" IS DISTINCT FROM NEW."sentiment" OR OLD."review_text_es" IS DISTINCT FROM NEW."review_text_es" OR OLD."user_background" IS DISTINCT FROM NEW."user_background" OR OLD."image_description" IS DISTINCT FROM NEW."image_description" OR OLD."emotion" IS DISTINCT FROM NEW."emotion" OR OLD."user_review_es" IS DISTINCT FROM NEW."user_review_es"))
+    EXECUTE FUNCTION llm.mark_edited('1', 'id', 'sentiment', 'review_text_es', 'user_background', 'image_description', 'emotion', 'user_review_es');
+CREATE OR REPLACE TRIGGER "pgllm:edited:delete" AFTER DELETE ON "public"."user_reviews" REFERENCING OLD TABLE AS pgllm_old FOR EACH STATEMENT
+    EXECUTE FUNCTION llm.mark_edited('1', 'id');
+CREATE OR REPLACE TRIGGER "pgllm:edited:truncate" AFTER TRUNCATE ON "public"."user_reviews" FOR EACH STATEMENT
+    EXECUTE FUNCTION llm.mark_edited('1', 'id');
 
 SELECT llm.forget_undeclared_tasks('public', 'user_reviews', ARRAY['public.user_reviews:sentiment', 'public.user_reviews:review_text_es', 'public.user_reviews:user_background', 'public.user_reviews:image_description', 'public.user_reviews:analyze_and_translate']::text[]);

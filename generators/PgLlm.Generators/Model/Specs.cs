@@ -36,7 +36,21 @@ internal sealed record TaskSpec(
 
 /// <summary>A column the model's answer fills, with the JSON schema (a compact JSON text) its value must match.</summary>
 /// <param name="Kind">What the answer is, as the runtime's table check names it (<c>string</c>, <c>integer</c>, <c>array of string</c>...).</param>
-internal sealed record TargetSpec(string Column, string Schema, string Kind);
+/// <param name="Overwrite">When the write-back may replace the cell's value (LlmOverwrite: a person's edit is kept by default).</param>
+internal sealed record TargetSpec(string Column, string Schema, string Kind, OverwriteMode Overwrite = OverwriteMode.IfUnedited);
+
+/// <summary>The values of PgLlm.LlmOverwrite, which the generator reads as numbers.</summary>
+internal enum OverwriteMode
+{
+    /// <summary>Written unless someone other than PgLlm changed the cell (llm.edited_cell).</summary>
+    IfUnedited = 0,
+
+    /// <summary>Written only while the cell is NULL.</summary>
+    Never = 1,
+
+    /// <summary>Always written.</summary>
+    Always = 2,
+}
 
 /// <summary>A diagnostic to report, held without Roslyn objects except its descriptor.</summary>
 internal sealed record DiagnosticInfo(string Id, LocationInfo? Location, EquatableArray<string> Arguments);

@@ -42,6 +42,9 @@ internal static class TableScriptEmitter
 
         """;
 
+    /// <summary>The table's triggers that keep its edit marks: on UPDATE of its targets, on DELETE, on TRUNCATE.</summary>
+    private static readonly string[] EditedTriggerNames = ["pgllm:edited", "pgllm:edited:delete", "pgllm:edited:truncate"];
+
     public static string TaskName(TableSpec table, TaskSpec task) => table.Schema + "." + table.Table + ":" + task.Name;
 
     public static string FunctionName(TableSpec table, TaskSpec task, string suffix) =>
@@ -67,14 +70,14 @@ internal static class TableScriptEmitter
                 .Append(Triggers(t));
         }
 
-        sql.Append('\n').Append(Forget(table));
+        sql.Append('\n').Append(EditedTriggers(table)).Append('\n').Append(Forget(table));
         return sql.ToString();
     }
 
     private static string Header(TaskSql t) => $"""
         -- Task {t.Name}
         --   reads:  {(t.Task.ReadColumns.Count == 0 ? "(nothing)" : string.Join(", ", t.Task.ReadColumns))}
-        --   writes: {string.Join(", ", t.Task.Targets.Select(x => x.Column))}
+        --   writes: {string.Join(", ", t.Task.Targets.Select(x => x.Column + (x.Overwrite == OverwriteMode.IfUnedited ? string.Empty : " (overwrite: " + x.Overwrite + ")")))}
 
         """;
 
@@ -150,17 +153,20 @@ internal static class TableScriptEmitter
                 v_settled integer[];
                 v_written integer[];
             BEGIN
+                -- Not an edit (the table's "pgllm:edited" trigger): an edited cell of an IfUnedited target is kept.
+                PERFORM set_config('pgllm.write_back', 'on', true);
                 WITH j AS (SELECT * FROM llm.settle_answers({{Literal(t.Name)}}, p_job_ids, p_attempts, p_inputs_hashes, p_input_tokens, p_output_tokens,
                                                             p_results, p_models, p_cache_hits)),
                      w AS (UPDATE {{t.Target}} AS t
                               SET {{t.SetList}}
                              FROM (SELECT DISTINCT ON (j.row_key) j.row_key, j.n FROM j ORDER BY j.row_key, j.n) AS j
                             CROSS JOIN LATERAL jsonb_populate_record(NULL::{{t.Target}}, j.row_key) AS k
-                            CROSS JOIN LATERAL jsonb_populate_record(NULL::{{t.Target}}, p_results[j.n]) AS r
+                            CROSS JOIN LATERAL jsonb_populate_record(NULL::{{t.Target}}, p_results[j.n]) AS r{{t.EditedLookup}}
                             WHERE {{t.KeyMatch}}
                               AND md5({{t.InputsOfT}}::text) = p_inputs_hashes[j.n]
                         RETURNING j.n)
                 SELECT (SELECT array_agg(j.n) FROM j), (SELECT array_agg(w.n) FROM w) INTO v_settled, v_written;
+                PERFORM set_config('pgllm.write_back', '', true);
                 RETURN llm.settle_unwritten({{Literal(t.Name)}}, p_job_ids, p_attempts, p_inputs_hashes, p_results, p_input_tokens, p_output_tokens,
                                             v_settled, v_written, p_models, p_cache_hits);
             END
@@ -226,6 +232,36 @@ internal static class TableScriptEmitter
             """;
     }
 
+    /// <summary>
+    /// The table's edit marks (llm.mark_edited, queue step 9): an UPDATE of a target whose answers keep an edit
+    /// (IfUnedited) by anyone but the write-back marks the changed cells; a DELETE or TRUNCATE forgets the rows'
+    /// marks. Dropped when no target keeps an edit.
+    /// </summary>
+    private static string EditedTriggers(TableSpec table)
+    {
+        var targets = table.Tasks.SelectMany(t => t.Targets).Where(x => x.Overwrite == OverwriteMode.IfUnedited).Select(x => x.Column).Distinct().ToList();
+        var target = Qualified(table.Schema, table.Table);
+        var names = EditedTriggerNames.Select(Ident).ToList();
+        if (targets.Count == 0)
+        {
+            return string.Concat(names.Select(n => $"DROP TRIGGER IF EXISTS {n} ON {target};\n"));
+        }
+
+        var keys = table.KeyColumns.Count.ToString(CultureInfo.InvariantCulture);
+        var keyArguments = Literal(keys) + ", " + string.Join(", ", table.KeyColumns.Select(Literal));
+        var changed = string.Join(" OR ", targets.Select(c => "OLD." + Ident(c) + " IS DISTINCT FROM NEW." + Ident(c)));
+        return $"""
+            CREATE OR REPLACE TRIGGER {names[0]} AFTER UPDATE OF {IdentList(targets)} ON {target} FOR EACH ROW
+                WHEN (current_setting('pgllm.write_back', true) IS DISTINCT FROM 'on' AND ({changed}))
+                EXECUTE FUNCTION llm.mark_edited({keyArguments}, {string.Join(", ", targets.Select(Literal))});
+            CREATE OR REPLACE TRIGGER {names[1]} AFTER DELETE ON {target} REFERENCING OLD TABLE AS pgllm_old FOR EACH STATEMENT
+                EXECUTE FUNCTION llm.mark_edited({keyArguments});
+            CREATE OR REPLACE TRIGGER {names[2]} AFTER TRUNCATE ON {target} FOR EACH STATEMENT
+                EXECUTE FUNCTION llm.mark_edited({keyArguments});
+
+            """;
+    }
+
     /// <summary>Tasks of the table no longer declared lose their triggers, functions and registry row; workers reload the registry.</summary>
     private static string Forget(TableSpec table) => $"""
         SELECT llm.forget_undeclared_tasks({Literal(table.Schema)}, {Literal(table.Table)}, {TextArray(table.Tasks.Select(t => TaskName(table, t)))});
@@ -258,7 +294,24 @@ internal static class TableScriptEmitter
             KeyMatch = string.Join(" AND ", table.KeyColumns.Select(k => "t." + Ident(k) + " = k." + Ident(k)));
             var required = string.Join(" AND ", task.RequiredColumns.Select(c => "t." + Ident(c) + " IS NOT NULL"));
             RequiredClause = required.Length > 0 ? "\n       AND " + required : string.Empty;
-            SetList = string.Join(",\n                      ", task.Targets.Select(c => Ident(c.Column) + " = r." + Ident(c.Column)));
+            SetList = string.Join(",\n                      ", task.Targets.Select(SetTarget));
+            EditedLookup = task.Targets.Any(c => c.Overwrite == OverwriteMode.IfUnedited)
+                ? "\n                CROSS JOIN LATERAL (SELECT array_agg(e.column_name) AS columns FROM llm.edited_cell AS e\n" +
+                  "                                     WHERE e.table_schema = " + Literal(table.Schema) + " AND e.table_name = " + Literal(table.Table) +
+                  " AND e.row_key = j.row_key) AS e"
+                : string.Empty;
+        }
+
+        /// <summary>One target's assignment: an edited cell (IfUnedited) or a value (Never) is kept, Always writes the answer.</summary>
+        private static string SetTarget(TargetSpec target)
+        {
+            var column = Ident(target.Column);
+            return target.Overwrite switch
+            {
+                OverwriteMode.Never => column + " = coalesce(t." + column + ", r." + column + ")",
+                OverwriteMode.Always => column + " = r." + column,
+                _ => column + " = CASE WHEN " + Literal(target.Column) + " = ANY (e.columns) THEN t." + column + " ELSE r." + column + " END",
+            };
         }
 
         public TableSpec Table { get; }
@@ -286,5 +339,7 @@ internal static class TableScriptEmitter
         public string RequiredClause { get; }
 
         public string SetList { get; }
+
+        public string EditedLookup { get; }
     }
 }

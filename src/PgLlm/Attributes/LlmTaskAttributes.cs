@@ -48,6 +48,13 @@ public sealed class LlmColumnAttribute : LlmTaskBaseAttribute
     /// column filled later must be), and a <c>null</c> answer is an invalid answer, retried and then failed.
     /// </summary>
     public bool AllowNull { get; set; }
+
+    /// <summary>
+    /// When an answer may replace the column's value: <see cref="LlmOverwrite.IfUnedited"/> by default (a value
+    /// someone other than PgLlm wrote with an <c>UPDATE</c> is kept), <see cref="LlmOverwrite.Never"/> (written
+    /// only while NULL) or <see cref="LlmOverwrite.Always"/>.
+    /// </summary>
+    public LlmOverwrite Overwrite { get; set; }
 }
 
 /// <summary>One model call fills several columns: the answer is a JSON object keyed by the target columns.</summary>
@@ -71,5 +78,35 @@ public sealed class LlmTaskAttribute : LlmTaskBaseAttribute
     /// </summary>
 #pragma warning disable CA1819 // An attribute argument can only be an array.
     public string[] AllowNull { get; set; } = [];
+
+    /// <summary>
+    /// The targets an answer always replaces, an edit included (<see cref="LlmOverwrite.Always"/>), e.g.
+    /// <c>OverwriteAlways = [nameof(Category)]</c>; each must be one of <see cref="Targets"/>. The other targets keep a
+    /// value someone other than PgLlm wrote with an <c>UPDATE</c> (<see cref="LlmOverwrite.IfUnedited"/>) unless
+    /// named in <see cref="OverwriteNever"/>.
+    /// </summary>
+    public string[] OverwriteAlways { get; set; } = [];
+
+    /// <summary>
+    /// The targets written only while NULL (<see cref="LlmOverwrite.Never"/>): a value, whoever wrote it, is never
+    /// replaced; each must be one of <see cref="Targets"/>, and not in <see cref="OverwriteAlways"/>.
+    /// </summary>
+    public string[] OverwriteNever { get; set; } = [];
 #pragma warning restore CA1819
+}
+
+/// <summary>
+/// When PgLlm's write-back may replace a target cell's value. A cell is <em>edited</em> once anyone other than
+/// PgLlm (an application, a person) changes it with an <c>UPDATE</c>; <c>llm.release_cell</c> forgets the edit.
+/// </summary>
+public enum LlmOverwrite
+{
+    /// <summary>The default: written unless the cell was edited; an edited cell keeps its value until released.</summary>
+    IfUnedited = 0,
+
+    /// <summary>Written only while the cell is NULL: a value, whoever wrote it, is never replaced.</summary>
+    Never = 1,
+
+    /// <summary>Always written: an answer replaces whatever the cell holds, an edit included.</summary>
+    Always = 2,
 }

@@ -17,6 +17,7 @@ namespace PgLlm.Observability;
 /// <param name="OutputTokens">Output tokens of the kept jobs: every attempt the provider reported usage for, failed ones too.</param>
 /// <param name="EstimatedCost">The cost of those tokens, when a price is known for the task's model.</param>
 /// <param name="TopFailures">The most frequent last errors of failed jobs, with their counts.</param>
+/// <param name="EditedCells">Cells of the task's targets changed by someone other than PgLlm, which its answers do not overwrite (<c>llm.edited_cells</c>).</param>
 public sealed record PgLlmTaskStatus(
     string Task,
     string? Model,
@@ -30,7 +31,8 @@ public sealed record PgLlmTaskStatus(
     long InputTokens,
     long OutputTokens,
     decimal? EstimatedCost,
-    IReadOnlyList<(string Error, long Count)> TopFailures);
+    IReadOnlyList<(string Error, long Count)> TopFailures,
+    long EditedCells = 0);
 
 /// <summary>Reads the queue's state per task, and keeps configured prices in <c>llm.model_price</c>.</summary>
 public static class PgLlmStatus
@@ -50,7 +52,8 @@ public static class PgLlmStatus
 
     /// <summary>
     /// Every registered task (and any task name still in the queue), with its jobs by state, the age of
-    /// its oldest pending job, its three most frequent failures, its tokens and their estimated cost.
+    /// its oldest pending job, its three most frequent failures, its tokens and their estimated cost, and
+    /// how many of its target cells someone other than PgLlm edited.
     /// Prices come from <paramref name="prices"/> first, then <c>llm.model_price</c>.
     /// </summary>
     public static async Task<IReadOnlyList<PgLlmTaskStatus>> ReadAsync(
@@ -93,7 +96,8 @@ public static class PgLlmStatus
             SELECT n.task, t.model,
                    coalesce(c.pending, 0), coalesce(c.running, 0), coalesce(c.succeeded, 0), coalesce(c.failed, 0),
                    coalesce(c.superseded, 0), coalesce(c.skipped, 0), c.oldest,
-                   coalesce(c.input_tokens, 0), coalesce(c.output_tokens, 0), coalesce(f.top, '[]'::jsonb)::text
+                   coalesce(c.input_tokens, 0), coalesce(c.output_tokens, 0), coalesce(f.top, '[]'::jsonb)::text,
+                   CASE WHEN t.name IS NULL THEN 0 ELSE llm.edited_cells(t.name) END
               FROM names AS n
               LEFT JOIN llm.task AS t ON t.name = n.task
               LEFT JOIN counts AS c ON c.task = n.task
@@ -131,7 +135,8 @@ public static class PgLlmStatus
                 input,
                 output,
                 price is null ? null : Math.Round(((input * price.InputPerMillion) + (output * price.OutputPerMillion)) / 1_000_000m, 6),
-                failures));
+                failures,
+                reader.GetInt64(12)));
         }
 
         return result;

@@ -91,6 +91,8 @@ public sealed class CommandLineOutputTests
         var failure = Assert.Single(flaky.GetProperty("topFailures").EnumerateArray());
         Assert.StartsWith("model endpoint returned HTTP 400", failure.GetProperty("error").GetString(), StringComparison.Ordinal);
         Assert.Equal(1, failure.GetProperty("count").GetInt64());
+        Assert.Equal(1, flaky.GetProperty("editedCells").GetInt64());
+        Assert.Equal(1, tasks.Sum(t => t.GetProperty("editedCells").GetInt64()));
     }
 
     [Fact]
@@ -198,6 +200,8 @@ public sealed class CommandLineOutputTests
         await db.DataSource.ExecAsync("INSERT INTO flaky (id, input) VALUES (1, 'good'), (2, 'bad'), (3, 'fine')");
         await Ops.Worker(db.DataSource, Ops.Options(_fixture)).RunUntilIdleAsync();
         await db.DataSource.ExecAsync("INSERT INTO flaky (id, input) VALUES (4, 'waiting')");
+        // A person corrects one answer: an edited cell the task's answers keep.
+        await db.DataSource.ExecAsync("UPDATE flaky SET output = 'corrected by hand' WHERE id = 1");
         return db;
     }
 
@@ -222,5 +226,6 @@ public sealed class CommandLineOutputTests
         Assert.Equal(input.ToString("N0", CultureInfo.InvariantCulture), figures["tokens in"]);
         Assert.Equal(output.ToString("N0", CultureInfo.InvariantCulture), figures["tokens out"]);
         Assert.Equal(((input * 1000m + output * 2000m) / 1_000_000m).ToString("0.0000", CultureInfo.InvariantCulture), figures["cost"]);
+        Assert.Equal("1", figures["edited"]);
     }
 }

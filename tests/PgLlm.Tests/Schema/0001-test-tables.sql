@@ -37,3 +37,12 @@ CREATE TABLE "Sécurité 'Q'"."Ünïcödé ""Notes""" (
     "Untouched ✓"   text,
     "Summary 'Σ'"   text
 );
+
+-- The edited-cells tests' table: one target per LlmOverwrite.
+CREATE TABLE triage_notes (
+    id    bigint PRIMARY KEY,
+    body  text NOT NULL,
+    label text,
+    tag   text,
+    memo  text
+);

@@ -152,7 +152,8 @@ public sealed class MigrationTableCheckTests
 
         Assert.Equal("0001-flaky", result.Applied[0]);
         Assert.Contains(result.Applied, name => name.StartsWith(PgLlmScripts.Flaky.Stream + "@", StringComparison.Ordinal));
-        Assert.Equal(2L, await db.ScalarAsync<long>("SELECT count(*) FROM pg_trigger WHERE tgrelid = 'public.flaky'::regclass AND NOT tgisinternal"));
+        // The task's INSERT and UPDATE triggers, and the table's three that keep edit marks.
+        Assert.Equal(5L, await db.ScalarAsync<long>("SELECT count(*) FROM pg_trigger WHERE tgrelid = 'public.flaky'::regclass AND NOT tgisinternal"));
         // The application script ran once: a second run applies nothing.
         Assert.Empty((await new PgLlmMigrator(db, [Application("CREATE TABLE flaky (id bigint PRIMARY KEY, input text NOT NULL, output text)"), PgLlmScripts.Flaky]).MigrateAsync()).Applied);
     }

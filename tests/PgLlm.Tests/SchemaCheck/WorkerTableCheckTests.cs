@@ -24,7 +24,7 @@ public sealed class WorkerTableCheckTests
     public async Task A_dropped_target_column_fails_the_jobs_for_good_without_a_model_call()
     {
         await using var db = await _fixture.CreateDatabaseAsync();
-        await db.ExecAsync("ALTER TABLE flaky DROP COLUMN output");
+        await db.ExecAsync("ALTER TABLE flaky DROP COLUMN output CASCADE"); // with the edit trigger, which names the column
         await db.ExecAsync("INSERT INTO flaky (id, input) VALUES (1, 'a'), (2, 'b')");
 
         await AssertFailedWithoutCallsAsync(db,
@@ -47,7 +47,7 @@ public sealed class WorkerTableCheckTests
     public async Task A_target_changed_to_a_type_that_cannot_hold_the_answer_fails_the_jobs_without_a_model_call()
     {
         await using var db = await _fixture.CreateDatabaseAsync();
-        await db.ExecAsync("ALTER TABLE flaky ALTER COLUMN output TYPE integer USING NULL");
+        await db.ExecAsync("DROP TRIGGER \"pgllm:edited\" ON flaky; ALTER TABLE flaky ALTER COLUMN output TYPE integer USING NULL");
         await db.ExecAsync("INSERT INTO flaky (id, input) VALUES (1, 'a')");
 
         await AssertFailedWithoutCallsAsync(db,
@@ -76,7 +76,7 @@ public sealed class WorkerTableCheckTests
         Assert.Equal("succeeded", await db.ScalarAsync<string>("SELECT state FROM llm.job"));
 
         // The worker trusts the table it checked a moment ago: this job's call is spent, its write-back fails.
-        await db.ExecAsync("ALTER TABLE flaky DROP COLUMN output");
+        await db.ExecAsync("ALTER TABLE flaky DROP COLUMN output CASCADE"); // with the edit trigger, which names the column
         await db.ExecAsync("INSERT INTO flaky (id, input) VALUES (2, 'b')");
         var calls = _fixture.Model.RequestCount;
         await worker.RunUntilIdleAsync(timeout.Token);
@@ -95,7 +95,7 @@ public sealed class WorkerTableCheckTests
         await using var db = await _fixture.CreateDatabaseAsync();
         var worker = _fixture.CreateWorker(db);
         using var timeout = new CancellationTokenSource(Bound);
-        await db.ExecAsync("ALTER TABLE flaky DROP COLUMN output");
+        await db.ExecAsync("ALTER TABLE flaky DROP COLUMN output CASCADE"); // with the edit trigger, which names the column
         await db.ExecAsync("INSERT INTO flaky (id, input) VALUES (1, 'a')");
         await worker.RunUntilIdleAsync(timeout.Token);
         Assert.Equal("failed", await db.ScalarAsync<string>("SELECT state FROM llm.job"));

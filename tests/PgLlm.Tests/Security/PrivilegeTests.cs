@@ -80,10 +80,11 @@ public sealed class PrivilegeTests
         }
 
         // Not just the functions above: nothing in llm is executable or writable by the role, but the read of a
-        // row's history (with the caller's rights, through llm.job_status).
+        // row's history (with the caller's rights, through llm.job_status) and the release of an edited cell (of a
+        // column the caller may update).
         Assert.True(await db.Superuser.ScalarAsync<long>("SELECT count(*) FROM pg_proc WHERE pronamespace = 'llm'::regnamespace") >= 15);
-        Assert.Equal(["llm.row_history(regclass,jsonb)"], await db.Superuser.ListAsync<string>(
-            "SELECT oid::regprocedure::text FROM pg_proc WHERE pronamespace = 'llm'::regnamespace AND has_function_privilege($1, oid, 'EXECUTE')",
+        Assert.Equal(["llm.release_cell(regclass,jsonb,text)", "llm.row_history(regclass,jsonb)"], await db.Superuser.ListAsync<string>(
+            "SELECT oid::regprocedure::text FROM pg_proc WHERE pronamespace = 'llm'::regnamespace AND has_function_privilege($1, oid, 'EXECUTE') ORDER BY 1",
             SecurityFixture.App));
         Assert.Equal(["job_status"], await db.Superuser.ListAsync<string>(
             "SELECT relname::text FROM pg_class WHERE relnamespace = 'llm'::regnamespace AND relkind IN ('r', 'v', 'S', 'p') " +

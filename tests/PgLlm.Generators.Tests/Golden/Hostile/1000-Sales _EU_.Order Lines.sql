@@ -51,17 +51,22 @@ DECLARE
     v_settled integer[];
     v_written integer[];
 BEGIN
+    -- Not an edit (the table's "pgllm:edited" trigger): an edited cell of an IfUnedited target is kept.
+    PERFORM set_config('pgllm.write_back', 'on', true);
     WITH j AS (SELECT * FROM llm.settle_answers('Sales "EU".Order Lines:category', p_job_ids, p_attempts, p_inputs_hashes, p_input_tokens, p_output_tokens,
                                                 p_results, p_models, p_cache_hits)),
          w AS (UPDATE "Sales ""EU"""."Order Lines" AS t
-                  SET "Category's ""Label""" = r."Category's ""Label"""
+                  SET "Category's ""Label""" = CASE WHEN 'Category''s "Label"' = ANY (e.columns) THEN t."Category's ""Label""" ELSE r."Category's ""Label""" END
                  FROM (SELECT DISTINCT ON (j.row_key) j.row_key, j.n FROM j ORDER BY j.row_key, j.n) AS j
                 CROSS JOIN LATERAL jsonb_populate_record(NULL::"Sales ""EU"""."Order Lines", j.row_key) AS k
                 CROSS JOIN LATERAL jsonb_populate_record(NULL::"Sales ""EU"""."Order Lines", p_results[j.n]) AS r
+                CROSS JOIN LATERAL (SELECT array_agg(e.column_name) AS columns FROM llm.edited_cell AS e
+                                     WHERE e.table_schema = 'Sales "EU"' AND e.table_name = 'Order Lines' AND e.row_key = j.row_key) AS e
                 WHERE t."tenant_id" = k."tenant_id" AND t."line_no" = k."line_no"
                   AND md5(jsonb_build_object('Item Name', t."Item Name", 'quantity', t."quantity")::text) = p_inputs_hashes[j.n]
             RETURNING j.n)
     SELECT (SELECT array_agg(j.n) FROM j), (SELECT array_agg(w.n) FROM w) INTO v_settled, v_written;
+    PERFORM set_config('pgllm.write_back', '', true);
     RETURN llm.settle_unwritten('Sales "EU".Order Lines:category', p_job_ids, p_attempts, p_inputs_hashes, p_results, p_input_tokens, p_output_tokens,
                                 v_settled, v_written, p_models, p_cache_hits);
 END
@@ -134,17 +139,22 @@ DECLARE
     v_settled integer[];
     v_written integer[];
 BEGIN
+    -- Not an edit (the table's "pgllm:edited" trigger): an edited cell of an IfUnedited target is kept.
+    PERFORM set_config('pgllm.write_back', 'on', true);
     WITH j AS (SELECT * FROM llm.settle_answers('Sales "EU".Order Lines:shelf_days', p_job_ids, p_attempts, p_inputs_hashes, p_input_tokens, p_output_tokens,
                                                 p_results, p_models, p_cache_hits)),
          w AS (UPDATE "Sales ""EU"""."Order Lines" AS t
-                  SET "shelf_days" = r."shelf_days"
+                  SET "shelf_days" = CASE WHEN 'shelf_days' = ANY (e.columns) THEN t."shelf_days" ELSE r."shelf_days" END
                  FROM (SELECT DISTINCT ON (j.row_key) j.row_key, j.n FROM j ORDER BY j.row_key, j.n) AS j
                 CROSS JOIN LATERAL jsonb_populate_record(NULL::"Sales ""EU"""."Order Lines", j.row_key) AS k
                 CROSS JOIN LATERAL jsonb_populate_record(NULL::"Sales ""EU"""."Order Lines", p_results[j.n]) AS r
+                CROSS JOIN LATERAL (SELECT array_agg(e.column_name) AS columns FROM llm.edited_cell AS e
+                                     WHERE e.table_schema = 'Sales "EU"' AND e.table_name = 'Order Lines' AND e.row_key = j.row_key) AS e
                 WHERE t."tenant_id" = k."tenant_id" AND t."line_no" = k."line_no"
                   AND md5(jsonb_build_object('Item Name', t."Item Name")::text) = p_inputs_hashes[j.n]
             RETURNING j.n)
     SELECT (SELECT array_agg(j.n) FROM j), (SELECT array_agg(w.n) FROM w) INTO v_settled, v_written;
+    PERFORM set_config('pgllm.write_back', '', true);
     RETURN llm.settle_unwritten('Sales "EU".Order Lines:shelf_days', p_job_ids, p_attempts, p_inputs_hashes, p_results, p_input_tokens, p_output_tokens,
                                 v_settled, v_written, p_models, p_cache_hits);
 END
@@ -167,5 +177,13 @@ CREATE OR REPLACE TRIGGER "pgllm:shelf_days:insert" AFTER INSERT ON "Sales ""EU"
 CREATE OR REPLACE TRIGGER "pgllm:shelf_days:update" AFTER UPDATE OF "Item Name", "tenant_id", "line_no" ON "Sales ""EU"""."Order Lines" FOR EACH ROW
     WHEN ((OLD."Item Name" IS DISTINCT FROM NEW."Item Name" OR OLD."tenant_id" IS DISTINCT FROM NEW."tenant_id" OR OLD."line_no" IS DISTINCT FROM NEW."line_no") AND NEW."Item Name" IS NOT NULL)
     EXECUTE FUNCTION "llm"."Sales ""EU"".Order Lines:shelf_days:enqueue"();
+
+CREATE OR REPLACE TRIGGER "pgllm:edited" AFTER UPDATE OF "Category's ""Label""", "shelf_days" ON "Sales ""EU"""."Order Lines" FOR EACH ROW
+    WHEN (current_setting('pgllm.write_back', true) IS DISTINCT FROM 'on' AND (OLD."Category's ""Label""" IS DISTINCT FROM NEW."Category's ""Label""" OR OLD."shelf_days" IS DISTINCT FROM NEW."shelf_days"))
+    EXECUTE FUNCTION llm.mark_edited('2', 'tenant_id', 'line_no', 'Category''s "Label"', 'shelf_days');
+CREATE OR REPLACE TRIGGER "pgllm:edited:delete" AFTER DELETE ON "Sales ""EU"""."Order Lines" REFERENCING OLD TABLE AS pgllm_old FOR EACH STATEMENT
+    EXECUTE FUNCTION llm.mark_edited('2', 'tenant_id', 'line_no');
+CREATE OR REPLACE TRIGGER "pgllm:edited:truncate" AFTER TRUNCATE ON "Sales ""EU"""."Order Lines" FOR EACH STATEMENT
+    EXECUTE FUNCTION llm.mark_edited('2', 'tenant_id', 'line_no');
 
 SELECT llm.forget_undeclared_tasks('Sales "EU"', 'Order Lines', ARRAY['Sales "EU".Order Lines:category', 'Sales "EU".Order Lines:shelf_days']::text[]);

@@ -51,17 +51,22 @@ DECLARE
     v_settled integer[];
     v_written integer[];
 BEGIN
+    -- Not an edit (the table's "pgllm:edited" trigger): an edited cell of an IfUnedited target is kept.
+    PERFORM set_config('pgllm.write_back', 'on', true);
     WITH j AS (SELECT * FROM llm.settle_answers('public.user_reviews:sentiment', p_job_ids, p_attempts, p_inputs_hashes, p_input_tokens, p_output_tokens,
                                                 p_results, p_models, p_cache_hits)),
          w AS (UPDATE "public"."user_reviews" AS t
-                  SET "sentiment" = r."sentiment"
+                  SET "sentiment" = CASE WHEN 'sentiment' = ANY (e.columns) THEN t."sentiment" ELSE r."sentiment" END
                  FROM (SELECT DISTINCT ON (j.row_key) j.row_key, j.n FROM j ORDER BY j.row_key, j.n) AS j
                 CROSS JOIN LATERAL jsonb_populate_record(NULL::"public"."user_reviews", j.row_key) AS k
                 CROSS JOIN LATERAL jsonb_populate_record(NULL::"public"."user_reviews", p_results[j.n]) AS r
+                CROSS JOIN LATERAL (SELECT array_agg(e.column_name) AS columns FROM llm.edited_cell AS e
+                                     WHERE e.table_schema = 'public' AND e.table_name = 'user_reviews' AND e.row_key = j.row_key) AS e
                 WHERE t."id" = k."id"
                   AND md5(jsonb_build_object('review_text', t."review_text")::text) = p_inputs_hashes[j.n]
             RETURNING j.n)
     SELECT (SELECT array_agg(j.n) FROM j), (SELECT array_agg(w.n) FROM w) INTO v_settled, v_written;
+    PERFORM set_config('pgllm.write_back', '', true);
     RETURN llm.settle_unwritten('public.user_reviews:sentiment', p_job_ids, p_attempts, p_inputs_hashes, p_results, p_input_tokens, p_output_tokens,
                                 v_settled, v_written, p_models, p_cache_hits);
 END
@@ -134,18 +139,23 @@ DECLARE
     v_settled integer[];
     v_written integer[];
 BEGIN
+    -- Not an edit (the table's "pgllm:edited" trigger): an edited cell of an IfUnedited target is kept.
+    PERFORM set_config('pgllm.write_back', 'on', true);
     WITH j AS (SELECT * FROM llm.settle_answers('public.user_reviews:emotion+user_review_es', p_job_ids, p_attempts, p_inputs_hashes, p_input_tokens, p_output_tokens,
                                                 p_results, p_models, p_cache_hits)),
          w AS (UPDATE "public"."user_reviews" AS t
-                  SET "emotion" = r."emotion",
-                      "user_review_es" = r."user_review_es"
+                  SET "emotion" = CASE WHEN 'emotion' = ANY (e.columns) THEN t."emotion" ELSE r."emotion" END,
+                      "user_review_es" = CASE WHEN 'user_review_es' = ANY (e.columns) THEN t."user_review_es" ELSE r."user_review_es" END
                  FROM (SELECT DISTINCT ON (j.row_key) j.row_key, j.n FROM j ORDER BY j.row_key, j.n) AS j
                 CROSS JOIN LATERAL jsonb_populate_record(NULL::"public"."user_reviews", j.row_key) AS k
                 CROSS JOIN LATERAL jsonb_populate_record(NULL::"public"."user_reviews", p_results[j.n]) AS r
+                CROSS JOIN LATERAL (SELECT array_agg(e.column_name) AS columns FROM llm.edited_cell AS e
+                                     WHERE e.table_schema = 'public' AND e.table_name = 'user_reviews' AND e.row_key = j.row_key) AS e
                 WHERE t."id" = k."id"
                   AND md5(jsonb_build_object('user_review_og', t."user_review_og")::text) = p_inputs_hashes[j.n]
             RETURNING j.n)
     SELECT (SELECT array_agg(j.n) FROM j), (SELECT array_agg(w.n) FROM w) INTO v_settled, v_written;
+    PERFORM set_config('pgllm.write_back', '', true);
     RETURN llm.settle_unwritten('public.user_reviews:emotion+user_review_es', p_job_ids, p_attempts, p_inputs_hashes, p_results, p_input_tokens, p_output_tokens,
                                 v_settled, v_written, p_models, p_cache_hits);
 END
@@ -168,5 +178,13 @@ CREATE OR REPLACE TRIGGER "pgllm:emotion+user_review_es:insert" AFTER INSERT ON 
 CREATE OR REPLACE TRIGGER "pgllm:emotion+user_review_es:update" AFTER UPDATE OF "user_review_og", "id" ON "public"."user_reviews" FOR EACH ROW
     WHEN ((OLD."user_review_og" IS DISTINCT FROM NEW."user_review_og" OR OLD."id" IS DISTINCT FROM NEW."id") AND NEW."user_review_og" IS NOT NULL)
     EXECUTE FUNCTION "llm"."public.user_reviews:emotion+user_review_es:enqueue"();
+
+CREATE OR REPLACE TRIGGER "pgllm:edited" AFTER UPDATE OF "sentiment", "emotion", "user_review_es" ON "public"."user_reviews" FOR EACH ROW
+    WHEN (current_setting('pgllm.write_back', true) IS DISTINCT FROM 'on' AND (OLD."sentiment" IS DISTINCT FROM NEW."sentiment" OR OLD."emotion" IS DISTINCT FROM NEW."emotion" OR OLD."user_review_es" IS DISTINCT FROM NEW."user_review_es"))
+    EXECUTE FUNCTION llm.mark_edited('1', 'id', 'sentiment', 'emotion', 'user_review_es');
+CREATE OR REPLACE TRIGGER "pgllm:edited:delete" AFTER DELETE ON "public"."user_reviews" REFERENCING OLD TABLE AS pgllm_old FOR EACH STATEMENT
+    EXECUTE FUNCTION llm.mark_edited('1', 'id');
+CREATE OR REPLACE TRIGGER "pgllm:edited:truncate" AFTER TRUNCATE ON "public"."user_reviews" FOR EACH STATEMENT
+    EXECUTE FUNCTION llm.mark_edited('1', 'id');
 
 SELECT llm.forget_undeclared_tasks('public', 'user_reviews', ARRAY['public.user_reviews:sentiment', 'public.user_reviews:emotion+user_review_es']::text[]);

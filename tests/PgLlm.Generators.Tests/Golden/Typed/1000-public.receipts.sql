@@ -51,17 +51,22 @@ DECLARE
     v_settled integer[];
     v_written integer[];
 BEGIN
+    -- Not an edit (the table's "pgllm:edited" trigger): an edited cell of an IfUnedited target is kept.
+    PERFORM set_config('pgllm.write_back', 'on', true);
     WITH j AS (SELECT * FROM llm.settle_answers('public.receipts:note_mood', p_job_ids, p_attempts, p_inputs_hashes, p_input_tokens, p_output_tokens,
                                                 p_results, p_models, p_cache_hits)),
          w AS (UPDATE "public"."receipts" AS t
-                  SET "note_mood" = r."note_mood"
+                  SET "note_mood" = CASE WHEN 'note_mood' = ANY (e.columns) THEN t."note_mood" ELSE r."note_mood" END
                  FROM (SELECT DISTINCT ON (j.row_key) j.row_key, j.n FROM j ORDER BY j.row_key, j.n) AS j
                 CROSS JOIN LATERAL jsonb_populate_record(NULL::"public"."receipts", j.row_key) AS k
                 CROSS JOIN LATERAL jsonb_populate_record(NULL::"public"."receipts", p_results[j.n]) AS r
+                CROSS JOIN LATERAL (SELECT array_agg(e.column_name) AS columns FROM llm.edited_cell AS e
+                                     WHERE e.table_schema = 'public' AND e.table_name = 'receipts' AND e.row_key = j.row_key) AS e
                 WHERE t."id" = k."id"
                   AND md5(jsonb_build_object('note', t."note")::text) = p_inputs_hashes[j.n]
             RETURNING j.n)
     SELECT (SELECT array_agg(j.n) FROM j), (SELECT array_agg(w.n) FROM w) INTO v_settled, v_written;
+    PERFORM set_config('pgllm.write_back', '', true);
     RETURN llm.settle_unwritten('public.receipts:note_mood', p_job_ids, p_attempts, p_inputs_hashes, p_results, p_input_tokens, p_output_tokens,
                                 v_settled, v_written, p_models, p_cache_hits);
 END
@@ -134,17 +139,22 @@ DECLARE
     v_settled integer[];
     v_written integer[];
 BEGIN
+    -- Not an edit (the table's "pgllm:edited" trigger): an edited cell of an IfUnedited target is kept.
+    PERFORM set_config('pgllm.write_back', 'on', true);
     WITH j AS (SELECT * FROM llm.settle_answers('public.receipts:stars', p_job_ids, p_attempts, p_inputs_hashes, p_input_tokens, p_output_tokens,
                                                 p_results, p_models, p_cache_hits)),
          w AS (UPDATE "public"."receipts" AS t
-                  SET "stars" = r."stars"
+                  SET "stars" = CASE WHEN 'stars' = ANY (e.columns) THEN t."stars" ELSE r."stars" END
                  FROM (SELECT DISTINCT ON (j.row_key) j.row_key, j.n FROM j ORDER BY j.row_key, j.n) AS j
                 CROSS JOIN LATERAL jsonb_populate_record(NULL::"public"."receipts", j.row_key) AS k
                 CROSS JOIN LATERAL jsonb_populate_record(NULL::"public"."receipts", p_results[j.n]) AS r
+                CROSS JOIN LATERAL (SELECT array_agg(e.column_name) AS columns FROM llm.edited_cell AS e
+                                     WHERE e.table_schema = 'public' AND e.table_name = 'receipts' AND e.row_key = j.row_key) AS e
                 WHERE t."id" = k."id"
                   AND md5(jsonb_build_object('note', t."note")::text) = p_inputs_hashes[j.n]
             RETURNING j.n)
     SELECT (SELECT array_agg(j.n) FROM j), (SELECT array_agg(w.n) FROM w) INTO v_settled, v_written;
+    PERFORM set_config('pgllm.write_back', '', true);
     RETURN llm.settle_unwritten('public.receipts:stars', p_job_ids, p_attempts, p_inputs_hashes, p_results, p_input_tokens, p_output_tokens,
                                 v_settled, v_written, p_models, p_cache_hits);
 END
@@ -217,17 +227,22 @@ DECLARE
     v_settled integer[];
     v_written integer[];
 BEGIN
+    -- Not an edit (the table's "pgllm:edited" trigger): an edited cell of an IfUnedited target is kept.
+    PERFORM set_config('pgllm.write_back', 'on', true);
     WITH j AS (SELECT * FROM llm.settle_answers('public.receipts:tags', p_job_ids, p_attempts, p_inputs_hashes, p_input_tokens, p_output_tokens,
                                                 p_results, p_models, p_cache_hits)),
          w AS (UPDATE "public"."receipts" AS t
-                  SET "tags" = r."tags"
+                  SET "tags" = CASE WHEN 'tags' = ANY (e.columns) THEN t."tags" ELSE r."tags" END
                  FROM (SELECT DISTINCT ON (j.row_key) j.row_key, j.n FROM j ORDER BY j.row_key, j.n) AS j
                 CROSS JOIN LATERAL jsonb_populate_record(NULL::"public"."receipts", j.row_key) AS k
                 CROSS JOIN LATERAL jsonb_populate_record(NULL::"public"."receipts", p_results[j.n]) AS r
+                CROSS JOIN LATERAL (SELECT array_agg(e.column_name) AS columns FROM llm.edited_cell AS e
+                                     WHERE e.table_schema = 'public' AND e.table_name = 'receipts' AND e.row_key = j.row_key) AS e
                 WHERE t."id" = k."id"
                   AND md5(jsonb_build_object('note', t."note")::text) = p_inputs_hashes[j.n]
             RETURNING j.n)
     SELECT (SELECT array_agg(j.n) FROM j), (SELECT array_agg(w.n) FROM w) INTO v_settled, v_written;
+    PERFORM set_config('pgllm.write_back', '', true);
     RETURN llm.settle_unwritten('public.receipts:tags', p_job_ids, p_attempts, p_inputs_hashes, p_results, p_input_tokens, p_output_tokens,
                                 v_settled, v_written, p_models, p_cache_hits);
 END
@@ -300,17 +315,22 @@ DECLARE
     v_settled integer[];
     v_written integer[];
 BEGIN
+    -- Not an edit (the table's "pgllm:edited" trigger): an edited cell of an IfUnedited target is kept.
+    PERFORM set_config('pgllm.write_back', 'on', true);
     WITH j AS (SELECT * FROM llm.settle_answers('public.receipts:codes', p_job_ids, p_attempts, p_inputs_hashes, p_input_tokens, p_output_tokens,
                                                 p_results, p_models, p_cache_hits)),
          w AS (UPDATE "public"."receipts" AS t
-                  SET "codes" = r."codes"
+                  SET "codes" = CASE WHEN 'codes' = ANY (e.columns) THEN t."codes" ELSE r."codes" END
                  FROM (SELECT DISTINCT ON (j.row_key) j.row_key, j.n FROM j ORDER BY j.row_key, j.n) AS j
                 CROSS JOIN LATERAL jsonb_populate_record(NULL::"public"."receipts", j.row_key) AS k
                 CROSS JOIN LATERAL jsonb_populate_record(NULL::"public"."receipts", p_results[j.n]) AS r
+                CROSS JOIN LATERAL (SELECT array_agg(e.column_name) AS columns FROM llm.edited_cell AS e
+                                     WHERE e.table_schema = 'public' AND e.table_name = 'receipts' AND e.row_key = j.row_key) AS e
                 WHERE t."id" = k."id"
                   AND md5(jsonb_build_object('note', t."note")::text) = p_inputs_hashes[j.n]
             RETURNING j.n)
     SELECT (SELECT array_agg(j.n) FROM j), (SELECT array_agg(w.n) FROM w) INTO v_settled, v_written;
+    PERFORM set_config('pgllm.write_back', '', true);
     RETURN llm.settle_unwritten('public.receipts:codes', p_job_ids, p_attempts, p_inputs_hashes, p_results, p_input_tokens, p_output_tokens,
                                 v_settled, v_written, p_models, p_cache_hits);
 END
@@ -383,17 +403,22 @@ DECLARE
     v_settled integer[];
     v_written integer[];
 BEGIN
+    -- Not an edit (the table's "pgllm:edited" trigger): an edited cell of an IfUnedited target is kept.
+    PERFORM set_config('pgllm.write_back', 'on', true);
     WITH j AS (SELECT * FROM llm.settle_answers('public.receipts:origin', p_job_ids, p_attempts, p_inputs_hashes, p_input_tokens, p_output_tokens,
                                                 p_results, p_models, p_cache_hits)),
          w AS (UPDATE "public"."receipts" AS t
-                  SET "origin" = r."origin"
+                  SET "origin" = CASE WHEN 'origin' = ANY (e.columns) THEN t."origin" ELSE r."origin" END
                  FROM (SELECT DISTINCT ON (j.row_key) j.row_key, j.n FROM j ORDER BY j.row_key, j.n) AS j
                 CROSS JOIN LATERAL jsonb_populate_record(NULL::"public"."receipts", j.row_key) AS k
                 CROSS JOIN LATERAL jsonb_populate_record(NULL::"public"."receipts", p_results[j.n]) AS r
+                CROSS JOIN LATERAL (SELECT array_agg(e.column_name) AS columns FROM llm.edited_cell AS e
+                                     WHERE e.table_schema = 'public' AND e.table_name = 'receipts' AND e.row_key = j.row_key) AS e
                 WHERE t."id" = k."id"
                   AND md5(jsonb_build_object('note', t."note")::text) = p_inputs_hashes[j.n]
             RETURNING j.n)
     SELECT (SELECT array_agg(j.n) FROM j), (SELECT array_agg(w.n) FROM w) INTO v_settled, v_written;
+    PERFORM set_config('pgllm.write_back', '', true);
     RETURN llm.settle_unwritten('public.receipts:origin', p_job_ids, p_attempts, p_inputs_hashes, p_results, p_input_tokens, p_output_tokens,
                                 v_settled, v_written, p_models, p_cache_hits);
 END
@@ -466,17 +491,22 @@ DECLARE
     v_settled integer[];
     v_written integer[];
 BEGIN
+    -- Not an edit (the table's "pgllm:edited" trigger): an edited cell of an IfUnedited target is kept.
+    PERFORM set_config('pgllm.write_back', 'on', true);
     WITH j AS (SELECT * FROM llm.settle_answers('public.receipts:is_refund', p_job_ids, p_attempts, p_inputs_hashes, p_input_tokens, p_output_tokens,
                                                 p_results, p_models, p_cache_hits)),
          w AS (UPDATE "public"."receipts" AS t
-                  SET "is_refund" = r."is_refund"
+                  SET "is_refund" = CASE WHEN 'is_refund' = ANY (e.columns) THEN t."is_refund" ELSE r."is_refund" END
                  FROM (SELECT DISTINCT ON (j.row_key) j.row_key, j.n FROM j ORDER BY j.row_key, j.n) AS j
                 CROSS JOIN LATERAL jsonb_populate_record(NULL::"public"."receipts", j.row_key) AS k
                 CROSS JOIN LATERAL jsonb_populate_record(NULL::"public"."receipts", p_results[j.n]) AS r
+                CROSS JOIN LATERAL (SELECT array_agg(e.column_name) AS columns FROM llm.edited_cell AS e
+                                     WHERE e.table_schema = 'public' AND e.table_name = 'receipts' AND e.row_key = j.row_key) AS e
                 WHERE t."id" = k."id"
                   AND md5(jsonb_build_object('note', t."note")::text) = p_inputs_hashes[j.n]
             RETURNING j.n)
     SELECT (SELECT array_agg(j.n) FROM j), (SELECT array_agg(w.n) FROM w) INTO v_settled, v_written;
+    PERFORM set_config('pgllm.write_back', '', true);
     RETURN llm.settle_unwritten('public.receipts:is_refund', p_job_ids, p_attempts, p_inputs_hashes, p_results, p_input_tokens, p_output_tokens,
                                 v_settled, v_written, p_models, p_cache_hits);
 END
@@ -549,17 +579,22 @@ DECLARE
     v_settled integer[];
     v_written integer[];
 BEGIN
+    -- Not an edit (the table's "pgllm:edited" trigger): an edited cell of an IfUnedited target is kept.
+    PERFORM set_config('pgllm.write_back', 'on', true);
     WITH j AS (SELECT * FROM llm.settle_answers('public.receipts:written_at', p_job_ids, p_attempts, p_inputs_hashes, p_input_tokens, p_output_tokens,
                                                 p_results, p_models, p_cache_hits)),
          w AS (UPDATE "public"."receipts" AS t
-                  SET "written_at" = r."written_at"
+                  SET "written_at" = CASE WHEN 'written_at' = ANY (e.columns) THEN t."written_at" ELSE r."written_at" END
                  FROM (SELECT DISTINCT ON (j.row_key) j.row_key, j.n FROM j ORDER BY j.row_key, j.n) AS j
                 CROSS JOIN LATERAL jsonb_populate_record(NULL::"public"."receipts", j.row_key) AS k
                 CROSS JOIN LATERAL jsonb_populate_record(NULL::"public"."receipts", p_results[j.n]) AS r
+                CROSS JOIN LATERAL (SELECT array_agg(e.column_name) AS columns FROM llm.edited_cell AS e
+                                     WHERE e.table_schema = 'public' AND e.table_name = 'receipts' AND e.row_key = j.row_key) AS e
                 WHERE t."id" = k."id"
                   AND md5(jsonb_build_object('note', t."note")::text) = p_inputs_hashes[j.n]
             RETURNING j.n)
     SELECT (SELECT array_agg(j.n) FROM j), (SELECT array_agg(w.n) FROM w) INTO v_settled, v_written;
+    PERFORM set_config('pgllm.write_back', '', true);
     RETURN llm.settle_unwritten('public.receipts:written_at', p_job_ids, p_attempts, p_inputs_hashes, p_results, p_input_tokens, p_output_tokens,
                                 v_settled, v_written, p_models, p_cache_hits);
 END
@@ -632,17 +667,22 @@ DECLARE
     v_settled integer[];
     v_written integer[];
 BEGIN
+    -- Not an edit (the table's "pgllm:edited" trigger): an edited cell of an IfUnedited target is kept.
+    PERFORM set_config('pgllm.write_back', 'on', true);
     WITH j AS (SELECT * FROM llm.settle_answers('public.receipts:scan_text', p_job_ids, p_attempts, p_inputs_hashes, p_input_tokens, p_output_tokens,
                                                 p_results, p_models, p_cache_hits)),
          w AS (UPDATE "public"."receipts" AS t
-                  SET "scan_text" = r."scan_text"
+                  SET "scan_text" = CASE WHEN 'scan_text' = ANY (e.columns) THEN t."scan_text" ELSE r."scan_text" END
                  FROM (SELECT DISTINCT ON (j.row_key) j.row_key, j.n FROM j ORDER BY j.row_key, j.n) AS j
                 CROSS JOIN LATERAL jsonb_populate_record(NULL::"public"."receipts", j.row_key) AS k
                 CROSS JOIN LATERAL jsonb_populate_record(NULL::"public"."receipts", p_results[j.n]) AS r
+                CROSS JOIN LATERAL (SELECT array_agg(e.column_name) AS columns FROM llm.edited_cell AS e
+                                     WHERE e.table_schema = 'public' AND e.table_name = 'receipts' AND e.row_key = j.row_key) AS e
                 WHERE t."id" = k."id"
                   AND md5(jsonb_build_object('scan', t."scan", 'note', t."note")::text) = p_inputs_hashes[j.n]
             RETURNING j.n)
     SELECT (SELECT array_agg(j.n) FROM j), (SELECT array_agg(w.n) FROM w) INTO v_settled, v_written;
+    PERFORM set_config('pgllm.write_back', '', true);
     RETURN llm.settle_unwritten('public.receipts:scan_text', p_job_ids, p_attempts, p_inputs_hashes, p_results, p_input_tokens, p_output_tokens,
                                 v_settled, v_written, p_models, p_cache_hits);
 END
@@ -715,20 +755,25 @@ DECLARE
     v_settled integer[];
     v_written integer[];
 BEGIN
+    -- Not an edit (the table's "pgllm:edited" trigger): an edited cell of an IfUnedited target is kept.
+    PERFORM set_config('pgllm.write_back', 'on', true);
     WITH j AS (SELECT * FROM llm.settle_answers('public.receipts:totals', p_job_ids, p_attempts, p_inputs_hashes, p_input_tokens, p_output_tokens,
                                                 p_results, p_models, p_cache_hits)),
          w AS (UPDATE "public"."receipts" AS t
-                  SET "total" = r."total",
-                      "taxes" = r."taxes",
-                      "currency" = r."currency",
-                      "paid_on" = r."paid_on"
+                  SET "total" = CASE WHEN 'total' = ANY (e.columns) THEN t."total" ELSE r."total" END,
+                      "taxes" = CASE WHEN 'taxes' = ANY (e.columns) THEN t."taxes" ELSE r."taxes" END,
+                      "currency" = CASE WHEN 'currency' = ANY (e.columns) THEN t."currency" ELSE r."currency" END,
+                      "paid_on" = CASE WHEN 'paid_on' = ANY (e.columns) THEN t."paid_on" ELSE r."paid_on" END
                  FROM (SELECT DISTINCT ON (j.row_key) j.row_key, j.n FROM j ORDER BY j.row_key, j.n) AS j
                 CROSS JOIN LATERAL jsonb_populate_record(NULL::"public"."receipts", j.row_key) AS k
                 CROSS JOIN LATERAL jsonb_populate_record(NULL::"public"."receipts", p_results[j.n]) AS r
+                CROSS JOIN LATERAL (SELECT array_agg(e.column_name) AS columns FROM llm.edited_cell AS e
+                                     WHERE e.table_schema = 'public' AND e.table_name = 'receipts' AND e.row_key = j.row_key) AS e
                 WHERE t."id" = k."id"
                   AND md5(jsonb_build_object('image_url', t."image_url")::text) = p_inputs_hashes[j.n]
             RETURNING j.n)
     SELECT (SELECT array_agg(j.n) FROM j), (SELECT array_agg(w.n) FROM w) INTO v_settled, v_written;
+    PERFORM set_config('pgllm.write_back', '', true);
     RETURN llm.settle_unwritten('public.receipts:totals', p_job_ids, p_attempts, p_inputs_hashes, p_results, p_input_tokens, p_output_tokens,
                                 v_settled, v_written, p_models, p_cache_hits);
 END
@@ -751,5 +796,13 @@ CREATE OR REPLACE TRIGGER "pgllm:totals:insert" AFTER INSERT ON "public"."receip
 CREATE OR REPLACE TRIGGER "pgllm:totals:update" AFTER UPDATE OF "image_url", "id" ON "public"."receipts" FOR EACH ROW
     WHEN ((OLD."image_url" IS DISTINCT FROM NEW."image_url" OR OLD."id" IS DISTINCT FROM NEW."id") AND NEW."image_url" IS NOT NULL)
     EXECUTE FUNCTION "llm"."public.receipts:totals:enqueue"();
+
+CREATE OR REPLACE TRIGGER "pgllm:edited" AFTER UPDATE OF "note_mood", "stars", "tags", "codes", "origin", "is_refund", "written_at", "scan_text", "total", "taxes", "currency", "paid_on" ON "public"."receipts" FOR EACH ROW
+    WHEN (current_setting('pgllm.write_back', true) IS DISTINCT FROM 'on' AND (OLD."note_mood" IS DISTINCT FROM NEW."note_mood" OR OLD."stars" IS DISTINCT FROM NEW."stars" OR OLD."tags" IS DISTINCT FROM NEW."tags" OR OLD."codes" IS DISTINCT FROM NEW."codes" OR OLD."origin" IS DISTINCT FROM NEW."origin" OR OLD."is_refund" IS DISTINCT FROM NEW."is_refund" OR OLD."written_at" IS DISTINCT FROM NEW."written_at" OR OLD."scan_text" IS DISTINCT FROM NEW."scan_text" OR OLD."total" IS DISTINCT FROM NEW."total" OR OLD."taxes" IS DISTINCT FROM NEW."taxes" OR OLD."currency" IS DISTINCT FROM NEW."currency" OR OLD."paid_on" IS DISTINCT FROM NEW."paid_on"))
+    EXECUTE FUNCTION llm.mark_edited('1', 'id', 'note_mood', 'stars', 'tags', 'codes', 'origin', 'is_refund', 'written_at', 'scan_text', 'total', 'taxes', 'currency', 'paid_on');
+CREATE OR REPLACE TRIGGER "pgllm:edited:delete" AFTER DELETE ON "public"."receipts" REFERENCING OLD TABLE AS pgllm_old FOR EACH STATEMENT
+    EXECUTE FUNCTION llm.mark_edited('1', 'id');
+CREATE OR REPLACE TRIGGER "pgllm:edited:truncate" AFTER TRUNCATE ON "public"."receipts" FOR EACH STATEMENT
+    EXECUTE FUNCTION llm.mark_edited('1', 'id');
 
 SELECT llm.forget_undeclared_tasks('public', 'receipts', ARRAY['public.receipts:note_mood', 'public.receipts:stars', 'public.receipts:tags', 'public.receipts:codes', 'public.receipts:origin', 'public.receipts:is_refund', 'public.receipts:written_at', 'public.receipts:scan_text', 'public.receipts:totals']::text[]);
