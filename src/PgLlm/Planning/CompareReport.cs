@@ -32,6 +32,9 @@ public sealed record CompareReport(
     decimal? EstimatedCost,
     IReadOnlyList<TargetAgreement> Targets)
 {
+    /// <summary>The first error of a row without a valid answer (invalid or failed); null when every answer was valid.</summary>
+    public string? FirstError { get; init; }
+
     /// <summary>The share of invalid answers among the sampled rows (0 when none was sampled).</summary>
     public double InvalidRate => Sampled == 0 ? 0 : (double)Invalid / Sampled;
 }

@@ -44,7 +44,10 @@ public static class DefinitionComparer
         var (input, output) = (samples.Sum(s => (long)(s.InputTokens ?? 0)), samples.Sum(s => (long)(s.OutputTokens ?? 0)));
         return new CompareReport(
             runId, task, hash, samples.Length, samples.Count(s => s.Invalid), samples.Count(s => s.Error is not null && !s.Invalid), input, output,
-            price is null ? null : Cost(price, input, output), Agreements(definition, samples));
+            price is null ? null : Cost(price, input, output), Agreements(definition, samples))
+        {
+            FirstError = samples.FirstOrDefault(s => s.Error is not null)?.Error,
+        };
     }
 
     /// <summary>Asks the model for one row and compares its answer with the row's values.</summary>
