@@ -99,7 +99,8 @@ public sealed partial class PgLlmCommandLine
         WriteRaw(string.Create(CultureInfo.InvariantCulture, $"  SELECT * FROM llm.compare_sample WHERE run_id = {report.RunId};"));
         if (report.Targets.Any(t => !t.Exact))
         {
-            WriteRaw("Text similarity: " + AnswerAgreement.TextMeasure + ".");
+            WriteRaw("Text similarity:");
+            WriteRaw("  " + AnswerAgreement.TextMeasure + ".");
         }
     }
 
