@@ -100,10 +100,15 @@ public sealed partial class PgLlmCommandLine
             WriteFigure("time", TaskPlan.FormatDuration(rerun.Duration), DurationBasis(rerun));
         }
 
-        if (plans.Any(p => p.Rows.Stale > 0))
+        var stale = plans.Where(p => p.Rows.Stale > 0).ToList();
+        if (stale.Count > 0)
         {
+            // The next steps of a rollout: try the new definition on a sample, then re-run the stale rows.
+            var name = stale.Count == 1 ? stale[0].Task : "TASK";
             WriteRaw(string.Empty);
-            WriteRaw("Try the current definition on a sample: pgllm compare --task TASK --sample 20");
+            WriteRaw("Next: try the current definition on a sample, then re-run the stale rows:");
+            WriteRaw($"  pgllm compare --task {name} --sample 20");
+            WriteRaw($"  pgllm rerun --task {name} --stale");
         }
     }
 
