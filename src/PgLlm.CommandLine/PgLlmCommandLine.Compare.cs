@@ -3,6 +3,7 @@ using System.Globalization;
 using System.Text;
 using System.Text.Json;
 using Microsoft.Extensions.AI;
+using Npgsql;
 using PgLlm.Completions;
 using PgLlm.Planning;
 
@@ -39,6 +40,8 @@ public sealed partial class PgLlmCommandLine
                 return ExitUsage;
             }
 
+            await RequireEndpointRunningAsync(dataSource, options, name, cancellationToken).ConfigureAwait(false);
+
             // The worker's model access (endpoints, rate limits) without the answer cache: the model itself answers.
             IChatClient chatClient;
             try
@@ -74,6 +77,16 @@ public sealed partial class PgLlmCommandLine
             return ExitOk;
         });
         return command;
+    }
+
+    /// <summary>A comparison does not call an endpoint the governor stopped (a wrong key, no quota): one line, exit code 1.</summary>
+    private static async Task RequireEndpointRunningAsync(NpgsqlDataSource dataSource, PgLlmOptions options, string task, CancellationToken cancellationToken)
+    {
+        if (await DefinitionComparer.StoppedEndpointAsync(dataSource, options, task, cancellationToken).ConfigureAwait(false) is { } stopped)
+        {
+            throw new CommandLineException(
+                $"endpoint {stopped.Endpoint} is stopped ({stopped.Reason}): fix it, then run 'pgllm endpoint resume {stopped.Endpoint}' and compare again.");
+        }
     }
 
     private void WriteComparison(CompareReport report)

@@ -1,18 +1,22 @@
 using System.Text.Json;
 using Microsoft.Extensions.AI;
+using Microsoft.Extensions.Logging.Abstractions;
 using Npgsql;
 using NpgsqlTypes;
 using PgLlm.Completions;
 using PgLlm.Failures;
 using PgLlm.Migrations;
+using PgLlm.Observability;
 using PgLlm.Queue;
+using PgLlm.Worker;
 
 namespace PgLlm.Planning;
 
 /// <summary>
 /// <c>pgllm compare</c>: runs a task's current definition on a sample of the rows an older one wrote
 /// (<c>llm.plan_rows(task, 'stale')</c>) without writing them. Each prompt is rendered and sent as the worker sends it
-/// (<see cref="ModelCaller"/>: system prompt, user message, JSON schema; the client's rate limits apply), each answer
+/// (<see cref="ModelCaller"/>: system prompt, user message, JSON schema; the endpoint's rate limits apply, shared with the
+/// workers through the database while the governor is on), each answer
 /// validated as the worker validates it (<see cref="AnswerValidator"/>), and compared per target with the value the row
 /// holds (<see cref="AnswerAgreement"/>). Every answer is kept in <c>llm.compare_sample</c> under the run's id; the
 /// task's table and <c>llm.job</c> are only read.
@@ -35,8 +39,16 @@ public static class DefinitionComparer
         var caller = new ModelCaller(chatClient, options.Model, options.Worker.MaxPromptBytes);
         var samples = new CompareSample[rows.Count];
         var parallel = new ParallelOptions { MaxDegreeOfParallelism = Math.Clamp(options.Worker.Concurrency, 1, 8), CancellationToken = cancellationToken };
-        await Parallel.ForEachAsync(Enumerable.Range(0, rows.Count), parallel, async (i, token) =>
-            samples[i] = await AskAsync(caller, definition, rows[i], options.Worker.ModelTimeout, token).ConfigureAwait(false)).ConfigureAwait(false);
+        var sharing = ShareLimits(dataSource, caller, options);
+        try
+        {
+            await Parallel.ForEachAsync(Enumerable.Range(0, rows.Count), parallel, async (i, token) =>
+                samples[i] = await AskAsync(caller, definition, rows[i], options.Worker.ModelTimeout, token).ConfigureAwait(false)).ConfigureAwait(false);
+        }
+        finally
+        {
+            sharing.ForEach(s => s.Dispose());
+        }
 
         var price = await PlanPrices.ForModelAsync(dataSource, options, definition.Model, cancellationToken).ConfigureAwait(false);
         var runId = await SaveAsync(dataSource, task, samples, price, cancellationToken).ConfigureAwait(false);
@@ -48,6 +60,46 @@ public static class DefinitionComparer
         {
             FirstError = samples.FirstOrDefault(s => s.Error is not null)?.Error,
         };
+    }
+
+    /// <summary>
+    /// With the endpoint governor on (the default), the calls take their permits from the rate-limit buckets every
+    /// worker of the database shares (<c>llm.endpoint_bucket</c>), as a worker's do: a comparison beside running
+    /// workers keeps the endpoint under its limits. The handles that end it.
+    /// </summary>
+    private static List<IDisposable> ShareLimits(NpgsqlDataSource dataSource, ModelCaller caller, PgLlmOptions options)
+    {
+        var sharing = new List<IDisposable>();
+        if (!options.Governor.Enabled)
+        {
+            return sharing;
+        }
+
+        foreach (var endpoint in new string?[] { null }.Concat(options.Endpoints.Keys))
+        {
+            if (caller.RateLimiterOf(endpoint) is { } limiter)
+            {
+                var configured = endpoint is null ? (options.BaseUrl, options.ApiKey, options.Model)
+                    : (options.Endpoints[endpoint].BaseUrl, options.Endpoints[endpoint].ApiKey, options.Endpoints[endpoint].Model);
+                var gate = new EndpointGate(EndpointGovernor.NameOf(endpoint), EndpointGovernor.ConfigHash(configured.Item1, configured.Item2, configured.Item3));
+                sharing.Add(limiter.ShareLimits(new SharedEndpointLimits(dataSource, gate, TimeProvider.System, NullLogger.Instance)));
+            }
+        }
+
+        return sharing;
+    }
+
+    /// <summary>The endpoint that serves <paramref name="task"/> (its model names it, as the worker routes it) when the governor stopped it; else null.</summary>
+    public static async Task<EndpointStatus?> StoppedEndpointAsync(NpgsqlDataSource dataSource, PgLlmOptions options, string task, CancellationToken cancellationToken = default)
+    {
+        ArgumentNullException.ThrowIfNull(dataSource);
+        ArgumentNullException.ThrowIfNull(options);
+        await using var command = dataSource.CreateCommand("SELECT model FROM llm.task WHERE name = $1");
+        command.Parameters.Add(new NpgsqlParameter<string> { TypedValue = task });
+        var model = await command.ExecuteScalarAsync(cancellationToken).ConfigureAwait(false) as string;
+        var endpoint = EndpointGovernor.NameOf(EndpointRouterChatClient.EndpointOf(model ?? options.Model, options.Endpoints.ContainsKey));
+        return (await EndpointStatus.ReadAllAsync(dataSource, cancellationToken).ConfigureAwait(false))
+            .FirstOrDefault(e => e.Endpoint == endpoint && e.State == "stopped");
     }
 
     /// <summary>Asks the model for one row and compares its answer with the row's values.</summary>

@@ -149,6 +149,26 @@ public sealed class CompareTests
         Assert.Equal(0, await db.DataSource.ScalarAsync<long>("SELECT count(*) FROM llm.compare_sample"));
     }
 
+    [Fact]
+    public async Task Compare_does_not_call_an_endpoint_the_governor_stopped()
+    {
+        await using var db = await SeedComparedAsync();
+        var calls = _fixture.Model.RequestCount;
+        await db.DataSource.ExecAsync("INSERT INTO llm.endpoint_state (endpoint, state, reason) VALUES ('default', 'stopped', 'HTTP 401: wrong key') ON CONFLICT (endpoint) DO UPDATE SET state = 'stopped', reason = excluded.reason");
+        using var output = new SynchronizedWriter();
+        using var errors = new SynchronizedWriter();
+        var commandLine = new PgLlmCommandLine(PgLlmFixture.Scripts, CliConsoles.Create(output, width: 80, terminal: false), Ops.Configuration(_fixture), errors);
+
+        var exit = await commandLine.InvokeAsync(["compare", "--task", Flaky, "--connection", db.ConnectionString]);
+
+        Assert.Equal(1, exit);
+        Assert.Equal(
+            "error: endpoint default is stopped (HTTP 401: wrong key): fix it, then run 'pgllm endpoint resume default' and compare again.",
+            Assert.Single(errors.ToString().Split('\n', StringSplitOptions.RemoveEmptyEntries)));
+        Assert.Equal(calls, _fixture.Model.RequestCount);
+        Assert.Equal(0, await db.DataSource.ScalarAsync<long>("SELECT count(*) FROM llm.compare_sample"));
+    }
+
     /// <summary>
     /// Six rows answered by "Echo {input}" (the answer: the input), then a new definition "Repeat: {input}" whose answers
     /// are the same for "same ..." rows, "changed ..." for "other ..." rows, and invalid for the "broken" row.

@@ -25,10 +25,12 @@ public sealed partial class PlanTests
 
     private static readonly TimeSpan Bound = TimeSpan.FromSeconds(60);
     private readonly PgLlmFixture _fixture;
+    private readonly Xunit.Abstractions.ITestOutputHelper _output;
 
-    public PlanTests(PgLlmFixture fixture)
+    public PlanTests(PgLlmFixture fixture, Xunit.Abstractions.ITestOutputHelper output)
     {
         _fixture = fixture;
+        _output = output;
         fixture.Model.Reset();
     }
 
@@ -159,8 +161,11 @@ public sealed partial class PlanTests
         return (spent[0], spent[1]);
     }
 
-    private static void AssertWithin20Percent(long actual, long estimate, string what) =>
+    private void AssertWithin20Percent(long actual, long estimate, string what)
+    {
+        _output.WriteLine($"{what}: estimated {estimate}, spent {actual} ({(estimate - actual) * 100.0 / actual:+0.0;-0.0}%)");
         Assert.True(actual > 0 && Math.Abs(estimate - actual) <= 0.2 * actual, $"{what}: estimated {estimate}, spent {actual}");
+    }
 
     /// <summary>The test scripts with the flaky task's prompt changed, as a second declaration of the same table generates it.</summary>
     private static List<PgLlmScript> ChangedScripts(string prompt) => PgLlmFixture.Scripts.Select(s =>
