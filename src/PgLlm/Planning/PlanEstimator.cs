@@ -60,7 +60,29 @@ public static class PlanEstimator
             estimate = await PlanDuration.EstimateAsync(dataSource, options, task.Model, history, estimate, cancellationToken).ConfigureAwait(false);
         }
 
-        return new TaskPlan(task.Name, task.Model, task.DefinitionHash, rows, estimate);
+        return new TaskPlan(task.Name, task.Model, task.DefinitionHash, rows, estimate)
+        {
+            EditedCells = await EditedCellsAsync(dataSource, task.Name, cancellationToken).ConfigureAwait(false),
+        };
+    }
+
+    /// <summary>
+    /// The task's target cells a person or an application edited, from <c>llm.edited_cells(task)</c> where the queue has
+    /// it (edited cells, a later queue step); null (not counted) where it does not.
+    /// </summary>
+    private static async Task<long?> EditedCellsAsync(NpgsqlDataSource dataSource, string task, CancellationToken cancellationToken)
+    {
+        await using (var exists = dataSource.CreateCommand("SELECT to_regprocedure('llm.edited_cells(text)') IS NOT NULL"))
+        {
+            if (await exists.ExecuteScalarAsync(cancellationToken).ConfigureAwait(false) is not true)
+            {
+                return null;
+            }
+        }
+
+        await using var command = dataSource.CreateCommand("SELECT llm.edited_cells($1)");
+        command.Parameters.Add(new NpgsqlParameter<string> { TypedValue = task });
+        return await command.ExecuteScalarAsync(cancellationToken).ConfigureAwait(false) is long count ? count : null;
     }
 
     private static async Task<TaskRowCounts> RowsAsync(NpgsqlDataSource dataSource, string task, CancellationToken cancellationToken)

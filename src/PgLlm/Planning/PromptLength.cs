@@ -1,4 +1,5 @@
 using System.Text.Json;
+using System.Text.Json.Nodes;
 using Npgsql;
 using NpgsqlTypes;
 using PgLlm.Templates;
@@ -24,8 +25,9 @@ internal sealed record PromptLength(double AverageCharacters, double? Characters
         var current = PromptTemplate.Parse(task.Prompt);
         double characters = 0, oldCharacters = 0, oldTokens = 0;
         long ratioJobs = 0;
-        foreach (var (key, values) in inputs)
+        foreach (var (key, row) in inputs)
         {
+            var values = WithoutImages(row, task.ImageColumns);
             characters += Characters(current, task.SystemPrompt, values);
             var (hash, tokens) = written[key];
             if (tokens is { } recorded && hash is not null && definitions.TryGetValue(hash, out var old))
@@ -45,6 +47,22 @@ internal sealed record PromptLength(double AverageCharacters, double? Characters
     /// <summary>A prompt's characters as the model receives them: the system message and the rendered user message.</summary>
     internal static int Characters(PromptTemplate template, string? systemPrompt, JsonElement values) =>
         (systemPrompt?.Length ?? 0) + template.Render(values).Length;
+
+    /// <summary>The inputs without the image columns' values (a URL or bytea as text is no measure of an image's tokens).</summary>
+    private static JsonElement WithoutImages(JsonElement values, IReadOnlyList<string> imageColumns)
+    {
+        if (imageColumns.Count == 0 || JsonNode.Parse(values.GetRawText()) is not JsonObject inputs)
+        {
+            return values;
+        }
+
+        foreach (var column in imageColumns)
+        {
+            inputs.Remove(column);
+        }
+
+        return JsonSerializer.SerializeToElement(inputs);
+    }
 
     /// <summary>The stale rows sampled: for each, the definition that wrote it and the input tokens its job recorded.</summary>
     private static async Task<Dictionary<string, (string? Hash, int? Tokens)>> WrittenByAsync(

@@ -93,8 +93,8 @@ public sealed record RerunEstimate
 public sealed record TaskPlan(string Task, string? Model, string DefinitionHash, TaskRowCounts Rows, RerunEstimate Rerun)
 {
     /// <summary>
-    /// Target cells a person or an application changed (kept from PgLlm's writes). Null: not counted; the count
-    /// comes with edited cells (<c>llm.edited_cells(task)</c>), which this version of the queue does not have.
+    /// Target cells a person or an application changed (kept from PgLlm's writes), from <c>llm.edited_cells(task)</c>.
+    /// Null: not counted, the queue has no <c>llm.edited_cells</c> (edited cells come with a later queue step).
     /// </summary>
     public long? EditedCells { get; init; }
 

@@ -46,7 +46,6 @@ public sealed partial class PlanTests
         // Exactly the rows the old definition wrote are stale.
         Assert.Equal(30, await db.DataSource.ScalarAsync<long>($"SELECT count(*) FROM llm.row_version WHERE task = '{Flaky}' AND definition_hash = '{oldHash}'"));
         Assert.Equal(new TaskRowCounts(32, 0, 30, 2), plan.Rows);
-        Assert.Null(plan.EditedCells);
         Assert.Equal(30, plan.Rerun.Rows);
         Assert.Equal(TokenEstimateSource.PromptLengthWithHistoryRatio, plan.Rerun.InputSource);
         Assert.Equal(30, plan.Rerun.HistoryJobs);
@@ -126,6 +125,22 @@ public sealed partial class PlanTests
         var (upToDate, quiet) = await Ops.RunAsync(Ops.Configuration(_fixture), db.ConnectionString, "migrate");
         Assert.Equal(0, upToDate);
         Assert.DoesNotContain("definition changed", quiet, StringComparison.Ordinal);
+    }
+
+    [Fact]
+    public async Task Edited_cells_are_what_llm_edited_cells_counts_and_not_counted_without_it()
+    {
+        await using var db = await Ops.CreateDatabaseAsync(_fixture);
+        if (!await db.DataSource.ScalarAsync<bool>("SELECT to_regprocedure('llm.edited_cells(text)') IS NOT NULL"))
+        {
+            Assert.Null(Assert.Single(await PlanEstimator.ReadAsync(db.DataSource, null, Flaky)).EditedCells);
+        }
+
+        // A stand-in with the signature of the edited-cells step's function.
+        await db.DataSource.ExecAsync(
+            $"CREATE OR REPLACE FUNCTION llm.edited_cells(p_task text) RETURNS bigint LANGUAGE sql AS $$ SELECT CASE WHEN p_task = '{Flaky}' THEN 7 ELSE 0 END::bigint $$");
+
+        Assert.Equal(7, Assert.Single(await PlanEstimator.ReadAsync(db.DataSource, null, Flaky)).EditedCells);
     }
 
     /// <summary>Rows 1..<paramref name="rows"/> answered by the declared definition, and rows never filled; the declared hash.</summary>
