@@ -40,25 +40,7 @@ public sealed partial class PgLlmCommandLine
                 return ExitUsage;
             }
 
-            await RequireEndpointRunningAsync(dataSource, options, name, cancellationToken).ConfigureAwait(false);
-
-            // The worker's model access (endpoints, rate limits) without the answer cache: the model itself answers.
-            IChatClient chatClient;
-            try
-            {
-                chatClient = ChatClientFactory.Create(options, null);
-            }
-            catch (InvalidOperationException ex)
-            {
-                throw new CommandLineException(ex.Message, ex);
-            }
-
-            CompareReport report;
-            using (chatClient)
-            {
-                report = await DefinitionComparer.RunAsync(dataSource, chatClient, options, name, count, cancellationToken).ConfigureAwait(false);
-            }
-
+            var report = await CompareAsync(dataSource, options, name, count, cancellationToken).ConfigureAwait(false);
             if (parseResult.GetValue(json))
             {
                 WriteRaw(CompareJson(report));
@@ -77,6 +59,26 @@ public sealed partial class PgLlmCommandLine
             return ExitOk;
         });
         return command;
+    }
+
+    /// <summary>Runs the comparison through the worker's model access (endpoints, rate limits) without the answer cache: the model itself answers.</summary>
+    private static async Task<CompareReport> CompareAsync(NpgsqlDataSource dataSource, PgLlmOptions options, string task, int sample, CancellationToken cancellationToken)
+    {
+        await RequireEndpointRunningAsync(dataSource, options, task, cancellationToken).ConfigureAwait(false);
+        IChatClient chatClient;
+        try
+        {
+            chatClient = ChatClientFactory.Create(options, null);
+        }
+        catch (InvalidOperationException ex)
+        {
+            throw new CommandLineException(ex.Message, ex);
+        }
+
+        using (chatClient)
+        {
+            return await DefinitionComparer.RunAsync(dataSource, chatClient, options, task, sample, cancellationToken).ConfigureAwait(false);
+        }
     }
 
     /// <summary>A comparison does not call an endpoint the governor stopped (a wrong key, no quota): one line, exit code 1.</summary>

@@ -170,6 +170,24 @@ public sealed class CompareTests
         Assert.Equal(0, await db.DataSource.ScalarAsync<long>("SELECT count(*) FROM llm.compare_sample"));
     }
 
+    [Fact]
+    public async Task Compare_whose_every_call_fails_prints_its_report_then_one_error_line_and_exits_1()
+    {
+        await using var db = await SeedComparedAsync();
+        _fixture.Model.Responder = _ => ModelReply.Error(500, "the model is down");
+        using var output = new SynchronizedWriter();
+        using var errors = new SynchronizedWriter();
+        var commandLine = new PgLlmCommandLine(PgLlmFixture.Scripts, CliConsoles.Create(output, width: 80, terminal: false), Ops.Configuration(_fixture), errors);
+
+        var exit = await commandLine.InvokeAsync(["compare", "--task", Flaky, "--sample", "2", "--connection", db.ConnectionString]);
+
+        Assert.Equal(1, exit);
+        Assert.Contains("  failed calls   2", output.ToString(), StringComparison.Ordinal);
+        var line = Assert.Single(errors.ToString().Split('\n', StringSplitOptions.RemoveEmptyEntries));
+        Assert.StartsWith("error: every call failed, the first with: model endpoint returned HTTP 500", line, StringComparison.Ordinal);
+        Assert.Equal(2, await db.DataSource.ScalarAsync<long>("SELECT count(*) FROM llm.compare_sample WHERE NOT valid AND error IS NOT NULL"));
+    }
+
     /// <summary>
     /// Six rows answered by "Echo {input}" (the answer: the input), then a new definition "Repeat: {input}" whose answers
     /// are the same for "same ..." rows, "changed ..." for "other ..." rows, and invalid for the "broken" row.
