@@ -95,6 +95,9 @@ public sealed class CompareTests
         await using var db = await Ops.CreateDatabaseAsync(_fixture);
         await PlanTests.SeedAsync(_fixture, db.DataSource, rows: 12, neverFilled: 3);
         await PlanTests.ChangeDefinitionAsync(db.DataSource, PlanTests.LongPrompt, "long-prompt");
+        // Two rows of a composite key holding values no version names (filled by hand), of a task with no history.
+        await db.DataSource.ExecAsync(
+            "INSERT INTO line_items (order_id, line_no, description, category) VALUES (1, 1, 'a pen', 'office'), (1, 2, 'a standing desk', 'furniture')");
         using var writer = new SynchronizedWriter();
         var console = CliConsoles.Create(writer, width: 80, terminal: true);
 
@@ -128,6 +131,18 @@ public sealed class CompareTests
         Assert.True(rerun.GetProperty("inputTokens").GetInt64() > 0);
         Assert.Equal(JsonValueKind.Null, rerun.GetProperty("estimatedCost").ValueKind);
         Assert.Equal("measuredLatency", rerun.GetProperty("timeFrom").GetString());
+
+        // No history at all: the prompt's length (system prompt and rendered template) at 4 characters a token.
+        var items = tasks.Single(t => t.GetProperty("task").GetString() == "public.line_items:category").GetProperty("rerun");
+        var prompt = await db.DataSource.ScalarAsync<string>("SELECT prompt FROM llm.task WHERE name = 'public.line_items:category'");
+        var system = await db.DataSource.ScalarAsync<string>("SELECT system_prompt FROM llm.task WHERE name = 'public.line_items:category'");
+        List<string> descriptions = ["a pen", "a standing desk"];
+        var characters = descriptions.Sum(d => system.Length + prompt.Replace("{description}", d, StringComparison.Ordinal).Length);
+        Assert.Equal(2, items.GetProperty("rows").GetInt64());
+        Assert.Equal("promptLengthDefaultRatio", items.GetProperty("inputTokensFrom").GetString());
+        Assert.Equal((long)Math.Round(characters / 4.0), items.GetProperty("inputTokens").GetInt64());
+        Assert.Equal("schemaGuess", items.GetProperty("outputTokensFrom").GetString());
+        Assert.Equal("unknown", items.GetProperty("timeFrom").GetString());
     }
 
     [Theory]
