@@ -27,8 +27,9 @@ public sealed partial class PgLlmCommandLine
         SetAction(command, async (parseResult, cancellationToken) =>
         {
             var scripts = Scripts(parseResult);
-            await using var dataSource = OpenDataSource(ReadOptions(parseResult));
-            var result = await new PgLlmMigrator(dataSource, scripts).MigrateAsync(cancellationToken).ConfigureAwait(false);
+            var options = ReadOptions(parseResult);
+            await using var dataSource = OpenDataSource(options);
+            var result = await new PgLlmMigrator(dataSource, scripts) { PlanOptions = options }.MigrateAsync(cancellationToken).ConfigureAwait(false);
             if (result.Applied.Count == 0)
             {
                 Say($"[green]Up to date[/]: {result.ScriptCount} scripts, nothing to apply.");
@@ -41,6 +42,12 @@ public sealed partial class PgLlmCommandLine
                 }
 
                 Say($"[green]Migrated[/]: {result.Applied.Count} of {result.ScriptCount} scripts applied.");
+            }
+
+            // A changed prompt, model or schema: what it leaves stale and what re-running it would cost, one line per task.
+            foreach (var change in result.DefinitionChanges)
+            {
+                WriteRaw(change);
             }
 
             return 0;

@@ -60,7 +60,10 @@ public static class PgLlmServiceCollectionExtensions
         {
             var list = scripts.ToList();
             AddGuarded(services, sp => sp.GetRequiredService<PgLlmStartup>().Guard(() => new MigrationService(
-                new PgLlmMigrator(sp.GetRequiredService<NpgsqlDataSource>(), list, ErrorsAsDebug.Wrap(sp.GetService<ILogger<PgLlmMigrator>>())),
+                new PgLlmMigrator(sp.GetRequiredService<NpgsqlDataSource>(), list, ErrorsAsDebug.Wrap(sp.GetService<ILogger<PgLlmMigrator>>()))
+                {
+                    PlanOptions = sp.GetRequiredService<IOptions<PgLlmOptions>>().Value,
+                },
                 sp.GetRequiredService<PgLlmStartup>(),
                 sp.GetRequiredService<NpgsqlDataSource>().ConnectionString)));
         }

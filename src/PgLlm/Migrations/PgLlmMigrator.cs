@@ -14,6 +14,13 @@ public sealed record PgLlmMigrationResult(IReadOnlyList<string> Applied)
 {
     /// <summary>How many scripts the run considered: those given and the queue's own migrations.</summary>
     public int ScriptCount { get; init; }
+
+    /// <summary>
+    /// One line per task whose definition (prompt, system prompt, model, schema, options) this run changed: its rows
+    /// stale, current and never filled, the estimate of re-running the stale ones, and what to run next
+    /// (<see cref="Planning.TaskPlan.DescribeChange"/>). Empty when no definition changed.
+    /// </summary>
+    public IReadOnlyList<string> DefinitionChanges { get; init; } = [];
 }
 
 /// <summary>
@@ -60,6 +67,12 @@ public sealed partial class PgLlmMigrator
     /// <summary>The queue's migrations this migrator adds: all of them; tests take the first few to migrate step by step.</summary>
     internal IReadOnlyList<PgLlmScript> QueueMigrations { get; init; } = PgLlmQueueMigrations.All;
 
+    /// <summary>
+    /// The settings whose prices, endpoints and limits estimate a changed definition's re-run (see
+    /// <see cref="PgLlmMigrationResult.DefinitionChanges"/>); without them, the database's prices and shared limits.
+    /// </summary>
+    public PgLlmOptions? PlanOptions { get; init; }
+
     /// <summary>The scripts this migrator applies, in no particular order: the queue's migrations and those given.</summary>
     private IReadOnlyList<PgLlmScript> Scripts => [.. QueueMigrations.Where(q => !_given.Any(s => s.Stream == q.Stream)), .. _given];
 
@@ -89,8 +102,10 @@ public sealed partial class PgLlmMigrator
             var application = scripts.Where(s => s.Kind == PgLlmScriptKind.Application).ToList();
             var appliedFirst = application.Count == 0 ? [] : await Task.Run(() => Upgrade(application), cancellationToken).ConfigureAwait(false);
             await VerifyTablesAsync(lockConnection, cancellationToken).ConfigureAwait(false);
+            var definitions = await DefinitionHashesAsync(lockConnection, cancellationToken).ConfigureAwait(false);
             var applied = await Task.Run(() => Upgrade(scripts), cancellationToken).ConfigureAwait(false);
-            return new PgLlmMigrationResult([.. appliedFirst, .. applied]) { ScriptCount = scripts.Count };
+            var changes = applied.Count == 0 ? [] : await DescribeChangesAsync(lockConnection, definitions, cancellationToken).ConfigureAwait(false);
+            return new PgLlmMigrationResult([.. appliedFirst, .. applied]) { ScriptCount = scripts.Count, DefinitionChanges = changes };
         }
         finally
         {
@@ -162,6 +177,58 @@ public sealed partial class PgLlmMigrator
         PgLlmScriptKind.Core => 2,
         _ => 3,
     };
+
+    /// <summary>Each registered task's definition hash; empty before the queue's schema exists.</summary>
+    private static async Task<Dictionary<string, string>> DefinitionHashesAsync(NpgsqlConnection connection, CancellationToken cancellationToken)
+    {
+        var hashes = new Dictionary<string, string>(StringComparer.Ordinal);
+        await using var command = new NpgsqlCommand("SELECT name, definition_hash FROM llm.task", connection);
+        try
+        {
+            await using var reader = await command.ExecuteReaderAsync(cancellationToken).ConfigureAwait(false);
+            while (await reader.ReadAsync(cancellationToken).ConfigureAwait(false))
+            {
+                hashes[reader.GetString(0)] = reader.GetString(1);
+            }
+        }
+        catch (PostgresException ex) when (ex.SqlState is PostgresErrorCodes.UndefinedTable or PostgresErrorCodes.InvalidSchemaName)
+        {
+            // No queue schema yet: no task had a definition.
+        }
+
+        return hashes;
+    }
+
+    /// <summary>
+    /// One line per task that had a definition before the run and has another now (<see cref="Planning.TaskPlan.DescribeChange"/>),
+    /// each logged. A plan that cannot be made does not fail the migration: its line says so.
+    /// </summary>
+    private async Task<List<string>> DescribeChangesAsync(NpgsqlConnection connection, Dictionary<string, string> before, CancellationToken cancellationToken)
+    {
+        var after = await DefinitionHashesAsync(connection, cancellationToken).ConfigureAwait(false);
+        var changes = new List<string>();
+        foreach (var (task, hash) in after.Where(a => before.TryGetValue(a.Key, out var old) && old != a.Value).OrderBy(a => a.Key, StringComparer.Ordinal))
+        {
+            string line;
+            try
+            {
+                var plan = await Planning.PlanEstimator.ReadAsync(_dataSource, PlanOptions, task, cancellationToken).ConfigureAwait(false);
+                line = plan.Count == 1 ? plan[0].DescribeChange(before[task]) : $"{task}: definition changed; run `pgllm plan` / `pgllm rerun`";
+            }
+            catch (NpgsqlException ex)
+            {
+                line = $"{task}: definition changed ({before[task]} -> {hash}); no plan ({ex.Message}); run `pgllm plan` / `pgllm rerun`";
+            }
+
+            LogDefinitionChanged(_logger, line);
+            changes.Add(line);
+        }
+
+        return changes;
+    }
+
+    [LoggerMessage(Level = LogLevel.Information, Message = "{Change}")]
+    private static partial void LogDefinitionChanged(ILogger logger, string change);
 
     [LoggerMessage(Level = LogLevel.Information, Message = "Applied migration script {Script}")]
     private static partial void LogApplied(ILogger logger, string script);
