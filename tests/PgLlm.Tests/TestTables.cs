@@ -53,3 +53,14 @@ public sealed record Flaky(long Id, string Input)
     [LlmColumn("Echo {Input}", MaxAttempts = 3)]
     public string? Output { get; init; }
 }
+
+/// <summary>A chain: the headline reads the summary, which another task writes; both read the body.</summary>
+[LlmTable("articles")]
+public sealed record Article(long Id, string Body)
+{
+    [LlmColumn("Summarize {Body}")]
+    public string? Summary { get; init; }
+
+    [LlmColumn("Headline of {Summary} for {Body}")]
+    public string? Headline { get; init; }
+}

@@ -37,3 +37,11 @@ CREATE TABLE "Sécurité 'Q'"."Ünïcödé ""Notes""" (
     "Untouched ✓"   text,
     "Summary 'Σ'"   text
 );
+
+-- A chain: the headline reads the summary another task writes (and the body the summary reads).
+CREATE TABLE articles (
+    id       bigint PRIMARY KEY,
+    body     text NOT NULL,
+    summary  text,
+    headline text
+);
