@@ -95,7 +95,8 @@ $fn$;
 
 -- Called by the write-back of a task that others read (p_task), with the jobs it settled: the waiting jobs of its
 -- downstream tasks for those rows are due now (a job scheduled later, held or backing off, is looked at again
--- with the upstream's new value), and a sleeping worker is woken.
+-- with the upstream's new value), and a sleeping worker is woken. A job locked right now (being claimed) is left
+-- alone rather than waited for, so the write-back never waits on a claim: it is due again within 5 seconds anyway.
 CREATE FUNCTION llm.wake_after(p_task text, p_job_ids bigint[])
 RETURNS void
 LANGUAGE plpgsql
@@ -104,9 +105,14 @@ AS $fn$
 BEGIN
     UPDATE llm.job AS d
        SET scheduled_at = now()
-      FROM (SELECT DISTINCT j.row_key FROM llm.job AS j WHERE j.id = ANY (p_job_ids)) AS r,
-           (SELECT t.name FROM llm.task AS t WHERE p_task = ANY (t.after)) AS down
-     WHERE d.task = down.name AND d.row_key = r.row_key AND d.state = 'pending' AND d.scheduled_at > now();
+     WHERE d.id = ANY (ARRAY(
+               SELECT w.id
+                 FROM (SELECT DISTINCT j.row_key FROM llm.job AS j WHERE j.id = ANY (p_job_ids)) AS r
+                 JOIN llm.task AS t ON p_task = ANY (t.after)
+                 JOIN llm.job AS w ON w.task = t.name AND w.row_key = r.row_key AND w.state = 'pending'
+                WHERE w.scheduled_at > now()
+                  FOR UPDATE OF w SKIP LOCKED))
+       AND d.state = 'pending';
     IF FOUND THEN
         PERFORM llm.wake_workers();
     END IF;
