@@ -90,10 +90,10 @@ public sealed class ChainTests
         var headline = await db.ScalarAsync<long>("SELECT id FROM llm.job WHERE task = 'public.articles:headline'");
         var summary = await db.ScalarAsync<long>("SELECT id FROM llm.job WHERE task = 'public.articles:summary'");
 
-        // The summary runs: the headline is held, pending again at attempt 0 with no error, due within 5 s.
+        // The summary runs: the headline is held, pending again at attempt 0 with no error, due later (after at least a second).
         Assert.Equal([headline], await db.ListAsync<long>("SELECT unnest(llm.hold_for_upstreams('public.articles:headline', ARRAY[$1], ARRAY[1]))", headline));
         Assert.Equal("pending|0|0|true", await db.ScalarAsync<string>(
-            "SELECT state || '|' || attempt || '|' || jsonb_array_length(errors) || '|' || (scheduled_at > now() AND scheduled_at <= now() + interval '5 s') " +
+            "SELECT state || '|' || attempt || '|' || jsonb_array_length(errors) || '|' || (scheduled_at > now() AND scheduled_at <= now() + interval '1 minute') " +
             "FROM llm.job WHERE id = $1", headline));
         // A task with no upstream holds nothing, whatever else is queued.
         Assert.Empty(await db.ListAsync<long>("SELECT unnest(llm.hold_for_upstreams('public.articles:summary', ARRAY[$1], ARRAY[1]))", summary));

@@ -6,9 +6,9 @@
 --   * llm.hold_for_upstreams(task, jobs, attempts): a worker that claimed jobs of a task with upstreams asks
 --     it before reading their inputs. A job whose row has an upstream job pending or running goes back to
 --     pending without spending its attempt, recording no error, and without a model call: it waits for the
---     upstream to settle (its next look is due when the upstream's job is, or within 5 seconds of a running
---     one). Only tasks with upstreams ever call it: the claim, the enqueue trigger, the read of inputs and
---     the write-back of every other task are as before.
+--     upstream to settle (the upstream's write-back wakes it; else it looks again after a wait as long as it
+--     has waited, 1 s to 1 minute). Only tasks with upstreams ever call it: the claim, the enqueue trigger,
+--     the read of inputs and the write-back of every other task are as before.
 --   * llm.wake_after(task, jobs): the write-back of a task that others read (generated so only for such a
 --     task) makes their waiting jobs of the rows it settled due now, and wakes a sleeping worker. Were its
 --     answer to change the column, the downstream's update trigger finds the waiting job pending and adds
@@ -45,11 +45,13 @@ $fn$;
 
 -- Claimed jobs of p_task (at the attempts given) whose row has a job of an upstream task pending or running:
 -- each goes back to pending without spending its attempt (as llm.release does; superseded instead when a newer
--- pending job of the row covers it), due when the upstream's pending job is (a moment after, so the upstream is
--- claimed first) or 5 seconds from now while the upstream runs (its write-back wakes it sooner: llm.wake_after).
--- Its budget reservation goes: the attempt is not spent. Returns the jobs held, which the caller must not run
--- (with a job no longer this attempt's: the caller has lost it anyway). Upstream jobs are found by the index of
--- pending jobs (task, row key) and among the running ones (few: the workers' concurrency).
+-- pending job of the row covers it). It looks again after a wait as long as it has waited so far (at least 1 s,
+-- at most a minute; and not before an upstream job backing off is due), so that a long backlog of upstream jobs
+-- costs each waiting job a few looks, not one a second: the upstream's write-back makes it due at once
+-- (llm.wake_after); the wait matters only when the upstream fails instead. Its budget reservation goes: the
+-- attempt is not spent. Returns the jobs held, which the caller must not run (with a job no longer this
+-- attempt's: the caller has lost it anyway). Upstream jobs are found by the index of pending jobs (task, row
+-- key) and among the running ones (few: the workers' concurrency).
 CREATE FUNCTION llm.hold_for_upstreams(p_task text, p_job_ids bigint[], p_attempts integer[])
 RETURNS bigint[]
 LANGUAGE plpgsql
@@ -67,17 +69,17 @@ BEGIN
         RETURN v_held;
     END IF;
     FOR v_job IN
-        SELECT c.id, c.attempt, w.due
+        SELECT c.id, c.attempt,
+               greatest(now() + least(interval '1 minute', greatest(interval '1 second', now() - j.created_at)),
+                        p.due + interval '100 milliseconds') AS due
           FROM unnest(p_job_ids, p_attempts) AS c(id, attempt)
           JOIN llm.job AS j ON j.id = c.id
-         CROSS JOIN LATERAL (
-               SELECT least((SELECT min(greatest(u.scheduled_at, now())) + interval '100 milliseconds'
+         CROSS JOIN LATERAL (SELECT min(u.scheduled_at) AS due
                                FROM llm.job AS u
-                              WHERE u.task = ANY (v_after) AND u.row_key = j.row_key AND u.state = 'pending'),
-                            (SELECT min(least(u.lease_until, now() + interval '5 seconds'))
-                               FROM llm.job AS u
-                              WHERE u.state = 'running' AND u.task = ANY (v_after) AND u.row_key = j.row_key)) AS due) AS w
-         WHERE w.due IS NOT NULL
+                              WHERE u.task = ANY (v_after) AND u.row_key = j.row_key AND u.state = 'pending') AS p
+         WHERE p.due IS NOT NULL
+            OR EXISTS (SELECT 1 FROM llm.job AS u
+                        WHERE u.state = 'running' AND u.task = ANY (v_after) AND u.row_key = j.row_key)
          ORDER BY c.id
     LOOP
         v_state := llm.settle(v_job.id, v_job.attempt, 'pending', NULL, greatest(extract(epoch FROM v_job.due - now())::double precision, 0));
@@ -96,7 +98,7 @@ $fn$;
 -- Called by the write-back of a task that others read (p_task), with the jobs it settled: the waiting jobs of its
 -- downstream tasks for those rows are due now (a job scheduled later, held or backing off, is looked at again
 -- with the upstream's new value), and a sleeping worker is woken. A job locked right now (being claimed) is left
--- alone rather than waited for, so the write-back never waits on a claim: it is due again within 5 seconds anyway.
+-- alone rather than waited for, so the write-back never waits on a claim: it looks again after its wait anyway.
 CREATE FUNCTION llm.wake_after(p_task text, p_job_ids bigint[])
 RETURNS void
 LANGUAGE plpgsql
