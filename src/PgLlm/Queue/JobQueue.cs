@@ -116,25 +116,7 @@ internal sealed class JobQueue : IDisposable
 
             // The claim is committed: its jobs are this worker's now, so their inputs are read to the end
             // (a short read), whatever the caller's token says.
-            var claimed = new List<ClaimedWork>(jobs.Count);
-            foreach (var group in jobs.GroupBy(j => j.Task, StringComparer.Ordinal))
-            {
-                // A chain's downstream jobs whose upstream has yet to settle go back to the queue, unspent and uncalled.
-                var waiting = await HoldForUpstreamsAsync(connection, group.Key, group, findTask).ConfigureAwait(false);
-                var run = waiting is null ? group.ToList() : group.Where(j => !waiting.Contains(j.Id)).ToList();
-                if (run.Count == 0)
-                {
-                    continue;
-                }
-
-                var (inputs, error, problem) = await ReadInputsAsync(connection, group.Key, run.Select(j => j.Id).ToArray(), findTask).ConfigureAwait(false);
-                foreach (var job in run)
-                {
-                    claimed.Add(new ClaimedWork(job, error is null && problem is null ? inputs!.GetValueOrDefault(job.Id) : null, error, problem));
-                }
-            }
-
-            return claimed;
+            return await ReadClaimedAsync(connection, jobs, findTask).ConfigureAwait(false);
         }
         catch
         {
@@ -146,6 +128,33 @@ internal sealed class JobQueue : IDisposable
         {
             _claimLock.Release();
         }
+    }
+
+    /// <summary>
+    /// The claimed jobs with their inputs, read task by task; a chain's downstream jobs whose upstream has yet to settle
+    /// are left out, given back to the queue unspent and uncalled (<see cref="HoldForUpstreamsAsync"/>).
+    /// </summary>
+    private async Task<IReadOnlyList<ClaimedWork>> ReadClaimedAsync(
+        NpgsqlConnection connection, List<ClaimedJob> jobs, Func<string, CancellationToken, ValueTask<TaskDefinition?>> findTask)
+    {
+        var claimed = new List<ClaimedWork>(jobs.Count);
+        foreach (var group in jobs.GroupBy(j => j.Task, StringComparer.Ordinal))
+        {
+            var waiting = await HoldForUpstreamsAsync(connection, group.Key, group, findTask).ConfigureAwait(false);
+            var run = waiting is null ? group.ToList() : group.Where(j => !waiting.Contains(j.Id)).ToList();
+            if (run.Count == 0)
+            {
+                continue;
+            }
+
+            var (inputs, error, problem) = await ReadInputsAsync(connection, group.Key, run.Select(j => j.Id).ToArray(), findTask).ConfigureAwait(false);
+            foreach (var job in run)
+            {
+                claimed.Add(new ClaimedWork(job, error is null && problem is null ? inputs!.GetValueOrDefault(job.Id) : null, error, problem));
+            }
+        }
+
+        return claimed;
     }
 
     /// <summary>

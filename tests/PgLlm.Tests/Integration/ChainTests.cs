@@ -71,11 +71,15 @@ public sealed class ChainTests
 
         // One call each, the headline's after the summary's and with the new summary.
         Assert.Equal([Summarize + "second", HeadlineOf + "S(second) for second"], _fixture.Model.Requests.Select(r => r.UserText));
-        // The waiting spent no attempt and recorded no failure; the summary's write found the waiting job and added none.
+        // The waiting spent no attempt and recorded no failure; the summary's write found the waiting job pending and
+        // added none (or, had it come while the waiting job was being looked at, a job that took its place: the
+        // waiting one is then superseded, uncalled and unspent).
         Assert.Equal(
             ["public.articles:headline|succeeded|1|0", "public.articles:summary|succeeded|1|0"],
             await db.ListAsync<string>(
-                "SELECT task || '|' || state || '|' || attempt || '|' || jsonb_array_length(errors) FROM llm.job WHERE id > $1 ORDER BY task", last));
+                "SELECT task || '|' || state || '|' || attempt || '|' || jsonb_array_length(errors) FROM llm.job WHERE id > $1 AND state <> 'superseded' ORDER BY task", last));
+        Assert.Equal(0L, await db.ScalarAsync<long>(
+            "SELECT count(*) FROM llm.job WHERE id > $1 AND state = 'superseded' AND (task <> 'public.articles:headline' OR attempt <> 0 OR errors <> '[]')", last));
     }
 
     [Fact]

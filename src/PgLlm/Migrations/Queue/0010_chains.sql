@@ -44,8 +44,8 @@ AS $fn$
 $fn$;
 
 -- Claimed jobs of p_task (at the attempts given) whose row has a job of an upstream task pending or running:
--- each goes back to pending without spending its attempt (as llm.release does; superseded instead when a newer
--- pending job of the row covers it). It looks again after a wait as long as it has waited so far (at least 1 s,
+-- each goes back to pending without spending its attempt (as llm.release does; superseded instead, its attempt
+-- not spent either, when a newer pending job of the row covers it: the upstream's write queued one meanwhile). It looks again after a wait as long as it has waited so far (at least 1 s,
 -- at most a minute; and not before an upstream job backing off is due), so that a long backlog of upstream jobs
 -- costs each waiting job a few looks, not one a second: the upstream's write-back makes it due at once
 -- (llm.wake_after); the wait matters only when the upstream fails instead. Its budget reservation goes: the
@@ -83,7 +83,7 @@ BEGIN
          ORDER BY c.id
     LOOP
         v_state := llm.settle(v_job.id, v_job.attempt, 'pending', NULL, greatest(extract(epoch FROM v_job.due - now())::double precision, 0));
-        IF v_state = 'pending' THEN
+        IF v_state IN ('pending', 'superseded') THEN
             UPDATE llm.job AS j SET attempt = j.attempt - 1 WHERE j.id = v_job.id;
         END IF;
         v_held := v_held || v_job.id;
