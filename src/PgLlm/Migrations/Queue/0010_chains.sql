@@ -43,7 +43,8 @@ AS $fn$
          = ($2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, coalesce($19, '{}'), now());
 $fn$;
 
--- Claimed jobs of p_task (at the attempts given) whose row has a job of an upstream task pending or running:
+-- Claimed jobs of p_task (at the attempts given) whose row has a job of an upstream task pending or running (or
+-- already a newer pending job of p_task, which the upstream's write queued while this one was claimed):
 -- each goes back to pending without spending its attempt (as llm.release does; superseded instead, its attempt
 -- not spent either, when a newer pending job of the row covers it: the upstream's write queued one meanwhile). It looks again after a wait as long as it has waited so far (at least 1 s,
 -- at most a minute; and not before an upstream job backing off is due), so that a long backlog of upstream jobs
@@ -80,6 +81,10 @@ BEGIN
          WHERE p.due IS NOT NULL
             OR EXISTS (SELECT 1 FROM llm.job AS u
                         WHERE u.state = 'running' AND u.task = ANY (v_after) AND u.row_key = j.row_key)
+            -- The upstream settled while this job was being claimed, and its write queued a job of this task and row:
+            -- that one runs, with the values this one would read; this one is superseded, unspent.
+            OR EXISTS (SELECT 1 FROM llm.job AS o
+                        WHERE o.task = p_task AND o.row_key = j.row_key AND o.state = 'pending')
          ORDER BY c.id
     LOOP
         v_state := llm.settle(v_job.id, v_job.attempt, 'pending', NULL, greatest(extract(epoch FROM v_job.due - now())::double precision, 0));
