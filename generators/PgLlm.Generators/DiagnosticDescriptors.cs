@@ -87,11 +87,8 @@ internal static class DiagnosticDescriptors
         "{0}",
         DiagnosticSeverity.Error);
 
-    public static readonly DiagnosticDescriptor ReadsAnotherTasksTarget = Create(
-        "PGLLM013",
-        "Task reads a column another task writes",
-        "Task '{0}' reads column '{1}', which task '{2}' writes: the two run in no set order, so '{0}' may answer from an old value and run again when '{2}' writes",
-        DiagnosticSeverity.Warning);
+    // PGLLM013 (retired): "Task reads a column another task writes", a warning that the two ran in no set order.
+    // Such a task now runs after the other (a chain); a cycle of them is PGLLM017.
 
     public static readonly DiagnosticDescriptor InvalidImage = Create(
         "PGLLM014",
@@ -111,6 +108,12 @@ internal static class DiagnosticDescriptors
         "Task '{0}' allows null for '{1}', but its type '{2}' cannot hold null: make the property nullable or take it out of AllowNull",
         DiagnosticSeverity.Warning);
 
+    public static readonly DiagnosticDescriptor TasksInCycle = Create(
+        "PGLLM017",
+        "Tasks read each other's targets in a cycle",
+        "Task '{0}' is in a cycle of tasks that read each other's targets ({1}; each arrow: writes a column the next reads): each would wait for the one before it, so none could run",
+        DiagnosticSeverity.Error);
+
     public static readonly DiagnosticDescriptor OverwriteNotATarget = Create(
         "PGLLM018",
         "OverwriteAlways or OverwriteNever names something that is not a target",
@@ -121,8 +124,8 @@ internal static class DiagnosticDescriptors
     {
         UnknownPlaceholder, TaskReadsItsTarget, NoKey, UnknownTarget, MalformedTemplate,
         NoPlaceholder, DuplicateTaskName, TargetIsKey, InvalidArgument, UnmappableType,
-        DuplicateTable, InvalidIdentifier, ReadsAnotherTasksTarget, InvalidImage, AllowNullNotATarget,
-        AllowNullOnNonNullable, OverwriteNotATarget,
+        DuplicateTable, InvalidIdentifier, InvalidImage, AllowNullNotATarget,
+        AllowNullOnNonNullable, TasksInCycle, OverwriteNotATarget,
     }.ToDictionary(d => d.Id);
 
     public static DiagnosticDescriptor Get(string id) => ById[id];

@@ -120,18 +120,8 @@ public sealed partial class LlmGenerator
                 AddTask(task, tasks, promptLocations, attribute, typeName, diagnostics, cancellationToken);
             }
 
-            // A task reading what another task writes: legal, but the two run in no set order.
-            foreach (var reader in tasks)
-            {
-                foreach (var column in reader.ReadColumns)
-                {
-                    var writer = tasks.FirstOrDefault(t => t != reader && t.Targets.Any(x => x.Column == column));
-                    if (writer is not null)
-                    {
-                        diagnostics.Add(Diagnostic(DiagnosticDescriptors.ReadsAnotherTasksTarget, promptLocations[reader.Name], reader.Name, column, writer.Name));
-                    }
-                }
-            }
+            // A task reading what another task writes runs after it (a chain); a cycle of them is an error.
+            tasks = Chains.Order(tasks, promptLocations, diagnostics);
 
             if (diagnostics.Any(d => DiagnosticDescriptors.Get(d.Id).DefaultSeverity == DiagnosticSeverity.Error))
             {
@@ -637,7 +627,7 @@ public sealed partial class LlmGenerator
                 ?? syntax.GetLocation();
         }
 
-        private static DiagnosticInfo Diagnostic(DiagnosticDescriptor descriptor, Location? location, params string[] arguments) =>
+        internal static DiagnosticInfo Diagnostic(DiagnosticDescriptor descriptor, Location? location, params string[] arguments) =>
             new(descriptor.Id, ToInfo(location), arguments.ToEquatableArray());
 
         internal static LocationInfo? ToInfo(Location? location)

@@ -278,24 +278,56 @@ public sealed class DiagnosticTests
     }
 
     [Fact]
-    public void PGLLM013_task_reading_what_another_task_writes_is_a_warning_and_still_generates()
+    public void A_task_reading_what_another_task_writes_runs_after_it_without_a_diagnostic()
     {
+        // PGLLM013 (retired) warned here; the task is now registered to run after the tasks upstream of it.
         var source = Wrap("""
             [LlmTable("t")]
             public sealed record T(long Id, string Body)
             {
                 [LlmColumn("Summarize {Body}")] public string? Summary { get; init; }
                 [LlmColumn("Translate to Spanish: {Summary}")] public string? SummaryEs { get; init; }
+                [LlmColumn("Shorten {SummaryEs} of {Body}")] public string? Short { get; init; }
             }
             """);
         var result = GeneratorHarness.Run(source);
 
-        var diagnostic = Assert.Single(result.Diagnostics);
-        Assert.Equal("PGLLM013", diagnostic.Id);
-        Assert.Equal(DiagnosticSeverity.Warning, diagnostic.Severity);
-        Assert.Equal("\"Translate to Spanish: {Summary}\"", SourceOf(diagnostic, source));
-        Assert.Contains("'summary_es' reads column 'summary', which task 'summary' writes", diagnostic.GetMessage(System.Globalization.CultureInfo.InvariantCulture), StringComparison.Ordinal);
-        Assert.Contains("public.t:summary_es", result.GeneratedSource, StringComparison.Ordinal);
+        Assert.Empty(result.Diagnostics);
+        Assert.Contains("definition_hash => '", result.GeneratedSource, StringComparison.Ordinal);
+        Assert.Contains("after => ARRAY['public.t:summary']::text[]", result.GeneratedSource, StringComparison.Ordinal);
+        // Indirect upstreams count: 'short' waits for 'summary' too (it writes what 'summary_es' reads).
+        Assert.Contains("after => ARRAY['public.t:summary', 'public.t:summary_es']::text[]", result.GeneratedSource, StringComparison.Ordinal);
+        // The upstreams' write-backs wake their downstreams; the last task of the chain wakes nothing.
+        Assert.Contains("PERFORM llm.wake_after('public.t:summary', p_job_ids);", result.GeneratedSource, StringComparison.Ordinal);
+        Assert.Contains("PERFORM llm.wake_after('public.t:summary_es', p_job_ids);", result.GeneratedSource, StringComparison.Ordinal);
+        Assert.DoesNotContain("PERFORM llm.wake_after('public.t:short'", result.GeneratedSource, StringComparison.Ordinal);
+    }
+
+    [Fact]
+    public void PGLLM017_tasks_reading_each_others_targets_in_a_cycle_fail_the_build()
+    {
+        var source = Wrap("""
+            [LlmTable("t")]
+            public sealed record T(long Id, string Body)
+            {
+                [LlmColumn("Summarize {Body} in the tone of {Tone}")] public string? Summary { get; init; }
+                [LlmColumn("The tone of {Summary}")] public string? Tone { get; init; }
+                [LlmColumn("Translate {Body}")] public string? BodyEs { get; init; }
+            }
+            """);
+        var result = GeneratorHarness.Run(source);
+
+        Assert.Equal(2, result.Diagnostics.Count);
+        Assert.All(result.Diagnostics, d => Assert.Equal("PGLLM017", d.Id));
+        Assert.All(result.Diagnostics, d => Assert.Equal(DiagnosticSeverity.Error, d.Severity));
+        var messages = result.Diagnostics.Select(d => d.GetMessage(System.Globalization.CultureInfo.InvariantCulture)).ToList();
+        Assert.Contains(messages, m => m.Contains("Task 'summary' is in a cycle of tasks that read each other's targets (summary -> tone -> summary;", StringComparison.Ordinal));
+        Assert.Contains(messages, m => m.Contains("Task 'tone' is in a cycle of tasks that read each other's targets (tone -> summary -> tone;", StringComparison.Ordinal));
+        Assert.Equal(
+            ["\"Summarize {Body} in the tone of {Tone}\"", "\"The tone of {Summary}\""],
+            result.Diagnostics.Select(d => SourceOf(d, source)).Order(StringComparer.Ordinal));
+        // The table is not emitted at all: no script with a task that could never run.
+        Assert.DoesNotContain("public.t:", result.GeneratedSource, StringComparison.Ordinal);
     }
 
     [Fact]

@@ -48,6 +48,30 @@ public sealed class GoldenTests
         }
         """;
 
+    // A chain: 'headline' reads what 'summary' writes, 'teaser' what 'headline' writes (so it is after both); the
+    // upstreams' write-backs wake their downstreams, and the registry gets each task's upstreams.
+    internal const string Chain = """
+        using PgLlm;
+
+        namespace Shop;
+
+        [LlmTable("articles")]
+        public sealed record Article(long Id, string Body)
+        {
+            [LlmColumn("Summarize {Body}")]
+            public string? Summary { get; init; }
+
+            [LlmColumn("Headline of {Summary} for {Body}")]
+            public string? Headline { get; init; }
+
+            [LlmColumn("Teaser for {Headline}")]
+            public string? Teaser { get; init; }
+        }
+        """;
+
+    [Fact]
+    public void Chain_generated_code_and_sql_match_golden_files() => VerifyAll("Chain", Chain);
+
     [Fact]
     public void Reviews_generated_code_and_sql_match_golden_files() => VerifyAll("Reviews", Reviews);
 

@@ -83,3 +83,14 @@ public sealed record TypedAnswer
 
     public Guid? Ref { get; init; }
 }
+
+/// <summary>A chain: the headline reads the summary, which another task writes; both read the body.</summary>
+[LlmTable("articles")]
+public sealed record Article(long Id, string Body)
+{
+    [LlmColumn("Summarize {Body}")]
+    public string? Summary { get; init; }
+
+    [LlmColumn("Headline of {Summary} for {Body}")]
+    public string? Headline { get; init; }
+}

@@ -66,3 +66,14 @@ public sealed record TriageNote(long Id, string Body)
 
     public string? Memo { get; init; }
 }
+
+/// <summary>A chain: the headline reads the summary, which another task writes; both read the body.</summary>
+[LlmTable("articles")]
+public sealed record Article(long Id, string Body)
+{
+    [LlmColumn("Summarize {Body}")]
+    public string? Summary { get; init; }
+
+    [LlmColumn("Headline of {Summary} for {Body}")]
+    public string? Headline { get; init; }
+}

@@ -21,6 +21,7 @@ internal sealed record ColumnSpec(string Name, string SqlType);
 /// <param name="ReadColumns">Columns the prompt reads, in first-use order.</param>
 /// <param name="RequiredColumns">Read columns that must be non-null for a job to be enqueued (today: all of them, as in the reference's WHEN clauses).</param>
 /// <param name="ImageColumns">Read columns marked [LlmImage]: sent as image content parts, not text.</param>
+/// <param name="After">The tasks of the table whose targets this one reads, directly or through others (its upstreams), in declaration order: its jobs wait for theirs.</param>
 internal sealed record TaskSpec(
     string Name,
     string Prompt,
@@ -32,7 +33,8 @@ internal sealed record TaskSpec(
     EquatableArray<string> ReadColumns,
     EquatableArray<string> RequiredColumns,
     EquatableArray<string> ImageColumns,
-    EquatableArray<TargetSpec> Targets);
+    EquatableArray<TargetSpec> Targets,
+    EquatableArray<string> After = default);
 
 /// <summary>A column the model's answer fills, with the JSON schema (a compact JSON text) its value must match.</summary>
 /// <param name="Kind">What the answer is, as the runtime's table check names it (<c>string</c>, <c>integer</c>, <c>array of string</c>...).</param>

@@ -77,7 +77,7 @@ internal static class TableScriptEmitter
     private static string Header(TaskSql t) => $"""
         -- Task {t.Name}
         --   reads:  {(t.Task.ReadColumns.Count == 0 ? "(nothing)" : string.Join(", ", t.Task.ReadColumns))}
-        --   writes: {string.Join(", ", t.Task.Targets.Select(x => x.Column + (x.Overwrite == OverwriteMode.IfUnedited ? string.Empty : " (overwrite: " + x.Overwrite + ")")))}
+        --   writes: {string.Join(", ", t.Task.Targets.Select(x => x.Column + (x.Overwrite == OverwriteMode.IfUnedited ? string.Empty : " (overwrite: " + x.Overwrite + ")")))}{(t.Task.After.Count == 0 ? string.Empty : "\n--   after:  " + string.Join(", ", t.Task.After))}
 
         """;
 
@@ -144,6 +144,7 @@ internal static class TableScriptEmitter
     /// Each job keeps its answer, the model that gave it and whether the answer cache did (p_models and
     /// p_cache_hits; NULL for a caller without them, e.g. a worker of an earlier version). The function of
     /// the former signature (six arrays) is dropped first: a call with six arrays then finds this one.
+    /// A task that others read (a chain's upstream) then makes their jobs of its rows due (llm.wake_after).
     /// </summary>
     private static string WriteBackFunction(TaskSql t)
     {
@@ -167,7 +168,7 @@ internal static class TableScriptEmitter
                         RETURNING j.n)
                 SELECT (SELECT array_agg(j.n) FROM j), (SELECT array_agg(w.n) FROM w) INTO v_settled, v_written;
                 PERFORM set_config('pgllm.write_back', '', true);
-                RETURN llm.settle_unwritten({{Literal(t.Name)}}, p_job_ids, p_attempts, p_inputs_hashes, p_results, p_input_tokens, p_output_tokens,
+            {{t.WakeDownstream}}    RETURN llm.settle_unwritten({{Literal(t.Name)}}, p_job_ids, p_attempts, p_inputs_hashes, p_results, p_input_tokens, p_output_tokens,
                                             v_settled, v_written, p_models, p_cache_hits);
             END
 
@@ -209,12 +210,16 @@ internal static class TableScriptEmitter
                 json_schema => {Literal(JsonSchema(task))}::json,
                 model => {Literal(task.Model)}, max_attempts => {t.MaxAttempts}, temperature => {temperature ?? "NULL"}, max_output_tokens => {maxOutputTokens ?? "NULL"},
                 enqueue_function => {Literal(t.Enqueue)}, inputs_function => {Literal(t.Inputs)},
-                complete_function => {Literal(t.WriteBack)}, definition_hash => {Literal(Hash(definition).Substring(0, 16))});
+                complete_function => {Literal(t.WriteBack)}, definition_hash => {Literal(Hash(definition).Substring(0, 16))}{t.AfterArgument});
 
             """;
     }
 
-    /// <summary>INSERT, and UPDATE only when a read value (or the key) changed. The write-back sets target columns only, which no task reads from itself.</summary>
+    /// <summary>
+    /// INSERT, and UPDATE only when a read value (or the key) changed. The write-back sets target columns only, which no
+    /// task reads from itself; a downstream task's update trigger fires when its upstream's write-back changes a column it
+    /// reads (and its insert trigger waits for that column, a required input, to be written).
+    /// </summary>
     private static string Triggers(TaskSql t)
     {
         var required = string.Join(" AND ", t.Task.RequiredColumns.Select(c => "NEW." + Ident(c) + " IS NOT NULL"));
@@ -300,6 +305,10 @@ internal static class TableScriptEmitter
                   "                                     WHERE e.table_schema = " + Literal(table.Schema) + " AND e.table_name = " + Literal(table.Table) +
                   " AND e.row_key = j.row_key) AS e"
                 : string.Empty;
+            AfterArgument = task.After.Count == 0 ? string.Empty
+                : ",\n    after => " + TextArray(task.After.Select(a => table.Schema + "." + table.Table + ":" + a));
+            WakeDownstream = table.Tasks.Any(o => o.After.Contains(task.Name))
+                ? "    PERFORM llm.wake_after(" + Literal(Name) + ", p_job_ids);\n" : string.Empty;
         }
 
         /// <summary>One target's assignment: an edited cell (IfUnedited) or a value (Never) is kept, Always writes the answer.</summary>
@@ -340,6 +349,13 @@ internal static class TableScriptEmitter
 
         public string SetList { get; }
 
+        /// <summary>The write-back's lookup of the row's edited cells, or nothing for a task with no IfUnedited target.</summary>
         public string EditedLookup { get; }
+
+        /// <summary>The registration's upstream tasks (<c>after</c>), or nothing for a task that reads no other's target.</summary>
+        public string AfterArgument { get; }
+
+        /// <summary>The write-back's wake of the downstream tasks' waiting jobs, or nothing for a task no other reads.</summary>
+        public string WakeDownstream { get; }
     }
 }

@@ -361,7 +361,8 @@ $fn$;
 
 -- Step 1 of a job, in its own transaction: claims one job, reads its row through the task's
 -- :inputs function and renders the request. status is 'idle' (nothing due), 'settled' (skipped or
--- failed without a call: row gone, task removed, inputs unreadable) or 'ready' (body holds the request).
+-- failed without a call: row gone, task removed, inputs unreadable; or given back unspent to wait for
+-- a chain's upstream, llm.hold_for_upstreams) or 'ready' (body holds the request).
 CREATE OR REPLACE FUNCTION llm.worker_claim(
     p_worker text,
     OUT status text,
@@ -403,6 +404,12 @@ BEGIN
     v_problem := llm.table_problem(v_task);
     IF v_problem IS NOT NULL THEN
         PERFORM llm.worker_fail(v_job.id, v_job.attempt, v_problem, 'permanent');
+        RETURN;
+    END IF;
+
+    -- A chain's downstream job whose upstream has yet to settle goes back to the queue, unspent and uncalled.
+    IF cardinality(v_task.after) > 0
+       AND cardinality(llm.hold_for_upstreams(v_task.name, ARRAY[v_job.id], ARRAY[v_job.attempt])) > 0 THEN
         RETURN;
     END IF;
 

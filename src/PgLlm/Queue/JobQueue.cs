@@ -116,17 +116,7 @@ internal sealed class JobQueue : IDisposable
 
             // The claim is committed: its jobs are this worker's now, so their inputs are read to the end
             // (a short read), whatever the caller's token says.
-            var claimed = new List<ClaimedWork>(jobs.Count);
-            foreach (var group in jobs.GroupBy(j => j.Task, StringComparer.Ordinal))
-            {
-                var (inputs, error, problem) = await ReadInputsAsync(connection, group.Key, group.Select(j => j.Id).ToArray(), findTask).ConfigureAwait(false);
-                foreach (var job in group)
-                {
-                    claimed.Add(new ClaimedWork(job, error is null && problem is null ? inputs!.GetValueOrDefault(job.Id) : null, error, problem));
-                }
-            }
-
-            return claimed;
+            return await ReadClaimedAsync(connection, jobs, findTask).ConfigureAwait(false);
         }
         catch
         {
@@ -138,6 +128,57 @@ internal sealed class JobQueue : IDisposable
         {
             _claimLock.Release();
         }
+    }
+
+    /// <summary>
+    /// The claimed jobs with their inputs, read task by task; a chain's downstream jobs whose upstream has yet to settle
+    /// are left out, given back to the queue unspent and uncalled (<see cref="HoldForUpstreamsAsync"/>).
+    /// </summary>
+    private async Task<IReadOnlyList<ClaimedWork>> ReadClaimedAsync(
+        NpgsqlConnection connection, List<ClaimedJob> jobs, Func<string, CancellationToken, ValueTask<TaskDefinition?>> findTask)
+    {
+        var claimed = new List<ClaimedWork>(jobs.Count);
+        foreach (var group in jobs.GroupBy(j => j.Task, StringComparer.Ordinal))
+        {
+            var waiting = await HoldForUpstreamsAsync(connection, group.Key, group, findTask).ConfigureAwait(false);
+            var run = waiting is null ? group.ToList() : group.Where(j => !waiting.Contains(j.Id)).ToList();
+            if (run.Count == 0)
+            {
+                continue;
+            }
+
+            var (inputs, error, problem) = await ReadInputsAsync(connection, group.Key, run.Select(j => j.Id).ToArray(), findTask).ConfigureAwait(false);
+            foreach (var job in run)
+            {
+                claimed.Add(new ClaimedWork(job, error is null && problem is null ? inputs!.GetValueOrDefault(job.Id) : null, error, problem));
+            }
+        }
+
+        return claimed;
+    }
+
+    /// <summary>
+    /// For a task with upstreams (a chain's downstream, <see cref="TaskDefinition.After"/>): the claimed jobs whose row has an
+    /// upstream job pending or running, which <c>llm.hold_for_upstreams</c> has given back to the queue without spending
+    /// their attempt, to run once the upstream settled. Null, without a round trip, for every other task.
+    /// </summary>
+    private static async Task<HashSet<long>?> HoldForUpstreamsAsync(
+        NpgsqlConnection connection, string taskName, IEnumerable<ClaimedJob> jobs, Func<string, CancellationToken, ValueTask<TaskDefinition?>> findTask)
+    {
+        var task = await findTask(taskName, CancellationToken.None).ConfigureAwait(false);
+        if (task is null || task.After.Count == 0)
+        {
+            return null;
+        }
+
+        var list = jobs.ToList();
+        await using var command = new NpgsqlCommand("SELECT llm.hold_for_upstreams($1, $2, $3)", connection);
+        command.Parameters.Add(new NpgsqlParameter<string> { TypedValue = taskName });
+        command.Parameters.Add(new NpgsqlParameter<long[]> { TypedValue = list.Select(j => j.Id).ToArray() });
+        command.Parameters.Add(new NpgsqlParameter<int[]> { TypedValue = list.Select(j => j.Attempt).ToArray() });
+        await command.PrepareAsync(CancellationToken.None).ConfigureAwait(false);
+        var held = (long[])(await command.ExecuteScalarAsync(CancellationToken.None).ConfigureAwait(false))!;
+        return held.Length == 0 ? null : [.. held];
     }
 
     /// <summary>

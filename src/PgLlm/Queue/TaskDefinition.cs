@@ -66,6 +66,12 @@ public sealed class TaskDefinition
     public IReadOnlyList<string> TargetColumns { get; }
 
     /// <summary>
+    /// The tasks of the same table whose targets this one reads, directly or through other tasks (<c>llm.task.after</c>):
+    /// a job of this task waits, unspent, while one of theirs for the same row is pending or running. Empty for most tasks.
+    /// </summary>
+    public IReadOnlyList<string> After { get; internal init; } = [];
+
+    /// <summary>
     /// What the task expects of its table (its key, the columns it reads, its targets and the kind of answer
     /// each receives), as the registry records it: what the worker checks before the task's model calls.
     /// Null when built without the registry's table columns.

@@ -72,7 +72,9 @@ internal sealed class TaskRegistry : IDisposable
                 "SELECT name, prompt, system_prompt, json_schema::text, model, max_attempts, target_columns, " +
                 "inputs_function::text, complete_function::text, temperature, max_output_tokens, image_columns, " +
                 "table_schema, table_name, key_columns, read_columns, " +
-                "coalesce((SELECT p.pronargs >= 8 FROM pg_catalog.pg_proc AS p WHERE p.oid = complete_function), true) FROM llm.task");
+                "coalesce((SELECT p.pronargs >= 8 FROM pg_catalog.pg_proc AS p WHERE p.oid = complete_function), true), " +
+                // The upstream tasks (queue step 10), read so that a database not yet at that step has none.
+                "ARRAY(SELECT jsonb_array_elements_text(coalesce(to_jsonb(t) -> 'after', '[]'))) FROM llm.task AS t");
             await using var reader = await command.ExecuteReaderAsync(cancellationToken).ConfigureAwait(false);
             while (await reader.ReadAsync(cancellationToken).ConfigureAwait(false))
             {
@@ -95,6 +97,7 @@ internal sealed class TaskRegistry : IDisposable
                     Table = ShapeOf(name, reader.GetString(12), reader.GetString(13), reader.GetFieldValue<string[]>(14), reader.GetFieldValue<string[]>(15),
                         reader.GetFieldValue<string[]>(6), schema.RootElement),
                     WriteBackTakesRecord = reader.GetBoolean(16),
+                    After = reader.GetFieldValue<string[]>(17),
                 };
             }
 

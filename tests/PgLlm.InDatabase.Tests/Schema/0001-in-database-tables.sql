@@ -38,3 +38,11 @@ CREATE TABLE typed_answers (
     opens_at    time,
     ref         uuid
 );
+
+-- A chain: the headline reads the summary another task writes (and the body the summary reads).
+CREATE TABLE articles (
+    id       bigint PRIMARY KEY,
+    body     text NOT NULL,
+    summary  text,
+    headline text
+);

@@ -27,7 +27,9 @@ public sealed class SharedRateLimitUpgradeTests
         await using var db = NpgsqlDataSource.Create(connectionString);
         var steps = PgLlmQueueMigrations.All.TakeWhile(m => string.CompareOrdinal(m.Name, "0006") < 0).ToList();
         Assert.Equal("0005_endpoint_governor", steps[^1].Name);
-        await new PgLlmMigrator(db, PgLlmFixture.Scripts) { QueueMigrations = steps }.MigrateAsync();
+        // The chain's table script needs queue step 10 (its upstreams are registered there): left out here.
+        var scripts = PgLlmFixture.Scripts.Where(s => s.Stream != PgLlm.Generated.PgLlmScripts.Article.Stream).ToList();
+        await new PgLlmMigrator(db, scripts) { QueueMigrations = steps }.MigrateAsync();
         await db.ExecAsync("INSERT INTO flaky (id, input) SELECT g, 'job ' || g FROM generate_series(1, 20) AS g");
 
         var options = Ops.Options(_fixture, o => o.RateLimit.RequestsPerMinute = 6000);

@@ -46,3 +46,11 @@ CREATE TABLE triage_notes (
     tag   text,
     memo  text
 );
+
+-- A chain: the headline reads the summary another task writes (and the body the summary reads).
+CREATE TABLE articles (
+    id       bigint PRIMARY KEY,
+    body     text NOT NULL,
+    summary  text,
+    headline text
+);
