@@ -78,7 +78,10 @@ internal static class TableScriptEmitter
 
         """;
 
-    /// <summary>The trigger's function: one index-backed insert (a pending job of the row already covers its latest values).</summary>
+    /// <summary>
+    /// The trigger's function: one index-backed insert (a pending job of the row already covers its latest values).
+    /// A pending job of a re-run or backfill (priority 1) is promoted to live work (priority 0) instead.
+    /// </summary>
     private static string EnqueueFunction(TaskSql t)
     {
         var body = $$"""
@@ -86,8 +89,8 @@ internal static class TableScriptEmitter
             BEGIN
                 INSERT INTO llm.job (task, row_key, max_attempts)
                 VALUES ({{Literal(t.Name)}}, {{t.RowKeyOfNew}}, {{t.MaxAttempts}})
-                ON CONFLICT (task, row_key) WHERE state = 'pending' DO NOTHING;
-                -- Notify only for a new job, and only when a worker sleeps: llm.wake_workers, inlined.
+                ON CONFLICT (task, row_key) WHERE state = 'pending' DO UPDATE SET priority = 0 WHERE llm.job.priority <> 0;
+                -- Notify only for a new (or promoted) job, and only when a worker sleeps: llm.wake_workers, inlined.
                 IF NOT FOUND THEN
                     RETURN NULL;
             {{WakeSleepingWorkers}}    END IF;

@@ -10,8 +10,8 @@ LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $pgll
 BEGIN
     INSERT INTO llm.job (task, row_key, max_attempts)
     VALUES ('public.receipts:note_mood', jsonb_build_object('id', NEW."id"), 5)
-    ON CONFLICT (task, row_key) WHERE state = 'pending' DO NOTHING;
-    -- Notify only for a new job, and only when a worker sleeps: llm.wake_workers, inlined.
+    ON CONFLICT (task, row_key) WHERE state = 'pending' DO UPDATE SET priority = 0 WHERE llm.job.priority <> 0;
+    -- Notify only for a new (or promoted) job, and only when a worker sleeps: llm.wake_workers, inlined.
     IF NOT FOUND THEN
         RETURN NULL;
     ELSIF current_setting('transaction_isolation') <> 'read committed' THEN
@@ -93,8 +93,8 @@ LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $pgll
 BEGIN
     INSERT INTO llm.job (task, row_key, max_attempts)
     VALUES ('public.receipts:stars', jsonb_build_object('id', NEW."id"), 5)
-    ON CONFLICT (task, row_key) WHERE state = 'pending' DO NOTHING;
-    -- Notify only for a new job, and only when a worker sleeps: llm.wake_workers, inlined.
+    ON CONFLICT (task, row_key) WHERE state = 'pending' DO UPDATE SET priority = 0 WHERE llm.job.priority <> 0;
+    -- Notify only for a new (or promoted) job, and only when a worker sleeps: llm.wake_workers, inlined.
     IF NOT FOUND THEN
         RETURN NULL;
     ELSIF current_setting('transaction_isolation') <> 'read committed' THEN
@@ -176,8 +176,8 @@ LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $pgll
 BEGIN
     INSERT INTO llm.job (task, row_key, max_attempts)
     VALUES ('public.receipts:tags', jsonb_build_object('id', NEW."id"), 5)
-    ON CONFLICT (task, row_key) WHERE state = 'pending' DO NOTHING;
-    -- Notify only for a new job, and only when a worker sleeps: llm.wake_workers, inlined.
+    ON CONFLICT (task, row_key) WHERE state = 'pending' DO UPDATE SET priority = 0 WHERE llm.job.priority <> 0;
+    -- Notify only for a new (or promoted) job, and only when a worker sleeps: llm.wake_workers, inlined.
     IF NOT FOUND THEN
         RETURN NULL;
     ELSIF current_setting('transaction_isolation') <> 'read committed' THEN
@@ -259,8 +259,8 @@ LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $pgll
 BEGIN
     INSERT INTO llm.job (task, row_key, max_attempts)
     VALUES ('public.receipts:codes', jsonb_build_object('id', NEW."id"), 5)
-    ON CONFLICT (task, row_key) WHERE state = 'pending' DO NOTHING;
-    -- Notify only for a new job, and only when a worker sleeps: llm.wake_workers, inlined.
+    ON CONFLICT (task, row_key) WHERE state = 'pending' DO UPDATE SET priority = 0 WHERE llm.job.priority <> 0;
+    -- Notify only for a new (or promoted) job, and only when a worker sleeps: llm.wake_workers, inlined.
     IF NOT FOUND THEN
         RETURN NULL;
     ELSIF current_setting('transaction_isolation') <> 'read committed' THEN
@@ -342,8 +342,8 @@ LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $pgll
 BEGIN
     INSERT INTO llm.job (task, row_key, max_attempts)
     VALUES ('public.receipts:origin', jsonb_build_object('id', NEW."id"), 5)
-    ON CONFLICT (task, row_key) WHERE state = 'pending' DO NOTHING;
-    -- Notify only for a new job, and only when a worker sleeps: llm.wake_workers, inlined.
+    ON CONFLICT (task, row_key) WHERE state = 'pending' DO UPDATE SET priority = 0 WHERE llm.job.priority <> 0;
+    -- Notify only for a new (or promoted) job, and only when a worker sleeps: llm.wake_workers, inlined.
     IF NOT FOUND THEN
         RETURN NULL;
     ELSIF current_setting('transaction_isolation') <> 'read committed' THEN
@@ -425,8 +425,8 @@ LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $pgll
 BEGIN
     INSERT INTO llm.job (task, row_key, max_attempts)
     VALUES ('public.receipts:is_refund', jsonb_build_object('id', NEW."id"), 5)
-    ON CONFLICT (task, row_key) WHERE state = 'pending' DO NOTHING;
-    -- Notify only for a new job, and only when a worker sleeps: llm.wake_workers, inlined.
+    ON CONFLICT (task, row_key) WHERE state = 'pending' DO UPDATE SET priority = 0 WHERE llm.job.priority <> 0;
+    -- Notify only for a new (or promoted) job, and only when a worker sleeps: llm.wake_workers, inlined.
     IF NOT FOUND THEN
         RETURN NULL;
     ELSIF current_setting('transaction_isolation') <> 'read committed' THEN
@@ -508,8 +508,8 @@ LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $pgll
 BEGIN
     INSERT INTO llm.job (task, row_key, max_attempts)
     VALUES ('public.receipts:written_at', jsonb_build_object('id', NEW."id"), 5)
-    ON CONFLICT (task, row_key) WHERE state = 'pending' DO NOTHING;
-    -- Notify only for a new job, and only when a worker sleeps: llm.wake_workers, inlined.
+    ON CONFLICT (task, row_key) WHERE state = 'pending' DO UPDATE SET priority = 0 WHERE llm.job.priority <> 0;
+    -- Notify only for a new (or promoted) job, and only when a worker sleeps: llm.wake_workers, inlined.
     IF NOT FOUND THEN
         RETURN NULL;
     ELSIF current_setting('transaction_isolation') <> 'read committed' THEN
@@ -591,8 +591,8 @@ LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $pgll
 BEGIN
     INSERT INTO llm.job (task, row_key, max_attempts)
     VALUES ('public.receipts:scan_text', jsonb_build_object('id', NEW."id"), 5)
-    ON CONFLICT (task, row_key) WHERE state = 'pending' DO NOTHING;
-    -- Notify only for a new job, and only when a worker sleeps: llm.wake_workers, inlined.
+    ON CONFLICT (task, row_key) WHERE state = 'pending' DO UPDATE SET priority = 0 WHERE llm.job.priority <> 0;
+    -- Notify only for a new (or promoted) job, and only when a worker sleeps: llm.wake_workers, inlined.
     IF NOT FOUND THEN
         RETURN NULL;
     ELSIF current_setting('transaction_isolation') <> 'read committed' THEN
@@ -674,8 +674,8 @@ LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $pgll
 BEGIN
     INSERT INTO llm.job (task, row_key, max_attempts)
     VALUES ('public.receipts:totals', jsonb_build_object('id', NEW."id"), 5)
-    ON CONFLICT (task, row_key) WHERE state = 'pending' DO NOTHING;
-    -- Notify only for a new job, and only when a worker sleeps: llm.wake_workers, inlined.
+    ON CONFLICT (task, row_key) WHERE state = 'pending' DO UPDATE SET priority = 0 WHERE llm.job.priority <> 0;
+    -- Notify only for a new (or promoted) job, and only when a worker sleeps: llm.wake_workers, inlined.
     IF NOT FOUND THEN
         RETURN NULL;
     ELSIF current_setting('transaction_isolation') <> 'read committed' THEN
