@@ -11,7 +11,7 @@ namespace PgLlm.Cli;
 
 /// <summary>
 /// The <c>pgllm</c> commands: <c>migrate</c>, <c>worker</c>, <c>status</c>, <c>retry</c>, <c>endpoint</c>, <c>backfill</c>,
-/// <c>script</c> and <c>dev</c>. The dotnet tool runs them with scripts loaded from <c>--assembly</c>; a host
+/// <c>rerun</c>, <c>script</c> and <c>dev</c>. The dotnet tool runs them with scripts loaded from <c>--assembly</c>; a host
 /// application can run them in-process with its own scripts (<c>PgLlmCommandLine.RunAsync(args, PgLlmScripts.All)</c>).
 /// Settings come from <c>appsettings.json</c> in the current folder, the environment (<c>PGLLM_*</c>,
 /// <c>PgLlm__...</c>) and <c>--connection</c>.
@@ -85,6 +85,7 @@ public sealed partial class PgLlmCommandLine
         RootCommand.Subcommands.Add(CreateEndpointCommand());
         RootCommand.Subcommands.Add(CreateBudgetCommand());
         RootCommand.Subcommands.Add(CreateBackfillCommand());
+        RootCommand.Subcommands.Add(CreateRerunCommand());
         RootCommand.Subcommands.Add(CreateScriptCommand());
         RootCommand.Subcommands.Add(CreateDevCommand());
     }
