@@ -51,6 +51,13 @@ public sealed class RerunTests
             await db.DataSource.ListAsync<string>("SELECT row_key::text FROM llm.run_row WHERE row_key <> '{\"id\": 4}' ORDER BY n LIMIT 2"),
             await ClaimAsync(db.DataSource, 2));
 
+        // The worker's claim takes live jobs first and no more re-run jobs than its room for them (it keeps calls for live work).
+        await db.DataSource.ExecAsync("INSERT INTO flaky (id, input) VALUES (7, 'row 7')");
+        Assert.Equal("2|0|1", await db.DataSource.ScalarAsync<string>(
+            "SELECT concat_ws('|', count(*), count(*) FILTER (WHERE j.priority = 0 AND j.row_key <> '{\"id\": 7}'), count(*) FILTER (WHERE j.row_key = '{\"id\": 7}')) " +
+            "FROM llm.claim('test', 10, 60, NULL, NULL, 1) AS c JOIN llm.job AS j ON j.id = c.id"));
+        Assert.Equal(1L, await db.DataSource.ScalarAsync<long>("SELECT count(*) FROM llm.job WHERE state = 'pending'"));
+
         // The claim still walks the ready jobs' index in order and stops at its limit.
         var plan = await ClaimPlanAsync(db.DataSource);
         Assert.Contains("job_ready", plan, StringComparison.Ordinal);

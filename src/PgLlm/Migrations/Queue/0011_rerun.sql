@@ -56,6 +56,54 @@ BEGIN
 END
 $fn$;
 
+-- The worker's claim: as above, but at most p_low_limit of the jobs it takes may be re-run or backfill jobs
+-- (priority above 0). A worker keeps some of its calls for live work this way (PgLlm's worker: an eighth of its
+-- concurrency): a re-run never fills every call, so a live job finds a free one at once instead of waiting for a
+-- re-run's call to end. The live jobs are taken first, by job_ready's priority-0 range; the re-run's (by the rest of
+-- the index) only when the live ones are fewer than p_limit.
+CREATE FUNCTION llm.claim(p_worker text, p_limit integer, p_lease_seconds double precision, p_only text[], p_except text[], p_low_limit integer)
+RETURNS TABLE (id bigint, task text, row_key jsonb, attempt integer, max_attempts integer)
+LANGUAGE plpgsql
+SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+SET enable_sort = off
+SET enable_bitmapscan = off
+SET enable_seqscan = off
+SET plan_cache_mode = force_generic_plan
+AS $fn$
+DECLARE
+    v_ids bigint[];
+BEGIN
+    v_ids := ARRAY(SELECT c.id
+                     FROM llm.job AS c
+                    WHERE c.state = 'pending' AND c.priority = 0 AND c.scheduled_at <= now()
+                      AND (p_only IS NULL OR c.task = ANY (p_only))
+                      AND (p_except IS NULL OR c.task <> ALL (p_except))
+                    ORDER BY c.scheduled_at, c.id
+                    LIMIT p_limit
+                      FOR UPDATE SKIP LOCKED);
+    IF cardinality(v_ids) < p_limit AND p_low_limit > 0 THEN
+        v_ids := v_ids || ARRAY(SELECT c.id
+                                  FROM llm.job AS c
+                                 WHERE c.state = 'pending' AND c.priority > 0 AND c.scheduled_at <= now()
+                                   AND (p_only IS NULL OR c.task = ANY (p_only))
+                                   AND (p_except IS NULL OR c.task <> ALL (p_except))
+                                 ORDER BY c.priority, c.scheduled_at, c.id
+                                 LIMIT least(p_low_limit, p_limit - cardinality(v_ids))
+                                   FOR UPDATE SKIP LOCKED);
+    END IF;
+    RETURN QUERY
+    UPDATE llm.job AS j
+       SET state = 'running',
+           attempt = j.attempt + 1,
+           attempted_at = now(),
+           locked_by = p_worker,
+           lease_until = now() + make_interval(secs => p_lease_seconds)
+     WHERE j.id = ANY (v_ids)
+ RETURNING j.id, j.task, j.row_key, j.attempt, j.max_attempts::integer;
+END
+$fn$;
+
 -- Step 4's llm.supersede: the re-enqueued job keeps the superseded one's priority and run.
 CREATE OR REPLACE FUNCTION llm.supersede(p_job_id bigint, p_current_hash text)
 RETURNS text
@@ -452,4 +500,6 @@ REVOKE ALL ON FUNCTION llm.run_order(jsonb), llm.run_select(text, text, bigint, 
    FROM PUBLIC;
 -- Read like llm.job (pgllm status as the worker's role); runs are started by the owner (they read user tables).
 GRANT SELECT ON llm.run TO pgllm_worker;
+REVOKE ALL ON FUNCTION llm.claim(text, integer, double precision, text[], text[], integer) FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION llm.claim(text, integer, double precision, text[], text[], integer) TO pgllm_worker;
 GRANT EXECUTE ON FUNCTION llm.run_progress(bigint), llm.run_status() TO pgllm_worker;
