@@ -38,29 +38,7 @@ public sealed partial class PgLlmCommandLine
             command.Options.Add(option);
         }
 
-        command.Validators.Add(result =>
-        {
-            if (result.GetValue(stale) == result.GetValue(neverFilled))
-            {
-                result.AddError("Say which rows to re-run: exactly one of --stale or --never-filled.");
-            }
-            else if (result.GetValue(sample) is not null && result.GetValue(percent) is not null)
-            {
-                result.AddError("--sample and --percent both pick a subset: give one of them.");
-            }
-            else if (result.GetValue(sample) is < 1)
-            {
-                result.AddError("--sample must be at least 1.");
-            }
-            else if (result.GetValue(percent) is { } p && p is not (> 0 and <= 100))
-            {
-                result.AddError("--percent must be more than 0 and at most 100.");
-            }
-            else if (result.GetValue(maxCost) is < 0)
-            {
-                result.AddError("--max-cost cannot be negative.");
-            }
-        });
+        command.Validators.Add(result => ValidateRerun(result, stale, neverFilled, sample, percent, maxCost));
         chunkSize.Validators.Add(result =>
         {
             if (result.GetValueOrDefault<int>() < 1)
@@ -98,6 +76,32 @@ public sealed partial class PgLlmCommandLine
             return await RerunAsync(rerun, request, cancellationToken).ConfigureAwait(false);
         });
         return command;
+    }
+
+    /// <summary>The rerun options that do not fit together, or a value out of range: one error (exit code 2).</summary>
+    private static void ValidateRerun(
+        System.CommandLine.Parsing.CommandResult result, Option<bool> stale, Option<bool> neverFilled, Option<long?> sample, Option<decimal?> percent, Option<decimal?> maxCost)
+    {
+        if (result.GetValue(stale) == result.GetValue(neverFilled))
+        {
+            result.AddError("Say which rows to re-run: exactly one of --stale or --never-filled.");
+        }
+        else if (result.GetValue(sample) is not null && result.GetValue(percent) is not null)
+        {
+            result.AddError("--sample and --percent both pick a subset: give one of them.");
+        }
+        else if (result.GetValue(sample) is < 1)
+        {
+            result.AddError("--sample must be at least 1.");
+        }
+        else if (result.GetValue(percent) is { } p && p is not (> 0 and <= 100))
+        {
+            result.AddError("--percent must be more than 0 and at most 100.");
+        }
+        else if (result.GetValue(maxCost) is < 0)
+        {
+            result.AddError("--max-cost cannot be negative.");
+        }
     }
 
     /// <summary>What <c>pgllm rerun</c> was asked.</summary>
