@@ -2,7 +2,7 @@
 --   * llm.job.priority: 0 for the jobs of inserts and updates (live work), 1 for re-runs and backfills. The claim
 --     takes the lowest priority first, then the oldest schedule: a re-run of 100,000 rows never delays a live job
 --     by more than the jobs already in flight. A live change to a row whose pending job is a re-run's promotes that
---     job to priority 0 (the tables' generated enqueue functions); a superseded job's re-enqueue keeps its priority.
+--     job to priority 0 (the tables' generated enqueue functions), and so does a superseded job's re-enqueue.
 --   * llm.run: one row per re-run or backfill, with what it selected (llm.run_row: the rows, frozen when the run
 --     starts, walked by position so that an interrupted run resumes where it stopped), its cost cap, and its jobs
 --     tagged by llm.job.run_id, so that its progress and its spend (the sum of its jobs' estimated_cost) are one
@@ -104,7 +104,8 @@ BEGIN
 END
 $fn$;
 
--- Step 4's llm.supersede: the re-enqueued job keeps the superseded one's priority and run.
+-- Step 4's llm.supersede: the re-enqueued job keeps the superseded one's run, and is live work (priority 0): the row's
+-- inputs changed while the model answered, by a live change whose trigger found this job still pending.
 CREATE OR REPLACE FUNCTION llm.supersede(p_job_id bigint, p_current_hash text)
 RETURNS text
 LANGUAGE plpgsql
@@ -131,7 +132,7 @@ BEGIN
         RETURN 'superseded';
     END IF;
     INSERT INTO llm.job (task, row_key, max_attempts, priority, run_id)
-    VALUES (v_job.task, v_job.row_key, v_job.max_attempts, v_job.priority, v_job.run_id)
+    VALUES (v_job.task, v_job.row_key, v_job.max_attempts, 0, v_job.run_id)
     ON CONFLICT (task, row_key) WHERE state = 'pending' DO NOTHING;
     IF FOUND THEN
         PERFORM llm.wake_workers();

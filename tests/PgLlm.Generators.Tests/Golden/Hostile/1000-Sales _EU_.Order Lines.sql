@@ -10,9 +10,11 @@ LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $pgll
 BEGIN
     INSERT INTO llm.job (task, row_key, max_attempts)
     VALUES ('Sales "EU".Order Lines:category', jsonb_build_object('tenant_id', NEW."tenant_id", 'line_no', NEW."line_no"), 3)
-    ON CONFLICT (task, row_key) WHERE state = 'pending' DO UPDATE SET priority = 0 WHERE llm.job.priority <> 0;
-    -- Notify only for a new (or promoted) job, and only when a worker sleeps: llm.wake_workers, inlined.
+    ON CONFLICT (task, row_key) WHERE state = 'pending' DO NOTHING;
+    -- Notify only for a new job, and only when a worker sleeps: llm.wake_workers, inlined.
     IF NOT FOUND THEN
+        UPDATE llm.job SET priority = 0
+         WHERE task = 'Sales "EU".Order Lines:category' AND row_key = jsonb_build_object('tenant_id', NEW."tenant_id", 'line_no', NEW."line_no") AND state = 'pending' AND priority <> 0;
         RETURN NULL;
     ELSIF current_setting('transaction_isolation') <> 'read committed' THEN
         PERFORM pg_notify('pgllm_jobs', '');
@@ -93,9 +95,11 @@ LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $pgll
 BEGIN
     INSERT INTO llm.job (task, row_key, max_attempts)
     VALUES ('Sales "EU".Order Lines:shelf_days', jsonb_build_object('tenant_id', NEW."tenant_id", 'line_no', NEW."line_no"), 5)
-    ON CONFLICT (task, row_key) WHERE state = 'pending' DO UPDATE SET priority = 0 WHERE llm.job.priority <> 0;
-    -- Notify only for a new (or promoted) job, and only when a worker sleeps: llm.wake_workers, inlined.
+    ON CONFLICT (task, row_key) WHERE state = 'pending' DO NOTHING;
+    -- Notify only for a new job, and only when a worker sleeps: llm.wake_workers, inlined.
     IF NOT FOUND THEN
+        UPDATE llm.job SET priority = 0
+         WHERE task = 'Sales "EU".Order Lines:shelf_days' AND row_key = jsonb_build_object('tenant_id', NEW."tenant_id", 'line_no', NEW."line_no") AND state = 'pending' AND priority <> 0;
         RETURN NULL;
     ELSIF current_setting('transaction_isolation') <> 'read committed' THEN
         PERFORM pg_notify('pgllm_jobs', '');

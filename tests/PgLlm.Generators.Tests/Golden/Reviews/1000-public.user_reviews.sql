@@ -10,9 +10,11 @@ LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $pgll
 BEGIN
     INSERT INTO llm.job (task, row_key, max_attempts)
     VALUES ('public.user_reviews:sentiment', jsonb_build_object('id', NEW."id"), 5)
-    ON CONFLICT (task, row_key) WHERE state = 'pending' DO UPDATE SET priority = 0 WHERE llm.job.priority <> 0;
-    -- Notify only for a new (or promoted) job, and only when a worker sleeps: llm.wake_workers, inlined.
+    ON CONFLICT (task, row_key) WHERE state = 'pending' DO NOTHING;
+    -- Notify only for a new job, and only when a worker sleeps: llm.wake_workers, inlined.
     IF NOT FOUND THEN
+        UPDATE llm.job SET priority = 0
+         WHERE task = 'public.user_reviews:sentiment' AND row_key = jsonb_build_object('id', NEW."id") AND state = 'pending' AND priority <> 0;
         RETURN NULL;
     ELSIF current_setting('transaction_isolation') <> 'read committed' THEN
         PERFORM pg_notify('pgllm_jobs', '');
@@ -93,9 +95,11 @@ LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $pgll
 BEGIN
     INSERT INTO llm.job (task, row_key, max_attempts)
     VALUES ('public.user_reviews:emotion+user_review_es', jsonb_build_object('id', NEW."id"), 5)
-    ON CONFLICT (task, row_key) WHERE state = 'pending' DO UPDATE SET priority = 0 WHERE llm.job.priority <> 0;
-    -- Notify only for a new (or promoted) job, and only when a worker sleeps: llm.wake_workers, inlined.
+    ON CONFLICT (task, row_key) WHERE state = 'pending' DO NOTHING;
+    -- Notify only for a new job, and only when a worker sleeps: llm.wake_workers, inlined.
     IF NOT FOUND THEN
+        UPDATE llm.job SET priority = 0
+         WHERE task = 'public.user_reviews:emotion+user_review_es' AND row_key = jsonb_build_object('id', NEW."id") AND state = 'pending' AND priority <> 0;
         RETURN NULL;
     ELSIF current_setting('transaction_isolation') <> 'read committed' THEN
         PERFORM pg_notify('pgllm_jobs', '');

@@ -10,9 +10,11 @@ LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $pgll
 BEGIN
     INSERT INTO llm.job (task, row_key, max_attempts)
     VALUES ('public.receipts:note_mood', jsonb_build_object('id', NEW."id"), 5)
-    ON CONFLICT (task, row_key) WHERE state = 'pending' DO UPDATE SET priority = 0 WHERE llm.job.priority <> 0;
-    -- Notify only for a new (or promoted) job, and only when a worker sleeps: llm.wake_workers, inlined.
+    ON CONFLICT (task, row_key) WHERE state = 'pending' DO NOTHING;
+    -- Notify only for a new job, and only when a worker sleeps: llm.wake_workers, inlined.
     IF NOT FOUND THEN
+        UPDATE llm.job SET priority = 0
+         WHERE task = 'public.receipts:note_mood' AND row_key = jsonb_build_object('id', NEW."id") AND state = 'pending' AND priority <> 0;
         RETURN NULL;
     ELSIF current_setting('transaction_isolation') <> 'read committed' THEN
         PERFORM pg_notify('pgllm_jobs', '');
@@ -93,9 +95,11 @@ LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $pgll
 BEGIN
     INSERT INTO llm.job (task, row_key, max_attempts)
     VALUES ('public.receipts:stars', jsonb_build_object('id', NEW."id"), 5)
-    ON CONFLICT (task, row_key) WHERE state = 'pending' DO UPDATE SET priority = 0 WHERE llm.job.priority <> 0;
-    -- Notify only for a new (or promoted) job, and only when a worker sleeps: llm.wake_workers, inlined.
+    ON CONFLICT (task, row_key) WHERE state = 'pending' DO NOTHING;
+    -- Notify only for a new job, and only when a worker sleeps: llm.wake_workers, inlined.
     IF NOT FOUND THEN
+        UPDATE llm.job SET priority = 0
+         WHERE task = 'public.receipts:stars' AND row_key = jsonb_build_object('id', NEW."id") AND state = 'pending' AND priority <> 0;
         RETURN NULL;
     ELSIF current_setting('transaction_isolation') <> 'read committed' THEN
         PERFORM pg_notify('pgllm_jobs', '');
@@ -176,9 +180,11 @@ LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $pgll
 BEGIN
     INSERT INTO llm.job (task, row_key, max_attempts)
     VALUES ('public.receipts:tags', jsonb_build_object('id', NEW."id"), 5)
-    ON CONFLICT (task, row_key) WHERE state = 'pending' DO UPDATE SET priority = 0 WHERE llm.job.priority <> 0;
-    -- Notify only for a new (or promoted) job, and only when a worker sleeps: llm.wake_workers, inlined.
+    ON CONFLICT (task, row_key) WHERE state = 'pending' DO NOTHING;
+    -- Notify only for a new job, and only when a worker sleeps: llm.wake_workers, inlined.
     IF NOT FOUND THEN
+        UPDATE llm.job SET priority = 0
+         WHERE task = 'public.receipts:tags' AND row_key = jsonb_build_object('id', NEW."id") AND state = 'pending' AND priority <> 0;
         RETURN NULL;
     ELSIF current_setting('transaction_isolation') <> 'read committed' THEN
         PERFORM pg_notify('pgllm_jobs', '');
@@ -259,9 +265,11 @@ LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $pgll
 BEGIN
     INSERT INTO llm.job (task, row_key, max_attempts)
     VALUES ('public.receipts:codes', jsonb_build_object('id', NEW."id"), 5)
-    ON CONFLICT (task, row_key) WHERE state = 'pending' DO UPDATE SET priority = 0 WHERE llm.job.priority <> 0;
-    -- Notify only for a new (or promoted) job, and only when a worker sleeps: llm.wake_workers, inlined.
+    ON CONFLICT (task, row_key) WHERE state = 'pending' DO NOTHING;
+    -- Notify only for a new job, and only when a worker sleeps: llm.wake_workers, inlined.
     IF NOT FOUND THEN
+        UPDATE llm.job SET priority = 0
+         WHERE task = 'public.receipts:codes' AND row_key = jsonb_build_object('id', NEW."id") AND state = 'pending' AND priority <> 0;
         RETURN NULL;
     ELSIF current_setting('transaction_isolation') <> 'read committed' THEN
         PERFORM pg_notify('pgllm_jobs', '');
@@ -342,9 +350,11 @@ LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $pgll
 BEGIN
     INSERT INTO llm.job (task, row_key, max_attempts)
     VALUES ('public.receipts:origin', jsonb_build_object('id', NEW."id"), 5)
-    ON CONFLICT (task, row_key) WHERE state = 'pending' DO UPDATE SET priority = 0 WHERE llm.job.priority <> 0;
-    -- Notify only for a new (or promoted) job, and only when a worker sleeps: llm.wake_workers, inlined.
+    ON CONFLICT (task, row_key) WHERE state = 'pending' DO NOTHING;
+    -- Notify only for a new job, and only when a worker sleeps: llm.wake_workers, inlined.
     IF NOT FOUND THEN
+        UPDATE llm.job SET priority = 0
+         WHERE task = 'public.receipts:origin' AND row_key = jsonb_build_object('id', NEW."id") AND state = 'pending' AND priority <> 0;
         RETURN NULL;
     ELSIF current_setting('transaction_isolation') <> 'read committed' THEN
         PERFORM pg_notify('pgllm_jobs', '');
@@ -425,9 +435,11 @@ LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $pgll
 BEGIN
     INSERT INTO llm.job (task, row_key, max_attempts)
     VALUES ('public.receipts:is_refund', jsonb_build_object('id', NEW."id"), 5)
-    ON CONFLICT (task, row_key) WHERE state = 'pending' DO UPDATE SET priority = 0 WHERE llm.job.priority <> 0;
-    -- Notify only for a new (or promoted) job, and only when a worker sleeps: llm.wake_workers, inlined.
+    ON CONFLICT (task, row_key) WHERE state = 'pending' DO NOTHING;
+    -- Notify only for a new job, and only when a worker sleeps: llm.wake_workers, inlined.
     IF NOT FOUND THEN
+        UPDATE llm.job SET priority = 0
+         WHERE task = 'public.receipts:is_refund' AND row_key = jsonb_build_object('id', NEW."id") AND state = 'pending' AND priority <> 0;
         RETURN NULL;
     ELSIF current_setting('transaction_isolation') <> 'read committed' THEN
         PERFORM pg_notify('pgllm_jobs', '');
@@ -508,9 +520,11 @@ LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $pgll
 BEGIN
     INSERT INTO llm.job (task, row_key, max_attempts)
     VALUES ('public.receipts:written_at', jsonb_build_object('id', NEW."id"), 5)
-    ON CONFLICT (task, row_key) WHERE state = 'pending' DO UPDATE SET priority = 0 WHERE llm.job.priority <> 0;
-    -- Notify only for a new (or promoted) job, and only when a worker sleeps: llm.wake_workers, inlined.
+    ON CONFLICT (task, row_key) WHERE state = 'pending' DO NOTHING;
+    -- Notify only for a new job, and only when a worker sleeps: llm.wake_workers, inlined.
     IF NOT FOUND THEN
+        UPDATE llm.job SET priority = 0
+         WHERE task = 'public.receipts:written_at' AND row_key = jsonb_build_object('id', NEW."id") AND state = 'pending' AND priority <> 0;
         RETURN NULL;
     ELSIF current_setting('transaction_isolation') <> 'read committed' THEN
         PERFORM pg_notify('pgllm_jobs', '');
@@ -591,9 +605,11 @@ LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $pgll
 BEGIN
     INSERT INTO llm.job (task, row_key, max_attempts)
     VALUES ('public.receipts:scan_text', jsonb_build_object('id', NEW."id"), 5)
-    ON CONFLICT (task, row_key) WHERE state = 'pending' DO UPDATE SET priority = 0 WHERE llm.job.priority <> 0;
-    -- Notify only for a new (or promoted) job, and only when a worker sleeps: llm.wake_workers, inlined.
+    ON CONFLICT (task, row_key) WHERE state = 'pending' DO NOTHING;
+    -- Notify only for a new job, and only when a worker sleeps: llm.wake_workers, inlined.
     IF NOT FOUND THEN
+        UPDATE llm.job SET priority = 0
+         WHERE task = 'public.receipts:scan_text' AND row_key = jsonb_build_object('id', NEW."id") AND state = 'pending' AND priority <> 0;
         RETURN NULL;
     ELSIF current_setting('transaction_isolation') <> 'read committed' THEN
         PERFORM pg_notify('pgllm_jobs', '');
@@ -674,9 +690,11 @@ LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $pgll
 BEGIN
     INSERT INTO llm.job (task, row_key, max_attempts)
     VALUES ('public.receipts:totals', jsonb_build_object('id', NEW."id"), 5)
-    ON CONFLICT (task, row_key) WHERE state = 'pending' DO UPDATE SET priority = 0 WHERE llm.job.priority <> 0;
-    -- Notify only for a new (or promoted) job, and only when a worker sleeps: llm.wake_workers, inlined.
+    ON CONFLICT (task, row_key) WHERE state = 'pending' DO NOTHING;
+    -- Notify only for a new job, and only when a worker sleeps: llm.wake_workers, inlined.
     IF NOT FOUND THEN
+        UPDATE llm.job SET priority = 0
+         WHERE task = 'public.receipts:totals' AND row_key = jsonb_build_object('id', NEW."id") AND state = 'pending' AND priority <> 0;
         RETURN NULL;
     ELSIF current_setting('transaction_isolation') <> 'read committed' THEN
         PERFORM pg_notify('pgllm_jobs', '');
