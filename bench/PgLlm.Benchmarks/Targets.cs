@@ -23,14 +23,29 @@ internal static class Targets
         ["drain_scaling_4_workers"] = (">= 0.95", v => v >= 0.95),
         ["drain_scaling_4_workers_repeated_calls"] = ("0", v => v == 0),
         ["drain_scaling_4_workers_repeated_attempts"] = ("0", v => v == 0),
+        // Live work first: within twice the idle pickup of the same worker and model (pickup_ms_p50_before_rerun).
+        ["pickup_during_rerun_ratio"] = ("<= 2", v => v <= 2),
+    };
+
+    /// <summary>Targets relative to another key of the same run: at most Factor times its value.</summary>
+    private static readonly Dictionary<string, (string Other, double Factor)> Relative = new(StringComparer.Ordinal)
+    {
+        ["pickup_ms_p50_during_rerun"] = ("pickup_ms_p50_before_rerun", 2),
     };
 
     /// <summary>
     /// The key's target and whether the value meets it; with <paramref name="judged"/> false (a quick run, whose
     /// smaller sizes are a smoke check, not the measurement the targets are for), the target alone.
     /// </summary>
-    public static string Describe(string key, JsonNode? value, bool judged)
+    public static string Describe(string key, JsonNode? value, bool judged, JsonObject? results = null)
     {
+        if (Relative.TryGetValue(key, out var relative) && results?[relative.Other] is JsonValue other && other.TryGetValue(out double baseline)
+            && value is JsonValue own && own.TryGetValue(out double measured))
+        {
+            var text = $"<= {relative.Factor:0.#}x {relative.Other} ({relative.Factor * baseline:0.###})";
+            return !judged ? text + "  (quick run: not judged)" : text + (measured <= relative.Factor * baseline ? "  met" : "  NOT MET");
+        }
+
         if (!ByKey.TryGetValue(key, out var target) || value is not JsonValue number || !number.TryGetValue(out double v))
         {
             return string.Empty;

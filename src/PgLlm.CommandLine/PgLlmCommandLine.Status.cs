@@ -48,7 +48,8 @@ public sealed partial class PgLlmCommandLine
                 WriteRaw(StatusJson(
                     rows,
                     await EndpointStatus.ReadAllAsync(dataSource, cancellationToken).ConfigureAwait(false),
-                    await BudgetStatus.ReadAllAsync(dataSource, cancellationToken).ConfigureAwait(false)));
+                    await BudgetStatus.ReadAllAsync(dataSource, cancellationToken).ConfigureAwait(false),
+                    await RunStatus.ReadAllAsync(dataSource, cancellationToken).ConfigureAwait(false)));
                 return ExitOk;
             }
 
@@ -65,6 +66,7 @@ public sealed partial class PgLlmCommandLine
             WriteStatus(rows);
             WriteEndpoints(await EndpointStatus.ReadAllAsync(dataSource, CancellationToken.None).ConfigureAwait(false));
             WriteBudgets(await BudgetStatus.ReadAllAsync(dataSource, CancellationToken.None).ConfigureAwait(false));
+            WriteRuns(await RunStatus.ReadAllAsync(dataSource, CancellationToken.None).ConfigureAwait(false));
             return StoppedExitCode(cancellationToken);
         });
         return command;
@@ -76,10 +78,12 @@ public sealed partial class PgLlmCommandLine
     /// "endpoints":[{"endpoint","state","reason","since","consecutiveFailures","nextProbeAt","pausedUntil",
     /// "rateLimits":[{"kind","perMinute","usedLastMinute"}]}],
     /// "budgets":[{"scope","name","day","dailyTokens","dailyCost","spentTokens","spentCost","reservedTokens","reservedCost",
-    /// "tokensLeft","costLeft","state","reason"}]}</c>;
+    /// "tokensLeft","costLeft","state","reason"}],
+    /// "runs":[{"id","task","kind","selection","rows","enqueued","skipped","pending","running","succeeded","failed","spent","maxCost","finished"}]}</c>;
     /// <c>model</c>, <c>oldestPendingSeconds</c> and <c>estimatedCost</c> are null when unknown.
     /// </summary>
-    internal static string StatusJson(IReadOnlyList<PgLlmTaskStatus> rows, IReadOnlyList<EndpointStatus>? endpoints = null, IReadOnlyList<BudgetStatus>? budgets = null)
+    internal static string StatusJson(
+        IReadOnlyList<PgLlmTaskStatus> rows, IReadOnlyList<EndpointStatus>? endpoints = null, IReadOnlyList<BudgetStatus>? budgets = null, IReadOnlyList<RunStatus>? runs = null)
     {
         using var buffer = new MemoryStream();
         using (var json = new Utf8JsonWriter(buffer, new JsonWriterOptions { Indented = true }))
@@ -134,6 +138,7 @@ public sealed partial class PgLlmCommandLine
             json.WriteEndArray();
             WriteEndpointsJson(json, endpoints ?? []);
             WriteBudgetsJson(json, budgets ?? []);
+            WriteRunsJson(json, runs ?? []);
             json.WriteEndObject();
         }
 

@@ -11,7 +11,7 @@ namespace PgLlm.Cli;
 
 /// <summary>
 /// The <c>pgllm</c> commands: <c>migrate</c>, <c>worker</c>, <c>status</c>, <c>retry</c>, <c>endpoint</c>, <c>budget</c>, <c>backfill</c>,
-/// <c>plan</c>, <c>compare</c>, <c>script</c> and <c>dev</c>. The dotnet tool runs them with scripts loaded from <c>--assembly</c>; a host
+/// <c>plan</c>, <c>compare</c>, <c>rerun</c>, <c>script</c> and <c>dev</c>. The dotnet tool runs them with scripts loaded from <c>--assembly</c>; a host
 /// application can run them in-process with its own scripts (<c>PgLlmCommandLine.RunAsync(args, PgLlmScripts.All)</c>).
 /// Settings come from <c>appsettings.json</c> in the current folder, the environment (<c>PGLLM_*</c>,
 /// <c>PgLlm__...</c>) and <c>--connection</c>.
@@ -87,6 +87,7 @@ public sealed partial class PgLlmCommandLine
         RootCommand.Subcommands.Add(CreateBackfillCommand());
         RootCommand.Subcommands.Add(CreatePlanCommand());
         RootCommand.Subcommands.Add(CreateCompareCommand());
+        RootCommand.Subcommands.Add(CreateRerunCommand());
         RootCommand.Subcommands.Add(CreateScriptCommand());
         RootCommand.Subcommands.Add(CreateDevCommand());
     }

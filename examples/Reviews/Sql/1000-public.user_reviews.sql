@@ -13,6 +13,8 @@ BEGIN
     ON CONFLICT (task, row_key) WHERE state = 'pending' DO NOTHING;
     -- Notify only for a new job, and only when a worker sleeps: llm.wake_workers, inlined.
     IF NOT FOUND THEN
+        UPDATE llm.job SET priority = 0
+         WHERE task = 'public.user_reviews:sentiment' AND row_key = jsonb_build_object('id', NEW."id") AND state = 'pending' AND priority <> 0;
         RETURN NULL;
     ELSIF current_setting('transaction_isolation') <> 'read committed' THEN
         PERFORM pg_notify('pgllm_jobs', '');
@@ -101,6 +103,8 @@ BEGIN
     ON CONFLICT (task, row_key) WHERE state = 'pending' DO NOTHING;
     -- Notify only for a new job, and only when a worker sleeps: llm.wake_workers, inlined.
     IF NOT FOUND THEN
+        UPDATE llm.job SET priority = 0
+         WHERE task = 'public.user_reviews:review_text_es' AND row_key = jsonb_build_object('id', NEW."id") AND state = 'pending' AND priority <> 0;
         RETURN NULL;
     ELSIF current_setting('transaction_isolation') <> 'read committed' THEN
         PERFORM pg_notify('pgllm_jobs', '');
@@ -189,6 +193,8 @@ BEGIN
     ON CONFLICT (task, row_key) WHERE state = 'pending' DO NOTHING;
     -- Notify only for a new job, and only when a worker sleeps: llm.wake_workers, inlined.
     IF NOT FOUND THEN
+        UPDATE llm.job SET priority = 0
+         WHERE task = 'public.user_reviews:user_background' AND row_key = jsonb_build_object('id', NEW."id") AND state = 'pending' AND priority <> 0;
         RETURN NULL;
     ELSIF current_setting('transaction_isolation') <> 'read committed' THEN
         PERFORM pg_notify('pgllm_jobs', '');
@@ -277,6 +283,8 @@ BEGIN
     ON CONFLICT (task, row_key) WHERE state = 'pending' DO NOTHING;
     -- Notify only for a new job, and only when a worker sleeps: llm.wake_workers, inlined.
     IF NOT FOUND THEN
+        UPDATE llm.job SET priority = 0
+         WHERE task = 'public.user_reviews:image_description' AND row_key = jsonb_build_object('id', NEW."id") AND state = 'pending' AND priority <> 0;
         RETURN NULL;
     ELSIF current_setting('transaction_isolation') <> 'read committed' THEN
         PERFORM pg_notify('pgllm_jobs', '');
@@ -365,6 +373,8 @@ BEGIN
     ON CONFLICT (task, row_key) WHERE state = 'pending' DO NOTHING;
     -- Notify only for a new job, and only when a worker sleeps: llm.wake_workers, inlined.
     IF NOT FOUND THEN
+        UPDATE llm.job SET priority = 0
+         WHERE task = 'public.user_reviews:analyze_and_translate' AND row_key = jsonb_build_object('id', NEW."id") AND state = 'pending' AND priority <> 0;
         RETURN NULL;
     ELSIF current_setting('transaction_isolation') <> 'read committed' THEN
         PERFORM pg_notify('pgllm_jobs', '');

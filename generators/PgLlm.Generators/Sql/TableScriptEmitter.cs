@@ -81,7 +81,12 @@ internal static class TableScriptEmitter
 
         """;
 
-    /// <summary>The trigger's function: one index-backed insert (a pending job of the row already covers its latest values).</summary>
+    /// <summary>
+    /// The trigger's function: one index-backed insert (a pending job of the row already covers its latest values).
+    /// When the row has one, and it is a re-run's or backfill's (priority above 0), it is promoted to live work: a
+    /// second statement, run only then, that locks nothing for a live job (ON CONFLICT DO UPDATE would lock the job
+    /// until the user's commit, even with a WHERE that fails, and a worker could not claim it meanwhile).
+    /// </summary>
     private static string EnqueueFunction(TaskSql t)
     {
         var body = $$"""
@@ -92,6 +97,8 @@ internal static class TableScriptEmitter
                 ON CONFLICT (task, row_key) WHERE state = 'pending' DO NOTHING;
                 -- Notify only for a new job, and only when a worker sleeps: llm.wake_workers, inlined.
                 IF NOT FOUND THEN
+                    UPDATE llm.job SET priority = 0
+                     WHERE task = {{Literal(t.Name)}} AND row_key = {{t.RowKeyOfNew}} AND state = 'pending' AND priority <> 0;
                     RETURN NULL;
             {{WakeSleepingWorkers}}    END IF;
                 RETURN NULL;

@@ -83,10 +83,12 @@ internal sealed class JobQueue : IDisposable
     /// so each claim was planned again from scratch (about 1 ms of the pickup path). One claim at a time.
     /// With <paramref name="budgetEndpoint"/> (daily budgets exist: the lane's endpoint), the same statement calls
     /// <c>llm.claim_budgeted</c> instead, which admits and reserves against the budgets in the same round trip.
+    /// Without it, at most <paramref name="lowLimit"/> (default: all) of the jobs may be re-run or backfill jobs
+    /// (priority above 0); live jobs are taken first either way.
     /// </summary>
     public async Task<IReadOnlyList<ClaimedWork>> ClaimAsync(
         string workerId, int limit, TimeSpan lease, TaskFilter filter, Func<string, CancellationToken, ValueTask<TaskDefinition?>> findTask, CancellationToken cancellationToken,
-        string? budgetEndpoint = null)
+        string? budgetEndpoint = null, int? lowLimit = null)
     {
         await _claimLock.WaitAsync(cancellationToken).ConfigureAwait(false);
         try
@@ -100,10 +102,7 @@ internal sealed class JobQueue : IDisposable
             command.Parameters[2].Value = lease.TotalSeconds;
             command.Parameters[3].Value = (object?)filter.Only ?? DBNull.Value;
             command.Parameters[4].Value = (object?)filter.Except ?? DBNull.Value;
-            if (budgetEndpoint is not null)
-            {
-                command.Parameters[5].Value = budgetEndpoint;
-            }
+            command.Parameters[5].Value = budgetEndpoint is null ? Math.Clamp(lowLimit ?? limit, 0, limit) : budgetEndpoint;
 
             var jobs = new List<ClaimedJob>(limit);
             await using (var reader = await command.ExecuteReaderAsync(cancellationToken).ConfigureAwait(false))
@@ -278,17 +277,15 @@ internal sealed class JobQueue : IDisposable
         // own, before the commit.
         var command = new NpgsqlCommand(
             "SELECT c.id, c.task, c.attempt, c.max_attempts FROM (SELECT set_config('synchronous_commit', 'off', true) OFFSET 0) AS settings, " +
-            (budgeted ? "llm.claim_budgeted($1, $2, $3, $4, $5, $6) AS c" : "llm.claim($1, $2, $3, $4, $5) AS c"),
+            (budgeted ? "llm.claim_budgeted($1, $2, $3, $4, $5, $6) AS c" : "llm.claim($1, $2, $3, $4, $5, $6) AS c"),
             connection);
         command.Parameters.Add(new NpgsqlParameter { NpgsqlDbType = NpgsqlDbType.Text });
         command.Parameters.Add(new NpgsqlParameter { NpgsqlDbType = NpgsqlDbType.Integer });
         command.Parameters.Add(new NpgsqlParameter { NpgsqlDbType = NpgsqlDbType.Double });
         command.Parameters.Add(new NpgsqlParameter { NpgsqlDbType = NpgsqlDbType.Array | NpgsqlDbType.Text });
         command.Parameters.Add(new NpgsqlParameter { NpgsqlDbType = NpgsqlDbType.Array | NpgsqlDbType.Text });
-        if (budgeted)
-        {
-            command.Parameters.Add(new NpgsqlParameter { NpgsqlDbType = NpgsqlDbType.Text });
-        }
+        // The budgeted claim's endpoint, or the plain claim's most re-run and backfill jobs (see llm.claim).
+        command.Parameters.Add(new NpgsqlParameter { NpgsqlDbType = budgeted ? NpgsqlDbType.Text : NpgsqlDbType.Integer });
 
         await command.PrepareAsync(cancellationToken).ConfigureAwait(false);
         if (budgeted)

@@ -143,6 +143,8 @@ internal sealed partial class ClaimLoop
     {
         var asked = 0;
         var most = probe ? 1 : _context.Options.BatchSize;
+        // Read before the slots are taken: the re-run jobs this claim may take without using the live reserve.
+        var lowLimit = probe ? 1 : _lane.LowPriorityRoom;
         while (asked < most && _lane.Slots.Wait(0, CancellationToken.None))
         {
             asked++;
@@ -153,7 +155,7 @@ internal sealed partial class ClaimLoop
         try
         {
             var jobs = await _context.Queue.ClaimAsync(
-                _context.WorkerId, asked, _context.Options.Lease, _lane.Filter, _context.Registry.FindAsync, cancellationToken, _budgets.EndpointFor(_lane)).ConfigureAwait(false);
+                _context.WorkerId, asked, _context.Options.Lease, _lane.Filter, _context.Registry.FindAsync, cancellationToken, _budgets.EndpointFor(_lane), lowLimit).ConfigureAwait(false);
             PgLlmMetrics.RecordClaimed(_context.WorkerId, jobs);
             if (jobs.Count == 0 && _budgets.Active)
             {

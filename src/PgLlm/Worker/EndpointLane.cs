@@ -28,6 +28,7 @@ internal sealed class EndpointLane
         Gate = new EndpointGate(EndpointGovernor.NameOf(endpoint), configHash);
         Concurrency = concurrency;
         Ahead = concurrency < 4 ? 0 : concurrency / 2;
+        LiveReserve = concurrency / 8;
         Slots = new SemaphoreSlim(concurrency + Ahead, concurrency + Ahead);
         // Never full: the slots bound what is claimed. A runner waiting for a job runs on, up to its
         // model call, on the claim loop's thread, instead of waking a pool thread per job.
@@ -49,6 +50,16 @@ internal sealed class EndpointLane
 
     /// <summary>Jobs claimed beyond the concurrency, waiting for a runner: half of it, none below a concurrency of 4.</summary>
     public int Ahead { get; }
+
+    /// <summary>
+    /// Calls kept for live work: re-run and backfill jobs (priority above 0) fill at most the concurrency minus
+    /// these, so a live job finds a free call at once while a re-run keeps the others busy. An eighth of the
+    /// concurrency; none below 8.
+    /// </summary>
+    public int LiveReserve { get; }
+
+    /// <summary>How many re-run and backfill jobs a claim may take now: what the free slots hold beyond the jobs ahead and the live reserve.</summary>
+    public int LowPriorityRoom => Math.Max(0, Slots.CurrentCount - Ahead - LiveReserve);
 
     /// <summary>Taken at the claim, one per job; given back when the job's model call ends (or it is given back unstarted).</summary>
     public SemaphoreSlim Slots { get; }

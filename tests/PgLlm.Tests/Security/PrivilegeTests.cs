@@ -272,9 +272,9 @@ public sealed class PrivilegeTests
             "   OR p.oid::regproc::text IN ('llm.claim', 'llm.fail', 'llm.skip', 'llm.release', 'llm.rescue', 'llm.retry_failed', 'llm.prune') " +
             "ORDER BY 1");
         var taskCount = await db.Superuser.ScalarAsync<long>("SELECT count(*) FROM llm.task");
-        // 7 functions, llm.claim in two signatures (with and without task filters), llm.fail in two (with and without
-        // the failed attempt's usage).
-        Assert.Equal((int)(3 * taskCount) + 9, owned.Count);
+        // 7 functions, llm.claim in three signatures (with and without task filters, and the worker's, with its room for
+        // re-run jobs), llm.fail in two (with and without the failed attempt's usage).
+        Assert.Equal((int)(3 * taskCount) + 10, owned.Count);
         Assert.All(owned, f => Assert.EndsWith(" true false", f, StringComparison.Ordinal));
         Assert.Equal(["false false", "false false"], await db.Superuser.ListAsync<string>(
             "SELECT prosecdef || ' ' || (prosrc ~* '\\mEXECUTE\\M') FROM pg_proc WHERE pronamespace = 'llm'::regnamespace AND proname = 'settle'"));

@@ -13,6 +13,8 @@ BEGIN
     ON CONFLICT (task, row_key) WHERE state = 'pending' DO NOTHING;
     -- Notify only for a new job, and only when a worker sleeps: llm.wake_workers, inlined.
     IF NOT FOUND THEN
+        UPDATE llm.job SET priority = 0
+         WHERE task = 'Sales "EU".Order Lines:category' AND row_key = jsonb_build_object('tenant_id', NEW."tenant_id", 'line_no', NEW."line_no") AND state = 'pending' AND priority <> 0;
         RETURN NULL;
     ELSIF current_setting('transaction_isolation') <> 'read committed' THEN
         PERFORM pg_notify('pgllm_jobs', '');
@@ -101,6 +103,8 @@ BEGIN
     ON CONFLICT (task, row_key) WHERE state = 'pending' DO NOTHING;
     -- Notify only for a new job, and only when a worker sleeps: llm.wake_workers, inlined.
     IF NOT FOUND THEN
+        UPDATE llm.job SET priority = 0
+         WHERE task = 'Sales "EU".Order Lines:shelf_days' AND row_key = jsonb_build_object('tenant_id', NEW."tenant_id", 'line_no', NEW."line_no") AND state = 'pending' AND priority <> 0;
         RETURN NULL;
     ELSIF current_setting('transaction_isolation') <> 'read committed' THEN
         PERFORM pg_notify('pgllm_jobs', '');

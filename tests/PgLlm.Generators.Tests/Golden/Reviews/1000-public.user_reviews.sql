@@ -13,6 +13,8 @@ BEGIN
     ON CONFLICT (task, row_key) WHERE state = 'pending' DO NOTHING;
     -- Notify only for a new job, and only when a worker sleeps: llm.wake_workers, inlined.
     IF NOT FOUND THEN
+        UPDATE llm.job SET priority = 0
+         WHERE task = 'public.user_reviews:sentiment' AND row_key = jsonb_build_object('id', NEW."id") AND state = 'pending' AND priority <> 0;
         RETURN NULL;
     ELSIF current_setting('transaction_isolation') <> 'read committed' THEN
         PERFORM pg_notify('pgllm_jobs', '');
@@ -101,6 +103,8 @@ BEGIN
     ON CONFLICT (task, row_key) WHERE state = 'pending' DO NOTHING;
     -- Notify only for a new job, and only when a worker sleeps: llm.wake_workers, inlined.
     IF NOT FOUND THEN
+        UPDATE llm.job SET priority = 0
+         WHERE task = 'public.user_reviews:emotion+user_review_es' AND row_key = jsonb_build_object('id', NEW."id") AND state = 'pending' AND priority <> 0;
         RETURN NULL;
     ELSIF current_setting('transaction_isolation') <> 'read committed' THEN
         PERFORM pg_notify('pgllm_jobs', '');

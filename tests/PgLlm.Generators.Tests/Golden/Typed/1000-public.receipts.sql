@@ -13,6 +13,8 @@ BEGIN
     ON CONFLICT (task, row_key) WHERE state = 'pending' DO NOTHING;
     -- Notify only for a new job, and only when a worker sleeps: llm.wake_workers, inlined.
     IF NOT FOUND THEN
+        UPDATE llm.job SET priority = 0
+         WHERE task = 'public.receipts:note_mood' AND row_key = jsonb_build_object('id', NEW."id") AND state = 'pending' AND priority <> 0;
         RETURN NULL;
     ELSIF current_setting('transaction_isolation') <> 'read committed' THEN
         PERFORM pg_notify('pgllm_jobs', '');
@@ -101,6 +103,8 @@ BEGIN
     ON CONFLICT (task, row_key) WHERE state = 'pending' DO NOTHING;
     -- Notify only for a new job, and only when a worker sleeps: llm.wake_workers, inlined.
     IF NOT FOUND THEN
+        UPDATE llm.job SET priority = 0
+         WHERE task = 'public.receipts:stars' AND row_key = jsonb_build_object('id', NEW."id") AND state = 'pending' AND priority <> 0;
         RETURN NULL;
     ELSIF current_setting('transaction_isolation') <> 'read committed' THEN
         PERFORM pg_notify('pgllm_jobs', '');
@@ -189,6 +193,8 @@ BEGIN
     ON CONFLICT (task, row_key) WHERE state = 'pending' DO NOTHING;
     -- Notify only for a new job, and only when a worker sleeps: llm.wake_workers, inlined.
     IF NOT FOUND THEN
+        UPDATE llm.job SET priority = 0
+         WHERE task = 'public.receipts:tags' AND row_key = jsonb_build_object('id', NEW."id") AND state = 'pending' AND priority <> 0;
         RETURN NULL;
     ELSIF current_setting('transaction_isolation') <> 'read committed' THEN
         PERFORM pg_notify('pgllm_jobs', '');
@@ -277,6 +283,8 @@ BEGIN
     ON CONFLICT (task, row_key) WHERE state = 'pending' DO NOTHING;
     -- Notify only for a new job, and only when a worker sleeps: llm.wake_workers, inlined.
     IF NOT FOUND THEN
+        UPDATE llm.job SET priority = 0
+         WHERE task = 'public.receipts:codes' AND row_key = jsonb_build_object('id', NEW."id") AND state = 'pending' AND priority <> 0;
         RETURN NULL;
     ELSIF current_setting('transaction_isolation') <> 'read committed' THEN
         PERFORM pg_notify('pgllm_jobs', '');
@@ -365,6 +373,8 @@ BEGIN
     ON CONFLICT (task, row_key) WHERE state = 'pending' DO NOTHING;
     -- Notify only for a new job, and only when a worker sleeps: llm.wake_workers, inlined.
     IF NOT FOUND THEN
+        UPDATE llm.job SET priority = 0
+         WHERE task = 'public.receipts:origin' AND row_key = jsonb_build_object('id', NEW."id") AND state = 'pending' AND priority <> 0;
         RETURN NULL;
     ELSIF current_setting('transaction_isolation') <> 'read committed' THEN
         PERFORM pg_notify('pgllm_jobs', '');
@@ -453,6 +463,8 @@ BEGIN
     ON CONFLICT (task, row_key) WHERE state = 'pending' DO NOTHING;
     -- Notify only for a new job, and only when a worker sleeps: llm.wake_workers, inlined.
     IF NOT FOUND THEN
+        UPDATE llm.job SET priority = 0
+         WHERE task = 'public.receipts:is_refund' AND row_key = jsonb_build_object('id', NEW."id") AND state = 'pending' AND priority <> 0;
         RETURN NULL;
     ELSIF current_setting('transaction_isolation') <> 'read committed' THEN
         PERFORM pg_notify('pgllm_jobs', '');
@@ -541,6 +553,8 @@ BEGIN
     ON CONFLICT (task, row_key) WHERE state = 'pending' DO NOTHING;
     -- Notify only for a new job, and only when a worker sleeps: llm.wake_workers, inlined.
     IF NOT FOUND THEN
+        UPDATE llm.job SET priority = 0
+         WHERE task = 'public.receipts:written_at' AND row_key = jsonb_build_object('id', NEW."id") AND state = 'pending' AND priority <> 0;
         RETURN NULL;
     ELSIF current_setting('transaction_isolation') <> 'read committed' THEN
         PERFORM pg_notify('pgllm_jobs', '');
@@ -629,6 +643,8 @@ BEGIN
     ON CONFLICT (task, row_key) WHERE state = 'pending' DO NOTHING;
     -- Notify only for a new job, and only when a worker sleeps: llm.wake_workers, inlined.
     IF NOT FOUND THEN
+        UPDATE llm.job SET priority = 0
+         WHERE task = 'public.receipts:scan_text' AND row_key = jsonb_build_object('id', NEW."id") AND state = 'pending' AND priority <> 0;
         RETURN NULL;
     ELSIF current_setting('transaction_isolation') <> 'read committed' THEN
         PERFORM pg_notify('pgllm_jobs', '');
@@ -717,6 +733,8 @@ BEGIN
     ON CONFLICT (task, row_key) WHERE state = 'pending' DO NOTHING;
     -- Notify only for a new job, and only when a worker sleeps: llm.wake_workers, inlined.
     IF NOT FOUND THEN
+        UPDATE llm.job SET priority = 0
+         WHERE task = 'public.receipts:totals' AND row_key = jsonb_build_object('id', NEW."id") AND state = 'pending' AND priority <> 0;
         RETURN NULL;
     ELSIF current_setting('transaction_isolation') <> 'read committed' THEN
         PERFORM pg_notify('pgllm_jobs', '');
