@@ -6,7 +6,7 @@ using PgLlm.Tests.Operations;
 namespace PgLlm.Tests.Governor;
 
 /// <summary>
-/// A queue migrated before shared rate limits (up to 0005): the worker keeps its own limits and drains as before,
+/// A queue without shared rate limits (migrated before step 0006, which is taken back out here): the worker keeps its own limits and drains as before,
 /// and the status shows the endpoints without limits.
 /// </summary>
 [Collection(IntegrationGroup.Name)]
@@ -25,11 +25,12 @@ public sealed class SharedRateLimitUpgradeTests
     {
         var connectionString = await _fixture.Postgres.CreateDatabaseAsync();
         await using var db = NpgsqlDataSource.Create(connectionString);
-        var steps = PgLlmQueueMigrations.All.TakeWhile(m => string.CompareOrdinal(m.Name, "0006") < 0).ToList();
-        Assert.Equal("0005_endpoint_governor", steps[^1].Name);
-        // The chain's table script needs queue step 10 (its upstreams are registered there): left out here.
-        var scripts = PgLlmFixture.Scripts.Where(s => s.Stream != PgLlm.Generated.PgLlmScripts.Article.Stream).ToList();
-        await new PgLlmMigrator(db, scripts) { QueueMigrations = steps }.MigrateAsync();
+        // The table scripts of this release need every queue step (edited cells, chains), so the database is migrated
+        // whole and step 6 is then taken back out, as a queue that never had it: what the worker reads is the shape.
+        await new PgLlmMigrator(db, PgLlmFixture.Scripts).MigrateAsync();
+        await db.ExecAsync(
+            "DROP VIEW llm.endpoint_bucket_use; DROP FUNCTION llm.endpoint_take, llm.endpoint_pause; DROP TABLE llm.endpoint_bucket;" +
+            "ALTER TABLE llm.endpoint_state DROP COLUMN paused_until");
         await db.ExecAsync("INSERT INTO flaky (id, input) SELECT g, 'job ' || g FROM generate_series(1, 20) AS g");
 
         var options = Ops.Options(_fixture, o => o.RateLimit.RequestsPerMinute = 6000);
