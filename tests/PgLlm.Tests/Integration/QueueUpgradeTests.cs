@@ -13,7 +13,7 @@ public sealed class QueueUpgradeTests
     // The columns the first step made: later steps add columns (step 4 the answer record, step 11 the claim priority
     // and the run), never change these.
     private const string Jobs =
-        "SELECT (to_jsonb(j) - ARRAY['answer', 'model', 'task_hash', 'cache_hit', 'estimated_cost', 'priority', 'run_id'])::text FROM llm.job AS j ORDER BY j.id";
+        "SELECT (to_jsonb(j) - ARRAY['answer', 'model', 'task_hash', 'cache_hit', 'estimated_cost', 'priority', 'run_id', 'batch_id', 'batch_tries'])::text FROM llm.job AS j ORDER BY j.id";
 
     private readonly PgLlmFixture _fixture;
 
