@@ -247,3 +247,294 @@ $fn$;
 REVOKE ALL ON FUNCTION llm.paused_except(text[]), llm.pause_task(text, text), llm.resume_task(text), llm.batch_cancel(bigint, text) FROM PUBLIC;
 GRANT EXECUTE ON FUNCTION llm.paused_except(text[]) TO pgllm_worker;
 GRANT SELECT ON llm.batch TO pgllm_worker;
+
+DROP FUNCTION llm.register_task(text, text, text, text[], text[], text[], text[], text, text, json, text, integer,
+                                double precision, integer, regproc, regproc, regproc, text, text[]);
+
+-- A task's registry row, as its table's script declares it, with its tier (a script generated before this step
+-- registers its tasks as live).
+CREATE FUNCTION llm.register_task(name text, table_schema text, table_name text, key_columns text[], read_columns text[],
+                                  target_columns text[], image_columns text[], prompt text, system_prompt text, json_schema json,
+                                  model text, max_attempts integer, temperature double precision, max_output_tokens integer,
+                                  enqueue_function regproc, inputs_function regproc, complete_function regproc, definition_hash text,
+                                  after text[] DEFAULT '{}', tier text DEFAULT 'live')
+RETURNS void
+LANGUAGE sql
+SET search_path = pg_catalog, pg_temp
+AS $fn$
+    WITH was AS (SELECT t.tier FROM llm.task AS t WHERE t.name = $1),
+         registered AS (
+    INSERT INTO llm.task AS t (name, table_schema, table_name, key_columns, read_columns, target_columns, image_columns, prompt,
+                               system_prompt, json_schema, model, max_attempts, temperature, max_output_tokens,
+                               enqueue_function, inputs_function, complete_function, definition_hash, after, tier)
+    VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, coalesce($19, '{}'), coalesce($20, 'live'))
+    ON CONFLICT ON CONSTRAINT task_pkey DO UPDATE
+       SET (table_schema, table_name, key_columns, read_columns, target_columns, image_columns, prompt, system_prompt,
+            json_schema, model, max_attempts, temperature, max_output_tokens, enqueue_function, inputs_function,
+            complete_function, definition_hash, after, tier, updated_at)
+         = ($2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, coalesce($19, '{}'), coalesce($20, 'live'), now())
+    RETURNING t.tier)
+    -- A task moved to another tier takes its waiting jobs along (a re-run's keep their run's tier).
+    UPDATE llm.job AS j
+       SET priority = CASE WHEN r.tier = 'batch' THEN 2 ELSE 0 END
+      FROM registered AS r, was AS w
+     WHERE w.tier <> r.tier AND j.task = $1 AND j.state = 'pending' AND j.run_id IS NULL
+       AND j.priority = CASE WHEN r.tier = 'batch' THEN 0 ELSE 2 END;
+$fn$;
+
+REVOKE ALL ON FUNCTION llm.register_task(text, text, text, text[], text[], text[], text[], text, text, json, text, integer,
+                                         double precision, integer, regproc, regproc, regproc, text, text[], text)
+  FROM PUBLIC;
+
+-- Step 11's llm.supersede: the re-enqueued job stays in the batch tier when the superseded one was in it (or its
+-- task is a batch-tier task); else it is live work, as before.
+CREATE OR REPLACE FUNCTION llm.supersede(p_job_id bigint, p_current_hash text)
+RETURNS text
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+SET enable_seqscan = off
+AS $fn$
+DECLARE
+    v_job llm.job;
+BEGIN
+    UPDATE llm.job AS j
+       SET state = 'superseded', finished_at = now(), locked_by = NULL, lease_until = NULL, answer = NULL,
+           last_error = 'the inputs changed while the model was answering; the newer values get their own job'
+     WHERE j.id = p_job_id
+ RETURNING * INTO v_job;
+    PERFORM 1 FROM llm.job AS r
+     WHERE r.id IN (SELECT p.id FROM llm.job AS p WHERE p.state = 'pending' AND p.task = v_job.task AND p.row_key = v_job.row_key
+                    UNION ALL
+                    SELECT q.id FROM llm.job AS q WHERE q.state = 'running' AND q.task = v_job.task AND q.row_key = v_job.row_key)
+       AND r.id <> p_job_id AND r.state IN ('pending', 'running')
+       FOR UPDATE OF r;
+    IF FOUND OR EXISTS (SELECT 1 FROM llm.job AS s
+                         WHERE s.id > p_job_id AND s.task = v_job.task AND s.row_key = v_job.row_key
+                           AND s.state IS NOT DISTINCT FROM 'succeeded' AND s.inputs_hash IS NOT DISTINCT FROM p_current_hash) THEN
+        RETURN 'superseded';
+    END IF;
+    INSERT INTO llm.job (task, row_key, max_attempts, priority, run_id)
+    VALUES (v_job.task, v_job.row_key, v_job.max_attempts,
+            CASE WHEN v_job.priority = 2 OR EXISTS (SELECT 1 FROM llm.task AS t WHERE t.name = v_job.task AND t.tier = 'batch') THEN 2 ELSE 0 END,
+            v_job.run_id)
+    ON CONFLICT (task, row_key) WHERE state = 'pending' DO NOTHING;
+    IF FOUND THEN
+        PERFORM llm.wake_workers();
+    END IF;
+    RETURN 'superseded';
+END
+$fn$;
+
+-- Step 11's re-run functions with a tier: a run started with p_tier 'batch' (pgllm rerun --batch) enqueues its
+-- jobs at priority 2, for the batch tier; resuming a run sets its tier for the rows still to enqueue.
+DROP FUNCTION llm.run_start(text, text, bigint, numeric, numeric);
+CREATE FUNCTION llm.run_start(p_task text, p_which text, p_sample bigint, p_percent numeric, p_max_cost numeric, p_tier text DEFAULT 'live')
+RETURNS bigint
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $fn$
+DECLARE
+    v_id bigint;
+BEGIN
+    IF p_sample IS NOT NULL AND p_percent IS NOT NULL THEN
+        RAISE EXCEPTION 'a re-run takes --sample or --percent, not both' USING ERRCODE = '22023';
+    END IF;
+    -- One start of a task's re-run at a time: two callers find (or make) the same run.
+    PERFORM pg_advisory_xact_lock(hashtext('llm.run_start'), hashtext(p_task));
+    SELECT r.id INTO v_id
+      FROM llm.run AS r
+     WHERE r.task = p_task AND r.kind = 'rerun' AND r.finished_at IS NULL AND r.selection = p_which
+       AND r.sample IS NOT DISTINCT FROM p_sample AND r.percent IS NOT DISTINCT FROM p_percent
+     ORDER BY r.id DESC
+     LIMIT 1;
+    IF FOUND THEN
+        UPDATE llm.run AS r SET max_cost = p_max_cost, tier = coalesce(p_tier, 'live'), updated_at = now() WHERE r.id = v_id;
+        RETURN v_id;
+    END IF;
+    INSERT INTO llm.run (task, kind, selection, sample, percent, max_cost, tier)
+    VALUES (p_task, 'rerun', p_which, p_sample, p_percent, p_max_cost, coalesce(p_tier, 'live'))
+    RETURNING id INTO v_id;
+    INSERT INTO llm.run_row (run_id, n, row_key)
+    SELECT v_id, s.n, s.row_key FROM llm.run_select(p_task, p_which, p_sample, p_percent) AS s;
+    UPDATE llm.run AS r SET rows = (SELECT count(*) FROM llm.run_row AS w WHERE w.run_id = v_id) WHERE r.id = v_id;
+    RETURN v_id;
+END
+$fn$;
+
+CREATE OR REPLACE FUNCTION llm.run_enqueue(p_run bigint, p_limit integer, OUT enqueued integer, OUT skipped integer, OUT done boolean)
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $fn$
+DECLARE
+    v_run llm.run;
+    v_task llm.task;
+    v_walked integer;
+    v_added integer;
+BEGIN
+    IF p_limit IS NULL OR p_limit < 1 THEN
+        RAISE EXCEPTION 'llm.run_enqueue: the limit must be at least 1' USING ERRCODE = '22023';
+    END IF;
+    SELECT * INTO v_run FROM llm.run AS r WHERE r.id = p_run FOR UPDATE;
+    IF NOT FOUND OR v_run.kind <> 'rerun' THEN
+        RAISE EXCEPTION 'there is no re-run %', p_run USING ERRCODE = 'P0002';
+    END IF;
+    SELECT * INTO v_task FROM llm.task AS t WHERE t.name = v_run.task;
+    IF NOT FOUND THEN
+        RAISE EXCEPTION 'task % is not declared (llm.task has no such row)', v_run.task USING ERRCODE = 'P0002';
+    END IF;
+    WITH batch AS (
+        SELECT w.row_key,
+               CASE v_run.selection
+                   WHEN 'stale' THEN v.definition_hash IS DISTINCT FROM v_task.definition_hash
+                   ELSE v.task IS NULL END AS wanted
+          FROM llm.run_row AS w
+          LEFT JOIN llm.row_version AS v ON v.task = v_run.task AND v.row_key = w.row_key
+         WHERE w.run_id = p_run AND w.n > v_run.position AND w.n <= v_run.position + p_limit
+    ), added AS (
+        INSERT INTO llm.job (task, row_key, max_attempts, priority, run_id)
+        SELECT v_run.task, b.row_key, v_task.max_attempts, CASE WHEN v_run.tier = 'batch' THEN 2 ELSE 1 END, p_run
+          FROM batch AS b
+         WHERE b.wanted
+           AND NOT EXISTS (SELECT 1 FROM llm.job AS j WHERE j.task = v_run.task AND j.row_key = b.row_key AND j.state = 'pending')
+           AND NOT EXISTS (SELECT 1 FROM llm.job AS j WHERE j.task = v_run.task AND j.row_key = b.row_key AND j.state = 'running')
+        ON CONFLICT (task, row_key) WHERE state = 'pending' DO NOTHING
+        RETURNING 1
+    )
+    SELECT (SELECT count(*) FROM batch)::integer, (SELECT count(*) FROM added)::integer INTO v_walked, v_added;
+    UPDATE llm.run AS r
+       SET position = r.position + v_walked, enqueued = r.enqueued + v_added, skipped = r.skipped + v_walked - v_added,
+           updated_at = now()
+     WHERE r.id = p_run
+    RETURNING r.position >= r.rows INTO done;
+    enqueued := v_added;
+    skipped := v_walked - v_added;
+    IF v_added > 0 THEN
+        PERFORM pg_notify('pgllm_jobs', '');
+    END IF;
+END
+$fn$;
+
+-- Step 11's llm.backfill with a tier (pgllm backfill --batch): its jobs from now on go to the batch tier (priority 2).
+DROP FUNCTION llm.backfill(text, boolean, integer, boolean);
+CREATE FUNCTION llm.backfill(p_task text, p_only_empty boolean DEFAULT true, p_batch integer DEFAULT 1000, p_restart boolean DEFAULT false,
+                             p_tier text DEFAULT 'live')
+RETURNS TABLE (scanned integer, enqueued integer, total_scanned bigint, total_enqueued bigint, done boolean)
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $fn$
+DECLARE
+    v_task     llm.task;
+    v_state    llm.backfill;
+    v_table    text;
+    v_keys     text;
+    v_key_obj  text;
+    v_key_cols text;
+    v_key_desc text;
+    v_after    text;
+    v_wanted   text;
+    v_scanned  integer;
+    v_enqueued integer;
+    v_last     jsonb;
+    v_run      bigint;
+BEGIN
+    IF p_batch IS NULL OR p_batch < 1 THEN
+        RAISE EXCEPTION 'llm.backfill: the batch size must be at least 1' USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    SELECT * INTO v_task FROM llm.task AS t WHERE t.name = p_task;
+    IF NOT FOUND THEN
+        RAISE EXCEPTION 'llm.backfill: unknown task %', p_task
+              USING ERRCODE = 'invalid_parameter_value',
+                    HINT = 'SELECT name FROM llm.task lists the tasks.';
+    END IF;
+
+    INSERT INTO llm.backfill AS b (task, only_empty)
+    VALUES (p_task, p_only_empty)
+    ON CONFLICT (task) DO NOTHING;
+    SELECT * INTO v_state FROM llm.backfill AS b WHERE b.task = p_task FOR UPDATE;
+    IF p_restart OR v_state.only_empty IS DISTINCT FROM p_only_empty OR v_state.finished_at IS NOT NULL THEN
+        IF v_state.run_id IS NOT NULL THEN
+            PERFORM llm.run_finish(v_state.run_id, 'started over');
+        END IF;
+        UPDATE llm.backfill AS b
+           SET only_empty = p_only_empty, last_key = NULL, scanned = 0, enqueued = 0,
+               started_at = now(), updated_at = now(), finished_at = NULL, run_id = NULL
+         WHERE b.task = p_task
+        RETURNING * INTO v_state;
+    END IF;
+    v_run := v_state.run_id;
+    IF v_run IS NULL THEN
+        INSERT INTO llm.run (task, kind, selection, tier)
+        VALUES (p_task, 'backfill', CASE WHEN p_only_empty THEN 'empty' ELSE 'all' END, coalesce(p_tier, 'live'))
+        RETURNING id INTO v_run;
+        UPDATE llm.backfill AS b SET run_id = v_run WHERE b.task = p_task;
+    ELSE
+        UPDATE llm.run AS r SET tier = coalesce(p_tier, 'live') WHERE r.id = v_run AND r.tier IS DISTINCT FROM coalesce(p_tier, 'live');
+    END IF;
+
+    v_table := format('%I.%I', v_task.table_schema, v_task.table_name);
+    SELECT string_agg(format('t.%I', c), ', ' ORDER BY o),
+           string_agg(format('%L, t.%I', c, c), ', ' ORDER BY o),
+           string_agg(format('t.%I AS k%s', c, o), ', ' ORDER BY o),
+           string_agg(format('b.k%s DESC', o), ', ' ORDER BY o)
+      INTO v_keys, v_key_obj, v_key_cols, v_key_desc
+      FROM unnest(v_task.key_columns) WITH ORDINALITY AS k(c, o);
+    v_after := CASE WHEN v_state.last_key IS NULL THEN 'true'
+                    ELSE format('(%s) > (SELECT %s FROM jsonb_populate_record(NULL::%s, $3) AS t)', v_keys, v_keys, v_table) END;
+    SELECT coalesce(string_agg(format('t.%I IS NOT NULL', c), ' AND '), 'true')
+      INTO v_wanted
+      FROM unnest(v_task.read_columns) AS r(c);
+    IF p_only_empty THEN
+        SELECT v_wanted || ' AND (' || string_agg(format('t.%I IS NULL', c), ' OR ') || ')'
+          INTO v_wanted
+          FROM unnest(v_task.target_columns) AS g(c);
+    END IF;
+
+    EXECUTE format(
+        'WITH batch AS (
+             SELECT %6$s, jsonb_build_object(%1$s) AS row_key, (%2$s) AS wanted
+               FROM %3$s AS t
+              WHERE %4$s
+              ORDER BY %5$s
+              LIMIT $4
+         ), added AS (
+             INSERT INTO llm.job (task, row_key, max_attempts, priority, run_id)
+             SELECT $1, b.row_key, $2, $6, $5
+               FROM batch AS b
+              WHERE b.wanted
+                AND NOT EXISTS (SELECT 1 FROM llm.job AS j
+                                 WHERE j.task = $1 AND j.row_key = b.row_key AND j.state = ''pending'')
+                AND NOT EXISTS (SELECT 1 FROM llm.job AS j
+                                 WHERE j.task = $1 AND j.row_key = b.row_key AND j.state = ''running'')
+             ON CONFLICT (task, row_key) WHERE state = ''pending'' DO NOTHING
+             RETURNING 1
+         )
+         SELECT (SELECT count(*) FROM batch)::integer,
+                (SELECT count(*) FROM added)::integer,
+                (SELECT b.row_key FROM batch AS b ORDER BY %7$s LIMIT 1)',
+        v_key_obj, v_wanted, v_table, v_after, v_keys, v_key_cols, v_key_desc)
+      INTO v_scanned, v_enqueued, v_last
+     USING p_task, v_task.max_attempts, v_state.last_key, p_batch, v_run, CASE WHEN p_tier = 'batch' THEN 2 ELSE 1 END;
+
+    UPDATE llm.backfill AS b
+       SET last_key = coalesce(v_last, b.last_key),
+           scanned = b.scanned + v_scanned,
+           enqueued = b.enqueued + v_enqueued,
+           updated_at = now(),
+           finished_at = CASE WHEN v_scanned < p_batch THEN now() END
+     WHERE b.task = p_task
+    RETURNING * INTO v_state;
+    UPDATE llm.run AS r
+       SET position = v_state.scanned, rows = v_state.scanned, enqueued = v_state.enqueued,
+           skipped = v_state.scanned - v_state.enqueued, updated_at = now()
+     WHERE r.id = v_run;
+    IF v_scanned < p_batch THEN
+        PERFORM llm.run_finish(v_run, 'done');
+    END IF;
+    IF v_enqueued > 0 THEN
+        PERFORM pg_notify('pgllm_jobs', '');
+    END IF;
+    RETURN QUERY SELECT v_scanned, v_enqueued, v_state.scanned, v_state.enqueued, v_scanned < p_batch;
+END
+$fn$;
+
+REVOKE ALL ON FUNCTION llm.run_start(text, text, bigint, numeric, numeric, text), llm.backfill(text, boolean, integer, boolean, text) FROM PUBLIC;
