@@ -32,6 +32,44 @@ public sealed class PgLlmPrice
 
     /// <summary>Price of one million output tokens, in your currency.</summary>
     public decimal OutputPerMillion { get; set; }
+
+    /// <summary>Price of one million input tokens answered through the batch tier; unset: half of <see cref="InputPerMillion"/>.</summary>
+    public decimal? BatchInputPerMillion { get; set; }
+
+    /// <summary>Price of one million output tokens answered through the batch tier; unset: half of <see cref="OutputPerMillion"/>.</summary>
+    public decimal? BatchOutputPerMillion { get; set; }
+}
+
+/// <summary>
+/// The batch tier (section <c>PgLlm:Batch</c>): jobs of tasks declared <c>Tier = LlmTier.Batch</c>, and of
+/// <c>pgllm backfill --batch</c> / <c>pgllm rerun --batch</c>, are sent to the provider's Batch API (a JSONL file of
+/// requests, answered within the completion window at about half the price) instead of one call each.
+/// </summary>
+public sealed class PgLlmBatchOptions
+{
+    /// <summary>Whether this worker runs the batch tier (true by default; any one worker of the database may).</summary>
+    public bool Enabled { get; set; } = true;
+
+    /// <summary>The most request lines in one batch (the provider's limit: 50,000 for OpenAI).</summary>
+    public int MaxLines { get; set; } = 50_000;
+
+    /// <summary>The largest input file, in bytes (the provider's limit: 200 MB for OpenAI); a batch is cut before it.</summary>
+    public long MaxBytes { get; set; } = 190L * 1024 * 1024;
+
+    /// <summary>How long the oldest waiting job may wait before a batch smaller than <see cref="MaxLines"/> is sent.</summary>
+    public TimeSpan MaxWait { get; set; } = TimeSpan.FromMinutes(10);
+
+    /// <summary>How often a submitted batch's state is asked for.</summary>
+    public TimeSpan PollInterval { get; set; } = TimeSpan.FromSeconds(30);
+
+    /// <summary>The batch's completion window, as the provider names it (<c>24h</c>).</summary>
+    public string CompletionWindow { get; set; } = "24h";
+
+    /// <summary>How long the jobs in a batch are held before they are rescued: longer than the completion window.</summary>
+    public TimeSpan JobLease { get; set; } = TimeSpan.FromHours(26);
+
+    /// <summary>Batches a job goes into before a failed or missing line is retried on the normal path instead.</summary>
+    public int MaxTries { get; set; } = 2;
 }
 
 /// <summary>Health and metrics sampling (section <c>PgLlm:Monitoring</c>).</summary>

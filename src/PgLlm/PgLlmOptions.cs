@@ -44,6 +44,9 @@ public sealed class PgLlmOptions
 
     /// <summary>The endpoint governor: circuit breaker and stop on auth or quota errors, shared by every worker (section <c>Governor</c>).</summary>
     public PgLlmGovernorOptions Governor { get; set; } = new();
+
+    /// <summary>The batch tier: jobs answered through the provider's Batch API (section <c>PgLlm:Batch</c>).</summary>
+    public PgLlmBatchOptions Batch { get; set; } = new();
 }
 
 /// <summary>How the worker drains the queue.</summary>

@@ -26,15 +26,7 @@ internal sealed class ModelCaller
 
     public async Task<ModelAnswer> AskAsync(TaskDefinition task, JsonElement inputs, CancellationToken cancellationToken)
     {
-        var messages = new List<ChatMessage>(2);
-        if (task.SystemPrompt is not null)
-        {
-            messages.Add(new ChatMessage(ChatRole.System, task.SystemPrompt));
-        }
-
-        // Row values travel as data: rendered once into the user message, images as image parts.
-        messages.Add(new ChatMessage(ChatRole.User, PromptContent.Build(task, inputs, _maxPromptBytes)));
-        var options = _options.GetValue(task, _buildOptions);
+        var (messages, options) = RequestOf(task, inputs);
         var response = await _chatClient.GetResponseAsync(messages, options, cancellationToken).ConfigureAwait(false);
         var usage = new ModelUsage(
             ToInt(response.Usage?.InputTokenCount),
@@ -54,6 +46,42 @@ internal sealed class ModelCaller
         }
 
         return new ModelAnswer(json, usage.InputTokens, usage.OutputTokens, usage.Model, usage.CacheHit);
+    }
+
+    /// <summary>
+    /// One job's request: the system prompt, then the prompt with the row's values (as data, images as image parts),
+    /// and the task's options. The batch tier writes the same request into its lines.
+    /// </summary>
+    /// <exception cref="PromptTooLargeException">The prompt exceeds the worker's limit.</exception>
+    public (List<ChatMessage> Messages, ChatOptions Options) RequestOf(TaskDefinition task, JsonElement inputs)
+    {
+        var messages = new List<ChatMessage>(2);
+        if (task.SystemPrompt is not null)
+        {
+            messages.Add(new ChatMessage(ChatRole.System, task.SystemPrompt));
+        }
+
+        messages.Add(new ChatMessage(ChatRole.User, PromptContent.Build(task, inputs, _maxPromptBytes)));
+        return (messages, _options.GetValue(task, _buildOptions));
+    }
+
+    /// <summary>
+    /// Reads a chat completion's body as a call's answer would be read: its text validated against the task's schema,
+    /// with its usage (an invalid answer's usage travels on its <see cref="InvalidAnswerException"/>).
+    /// </summary>
+    public static ModelAnswer AnswerOf(TaskDefinition task, ReadOnlySpan<byte> completion, string? requestedModel)
+    {
+        var response = OpenAiCompatibleChatClient.Parse(completion);
+        var usage = new ModelUsage(ToInt(response.Usage?.InputTokenCount), ToInt(response.Usage?.OutputTokenCount), response.ModelId ?? requestedModel, false);
+        try
+        {
+            return new ModelAnswer(Validate(task, response.Text), usage.InputTokens, usage.OutputTokens, usage.Model, false);
+        }
+        catch (InvalidAnswerException ex)
+        {
+            ex.Usage = usage;
+            throw;
+        }
     }
 
     /// <summary>

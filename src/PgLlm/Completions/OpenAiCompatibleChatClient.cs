@@ -240,6 +240,29 @@ public sealed class OpenAiCompatibleChatClient : IChatClient
         return node;
     }
 
+    /// <summary>
+    /// Writes a chat-completions request body: model, messages, then the options' fields. The batch tier's request
+    /// lines carry the same body, so a batch asks exactly what a call would.
+    /// </summary>
+    internal static void WriteRequest(Utf8JsonWriter writer, string model, IEnumerable<ChatMessage> messages, ChatOptions? options)
+    {
+        writer.WriteStartObject();
+        writer.WriteString(Model, model);
+        writer.WriteStartArray(Messages);
+        foreach (var message in messages)
+        {
+            WriteMessage(writer, message);
+        }
+
+        writer.WriteEndArray();
+        if (options is not null)
+        {
+            WriteOptions(writer, options);
+        }
+
+        writer.WriteEndObject();
+    }
+
     /// <summary>Writes the options PgLlm uses as request fields; the schema's part comes serialized from <see cref="SchemaFormats"/>.</summary>
     private static void WriteOptions(Utf8JsonWriter writer, ChatOptions options)
     {
@@ -454,21 +477,23 @@ public sealed class OpenAiCompatibleChatClient : IChatClient
     }
 
     /// <summary>The exception for a non-2xx answer: its status, the endpoint's error message and its requested wait.</summary>
-    internal static ModelEndpointException ErrorOf(HttpResponseMessage response, ReadOnlySpan<byte> body)
+    internal static ModelEndpointException ErrorOf(HttpResponseMessage response, ReadOnlySpan<byte> body) =>
+        ErrorOf((int)response.StatusCode, body, response.ReasonPhrase, ModelEndpointException.ParseRetryAfter(response.Headers, DateTimeOffset.UtcNow));
+
+    /// <summary>The exception for a non-2xx answer given by its status and body (a batch's error line carries both).</summary>
+    internal static ModelEndpointException ErrorOf(int status, ReadOnlySpan<byte> body, string? reasonPhrase = null, TimeSpan? retryAfter = null)
     {
-        var status = (int)response.StatusCode;
         var text = Encoding.UTF8.GetString(body.Length > 4 * ModelEndpointException.MaxBodyLength ? body[..(4 * ModelEndpointException.MaxBodyLength)] : body);
         var excerpt = text.Length > ModelEndpointException.MaxBodyLength ? text[..ModelEndpointException.MaxBodyLength] : text;
         var (message, code) = EndpointErrorOf(body);
         var detail = message is { Length: > 0 } ? message
             : excerpt.Trim() is { Length: > 0 } trimmed ? trimmed
-            : response.ReasonPhrase ?? "no body";
+            : reasonPhrase ?? "no body";
         if (detail.Length > ModelEndpointException.MaxBodyLength)
         {
             detail = detail[..ModelEndpointException.MaxBodyLength];
         }
 
-        var retryAfter = ModelEndpointException.ParseRetryAfter(response.Headers, DateTimeOffset.UtcNow);
         return new ModelEndpointException(status, detail, retryAfter, excerpt.Length > 0 ? excerpt : null) { ErrorCode = code };
     }
 
@@ -884,21 +909,7 @@ public sealed class OpenAiCompatibleChatClient : IChatClient
         {
             Length = 0;
             _writer.Reset(this);
-            _writer.WriteStartObject();
-            _writer.WriteString(OpenAiCompatibleChatClient.Model, model);
-            _writer.WriteStartArray(OpenAiCompatibleChatClient.Messages);
-            foreach (var message in messages)
-            {
-                WriteMessage(_writer, message);
-            }
-
-            _writer.WriteEndArray();
-            if (options is not null)
-            {
-                WriteOptions(_writer, options);
-            }
-
-            _writer.WriteEndObject();
+            WriteRequest(_writer, model, messages, options);
             _writer.Flush();
         }
 

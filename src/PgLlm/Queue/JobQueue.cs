@@ -54,9 +54,18 @@ internal sealed class JobQueue : IDisposable
     private NpgsqlCommand? _claimCommand;
     private NpgsqlCommand? _budgetedClaimCommand;
 
-    public JobQueue(NpgsqlDataSource dataSource, TimeProvider? time = null)
+    /// <summary>The statement that marks a session as the batch tier's: its settlements price tokens at batch prices (llm.task_price).</summary>
+    private const string BatchTierSetting = "SELECT set_config('pgllm.price_tier', 'batch', false)";
+
+    private readonly bool _batchTier;
+
+    /// <param name="dataSource">The database.</param>
+    /// <param name="time">The table check's clock.</param>
+    /// <param name="batchTier">Settles the batch tier's answers: their tokens are priced at batch prices.</param>
+    public JobQueue(NpgsqlDataSource dataSource, TimeProvider? time = null, bool batchTier = false)
     {
         _dataSource = dataSource;
+        _batchTier = batchTier;
         _claimConnection = new KeptConnection(dataSource);
         Tables = new TableGate(time ?? TimeProvider.System);
     }
@@ -240,7 +249,7 @@ internal sealed class JobQueue : IDisposable
         connection is null ? _dataSource.CreateCommand(sql) : new NpgsqlCommand(sql, connection);
 
     /// <summary>A connection for a caller to keep across calls (so the session keeps its cached plans).</summary>
-    public KeptConnection KeepConnection() => new(_dataSource);
+    public KeptConnection KeepConnection() => new(_dataSource, _batchTier ? BatchTierSetting : null);
 
     /// <summary>Closes the claims' own connection (the worker stops); the next claim opens a new one.</summary>
     public async Task CloseClaimConnectionAsync()
@@ -476,7 +485,9 @@ internal sealed class JobQueue : IDisposable
     /// </summary>
     public async Task<string> FailAsync(ClaimedJob job, string error, TimeSpan retryIn, FailureKind kind, CancellationToken cancellationToken, ModelUsage? usage = null)
     {
-        await using var command = _dataSource.CreateCommand(usage is null ? "SELECT llm.fail($1, $2, $3, $4, $5)" : "SELECT llm.fail($1, $2, $3, $4, $5, $6, $7, $8, $9)");
+        // The batch tier's answers are priced at batch prices: the setting is a plan node evaluated before the function.
+        await using var command = _dataSource.CreateCommand(usage is null ? "SELECT llm.fail($1, $2, $3, $4, $5)"
+            : "SELECT llm.fail($1, $2, $3, $4, $5, $6, $7, $8, $9)" + (_batchTier ? " FROM (SELECT set_config('pgllm.price_tier', 'batch', true) OFFSET 0) AS tier" : string.Empty));
         command.Parameters.Add(new NpgsqlParameter<long> { TypedValue = job.Id });
         command.Parameters.Add(new NpgsqlParameter<int> { TypedValue = job.Attempt });
         command.Parameters.Add(new NpgsqlParameter<string> { TypedValue = error });

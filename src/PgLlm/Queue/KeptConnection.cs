@@ -8,7 +8,9 @@ namespace PgLlm.Queue;
 /// reset (<c>DISCARD ALL</c>) each time it returns, which drops every plan the session cached. Opened when
 /// first needed, and again when it is no longer open (a failure or a server restart broke it). One user at a time.
 /// </summary>
-internal sealed class KeptConnection(NpgsqlDataSource dataSource) : IDisposable
+/// <param name="dataSource">Where connections come from.</param>
+/// <param name="sessionSetup">A statement run on each connection once opened (a session setting), or null.</param>
+internal sealed class KeptConnection(NpgsqlDataSource dataSource, string? sessionSetup = null) : IDisposable
 {
     private NpgsqlConnection? _connection;
 
@@ -20,7 +22,19 @@ internal sealed class KeptConnection(NpgsqlDataSource dataSource) : IDisposable
             await CloseAsync().ConfigureAwait(false);
         }
 
-        return _connection ??= await dataSource.OpenConnectionAsync(cancellationToken).ConfigureAwait(false);
+        if (_connection is null)
+        {
+            var connection = await dataSource.OpenConnectionAsync(cancellationToken).ConfigureAwait(false);
+            if (sessionSetup is not null)
+            {
+                await using var command = new NpgsqlCommand(sessionSetup, connection);
+                await command.ExecuteNonQueryAsync(cancellationToken).ConfigureAwait(false);
+            }
+
+            _connection = connection;
+        }
+
+        return _connection;
     }
 
     /// <summary>

@@ -538,3 +538,199 @@ END
 $fn$;
 
 REVOKE ALL ON FUNCTION llm.run_start(text, text, bigint, numeric, numeric, text), llm.backfill(text, boolean, integer, boolean, text) FROM PUBLIC;
+
+-- The batch worker's bookkeeping: a token names the batch at the provider (its input file pgllm-<token>.jsonl and
+-- the batch's metadata), so a worker that died after an upload or a create finds the file or batch again instead
+-- of making a second; a lease says which worker moves the batch on (another takes it over once it runs out).
+ALTER TABLE llm.batch
+    ADD COLUMN token uuid NOT NULL DEFAULT gen_random_uuid(),
+    ADD COLUMN lease_until timestamptz;
+
+-- The price of a task's tokens (step 4), at batch prices on a session of the batch tier (pgllm.price_tier =
+-- 'batch'): the model's batch prices, else half its prices.
+CREATE OR REPLACE FUNCTION llm.task_price(p_task text, OUT definition_hash text, OUT input_per_million numeric, OUT output_per_million numeric)
+LANGUAGE plpgsql
+STABLE
+SET search_path = pg_catalog, pg_temp
+AS $fn$
+DECLARE
+    v_batch boolean := current_setting('pgllm.price_tier', true) = 'batch';
+BEGIN
+    SELECT t.definition_hash INTO definition_hash FROM llm.task AS t WHERE t.name = p_task;
+    SELECT CASE WHEN v_batch THEN coalesce(mp.batch_input_per_million, mp.input_per_million / 2) ELSE mp.input_per_million END,
+           CASE WHEN v_batch THEN coalesce(mp.batch_output_per_million, mp.output_per_million / 2) ELSE mp.output_per_million END
+      INTO input_per_million, output_per_million
+      FROM llm.model_price AS mp
+     WHERE mp.model = coalesce((SELECT t.model FROM llm.task AS t WHERE t.name = p_task), '*') OR mp.model = '*'
+     ORDER BY mp.model = '*'
+     LIMIT 1;
+END
+$fn$;
+
+-- Starts a batch of p_tasks' batch-tier jobs (one endpoint and model) when there are p_max_lines of them ready, or
+-- the oldest has waited p_max_wait_seconds, or p_now: takes up to p_max_lines of them (running, held by the batch
+-- under a lease of p_lease_seconds, their attempt and batch tries counted) and returns the batch; NULL when it is
+-- not time yet or nothing is ready. Paused tasks' jobs wait.
+CREATE FUNCTION llm.batch_take(p_worker text, p_endpoint text, p_model text, p_tasks text[], p_max_lines integer,
+                               p_max_wait_seconds double precision, p_lease_seconds double precision, p_batch_lease_seconds double precision,
+                               p_now boolean DEFAULT false)
+RETURNS bigint
+LANGUAGE plpgsql
+SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+SET enable_seqscan = off
+SET plan_cache_mode = force_generic_plan
+AS $fn$
+DECLARE
+    v_except text[] := llm.paused_except(NULL);
+    v_ready integer;
+    v_oldest timestamptz;
+    v_batch bigint;
+    v_lines integer;
+BEGIN
+    SELECT count(*), min(s.scheduled_at) INTO v_ready, v_oldest
+      FROM (SELECT c.scheduled_at FROM llm.job AS c
+             WHERE c.state = 'pending' AND c.priority = 2 AND c.scheduled_at <= now() AND c.task = ANY (p_tasks)
+               AND (v_except IS NULL OR c.task <> ALL (v_except))
+             LIMIT p_max_lines) AS s;
+    IF v_ready = 0 OR NOT (p_now OR v_ready >= p_max_lines OR v_oldest <= now() - make_interval(secs => p_max_wait_seconds)) THEN
+        RETURN NULL;
+    END IF;
+    INSERT INTO llm.batch (endpoint, model, worker, lease_until)
+    VALUES (coalesce(p_endpoint, ''), p_model, p_worker, now() + make_interval(secs => p_batch_lease_seconds))
+    RETURNING id INTO v_batch;
+    UPDATE llm.job AS j
+       SET state = 'running', attempt = j.attempt + 1, attempted_at = now(), locked_by = 'pgllm-batch-' || v_batch,
+           lease_until = now() + make_interval(secs => p_lease_seconds), batch_id = v_batch, batch_tries = j.batch_tries + 1
+     WHERE j.id = ANY (ARRAY(SELECT c.id FROM llm.job AS c
+                              WHERE c.state = 'pending' AND c.priority = 2 AND c.scheduled_at <= now() AND c.task = ANY (p_tasks)
+                                AND (v_except IS NULL OR c.task <> ALL (v_except))
+                              ORDER BY c.scheduled_at, c.id
+                              LIMIT p_max_lines
+                                FOR UPDATE SKIP LOCKED));
+    GET DIAGNOSTICS v_lines = ROW_COUNT;
+    IF v_lines = 0 THEN
+        DELETE FROM llm.batch AS b WHERE b.id = v_batch;
+        RETURN NULL;
+    END IF;
+    UPDATE llm.batch AS b SET lines = v_lines WHERE b.id = v_batch;
+    RETURN v_batch;
+END
+$fn$;
+
+-- The open batches this worker moves on now: its own, and those whose worker's lease ran out (taken over); each
+-- leased to p_worker for p_lease_seconds.
+CREATE FUNCTION llm.batch_lease(p_worker text, p_lease_seconds double precision)
+RETURNS SETOF llm.batch
+LANGUAGE sql
+SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $fn$
+    UPDATE llm.batch AS b
+       SET worker = p_worker, lease_until = now() + make_interval(secs => p_lease_seconds)
+     WHERE b.id = ANY (ARRAY(SELECT o.id FROM llm.batch AS o
+                              WHERE o.state NOT IN ('done', 'failed', 'expired', 'cancelled')
+                                AND (o.worker = p_worker OR o.lease_until IS NULL OR o.lease_until < now())
+                              ORDER BY o.id
+                                FOR UPDATE SKIP LOCKED))
+    RETURNING b.*;
+$fn$;
+
+-- Records a batch's step: its state and whatever the step learned (NULL leaves a field as it is).
+CREATE FUNCTION llm.batch_step(p_batch bigint, p_worker text, p_state text, p_input_file_id text DEFAULT NULL,
+                               p_provider_batch_id text DEFAULT NULL, p_provider_status text DEFAULT NULL, p_bytes bigint DEFAULT NULL,
+                               p_output_file_id text DEFAULT NULL, p_error_file_id text DEFAULT NULL, p_expected_by timestamptz DEFAULT NULL,
+                               p_error text DEFAULT NULL)
+RETURNS boolean
+LANGUAGE sql
+SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $fn$
+    UPDATE llm.batch AS b
+       SET state = p_state,
+           input_file_id = coalesce(p_input_file_id, b.input_file_id),
+           provider_batch_id = coalesce(p_provider_batch_id, b.provider_batch_id),
+           provider_status = coalesce(p_provider_status, b.provider_status),
+           bytes = coalesce(p_bytes, b.bytes),
+           output_file_id = coalesce(p_output_file_id, b.output_file_id),
+           error_file_id = coalesce(p_error_file_id, b.error_file_id),
+           expected_by = coalesce(p_expected_by, b.expected_by),
+           error = coalesce(p_error, b.error),
+           submitted_at = CASE WHEN p_state = 'submitted' THEN coalesce(b.submitted_at, now()) ELSE b.submitted_at END,
+           polled_at = CASE WHEN p_provider_status IS NOT NULL THEN now() ELSE b.polled_at END,
+           finished_at = CASE WHEN p_state IN ('done', 'failed', 'expired', 'cancelled') THEN now() ELSE b.finished_at END,
+           lease_until = CASE WHEN p_state IN ('done', 'failed', 'expired', 'cancelled') THEN NULL ELSE b.lease_until END
+     WHERE b.id = p_batch AND b.worker = p_worker
+    RETURNING true;
+$fn$;
+
+-- Ends a batch once its output and error files were settled: the jobs it still holds (lines missing from both
+-- files, or never answered: an expired, cancelled or failed batch) are given back. p_outcome 'completed': a missing
+-- line is a failed attempt (retried); otherwise the attempt is not spent. A job that has had p_max_tries batches
+-- goes on to the normal path (priority 1) when it is retried. Counts the lines and sets the batch's final state.
+CREATE FUNCTION llm.batch_finish(p_batch bigint, p_worker text, p_outcome text, p_max_tries integer,
+                                 p_succeeded integer, p_failed integer, p_error text DEFAULT NULL)
+RETURNS integer
+LANGUAGE plpgsql
+SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+SET enable_seqscan = off
+AS $fn$
+DECLARE
+    v_job record;
+    v_missing integer := 0;
+    v_state text;
+BEGIN
+    FOR v_job IN
+        SELECT j.id, j.attempt FROM llm.job AS j
+         WHERE j.batch_id = p_batch AND j.state = 'running' AND j.locked_by = 'pgllm-batch-' || p_batch
+         ORDER BY j.id
+    LOOP
+        IF p_outcome = 'completed' THEN
+            v_state := llm.fail(v_job.id, v_job.attempt, 'the batch''s output had no line for this job', 0, 'transient');
+        ELSE
+            v_state := llm.release(v_job.id, v_job.attempt);
+        END IF;
+        v_missing := v_missing + 1;
+    END LOOP;
+    UPDATE llm.job AS j SET priority = 1
+     WHERE j.batch_id = p_batch AND j.state = 'pending' AND j.priority = 2 AND j.batch_tries >= p_max_tries;
+    UPDATE llm.batch AS b
+       SET state = CASE p_outcome WHEN 'completed' THEN 'done' WHEN 'expired' THEN 'expired' WHEN 'cancelled' THEN 'cancelled' ELSE 'failed' END,
+           succeeded = p_succeeded, failed = p_failed, missing = CASE WHEN p_outcome = 'completed' THEN v_missing ELSE 0 END,
+           error = coalesce(p_error, b.error), finished_at = now(), lease_until = NULL
+     WHERE b.id = p_batch AND b.worker = p_worker;
+    RETURN v_missing;
+END
+$fn$;
+
+-- The batches in flight and lately finished, for pgllm status and the metrics.
+CREATE FUNCTION llm.batch_status()
+RETURNS TABLE (id bigint, endpoint text, model text, state text, provider_status text, lines integer, succeeded integer,
+               failed integer, missing integer, created_at timestamptz, submitted_at timestamptz, expected_by timestamptz,
+               finished_at timestamptz, cancel_requested boolean, error text)
+LANGUAGE sql
+STABLE
+SET search_path = pg_catalog, pg_temp
+AS $fn$
+    SELECT b.id, b.endpoint, b.model, b.state, b.provider_status, b.lines, b.succeeded, b.failed, b.missing, b.created_at,
+           b.submitted_at, b.expected_by, b.finished_at, b.cancel_requested_at IS NOT NULL, b.error
+      FROM llm.batch AS b
+     WHERE b.state NOT IN ('done', 'failed', 'expired', 'cancelled') OR b.finished_at > now() - interval '1 day'
+     ORDER BY b.id;
+$fn$;
+
+CREATE INDEX batch_recent ON llm.batch (finished_at) WHERE finished_at IS NOT NULL;
+
+REVOKE ALL ON FUNCTION llm.batch_take(text, text, text, text[], integer, double precision, double precision, double precision, boolean),
+                       llm.batch_lease(text, double precision),
+                       llm.batch_step(bigint, text, text, text, text, text, bigint, text, text, timestamptz, text),
+                       llm.batch_finish(bigint, text, text, integer, integer, integer, text),
+                       llm.batch_status()
+  FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION llm.batch_take(text, text, text, text[], integer, double precision, double precision, double precision, boolean),
+                          llm.batch_lease(text, double precision),
+                          llm.batch_step(bigint, text, text, text, text, text, bigint, text, text, timestamptz, text),
+                          llm.batch_finish(bigint, text, text, integer, integer, integer, text),
+                          llm.batch_status()
+   TO pgllm_worker;
