@@ -38,6 +38,8 @@ internal sealed class LocalBatchApi : IAsyncDisposable
 
     public int FileUploads => Volatile.Read(ref _fileUploads);
 
+    public string FilesDirectory => _files.Root;
+
     public int BatchesCreated => Volatile.Read(ref _batchesCreated);
 
     public int BatchCancels => Volatile.Read(ref _batchCancels);

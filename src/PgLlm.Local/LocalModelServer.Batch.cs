@@ -116,6 +116,9 @@ public sealed partial class LocalModelServer
     /// <summary>Snapshots of all batches since start, oldest first.</summary>
     public IReadOnlyList<LocalBatchInfo> Batches => _batchApi.Batches;
 
+    /// <summary>The temporary directory holding the Files API's content (removed on dispose).</summary>
+    internal string FilesDirectory => _batchApi.FilesDirectory;
+
     /// <summary>Cancelled when the server stops.</summary>
     internal CancellationToken Stopping => _app.Lifetime.ApplicationStopping;
 

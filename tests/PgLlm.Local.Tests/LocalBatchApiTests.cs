@@ -15,6 +15,13 @@ public sealed class LocalBatchApiTests
     private static readonly TimeSpan WaitLimit = TimeSpan.FromSeconds(60);
     private static readonly string[] RunningOrDone = ["validating", "in_progress", "finalizing", "completed"];
 
+    private readonly ITestOutputHelper _output;
+
+    public LocalBatchApiTests(ITestOutputHelper output)
+    {
+        _output = output;
+    }
+
     [Fact]
     public async Task AThousandLinesAreEachAnsweredOnceLikeTheChatEndpoint()
     {
@@ -395,7 +402,8 @@ public sealed class LocalBatchApiTests
     [Fact]
     public async Task FiftyThousandLinesRunWithoutHoldingThemInMemory()
     {
-        await using var server = await LocalModelServer.StartAsync(new LocalModelServerOptions { RecordRequests = false });
+        var server = await LocalModelServer.StartAsync(new LocalModelServerOptions { RecordRequests = false });
+        await using var disposeServer = server;
         using var http = CreateClient(server);
         const int count = 50_000;
         var path = Path.Combine(Path.GetTempPath(), $"pgllm-batch-test-{Guid.NewGuid():N}.jsonl");
@@ -421,10 +429,12 @@ public sealed class LocalBatchApiTests
 
             var retainedBefore = GC.GetTotalMemory(forceFullCollection: true);
             var allocatedBefore = GC.GetTotalAllocatedBytes(precise: true);
+            var clock = Stopwatch.StartNew();
             var created = await CreateBatchAsync(http, fileId);
             var batch = await WaitForStatusAsync(http, created.GetProperty("id").GetString()!, "completed", TimeSpan.FromMinutes(5));
             var allocated = GC.GetTotalAllocatedBytes(precise: true) - allocatedBefore;
             var retained = GC.GetTotalMemory(forceFullCollection: true) - retainedBefore;
+            _output.WriteLine($"{count} lines in {clock.Elapsed.TotalSeconds:F2} s; allocated {allocated / count} bytes per line; retained {retained / 1024} KiB");
             Assert.Equal(count, batch.GetProperty("request_counts").GetProperty("completed").GetInt32());
             Assert.InRange(retained, long.MinValue, 32L * 1024 * 1024);
             Assert.InRange(allocated / count, 0, 64 * 1024);
@@ -439,6 +449,12 @@ public sealed class LocalBatchApiTests
 
             Assert.Equal(count, lines);
             Assert.Equal(count, server.RequestCount);
+
+            // The files live in a directory of the server's own, removed on dispose.
+            var directory = server.FilesDirectory;
+            Assert.NotEmpty(Directory.EnumerateFiles(directory));
+            await server.DisposeAsync();
+            Assert.False(Directory.Exists(directory));
         }
         finally
         {
