@@ -136,7 +136,7 @@ internal sealed class LocalBatchApi : IAsyncDisposable
         string? filename = null;
         try
         {
-            var reader = new MultipartReader(boundary, context.Request.Body);
+            var reader = new MultipartReader(boundary, context.Request.Body) { BodyLengthLimit = null }; // Kestrel's limit applies
             while (await reader.ReadNextSectionAsync(context.RequestAborted).ConfigureAwait(false) is { } section)
             {
                 if (!ContentDispositionHeaderValue.TryParse(section.ContentDisposition, out var disposition))
@@ -162,6 +162,11 @@ internal sealed class LocalBatchApi : IAsyncDisposable
         {
             LocalFileStore.TryDeletePath(path);
             return (null, "The multipart body could not be read: " + ex.Message, null);
+        }
+        catch (OperationCanceledException)
+        {
+            LocalFileStore.TryDeletePath(path); // the client went away mid-upload
+            throw;
         }
 
         var problem = filename is null ? ("Missing required parameter: 'file'.", "file")
