@@ -12,7 +12,12 @@ internal static class ChatCompletionsProtocol
     public static ParsedChatRequest ParseRequest(string rawBody, DateTimeOffset receivedAt)
     {
         using var document = JsonDocument.Parse(rawBody);
-        var root = document.RootElement;
+        return ParseRequest(document.RootElement, rawBody, receivedAt, viaBatch: false);
+    }
+
+    /// <summary>Parses an already parsed request body; <paramref name="rawBody"/> is its text as recorded.</summary>
+    public static ParsedChatRequest ParseRequest(JsonElement root, string rawBody, DateTimeOffset receivedAt, bool viaBatch)
+    {
         if (root.ValueKind != JsonValueKind.Object)
         {
             throw new JsonException("The request body must be a JSON object.");
@@ -71,7 +76,10 @@ internal static class ChatCompletionsProtocol
             temperature,
             maxTokens,
             rawBody,
-            receivedAt);
+            receivedAt)
+        {
+            ViaBatch = viaBatch,
+        };
         return new ParsedChatRequest(request, stream, includeUsage);
     }
 
@@ -79,33 +87,34 @@ internal static class ChatCompletionsProtocol
         => DeterministicModel.CountTokens(string.Concat(request.Messages.Select(m => m.Text)));
 
     public static byte[] Completion(string id, long created, ModelRequest request, ModelReply reply)
+        => Write(writer => WriteCompletion(writer, id, created, request, reply));
+
+    /// <summary>Writes the <c>chat.completion</c> object of a normal reply (also used inside batch output lines).</summary>
+    public static void WriteCompletion(Utf8JsonWriter writer, string id, long created, ModelRequest request, ModelReply reply)
     {
         var content = reply.Content ?? string.Empty;
         var promptTokens = PromptTokens(request);
         var completionTokens = DeterministicModel.CountTokens(content);
-        return Write(writer =>
-        {
-            writer.WriteStartObject();
-            writer.WriteString("id", id);
-            writer.WriteString("object", "chat.completion");
-            writer.WriteNumber("created", created);
-            writer.WriteString("model", request.Model);
-            writer.WriteStartArray("choices");
-            writer.WriteStartObject();
-            writer.WriteNumber("index", 0);
-            writer.WriteStartObject("message");
-            writer.WriteString("role", "assistant");
-            writer.WriteString("content", content);
-            writer.WriteNull("refusal");
-            writer.WriteEndObject();
-            writer.WriteString("finish_reason", reply.FinishReason);
-            writer.WriteNull("logprobs");
-            writer.WriteEndObject();
-            writer.WriteEndArray();
-            WriteUsage(writer, promptTokens, completionTokens);
-            writer.WriteNull("system_fingerprint");
-            writer.WriteEndObject();
-        });
+        writer.WriteStartObject();
+        writer.WriteString("id", id);
+        writer.WriteString("object", "chat.completion");
+        writer.WriteNumber("created", created);
+        writer.WriteString("model", request.Model);
+        writer.WriteStartArray("choices");
+        writer.WriteStartObject();
+        writer.WriteNumber("index", 0);
+        writer.WriteStartObject("message");
+        writer.WriteString("role", "assistant");
+        writer.WriteString("content", content);
+        writer.WriteNull("refusal");
+        writer.WriteEndObject();
+        writer.WriteString("finish_reason", reply.FinishReason);
+        writer.WriteNull("logprobs");
+        writer.WriteEndObject();
+        writer.WriteEndArray();
+        WriteUsage(writer, promptTokens, completionTokens);
+        writer.WriteNull("system_fingerprint");
+        writer.WriteEndObject();
     }
 
     /// <summary>The SSE events (without the <c>data: </c> framing) of a streamed completion, ending with <c>[DONE]</c>.</summary>
@@ -150,27 +159,34 @@ internal static class ChatCompletionsProtocol
         yield return "[DONE]"u8.ToArray();
     }
 
-    public static byte[] ErrorBody(int status, string message, string? type)
-        => Write(writer =>
-        {
-            writer.WriteStartObject();
-            writer.WriteStartObject("error");
-            writer.WriteString("message", message);
-            writer.WriteString("type", type ?? ErrorTypeFor(status));
-            writer.WriteNull("param");
-            var code = ErrorCodeFor(status);
-            if (code is null)
-            {
-                writer.WriteNull("code");
-            }
-            else
-            {
-                writer.WriteString("code", code);
-            }
+    public static byte[] ErrorBody(int status, string message, string? type, string? param = null)
+        => Write(writer => WriteErrorBody(writer, status, message, type, param));
 
-            writer.WriteEndObject();
-            writer.WriteEndObject();
-        });
+    /// <summary>Writes an OpenAI error body <c>{"error":{"message","type","param","code"}}</c>.</summary>
+    public static void WriteErrorBody(Utf8JsonWriter writer, int status, string message, string? type, string? param = null)
+    {
+        writer.WriteStartObject();
+        writer.WriteStartObject("error");
+        writer.WriteString("message", message);
+        writer.WriteString("type", type ?? ErrorTypeFor(status));
+        WriteNullableString(writer, "param", param);
+        WriteNullableString(writer, "code", ErrorCodeFor(status));
+        writer.WriteEndObject();
+        writer.WriteEndObject();
+    }
+
+    /// <summary>Writes a string property, or null when <paramref name="value"/> is null.</summary>
+    public static void WriteNullableString(Utf8JsonWriter writer, string name, string? value)
+    {
+        if (value is null)
+        {
+            writer.WriteNull(name);
+        }
+        else
+        {
+            writer.WriteString(name, value);
+        }
+    }
 
     public static byte[] ModelList(IEnumerable<string> models, long created)
         => Write(writer =>
@@ -252,7 +268,7 @@ internal static class ChatCompletionsProtocol
         writer.WriteEndObject();
     }
 
-    private static byte[] Write(Action<Utf8JsonWriter> write)
+    public static byte[] Write(Action<Utf8JsonWriter> write)
     {
         var buffer = new ArrayBufferWriter<byte>(512);
         using (var writer = new Utf8JsonWriter(buffer))

@@ -17,9 +17,13 @@ namespace PgLlm.Local;
 /// <summary>
 /// A real HTTP server (Kestrel on 127.0.0.1, random port) that speaks the OpenAI chat-completions protocol:
 /// <c>POST /v1/chat/completions</c> (also <c>/chat/completions</c>) and <c>GET /v1/models</c>. Answers come from
-/// <see cref="Responder"/> when set, otherwise from <see cref="DeterministicModel"/>.
+/// <see cref="Responder"/> when set, otherwise from <see cref="DeterministicModel"/>. It also speaks the OpenAI
+/// Files and Batch APIs (<c>/v1/files</c>, <c>/v1/batches</c>) for batches of chat-completions requests, answered
+/// the same way, with knobs for fault tests (<see cref="BatchCompletionDelay"/>, <see cref="BatchFailedLineFraction"/>,
+/// <see cref="BatchMissingLineFraction"/>, <see cref="BatchExpiresAfter"/>, <see cref="BatchExpireAfterLines"/>,
+/// <see cref="HoldAfterUpload"/>, <see cref="HoldAfterBatchCreate"/>).
 /// </summary>
-public sealed class LocalModelServer : IAsyncDisposable
+public sealed partial class LocalModelServer : IAsyncDisposable
 {
     private const string JsonContentType = "application/json";
 
@@ -29,6 +33,7 @@ public sealed class LocalModelServer : IAsyncDisposable
     private readonly Queue<ModelRequest> _recorded = new();
     private readonly IReadOnlyList<string> _models;
     private readonly AnswerClock _clock = new();
+    private readonly LocalBatchApi _batchApi;
     private Func<ModelRequest, ModelReply>? _responder;
     private long _latencyTicks;
     private int _requestCount;
@@ -44,6 +49,8 @@ public sealed class LocalModelServer : IAsyncDisposable
         _latencyTicks = options.Latency.Ticks;
         ApiKey = options.ApiKey;
         BaseUrl = new Uri("http://127.0.0.1/v1/");
+        InitializeBatchKnobs(options);
+        _batchApi = new LocalBatchApi(this);
     }
 
     /// <summary>Base address for OpenAI clients: <c>http://127.0.0.1:&lt;port&gt;/v1/</c>.</summary>
@@ -74,7 +81,10 @@ public sealed class LocalModelServer : IAsyncDisposable
         set => Volatile.Write(ref _responder, value);
     }
 
-    /// <summary>Snapshot of the recorded chat-completions requests, oldest first (at most the last 100,000 by default).</summary>
+    /// <summary>
+    /// Snapshot of the recorded chat-completions requests, oldest first (at most the last 100,000 by default),
+    /// including the answered lines of batches (<see cref="ModelRequest.ViaBatch"/> true).
+    /// </summary>
     public IReadOnlyList<ModelRequest> Requests
     {
         get
@@ -86,7 +96,10 @@ public sealed class LocalModelServer : IAsyncDisposable
         }
     }
 
-    /// <summary>Number of authorized chat-completions requests received since start or the last <see cref="ClearRequests"/>.</summary>
+    /// <summary>
+    /// Number of authorized chat-completions requests received since start or the last <see cref="ClearRequests"/>,
+    /// batch lines answered included (not the lines failed or left out by the fault knobs).
+    /// </summary>
     /// <remarks>Counts every request, also those dropped from (or never put in) <see cref="Requests"/>.</remarks>
     public int RequestCount => Volatile.Read(ref _requestCount);
 
@@ -102,12 +115,15 @@ public sealed class LocalModelServer : IAsyncDisposable
 
     /// <summary>
     /// Back to the default behaviour for the next test on a shared server: the deterministic answers
-    /// (<see cref="Responder"/> cleared), no added <see cref="Latency"/>, and no recorded requests.
+    /// (<see cref="Responder"/> cleared), no added <see cref="Latency"/>, the batch knobs at their defaults
+    /// (zero delay and fractions, no expiry, no holds), and no recorded requests. Files, batches and the
+    /// batch counters are kept.
     /// </summary>
     public void Reset()
     {
         Responder = null;
         Latency = TimeSpan.Zero;
+        ResetBatchKnobs();
         ClearRequests();
     }
 
@@ -120,6 +136,9 @@ public sealed class LocalModelServer : IAsyncDisposable
         options ??= new LocalModelServerOptions();
         ArgumentNullException.ThrowIfNull(options.ApiKey, nameof(options));
         ArgumentOutOfRangeException.ThrowIfNegative(options.MaxRecordedRequests, nameof(options));
+        ArgumentOutOfRangeException.ThrowIfLessThan(options.BatchCompletionDelay, TimeSpan.Zero, nameof(options));
+        CheckFraction(options.BatchFailedLineFraction);
+        CheckFraction(options.BatchMissingLineFraction);
 
         var builder = WebApplication.CreateSlimBuilder(new WebApplicationOptions
         {
@@ -150,6 +169,7 @@ public sealed class LocalModelServer : IAsyncDisposable
         app.MapPost("/chat/completions", chat);
         app.MapGet("/v1/models", models);
         app.MapGet("/models", models);
+        server._batchApi.Map(app);
         app.MapFallback(server.HandleUnknownAsync);
 
         try
@@ -197,6 +217,15 @@ public sealed class LocalModelServer : IAsyncDisposable
             // Best effort.
         }
 
+        try
+        {
+            await _batchApi.DisposeAsync().ConfigureAwait(false);
+        }
+        catch (Exception)
+        {
+            // Best effort.
+        }
+
         _clock.Dispose();
 #pragma warning restore CA1031
     }
@@ -216,19 +245,12 @@ public sealed class LocalModelServer : IAsyncDisposable
             body = await reader.ReadToEndAsync(context.RequestAborted).ConfigureAwait(false);
         }
 
-        ParsedChatRequest parsed;
-        try
+        var (parsed, reply) = AnswerBody(body, root: null, receivedAt);
+        if (parsed is null)
         {
-            parsed = ChatCompletionsProtocol.ParseRequest(body, receivedAt);
-        }
-        catch (JsonException ex)
-        {
-            await WriteErrorAsync(context, ModelReply.Error(400, "Invalid chat-completions request: " + ex.Message)).ConfigureAwait(false);
+            await WriteErrorAsync(context, reply).ConfigureAwait(false);
             return;
         }
-
-        Record(parsed.Request);
-        var reply = Answer(parsed.Request);
 
         var delay = Latency + reply.Delay;
         if (delay > TimeSpan.Zero)
@@ -262,7 +284,7 @@ public sealed class LocalModelServer : IAsyncDisposable
             return;
         }
 
-        var id = "chatcmpl-" + Interlocked.Increment(ref _nextId).ToString(CultureInfo.InvariantCulture);
+        var id = NextCompletionId();
         var created = receivedAt.ToUnixTimeSeconds();
         context.Response.StatusCode = reply.StatusCode;
         SetRetryAfter(context, reply);
@@ -303,6 +325,36 @@ public sealed class LocalModelServer : IAsyncDisposable
     private Task HandleUnknownAsync(HttpContext context)
         => WriteErrorAsync(context, ModelReply.Error(404, $"Unknown endpoint: {context.Request.Method} {context.Request.Path}"));
 
+    /// <summary>
+    /// Parses, records and answers one chat-completions request body: the one path shared by
+    /// <c>POST /v1/chat/completions</c> and the lines of a batch. A body that does not parse gives no
+    /// request and a 400 reply; otherwise the reply of <see cref="Responder"/> or <see cref="DeterministicModel"/>.
+    /// </summary>
+    /// <param name="body">The request body as text (recorded as <see cref="ModelRequest.RawBody"/>).</param>
+    /// <param name="root">The body already parsed (a batch line's <c>body</c>), or null to parse <paramref name="body"/>.</param>
+    /// <param name="receivedAt">Receive time to record.</param>
+    internal (ParsedChatRequest? Parsed, ModelReply Reply) AnswerBody(string body, JsonElement? root, DateTimeOffset receivedAt)
+    {
+        ParsedChatRequest parsed;
+        try
+        {
+            parsed = root is { } element
+                ? ChatCompletionsProtocol.ParseRequest(element, body, receivedAt, viaBatch: true)
+                : ChatCompletionsProtocol.ParseRequest(body, receivedAt);
+        }
+        catch (JsonException ex)
+        {
+            return (null, ModelReply.Error(400, "Invalid chat-completions request: " + ex.Message));
+        }
+
+        Record(parsed.Request);
+        return (parsed, Answer(parsed.Request));
+    }
+
+    /// <summary>A new <c>chatcmpl-…</c> id, unique within this server.</summary>
+    internal string NextCompletionId()
+        => "chatcmpl-" + Interlocked.Increment(ref _nextId).ToString(CultureInfo.InvariantCulture);
+
     private ModelReply Answer(ModelRequest request)
     {
         try
@@ -336,7 +388,7 @@ public sealed class LocalModelServer : IAsyncDisposable
         }
     }
 
-    private bool IsAuthorized(HttpContext context)
+    internal bool IsAuthorized(HttpContext context)
     {
         if (ApiKey.Length == 0)
         {
@@ -349,9 +401,9 @@ public sealed class LocalModelServer : IAsyncDisposable
             && string.Equals(header[scheme.Length..].Trim(), ApiKey, StringComparison.Ordinal);
     }
 
-    private static async Task WriteErrorAsync(HttpContext context, ModelReply reply)
+    internal static async Task WriteErrorAsync(HttpContext context, ModelReply reply, string? param = null)
     {
-        var payload = ChatCompletionsProtocol.ErrorBody(reply.StatusCode, reply.ErrorMessage ?? "Error", reply.ErrorType);
+        var payload = ChatCompletionsProtocol.ErrorBody(reply.StatusCode, reply.ErrorMessage ?? "Error", reply.ErrorType, param);
         context.Response.StatusCode = reply.StatusCode;
         context.Response.ContentType = JsonContentType;
         SetRetryAfter(context, reply);

@@ -32,6 +32,15 @@ public sealed class LocalModelServerOptions
     /// </summary>
     public bool InlineScheduling { get; set; }
 
+    /// <summary>Initial value of <see cref="LocalModelServer.BatchCompletionDelay"/>. Default zero.</summary>
+    public TimeSpan BatchCompletionDelay { get; set; }
+
+    /// <summary>Initial value of <see cref="LocalModelServer.BatchFailedLineFraction"/> (0..1). Default 0.</summary>
+    public double BatchFailedLineFraction { get; set; }
+
+    /// <summary>Initial value of <see cref="LocalModelServer.BatchMissingLineFraction"/> (0..1). Default 0.</summary>
+    public double BatchMissingLineFraction { get; set; }
+
     /// <summary>
     /// Optional logging setup for the embedded Kestrel host. By default no logging provider is registered
     /// (nothing reaches the console) and the minimum level is Warning.

@@ -31,6 +31,12 @@ public sealed record ModelRequest(
     string RawBody,
     DateTimeOffset ReceivedAt)
 {
+    /// <summary>
+    /// True when the request was a line of a batch (<c>POST /v1/batches</c>) rather than a
+    /// <c>POST /v1/chat/completions</c> call; <see cref="RawBody"/> is then the line's <c>body</c>.
+    /// </summary>
+    public bool ViaBatch { get; init; }
+
     /// <summary>Text of all <c>user</c> messages, joined with a newline.</summary>
     public string UserText => JoinText("user") ?? string.Empty;
 
