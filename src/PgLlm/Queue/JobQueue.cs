@@ -142,7 +142,7 @@ internal sealed class JobQueue : IDisposable
     /// The claimed jobs with their inputs, read task by task; a chain's downstream jobs whose upstream has yet to settle
     /// are left out, given back to the queue unspent and uncalled (<see cref="HoldForUpstreamsAsync"/>).
     /// </summary>
-    private async Task<IReadOnlyList<ClaimedWork>> ReadClaimedAsync(
+    public async Task<IReadOnlyList<ClaimedWork>> ReadClaimedAsync(
         NpgsqlConnection connection, List<ClaimedJob> jobs, Func<string, CancellationToken, ValueTask<TaskDefinition?>> findTask)
     {
         var claimed = new List<ClaimedWork>(jobs.Count);
@@ -527,12 +527,17 @@ internal sealed class JobQueue : IDisposable
         return (int)(await command.ExecuteScalarAsync(cancellationToken).ConfigureAwait(false))!;
     }
 
-    /// <summary>Whether any job is running, and how long until the next pending job is due (null when none is pending).</summary>
+    /// <summary>
+    /// Whether any job is running on the normal path, and how long until the next pending job it may claim is due
+    /// (null when none is pending): the batch tier's jobs (waiting at priority 2, or held by a batch) and a paused
+    /// task's are left out, as the claim leaves them out.
+    /// </summary>
     public async Task<(bool AnyRunning, TimeSpan? NextDue)> PeekAsync(CancellationToken cancellationToken)
     {
         await using var command = _dataSource.CreateCommand(
-            "SELECT EXISTS (SELECT 1 FROM llm.job WHERE state = 'running'), " +
-            "(SELECT extract(epoch FROM min(scheduled_at) - now())::float8 FROM llm.job WHERE state = 'pending')");
+            "SELECT EXISTS (SELECT 1 FROM llm.job WHERE state = 'running' AND locked_by NOT LIKE 'pgllm-batch-%'), " +
+            "(SELECT extract(epoch FROM min(scheduled_at) - now())::float8 FROM llm.job " +
+            "WHERE state = 'pending' AND priority < 2 AND task <> ALL (coalesce(llm.paused_except(NULL), '{}')))");
         await using var reader = await command.ExecuteReaderAsync(cancellationToken).ConfigureAwait(false);
         await reader.ReadAsync(cancellationToken).ConfigureAwait(false);
         return (reader.GetBoolean(0), reader.IsDBNull(1) ? null : TimeSpan.FromSeconds(Math.Max(0, reader.GetDouble(1))));

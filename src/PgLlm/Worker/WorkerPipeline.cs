@@ -1,3 +1,4 @@
+using PgLlm.Batches;
 using PgLlm.Failures;
 using PgLlm.Queue;
 
@@ -9,7 +10,8 @@ namespace PgLlm.Worker;
 ///   per endpoint lane:  ClaimLoop --(hand-off, bounded by the lane's slots)--> CallRunner x concurrency
 ///   all lanes:          CallRunner --(answers, bounded queue)--> WriteBackBatcher (2 writers)
 ///   beside them:        NotificationListener (wakes the claim loops), QueueMaintenance (rescue, prune),
-///                       EndpointGovernor and DailyBudgets (refresh the endpoints' and budgets' shared state)
+///                       EndpointGovernor and DailyBudgets (refresh the endpoints' and budgets' shared state),
+///                       BatchLoop (the batch tier: jobs answered through the provider's Batch API)
 /// </code>
 /// Stopping: the claim loops stop and complete their hand-offs; runners give back the jobs not yet started and
 /// finish the calls in flight within the shutdown grace (then the jobs' token is cancelled and those jobs are
@@ -18,6 +20,7 @@ namespace PgLlm.Worker;
 internal sealed class WorkerPipeline
 {
     private readonly PipelineContext _context;
+    private readonly PgLlmOptions _options;
     private readonly EndpointLanes _lanes;
     private readonly bool _untilIdle;
     private readonly EndpointGovernor _governor;
@@ -26,6 +29,7 @@ internal sealed class WorkerPipeline
     public WorkerPipeline(PipelineContext context, PgLlmOptions options, bool untilIdle)
     {
         _context = context;
+        _options = options;
         _lanes = new EndpointLanes(options);
         _untilIdle = untilIdle;
         _governor = new EndpointGovernor(context.DataSource, options, SecretRedactorOf(options), _lanes.All, context.WorkerId, context.Time, context.Logger);
@@ -75,7 +79,9 @@ internal sealed class WorkerPipeline
         try
         {
             var claimLoops = _lanes.All.Select(lane => new ClaimLoop(lane, _lanes, _context, writeBacks, _governor, _budgets, _untilIdle));
-            await Task.WhenAll(claimLoops.Select(loop => Task.Run(() => loop.RunAsync(stoppingToken), CancellationToken.None))).ConfigureAwait(false);
+            var loops = claimLoops.Select(loop => Task.Run(() => loop.RunAsync(stoppingToken), CancellationToken.None)).ToList();
+            loops.Add(Task.Run(() => CreateBatchLoop().RunAsync(stoppingToken), CancellationToken.None));
+            await Task.WhenAll(loops).ConfigureAwait(false);
         }
         finally
         {
@@ -90,6 +96,21 @@ internal sealed class WorkerPipeline
 
         return runners.Sum(r => r.Ran);
     }
+
+    /// <summary>
+    /// The batch tier's stage, with a queue and settler of its own: its settlements price tokens at batch prices. It
+    /// starts batches only for endpoints whose calls the governor lets through (closed, or no governor).
+    /// </summary>
+    private BatchLoop CreateBatchLoop()
+    {
+        var batchQueue = new JobQueue(_context.DataSource, _context.Time, batchTier: true);
+        var settler = new JobSettler(_context.DataSource, batchQueue, _context.Registry, SecretRedactorOf(_options), _context.Options, _context.Logger);
+        return new BatchLoop(_context, _options, _untilIdle, EndpointAllows, batchQueue, settler);
+    }
+
+    /// <summary>Whether the governor lets calls through to the endpoint (null: the default one) now.</summary>
+    private bool EndpointAllows(string? endpoint) =>
+        _lanes.All.FirstOrDefault(l => l.Endpoint == endpoint) is not { } lane || _governor.ClaimsFreely(lane);
 
     /// <summary>Lets the calls in flight finish within the shutdown grace, then cancels them (their jobs are given back).</summary>
     private async Task FinishCallsAsync(Task[] runners, CancellationTokenSource jobsCancellation)
