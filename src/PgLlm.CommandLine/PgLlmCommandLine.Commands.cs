@@ -284,6 +284,7 @@ public sealed partial class PgLlmCommandLine
         var allRows = new Option<bool>("--all-rows") { Description = "Enqueue every row, not only rows whose target columns are empty." };
         var batchSize = new Option<int>("--batch-size") { Description = "Rows per batch (one short transaction each).", DefaultValueFactory = _ => 1000 };
         var restart = new Option<bool>("--restart") { Description = "Start over from the first row instead of resuming an interrupted backfill." };
+        var batchTier = new Option<bool>("--batch") { Description = "Send the jobs through the provider's Batch API (about half the price, answered within its completion window)." };
         batchSize.Validators.Add(result =>
         {
             if (result.GetValueOrDefault<int>() < 1)
@@ -298,6 +299,7 @@ public sealed partial class PgLlmCommandLine
         command.Options.Add(allRows);
         command.Options.Add(batchSize);
         command.Options.Add(restart);
+        command.Options.Add(batchTier);
         SetAction(command, async (parseResult, cancellationToken) =>
         {
             await using var dataSource = OpenDataSource(ReadOptions(parseResult));
@@ -305,7 +307,7 @@ public sealed partial class PgLlmCommandLine
             var onlyEmpty = !parseResult.GetValue(allRows);
             var size = parseResult.GetValue(batchSize);
             await RequireTaskAsync(dataSource, name, cancellationToken).ConfigureAwait(false);
-            var backfill = new PgLlmBackfill(dataSource);
+            var backfill = new PgLlmBackfill(dataSource) { BatchTier = parseResult.GetValue(batchTier) };
             var total = await backfill.CountRowsAsync(name, cancellationToken).ConfigureAwait(false) ?? 0;
             var resumedFrom = parseResult.GetValue(restart) ? 0 : await ResumePointAsync(dataSource, name, onlyEmpty, cancellationToken).ConfigureAwait(false);
             if (resumedFrom > 0)
@@ -349,7 +351,8 @@ public sealed partial class PgLlmCommandLine
                 return ExitInterrupted;
             }
 
-            Say($"[green]Backfilled {name}[/]: {last.TotalScanned} rows scanned, {last.TotalEnqueued} jobs enqueued.");
+            var where = backfill.BatchTier ? " for the batch tier ('pgllm batch list' follows them)" : string.Empty;
+            Say($"[green]Backfilled {name}[/]: {last.TotalScanned} rows scanned, {last.TotalEnqueued} jobs enqueued{where}.");
             return 0;
         });
         return command;

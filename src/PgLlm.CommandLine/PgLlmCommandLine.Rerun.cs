@@ -29,11 +29,12 @@ public sealed partial class PgLlmCommandLine
         var percent = new Option<decimal?>("--percent") { Description = "Only about P% of those rows: each row whose key's MD5 falls in the first P% (the same rows every time)." };
         var maxCost = new Option<decimal?>("--max-cost") { Description = "Stop enqueuing before the run's estimated cost (llm.model_price) would pass this; run again to resume." };
         var dryRun = new Option<bool>("--dry-run") { Description = "Print what would be enqueued and its estimated cost; enqueue nothing." };
-        var chunkSize = new Option<int>("--chunk-size") { Description = "Rows enqueued at a time.", DefaultValueFactory = _ => 100 };
+        var chunkSize = new Option<int>("--chunk-size") { Description = "Rows enqueued at a time (default 100; with --batch, 50,000).", DefaultValueFactory = _ => 100 };
+        var batchTier = new Option<bool>("--batch") { Description = "Send the jobs through the provider's Batch API (about half the price, answered within its completion window)." };
         var command = new Command(
             "rerun",
             "Re-run a task's stale rows at low priority (live work first), within a cost cap, with progress. Safe to interrupt: running it again resumes.");
-        foreach (var option in new Option[] { task, stale, neverFilled, sample, percent, maxCost, dryRun, chunkSize })
+        foreach (var option in new Option[] { task, stale, neverFilled, sample, percent, maxCost, dryRun, chunkSize, batchTier })
         {
             command.Options.Add(option);
         }
@@ -59,8 +60,9 @@ public sealed partial class PgLlmCommandLine
 
             var request = new RerunRequest(
                 name, parseResult.GetValue(stale) ? "stale" : "never_filled", parseResult.GetValue(sample), parseResult.GetValue(percent),
-                parseResult.GetValue(maxCost), parseResult.GetValue(chunkSize));
-            var rerun = new PgLlmRerun(dataSource);
+                parseResult.GetValue(maxCost),
+                parseResult.GetValue(batchTier) && parseResult.GetResult(chunkSize) is not { Implicit: false } ? BatchChunk : parseResult.GetValue(chunkSize));
+            var rerun = new PgLlmRerun(dataSource) { BatchTier = parseResult.GetValue(batchTier) };
             if (parseResult.GetValue(dryRun))
             {
                 await DryRunAsync(rerun, request, cancellationToken).ConfigureAwait(false);
@@ -77,6 +79,9 @@ public sealed partial class PgLlmCommandLine
         });
         return command;
     }
+
+    /// <summary>Rows enqueued at a time for the batch tier: a batch's worth, so a chunk is not a batch of its own.</summary>
+    private const int BatchChunk = 50_000;
 
     /// <summary>The rerun options that do not fit together, or a value out of range: one error (exit code 2).</summary>
     private static void ValidateRerun(

@@ -49,7 +49,8 @@ public sealed partial class PgLlmCommandLine
                     rows,
                     await EndpointStatus.ReadAllAsync(dataSource, cancellationToken).ConfigureAwait(false),
                     await BudgetStatus.ReadAllAsync(dataSource, cancellationToken).ConfigureAwait(false),
-                    await RunStatus.ReadAllAsync(dataSource, cancellationToken).ConfigureAwait(false)));
+                    await RunStatus.ReadAllAsync(dataSource, cancellationToken).ConfigureAwait(false),
+                    await BatchStatus.ReadAllAsync(dataSource, cancellationToken).ConfigureAwait(false)));
                 return ExitOk;
             }
 
@@ -67,6 +68,7 @@ public sealed partial class PgLlmCommandLine
             WriteEndpoints(await EndpointStatus.ReadAllAsync(dataSource, CancellationToken.None).ConfigureAwait(false));
             WriteBudgets(await BudgetStatus.ReadAllAsync(dataSource, CancellationToken.None).ConfigureAwait(false));
             WriteRuns(await RunStatus.ReadAllAsync(dataSource, CancellationToken.None).ConfigureAwait(false));
+            WriteBatches(await BatchStatus.ReadAllAsync(dataSource, CancellationToken.None).ConfigureAwait(false), DateTimeOffset.UtcNow);
             return StoppedExitCode(cancellationToken);
         });
         return command;
@@ -79,11 +81,14 @@ public sealed partial class PgLlmCommandLine
     /// "rateLimits":[{"kind","perMinute","usedLastMinute"}]}],
     /// "budgets":[{"scope","name","day","dailyTokens","dailyCost","spentTokens","spentCost","reservedTokens","reservedCost",
     /// "tokensLeft","costLeft","state","reason"}],
-    /// "runs":[{"id","task","kind","selection","rows","enqueued","skipped","pending","running","succeeded","failed","spent","maxCost","finished"}]}</c>;
+    /// "runs":[{"id","task","kind","selection","rows","enqueued","skipped","pending","running","succeeded","failed","spent","maxCost","finished"}],
+    /// "batches":[{"id","endpoint","model","state","providerStatus","lines","succeeded","failed","missing","createdAt","submittedAt",
+    /// "expectedBy","finishedAt","cancelRequested","error"}]}</c>;
     /// <c>model</c>, <c>oldestPendingSeconds</c> and <c>estimatedCost</c> are null when unknown.
     /// </summary>
     internal static string StatusJson(
-        IReadOnlyList<PgLlmTaskStatus> rows, IReadOnlyList<EndpointStatus>? endpoints = null, IReadOnlyList<BudgetStatus>? budgets = null, IReadOnlyList<RunStatus>? runs = null)
+        IReadOnlyList<PgLlmTaskStatus> rows, IReadOnlyList<EndpointStatus>? endpoints = null, IReadOnlyList<BudgetStatus>? budgets = null, IReadOnlyList<RunStatus>? runs = null,
+        IReadOnlyList<BatchStatus>? batches = null)
     {
         using var buffer = new MemoryStream();
         using (var json = new Utf8JsonWriter(buffer, new JsonWriterOptions { Indented = true }))
@@ -139,6 +144,7 @@ public sealed partial class PgLlmCommandLine
             WriteEndpointsJson(json, endpoints ?? []);
             WriteBudgetsJson(json, budgets ?? []);
             WriteRunsJson(json, runs ?? []);
+            WriteBatchesJson(json, batches ?? []);
             json.WriteEndObject();
         }
 

@@ -84,6 +84,7 @@ public sealed partial class PgLlmCommandLine
         RootCommand.Subcommands.Add(CreateRetryCommand());
         RootCommand.Subcommands.Add(CreateEndpointCommand());
         RootCommand.Subcommands.Add(CreateBudgetCommand());
+        RootCommand.Subcommands.Add(CreateBatchCommand());
         RootCommand.Subcommands.Add(CreateBackfillCommand());
         RootCommand.Subcommands.Add(CreatePlanCommand());
         RootCommand.Subcommands.Add(CreateCompareCommand());

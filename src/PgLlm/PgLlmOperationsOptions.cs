@@ -68,6 +68,12 @@ public sealed class PgLlmBatchOptions
     /// <summary>How long the jobs in a batch are held before they are rescued: longer than the completion window.</summary>
     public TimeSpan JobLease { get; set; } = TimeSpan.FromHours(26);
 
+    /// <summary>
+    /// How long a worker holds a batch it moves on without touching it: a batch whose worker died is taken over by another
+    /// after this (a worker that stops gracefully lets go of its batches at once). Longer than an upload of the largest file.
+    /// </summary>
+    public TimeSpan Lease { get; set; } = TimeSpan.FromMinutes(10);
+
     /// <summary>Batches a job goes into before a failed or missing line is retried on the normal path instead.</summary>
     public int MaxTries { get; set; } = 2;
 }

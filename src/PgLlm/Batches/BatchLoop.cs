@@ -46,8 +46,8 @@ internal sealed partial class BatchLoop
         _logger = context.Logger;
     }
 
-    /// <summary>How long this worker holds a batch it moves on: others take it over after that.</summary>
-    private TimeSpan BatchLease => TimeSpan.FromTicks(Math.Max(TimeSpan.FromMinutes(2).Ticks, 4 * _batch.PollInterval.Ticks));
+    /// <summary>How long this worker holds a batch it moves on: others take it over after that (at least a few polls).</summary>
+    private TimeSpan BatchLease => TimeSpan.FromTicks(Math.Max(_batch.Lease.Ticks, 4 * _batch.PollInterval.Ticks));
 
     /// <summary>Where a batch's input file is written before its upload.</summary>
     internal static string FilePathOf(BatchRow batch) => Path.Combine(Path.GetTempPath(), "pgllm-batches", batch.FileName);
@@ -86,6 +86,9 @@ internal sealed partial class BatchLoop
             {
                 client.Dispose();
             }
+
+            // Stopping: the batches this worker held are free for the next worker at once (a dead worker's, after the lease).
+            await _store.LetGoAsync().ConfigureAwait(false);
         }
     }
 

@@ -54,6 +54,21 @@ internal sealed class BatchStore(NpgsqlDataSource dataSource, string workerId)
         return rows;
     }
 
+    /// <summary>Lets go of this worker's open batches (a graceful stop); quietly, when the database cannot be reached.</summary>
+    public async Task LetGoAsync()
+    {
+        try
+        {
+            await using var command = dataSource.CreateCommand("SELECT llm.batch_let_go($1)");
+            command.Parameters.Add(new NpgsqlParameter<string> { TypedValue = workerId });
+            await command.ExecuteNonQueryAsync(CancellationToken.None).ConfigureAwait(false);
+        }
+        catch (Exception ex) when (ex is NpgsqlException || Worker.DatabaseFault.IsConnectionFault(ex))
+        {
+            // Their lease runs out instead.
+        }
+    }
+
     /// <summary>Records a batch's step (<c>llm.batch_step</c>); fields left null stay as they are.</summary>
     public async Task StepAsync(
         long batch, string state, string? inputFileId = null, string? providerBatchId = null, string? providerStatus = null, long? bytes = null,
@@ -105,12 +120,12 @@ internal sealed class BatchStore(NpgsqlDataSource dataSource, string workerId)
         return jobs;
     }
 
-    /// <summary>Whether the batch tier has anything to do: an open batch, or a waiting job ready now.</summary>
+    /// <summary>Whether the batch tier has anything to do: an open batch, or a waiting job (ready now or after its retry's wait).</summary>
     public async Task<bool> AnyWorkAsync(CancellationToken cancellationToken)
     {
         await using var command = dataSource.CreateCommand(
             "SELECT EXISTS (SELECT 1 FROM llm.batch WHERE state NOT IN ('done', 'failed', 'expired', 'cancelled')) " +
-            "OR EXISTS (SELECT 1 FROM llm.job WHERE state = 'pending' AND priority = 2 AND scheduled_at <= now() " +
+            "OR EXISTS (SELECT 1 FROM llm.job WHERE state = 'pending' AND priority = 2 " +
             "AND task <> ALL (coalesce(llm.paused_except(NULL), '{}')))");
         return (bool)(await command.ExecuteScalarAsync(cancellationToken).ConfigureAwait(false))!;
     }

@@ -84,6 +84,32 @@ public static class PgLlmMetrics
             () => BudgetStates.Select(b => new Measurement<int>(b.Value, new KeyValuePair<string, object?>("pgllm.budget", b.Key))),
             "{budget}",
             "Each daily budget as this process last read it: 1 while its jobs wait at its cap, 0 otherwise.");
+        Meter.CreateObservableGauge(
+            "pgllm.batch.in_flight",
+            () => new[]
+            {
+                new Measurement<long>(_batches.Batches, new KeyValuePair<string, object?>("pgllm.batch.unit", "batch")),
+                new Measurement<long>(_batches.Lines, new KeyValuePair<string, object?>("pgllm.batch.unit", "line")),
+            },
+            "{item}",
+            "The batch tier's open batches and their request lines, as last sampled.");
+        Meter.CreateObservableGauge(
+            "pgllm.batch.oldest_age",
+            () => new Measurement<double>(_batches.OldestAge.TotalSeconds),
+            "s",
+            "How long the oldest open batch has been open, as last sampled (0 when none is).");
+    }
+
+    private static BatchDepth _batches = new(0, 0, TimeSpan.Zero);
+
+    /// <summary>The batch tier's open batches, their lines and the oldest's age, for the <c>pgllm.batch.*</c> gauges.</summary>
+    internal sealed record BatchDepth(long Batches, long Lines, TimeSpan OldestAge);
+
+    /// <summary>Records the batch tier's open batches from their status (the hosted monitor samples them with the queue's depth).</summary>
+    internal static void RecordBatches(IReadOnlyList<BatchStatus> batches, DateTimeOffset now)
+    {
+        var open = batches.Where(b => b.Open).ToList();
+        Volatile.Write(ref _batches, new BatchDepth(open.Count, open.Sum(b => (long)b.Lines), open.Count == 0 ? TimeSpan.Zero : now - open.Min(b => b.CreatedAt)));
     }
 
     private static readonly ConcurrentDictionary<string, int> BudgetStates = new(StringComparer.Ordinal);

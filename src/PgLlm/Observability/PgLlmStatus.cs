@@ -161,6 +161,22 @@ public static class PgLlmStatus
         command.Parameters.Add(new NpgsqlParameter<decimal[]> { TypedValue = prices.Values.Select(p => p.InputPerMillion).ToArray(), NpgsqlDbType = NpgsqlDbType.Array | NpgsqlDbType.Numeric });
         command.Parameters.Add(new NpgsqlParameter<decimal[]> { TypedValue = prices.Values.Select(p => p.OutputPerMillion).ToArray(), NpgsqlDbType = NpgsqlDbType.Array | NpgsqlDbType.Numeric });
         await command.ExecuteNonQueryAsync(cancellationToken).ConfigureAwait(false);
+        if (prices.Values.Any(p => p.BatchInputPerMillion is not null || p.BatchOutputPerMillion is not null))
+        {
+            await WriteBatchPricesAsync(dataSource, prices, cancellationToken).ConfigureAwait(false);
+        }
+    }
+
+    /// <summary>The batch tier's prices of the same models (NULL where unset: half the price), from the batch tier's queue step on.</summary>
+    private static async Task WriteBatchPricesAsync(NpgsqlDataSource dataSource, IReadOnlyDictionary<string, PgLlmPrice> prices, CancellationToken cancellationToken)
+    {
+        await using var command = dataSource.CreateCommand(
+            "UPDATE llm.model_price AS mp SET batch_input_per_million = p.bi, batch_output_per_million = p.bo " +
+            "FROM unnest($1::text[], $2::numeric[], $3::numeric[]) AS p(model, bi, bo) WHERE mp.model = p.model");
+        command.Parameters.Add(new NpgsqlParameter<string[]> { TypedValue = prices.Keys.ToArray() });
+        command.Parameters.Add(new NpgsqlParameter { Value = prices.Values.Select(p => (object?)p.BatchInputPerMillion ?? DBNull.Value).ToArray(), NpgsqlDbType = NpgsqlDbType.Array | NpgsqlDbType.Numeric });
+        command.Parameters.Add(new NpgsqlParameter { Value = prices.Values.Select(p => (object?)p.BatchOutputPerMillion ?? DBNull.Value).ToArray(), NpgsqlDbType = NpgsqlDbType.Array | NpgsqlDbType.Numeric });
+        await command.ExecuteNonQueryAsync(cancellationToken).ConfigureAwait(false);
     }
 
     private static async Task<Dictionary<string, PgLlmPrice>> ReadPricesAsync(NpgsqlDataSource dataSource, CancellationToken cancellationToken)

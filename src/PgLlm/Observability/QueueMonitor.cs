@@ -43,6 +43,7 @@ public sealed partial class QueueMonitor : BackgroundService
                 }
 
                 PgLlmMetrics.RecordQueueDepth(await PgLlmStatus.ReadDepthAsync(_dataSource, stoppingToken).ConfigureAwait(false));
+                PgLlmMetrics.RecordBatches(await BatchStatus.ReadAllAsync(_dataSource, stoppingToken).ConfigureAwait(false), DateTimeOffset.UtcNow);
             }
             catch (Exception ex) when (ex is NpgsqlException or TimeoutException && !stoppingToken.IsCancellationRequested)
             {

@@ -528,14 +528,14 @@ internal sealed class JobQueue : IDisposable
     }
 
     /// <summary>
-    /// Whether any job is running on the normal path, and how long until the next pending job it may claim is due
-    /// (null when none is pending): the batch tier's jobs (waiting at priority 2, or held by a batch) and a paused
-    /// task's are left out, as the claim leaves them out.
+    /// Whether any job is running (held by a batch too: a batch may hand jobs back to the normal path), and how long until
+    /// the next pending job the claim may take is due (null when none is pending): the batch tier's waiting jobs
+    /// (priority 2) and a paused task's are left out, as the claim leaves them out.
     /// </summary>
     public async Task<(bool AnyRunning, TimeSpan? NextDue)> PeekAsync(CancellationToken cancellationToken)
     {
         await using var command = _dataSource.CreateCommand(
-            "SELECT EXISTS (SELECT 1 FROM llm.job WHERE state = 'running' AND locked_by NOT LIKE 'pgllm-batch-%'), " +
+            "SELECT EXISTS (SELECT 1 FROM llm.job WHERE state = 'running'), " +
             "(SELECT extract(epoch FROM min(scheduled_at) - now())::float8 FROM llm.job " +
             "WHERE state = 'pending' AND priority < 2 AND task <> ALL (coalesce(llm.paused_except(NULL), '{}')))");
         await using var reader = await command.ExecuteReaderAsync(cancellationToken).ConfigureAwait(false);

@@ -27,6 +27,12 @@ public sealed class PgLlmBackfill
     }
 
     /// <summary>
+    /// Whether the jobs go to the batch tier (answered through the provider's Batch API at batch prices, within its
+    /// completion window) rather than the normal path at low priority. Applies from the next batch of rows on.
+    /// </summary>
+    public bool BatchTier { get; init; }
+
+    /// <summary>
     /// Runs one batch of the backfill of <paramref name="task"/>: the next <paramref name="batchSize"/> rows in key
     /// order after where the last batch stopped. <paramref name="onlyEmpty"/> enqueues only rows where a target
     /// column is null; otherwise every row whose read columns are non-null. <paramref name="restart"/> starts over.
@@ -35,11 +41,12 @@ public sealed class PgLlmBackfill
     public async Task<PgLlmBackfillBatch> RunBatchAsync(string task, bool onlyEmpty = true, int batchSize = 1000, bool restart = false, CancellationToken cancellationToken = default)
     {
         ArgumentNullException.ThrowIfNull(task);
-        await using var command = _dataSource.CreateCommand("SELECT scanned, enqueued, total_scanned, total_enqueued, done FROM llm.backfill($1, $2, $3, $4)");
+        await using var command = _dataSource.CreateCommand("SELECT scanned, enqueued, total_scanned, total_enqueued, done FROM llm.backfill($1, $2, $3, $4, $5)");
         command.Parameters.Add(new NpgsqlParameter<string> { TypedValue = task });
         command.Parameters.Add(new NpgsqlParameter<bool> { TypedValue = onlyEmpty });
         command.Parameters.Add(new NpgsqlParameter<int> { TypedValue = batchSize });
         command.Parameters.Add(new NpgsqlParameter<bool> { TypedValue = restart });
+        command.Parameters.Add(new NpgsqlParameter<string> { TypedValue = BatchTier ? "batch" : "live" });
         await using var reader = await command.ExecuteReaderAsync(cancellationToken).ConfigureAwait(false);
         await reader.ReadAsync(cancellationToken).ConfigureAwait(false);
         return new PgLlmBackfillBatch(reader.GetInt32(0), reader.GetInt32(1), reader.GetInt64(2), reader.GetInt64(3), reader.GetBoolean(4));

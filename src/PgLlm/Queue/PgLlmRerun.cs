@@ -25,6 +25,12 @@ public sealed class PgLlmRerun
     }
 
     /// <summary>
+    /// Whether a run this handle starts (or resumes) sends its jobs to the batch tier (the provider's Batch API, at batch
+    /// prices, within its completion window) rather than the normal path at low priority.
+    /// </summary>
+    public bool BatchTier { get; init; }
+
+    /// <summary>
     /// The rows a re-run would select (<c>llm.run_select</c>): <paramref name="which"/> is <c>stale</c> or
     /// <c>never_filled</c>; <paramref name="sample"/> keeps the first N rows of the deterministic order (the MD5 of the
     /// row key), <paramref name="percent"/> each row whose place in that order falls in the first P%.
@@ -42,9 +48,10 @@ public sealed class PgLlmRerun
     /// </summary>
     public async Task<long> StartAsync(string task, string which, long? sample, decimal? percent, decimal? maxCost, CancellationToken cancellationToken = default)
     {
-        await using var command = _dataSource.CreateCommand("SELECT llm.run_start($1, $2, $3, $4, $5)");
+        await using var command = _dataSource.CreateCommand("SELECT llm.run_start($1, $2, $3, $4, $5, $6)");
         AddSelection(command, task, which, sample, percent);
         command.Parameters.Add(new NpgsqlParameter { Value = (object?)maxCost ?? DBNull.Value, NpgsqlDbType = NpgsqlTypes.NpgsqlDbType.Numeric });
+        command.Parameters.Add(new NpgsqlParameter<string> { TypedValue = BatchTier ? "batch" : "live" });
         return (long)(await command.ExecuteScalarAsync(cancellationToken).ConfigureAwait(false))!;
     }
 

@@ -84,13 +84,30 @@ internal static class Batch
         await transaction.CommitAsync();
     }
 
-    /// <summary>A worker against <paramref name="model"/>, batches polled every 50 ms, drained until idle.</summary>
-    public static async Task DrainAsync(NpgsqlDataSource dataSource, LocalModelServer model, Action<PgLlmOptions>? configure = null)
+    /// <summary>
+    /// Rows of the flaky table written exactly once: each has one succeeded job, whose inputs are the row's current ones
+    /// and whose recorded answer is the row's value.
+    /// </summary>
+    public static Task<long> WrittenOnceAsync(NpgsqlDataSource dataSource) => dataSource.ScalarAsync<long>(
+        "SELECT count(*) FROM flaky AS f " +
+        "WHERE (SELECT count(*) FROM llm.job AS j WHERE j.row_key = jsonb_build_object('id', f.id) AND j.state = 'succeeded') = 1 " +
+        "AND EXISTS (SELECT 1 FROM llm.job AS j WHERE j.row_key = jsonb_build_object('id', f.id) AND j.state = 'succeeded' " +
+        "AND j.answer->>'output' = f.output AND j.inputs_hash = md5(jsonb_build_object('input', f.input)::text))");
+
+    /// <summary>Settings against <paramref name="model"/>: batches polled every 50 ms, sent once their jobs waited 100 ms.</summary>
+    public static PgLlmOptions Options(LocalModelServer model, Action<PgLlmOptions>? configure = null)
     {
         var options = TestOptions.For(model);
         options.Batch.PollInterval = TimeSpan.FromMilliseconds(50);
+        options.Batch.MaxWait = TimeSpan.FromMilliseconds(100);
         configure?.Invoke(options);
-        using var worker = Ops.Worker(dataSource, options);
+        return options;
+    }
+
+    /// <summary>A worker against <paramref name="model"/>, batches polled every 50 ms, drained until idle.</summary>
+    public static async Task DrainAsync(NpgsqlDataSource dataSource, LocalModelServer model, Action<PgLlmOptions>? configure = null)
+    {
+        using var worker = Ops.Worker(dataSource, Options(model, configure));
         using var bound = new CancellationTokenSource(TimeSpan.FromMinutes(3));
         await worker.RunUntilIdleAsync(bound.Token);
     }

@@ -722,15 +722,26 @@ $fn$;
 
 CREATE INDEX batch_recent ON llm.batch (finished_at) WHERE finished_at IS NOT NULL;
 
+-- A worker that stops gracefully lets go of its open batches: the next worker takes them over at once.
+CREATE FUNCTION llm.batch_let_go(p_worker text)
+RETURNS void
+LANGUAGE sql
+SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $fn$
+    UPDATE llm.batch AS b SET lease_until = NULL
+     WHERE b.worker = p_worker AND b.state NOT IN ('done', 'failed', 'expired', 'cancelled');
+$fn$;
+
 REVOKE ALL ON FUNCTION llm.batch_take(text, text, text, text[], integer, double precision, double precision, double precision, boolean),
                        llm.batch_lease(text, double precision),
                        llm.batch_step(bigint, text, text, text, text, text, bigint, text, text, timestamptz, text),
                        llm.batch_finish(bigint, text, text, integer, integer, integer, text),
-                       llm.batch_status()
+                       llm.batch_status(), llm.batch_let_go(text)
   FROM PUBLIC;
 GRANT EXECUTE ON FUNCTION llm.batch_take(text, text, text, text[], integer, double precision, double precision, double precision, boolean),
                           llm.batch_lease(text, double precision),
                           llm.batch_step(bigint, text, text, text, text, text, bigint, text, text, timestamptz, text),
                           llm.batch_finish(bigint, text, text, integer, integer, integer, text),
-                          llm.batch_status()
+                          llm.batch_status(), llm.batch_let_go(text)
    TO pgllm_worker;
