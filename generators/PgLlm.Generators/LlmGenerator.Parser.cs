@@ -204,6 +204,11 @@ public sealed partial class LlmGenerator
                 return null;
             }
 
+            if (TierOf(attribute, name, typeName, diagnostics, cancellationToken) is not { } tier)
+            {
+                return null;
+            }
+
             var tokens = TemplateSyntax.Parse(prompt!, out var error, out var errorOffset);
             if (error is not null)
             {
@@ -318,7 +323,22 @@ public sealed partial class LlmGenerator
                 reads.Select(r => r.ColumnName).ToEquatableArray(),
                 reads.Select(r => r.ColumnName).ToEquatableArray(),
                 reads.Where(r => r.IsImage).Select(r => r.ColumnName).ToEquatableArray(),
-                targetSchemas.ToEquatableArray());
+                targetSchemas.ToEquatableArray(),
+                Tier: tier);
+        }
+
+        /// <summary>The task's tier (LlmTier, read as its number): Live unless set; null after an error (a value that is not an LlmTier).</summary>
+        private static TierMode? TierOf(AttributeData attribute, string taskName, string typeName, List<DiagnosticInfo> diagnostics, CancellationToken cancellationToken)
+        {
+            var value = NamedInt(attribute, "Tier") ?? (int)TierMode.Live;
+            if (value is < (int)TierMode.Live or > (int)TierMode.Batch)
+            {
+                diagnostics.Add(Diagnostic(DiagnosticDescriptors.InvalidArgument, NamedArgumentLocation(attribute, "Tier", cancellationToken),
+                    $"Task '{taskName}' on '{typeName}': Tier must be LlmTier.Live or LlmTier.Batch"));
+                return null;
+            }
+
+            return (TierMode)value;
         }
 
         /// <summary>

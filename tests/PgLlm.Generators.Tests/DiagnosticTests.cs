@@ -139,6 +139,7 @@ public sealed class DiagnosticTests
     [InlineData("Temperature = 2.5", "Temperature must be between 0 and 2")]
     [InlineData("Temperature = -0.1", "Temperature must be between 0 and 2")]
     [InlineData("MaxOutputTokens = 0", "MaxOutputTokens must be at least 1")]
+    [InlineData("Tier = (LlmTier)2", "Tier must be LlmTier.Live or LlmTier.Batch")]
     public void PGLLM009_invalid_model_options(string option, string message)
     {
         var (diagnostic, source) = Single($$"""

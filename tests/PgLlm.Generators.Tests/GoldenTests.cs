@@ -69,6 +69,33 @@ public sealed class GoldenTests
         }
         """;
 
+    // The batch tier: 'catalog' (an [LlmTask]) and 'summary_de' go through the provider's Batch API; 'summary' is live
+    // work, and 'summary_de' reads what it writes (a batch-tier task in a chain). Batch-tier jobs are enqueued at
+    // priority 2 without a wake-up or a promotion, and their registry rows say tier => 'batch'.
+    internal const string Batch = """
+        using PgLlm;
+
+        namespace Shop;
+
+        [LlmTable("products")]
+        [LlmTask("Tags and a category for {Description}", nameof(Tags), nameof(Category), Name = "catalog", Tier = LlmTier.Batch)]
+        public sealed record Product(long Id, string Description)
+        {
+            [LlmColumn("Summarize {Description}")]
+            public string? Summary { get; init; }
+
+            [LlmColumn("Translate to German: {Summary}", Tier = LlmTier.Batch)]
+            public string? SummaryDe { get; init; }
+
+            public string? Tags { get; init; }
+
+            public string? Category { get; init; }
+        }
+        """;
+
+    [Fact]
+    public void Batch_tier_generated_code_and_sql_match_golden_files() => VerifyAll("Batch", Batch);
+
     [Fact]
     public void Chain_generated_code_and_sql_match_golden_files() => VerifyAll("Chain", Chain);
 

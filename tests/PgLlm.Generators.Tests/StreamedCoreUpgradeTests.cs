@@ -19,9 +19,9 @@ public sealed class StreamedCoreUpgradeTests : IAsyncLifetime
         "image_url text NOT NULL, total numeric(12, 2), taxes numeric(12, 2));";
 
     // The columns the streamed core made: queue step 4 adds the answer record's, empty for these jobs, and step 11
-    // the claim priority and run (0 and none for them).
+    // the claim priority and run (0 and none for them); step 13 the batch and its tries (none and 0).
     private const string Jobs =
-        "SELECT (to_jsonb(j) - ARRAY['answer', 'model', 'task_hash', 'cache_hit', 'estimated_cost', 'priority', 'run_id'])::text FROM llm.job AS j ORDER BY j.id";
+        "SELECT (to_jsonb(j) - ARRAY['answer', 'model', 'task_hash', 'cache_hit', 'estimated_cost', 'priority', 'run_id', 'batch_id', 'batch_tries'])::text FROM llm.job AS j ORDER BY j.id";
 
     private LocalPostgres _postgres = null!;
 

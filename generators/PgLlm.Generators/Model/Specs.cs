@@ -22,6 +22,7 @@ internal sealed record ColumnSpec(string Name, string SqlType);
 /// <param name="RequiredColumns">Read columns that must be non-null for a job to be enqueued (today: all of them, as in the reference's WHEN clauses).</param>
 /// <param name="ImageColumns">Read columns marked [LlmImage]: sent as image content parts, not text.</param>
 /// <param name="After">The tasks of the table whose targets this one reads, directly or through others (its upstreams), in declaration order: its jobs wait for theirs.</param>
+/// <param name="Tier">How its jobs reach the model (LlmTier): the normal path, or the batch tier (priority 2, the provider's Batch API).</param>
 internal sealed record TaskSpec(
     string Name,
     string Prompt,
@@ -34,7 +35,8 @@ internal sealed record TaskSpec(
     EquatableArray<string> RequiredColumns,
     EquatableArray<string> ImageColumns,
     EquatableArray<TargetSpec> Targets,
-    EquatableArray<string> After = default);
+    EquatableArray<string> After = default,
+    TierMode Tier = TierMode.Live);
 
 /// <summary>A column the model's answer fills, with the JSON schema (a compact JSON text) its value must match.</summary>
 /// <param name="Kind">What the answer is, as the runtime's table check names it (<c>string</c>, <c>integer</c>, <c>array of string</c>...).</param>
@@ -52,6 +54,16 @@ internal enum OverwriteMode
 
     /// <summary>Always written.</summary>
     Always = 2,
+}
+
+/// <summary>The values of PgLlm.LlmTier, which the generator reads as numbers.</summary>
+internal enum TierMode
+{
+    /// <summary>The normal path: jobs at priority 0, a sleeping worker woken.</summary>
+    Live = 0,
+
+    /// <summary>The batch tier: jobs at priority 2, which only the batch worker collects.</summary>
+    Batch = 1,
 }
 
 /// <summary>A diagnostic to report, held without Roslyn objects except its descriptor.</summary>

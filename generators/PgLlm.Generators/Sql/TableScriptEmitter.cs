@@ -77,7 +77,7 @@ internal static class TableScriptEmitter
     private static string Header(TaskSql t) => $"""
         -- Task {t.Name}
         --   reads:  {(t.Task.ReadColumns.Count == 0 ? "(nothing)" : string.Join(", ", t.Task.ReadColumns))}
-        --   writes: {string.Join(", ", t.Task.Targets.Select(x => x.Column + (x.Overwrite == OverwriteMode.IfUnedited ? string.Empty : " (overwrite: " + x.Overwrite + ")")))}{(t.Task.After.Count == 0 ? string.Empty : "\n--   after:  " + string.Join(", ", t.Task.After))}
+        --   writes: {string.Join(", ", t.Task.Targets.Select(x => x.Column + (x.Overwrite == OverwriteMode.IfUnedited ? string.Empty : " (overwrite: " + x.Overwrite + ")")))}{(t.Task.After.Count == 0 ? string.Empty : "\n--   after:  " + string.Join(", ", t.Task.After))}{(t.IsBatch ? "\n--   tier:   batch" : string.Empty)}
 
         """;
 
@@ -89,7 +89,7 @@ internal static class TableScriptEmitter
     /// </summary>
     private static string EnqueueFunction(TaskSql t)
     {
-        var body = $$"""
+        var body = t.IsBatch ? BatchEnqueueBody(t) : $$"""
 
             BEGIN
                 INSERT INTO llm.job (task, row_key, max_attempts)
@@ -112,6 +112,23 @@ internal static class TableScriptEmitter
 
             """;
     }
+
+    /// <summary>
+    /// A batch-tier task's trigger body (LlmTier.Batch): its job waits at priority 2 for the batch worker, which
+    /// collects on its own schedule, so no worker is woken; a pending job of the row (the batch tier's, or a
+    /// re-run's) already covers its latest values and keeps its priority.
+    /// </summary>
+    private static string BatchEnqueueBody(TaskSql t) => $"""
+
+        BEGIN
+            -- The batch tier: the batch worker collects its pending jobs on its own schedule (no wake-up).
+            INSERT INTO llm.job (task, row_key, max_attempts, priority)
+            VALUES ({Literal(t.Name)}, {t.RowKeyOfNew}, {t.MaxAttempts}, 2)
+            ON CONFLICT (task, row_key) WHERE state = 'pending' DO NOTHING;
+            RETURN NULL;
+        END
+
+        """;
 
     /// <summary>
     /// The rows' current values for a batch of claimed jobs, with the hash the write-back compares against;
@@ -199,7 +216,10 @@ internal static class TableScriptEmitter
 
         """;
 
-    /// <summary>The registry row: what the worker renders and asks for, and the functions it calls.</summary>
+    /// <summary>
+    /// The registry row: what the worker renders and asks for, and the functions it calls. A batch-tier task's row says
+    /// so (<c>tier => 'batch'</c>; a live task's leaves the default); the tier is not part of the definition hash.
+    /// </summary>
     private static string Registration(TaskSql t)
     {
         var task = t.Task;
@@ -217,7 +237,7 @@ internal static class TableScriptEmitter
                 json_schema => {Literal(JsonSchema(task))}::json,
                 model => {Literal(task.Model)}, max_attempts => {t.MaxAttempts}, temperature => {temperature ?? "NULL"}, max_output_tokens => {maxOutputTokens ?? "NULL"},
                 enqueue_function => {Literal(t.Enqueue)}, inputs_function => {Literal(t.Inputs)},
-                complete_function => {Literal(t.WriteBack)}, definition_hash => {Literal(Hash(definition).Substring(0, 16))}{t.AfterArgument});
+                complete_function => {Literal(t.WriteBack)}, definition_hash => {Literal(Hash(definition).Substring(0, 16))}{t.AfterArgument}{(t.IsBatch ? ",\n    tier => 'batch'" : string.Empty)});
 
             """;
     }
@@ -316,6 +336,7 @@ internal static class TableScriptEmitter
                 : ",\n    after => " + TextArray(task.After.Select(a => table.Schema + "." + table.Table + ":" + a));
             WakeDownstream = table.Tasks.Any(o => o.After.Contains(task.Name))
                 ? "    PERFORM llm.wake_after(" + Literal(Name) + ", p_job_ids);\n" : string.Empty;
+            IsBatch = task.Tier == TierMode.Batch;
         }
 
         /// <summary>One target's assignment: an edited cell (IfUnedited) or a value (Never) is kept, Always writes the answer.</summary>
@@ -364,5 +385,8 @@ internal static class TableScriptEmitter
 
         /// <summary>The write-back's wake of the downstream tasks' waiting jobs, or nothing for a task no other reads.</summary>
         public string WakeDownstream { get; }
+
+        /// <summary>Whether the task's jobs go to the batch tier (LlmTier.Batch).</summary>
+        public bool IsBatch { get; }
     }
 }

@@ -29,6 +29,13 @@ public abstract class LlmTaskBaseAttribute : Attribute
 
     /// <summary>The most tokens the answer may use; 0 (unset) leaves the endpoint's default.</summary>
     public int MaxOutputTokens { get; set; }
+
+    /// <summary>
+    /// How the task's jobs reach the model: <see cref="LlmTier.Live"/> by default (the normal path, answered in
+    /// seconds), or <see cref="LlmTier.Batch"/> (through the provider's Batch API, within its batch window at about
+    /// half the price). The tier is not part of the task's definition: changing it does not make rows stale.
+    /// </summary>
+    public LlmTier Tier { get; set; }
 }
 
 /// <summary>One model call fills the column of the property this is on.</summary>
@@ -109,4 +116,17 @@ public enum LlmOverwrite
 
     /// <summary>Always written: an answer replaces whatever the cell holds, an edit included.</summary>
     Always = 2,
+}
+
+/// <summary>How a task's jobs reach the model (<see cref="LlmTaskBaseAttribute.Tier"/>).</summary>
+public enum LlmTier
+{
+    /// <summary>The default: the normal path; a job is answered as soon as a worker takes it.</summary>
+    Live = 0,
+
+    /// <summary>
+    /// The task's jobs go through the provider's Batch API: answered within the batch window (up to 24 h) at about
+    /// half the price. Live changes of a row still re-run it, in the batch tier.
+    /// </summary>
+    Batch = 1,
 }

@@ -54,3 +54,12 @@ CREATE TABLE articles (
     summary  text,
     headline text
 );
+
+-- The batch tier (Runtime/BatchTierDeclarationTests.cs): a batch-tier task reads the body, a live one the note.
+CREATE TABLE batch_notes (
+    id       bigint PRIMARY KEY,
+    body     text NOT NULL,
+    note     text,
+    category text,
+    summary  text
+);
