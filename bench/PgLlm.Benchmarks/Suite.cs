@@ -167,6 +167,11 @@ internal sealed partial class Suite
             await MeasureBackfillAsync();
         }
 
+        if (_settings.Runs("batch_backfill"))
+        {
+            await MeasureBatchBackfillAsync();
+        }
+
         _results["load_average_at_end"] = LoadAverage();
     }
 
@@ -892,7 +897,7 @@ internal sealed partial class Suite
 
     private async Task ResetAsync()
     {
-        await _db.ExecuteAsync("TRUNCATE public.bench_items, public.bench_plain, llm.job RESTART IDENTITY");
+        await _db.ExecuteAsync("TRUNCATE public.bench_items, public.bench_plain, llm.job, llm.batch RESTART IDENTITY");
         await _db.ExecuteAsync("CHECKPOINT");
     }
 

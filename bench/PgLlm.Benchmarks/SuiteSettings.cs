@@ -54,6 +54,9 @@ internal sealed record SuiteSettings
     /// <summary>Existing rows a backfill enqueues: 1,000,000 in the full run.</summary>
     public int BackfillRows => Quick ? 50_000 : 1_000_000;
 
+    /// <summary>Existing rows backfilled through the batch tier: 1,000,000 in the full run.</summary>
+    public int BatchBackfillRows => Quick ? 50_000 : 1_000_000;
+
     /// <summary>Whether <paramref name="group"/> is measured: every group, or those <c>--only</c> names (comma-separated).</summary>
     public bool Runs(string group) => Only is null || Only.Split(',', StringSplitOptions.TrimEntries).Contains(group, StringComparer.OrdinalIgnoreCase);
 

@@ -28,10 +28,11 @@ internal sealed class WorkerChild : IAsyncDisposable
         _errors = process.StandardError.ReadToEndAsync();
     }
 
-    public static WorkerChild Start(string connectionString, Uri baseUrl, string apiKey, WorkerSettings settings) =>
+    /// <summary>Starts the worker; with <paramref name="batchTier"/>, its batch tier sends batches at once and polls every 100 ms.</summary>
+    public static WorkerChild Start(string connectionString, Uri baseUrl, string apiKey, WorkerSettings settings, bool batchTier = false) =>
         new(Process.Start(StartInfo(
                 "worker", connectionString, baseUrl.ToString(), apiKey,
-                settings.Concurrency.ToString(CultureInfo.InvariantCulture), settings.BatchSize.ToString(CultureInfo.InvariantCulture)))
+                settings.Concurrency.ToString(CultureInfo.InvariantCulture), settings.BatchSize.ToString(CultureInfo.InvariantCulture), batchTier ? "batch" : "live"))
             ?? throw new InvalidOperationException("could not start the worker process"));
 
     /// <summary>This program again, as a child process with redirected standard streams.</summary>
@@ -115,12 +116,12 @@ internal sealed class WorkerChild : IAsyncDisposable
         _process.Dispose();
     }
 
-    /// <summary>The child's main: args are connection, base URL, API key, concurrency, batch size.</summary>
+    /// <summary>The child's main: args are connection, base URL, API key, concurrency, batch size, and the batch tier's pace (live or batch).</summary>
     public static async Task<int> RunAsChildAsync(string[] args)
     {
-        if (args.Length != 5)
+        if (args.Length != 6)
         {
-            await Console.Error.WriteLineAsync("usage: worker <connection> <base-url> <api-key> <concurrency> <batch-size>");
+            await Console.Error.WriteLineAsync("usage: worker <connection> <base-url> <api-key> <concurrency> <batch-size> live|batch");
             return 2;
         }
 
@@ -138,6 +139,12 @@ internal sealed class WorkerChild : IAsyncDisposable
                 Retention = null,
             },
         };
+        if (args[5] == "batch")
+        {
+            options.Batch.MaxWait = TimeSpan.Zero;
+            options.Batch.PollInterval = TimeSpan.FromMilliseconds(100);
+        }
+
         await using var dataSource = NpgsqlDataSource.Create(options.ConnectionString);
         using var worker = new PgLlmWorker(dataSource, ChatClientFactory.Create(options), Options.Create(options));
         using var stop = new CancellationTokenSource();

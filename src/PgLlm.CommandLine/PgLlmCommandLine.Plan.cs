@@ -97,6 +97,10 @@ public sealed partial class PgLlmCommandLine
             WriteFigure("input tokens", string.Create(CultureInfo.InvariantCulture, $"~{rerun.InputTokens:N0}"), TokenBasis(rerun.InputSource, rerun));
             WriteFigure("output tokens", string.Create(CultureInfo.InvariantCulture, $"~{rerun.OutputTokens:N0}"), TokenBasis(rerun.OutputSource, rerun));
             WriteFigure("cost", TaskPlan.FormatCost(rerun.EstimatedCost), rerun.EstimatedCost is null ? "PgLlm:Prices or llm.model_price" : null);
+            if (rerun.EstimatedBatchCost is { } batchCost)
+            {
+                WriteFigure("batch cost", TaskPlan.FormatCost(batchCost), "rerun --batch: batch prices, within the batch window");
+            }
             WriteFigure("time", TaskPlan.FormatDuration(rerun.Duration), DurationBasis(rerun));
         }
 
@@ -206,6 +210,7 @@ public sealed partial class PgLlmCommandLine
         WriteNumberOrNull(json, "charactersPerToken", rerun.CharactersPerToken is { } perToken ? (decimal)Math.Round(perToken, 3) : null);
         json.WriteNumber("historyJobs", rerun.HistoryJobs);
         WriteNumberOrNull(json, "estimatedCost", rerun.EstimatedCost);
+        WriteNumberOrNull(json, "estimatedBatchCost", rerun.EstimatedBatchCost);
         WriteNumberOrNull(json, "seconds", rerun.Duration is { } duration ? (decimal)Math.Round(duration.TotalSeconds, 3) : null);
         json.WriteString("timeFrom", JsonNamingPolicy.CamelCase.ConvertName(rerun.DurationSource.ToString()));
         json.WriteString("timeBasis", rerun.DurationBasis);

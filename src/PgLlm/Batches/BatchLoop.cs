@@ -73,7 +73,7 @@ internal sealed partial class BatchLoop
                     LogDatabaseError(ex);
                 }
 
-                await Task.Delay(_untilIdle ? TimeSpan.FromTicks(Math.Min(_batch.PollInterval.Ticks, TimeSpan.FromMilliseconds(200).Ticks)) : _batch.PollInterval, _context.Time, stoppingToken).ConfigureAwait(false);
+                await Task.Delay(_batch.PollInterval, _context.Time, stoppingToken).ConfigureAwait(false);
             }
         }
         catch (OperationCanceledException) when (stoppingToken.IsCancellationRequested)

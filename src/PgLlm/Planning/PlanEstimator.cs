@@ -54,8 +54,8 @@ public static class PlanEstimator
             var price = await PlanPrices.ForModelAsync(dataSource, options, task.Model, cancellationToken).ConfigureAwait(false);
             estimate = estimate with
             {
-                EstimatedCost = price is null ? null
-                    : Math.Round(((estimate.InputTokens * price.InputPerMillion) + (estimate.OutputTokens * price.OutputPerMillion)) / 1_000_000m, 6),
+                EstimatedCost = price is null ? null : PlanPrices.CostOf(price, estimate.InputTokens, estimate.OutputTokens, batch: false),
+                EstimatedBatchCost = price is null ? null : PlanPrices.CostOf(price, estimate.InputTokens, estimate.OutputTokens, batch: true),
             };
             estimate = await PlanDuration.EstimateAsync(dataSource, options, task.Model, history, estimate, cancellationToken).ConfigureAwait(false);
         }

@@ -71,6 +71,9 @@ public sealed record RerunEstimate
     /// <summary>The estimated cost at the configured prices; null when no price is known for the task's model.</summary>
     public decimal? EstimatedCost { get; init; }
 
+    /// <summary>The estimated cost through the batch tier (<c>rerun --batch</c>): at the batch prices, by default half; null without prices.</summary>
+    public decimal? EstimatedBatchCost { get; init; }
+
     /// <summary>How long the re-run would take; null when unknown.</summary>
     public TimeSpan? Duration { get; init; }
 
@@ -105,8 +108,11 @@ public sealed record TaskPlan(string Task, string? Model, string DefinitionHash,
     public string DescribeChange(string? previousHash) => string.Create(CultureInfo.InvariantCulture,
         $"{Task}: definition changed{(previousHash is null ? string.Empty : $" ({Short(previousHash)} -> {Short(DefinitionHash)})")}: " +
         $"{Rows.Stale:N0} rows stale, {Rows.Current:N0} current, {Rows.NeverFilled:N0} never filled; re-running the stale rows: " +
-        $"~{Rerun.InputTokens:N0} input + ~{Rerun.OutputTokens:N0} output tokens, {FormatCost(Rerun.EstimatedCost)}, " +
+        $"~{Rerun.InputTokens:N0} input + ~{Rerun.OutputTokens:N0} output tokens, {FormatCost(Rerun.EstimatedCost)}{BatchCostText}, " +
         $"{FormatDuration(Rerun.Duration)}; run `pgllm plan` / `pgllm rerun`");
+
+    /// <summary>The re-run's cost through the batch tier, in parentheses; nothing without prices.</summary>
+    private string BatchCostText => Rerun.EstimatedBatchCost is { } batch ? $" ({FormatCost(batch)} through the batch tier)" : string.Empty;
 
     /// <summary>A cost for people: <c>~0.0123</c>, or <c>no prices</c>.</summary>
     public static string FormatCost(decimal? cost) =>

@@ -58,6 +58,52 @@ public sealed class BatchTierTests
         Assert.True(tokens > Rows);
         Assert.Equal(await live.DataSource.ScalarAsync<decimal>("SELECT sum(estimated_cost) FROM llm.job") / 2, cost);
     }
+
+    [Fact]
+    public async Task Backfill_and_rerun_with_batch_send_their_jobs_to_the_batch_tier_and_status_shows_the_batches()
+    {
+        await using var model = await LocalModelServer.StartAsync();
+        await using var db = await Ops.CreateDatabaseAsync(_fixture);
+        await Batch.InsertWithoutJobsAsync(db.DataSource, 30);
+        var configuration = Ops.Configuration(_fixture);
+
+        var (exit, output) = await Ops.RunAsync(configuration, db.ConnectionString, "backfill", "--task", Batch.Task, "--batch");
+        Assert.True(exit == 0, output);
+        Assert.Contains("30 jobs enqueued for the batch tier", output, StringComparison.Ordinal);
+        Assert.Equal("30|2|batch", await db.DataSource.ScalarAsync<string>(
+            "SELECT concat_ws('|', count(*), max(j.priority), max(r.tier)) FROM llm.job AS j JOIN llm.run AS r ON r.id = j.run_id"));
+        await Batch.DrainAsync(db.DataSource, model);
+        Assert.Equal(30L, await Batch.WrittenOnceAsync(db.DataSource));
+
+        // A re-run of the stale rows after a definition change, through the batch tier as well.
+        await db.DataSource.ExecAsync($"UPDATE llm.task SET definition_hash = 'changed' WHERE name = '{Batch.Task}'");
+        using (var stop = new CancellationTokenSource(TimeSpan.FromSeconds(90)))
+        {
+            using var worker = Ops.Worker(db.DataSource, Batch.Options(model));
+            var running = worker.RunAsync(stop.Token);
+            (exit, output) = await Ops.RunAsync(configuration, db.ConnectionString, "rerun", "--task", Batch.Task, "--stale", "--batch");
+            await stop.CancelAsync();
+            await running;
+        }
+
+        Assert.True(exit == 0, output);
+        Assert.Contains("30 rows written, 0 failed", output, StringComparison.Ordinal);
+        Assert.Equal(60, model.Requests.Count(r => r.ViaBatch));
+        Assert.Equal(0, model.Requests.Count(r => !r.ViaBatch));
+
+        (exit, output) = await Ops.RunAsync(configuration, db.ConnectionString, "batch", "list");
+        Assert.True(exit == 0, output);
+        Assert.Contains("Batch 1 done: 30 lines, 30 answered, 0 failed, 0 missing", output, StringComparison.Ordinal);
+        Assert.Contains("Batch 2 done: 30 lines, 30 answered, 0 failed, 0 missing", output, StringComparison.Ordinal);
+        (exit, output) = await Ops.RunAsync(configuration, db.ConnectionString, "status", "--json");
+        Assert.True(exit == 0, output);
+        using var status = System.Text.Json.JsonDocument.Parse(output);
+        Assert.Equal(2, status.RootElement.GetProperty("batches").GetArrayLength());
+        Assert.Equal("done", status.RootElement.GetProperty("batches")[0].GetProperty("state").GetString());
+        (exit, output) = await Ops.RunAsync(configuration, db.ConnectionString, "batch", "cancel", "99");
+        Assert.Equal(1, exit);
+        Assert.Contains("unknown batch 99", output, StringComparison.Ordinal);
+    }
 }
 
 /// <summary>Plumbing of the batch tier's tests.</summary>
