@@ -194,9 +194,9 @@ public static class ConsoleQueries
         await using var command = dataSource.CreateCommand($"""
             WITH tasks AS (SELECT array_agg(o.name) AS names FROM llm.task AS t JOIN llm.task AS o USING (table_schema, table_name) WHERE t.name = $1)
             SELECT * FROM (
-                SELECT {JobColumns} FROM llm.job AS j WHERE j.task = ANY ((SELECT names FROM tasks)) AND j.row_key = $2::jsonb AND j.state = 'pending'
+                SELECT {JobColumns} FROM llm.job AS j WHERE j.task = ANY ((SELECT names FROM tasks)::text[]) AND j.row_key = $2::jsonb AND j.state = 'pending'
                 UNION ALL
-                SELECT {JobColumns} FROM llm.job AS j WHERE j.task = ANY ((SELECT names FROM tasks)) AND j.row_key = $2::jsonb AND j.state <> 'pending') AS r
+                SELECT {JobColumns} FROM llm.job AS j WHERE j.task = ANY ((SELECT names FROM tasks)::text[]) AND j.row_key = $2::jsonb AND j.state <> 'pending') AS r
              ORDER BY r.id
              LIMIT 1000
             """);

@@ -29,7 +29,8 @@ internal static class Html
         }
 
         var span = value.Value;
-        return span.TotalSeconds < 90 ? span.TotalSeconds.ToString("0", Invariant) + " s"
+        return span.TotalSeconds < 1 ? span.TotalMilliseconds.ToString("0", Invariant) + " ms"
+            : span.TotalSeconds < 90 ? span.TotalSeconds.ToString("0", Invariant) + " s"
             : span.TotalMinutes < 90 ? span.TotalMinutes.ToString("0", Invariant) + " min"
             : span.TotalHours < 48 ? span.TotalHours.ToString("0.0", Invariant) + " h"
             : span.TotalDays.ToString("0.0", Invariant) + " d";
