@@ -167,6 +167,11 @@ internal sealed partial class Suite
             await MeasureBackfillAsync();
         }
 
+        if (_settings.Runs("console"))
+        {
+            await MeasureConsoleOverviewAsync();
+        }
+
         _results["load_average_at_end"] = LoadAverage();
     }
 

@@ -24,26 +24,10 @@ public static class ConsoleQueries
                (SELECT count(*) FROM llm.job AS j WHERE j.task = t.name AND j.state = 'running'),
                (SELECT count(*) FROM llm.job AS j WHERE j.task = t.name AND j.state = 'failed'),
                (SELECT extract(epoch FROM now() - min(j.created_at))::float8 FROM llm.job AS j WHERE j.task = t.name AND j.state = 'pending'),
-               c.filled, c.stale, c.table_rows,
                (SELECT count(*) FROM llm.edited_cell AS e
                  WHERE e.table_schema = t.table_schema AND e.table_name = t.table_name AND e.column_name = ANY (t.target_columns))
           FROM llm.task AS t
-         CROSS JOIN LATERAL llm.console_coverage(t.name) AS c
          ORDER BY t.name
-        """;
-
-    // One walk of job_not_pending over the last days: per task and day (tokens, cost), and per task, state and bucket
-    // within the chart's window (throughput, latency, cache hits).
-    private const string HistorySql = """
-        SELECT j.task, g.day, j.state, g.bucket, count(*),
-               coalesce(sum(j.input_tokens), 0)::bigint, coalesce(sum(j.output_tokens), 0)::bigint, sum(j.estimated_cost),
-               avg(extract(epoch FROM j.finished_at - j.attempted_at)::float8) FILTER (WHERE j.state = 'succeeded' AND j.cache_hit IS NOT TRUE),
-               count(*) FILTER (WHERE j.cache_hit)
-          FROM llm.job AS j
-         CROSS JOIN LATERAL (SELECT (j.finished_at AT TIME ZONE 'UTC')::date AS day,
-                                    CASE WHEN j.finished_at >= $2 THEN date_bin($3, j.finished_at, $2) END AS bucket) AS g
-         WHERE j.state IN ('succeeded', 'failed', 'superseded', 'skipped') AND j.finished_at >= $1
-         GROUP BY GROUPING SETS ((j.task, g.day), (j.task, j.state, g.bucket))
         """;
 
     /// <summary>The overview: every registered task with its figures.</summary>
@@ -51,59 +35,25 @@ public static class ConsoleQueries
     {
         ArgumentNullException.ThrowIfNull(dataSource);
         await using var connection = await dataSource.OpenConnectionAsync(cancellationToken).ConfigureAwait(false);
+        var coverage = await ConsoleCoverage.ReadAsync(dataSource, connection, cancellationToken).ConfigureAwait(false);
         var tasks = new List<ConsoleTask>();
         await using (var command = new NpgsqlCommand(TasksSql, connection))
         await using (var reader = await command.ExecuteReaderAsync(cancellationToken).ConfigureAwait(false))
         {
             while (await reader.ReadAsync(cancellationToken).ConfigureAwait(false))
             {
+                var name = reader.GetString(0);
+                var rows = coverage.GetValueOrDefault(name);
                 tasks.Add(new ConsoleTask(
-                    reader.GetString(0), NullableString(reader, 1), NullableTime(reader, 2), NullableString(reader, 3),
+                    name, NullableString(reader, 1), NullableTime(reader, 2), NullableString(reader, 3),
                     reader.GetInt64(4), reader.GetInt64(5), reader.GetInt64(6),
                     reader.IsDBNull(7) ? null : TimeSpan.FromSeconds(Math.Max(0, reader.GetDouble(7))),
-                    reader.IsDBNull(8) ? 0 : reader.GetInt64(8), reader.IsDBNull(9) ? 0 : reader.GetInt64(9),
-                    reader.IsDBNull(10) ? null : reader.GetInt64(10), reader.GetInt64(11)));
+                    rows.Filled, rows.Stale, rows.TableRows, reader.GetInt64(8)));
             }
         }
 
-        var history = await ReadHistoryAsync(connection, cancellationToken).ConfigureAwait(false);
-        return tasks.Select(t => history.Complete(t)).ToList();
-    }
-
-    private static async Task<HistoryRows> ReadHistoryAsync(NpgsqlConnection connection, CancellationToken cancellationToken)
-    {
-        var now = DateTimeOffset.UtcNow;
-        var firstDay = new DateTimeOffset(now.UtcDateTime.Date, TimeSpan.Zero).AddDays(-(Days - 1));
-        var windowStart = AlignedWindowStart(now);
-        await using var command = new NpgsqlCommand(HistorySql, connection);
-        command.Parameters.Add(new NpgsqlParameter<DateTimeOffset> { TypedValue = firstDay < windowStart ? firstDay : windowStart });
-        command.Parameters.Add(new NpgsqlParameter<DateTimeOffset> { TypedValue = windowStart });
-        command.Parameters.Add(new NpgsqlParameter<TimeSpan> { TypedValue = BucketWidth });
-        var rows = new HistoryRows(windowStart, firstDay);
-        await using var reader = await command.ExecuteReaderAsync(cancellationToken).ConfigureAwait(false);
-        while (await reader.ReadAsync(cancellationToken).ConfigureAwait(false))
-        {
-            var task = reader.GetString(0);
-            if (!reader.IsDBNull(1))
-            {
-                var day = reader.GetFieldValue<DateOnly>(1);
-                rows.AddDay(task, new ConsoleDay(day, reader.GetInt64(4), reader.GetInt64(5), reader.GetInt64(6), reader.IsDBNull(7) ? null : reader.GetDecimal(7)));
-            }
-            else if (!reader.IsDBNull(3))
-            {
-                rows.AddBucket(task, reader.GetString(2), reader.GetFieldValue<DateTimeOffset>(3), reader.GetInt64(4),
-                    reader.IsDBNull(8) ? null : reader.GetDouble(8), reader.GetInt64(9));
-            }
-        }
-
-        return rows;
-    }
-
-    /// <summary>The chart window's start, on a bucket boundary (so that buckets stay put between refreshes).</summary>
-    internal static DateTimeOffset AlignedWindowStart(DateTimeOffset now)
-    {
-        var start = now - ChartWindow + BucketWidth;
-        return new DateTimeOffset(start.UtcTicks - (start.UtcTicks % BucketWidth.Ticks), TimeSpan.Zero);
+        var history = await ConsoleHistory.ReadAsync(dataSource, connection, cancellationToken).ConfigureAwait(false);
+        return tasks.Select(history.Complete).ToList();
     }
 
     /// <summary>Dead letters grouped by task and last error, the largest groups first.</summary>
@@ -362,63 +312,4 @@ public static class ConsoleQueries
 
     private static DateTimeOffset? NullableTime(NpgsqlDataReader reader, int ordinal) =>
         reader.IsDBNull(ordinal) ? null : reader.GetFieldValue<DateTimeOffset>(ordinal);
-
-    /// <summary>The history rows of the overview, gathered per task.</summary>
-    private sealed class HistoryRows(DateTimeOffset windowStart, DateTimeOffset firstDay)
-    {
-        private readonly Dictionary<string, List<ConsoleDay>> _days = new(StringComparer.Ordinal);
-        private readonly Dictionary<string, Dictionary<DateTimeOffset, (long Finished, long Succeeded, double? Latency)>> _buckets = new(StringComparer.Ordinal);
-        private readonly Dictionary<string, Dictionary<string, long>> _states = new(StringComparer.Ordinal);
-        private readonly Dictionary<string, long> _cacheHits = new(StringComparer.Ordinal);
-
-        public void AddDay(string task, ConsoleDay day)
-        {
-            if (day.Day >= DateOnly.FromDateTime(firstDay.UtcDateTime))
-            {
-                Get(_days, task).Add(day);
-            }
-        }
-
-        public void AddBucket(string task, string state, DateTimeOffset start, long count, double? latency, long cacheHits)
-        {
-            var buckets = Get(_buckets, task);
-            var bucket = buckets.GetValueOrDefault(start);
-            var succeeded = state == "succeeded";
-            buckets[start] = (bucket.Finished + count, bucket.Succeeded + (succeeded ? count : 0), succeeded ? latency : bucket.Latency);
-            var states = Get(_states, task);
-            states[state] = states.GetValueOrDefault(state) + count;
-            _cacheHits[task] = _cacheHits.GetValueOrDefault(task) + cacheHits;
-        }
-
-        public ConsoleTask Complete(ConsoleTask task)
-        {
-            var buckets = _buckets.GetValueOrDefault(task.Task) ?? [];
-            var count = (int)(ChartWindow.Ticks / BucketWidth.Ticks);
-            var series = Enumerable.Range(0, count)
-                .Select(i => windowStart + (BucketWidth * i))
-                .Select(start => buckets.TryGetValue(start, out var b) ? new ConsoleBucket(start, b.Finished, b.Succeeded, b.Latency) : new ConsoleBucket(start, 0, 0, null))
-                .ToList();
-            var hourAgo = DateTimeOffset.UtcNow - TimeSpan.FromHours(1);
-            return task with
-            {
-                Buckets = series,
-                Days = (_days.GetValueOrDefault(task.Task) ?? []).OrderBy(d => d.Day).ToList(),
-                SucceededLastHour = series.Where(b => b.Start + BucketWidth > hourAgo).Sum(b => b.Succeeded),
-                Finished24h = _states.GetValueOrDefault(task.Task) ?? new Dictionary<string, long>(),
-                CacheHits24h = _cacheHits.GetValueOrDefault(task.Task),
-            };
-        }
-
-        private static TValue Get<TValue>(Dictionary<string, TValue> map, string key)
-            where TValue : new()
-        {
-            if (!map.TryGetValue(key, out var value))
-            {
-                value = new TValue();
-                map[key] = value;
-            }
-
-            return value;
-        }
-    }
 }
