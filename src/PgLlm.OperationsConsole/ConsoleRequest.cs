@@ -72,7 +72,7 @@ internal sealed class ConsoleRequest
         }
 
         sb.Append('>').Append(TokenField());
-        sb.Append(CultureInfo.InvariantCulture, $"<input type=\"hidden\" name=\"return\" value=\"{E(Context.Request.Path + Context.Request.QueryString.ToString())}\">");
+        sb.Append(CultureInfo.InvariantCulture, $"<input type=\"hidden\" name=\"return\" value=\"{E(Context.Request.PathBase + Context.Request.Path + Context.Request.QueryString.ToString())}\">");
         foreach (var (name, value) in fields)
         {
             sb.Append(CultureInfo.InvariantCulture, $"<input type=\"hidden\" name=\"{E(name)}\" value=\"{E(value)}\">");

@@ -96,7 +96,7 @@ namespace PgLlm.OperationsConsole
             }
 
             var form = await context.Request.ReadFormAsync(context.RequestAborted).ConfigureAwait(false);
-            var back = form["return"].ToString() is { Length: > 0 } r && r.StartsWith(request.Base, StringComparison.Ordinal) && !r.StartsWith("//", StringComparison.Ordinal) ? r : request.Base + "/";
+            var back = IsConsolePath(form["return"].ToString(), request.Base) ? form["return"].ToString() : request.Base + "/";
             string message;
             var failed = false;
             try
@@ -161,6 +161,12 @@ namespace PgLlm.OperationsConsole
                     return string.Empty;
             }
         }
+
+        /// <summary>Whether <paramref name="path"/> is a local path under the console (never another host: no open redirect).</summary>
+        private static bool IsConsolePath(string path, string basePath) =>
+            path.StartsWith(basePath + "/", StringComparison.Ordinal)
+            && !path.StartsWith("//", StringComparison.Ordinal) && !path.StartsWith("/\\", StringComparison.Ordinal)
+            && !path.Contains("://", StringComparison.Ordinal);
 
         private static string Required(IFormCollection form, string name) =>
             form[name].ToString() is { Length: > 0 } value ? value : throw new ArgumentException($"the form has no {name}");

@@ -147,6 +147,22 @@ public sealed class ConsoleBrowserTests
     }
 
     [BrowserFact]
+    public async Task Releasing_an_edited_cell_from_a_row_s_history_lets_the_next_job_write_it()
+    {
+        await using var db = await SeededAsync(good: 1, bad: 0);
+        await db.Owner.ExecAsync("UPDATE tickets SET category = 'set by hand' WHERE id = 1");
+        Assert.Equal(1L, await db.Owner.ScalarAsync<long>("SELECT count(*) FROM llm.edited_cell WHERE column_name = 'category'"));
+        await using var host = await ConsoleFixture.StartConsoleAsync(db);
+        await using var page = await OpenAsync(host, "olivia:operator", "row?task=public.tickets:ticket_category&key=1");
+        Assert.Contains("edited by someone else", await TextAsync(page, "#why [data-why-task=\"public.tickets:ticket_category\"]"), StringComparison.Ordinal);
+
+        await ClickAndWaitAsync(page, "#edited tr[data-column=\"category\"] button[data-action=\"release-cell\"]");
+        Assert.Contains("Cell category is released", await TextAsync(page, "#flash"), StringComparison.Ordinal);
+        Assert.Equal(0L, await db.Owner.ScalarAsync<long>("SELECT count(*) FROM llm.edited_cell"));
+        Assert.Equal("olivia|release-cell|true", await db.Owner.ScalarAsync<string>("SELECT concat_ws('|', actor, action, detail->>'released') FROM llm.console_action"));
+    }
+
+    [BrowserFact]
     public async Task A_read_only_user_is_refused_an_action_and_nothing_is_done_or_logged()
     {
         await using var db = await SeededAsync(good: 1, bad: 2);
