@@ -8,7 +8,9 @@
 #    for the in-database worker's tests, pg_cron and PL/Python (all installed with apt when missing
 #    and running as root) and the http extension (pgsql-http, built from the vendored source tarball
 #    ../shared/vendor/pgsql-http-1.7.2.tar.gz when missing; without the tarball the tests that need
-#    the real extension are skipped, and counted as skipped). No server is started here: the tests
+#    the real extension are skipped, and counted as skipped), and for the operations console's browser
+#    tests Chromium (the Debian package chromium, installed with apt when missing and running as root;
+#    without it those tests are skipped, and counted as skipped). No server is started here: the tests
 #    start their own throwaway instances.
 # 2. Builds PgLlm.sln once, in Release.
 # 3. Runs every test project tests/*/*.csproj in turn, without stopping at a failing one;
@@ -19,6 +21,7 @@
 # Environment:
 #   PGLLM_TEST_RESULTS  keep the .trx files in this directory (default: a temporary one, removed at exit)
 #   PGLLM_PG_BIN        directory of initdb/pg_ctl/postgres, when they are elsewhere (also read by the tests)
+#   PGLLM_CHROMIUM      a Chrome or Chromium executable for the console's browser tests (default: /usr/bin/chromium)
 #   PGLLM_PGSQL_HTTP_TARBALL  the pgsql-http source tarball (default: ../shared/vendor/pgsql-http-1.7.2.tar.gz,
 #                       relative to the repository root)
 #   CI=true             quieter dotnet output (--nologo)
@@ -35,6 +38,8 @@ readonly PG_PLPYTHON_PACKAGE="postgresql-plpython3-15"
 # The real http extension, for the tests marked RealHttpFact: built from source (see ../shared/vendor/README.md).
 readonly PGSQL_HTTP_TARBALL="${PGLLM_PGSQL_HTTP_TARBALL:-../shared/vendor/pgsql-http-1.7.2.tar.gz}"
 readonly PGSQL_HTTP_BUILD_PACKAGES=(postgresql-server-dev-15 libpq-dev libcurl4-openssl-dev build-essential)
+# The operations console's browser tests: headless Chromium from Debian's packages (never a downloaded build).
+readonly CHROMIUM_PACKAGE="chromium"
 
 say() { printf '==> %s\n' "$*"; }
 warn() { printf 'run.sh: %s\n' "$*" >&2; }
@@ -268,6 +273,28 @@ check_http_extension() {
 
 results_dir=""
 keep_results=""
+# Chromium, for the operations console's browser tests: installed with apt when missing (as root); without it
+# those tests are skipped, with the reason, and counted as skipped.
+check_chromium() {
+    local browser
+    for browser in "${PGLLM_CHROMIUM:-}" /usr/bin/chromium "$(command -v chromium 2>/dev/null || true)" "$(command -v chromium-browser 2>/dev/null || true)"; do
+        if [ -n "$browser" ] && [ -x "$browser" ]; then
+            say "Chromium: $browser"
+            return 0
+        fi
+    done
+    if ! is_root || ! command -v apt-get >/dev/null 2>&1; then
+        warn "Chromium is not installed: the console's browser tests will be skipped (sudo apt-get install -y $CHROMIUM_PACKAGE)"
+        return 0
+    fi
+    say "installing $CHROMIUM_PACKAGE with apt (for the console's browser tests)"
+    local rc=0
+    apt_install "$CHROMIUM_PACKAGE" || rc=$?
+    if [ "$rc" -ne 0 ]; then
+        warn "apt-get could not install $CHROMIUM_PACKAGE (exit code $rc): the console's browser tests will be skipped"
+    fi
+}
+
 cleanup() {
     if [ -z "$keep_results" ] && [ -n "$results_dir" ] && [ -d "$results_dir" ]; then
         rm -rf "$results_dir"
@@ -470,6 +497,7 @@ check_dotnet
 check_postgres
 check_postgres_extensions
 check_http_extension
+check_chromium
 
 if [ -n "${PGLLM_TEST_RESULTS:-}" ]; then
     mkdir -p "$PGLLM_TEST_RESULTS"

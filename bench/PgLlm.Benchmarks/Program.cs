@@ -5,7 +5,7 @@
 //   dotnet run -c Release --project bench/PgLlm.Benchmarks               full run (several minutes)
 //   dotnet run -c Release --project bench/PgLlm.Benchmarks -- --quick    every measurement, smaller, under a minute
 //   ... -- --out path.json       write the results elsewhere
-//   ... -- --only drain_0ms      run one measurement group (insert, trigger, drain_0ms, drain_200ms, drain_2s_1000, scaling, pickup, rerun_pickup, update, rss, backfill), or several: --only insert,trigger
+//   ... -- --only drain_0ms      run one measurement group (insert, trigger, drain_0ms, drain_200ms, drain_2s_1000, scaling, pickup, rerun_pickup, update, rss, backfill, console), or several: --only insert,trigger
 //   ... -- --stats               print the top statements from pg_stat_statements at the end
 //
 // The worker always runs as a separate process (this program, started with "worker"), so its

@@ -172,6 +172,11 @@ internal sealed partial class Suite
             await MeasureBatchBackfillAsync();
         }
 
+        if (_settings.Runs("console"))
+        {
+            await MeasureConsoleOverviewAsync();
+        }
+
         _results["load_average_at_end"] = LoadAverage();
     }
 

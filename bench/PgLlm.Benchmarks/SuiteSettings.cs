@@ -58,6 +58,12 @@ internal sealed record SuiteSettings
     public int BatchBackfillRows => Quick ? 50_000 : 1_000_000;
 
     /// <summary>Whether <paramref name="group"/> is measured: every group, or those <c>--only</c> names (comma-separated).</summary>
+    /// <summary>Finished jobs in history for the console's overview (the million).</summary>
+    public int ConsoleHistoryJobs => Quick ? 100_000 : 1_000_000;
+
+    /// <summary>Reads of the console's overview measured.</summary>
+    public int ConsoleReads => Quick ? 20 : 100;
+
     public bool Runs(string group) => Only is null || Only.Split(',', StringSplitOptions.TrimEntries).Contains(group, StringComparer.OrdinalIgnoreCase);
 
     public static SuiteSettings Parse(string[] args)
@@ -79,7 +85,7 @@ internal sealed record SuiteSettings
     }
 
     /// <summary>The measurement groups <c>--only</c> accepts.</summary>
-    public static readonly string[] Groups = ["insert", "trigger", "drain_0ms", "drain_200ms", "drain_2s_1000", "scaling", "pickup", "rerun_pickup", "update", "rss", "backfill"];
+    public static readonly string[] Groups = ["insert", "trigger", "drain_0ms", "drain_200ms", "drain_2s_1000", "scaling", "pickup", "rerun_pickup", "update", "rss", "backfill", "console"];
 
     private static string CheckGroups(string only)
     {

@@ -91,6 +91,7 @@ public sealed partial class PgLlmCommandLine
         RootCommand.Subcommands.Add(CreateRerunCommand());
         RootCommand.Subcommands.Add(CreateScriptCommand());
         RootCommand.Subcommands.Add(CreateDevCommand());
+        RootCommand.Subcommands.Add(CreateConsoleCommand());
     }
 
     /// <summary>The command tree, to add commands or invoke it with custom settings.</summary>

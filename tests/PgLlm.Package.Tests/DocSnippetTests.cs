@@ -149,6 +149,9 @@ public sealed partial class DocSnippetTests(PackagesFixture packages)
         var commandLine = packages.PackageIds.Contains("PgLlm.CommandLine")
             ? $"""<PackageReference Include="PgLlm.CommandLine" Version="{packages.Version}" />"""
             : string.Empty;
+        var operationsConsole = packages.PackageIds.Contains("PgLlm.OperationsConsole")
+            ? $"""<PackageReference Include="PgLlm.OperationsConsole" Version="{packages.Version}" />"""
+            : string.Empty;
         return $"""
             <Project Sdk="Microsoft.NET.Sdk">
               <PropertyGroup>
@@ -163,6 +166,7 @@ public sealed partial class DocSnippetTests(PackagesFixture packages)
                 <PackageReference Include="PgLlm" Version="{packages.Version}" />
                 <PackageReference Include="PgLlm.Local" Version="{packages.Version}" />
                 {commandLine}
+                {operationsConsole}
                 <PackageReference Include="Microsoft.Extensions.Hosting" Version="{Repository.CentralVersion("Microsoft.Extensions.Hosting")}" />
               </ItemGroup>
             </Project>

@@ -19,6 +19,12 @@ public sealed class PackageContentTests(PackagesFixture packages)
             expected.Add("PgLlm.CommandLine");
         }
 
+        // The operations console, once the solution has it.
+        if (File.Exists(Path.Combine(packages.RepositoryRoot, "src", "PgLlm.OperationsConsole", "PgLlm.OperationsConsole.csproj")))
+        {
+            expected.Add("PgLlm.OperationsConsole");
+        }
+
         Assert.Equal(expected.Order(StringComparer.Ordinal), packages.PackageIds);
         foreach (var id in expected)
         {

@@ -296,6 +296,10 @@ public sealed class PrivilegeTests
         Assert.Contains("CREATE ROLE pgllm_worker NOLOGIN", (error.InnerException as PostgresException)?.Hint ?? error.Message, StringComparison.Ordinal);
 
         await superuser.ExecAsync("CREATE ROLE pgllm_worker NOLOGIN");
+        // The operations console's role (queue step 14), likewise.
+        var console = await Assert.ThrowsAsync<PgLlmMigrationException>(() => new PgLlmMigrator(owner, PgLlmFixture.Scripts).MigrateAsync());
+        Assert.Contains("CREATE ROLE pgllm_console NOLOGIN", (console.InnerException as PostgresException)?.Hint ?? console.Message, StringComparison.Ordinal);
+        await superuser.ExecAsync("CREATE ROLE pgllm_console NOLOGIN");
         await new PgLlmMigrator(owner, PgLlmFixture.Scripts).MigrateAsync();
         Assert.True(await owner.ScalarAsync<long>("SELECT count(*) FROM llm.task") > 0);
         Assert.True(await owner.ScalarAsync<bool>("SELECT has_function_privilege('pgllm_worker', 'llm.claim(text,integer,double precision)', 'EXECUTE')"));

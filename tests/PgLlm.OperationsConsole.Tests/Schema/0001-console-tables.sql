@@ -1,0 +1,11 @@
+CREATE TABLE tickets (
+    id       bigint PRIMARY KEY,
+    body     text NOT NULL,
+    category text
+);
+
+CREATE TABLE notes (
+    id      bigint PRIMARY KEY,
+    body    text NOT NULL,
+    summary text
+);
