@@ -728,6 +728,27 @@ internal sealed partial class Suite
     /// Rows whose jobs are scheduled a day ahead, in one transaction, so that a running worker never sees them
     /// due (no one else adds jobs meanwhile: the user updates write a column no task reads).
     /// </summary>
+    /// <summary>
+    /// The chunk's jobs still pending go back to the jobs scheduled ahead. This bulk update can meet the worker's
+    /// claim on the same rows in a deadlock (the harness's statement, not PgLlm's): it is tried again, up to 5 times.
+    /// </summary>
+    private async Task<long> PostponeLeftoversAsync(long[] due)
+    {
+        for (var attempt = 1; ; attempt++)
+        {
+            try
+            {
+                return await _db.ScalarAsync<long>(
+                    "WITH r AS (UPDATE llm.job SET scheduled_at = now() + interval '1 day' " +
+                    $"WHERE id BETWEEN {due[0]} AND {due[1]} AND state = 'pending' AND scheduled_at <= now() RETURNING 1) SELECT count(*) FROM r");
+            }
+            catch (PostgresException ex) when (ex.SqlState == PostgresErrorCodes.DeadlockDetected && attempt < 5)
+            {
+                Progress($"  the harness's postponing of leftovers met the worker in a deadlock; trying again ({attempt})");
+            }
+        }
+    }
+
     private async Task AddScheduledAheadAsync(UpdateBacklog backlog, long rows)
     {
         var before = await _db.ScalarAsync<long>("SELECT coalesce(max(id), 0) FROM llm.job");
@@ -797,9 +818,7 @@ internal sealed partial class Suite
         // What is left of the chunk goes back to the jobs scheduled ahead (the jobs in flight finish meanwhile;
         // an idle window waits for them): no window follows a long drain of leftovers, and the next chunk takes
         // them again.
-        backlog.Pool += await _db.ScalarAsync<long>(
-            "WITH r AS (UPDATE llm.job SET scheduled_at = now() + interval '1 day' " +
-            $"WHERE id BETWEEN {due[0]} AND {due[1]} AND state = 'pending' AND scheduled_at <= now() RETURNING 1) SELECT count(*) FROM r");
+        backlog.Pool += await PostponeLeftoversAsync(due);
         Progress($"user updates, worker draining ({run.Label}, {done / seconds:0} jobs/s): {busy}" +
                  (stillQueued == 0 ? $" (the drain ended before the window did: next chunk {backlog.Chunk} jobs)" : $" ({stillQueued} jobs still queued at the end)") +
                  $"; {busyWal}");
