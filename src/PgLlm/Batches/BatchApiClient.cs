@@ -30,16 +30,7 @@ internal sealed class BatchApiClient : IDisposable
     public BatchApiClient(Uri baseUrl, string? apiKey, TimeSpan timeout)
     {
         _base = baseUrl.ToString().TrimEnd('/') + "/";
-        _http = new HttpClient(new SocketsHttpHandler { PooledConnectionLifetime = TimeSpan.FromMinutes(5), UseCookies = false, AllowAutoRedirect = false })
-        {
-            Timeout = timeout,
-        };
-        if (!string.IsNullOrEmpty(apiKey))
-        {
-            _http.DefaultRequestHeaders.Authorization = new AuthenticationHeaderValue("Bearer", apiKey);
-        }
-
-        _http.DefaultRequestHeaders.UserAgent.Add(new ProductInfoHeaderValue("PgLlm", typeof(BatchApiClient).Assembly.GetName().Version?.ToString(3)));
+        _http = OpenAiCompatibleChatClient.CreateHttpClient(apiKey, timeout);
     }
 
     /// <summary>The name PgLlm gives a batch's input file.</summary>

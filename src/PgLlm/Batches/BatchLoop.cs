@@ -122,11 +122,8 @@ internal sealed partial class BatchLoop
             var names = group.Select(t => t.Name).Order(StringComparer.Ordinal).ToArray();
             while (await _store.TakeAsync(endpoint.Name, endpoint.Model, names, _batch, BatchLease, _untilIdle, cancellationToken).ConfigureAwait(false) is { } id)
             {
-                var taken = (await _store.LeaseAsync(BatchLease, cancellationToken).ConfigureAwait(false)).Where(b => b.Id == id);
-                foreach (var batch in taken)
-                {
-                    await AdvanceQuietlyAsync(batch, cancellationToken).ConfigureAwait(false);
-                }
+                // Taken with this worker's lease: moved on at once.
+                await AdvanceQuietlyAsync(await _store.ReadAsync(id, cancellationToken).ConfigureAwait(false), cancellationToken).ConfigureAwait(false);
             }
         }
 

@@ -107,7 +107,7 @@ internal sealed class BatchResults(PipelineContext context, JobQueue batchQueue,
             ModelAnswer answer;
             try
             {
-                answer = ModelCaller.AnswerOf(task, body, null);
+                answer = ModelCaller.AnswerOf(task, OpenAiCompatibleChatClient.Parse(body), null);
             }
             catch (Exception ex) when (ex is InvalidAnswerException or InvalidOperationException)
             {

@@ -37,10 +37,24 @@ internal sealed class BatchStore(NpgsqlDataSource dataSource, string workerId)
     /// <summary>The open batches this worker moves on now (its own, and those whose worker's lease ran out), leased to it.</summary>
     public async Task<List<BatchRow>> LeaseAsync(TimeSpan lease, CancellationToken cancellationToken)
     {
-        await using var command = dataSource.CreateCommand(
-            "SELECT id, endpoint, model, state, token, input_file_id, provider_batch_id, cancel_requested_at FROM llm.batch_lease($1, $2) ORDER BY id");
+        await using var command = dataSource.CreateCommand($"SELECT {RowColumns} FROM llm.batch_lease($1, $2) ORDER BY id");
         command.Parameters.Add(new NpgsqlParameter<string> { TypedValue = workerId });
         command.Parameters.Add(new NpgsqlParameter<double> { TypedValue = lease.TotalSeconds });
+        return await ReadRowsAsync(command, cancellationToken).ConfigureAwait(false);
+    }
+
+    /// <summary>A batch this worker has just taken (and holds the lease of).</summary>
+    public async Task<BatchRow> ReadAsync(long id, CancellationToken cancellationToken)
+    {
+        await using var command = dataSource.CreateCommand($"SELECT {RowColumns} FROM llm.batch WHERE id = $1");
+        command.Parameters.Add(new NpgsqlParameter<long> { TypedValue = id });
+        return (await ReadRowsAsync(command, cancellationToken).ConfigureAwait(false)).Single();
+    }
+
+    private const string RowColumns = "id, endpoint, model, state, token, input_file_id, provider_batch_id, cancel_requested_at";
+
+    private static async Task<List<BatchRow>> ReadRowsAsync(NpgsqlCommand command, CancellationToken cancellationToken)
+    {
         var rows = new List<BatchRow>();
         await using var reader = await command.ExecuteReaderAsync(cancellationToken).ConfigureAwait(false);
         while (await reader.ReadAsync(cancellationToken).ConfigureAwait(false))

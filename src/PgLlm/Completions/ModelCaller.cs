@@ -28,24 +28,7 @@ internal sealed class ModelCaller
     {
         var (messages, options) = RequestOf(task, inputs);
         var response = await _chatClient.GetResponseAsync(messages, options, cancellationToken).ConfigureAwait(false);
-        var usage = new ModelUsage(
-            ToInt(response.Usage?.InputTokenCount),
-            ToInt(response.Usage?.OutputTokenCount),
-            response.ModelId ?? options.ModelId,
-            AnswerCacheChatClient.IsCacheHit(response));
-        string json;
-        try
-        {
-            json = Validate(task, response.Text);
-        }
-        catch (InvalidAnswerException ex)
-        {
-            // The answer is not written, but the call was made (and may be billed): its tokens count in the job's.
-            ex.Usage = usage;
-            throw;
-        }
-
-        return new ModelAnswer(json, usage.InputTokens, usage.OutputTokens, usage.Model, usage.CacheHit);
+        return AnswerOf(task, response, options.ModelId);
     }
 
     /// <summary>
@@ -66,16 +49,20 @@ internal sealed class ModelCaller
     }
 
     /// <summary>
-    /// Reads a chat completion's body as a call's answer would be read: its text validated against the task's schema,
-    /// with its usage (an invalid answer's usage travels on its <see cref="InvalidAnswerException"/>).
+    /// A chat completion read as a job's answer, whether a call's or a batch line's: its text validated against the
+    /// task's schema, with its usage. The answer is not written when it is invalid, but the call was made (and may be
+    /// billed): its usage travels on the <see cref="InvalidAnswerException"/>, so its tokens count in the job's.
     /// </summary>
-    public static ModelAnswer AnswerOf(TaskDefinition task, ReadOnlySpan<byte> completion, string? requestedModel)
+    public static ModelAnswer AnswerOf(TaskDefinition task, ChatResponse response, string? requestedModel)
     {
-        var response = OpenAiCompatibleChatClient.Parse(completion);
-        var usage = new ModelUsage(ToInt(response.Usage?.InputTokenCount), ToInt(response.Usage?.OutputTokenCount), response.ModelId ?? requestedModel, false);
+        var usage = new ModelUsage(
+            ToInt(response.Usage?.InputTokenCount),
+            ToInt(response.Usage?.OutputTokenCount),
+            response.ModelId ?? requestedModel,
+            AnswerCacheChatClient.IsCacheHit(response));
         try
         {
-            return new ModelAnswer(Validate(task, response.Text), usage.InputTokens, usage.OutputTokens, usage.Model, false);
+            return new ModelAnswer(Validate(task, response.Text), usage.InputTokens, usage.OutputTokens, usage.Model, usage.CacheHit);
         }
         catch (InvalidAnswerException ex)
         {

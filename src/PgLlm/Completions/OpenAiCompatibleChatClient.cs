@@ -117,7 +117,16 @@ public sealed class OpenAiCompatibleChatClient : IChatClient
         _completionsUri = completions.Uri;
         _defaultModel = defaultModel;
         _metadata = new ChatClientMetadata("openai", baseUrl, defaultModel);
-        _http = new HttpClient(new SocketsHttpHandler
+        _http = CreateHttpClient(apiKey, timeout ?? TimeSpan.FromSeconds(100));
+    }
+
+    /// <summary>
+    /// The HTTP client of an endpoint's calls (and of its Batch API: <see cref="Batches.BatchApiClient"/>): the key as
+    /// <c>Authorization: Bearer</c> (none when empty), PgLlm's user agent, no cookies, no redirects.
+    /// </summary>
+    internal static HttpClient CreateHttpClient(string? apiKey, TimeSpan timeout)
+    {
+        var http = new HttpClient(new SocketsHttpHandler
         {
             // Recycled now and then, so a DNS change (or a load balancer's new node) is noticed.
             PooledConnectionLifetime = TimeSpan.FromMinutes(5),
@@ -127,14 +136,15 @@ public sealed class OpenAiCompatibleChatClient : IChatClient
             AllowAutoRedirect = false,
         })
         {
-            Timeout = timeout ?? TimeSpan.FromSeconds(100),
+            Timeout = timeout,
         };
         if (!string.IsNullOrEmpty(apiKey))
         {
-            _http.DefaultRequestHeaders.Authorization = new AuthenticationHeaderValue("Bearer", apiKey);
+            http.DefaultRequestHeaders.Authorization = new AuthenticationHeaderValue("Bearer", apiKey);
         }
 
-        _http.DefaultRequestHeaders.UserAgent.Add(new ProductInfoHeaderValue("PgLlm", typeof(OpenAiCompatibleChatClient).Assembly.GetName().Version?.ToString(3)));
+        http.DefaultRequestHeaders.UserAgent.Add(new ProductInfoHeaderValue("PgLlm", typeof(OpenAiCompatibleChatClient).Assembly.GetName().Version?.ToString(3)));
+        return http;
     }
 
     /// <inheritdoc />
